@@ -1,0 +1,2 @@
+//! The `lockstep` binary: argument parsing and glue over the library crates.
+fn main() {}

@@ -1,0 +1,1 @@
+//! End-to-end and chaos tests of lockstep live in `tests/tests/`; this library is empty.
