@@ -1,1 +1,33 @@
-//! testkit
+//! # lockstep-testkit
+//!
+//! Real, throwaway Redis servers for lockstep's tests, in any topology, and the
+//! faults that a sync's consistency is judged by. Nothing here is a mock: every
+//! server is a real `redis-server` process of a chosen version (6.2, 7.0, 8.2),
+//! installed into the project by `scripts/install-redis.sh`.
+//!
+//! # Layout
+//! - [`version`]: which Redis versions exist and where their binaries are.
+//! - [`server`]: one redis-server process: start on a free loopback port in its own
+//!   temporary directory, wait until it answers, kill/stop/continue/restart, log tail,
+//!   killed on drop.
+//! - [`tls`]: a throwaway CA and certificates for `rediss://` tests.
+//! - [`topology`]: standalone, primary with replicas, Redis Cluster; auth variants.
+//! - [`faults`]: failover, flush, eviction, replication backlog overflow.
+//! - [`proxy`]: a TCP fault proxy (cut, black-hole, latency, bandwidth cap).
+//! - [`data`]: a data set of every type in every encoding, and a seeded churn workload.
+//! - [`info`]: small helpers to read `INFO` fields.
+
+pub mod info;
+pub mod server;
+pub mod tls;
+pub mod topology;
+pub mod version;
+
+pub use server::{Auth, RedisServer, ServerConfig};
+pub use tls::TlsMaterial;
+pub use topology::{Cluster, ClusterSpec, ReplicaSet};
+pub use version::RedisVersion;
+
+/// Errors of the testkit carry their context (which server, which log) as text;
+/// tests print them and fail, so `anyhow` is the right tool.
+pub type Result<T> = anyhow::Result<T>;
