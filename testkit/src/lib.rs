@@ -25,7 +25,7 @@ pub mod version;
 
 pub use server::{Auth, RedisServer, ServerConfig};
 pub use tls::TlsMaterial;
-pub use topology::{Cluster, ClusterSpec, ReplicaSet};
+pub use topology::{Cluster, ClusterSpec, FailoverMode, ReplicaSet};
 pub use version::RedisVersion;
 
 /// Errors of the testkit carry their context (which server, which log) as text;
