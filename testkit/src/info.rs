@@ -29,8 +29,11 @@ impl Info {
 
     /// A field parsed as an integer; an error names the field when absent or not a number.
     pub fn int(&self, field: &str) -> anyhow::Result<i64> {
-        let text = self.get(field).with_context(|| format!("INFO has no field {field}"))?;
-        text.parse().with_context(|| format!("INFO field {field}={text} is not an integer"))
+        let text = self
+            .get(field)
+            .with_context(|| format!("INFO has no field {field}"))?;
+        text.parse()
+            .with_context(|| format!("INFO field {field}={text} is not an integer"))
     }
 }
 
@@ -52,11 +55,18 @@ pub async fn config_get(conn: &mut MultiplexedConnection, name: &str) -> anyhow:
         .query_async(conn)
         .await
         .with_context(|| format!("CONFIG GET {name}"))?;
-    pairs.get(1).cloned().with_context(|| format!("CONFIG GET {name}: no such parameter"))
+    pairs
+        .get(1)
+        .cloned()
+        .with_context(|| format!("CONFIG GET {name}: no such parameter"))
 }
 
 /// Runs `CONFIG SET name value`.
-pub async fn config_set(conn: &mut MultiplexedConnection, name: &str, value: &str) -> anyhow::Result<()> {
+pub async fn config_set(
+    conn: &mut MultiplexedConnection,
+    name: &str,
+    value: &str,
+) -> anyhow::Result<()> {
     redis::cmd("CONFIG")
         .arg("SET")
         .arg(name)

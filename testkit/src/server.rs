@@ -58,7 +58,10 @@ impl Auth {
 
     /// An ACL-user variant with a fixed test user.
     pub fn acl_user() -> Auth {
-        Auth::AclUser { user: "lockstep".into(), password: "lockstep-user-pass".into() }
+        Auth::AclUser {
+            user: "lockstep".into(),
+            password: "lockstep-user-pass".into(),
+        }
     }
 
     /// `user:pass@` for a URL, or "".
@@ -168,7 +171,10 @@ impl ServerConfig {
         let mut lines: Vec<(String, String)> = vec![
             ("bind".into(), "127.0.0.1".into()),
             ("dir".into(), dir.display().to_string()),
-            ("logfile".into(), dir.join("redis.log").display().to_string()),
+            (
+                "logfile".into(),
+                dir.join("redis.log").display().to_string(),
+            ),
             ("daemonize".into(), "no".into()),
             ("loglevel".into(), "notice".into()),
             ("dbfilename".into(), "dump.rdb".into()),
@@ -207,7 +213,10 @@ impl ServerConfig {
             lines.push(("cluster-require-full-coverage".into(), "yes".into()));
         }
         if let Some(primary) = self.replica_of {
-            lines.push(("replicaof".into(), format!("{} {}", primary.ip(), primary.port())));
+            lines.push((
+                "replicaof".into(),
+                format!("{} {}", primary.ip(), primary.port()),
+            ));
         }
         lines.extend(self.auth.config_lines());
         lines.extend(self.extra.iter().cloned());
@@ -215,7 +224,10 @@ impl ServerConfig {
         for (name, value) in lines {
             // `save ""` and `user name on >pw ...` need their own quoting rules: values
             // with spaces that are lists of words (save, user, replicaof) go raw.
-            let raw_words = matches!(name.as_str(), "save" | "user" | "replicaof" | "client-output-buffer-limit");
+            let raw_words = matches!(
+                name.as_str(),
+                "save" | "user" | "replicaof" | "client-output-buffer-limit"
+            );
             if raw_words && !value.is_empty() {
                 text.push_str(&format!("{name} {value}\n"));
             } else {
@@ -273,7 +285,13 @@ impl RedisServer {
                 Some(port) => port,
                 None => free_port_pair()?,
             };
-            let mut server = RedisServer { config: config.clone(), port, dir, binary: binary.clone(), child: None };
+            let mut server = RedisServer {
+                config: config.clone(),
+                port,
+                dir,
+                binary: binary.clone(),
+                child: None,
+            };
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
                 Err(err) => {
@@ -302,8 +320,16 @@ impl RedisServer {
 
     /// `redis://[user:pass@]127.0.0.1:port` (or `rediss://` with TLS).
     pub fn url(&self) -> String {
-        let scheme = if self.config.tls.is_some() { "rediss" } else { "redis" };
-        format!("{scheme}://{}127.0.0.1:{}", self.config.auth.url_userinfo(), self.port)
+        let scheme = if self.config.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!(
+            "{scheme}://{}127.0.0.1:{}",
+            self.config.auth.url_userinfo(),
+            self.port
+        )
     }
 
     /// The server's working directory (its RDB, AOF, nodes.conf and log).
@@ -337,7 +363,9 @@ impl RedisServer {
     pub fn redis_client(&self) -> anyhow::Result<redis::Client> {
         match &self.config.tls {
             Some(tls) => tls.redis_client(&self.url()),
-            None => redis::Client::open(self.url()).with_context(|| format!("bad URL {}", self.url())),
+            None => {
+                redis::Client::open(self.url()).with_context(|| format!("bad URL {}", self.url()))
+            }
         }
     }
 
@@ -372,7 +400,9 @@ impl RedisServer {
     /// Stops the process with SIGTERM and waits for it (it saves first when RDB
     /// persistence is on, and flushes the AOF).
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         signal(child.id(), libc::SIGCONT);
         signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -383,7 +413,10 @@ impl RedisServer {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("redis-server {} did not stop within 20 s of SIGTERM; killed it", self.addr());
+                bail!(
+                    "redis-server {} did not stop within 20 s of SIGTERM; killed it",
+                    self.addr()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -413,7 +446,10 @@ impl RedisServer {
     /// Starts a server that was killed or stopped, without stopping it first.
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
-            bail!("redis-server {} is still running; use restart()", self.addr());
+            bail!(
+                "redis-server {} is still running; use restart()",
+                self.addr()
+            );
         }
         self.spawn_and_wait().await
     }
@@ -530,7 +566,9 @@ fn free_port_pair() -> anyhow::Result<u16> {
             return Ok(port);
         }
     }
-    Err(anyhow!("no free loopback port pair found in {PORT_MIN}..{PORT_MAX} after 200 tries"))
+    Err(anyhow!(
+        "no free loopback port pair found in {PORT_MIN}..{PORT_MAX} after 200 tries"
+    ))
 }
 
 type SpawnReply = mpsc::Sender<std::io::Result<Child>>;
@@ -569,5 +607,7 @@ fn spawn_tied_to_this_process(command: Command) -> std::io::Result<Child> {
         .map_err(|_| std::io::Error::other("testkit spawner lock poisoned"))?
         .send((command, reply_tx))
         .map_err(|_| std::io::Error::other("testkit spawner thread is gone"))?;
-    reply_rx.recv().map_err(|_| std::io::Error::other("testkit spawner thread dropped the request"))?
+    reply_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("testkit spawner thread dropped the request"))?
 }

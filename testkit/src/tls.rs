@@ -26,15 +26,20 @@ impl TlsMaterial {
 
         let ca_key = KeyPair::generate().context("generating the test CA key")?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "lockstep test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "lockstep test CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the test CA")?;
+        let ca_cert = ca_params
+            .self_signed(&ca_key)
+            .context("self-signing the test CA")?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let leaf = |name: &str| -> anyhow::Result<(String, String)> {
             let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+            let mut params =
+                CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
             params.distinguished_name.push(DnType::CommonName, name);
             let cert = params.signed_by(&key, &issuer)?;
             Ok((cert.pem(), key.serialize_pem()))
@@ -52,7 +57,12 @@ impl TlsMaterial {
         write("server.key", &server_key_pem)?;
         write("client.crt", &client_cert_pem)?;
         write("client.key", &client_key_pem)?;
-        Ok(TlsMaterial { dir, ca_pem, client_cert_pem, client_key_pem })
+        Ok(TlsMaterial {
+            dir,
+            ca_pem,
+            client_cert_pem,
+            client_key_pem,
+        })
     }
 
     /// The folder holding `ca.crt`, `server.crt`, `server.key`, `client.crt`, `client.key`.

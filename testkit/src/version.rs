@@ -79,7 +79,10 @@ impl RedisVersion {
         let var = self.env_var();
         if let Some(path) = env_override {
             if !is_executable(&path) {
-                bail!("{var} points at {}, which is not an executable file", path.display());
+                bail!(
+                    "{var} points at {}, which is not an executable file",
+                    path.display()
+                );
             }
             return Ok(path);
         }

@@ -19,11 +19,18 @@ async fn each_version_starts_reports_its_version_and_leaves_no_process() -> anyh
     for version in RedisVersion::ALL {
         let server = RedisServer::start(ServerConfig::new(version)).await?;
         let info = server.info("server").await?;
-        assert_eq!(info.get("redis_version"), Some(version.full_version()), "{version}");
+        assert_eq!(
+            info.get("redis_version"),
+            Some(version.full_version()),
+            "{version}"
+        );
         let pid = server.pid().expect("running");
         assert!(process_alive(pid));
         drop(server);
-        assert!(!process_alive(pid), "redis-server {version} pid {pid} survived drop");
+        assert!(
+            !process_alive(pid),
+            "redis-server {version} pid {pid} survived drop"
+        );
     }
     Ok(())
 }
@@ -35,15 +42,24 @@ async fn restart_keeps_data_with_rdb_and_with_aof() -> anyhow::Result<()> {
         (RedisVersion::V7_0, Persistence::Aof),
         (RedisVersion::V8_2, Persistence::Aof),
     ] {
-        let mut server = RedisServer::start(ServerConfig::new(version).persistence(persistence)).await?;
+        let mut server =
+            RedisServer::start(ServerConfig::new(version).persistence(persistence)).await?;
         let port = server.port();
         let mut conn = server.client().await?;
-        redis::cmd("SET").arg("k").arg("v").query_async::<()>(&mut conn).await?;
+        redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async::<()>(&mut conn)
+            .await?;
         server.restart().await?;
         assert_eq!(server.port(), port, "restart keeps the port");
         let mut conn = server.client().await?;
         let value: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await?;
-        assert_eq!(value.as_deref(), Some("v"), "{version} {persistence:?} lost data over restart");
+        assert_eq!(
+            value.as_deref(),
+            Some("v"),
+            "{version} {persistence:?} lost data over restart"
+        );
     }
     Ok(())
 }
@@ -52,15 +68,24 @@ async fn restart_keeps_data_with_rdb_and_with_aof() -> anyhow::Result<()> {
 async fn without_persistence_a_kill9_and_start_comes_back_empty() -> anyhow::Result<()> {
     let mut server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut conn = server.client().await?;
-    redis::cmd("SET").arg("k").arg("v").query_async::<()>(&mut conn).await?;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await?;
     let pid = server.pid().expect("running");
     server.kill9();
     assert!(!process_alive(pid));
-    assert!(server.client().await.is_err() || {
-        // A connection may be accepted by nobody: a command must fail.
-        let mut c = server.client().await?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.is_err()
-    });
+    assert!(
+        server.client().await.is_err() || {
+            // A connection may be accepted by nobody: a command must fail.
+            let mut c = server.client().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .is_err()
+        }
+    );
     server.start_again().await?;
     let mut conn = server.client().await?;
     let size: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
@@ -79,7 +104,10 @@ async fn pause_stops_answers_and_resume_brings_them_back() -> anyhow::Result<()>
         redis::cmd("PING").query_async::<String>(&mut conn),
     )
     .await;
-    assert!(!matches!(answer, Ok(Ok(_))), "a SIGSTOPped server answered PING: {answer:?}");
+    assert!(
+        !matches!(answer, Ok(Ok(_))),
+        "a SIGSTOPped server answered PING: {answer:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(500));
     server.resume();
     let mut conn = server.client().await?;
@@ -94,7 +122,10 @@ async fn password_and_acl_user_variants_refuse_anonymous_clients() -> anyhow::Re
         for auth in [Auth::password(), Auth::acl_user()] {
             let server = RedisServer::start(ServerConfig::new(version).auth(auth.clone())).await?;
             let mut conn = server.client().await?;
-            let who: String = redis::cmd("ACL").arg("WHOAMI").query_async(&mut conn).await?;
+            let who: String = redis::cmd("ACL")
+                .arg("WHOAMI")
+                .query_async(&mut conn)
+                .await?;
             let expected = match &auth {
                 Auth::AclUser { user, .. } => user.as_str(),
                 _ => "default",
@@ -102,9 +133,15 @@ async fn password_and_acl_user_variants_refuse_anonymous_clients() -> anyhow::Re
             assert_eq!(who, expected);
             let anonymous = redis::Client::open(format!("redis://127.0.0.1:{}", server.port()))?;
             let mut anon = anonymous.get_multiplexed_async_connection().await?;
-            let refused = redis::cmd("GET").arg("x").query_async::<Option<String>>(&mut anon).await;
+            let refused = redis::cmd("GET")
+                .arg("x")
+                .query_async::<Option<String>>(&mut anon)
+                .await;
             let err = refused.expect_err("an unauthenticated client was served");
-            assert!(err.to_string().contains("NOAUTH") || err.to_string().contains("NOPERM"), "{err}");
+            assert!(
+                err.to_string().contains("NOAUTH") || err.to_string().contains("NOPERM"),
+                "{err}"
+            );
         }
     }
     Ok(())
@@ -113,26 +150,43 @@ async fn password_and_acl_user_variants_refuse_anonymous_clients() -> anyhow::Re
 #[tokio::test]
 async fn tls_server_speaks_rediss_and_refuses_plaintext() -> anyhow::Result<()> {
     let tls = std::sync::Arc::new(TlsMaterial::generate()?);
-    let server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0).tls(tls).auth(Auth::password())).await?;
+    let server = RedisServer::start(
+        ServerConfig::new(RedisVersion::V7_0)
+            .tls(tls)
+            .auth(Auth::password()),
+    )
+    .await?;
     assert!(server.url().starts_with("rediss://"));
     let mut conn = server.client().await?;
-    redis::cmd("SET").arg("k").arg("over tls").query_async::<()>(&mut conn).await?;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("over tls")
+        .query_async::<()>(&mut conn)
+        .await?;
     let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await?;
     assert_eq!(value, "over tls");
-    let plain = redis::Client::open(format!("redis://:lockstep-test-pass@127.0.0.1:{}", server.port()))?;
+    let plain = redis::Client::open(format!(
+        "redis://:lockstep-test-pass@127.0.0.1:{}",
+        server.port()
+    ))?;
     let result = tokio::time::timeout(Duration::from_secs(3), async {
         let mut c = plain.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut c).await
     })
     .await;
-    assert!(!matches!(result, Ok(Ok(_))), "a plaintext client was answered on a TLS port");
+    assert!(
+        !matches!(result, Ok(Ok(_))),
+        "a plaintext client was answered on a TLS port"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn tls_on_a_build_without_tls_is_a_clear_error() -> anyhow::Result<()> {
     let tls = std::sync::Arc::new(TlsMaterial::generate()?);
-    let err = RedisServer::start(ServerConfig::new(RedisVersion::V6_2).tls(tls)).await.expect_err("6.2 has no TLS");
+    let err = RedisServer::start(ServerConfig::new(RedisVersion::V6_2).tls(tls))
+        .await
+        .expect_err("6.2 has no TLS");
     let text = format!("{err:#}");
     assert!(text.contains("TLS"), "{text}");
     Ok(())
