@@ -191,6 +191,9 @@ impl ServerConfig {
         if self.version >= RedisVersion::V7_0 {
             lines.push(("enable-debug-command".into(), "yes".into()));
         }
+        // A full sync starts at once instead of waiting 5 s for more replicas to
+        // share a diskless transfer (tests do many full syncs); `set` overrides it.
+        lines.push(("repl-diskless-sync-delay".into(), "0".into()));
         match self.persistence {
             Persistence::None => {
                 lines.push(("save".into(), String::new()));
