@@ -1,0 +1,208 @@
+//! Exact checkpoints: how far the target has got in the source's replication stream.
+//!
+//! A [`Checkpoint`] is the source's replication id, the offset of the last byte whose
+//! effect the target has acknowledged, and the database the stream had selected at
+//! that point (the primary does not re-send SELECT after `+CONTINUE`, so the db must be
+//! remembered with the offset). [`CheckpointStore`] persists it atomically (write a
+//! temporary file, fsync it, rename it over the old one, fsync the directory), so a
+//! crash at any instant leaves either the old or the new checkpoint, never a torn one.
+//!
+//! Invariant: for one replication id the stored offset never moves backwards. The
+//! engine stores only offsets at command (and MULTI/EXEC) boundaries whose replies the
+//! target has returned.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the checkpoint inside the checkpoint directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+
+/// Where the target stands in the source's replication history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The source's 40-character replication id the offset belongs to.
+    pub replid: String,
+    /// Offset of the last stream byte applied and acknowledged by the target. A PSYNC
+    /// resumes at `offset + 1`.
+    pub offset: u64,
+    /// The database selected in the stream at `offset`.
+    pub db: u32,
+}
+
+/// Errors reading or writing a checkpoint; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("cannot {action} checkpoint file {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint file {path} is not a valid checkpoint ({source}); move it away to start with a full sync")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("checkpoint would move backwards for replid {replid}: stored {stored}, new {new}")]
+    Backwards {
+        replid: String,
+        stored: u64,
+        new: u64,
+    },
+}
+
+/// A checkpoint directory.
+#[derive(Debug)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    last: Option<Checkpoint>,
+}
+
+impl CheckpointStore {
+    /// Opens (creating) `dir` and reads the checkpoint in it, if any.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<CheckpointStore, CheckpointError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| CheckpointError::Io {
+            action: "create the directory of",
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(CHECKPOINT_FILE);
+        let last =
+            match fs::read(&path) {
+                Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|source| {
+                    CheckpointError::Corrupt {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+                Err(source) => {
+                    return Err(CheckpointError::Io {
+                        action: "read",
+                        path,
+                        source,
+                    })
+                }
+            };
+        Ok(CheckpointStore { dir, last })
+    }
+
+    /// The checkpoint last stored (or read at open).
+    pub fn last(&self) -> Option<&Checkpoint> {
+        self.last.as_ref()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT_FILE)
+    }
+
+    /// Persists `checkpoint` atomically. Refuses an offset below the stored one for
+    /// the same replid (a bug upstream, never silently accepted).
+    pub fn store(&mut self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+        if let Some(last) = &self.last {
+            if last.replid == checkpoint.replid && checkpoint.offset < last.offset {
+                return Err(CheckpointError::Backwards {
+                    replid: checkpoint.replid,
+                    stored: last.offset,
+                    new: checkpoint.offset,
+                });
+            }
+            if *last == checkpoint {
+                return Ok(());
+            }
+        }
+        write_atomically(
+            &self.dir,
+            CHECKPOINT_FILE,
+            &serde_json::to_vec_pretty(&checkpoint).unwrap_or_default(),
+        )?;
+        self.last = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Forgets the checkpoint (after the source's history is lost: a full resync).
+    pub fn clear(&mut self) -> Result<(), CheckpointError> {
+        let path = self.path();
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(CheckpointError::Io {
+                    action: "remove",
+                    path,
+                    source,
+                })
+            }
+        }
+        self.last = None;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `dir/name` so that a crash leaves the old or the new content.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let final_path = dir.join(name);
+    let tmp_path = dir.join(format!("{name}.tmp"));
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let mut file = File::create(&tmp_path).map_err(io("create", &tmp_path))?;
+    file.write_all(bytes).map_err(io("write", &tmp_path))?;
+    file.sync_all().map_err(io("fsync", &tmp_path))?;
+    drop(file);
+    fs::rename(&tmp_path, &final_path).map_err(io("rename into place", &final_path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync the directory of", &final_path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(replid: &str, offset: u64, db: u32) -> Checkpoint {
+        Checkpoint {
+            replid: replid.into(),
+            offset,
+            db,
+        }
+    }
+
+    #[test]
+    fn stores_reopens_and_refuses_to_go_backwards() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = CheckpointStore::open(dir.path()).expect("open");
+        assert_eq!(store.last(), None);
+        store.store(cp("a", 10, 0)).expect("store");
+        store.store(cp("a", 20, 3)).expect("store");
+        let err = store.store(cp("a", 19, 3)).expect_err("backwards");
+        assert!(err.to_string().contains("backwards"), "{err}");
+        // A new replid (after a full resync) may start anywhere.
+        store.store(cp("b", 5, 0)).expect("new history");
+        let reopened = CheckpointStore::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.last(), Some(&cp("b", 5, 0)));
+        assert!(!dir.path().join("checkpoint.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_clear_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join(CHECKPOINT_FILE), b"{not json").expect("write");
+        let err = CheckpointStore::open(dir.path()).expect_err("corrupt");
+        let text = err.to_string();
+        assert!(
+            text.contains("checkpoint.json") && text.contains("full sync"),
+            "{text}"
+        );
+    }
+}
