@@ -1,0 +1,521 @@
+//! The replica link: lockstep's side of a conversation in which it poses as a replica
+//! of the source.
+//!
+//! The order is Redis's own (replication.c, `syncWithMaster`):
+//! 1. [`ReplicaLink::connect`]: TCP (and TLS), `PING`, then pipelined `AUTH`,
+//!    `REPLCONF listening-port`, `REPLCONF capa eof capa psync2`, replies read one by
+//!    one. An AUTH failure is fatal; REPLCONF refusals are only logged.
+//! 2. [`ReplicaLink::psync`]: `PSYNC <replid> <offset+1>` to resume or `PSYNC ? -1`,
+//!    sent only after every handshake reply is read (a primary refuses SYNC/PSYNC
+//!    from a client with pending output). `+FULLRESYNC`, `+CONTINUE [replid]`,
+//!    `-LOADING`/`-NOMASTERLINK` (try later), or another error, after which `SYNC`
+//!    is tried.
+//! 3. For a full resync, [`ReplicaLink::rdb_transfer`] reads the `$<len>` or
+//!    `$EOF:<mark>` header (skipping keepalive newlines) and
+//!    [`RdbTransfer::next_chunk`] hands out the RDB as it arrives, never whole.
+//! 4. [`ReplicaLink::into_stream`] turns the rest of the connection into a
+//!    [`CommandStream`] that counts the replication offset, and an [`Acker`] that
+//!    writes `REPLCONF ACK <offset>` on the same socket.
+
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::endpoint::{Endpoint, EndpointError, Stream, TlsOptions};
+use crate::resp::{encode_command, CommandStream, Frame, FrameReader, Limits, ReadError};
+
+/// Length of a replication id and of the diskless end mark.
+pub const REPLID_LEN: usize = 40;
+
+/// How the link behaves.
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// Announced with `REPLCONF listening-port` (shows in the source's INFO).
+    pub listening_port: u16,
+    pub connect_timeout: Duration,
+    /// How long a read may wait for the source before the link counts as dead.
+    /// The source pings its replicas every 10 s (repl-ping-replica-period) and sends
+    /// keepalive newlines while it prepares an RDB, so silence beyond this is a fault.
+    pub read_timeout: Duration,
+    pub tls: TlsOptions,
+    pub limits: Limits,
+}
+
+impl Default for LinkOptions {
+    fn default() -> LinkOptions {
+        LinkOptions {
+            listening_port: 0,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            tls: TlsOptions::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the link failed. Each variant says what the source answered.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("the source {endpoint} refused the credentials: {reply} (check the user and password in the source URL)")]
+    Auth { endpoint: String, reply: String },
+    #[error("the source {endpoint} needs a password: {reply} (put it in the source URL: redis://[user]:password@host:port)")]
+    NoAuth { endpoint: String, reply: String },
+    #[error("the source {endpoint} refused to replicate to us: PSYNC answered {psync}, SYNC answered {sync} (the account needs permission for PSYNC/SYNC, e.g. ACL SETUSER <user> +psync +sync +replconf)")]
+    Refused {
+        endpoint: String,
+        psync: String,
+        sync: String,
+    },
+    #[error("the source {endpoint} cannot serve a replica yet ({reply}); retrying")]
+    NotReady { endpoint: String, reply: String },
+    #[error("the source {endpoint} sent {what} where {expected} was expected")]
+    Protocol {
+        endpoint: String,
+        what: String,
+        expected: &'static str,
+    },
+    #[error("the source {endpoint} closed the connection {during}")]
+    Closed {
+        endpoint: String,
+        during: &'static str,
+    },
+    #[error("the source {endpoint} sent nothing for {timeout:?} {during}")]
+    Timeout {
+        endpoint: String,
+        timeout: Duration,
+        during: &'static str,
+    },
+    #[error("reading from the source {endpoint} {during}: {source}")]
+    Read {
+        endpoint: String,
+        during: &'static str,
+        source: ReadError,
+    },
+    #[error("writing to the source {endpoint}: {source}")]
+    Write {
+        endpoint: String,
+        source: std::io::Error,
+    },
+}
+
+impl LinkError {
+    /// Whether retrying later may succeed (connection faults, a loading source) as
+    /// opposed to a configuration error that needs a person (bad password, no right).
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            LinkError::Auth { .. } | LinkError::NoAuth { .. } | LinkError::Refused { .. }
+        )
+    }
+}
+
+/// The source's answer to PSYNC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PsyncReply {
+    /// A full copy follows; the stream after it starts at `offset`.
+    FullResync { replid: String, offset: i64 },
+    /// The source continues from the requested offset. `replid` is the source's
+    /// current id when it changed (after a failover), to be adopted.
+    Continue { replid: Option<String> },
+    /// The source refused PSYNC and accepted the old `SYNC`: a full copy follows
+    /// with no replication id or offset, so this task cannot resume exactly later.
+    Sync,
+}
+
+type Reader = FrameReader<ReadHalf<Box<dyn Stream>>>;
+type Writer = WriteHalf<Box<dyn Stream>>;
+
+/// A connected, authenticated replica link before or after PSYNC.
+pub struct ReplicaLink {
+    endpoint: Endpoint,
+    reader: Reader,
+    writer: Writer,
+    read_timeout: Duration,
+}
+
+impl ReplicaLink {
+    /// Connects and performs the handshake up to (not including) PSYNC.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        options: &LinkOptions,
+    ) -> Result<ReplicaLink, LinkError> {
+        let stream = endpoint
+            .connect(&options.tls, options.connect_timeout)
+            .await?;
+        let (read, write) = tokio::io::split(stream);
+        let mut link = ReplicaLink {
+            endpoint: endpoint.clone(),
+            reader: FrameReader::new(read, options.limits.clone()),
+            writer: write,
+            read_timeout: options.read_timeout,
+        };
+        link.send(&[&b"PING"[..]]).await?;
+        let pong = link.reply("the handshake PING").await?;
+        if let Some(err) = pong.as_error() {
+            let text = String::from_utf8_lossy(err).into_owned();
+            // NOAUTH / NOPERM are expected before AUTH; anything else is not.
+            if !(text.starts_with("NOAUTH")
+                || text.starts_with("NOPERM")
+                || text.contains("operation not permitted"))
+            {
+                return Err(link.protocol(format!("-{text}"), "+PONG"));
+            }
+        }
+        let mut pipeline = Vec::new();
+        let mut expect_auth = false;
+        match (&endpoint.user, &endpoint.password) {
+            (Some(user), Some(password)) => {
+                encode_command_vec(
+                    &mut pipeline,
+                    &[b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()],
+                );
+                expect_auth = true;
+            }
+            (None, Some(password)) => {
+                encode_command_vec(&mut pipeline, &[b"AUTH".as_slice(), password.as_bytes()]);
+                expect_auth = true;
+            }
+            _ => {}
+        }
+        let port = options.listening_port.to_string();
+        encode_command_vec(
+            &mut pipeline,
+            &[b"REPLCONF".as_slice(), b"listening-port", port.as_bytes()],
+        );
+        encode_command_vec(
+            &mut pipeline,
+            &[b"REPLCONF".as_slice(), b"capa", b"eof", b"capa", b"psync2"],
+        );
+        link.write_all(&pipeline).await?;
+        if expect_auth {
+            let reply = link.reply("AUTH").await?;
+            if let Some(err) = reply.as_error() {
+                return Err(LinkError::Auth {
+                    endpoint: endpoint.to_string(),
+                    reply: String::from_utf8_lossy(err).into_owned(),
+                });
+            }
+        }
+        for what in ["REPLCONF listening-port", "REPLCONF capa"] {
+            let reply = link.reply(what).await?;
+            if let Some(err) = reply.as_error() {
+                let text = String::from_utf8_lossy(err).into_owned();
+                if text.starts_with("NOAUTH") {
+                    return Err(LinkError::NoAuth {
+                        endpoint: endpoint.to_string(),
+                        reply: text,
+                    });
+                }
+                tracing::warn!(source = %endpoint, "{what} refused: {text}");
+            }
+        }
+        Ok(link)
+    }
+
+    /// Asks for the stream from `resume` (replid and the last offset applied), or for
+    /// a full copy when `None`. Falls back to SYNC when PSYNC is refused.
+    pub async fn psync(&mut self, resume: Option<(&str, i64)>) -> Result<PsyncReply, LinkError> {
+        let (replid, offset) = match resume {
+            Some((replid, offset)) => (replid.to_owned(), (offset + 1).to_string()),
+            None => ("?".to_owned(), "-1".to_owned()),
+        };
+        self.send(&[b"PSYNC".as_slice(), replid.as_bytes(), offset.as_bytes()])
+            .await?;
+        let reply = self.status_line("the PSYNC reply").await?;
+        if let Some(rest) = reply.strip_prefix("+FULLRESYNC ") {
+            let mut words = rest.split_whitespace();
+            let replid = words.next().filter(|id| id.len() == REPLID_LEN);
+            let offset = words.next().and_then(|o| o.parse::<i64>().ok());
+            return match (replid, offset) {
+                (Some(replid), Some(offset)) => Ok(PsyncReply::FullResync {
+                    replid: replid.to_owned(),
+                    offset,
+                }),
+                _ => Err(self.protocol(reply.clone(), "+FULLRESYNC <40-char replid> <offset>")),
+            };
+        }
+        if let Some(rest) = reply.strip_prefix("+CONTINUE") {
+            let replid = rest.trim();
+            return Ok(PsyncReply::Continue {
+                replid: (replid.len() == REPLID_LEN).then(|| replid.to_owned()),
+            });
+        }
+        if reply.starts_with("-NOMASTERLINK") || reply.starts_with("-LOADING") {
+            return Err(LinkError::NotReady {
+                endpoint: self.endpoint.to_string(),
+                reply,
+            });
+        }
+        if reply.starts_with("-NOAUTH") {
+            return Err(LinkError::NoAuth {
+                endpoint: self.endpoint.to_string(),
+                reply,
+            });
+        }
+        if !reply.starts_with('-') {
+            return Err(self.protocol(reply, "+FULLRESYNC or +CONTINUE"));
+        }
+        // PSYNC refused or unknown: the old SYNC answers with the RDB directly.
+        tracing::warn!(source = %self.endpoint, "PSYNC refused ({reply}); falling back to SYNC, which cannot resume later");
+        self.send(&[b"SYNC".as_slice()]).await?;
+        self.reader
+            .skip_newlines()
+            .await
+            .map_err(|e| self.read_error("waiting for the SYNC reply", e))?;
+        self.fill_if_empty("waiting for the SYNC reply").await?;
+        if self.reader.buffer().first() == Some(&b'-') {
+            let sync = self.status_line("the SYNC reply").await?;
+            return Err(LinkError::Refused {
+                endpoint: self.endpoint.to_string(),
+                psync: reply,
+                sync,
+            });
+        }
+        Ok(PsyncReply::Sync)
+    }
+
+    /// Reads the header of the RDB transfer that follows a full resync.
+    pub async fn rdb_transfer(&mut self) -> Result<RdbTransfer, LinkError> {
+        let line = self.status_line("the RDB transfer header").await?;
+        if let Some(mark) = line.strip_prefix("$EOF:") {
+            if mark.len() != REPLID_LEN {
+                return Err(self.protocol(line.clone(), "$EOF:<40-byte mark>"));
+            }
+            return Ok(RdbTransfer::Diskless {
+                mark: mark.as_bytes().to_vec(),
+                finished: false,
+            });
+        }
+        if let Some(len) = line.strip_prefix('$').and_then(|l| l.parse::<u64>().ok()) {
+            return Ok(RdbTransfer::Sized { remaining: len });
+        }
+        if line.starts_with('-') {
+            return Err(LinkError::NotReady {
+                endpoint: self.endpoint.to_string(),
+                reply: line,
+            });
+        }
+        Err(self.protocol(line, "$<length> or $EOF:<mark>"))
+    }
+
+    /// The next piece of the RDB, `None` after its last byte. Pieces are whatever
+    /// arrived, at most one read buffer long: the RDB is never held whole.
+    pub async fn next_rdb_chunk(
+        &mut self,
+        transfer: &mut RdbTransfer,
+    ) -> Result<Option<Bytes>, LinkError> {
+        match transfer {
+            RdbTransfer::Sized { remaining } => {
+                if *remaining == 0 {
+                    return Ok(None);
+                }
+                self.fill_if_empty("during the RDB transfer").await?;
+                let take = (*remaining).min(self.reader.buffer().len() as u64) as usize;
+                *remaining -= take as u64;
+                Ok(Some(self.take(take)))
+            }
+            RdbTransfer::Diskless { mark, finished } => {
+                if *finished {
+                    return Ok(None);
+                }
+                // Hold back the last 40 bytes: they may be the end mark. The source
+                // sends nothing after the mark until we ACK, so the mark is at the end
+                // of what has arrived when it has arrived.
+                loop {
+                    let buffered = self.reader.buffer().len();
+                    if buffered >= REPLID_LEN
+                        && self.reader.buffer()[buffered - REPLID_LEN..] == mark[..]
+                    {
+                        *finished = true;
+                        let body = self.take(buffered - REPLID_LEN);
+                        self.take(REPLID_LEN);
+                        return Ok(Some(body));
+                    }
+                    if buffered > 2 * REPLID_LEN {
+                        return Ok(Some(self.take(buffered - REPLID_LEN)));
+                    }
+                    self.fill("during the diskless RDB transfer").await?;
+                }
+            }
+        }
+    }
+
+    /// The rest of the connection: the command stream (whose next byte is at
+    /// replication offset `offset`) and the ACK writer.
+    pub fn into_stream(self, offset: i64) -> (CommandStream<ReadHalf<Box<dyn Stream>>>, Acker) {
+        let acker = Acker {
+            endpoint: self.endpoint.to_string(),
+            writer: self.writer,
+        };
+        (CommandStream::new(self.reader, offset), acker)
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    async fn send(&mut self, argv: &[&[u8]]) -> Result<(), LinkError> {
+        let mut out = Vec::new();
+        encode_command_vec(&mut out, argv);
+        self.write_all(&out).await
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> Result<(), LinkError> {
+        let endpoint = self.endpoint.to_string();
+        self.writer
+            .write_all(bytes)
+            .await
+            .map_err(|source| LinkError::Write { endpoint, source })
+    }
+
+    /// One RESP reply, with the read timeout.
+    async fn reply(&mut self, during: &'static str) -> Result<Frame, LinkError> {
+        let timeout = self.read_timeout;
+        match tokio::time::timeout(timeout, self.reader.read_frame()).await {
+            Err(_) => Err(LinkError::Timeout {
+                endpoint: self.endpoint.to_string(),
+                timeout,
+                during,
+            }),
+            Ok(Err(source)) => Err(self.read_error(during, source)),
+            Ok(Ok(None)) => Err(LinkError::Closed {
+                endpoint: self.endpoint.to_string(),
+                during,
+            }),
+            Ok(Ok(Some(frame))) => Ok(frame),
+        }
+    }
+
+    /// One text line (`+...`, `-...`, `$...`) after any keepalive newlines, without
+    /// its CRLF. Used where the next bytes are not a complete RESP value (the `$len`
+    /// header of an RDB, whose body is not followed by CRLF).
+    async fn status_line(&mut self, during: &'static str) -> Result<String, LinkError> {
+        const LINE_BYTES_MAX: usize = 1024;
+        loop {
+            let timeout = self.read_timeout;
+            let skipped = tokio::time::timeout(timeout, self.reader.skip_newlines()).await;
+            match skipped {
+                Err(_) => {
+                    return Err(LinkError::Timeout {
+                        endpoint: self.endpoint.to_string(),
+                        timeout,
+                        during,
+                    })
+                }
+                Ok(Err(e)) => return Err(self.read_error(during, e)),
+                Ok(Ok(_)) => {}
+            }
+            if let Some(end) = self.reader.buffer().windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.reader.buffer()[..end]).into_owned();
+                self.reader.consume(end + 2);
+                return Ok(line);
+            }
+            if self.reader.buffer().len() > LINE_BYTES_MAX {
+                let start = String::from_utf8_lossy(&self.reader.buffer()[..64]).into_owned();
+                return Err(self.protocol(
+                    format!("a line longer than {LINE_BYTES_MAX} bytes starting {start:?}"),
+                    "a status line",
+                ));
+            }
+            self.fill(during).await?;
+        }
+    }
+
+    async fn fill_if_empty(&mut self, during: &'static str) -> Result<(), LinkError> {
+        if self.reader.buffer().is_empty() {
+            self.fill(during).await?;
+        }
+        Ok(())
+    }
+
+    async fn fill(&mut self, during: &'static str) -> Result<(), LinkError> {
+        let timeout = self.read_timeout;
+        match tokio::time::timeout(timeout, self.reader.fill(0)).await {
+            Err(_) => Err(LinkError::Timeout {
+                endpoint: self.endpoint.to_string(),
+                timeout,
+                during,
+            }),
+            Ok(Err(e)) => Err(self.read_error(during, ReadError::Io(e))),
+            Ok(Ok(0)) => Err(LinkError::Closed {
+                endpoint: self.endpoint.to_string(),
+                during,
+            }),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Bytes {
+        let bytes = self.reader.buffer_mut().split_to(n).freeze();
+        self.reader.consumed(n);
+        bytes
+    }
+
+    fn read_error(&self, during: &'static str, source: ReadError) -> LinkError {
+        LinkError::Read {
+            endpoint: self.endpoint.to_string(),
+            during,
+            source,
+        }
+    }
+
+    fn protocol(&self, what: String, expected: &'static str) -> LinkError {
+        LinkError::Protocol {
+            endpoint: self.endpoint.to_string(),
+            what,
+            expected,
+        }
+    }
+}
+
+/// How the RDB of a full resync arrives.
+#[derive(Debug)]
+pub enum RdbTransfer {
+    /// Disk-based: exactly this many bytes remain.
+    Sized { remaining: u64 },
+    /// Diskless: bytes until the 40-byte end mark.
+    Diskless { mark: Vec<u8>, finished: bool },
+}
+
+impl RdbTransfer {
+    /// Diskless transfers need an ACK at once after their end, or the source never
+    /// starts the command stream.
+    pub fn is_diskless(&self) -> bool {
+        matches!(self, RdbTransfer::Diskless { .. })
+    }
+}
+
+/// Writes `REPLCONF ACK <offset>` to the source on the link's socket.
+pub struct Acker {
+    endpoint: String,
+    writer: Writer,
+}
+
+impl Acker {
+    /// Tells the source that everything up to `offset` is applied.
+    pub async fn ack(&mut self, offset: i64) -> Result<(), LinkError> {
+        let offset = offset.to_string();
+        let mut out = Vec::with_capacity(48);
+        encode_command_vec(
+            &mut out,
+            &[b"REPLCONF".as_slice(), b"ACK", offset.as_bytes()],
+        );
+        let endpoint = &self.endpoint;
+        self.writer
+            .write_all(&out)
+            .await
+            .map_err(|source| LinkError::Write {
+                endpoint: endpoint.clone(),
+                source,
+            })
+    }
+}
+
+fn encode_command_vec(out: &mut Vec<u8>, argv: &[&[u8]]) {
+    let mut buf = bytes::BytesMut::new();
+    encode_command(&mut buf, argv);
+    out.extend_from_slice(buf.chunk());
+}
