@@ -27,7 +27,7 @@ pub struct Checkpoint {
     pub replid: String,
     /// Offset of the last stream byte applied and acknowledged by the target. A PSYNC
     /// resumes at `offset + 1`.
-    pub offset: u64,
+    pub offset: i64,
     /// The database selected in the stream at `offset`.
     pub db: u32,
 }
@@ -49,8 +49,8 @@ pub enum CheckpointError {
     #[error("checkpoint would move backwards for replid {replid}: stored {stored}, new {new}")]
     Backwards {
         replid: String,
-        stored: u64,
-        new: u64,
+        stored: i64,
+        new: i64,
     },
 }
 
@@ -170,7 +170,7 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Checkpoi
 mod tests {
     use super::*;
 
-    fn cp(replid: &str, offset: u64, db: u32) -> Checkpoint {
+    fn cp(replid: &str, offset: i64, db: u32) -> Checkpoint {
         Checkpoint {
             replid: replid.into(),
             offset,

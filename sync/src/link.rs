@@ -353,6 +353,14 @@ impl ReplicaLink {
         (CommandStream::new(self.reader, offset), acker)
     }
 
+    /// `REPLCONF ACK <offset>` during the full copy (the source drops a replica that
+    /// stays silent for repl-timeout).
+    pub async fn ack(&mut self, offset: i64) -> Result<(), LinkError> {
+        let offset = offset.to_string();
+        self.send(&[b"REPLCONF".as_slice(), b"ACK", offset.as_bytes()])
+            .await
+    }
+
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }

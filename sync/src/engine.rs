@@ -1,0 +1,669 @@
+//! The sync engine: drives a replica link, the RDB parser and the target writer so
+//! that the target becomes and stays a copy of the source, checkpointing exactly how
+//! far the target has got.
+//!
+//! One *session* is one connection to each side:
+//! 1. connect to the source as a replica and PSYNC from the checkpoint (or `? -1`);
+//! 2. on `+FULLRESYNC`: stream the RDB from the socket through the parser (on a
+//!    blocking thread, fed by bounded channels) into the target, key by key, as
+//!    RESTORE payloads: the raw object bytes when the target's RDB version reads
+//!    them, re-encoded for the target's version otherwise;
+//! 3. then apply the command stream, MULTI/EXEC blocks whole, SELECT tracked, PING and
+//!    REPLCONF consumed, the heartbeat key filtered out; a checkpoint is stored every
+//!    `checkpoint_interval` at the last position the target has answered;
+//! 4. `REPLCONF ACK` with the applied offset every second, also during the full copy.
+//!
+//! A transient failure (a cut connection, a restarting server) ends the session; the
+//! next one resumes from the checkpoint, within the retry window. A permanent one
+//! (a refused password, a command the target rejects) ends the task with an error.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::endpoint::Endpoint;
+use crate::link::{LinkError, LinkOptions, PsyncReply, ReplicaLink};
+use crate::rdb::{self, Event, ParseOptions, RdbError, RdbParser, Value};
+use crate::resp::{Command, Entry, Frame};
+
+/// Keys whose name starts with this are lockstep's heartbeat keys on the source;
+/// they are never written to the target.
+pub const HEARTBEAT_PREFIX: &[u8] = b"LOCKSTEP_HEARTBEAT";
+
+/// What the task does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy the snapshot, then exit when the target has acknowledged all of it.
+    Full,
+    /// Only the command stream, from the checkpoint or from the source's current offset.
+    Incremental,
+    /// The snapshot, then the command stream until stopped.
+    FullAndIncremental,
+}
+
+/// Everything a sync task needs.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    pub checkpoint_dir: PathBuf,
+    pub mode: Mode,
+    pub link: LinkOptions,
+    pub apply: ApplyOptions,
+    /// How often the applied position is persisted.
+    pub checkpoint_interval: Duration,
+    /// How long connection failures are retried before the task gives up.
+    pub retry_window: Duration,
+    /// Drop PUBLISH from the stream instead of applying it.
+    pub skip_publish: bool,
+}
+
+impl SyncOptions {
+    pub fn new(
+        source: Endpoint,
+        target: Endpoint,
+        checkpoint_dir: impl Into<PathBuf>,
+    ) -> SyncOptions {
+        SyncOptions {
+            source,
+            target,
+            checkpoint_dir: checkpoint_dir.into(),
+            mode: Mode::FullAndIncremental,
+            link: LinkOptions::default(),
+            apply: ApplyOptions::default(),
+            checkpoint_interval: Duration::from_millis(200),
+            retry_window: Duration::from_secs(720 * 60),
+            skip_publish: false,
+        }
+    }
+}
+
+/// Why the task stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the RDB from the source is unreadable: {0}")]
+    Rdb(#[from] RdbError),
+    #[error("key {key:?} (db {db}) cannot be written to a target of RDB version {target_version}: {reason}")]
+    Unwritable {
+        key: String,
+        db: u64,
+        target_version: u16,
+        reason: String,
+    },
+    #[error("gave up after retrying for {window:?}; last error: {last}")]
+    GaveUp {
+        window: Duration,
+        last: Box<SyncError>,
+    },
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl SyncError {
+    fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Link(e) => e.is_transient(),
+            SyncError::Apply(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Where the task is, for status reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Keys written during the current full copy.
+    pub keys_copied: u64,
+    /// Offset received from the source / applied on the target.
+    pub received_offset: i64,
+    pub applied_offset: i64,
+    pub full_syncs: u64,
+    pub partial_syncs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    #[default]
+    Connecting,
+    FullCopy,
+    Incremental,
+    Done,
+}
+
+/// What a finished task did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub progress: Progress,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Runs the task until it is done (mode `Full`), `stop` becomes true, or it fails.
+pub async fn run(
+    options: SyncOptions,
+    stop: watch::Receiver<bool>,
+    progress: watch::Sender<Progress>,
+) -> Result<Summary, SyncError> {
+    let mut store = CheckpointStore::open(&options.checkpoint_dir)?;
+    let mut failing_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let outcome = session(&options, &mut store, stop.clone(), &progress).await;
+        match outcome {
+            Ok(()) => {
+                progress.send_modify(|p| p.phase = Phase::Done);
+                return Ok(Summary {
+                    progress: progress.borrow().clone(),
+                    checkpoint: store.last().cloned(),
+                });
+            }
+            Err(err) if err.is_transient() && !*stop.borrow() => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > options.retry_window {
+                    return Err(SyncError::GaveUp {
+                        window: options.retry_window,
+                        last: Box::new(err),
+                    });
+                }
+                tracing::warn!("sync session ended: {err}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// One connection to each side, from PSYNC until stop or failure.
+async fn session(
+    options: &SyncOptions,
+    store: &mut CheckpointStore,
+    stop: watch::Receiver<bool>,
+    progress: &watch::Sender<Progress>,
+) -> Result<(), SyncError> {
+    progress.send_modify(|p| p.phase = Phase::Connecting);
+    let mut writer = TargetWriter::connect(&options.target, options.apply.clone()).await?;
+    let target_rdb_version = target_rdb_version(&mut writer).await?;
+    let mut link = ReplicaLink::connect(&options.source, &options.link).await?;
+
+    let resume = match (store.last(), options.mode) {
+        (Some(cp), _) => Some((cp.replid.clone(), cp.offset, cp.db)),
+        (None, Mode::Incremental) => Some(source_position(options).await?),
+        (None, _) => None,
+    };
+    let reply = link
+        .psync(
+            resume
+                .as_ref()
+                .map(|(id, offset, _)| (id.as_str(), *offset)),
+        )
+        .await?;
+    let (replid, start_offset, mut db) = match reply {
+        PsyncReply::Continue { replid } => {
+            let (old_id, offset, db) = resume
+                .ok_or_else(|| SyncError::Internal("+CONTINUE without a resume point".into()))?;
+            let id = replid.unwrap_or(old_id);
+            tracing::info!(
+                offset,
+                db,
+                "partial resync: the source continues from the checkpoint"
+            );
+            progress.send_modify(|p| p.partial_syncs += 1);
+            writer
+                .push(&[b"SELECT".as_slice(), db.to_string().as_bytes()], None)
+                .await?;
+            (Some(id), offset, db)
+        }
+        PsyncReply::FullResync { replid, offset } => {
+            if let Some((old_id, old_offset, _)) = &resume {
+                tracing::warn!(
+                    "full resync: the source could not continue from {old_id}:{old_offset} (backlog overrun or new history); flushing the target first so it ends equal to the source"
+                );
+                writer.push(&[b"FLUSHALL".as_slice()], None).await?;
+                store.clear()?;
+            }
+            link = full_copy(link, &mut writer, target_rdb_version, offset, progress).await?;
+            writer.drain().await?;
+            store.store(Checkpoint {
+                replid: replid.clone(),
+                offset,
+                db: 0,
+            })?;
+            progress.send_modify(|p| {
+                p.full_syncs += 1;
+                p.applied_offset = offset;
+                p.received_offset = offset;
+            });
+            (Some(replid), offset, 0)
+        }
+        PsyncReply::Sync => {
+            link = full_copy(link, &mut writer, target_rdb_version, 0, progress).await?;
+            writer.drain().await?;
+            (None, 0, 0)
+        }
+    };
+    if options.mode == Mode::Full {
+        return Ok(());
+    }
+
+    progress.send_modify(|p| p.phase = Phase::Incremental);
+    let (mut stream, mut acker) = link.into_stream(start_offset);
+    acker.ack(start_offset).await?;
+    let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    let mut checkpoint_timer = tokio::time::interval(options.checkpoint_interval);
+    let mut stop = stop;
+    let mut in_multi = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                if *stop.borrow() {
+                    writer.drain().await?;
+                    save(store, &replid, &writer)?;
+                    return Ok(());
+                }
+            }
+            _ = ack_timer.tick() => {
+                writer.flush().await?;
+                writer.poll_replies().await?;
+                if let Some(applied) = writer.applied() {
+                    acker.ack(applied.offset).await?;
+                }
+            }
+            _ = checkpoint_timer.tick() => {
+                writer.flush().await?;
+                writer.poll_replies().await?;
+                save(store, &replid, &writer)?;
+                if let Some(applied) = writer.applied() {
+                    progress.send_modify(|p| p.applied_offset = applied.offset);
+                }
+            }
+            next = stream.next() => {
+                let (entry, offset) = match next {
+                    Ok(Some(next)) => next,
+                    Ok(None) => return Err(LinkError::Closed { endpoint: options.source.to_string(), during: "during the command stream" }.into()),
+                    Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
+                };
+                progress.send_modify(|p| p.received_offset = offset);
+                let here = Position { offset, db };
+                let Entry::Command(command) = entry else {
+                    if !in_multi { writer.mark_position(here); }
+                    continue;
+                };
+                match classify(&command, options) {
+                    Action::Select(new_db) => {
+                        db = new_db;
+                        writer.push(&command.argv, (!in_multi).then_some(Position { offset, db })).await?;
+                    }
+                    Action::Multi => {
+                        in_multi = true;
+                        writer.push(&command.argv, None).await?;
+                    }
+                    Action::Exec => {
+                        in_multi = false;
+                        writer.push(&command.argv, Some(here)).await?;
+                    }
+                    Action::GetAck => {
+                        writer.flush().await?;
+                        writer.poll_replies().await?;
+                        if let Some(applied) = writer.applied() {
+                            acker.ack(applied.offset).await?;
+                        }
+                        if !in_multi { writer.mark_position(here); }
+                    }
+                    Action::Skip => {
+                        if !in_multi { writer.mark_position(here); }
+                    }
+                    Action::Apply => {
+                        writer.push(&command.argv, (!in_multi).then_some(here)).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the engine does with one command of the stream.
+enum Action {
+    Apply,
+    Select(u32),
+    Multi,
+    Exec,
+    GetAck,
+    /// Counted in the offset, not sent: PING, REPLCONF, filtered keys.
+    Skip,
+}
+
+fn classify(command: &Command, options: &SyncOptions) -> Action {
+    let name = command.name();
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("SELECT") {
+        let db = command
+            .args()
+            .first()
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|s| s.parse().ok());
+        return db.map_or(Action::Apply, Action::Select);
+    }
+    if is("MULTI") {
+        return Action::Multi;
+    }
+    if is("EXEC") {
+        return Action::Exec;
+    }
+    if is("PING") {
+        return Action::Skip;
+    }
+    if is("REPLCONF") {
+        let getack = command
+            .args()
+            .first()
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
+        return if getack { Action::GetAck } else { Action::Skip };
+    }
+    if options.skip_publish && (is("PUBLISH") || is("SPUBLISH")) {
+        return Action::Skip;
+    }
+    if command
+        .args()
+        .first()
+        .is_some_and(|key| key.starts_with(HEARTBEAT_PREFIX))
+    {
+        return Action::Skip;
+    }
+    Action::Apply
+}
+
+fn save(
+    store: &mut CheckpointStore,
+    replid: &Option<String>,
+    writer: &TargetWriter,
+) -> Result<(), SyncError> {
+    if let (Some(replid), Some(applied)) = (replid, writer.applied()) {
+        store.store(Checkpoint {
+            replid: replid.clone(),
+            offset: applied.offset,
+            db: applied.db,
+        })?;
+    }
+    Ok(())
+}
+
+/// The source's current replication id and offset (for an incremental-only task with
+/// no checkpoint: it starts from now).
+async fn source_position(options: &SyncOptions) -> Result<(String, i64, u32), SyncError> {
+    let mut client = TargetWriter::connect(&options.source, options.apply.clone()).await?;
+    let info = info_text(client.query(&[b"INFO".as_slice(), b"replication"]).await?);
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name).map(str::trim).map(str::to_owned))
+    };
+    match (
+        field("master_replid:"),
+        field("master_repl_offset:").and_then(|o| o.parse().ok()),
+    ) {
+        (Some(id), Some(offset)) => Ok((id, offset, 0)),
+        _ => Err(SyncError::Internal(format!(
+            "the source's INFO replication has no master_replid/master_repl_offset: {info}"
+        ))),
+    }
+}
+
+/// The RDB version the target reads, from its `redis_version`.
+async fn target_rdb_version(writer: &mut TargetWriter) -> Result<u16, SyncError> {
+    let info = info_text(writer.query(&[b"INFO".as_slice(), b"server"]).await?);
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("0")
+        .trim()
+        .to_owned();
+    Ok(rdb_version_of(&version))
+}
+
+/// RDB version written by a Redis version (`major.minor.patch`).
+pub fn rdb_version_of(redis_version: &str) -> u16 {
+    let mut parts = redis_version
+        .split('.')
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    match (major, minor) {
+        (0..=1, _) | (2, 0..=5) => 5,
+        (2, _) | (3, 0..=1) => 6,
+        (3, _) => 7,
+        (4, _) => 8,
+        (5..=6, _) => 9,
+        (7, 0..=1) => 10,
+        (7, 2..=3) => 11,
+        _ => 12,
+    }
+}
+
+fn info_text(frame: Frame) -> String {
+    frame
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads the RDB of a full resync off the link and writes every key to the target.
+/// Returns the link, positioned at the start of the command stream.
+async fn full_copy(
+    mut link: ReplicaLink,
+    writer: &mut TargetWriter,
+    target_rdb_version: u16,
+    ack_offset: i64,
+    progress: &watch::Sender<Progress>,
+) -> Result<ReplicaLink, SyncError> {
+    progress.send_modify(|p| {
+        p.phase = Phase::FullCopy;
+        p.keys_copied = 0;
+    });
+    let mut transfer = link.rdb_transfer().await?;
+    tracing::info!(
+        diskless = transfer.is_diskless(),
+        "full resync: receiving the snapshot"
+    );
+    // Socket -> parser thread -> this task, through bounded channels: memory stays
+    // bounded by the channel capacities, and a slow target slows the source.
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(64);
+    let (event_tx, mut event_rx) = mpsc::channel::<Result<Event, RdbError>>(1024);
+    let reader_task = tokio::spawn(async move {
+        let mut last_ack = Instant::now();
+        while let Some(chunk) = link.next_rdb_chunk(&mut transfer).await? {
+            if chunk_tx.send(chunk).await.is_err() {
+                break; // the parser stopped; its error tells why
+            }
+            if last_ack.elapsed() >= Duration::from_secs(1) {
+                link.ack(ack_offset).await?;
+                last_ack = Instant::now();
+            }
+        }
+        Ok::<_, LinkError>(link)
+    });
+    let parser_thread = tokio::task::spawn_blocking(move || {
+        let options = ParseOptions {
+            capture_raw: true,
+            ..ParseOptions::default()
+        };
+        let mut parser = RdbParser::new(
+            ChannelReader {
+                rx: chunk_rx,
+                current: Bytes::new(),
+            },
+            options,
+        );
+        loop {
+            match parser.next_event() {
+                Ok(Some(event)) => {
+                    if event_tx.blocking_send(Ok(event)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(err) => {
+                    let _ = event_tx.blocking_send(Err(err));
+                    return;
+                }
+            }
+        }
+    });
+
+    let mut loader = KeyLoader::new(target_rdb_version);
+    let mut applied = Ok(());
+    while let Some(event) = event_rx.recv().await {
+        let step = match event {
+            Ok(event) => loader.on_event(event, writer).await,
+            Err(err) => Err(err.into()),
+        };
+        if let Err(err) = step {
+            applied = Err(err);
+            break;
+        }
+        progress.send_if_modified(|p| {
+            let changed = p.keys_copied != loader.keys;
+            p.keys_copied = loader.keys;
+            changed
+        });
+    }
+    drop(event_rx);
+    let _ = parser_thread.await;
+    let link = reader_task
+        .await
+        .map_err(|e| SyncError::Internal(format!("RDB reader task: {e}")))?;
+    applied?;
+    let link = link?;
+    tracing::info!(keys = loader.keys, "full copy written to the target");
+    Ok(link)
+}
+
+/// Turns the parser's per-key events into RESTORE commands for the target.
+struct KeyLoader {
+    target_rdb_version: u16,
+    source_rdb_version: u16,
+    db: Option<u64>,
+    meta: Option<rdb::KeyMeta>,
+    value: Option<Value>,
+    keys: u64,
+}
+
+impl KeyLoader {
+    fn new(target_rdb_version: u16) -> KeyLoader {
+        KeyLoader {
+            target_rdb_version,
+            source_rdb_version: 0,
+            db: None,
+            meta: None,
+            value: None,
+            keys: 0,
+        }
+    }
+
+    async fn on_event(&mut self, event: Event, writer: &mut TargetWriter) -> Result<(), SyncError> {
+        match event {
+            Event::Header { version } => self.source_rdb_version = version as u16,
+            Event::KeyStart(meta) => {
+                self.value = Some(Value::empty(meta.rdb_type.kind()));
+                self.meta = Some(meta);
+            }
+            Event::Elements(batch) => {
+                if let Some(value) = self.value.as_mut() {
+                    value.extend(batch).map_err(|_| {
+                        SyncError::Internal("an element batch of another type".into())
+                    })?;
+                }
+            }
+            Event::KeyEnd { raw } => {
+                let meta = self
+                    .meta
+                    .take()
+                    .ok_or_else(|| SyncError::Internal("KeyEnd without KeyStart".into()))?;
+                let value = self
+                    .value
+                    .take()
+                    .unwrap_or_else(|| Value::empty(meta.rdb_type.kind()));
+                self.write_key(meta, value, raw, writer).await?;
+            }
+            Event::Function { code } => {
+                writer
+                    .push(&[b"FUNCTION".as_slice(), b"LOAD", b"REPLACE", &code], None)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn write_key(
+        &mut self,
+        meta: rdb::KeyMeta,
+        value: Value,
+        raw: Option<Vec<u8>>,
+        writer: &mut TargetWriter,
+    ) -> Result<(), SyncError> {
+        if self.db != Some(meta.db) {
+            writer
+                .push(
+                    &[b"SELECT".as_slice(), meta.db.to_string().as_bytes()],
+                    None,
+                )
+                .await?;
+            self.db = Some(meta.db);
+        }
+        let readable_raw = raw.filter(|_| {
+            meta.rdb_type.min_rdb_version() <= self.target_rdb_version
+                && self.source_rdb_version <= self.target_rdb_version
+        });
+        let payload = match readable_raw {
+            Some(raw) => rdb::dump::wrap_raw(&raw, self.target_rdb_version),
+            None => rdb::encode_dump(&value, self.target_rdb_version).map_err(|e| {
+                SyncError::Unwritable {
+                    key: String::from_utf8_lossy(&meta.key).into_owned(),
+                    db: meta.db,
+                    target_version: self.target_rdb_version,
+                    reason: e.to_string(),
+                }
+            })?,
+        };
+        let ttl = meta.expire_ms.unwrap_or(0).max(0).to_string();
+        let mut argv: Vec<&[u8]> =
+            vec![b"RESTORE", &meta.key, ttl.as_bytes(), &payload, b"REPLACE"];
+        if meta.expire_ms.is_some() {
+            argv.push(b"ABSTTL");
+        }
+        writer.push(&argv, None).await?;
+        self.keys += 1;
+        Ok(())
+    }
+}
+
+/// `Read` over chunks arriving on a channel (the parser's side of the bridge).
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
