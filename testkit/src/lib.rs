@@ -19,11 +19,13 @@
 
 pub mod faults;
 pub mod info;
+pub mod proxy;
 pub mod server;
 pub mod tls;
 pub mod topology;
 pub mod version;
 
+pub use proxy::FaultProxy;
 pub use server::{Auth, RedisServer, ServerConfig};
 pub use tls::TlsMaterial;
 pub use topology::{Cluster, ClusterSpec, FailoverMode, ReplicaSet};
