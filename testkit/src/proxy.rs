@@ -57,6 +57,8 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::server::RedisServer;
+
 /// The most bytes read from a socket at once (one chunk).
 pub const CHUNK_BYTES_MAX: usize = 64 * 1024;
 /// The most bytes held in flight per direction per connection (delayed by latency,
@@ -436,6 +438,17 @@ impl FaultProxy {
         self.upstream
     }
 
+    /// `server`'s URL (scheme, credentials) with the proxy's port: a client of it
+    /// talks to `server` through the proxy. Assumes the proxy's upstream is `server`.
+    pub fn url_for(&self, server: &RedisServer) -> String {
+        // `server.url()` ends in `:<port>`; everything before the last colon stays.
+        let url = server.url();
+        let base = url
+            .rsplit_once(':')
+            .map_or(url.as_str(), |(base, _port)| base);
+        format!("{base}:{}", self.port())
+    }
+
     /// A handle that outlives borrows of the proxy (e.g. for a task that toggles
     /// faults while the test drives traffic).
     pub fn handle(&self) -> ProxyHandle {
@@ -677,8 +690,10 @@ async fn write_side(
                 None => data.len(),
                 Some(rate) => data.len().min(piece_bytes(rate)),
             };
-            if !wait_for_bandwidth(&mut faults, shared, direction, piece_len).await? {
-                // The cap changed while waiting: look at the path and cap again.
+            if !wait_for_bandwidth(&mut faults, shared, direction, piece_len).await?
+                || faults.borrow().path != PathMode::Pass
+            {
+                // The cap or the path changed while waiting: look at both again.
                 continue;
             }
             let piece = data.split_to(piece_len);

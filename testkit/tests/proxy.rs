@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_testkit::info;
 use lockstep_testkit::proxy::{Direction, PathMode, BANDWIDTH_BURST_MS};
-use lockstep_testkit::{FaultProxy, RedisServer, RedisVersion, ServerConfig};
+use lockstep_testkit::{Auth, FaultProxy, RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -185,7 +185,7 @@ async fn relays_redis_traffic_and_counts_every_byte() -> anyhow::Result<()> {
     assert_eq!(rig.proxied_clients_on_server().await?, 1);
 
     // A real client library works through it too, and the write reached the server.
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", rig.proxy.port()))?;
+    let client = redis::Client::open(rig.proxy.url_for(&rig.server))?;
     let mut via_proxy = client.get_multiplexed_async_connection().await?;
     redis::cmd("SET")
         .arg("through")
@@ -210,6 +210,24 @@ async fn relays_redis_traffic_and_counts_every_byte() -> anyhow::Result<()> {
         .map_err(|s| anyhow::anyhow!("connections still open: {s:?}"))?;
     assert_eq!(stats.connections_accepted, 2);
     assert_eq!(stats.connections_cut, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn url_for_reaches_a_server_with_credentials_through_the_proxy() -> anyhow::Result<()> {
+    for auth in [Auth::password(), Auth::acl_user()] {
+        let server =
+            RedisServer::start(ServerConfig::new(RedisVersion::V7_0).auth(auth.clone())).await?;
+        let proxy = FaultProxy::start(server.addr()).await?;
+        let url = proxy.url_for(&server);
+        assert!(url.ends_with(&format!(":{}", proxy.port())), "{url}");
+        let mut conn = redis::Client::open(url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+        assert_eq!(pong, "PONG", "{auth:?}");
+        assert_eq!(proxy.stats().connections_open, 1);
+    }
     Ok(())
 }
 
@@ -604,7 +622,7 @@ async fn stop_waits_until_the_port_is_free_and_connections_are_closed() -> anyho
 #[tokio::test]
 async fn faults_switch_while_a_client_keeps_writing() -> anyhow::Result<()> {
     let mut rig = Rig::start().await?;
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}", rig.proxy.port()))?;
+    let client = redis::Client::open(rig.proxy.url_for(&rig.server))?;
     let handle = rig.proxy.handle();
     // A writer that counts acknowledged INCRs; it reconnects after a cut.
     let writer = tokio::spawn(async move {
