@@ -165,6 +165,10 @@ pub struct ProxyStats {
     /// Bytes swallowed by the black hole, per direction.
     pub bytes_dropped_client_to_server: u64,
     pub bytes_dropped_server_to_client: u64,
+    /// Bytes read and not yet written (delayed, throttled or stalled) now, per
+    /// direction; never more than [`HELD_BYTES_MAX`] per connection.
+    pub bytes_held_client_to_server: u64,
+    pub bytes_held_server_to_client: u64,
 }
 
 impl ProxyStats {
@@ -181,6 +185,13 @@ impl ProxyStats {
             Direction::ServerToClient => self.bytes_dropped_server_to_client,
         }
     }
+
+    pub fn bytes_held(&self, direction: Direction) -> u64 {
+        match direction {
+            Direction::ClientToServer => self.bytes_held_client_to_server,
+            Direction::ServerToClient => self.bytes_held_server_to_client,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -192,6 +203,7 @@ struct Counters {
     upstream_connect_failures: AtomicU64,
     forwarded: [AtomicU64; 2],
     dropped: [AtomicU64; 2],
+    held: [AtomicU64; 2],
 }
 
 /// Keeps `connections_open` right however a connection task ends (including abort).
@@ -360,6 +372,8 @@ impl ProxyHandle {
             bytes_server_to_client: load(&c.forwarded[1]),
             bytes_dropped_client_to_server: load(&c.dropped[0]),
             bytes_dropped_server_to_client: load(&c.dropped[1]),
+            bytes_held_client_to_server: load(&c.held[0]),
+            bytes_held_server_to_client: load(&c.held[1]),
         }
     }
 
@@ -593,7 +607,36 @@ async fn relay(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) ->
 struct Chunk {
     data: Bytes,
     arrived: Instant,
-    _held: OwnedSemaphorePermit,
+    _held: Held,
+}
+
+/// Accounts for a chunk's bytes while it is held: its permits of the bound, and the
+/// `bytes_held` gauge; both are given back when the chunk is dropped (written,
+/// swallowed, or abandoned with its connection).
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    bytes: u64,
+    direction: Direction,
+    shared: Arc<Shared>,
+}
+
+impl Held {
+    fn new(permit: OwnedSemaphorePermit, direction: Direction, shared: &Arc<Shared>) -> Held {
+        let bytes = permit.num_permits() as u64;
+        shared.counters.held[direction.index()].fetch_add(bytes, Ordering::Relaxed);
+        Held {
+            _permit: permit,
+            bytes,
+            direction,
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.shared.counters.held[self.direction.index()].fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 /// One direction: read, delay, write. Ends when the source reaches EOF and every
@@ -622,7 +665,7 @@ async fn read_side(
     chunks: mpsc::Sender<Chunk>,
     held: Arc<Semaphore>,
     direction: Direction,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> io::Result<()> {
     let mut faults = shared.faults.subscribe();
     let chunk_permits = u32::try_from(CHUNK_BYTES_MAX).map_err(|_| gone("chunk size"))?;
@@ -656,7 +699,7 @@ async fn read_side(
         let chunk = Chunk {
             data: buffer.freeze(),
             arrived,
-            _held: held_permit,
+            _held: Held::new(held_permit, direction, shared),
         };
         if chunks.send(chunk).await.is_err() {
             // The writer ended (its error is what try_join reports).

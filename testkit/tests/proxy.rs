@@ -11,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use lockstep_testkit::info;
-use lockstep_testkit::proxy::{Direction, PathMode, BANDWIDTH_BURST_MS};
+use lockstep_testkit::proxy::{
+    Direction, PathMode, BANDWIDTH_BURST_MS, CHUNK_BYTES_MAX, HELD_BYTES_MAX,
+};
 use lockstep_testkit::{Auth, FaultProxy, RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -669,5 +671,136 @@ async fn faults_switch_while_a_client_keeps_writing() -> anyhow::Result<()> {
         stats.connections_accepted >= 2,
         "the writer reconnected after the cut"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn held_bytes_stay_within_the_bound_under_latency() -> anyhow::Result<()> {
+    let mut rig = Rig::start().await?;
+    rig.proxy
+        .set_latency_in(Direction::ClientToServer, Duration::from_millis(1_500));
+    let value_len = 3 * HELD_BYTES_MAX;
+    let set = command(&[b"SET", b"big", &vec![b'z'; value_len]]);
+    let (mut read, mut write) = rig.connect().await?.into_split();
+    let writer = tokio::spawn(async move { write.write_all(&set).await.map(|()| write) });
+
+    // While the delay holds everything, the proxy reads up to its bound and stops.
+    let mut held_max = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        let stats = rig.proxy.stats();
+        assert_eq!(
+            stats.bytes_client_to_server, 0,
+            "delayed bytes were written"
+        );
+        held_max = held_max.max(stats.bytes_held(Direction::ClientToServer));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("held at most {held_max} bytes (bound {HELD_BYTES_MAX})");
+    assert!(held_max <= HELD_BYTES_MAX as u64);
+    assert!(
+        held_max > (HELD_BYTES_MAX - CHUNK_BYTES_MAX) as u64,
+        "bound never reached"
+    );
+
+    // Dropping the delay lets the whole value through, intact.
+    rig.proxy.set_latency(Duration::ZERO);
+    let _write = tokio::time::timeout(ARRIVAL_BOUND, writer).await???;
+    let mut reply = [0u8; 5];
+    tokio::time::timeout(ARRIVAL_BOUND, read.read_exact(&mut reply)).await??;
+    assert_eq!(&reply, b"+OK\r\n");
+    let len: usize = redis::cmd("STRLEN")
+        .arg("big")
+        .query_async(&mut rig.direct)
+        .await?;
+    assert_eq!(len, value_len);
+    let stats = rig
+        .proxy
+        .wait_for_stats(ARRIVAL_BOUND, |s| s.bytes_held_client_to_server == 0)
+        .await
+        .map_err(|s| anyhow::anyhow!("bytes still held: {s:?}"))?;
+    assert!(stats.bytes_client_to_server > value_len as u64);
+    Ok(())
+}
+
+async fn replication_field(server: &RedisServer, field: &str) -> anyhow::Result<String> {
+    let replication = server.info("replication").await?;
+    Ok(replication.get(field).unwrap_or_default().to_owned())
+}
+
+async fn wait_for_link(replica: &RedisServer, status: &str, bound: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let now = replication_field(replica, "master_link_status").await?;
+        if now == status {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < bound,
+            "replica link {now:?}, expected {status:?} within {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
+    let mut conn = server.client().await?;
+    Ok(redis::cmd("DBSIZE").query_async(&mut conn).await?)
+}
+
+/// The use the proxy is for: a replication link through it, cut and kept down while
+/// the primary takes writes, then let back up; measured on both servers.
+#[tokio::test]
+async fn a_replica_behind_the_proxy_loses_its_link_on_cut_and_resyncs_partially(
+) -> anyhow::Result<()> {
+    let primary = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let proxy = FaultProxy::start(primary.addr()).await?;
+    let replica =
+        RedisServer::start(ServerConfig::new(RedisVersion::V7_0).replica_of(proxy.local_addr()))
+            .await?;
+    wait_for_link(&replica, "up", Duration::from_secs(10)).await?;
+    let mut writes = primary.client().await?;
+    redis::cmd("SET")
+        .arg("before")
+        .arg(1)
+        .query_async::<()>(&mut writes)
+        .await?;
+
+    proxy.refuse_new(true);
+    proxy.cut_all();
+    wait_for_link(&replica, "down", ARRIVAL_BOUND).await?;
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("during-{i}"))
+            .arg(i)
+            .query_async::<()>(&mut writes)
+            .await?;
+    }
+    // The replica retries about once a second; give it two tries.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(
+        replication_field(&replica, "master_link_status").await?,
+        "down"
+    );
+    assert!(
+        dbsize(&replica).await? <= 1,
+        "writes reached a cut-off replica"
+    );
+    let refused = proxy.stats().connections_refused;
+    assert!(refused >= 1, "the replica did not retry");
+    let partial_before: i64 = primary.info("stats").await?.int("sync_partial_ok")?;
+
+    proxy.refuse_new(false);
+    wait_for_link(&replica, "up", Duration::from_secs(10)).await?;
+    let start = Instant::now();
+    while dbsize(&replica).await? != 101 {
+        assert!(start.elapsed() < ARRIVAL_BOUND, "replica did not catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let partial_after: i64 = primary.info("stats").await?.int("sync_partial_ok")?;
+    assert_eq!(partial_after, partial_before + 1, "resync was not partial");
+    let stats = proxy.stats();
+    eprintln!("{stats:?}");
+    assert!(stats.connections_cut >= 1);
     Ok(())
 }
