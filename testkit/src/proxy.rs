@@ -104,9 +104,11 @@ pub enum PathMode {
     #[default]
     Pass,
     /// Bytes are read and discarded; connections stay open. A lost network path.
+    /// New connections are accepted (and connected upstream), but nothing passes.
     BlackHole,
     /// Bytes are held (not read, or not written if already read) and delivered in
-    /// order once the path passes again. A path that stalls and recovers.
+    /// order once the path passes again. A path that stalls and recovers. New
+    /// connections are accepted (and connected upstream), but nothing passes yet.
     Stall,
 }
 

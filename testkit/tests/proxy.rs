@@ -804,3 +804,19 @@ async fn a_replica_behind_the_proxy_loses_its_link_on_cut_and_resyncs_partially(
     assert!(stats.connections_cut >= 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_missing_upstream_closes_the_client_and_is_counted() -> anyhow::Result<()> {
+    // A port that was free a moment ago: nothing listens on it.
+    let vacant = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let proxy = FaultProxy::start(vacant).await?;
+    let mut conn = TcpStream::connect(proxy.local_addr()).await?;
+    closed_within(&mut conn, ARRIVAL_BOUND).await?;
+    let stats = proxy
+        .wait_for_stats(ARRIVAL_BOUND, |s| s.connections_open == 0)
+        .await
+        .map_err(|s| anyhow::anyhow!("connection still open: {s:?}"))?;
+    assert_eq!(stats.upstream_connect_failures, 1);
+    assert_eq!(stats.connections_accepted, 1);
+    Ok(())
+}
