@@ -17,6 +17,8 @@
 //! - [`data`]: a data set of every type in every encoding, and a seeded churn workload.
 //! - [`info`]: small helpers to read `INFO` fields.
 
+pub mod churn;
+pub mod data;
 pub mod faults;
 pub mod info;
 pub mod proxy;

@@ -1,0 +1,215 @@
+//! The data set on real servers of every version: `OBJECT ENCODING` on the server shows
+//! that every encoding the version offers was produced, each key has the type and
+//! encoding the report says, HyperLogLogs are sparse and dense as promised, big keys
+//! have their size, DBSIZE per database matches the report, and the same seed writes
+//! the same values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use lockstep_testkit::data::{expected_encodings, DataReport, DataSet, DataSpec, Expiry, Family};
+use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use redis::aio::MultiplexedConnection;
+
+/// Small enough for the whole suite's budget, large enough that every db gets every
+/// family and the size-dependent families (geo, hash field TTL) get both sizes.
+const SCALE: usize = 12;
+const BIG_KEY_BYTES: usize = 1 << 20;
+
+async fn select(conn: &mut MultiplexedConnection, db: i64) -> anyhow::Result<()> {
+    redis::cmd("SELECT").arg(db).query_async::<()>(conn).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_version_gets_every_encoding_it_offers_and_the_counts_the_report_says(
+) -> anyhow::Result<()> {
+    for version in RedisVersion::ALL {
+        let server = RedisServer::start(ServerConfig::new(version)).await?;
+        // Keys "about to expire" outlive the checks here; their TTL is checked below.
+        let spec = DataSpec::new(11, SCALE)
+            .big_keys(BIG_KEY_BYTES)
+            .soon_ttl(Duration::from_secs(60));
+        let report = DataSet::write(&server.redis_client()?, &spec).await?;
+        eprintln!("{report}");
+        assert_eq!(
+            report.encodings(),
+            expected_encodings(version),
+            "{version}: report"
+        );
+
+        let mut conn = server.client().await?;
+        let found = check_every_key(&mut conn, &report).await?;
+        let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
+        assert_eq!(
+            found,
+            expected_encodings(version),
+            "{version}: on the server"
+        );
+
+        let mut expected_dbs = report.keys_per_db();
+        assert_eq!(
+            expected_dbs.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1, 5, 15],
+            "{version}"
+        );
+        for db in 0..16 {
+            select(&mut conn, db).await?;
+            let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+            assert_eq!(
+                size,
+                expected_dbs.remove(&db).unwrap_or(0),
+                "{version}: DBSIZE of db {db}"
+            );
+        }
+        check_big_keys(&mut conn, &report).await?;
+    }
+    Ok(())
+}
+
+/// Checks TYPE, OBJECT ENCODING, PFDEBUG ENCODING and TTL of every key; returns the
+/// encodings seen on the server.
+async fn check_every_key(
+    conn: &mut MultiplexedConnection,
+    report: &DataReport,
+) -> anyhow::Result<BTreeSet<String>> {
+    let version = report.version;
+    let mut found = BTreeSet::new();
+    let mut wrong = Vec::new();
+    let mut selected = None;
+    for key in &report.keys {
+        if selected != Some(key.db) {
+            select(conn, key.db).await?;
+            selected = Some(key.db);
+        }
+        let (key_type, encoding, pttl): (String, Option<String>, i64) = redis::pipe()
+            .cmd("TYPE")
+            .arg(&key.key)
+            .cmd("OBJECT")
+            .arg("ENCODING")
+            .arg(&key.key)
+            .cmd("PTTL")
+            .arg(&key.key)
+            .query_async(conn)
+            .await?;
+        let name = String::from_utf8_lossy(&key.key);
+        let encoding = encoding.unwrap_or_else(|| "(missing)".into());
+        if key_type != key.key_type.name() || encoding != key.encoding {
+            wrong.push(format!(
+                "{name}: {key_type}/{encoding}, expected {}/{}",
+                key.key_type.name(),
+                key.encoding
+            ));
+        }
+        let ttl_ok = match key.expiry {
+            Expiry::Never => pttl == -1,
+            Expiry::Seconds | Expiry::Millis => (3_000_000..=86_400_000).contains(&pttl),
+            Expiry::FarFuture => pttl > 2_000_000_000_000,
+            Expiry::Soon => (0..=60_000).contains(&pttl),
+        };
+        if !ttl_ok {
+            wrong.push(format!("{name}: PTTL {pttl} for {:?}", key.expiry));
+        }
+        if let Some(representation) = key.hll_representation {
+            let answer: String = redis::cmd("PFDEBUG")
+                .arg("ENCODING")
+                .arg(&key.key)
+                .query_async(conn)
+                .await?;
+            if answer != representation {
+                wrong.push(format!("{name}: HLL {answer}, expected {representation}"));
+            }
+        }
+        found.insert(encoding);
+    }
+    assert!(
+        wrong.is_empty(),
+        "{version}: {} keys differ from the report, e.g. {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+    Ok(found)
+}
+
+async fn check_big_keys(
+    conn: &mut MultiplexedConnection,
+    report: &DataReport,
+) -> anyhow::Result<()> {
+    let big: BTreeMap<String, usize> = report
+        .keys
+        .iter()
+        .filter(|k| k.family == Family::Big)
+        .map(|k| (String::from_utf8_lossy(&k.key).into_owned(), k.elements))
+        .collect();
+    assert_eq!(big.len(), 5, "a big string, hash, list, set and zset");
+    select(conn, 0).await?;
+    let (string_len, hash_len, list_len, set_len, zset_len): (usize, usize, usize, usize, usize) =
+        redis::pipe()
+            .cmd("STRLEN")
+            .arg("big:string")
+            .cmd("HLEN")
+            .arg("big:hash")
+            .cmd("LLEN")
+            .arg("big:list")
+            .cmd("SCARD")
+            .arg("big:set")
+            .cmd("ZCARD")
+            .arg("big:zset")
+            .query_async(conn)
+            .await?;
+    assert_eq!(string_len, BIG_KEY_BYTES);
+    for (name, len) in [
+        ("big:hash", hash_len),
+        ("big:list", list_len),
+        ("big:set", set_len),
+        ("big:zset", zset_len),
+    ] {
+        assert_eq!(Some(&len), big.get(name), "{name}");
+        assert!(
+            (len + 1) * 100 >= BIG_KEY_BYTES,
+            "{name} holds {len} elements"
+        );
+    }
+    Ok(())
+}
+
+/// `DEBUG DIGEST-VALUE` of every key in `dbs` (content only: no TTLs, no stream groups).
+async fn digests(
+    conn: &mut MultiplexedConnection,
+    dbs: &[i64],
+) -> anyhow::Result<BTreeMap<(i64, Vec<u8>), String>> {
+    let mut out = BTreeMap::new();
+    for &db in dbs {
+        select(conn, db).await?;
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
+        for key in keys {
+            let digest: Vec<String> = redis::cmd("DEBUG")
+                .arg("DIGEST-VALUE")
+                .arg(&key)
+                .query_async(conn)
+                .await?;
+            out.insert((db, key), digest.concat());
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn the_same_seed_writes_the_same_values() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let spec = DataSpec::new(5, 6).soon_ttl(Duration::from_secs(60));
+    let mut all = Vec::new();
+    for seed in [5, 5, 6] {
+        let server = RedisServer::start(ServerConfig::new(version)).await?;
+        let spec = DataSpec {
+            seed,
+            ..spec.clone()
+        };
+        DataSet::write(&server.redis_client()?, &spec).await?;
+        all.push(digests(&mut server.client().await?, &spec.dbs).await?);
+    }
+    assert!(!all[0].is_empty());
+    assert_eq!(all[0], all[1], "same seed, same keys and values");
+    assert_ne!(all[0], all[2], "another seed, other content");
+    Ok(())
+}
