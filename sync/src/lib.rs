@@ -8,3 +8,5 @@
 //! `docs/architecture.md` for the plan and what is built.
 //!
 //! This crate knows nothing about the command line; only `cli` prints.
+
+pub mod rdb;
