@@ -46,6 +46,9 @@ use crate::version::RedisVersion;
 
 /// Share of key picks that take a key of another family (and so often the wrong type).
 const WRONG_FAMILY_SHARE: f64 = 0.02;
+/// Streams use a smaller key space (key_space / this), so that consumer groups exist
+/// on most streams the group commands hit.
+const STREAM_KEY_SPACE_DIVISOR: usize = 8;
 /// Members, fields and list elements come from a small domain so removals hit.
 const MEMBER_DOMAIN: u32 = 40;
 /// SPOP count that empties any set this workload builds (reproducible mode).
@@ -296,6 +299,10 @@ impl OpKind {
             OpKind::FlushDb => 1,
             OpKind::SwapDb | OpKind::FunctionLoad => 2,
             OpKind::Select => 5,
+            // Streams and their groups are created more often than the group commands
+            // that need them, so that most of those find a group.
+            OpKind::XAdd => 30,
+            OpKind::XGroupCreate => 25,
             _ => 10,
         }
     }
@@ -941,7 +948,11 @@ impl Generator {
         } else {
             space
         };
-        let index = self.rng.random_range(0..self.spec.key_space);
+        let keys = match space {
+            Space::Stream => (self.spec.key_space / STREAM_KEY_SPACE_DIVISOR).max(1),
+            _ => self.spec.key_space,
+        };
+        let index = self.rng.random_range(0..keys);
         format!("{}{}:{index}", self.key_prefix, space.name())
     }
 
@@ -1069,7 +1080,7 @@ pub struct ChurnReport {
     pub commands: BTreeMap<&'static str, u64>,
     /// Commands the server answered with an error (WRONGTYPE and the like), by name.
     pub server_errors: BTreeMap<&'static str, u64>,
-    /// Server error messages (up to 100 characters) and how often each came.
+    /// Server errors by kind ("XACK NOGROUP: No such key '…' or consumer group '…'").
     pub error_messages: BTreeMap<String, u64>,
     /// From the first op to the last reply.
     pub elapsed: Duration,
@@ -1090,11 +1101,23 @@ impl ChurnReport {
         self.server_errors.values().sum()
     }
 
-    fn count_error(&mut self, name: &'static str, message: String) {
+    fn count_error(&mut self, name: &'static str, error: &redis::ServerError) {
         *self.server_errors.entry(name).or_default() += 1;
-        let short: String = message.chars().take(100).collect();
-        *self.error_messages.entry(short).or_default() += 1;
+        let kind = error_kind(name, error);
+        *self.error_messages.entry(kind).or_default() += 1;
     }
+}
+
+/// "COMMAND CODE: details" with quoted names (keys, groups) blanked out and at most 80
+/// characters of details, so that errors of one kind count together.
+fn error_kind(name: &str, error: &redis::ServerError) -> String {
+    let details = error.details().unwrap_or_default();
+    let mut blanked = String::new();
+    for (index, part) in details.split('\'').enumerate() {
+        blanked.push_str(if index % 2 == 1 { "'…'" } else { part });
+    }
+    let short: String = blanked.chars().take(80).collect();
+    format!("{name} {}: {short}", error.code())
 }
 
 impl std::fmt::Display for ChurnReport {
@@ -1283,11 +1306,11 @@ async fn send_batch(
     }
     for ((name, queued), reply) in sent.into_iter().zip(replies) {
         match reply {
-            Value::ServerError(error) => report.count_error(name, error.to_string()),
+            Value::ServerError(error) => report.count_error(name, &error),
             Value::Array(results) if name == "EXEC" => {
                 for (inner, result) in queued.into_iter().zip(results) {
                     if let Value::ServerError(error) = result {
-                        report.count_error(inner, error.to_string());
+                        report.count_error(inner, &error);
                     }
                 }
             }
