@@ -10,3 +10,4 @@
 //! This crate knows nothing about the command line; only `cli` prints.
 
 pub mod rdb;
+pub mod resp;

@@ -1,0 +1,288 @@
+//! Async glue: read frames and commands from any `AsyncRead` through one reused
+//! buffer, and write commands to any `AsyncWrite`.
+//!
+//! The replica link uses one [`FrameReader`] for the whole connection: replies during
+//! the handshake ([`read_frame`](FrameReader::read_frame)), then the RDB transfer,
+//! which is not RESP and which it reads through [`buffer_mut`](FrameReader::buffer_mut)
+//! and [`fill`](FrameReader::fill), then the command stream
+//! ([`read_entry`](FrameReader::read_entry), or a [`CommandStream`] that keeps the
+//! replication offset).
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::command::{CommandDecoder, Entry};
+use super::decode::decode_frame;
+use super::encode::encode_command;
+use super::error::RespError;
+use super::frame::{Frame, Status};
+use super::Limits;
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed.
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
+    /// The bytes are not RESP; the offset counts from the first byte this reader read.
+    #[error(transparent)]
+    Protocol(#[from] RespError),
+    /// The peer closed the connection in the middle of a value.
+    #[error("connection closed in the middle of a value ({buffered_bytes} bytes of it read)")]
+    UnexpectedEof {
+        /// Bytes of the unfinished value that had arrived.
+        buffered_bytes: usize,
+    },
+}
+
+/// Reads RESP values from `R` through a buffer that is reused for the whole connection.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    limits: Limits,
+    commands: CommandDecoder,
+    /// Bytes consumed from the front of the buffer since the start: decoded values plus
+    /// whatever the caller consumed by hand.
+    consumed_bytes: u64,
+    read_chunk_bytes: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader with these limits and a 64 KiB initial buffer.
+    pub fn new(inner: R, limits: Limits) -> FrameReader<R> {
+        FrameReader::with_buffer(inner, limits, BytesMut::with_capacity(64 * 1024))
+    }
+
+    /// A reader that starts from `buf`, which may already hold bytes read from `inner`.
+    pub fn with_buffer(inner: R, limits: Limits, buf: BytesMut) -> FrameReader<R> {
+        FrameReader {
+            inner,
+            buf,
+            commands: CommandDecoder::new(limits.clone()),
+            limits,
+            consumed_bytes: 0,
+            read_chunk_bytes: 64 * 1024,
+        }
+    }
+
+    /// Bytes consumed since the start.
+    pub fn consumed_bytes(&self) -> u64 {
+        self.consumed_bytes
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn buffer(&self) -> &BytesMut {
+        &self.buf
+    }
+
+    /// The buffer, for reading non-RESP data such as the RDB transfer. After taking or
+    /// consuming bytes through it, call [`consumed`](Self::consumed) with their count.
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        self.commands.reset();
+        &mut self.buf
+    }
+
+    /// Account for `n` bytes taken off the front of the buffer by hand.
+    pub fn consumed(&mut self, n: usize) {
+        self.consumed_bytes += n as u64;
+    }
+
+    /// Drop `n` bytes from the front of the buffer (they must be there) and count them.
+    pub fn consume(&mut self, n: usize) {
+        self.commands.reset();
+        self.buf.advance(n);
+        self.consumed_bytes += n as u64;
+    }
+
+    /// The reader and the unread bytes.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.inner, self.buf)
+    }
+
+    /// Read more bytes into the buffer (at least `min_bytes` of room); `Ok(0)` at end
+    /// of stream.
+    pub async fn fill(&mut self, min_bytes: usize) -> io::Result<usize> {
+        self.buf.reserve(self.read_chunk_bytes.max(min_bytes));
+        self.inner.read_buf(&mut self.buf).await
+    }
+
+    fn eof(&self) -> Result<(), ReadError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(ReadError::UnexpectedEof {
+                buffered_bytes: self.buf.len(),
+            })
+        }
+    }
+
+    /// The next reply; `None` when the peer closed the connection between values.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        self.commands.reset();
+        loop {
+            let base = self.consumed_bytes;
+            match decode_frame(&mut self.buf, &self.limits).map_err(|e| e.shifted(base))? {
+                Status::Complete(frame, len) => {
+                    self.consumed_bytes += len as u64;
+                    return Ok(Some(frame));
+                }
+                Status::Incomplete => {
+                    if self.fill(0).await? == 0 {
+                        self.eof()?;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Skip bare `\n` / `\r\n` at the front of the buffer (keepalives before a reply
+    /// or before the RDB), reading if the buffer is empty; returns how many bytes were
+    /// skipped. Stops at the first other byte, which stays in the buffer.
+    pub async fn skip_newlines(&mut self) -> Result<usize, ReadError> {
+        let start = self.consumed_bytes;
+        loop {
+            let skipped = (self.consumed_bytes - start) as usize;
+            match self.buf.first() {
+                Some(b'\n') => self.consume(1),
+                Some(b'\r') if self.buf.len() >= 2 => {
+                    if self.buf[1] != b'\n' {
+                        return Ok(skipped);
+                    }
+                    self.consume(2);
+                }
+                Some(b'\r') | None => {
+                    if self.fill(0).await? == 0 {
+                        return Ok(skipped);
+                    }
+                }
+                Some(_) => return Ok(skipped),
+            }
+        }
+    }
+
+    /// The next command or blank, with its length on the wire; `None` when the peer
+    /// closed the connection between entries.
+    pub async fn read_entry(&mut self) -> Result<Option<(Entry, usize)>, ReadError> {
+        loop {
+            let base = self.consumed_bytes;
+            match self
+                .commands
+                .decode(&mut self.buf)
+                .map_err(|e| e.shifted(base))?
+            {
+                Status::Complete(entry, len) => {
+                    self.consumed_bytes += len as u64;
+                    return Ok(Some((entry, len)));
+                }
+                Status::Incomplete => {
+                    let need = self.commands.bytes_needed_hint(&self.buf);
+                    if self.fill(need).await? == 0 {
+                        self.eof()?;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The command stream of a replication link, keeping the replication offset: the
+/// offset of the stream's first byte plus every byte decoded since (blanks included,
+/// as Redis counts them).
+#[derive(Debug)]
+pub struct CommandStream<R> {
+    reader: FrameReader<R>,
+    /// Offset at the reader's `consumed_bytes() == 0`.
+    base_offset: i64,
+}
+
+impl<R: AsyncRead + Unpin> CommandStream<R> {
+    /// A stream whose next byte is at replication offset `offset` (the offset from
+    /// `+FULLRESYNC` / `+CONTINUE`, or the RDB's `repl-offset`).
+    pub fn new(reader: FrameReader<R>, offset: i64) -> CommandStream<R> {
+        let base_offset = offset - reader.consumed_bytes() as i64;
+        CommandStream {
+            reader,
+            base_offset,
+        }
+    }
+
+    /// The replication offset after the last entry returned.
+    pub fn offset(&self) -> i64 {
+        self.base_offset + self.reader.consumed_bytes() as i64
+    }
+
+    /// The next entry and the replication offset right after it.
+    pub async fn next(&mut self) -> Result<Option<(Entry, i64)>, ReadError> {
+        match self.reader.read_entry().await? {
+            Some((entry, _len)) => Ok(Some((entry, self.offset()))),
+            None => Ok(None),
+        }
+    }
+
+    /// The underlying reader (to write ACKs on the same socket, keep it split).
+    pub fn reader_mut(&mut self) -> &mut FrameReader<R> {
+        &mut self.reader
+    }
+
+    /// The reader back.
+    pub fn into_reader(self) -> FrameReader<R> {
+        self.reader
+    }
+}
+
+/// Queues commands in a reused buffer and writes them in one go (a pipeline).
+#[derive(Debug)]
+pub struct CommandWriter<W> {
+    inner: W,
+    buf: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> CommandWriter<W> {
+    /// A writer with an empty buffer.
+    pub fn new(inner: W) -> CommandWriter<W> {
+        CommandWriter {
+            inner,
+            buf: BytesMut::with_capacity(16 * 1024),
+        }
+    }
+
+    /// Queue one command.
+    pub fn push<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> &mut Self {
+        encode_command(&mut self.buf, argv);
+        self
+    }
+
+    /// Queue raw bytes (inline commands, hand-made frames in tests).
+    pub fn push_raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(bytes);
+        self
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Write everything queued and flush; the buffer is kept for reuse.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.inner.write_all(&self.buf).await?;
+        self.buf.clear();
+        self.inner.flush().await
+    }
+
+    /// Queue one command and write it at once.
+    pub async fn send<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> io::Result<()> {
+        self.push(argv);
+        self.flush().await
+    }
+
+    /// The writer back.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
