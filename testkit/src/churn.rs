@@ -166,9 +166,6 @@ impl ChurnSpec {
     }
 
     fn validate(&self) -> crate::Result<()> {
-        if self.duration.is_none() && self.max_ops.is_none() {
-            bail!("ChurnSpec needs a duration or a max_ops, or it never stops");
-        }
         if self.dbs.is_empty() || self.key_space == 0 || self.pipeline_depth == 0 {
             bail!("ChurnSpec needs at least one db, one key per family and a pipeline depth of 1+");
         }
@@ -1061,8 +1058,12 @@ impl Generator {
 /// Why a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
+    /// [`ChurnSpec::duration`] ran out.
     Duration,
+    /// [`ChurnSpec::max_ops`] were sent.
     MaxOps,
+    /// The stop future of [`Churn::run_until`] completed.
+    Stopped,
 }
 
 /// What a run sent.
@@ -1159,7 +1160,22 @@ impl Churn {
     /// SELECTs databases) until the duration or op count runs out. Server errors are
     /// counted in the report; a lost connection is an error.
     pub async fn run(client: &redis::Client, spec: &ChurnSpec) -> crate::Result<ChurnReport> {
+        if spec.duration.is_none() && spec.max_ops.is_none() {
+            bail!("ChurnSpec needs a duration or a max_ops, or it never stops; or use run_until");
+        }
+        Churn::run_until(client, spec, std::future::pending()).await
+    }
+
+    /// [`Churn::run`] that also stops (between two pipelines) when `stop` completes,
+    /// e.g. a `tokio::sync::oneshot` receiver or a `Notify`; then the duration and op
+    /// count may both be open.
+    pub async fn run_until(
+        client: &redis::Client,
+        spec: &ChurnSpec,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> crate::Result<ChurnReport> {
         spec.validate()?;
+        let mut stop = std::pin::pin!(stop);
         let config =
             redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
         let mut conn = client
@@ -1190,14 +1206,24 @@ impl Churn {
                 report.stopped_by = StopReason::MaxOps;
                 break;
             }
-            if spec.rate > 0.0 {
-                let due = start + Duration::from_secs_f64(report.ops as f64 / spec.rate);
-                if deadline.is_some_and(|deadline| due >= deadline) {
+            let due = (spec.rate > 0.0)
+                .then(|| start + Duration::from_secs_f64(report.ops as f64 / spec.rate));
+            let next = due.unwrap_or_else(Instant::now);
+            if deadline.is_some_and(|deadline| next >= deadline) {
+                break;
+            }
+            let pace = async {
+                if let Some(due) = due {
+                    tokio::time::sleep_until(due).await;
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut stop => {
+                    report.stopped_by = StopReason::Stopped;
                     break;
                 }
-                tokio::time::sleep_until(due).await;
-            } else if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                break;
+                () = pace => {}
             }
             let remaining = spec.max_ops.map_or(u64::MAX, |max| max - report.ops);
             let batch_len = (spec.pipeline_depth as u64).min(remaining);

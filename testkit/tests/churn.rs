@@ -1,15 +1,17 @@
 //! The churn workload on real servers of every version: every op kind is sent, the
 //! achieved rate is near the asked one, `INFO commandstats` on the server counts what
 //! the report says was sent, server errors are only the expected kinds (never a
-//! malformed command), and the same seed leaves the same data on two fresh servers.
+//! malformed command), the same seed leaves the same data on two fresh servers, a
+//! stop signal ends a run, and with a cluster tag every key lands in one slot.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lockstep_testkit::churn::{
-    commandstats_field, Churn, ChurnReport, ChurnSpec, OpKind, EVAL_SCRIPT_CALLS, FUNCTION_CALLS,
+    commandstats_field, Churn, ChurnReport, ChurnSpec, OpKind, StopReason, EVAL_SCRIPT_CALLS,
+    FUNCTION_CALLS,
 };
-use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use lockstep_testkit::{Cluster, ClusterSpec, RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
 const DBS: [i64; 4] = [0, 1, 5, 15];
@@ -219,5 +221,68 @@ async fn the_same_seed_leaves_the_same_data_on_two_fresh_servers() -> anyhow::Re
         );
         assert_ne!(states[0], states[2], "{version}: another seed, other data");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn run_until_stops_when_told() -> anyhow::Result<()> {
+    let server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let spec = ChurnSpec::new(5).rate(500.0).duration(None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let client = server.redis_client()?;
+    let run = tokio::spawn(async move {
+        Churn::run_until(&client, &spec, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = stop.send(());
+    let report = run.await??;
+    eprintln!("{report}");
+    assert_eq!(report.stopped_by, StopReason::Stopped);
+    assert!(
+        (150..=400).contains(&report.ops),
+        "{} ops in ~0.6 s at 500 ops/s",
+        report.ops
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_a_cluster_tag_every_command_lands_in_one_slot_of_a_cluster() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let cluster = Cluster::start(ClusterSpec::new(ServerConfig::new(version), 3, 0)).await?;
+    let tag = "churn-tag";
+    let mut any_node = cluster.nodes[0].client().await?;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(format!("{{{tag}}}"))
+        .query_async(&mut any_node)
+        .await?;
+    let owner = cluster.node_for_slot(slot).await?;
+    let spec = ChurnSpec::new(9)
+        .cluster_tag(tag)
+        .rate(0.0)
+        .duration(None)
+        .max_ops(Some(2000));
+    let report = Churn::run(&owner.redis_client()?, &spec).await?;
+    eprintln!("{report}");
+    check_errors(&report);
+    for message in report.error_messages.keys() {
+        for redirect in ["MOVED", "ASK", "CROSSSLOT"] {
+            assert!(!message.contains(redirect), "{message}");
+        }
+    }
+    let mut owner_conn = owner.client().await?;
+    let (dbsize, in_slot): (u64, u64) = redis::pipe()
+        .cmd("DBSIZE")
+        .cmd("CLUSTER")
+        .arg("COUNTKEYSINSLOT")
+        .arg(slot)
+        .query_async(&mut owner_conn)
+        .await?;
+    assert!(dbsize > 50, "only {dbsize} keys");
+    assert_eq!(dbsize, in_slot, "every key is in the tag's slot {slot}");
     Ok(())
 }
