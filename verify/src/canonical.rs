@@ -6,7 +6,11 @@
 //!   after reading them as text (`-0` and `0` differ; `inf`/`-inf` are themselves);
 //! - hash: (field, value) sorted by field;
 //! - stream: entries in order, plus each group's name, last-delivered ID, and its
-//!   pending entries (ID, consumer, delivery count) and consumer names.
+//!   pending entries (ID, consumer, delivery count). Consumers that own no pending
+//!   entry are not compared: Redis itself does not always propagate their creation
+//!   (a native 8.2 replica under the churn workload lacks some of them; see the
+//!   `native_replica_baseline` test), so comparing them would report Redis's own
+//!   replication as inconsistent.
 
 use redis::aio::MultiplexedConnection;
 use redis::Value as Reply;
@@ -100,15 +104,7 @@ pub async fn read(conn: &mut MultiplexedConnection, key: &[u8]) -> redis::RedisR
                     .await?;
                 // XPENDING's idle time (field 3) changes by itself: keep ID, consumer, count.
                 let pending = strip_idle(pending);
-                let consumers: Vec<Reply> = redis::cmd("XINFO")
-                    .arg("CONSUMERS")
-                    .arg(key)
-                    .arg(&name_bytes)
-                    .query_async(conn)
-                    .await?;
-                let mut names: Vec<Reply> = consumers.iter().map(|c| field(c, "name")).collect();
-                names.sort_by_key(|r| format!("{r:?}"));
-                groups.push(Reply::Array(vec![name, last, pending, Reply::Array(names)]));
+                groups.push(Reply::Array(vec![name, last, pending]));
             }
             Canonical::Stream { entries, groups }
         }

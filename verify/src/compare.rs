@@ -149,7 +149,7 @@ pub async fn compare(
                     db,
                     key: key.clone(),
                     kind: DifferenceKind::Value,
-                    detail: String::new(),
+                    detail: first_difference(&left, &right),
                 });
                 continue;
             }
@@ -170,6 +170,23 @@ pub async fn compare(
         }
     }
     Ok(report)
+}
+
+/// A short description of where two values of the same type first differ.
+fn first_difference(left: &Canonical, right: &Canonical) -> String {
+    let (l, r) = (format!("{left:?}"), format!("{right:?}"));
+    let at = l
+        .bytes()
+        .zip(r.bytes())
+        .position(|(a, b)| a != b)
+        .unwrap_or(l.len().min(r.len()));
+    let start = at.saturating_sub(60);
+    let cut = |s: &str| {
+        s.get(start..(at + 120).min(s.len()))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    format!("source ...{}... target ...{}...", cut(&l), cut(&r))
 }
 
 fn kind(c: &Canonical) -> &'static str {
