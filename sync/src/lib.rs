@@ -3,11 +3,24 @@
 //! Replication: everything that makes a target Redis a copy of a source Redis.
 //!
 //! # Layout
-//! The modules follow the data flow: source (the replica link) -> parse (RDB, RESP)
-//! -> filter -> apply -> checkpoint. Only the formats exist so far; see
-//! `docs/architecture.md` for the plan and what is built.
+//! The modules follow the data flow:
+//! - [`endpoint`]: `redis[s]://` URLs and connected byte streams (TCP or TLS).
+//! - [`link`] (source): lockstep posing as a replica: handshake, PSYNC/SYNC, the RDB
+//!   transfer in pieces, then the command stream and `REPLCONF ACK`.
+//! - [`rdb`] and [`resp`] (parse): the streaming RDB parser and DUMP codec; the RESP
+//!   codec with exact byte counts (the replication offset counts bytes).
+//! - [`engine`] (filter, orchestration): sessions, full copy, the incremental loop,
+//!   retries; drops PING/REPLCONF and the heartbeat key.
+//! - [`apply`] (apply): the pipelined, reply-checked writer to the target.
+//! - [`checkpoint`]: the exact (replid, offset, db) the target has reached, stored
+//!   atomically.
 //!
 //! This crate knows nothing about the command line; only `cli` prints.
 
+pub mod apply;
+pub mod checkpoint;
+pub mod endpoint;
+pub mod engine;
+pub mod link;
 pub mod rdb;
 pub mod resp;
