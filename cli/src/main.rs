@@ -1,2 +1,46 @@
 //! The `lockstep` binary: argument parsing and glue over the library crates.
-fn main() {}
+//!
+//! Arguments are parsed into typed structs first (`args.rs`, no I/O), then each
+//! subcommand builds its real objects and runs. Errors are printed once, prefixed
+//! with the program name, with their whole cause chain; the exit code says whether
+//! anything failed. Only this crate prints.
+
+mod args;
+mod demo;
+mod sync;
+mod verify;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = args::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "lockstep=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("lockstep: cannot start the async runtime: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            args::Command::Sync(args) => sync::run(args).await,
+            args::Command::Verify(args) => verify::run(args).await,
+            args::Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("lockstep: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

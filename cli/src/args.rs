@@ -1,0 +1,94 @@
+//! Command-line arguments as typed values (parsing only, no I/O).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Keeps a target Redis in lockstep with a source Redis, and proves that it does.
+#[derive(Debug, Parser)]
+#[command(name = "lockstep", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make the target a live copy of the source: a full copy, then the command stream,
+    /// resuming from the checkpoint after any restart.
+    Sync(SyncArgs),
+    /// Compare source and target key by key, value by value and TTL by TTL, in both
+    /// directions. Exit code 0: consistent; 1: differences; 2: the check failed.
+    Verify(VerifyArgs),
+    /// Run the main job on an embedded default: start two throwaway Redis servers,
+    /// fill the source with every type, sync, verify, and print a report.
+    Demo(DemoArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Copy the snapshot and exit 0 when the target has acknowledged all of it.
+    Full,
+    /// Only the command stream, from the checkpoint or from the source's current offset.
+    Incremental,
+    /// The snapshot, then the command stream until stopped (Ctrl-C).
+    #[value(name = "full+incremental")]
+    FullAndIncremental,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Source URL: redis[s]://[[user]:password@]host[:port]
+    #[arg(long, env = "LOCKSTEP_SOURCE")]
+    pub source: String,
+    /// Target URL: redis[s]://[[user]:password@]host[:port]
+    #[arg(long, env = "LOCKSTEP_TARGET")]
+    pub target: String,
+    /// Directory of the checkpoint (where the target stands in the source's stream).
+    #[arg(long)]
+    pub checkpoint_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "full+incremental")]
+    pub mode: ModeArg,
+    /// Minutes to keep retrying when a connection fails (10 to 1440).
+    #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u64).range(10..=1440))]
+    pub retry_minutes: u64,
+    /// Drop PUBLISH from the stream instead of applying it to the target.
+    #[arg(long)]
+    pub skip_publish: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Source URL.
+    #[arg(long, env = "LOCKSTEP_SOURCE")]
+    pub source: String,
+    /// Target URL.
+    #[arg(long, env = "LOCKSTEP_TARGET")]
+    pub target: String,
+    /// Databases to compare (comma-separated); all 16 by default.
+    #[arg(long, value_delimiter = ',')]
+    pub dbs: Vec<u32>,
+    /// Largest difference in absolute expiry time, in milliseconds, that still counts
+    /// as equal.
+    #[arg(long, default_value_t = 2000)]
+    pub ttl_tolerance_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Redis version of the throwaway source server (6.2, 7.0 or 8.2).
+    #[arg(long, default_value = "7.0")]
+    pub source_version: String,
+    /// Redis version of the throwaway target server (6.2, 7.0 or 8.2).
+    #[arg(long, default_value = "8.2")]
+    pub target_version: String,
+    /// Keys per type family in the generated data set.
+    #[arg(long, default_value_t = 200)]
+    pub scale: usize,
+    /// Seed of the generated data set and workload (the same seed, the same data).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Seconds of live writes to the source while the sync runs.
+    #[arg(long, default_value_t = 3)]
+    pub churn_seconds: u64,
+}
