@@ -21,7 +21,7 @@ use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Pipeline};
@@ -388,6 +388,7 @@ impl DataSet {
                 conn,
                 batches: BTreeMap::new(),
                 bytes_sent: 0,
+                in_flight: None,
             },
             spec,
             version,
@@ -518,15 +519,18 @@ fn is_redis_integer(bytes: &[u8]) -> bool {
 /// Random letters and digits of a length in `len`, never a number (the first byte is
 /// a letter).
 pub(crate) fn text(rng: &mut ChaCha8Rng, len: RangeInclusive<usize>) -> Vec<u8> {
-    let len = rng.random_range(len);
     const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
     const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..len.max(1))
-        .map(|i| {
-            let alphabet = if i == 0 { LETTERS } else { ALNUM };
-            alphabet[rng.random_range(0..alphabet.len())]
-        })
-        .collect()
+    let len = rng.random_range(len).max(1);
+    // One random byte per character (a slight bias towards the first letters is fine
+    // for test data, and makes big keys cheap to generate).
+    let mut out = vec![0; len];
+    rng.fill_bytes(&mut out);
+    for (i, byte) in out.iter_mut().enumerate() {
+        let alphabet = if i == 0 { LETTERS } else { ALNUM };
+        *byte = alphabet[*byte as usize % alphabet.len()];
+    }
+    out
 }
 
 /// Random bytes of a length in `len` (at least 4) that hold NUL, CR LF and a
@@ -534,7 +538,8 @@ pub(crate) fn text(rng: &mut ChaCha8Rng, len: RangeInclusive<usize>) -> Vec<u8> 
 pub(crate) fn binary(rng: &mut ChaCha8Rng, len: RangeInclusive<usize>) -> Vec<u8> {
     const MARKER: &[u8] = b"\x00\r\n\xff";
     let len = rng.random_range(len).max(MARKER.len());
-    let mut out: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+    let mut out = vec![0; len];
+    rng.fill_bytes(&mut out);
     let at = rng.random_range(0..=len - MARKER.len());
     out[at..at + MARKER.len()].copy_from_slice(MARKER);
     out
@@ -548,10 +553,14 @@ fn family_rng(seed: u64, family: Family) -> ChaCha8Rng {
 }
 
 /// Pipelines per database, each opening with SELECT, sent when full.
+///
+/// One pipeline is in flight while the next is built: the server executes one batch
+/// while this side generates the next.
 struct Writer {
     conn: MultiplexedConnection,
     batches: BTreeMap<i64, Batch>,
     bytes_sent: u64,
+    in_flight: Option<tokio::task::JoinHandle<crate::Result<()>>>,
 }
 
 struct Batch {
@@ -591,12 +600,29 @@ impl Writer {
         let Some(batch) = self.batches.remove(&db) else {
             return Ok(());
         };
-        batch
-            .pipe
-            .query_async::<()>(&mut self.conn)
-            .await
-            .with_context(|| format!("writing {} commands to db {db}", batch.commands))?;
+        // Order between pipelines is kept: the next one starts after the last answered.
+        self.wait_in_flight().await?;
         self.bytes_sent += batch.bytes as u64;
+        let mut conn = self.conn.clone();
+        self.in_flight = Some(tokio::spawn(async move {
+            batch
+                .pipe
+                .query_async::<()>(&mut conn)
+                .await
+                .with_context(|| format!("writing {} commands to db {db}", batch.commands))
+        }));
+        // Let the request reach the socket before this task goes back to generating
+        // (on a current-thread runtime nothing else runs until it yields).
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        Ok(())
+    }
+
+    async fn wait_in_flight(&mut self) -> crate::Result<()> {
+        if let Some(sending) = self.in_flight.take() {
+            sending.await.context("the data set's pipeline task")??;
+        }
         Ok(())
     }
 
@@ -605,7 +631,7 @@ impl Writer {
         for db in dbs {
             self.flush(db).await?;
         }
-        Ok(())
+        self.wait_in_flight().await
     }
 }
 
@@ -697,7 +723,11 @@ impl Loader<'_> {
             Family::HashSmall => self.hash(rng, target, small, false, text).await?,
             Family::HashLarge => self.hash(rng, target, large_hash, false, text).await?,
             Family::HashFieldTtl => {
-                let count = if index.is_multiple_of(3) { large_hash } else { small };
+                let count = if index.is_multiple_of(3) {
+                    large_hash
+                } else {
+                    small
+                };
                 self.hash(rng, target, count, true, text).await?
             }
             Family::ZsetSmall => self.zset(rng, target, small, text).await?,
@@ -737,7 +767,11 @@ impl Loader<'_> {
             }
             Family::Bitmap => self.bitmap(rng, target).await?,
             Family::Geo => {
-                let count = if index.is_multiple_of(3) { large } else { small };
+                let count = if index.is_multiple_of(3) {
+                    large
+                } else {
+                    small
+                };
                 self.geo(rng, target, count).await?
             }
             Family::Volatile => {

@@ -213,3 +213,24 @@ async fn the_same_seed_writes_the_same_values() -> anyhow::Result<()> {
     assert_ne!(all[0], all[2], "another seed, other content");
     Ok(())
 }
+
+/// A load of millions of elements and five 30 MB keys; run by hand
+/// (`cargo test -p lockstep-testkit --test data -- --ignored`) to see the throughput.
+#[tokio::test]
+#[ignore = "heavy: millions of elements and 150 MB of big keys"]
+async fn loads_millions_of_elements_and_big_keys() -> anyhow::Result<()> {
+    let server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let spec = DataSpec::new(3, 1000).big_keys(30 << 20);
+    let report = DataSet::write(&server.redis_client()?, &spec).await?;
+    eprintln!("{report}");
+    assert!(report.elements() > 2_000_000);
+    let mut conn = server.client().await?;
+    let used: String = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg("big:hash")
+        .query_async(&mut conn)
+        .await
+        .map(|n: u64| n.to_string())?;
+    eprintln!("big:hash uses {used} bytes");
+    Ok(())
+}
