@@ -234,3 +234,34 @@ async fn loads_millions_of_elements_and_big_keys() -> anyhow::Result<()> {
     eprintln!("big:hash uses {used} bytes");
     Ok(())
 }
+
+#[tokio::test]
+async fn keys_about_to_expire_are_gone_after_their_ttl_and_the_rest_stay() -> anyhow::Result<()> {
+    let server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let spec = DataSpec::new(8, 16).soon_ttl(Duration::from_millis(300));
+    let report = DataSet::write(&server.redis_client()?, &spec).await?;
+    let soon = report.expiring_soon_per_db();
+    assert!(
+        soon.values().sum::<usize>() > 0,
+        "some keys are about to expire"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut conn = server.client().await?;
+    for (db, written) in report.keys_per_db() {
+        select(&mut conn, db).await?;
+        // Active expiry may lag; reading each key expires it for sure.
+        let soon_keys: Vec<&Vec<u8>> = report
+            .keys
+            .iter()
+            .filter(|k| k.db == db && k.expiry == Expiry::Soon)
+            .map(|k| &k.key)
+            .collect();
+        for key in &soon_keys {
+            let exists: bool = redis::cmd("EXISTS").arg(key).query_async(&mut conn).await?;
+            assert!(!exists, "{} outlived its TTL", String::from_utf8_lossy(key));
+        }
+        let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        assert_eq!(size, written - soon_keys.len(), "db {db}");
+    }
+    Ok(())
+}
