@@ -9,7 +9,8 @@
 //! mix, plus the others a replica must handle (SET with EX/PX/KEEPTTL, GETDEL, GETEX,
 //! COPY, LMOVE, XREADGROUP, XACK, HEXPIRE on 7.4+, FUNCTION LOAD and FCALL on 7.0+,
 //! FLUSHDB behind a flag). The first ops visit every kind once (in a seeded order), so
-//! any run of at least that many ops covers the whole mix.
+//! any run of at least that many ops covers the whole mix. [`Churn::run_until`] also
+//! stops when a future completes, for a churn that runs beside a sync until it is done.
 //!
 //! The op sequence is a pure function of the seed, the spec and the server version
 //! ([`Generator`]); nothing it sends depends on a reply. With
@@ -1071,6 +1072,8 @@ pub enum StopReason {
 pub struct ChurnReport {
     /// The seed: a run with the same spec and seed sends the same commands.
     pub seed: u64,
+    /// The whole spec of the run, to replay it.
+    pub spec: ChurnSpec,
     pub version: RedisVersion,
     pub requested_rate: f64,
     /// Ops of the mix sent.
@@ -1186,6 +1189,7 @@ impl Churn {
         tracing::info!(seed = spec.seed, rate = spec.rate, %version, "churn starts");
         let mut report = ChurnReport {
             seed: spec.seed,
+            spec: spec.clone(),
             version,
             requested_rate: spec.rate,
             ops: 0,
