@@ -275,20 +275,6 @@ async fn pubsub_pushes_through_the_frame_reader() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Read a `\r\n`-terminated line through the reader's buffer (the RDB header).
-async fn line<R: tokio::io::AsyncRead + Unpin>(
-    reader: &mut FrameReader<R>,
-) -> anyhow::Result<Vec<u8>> {
-    loop {
-        if let Some(i) = reader.buffer().windows(2).position(|w| w == b"\r\n") {
-            let text = reader.buffer()[..i].to_vec();
-            reader.consume(i + 2);
-            return Ok(text);
-        }
-        anyhow::ensure!(timeout(WAIT, reader.fill(0)).await?? > 0, "closed");
-    }
-}
-
 #[tokio::test]
 async fn replication_stream_offsets_match_the_primary_on_every_version() -> anyhow::Result<()> {
     for version in RedisVersion::ALL {
@@ -313,19 +299,21 @@ async fn replication_stream_offsets_match_the_primary_on_every_version() -> anyh
 
         // Disk-based transfer: keepalive newlines, then `$<len>\r\n` and the RDB.
         timeout(WAIT, reader.skip_newlines()).await??;
-        let header = line(&mut reader).await?;
+        let header = timeout(WAIT, reader.read_line())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("closed before the RDB"))?;
         assert_eq!(header.first(), Some(&b'$'), "{version:?}");
         let mut rdb_bytes: usize = std::str::from_utf8(&header[1..])?.parse()?;
+        let mut first = true;
         while rdb_bytes > 0 {
-            if reader.buffer().is_empty() {
-                anyhow::ensure!(
-                    timeout(WAIT, reader.fill(0)).await?? > 0,
-                    "closed in the RDB"
-                );
+            let chunk = timeout(WAIT, reader.read_chunk(rdb_bytes))
+                .await??
+                .ok_or_else(|| anyhow::anyhow!("closed in the RDB"))?;
+            if first {
+                assert!(chunk.starts_with(b"REDIS"), "{version:?}: {chunk:?}");
+                first = false;
             }
-            let n = rdb_bytes.min(reader.buffer().len());
-            reader.consume(n);
-            rdb_bytes -= n;
+            rdb_bytes -= chunk.len();
         }
         writer
             .send(&["REPLCONF", "ACK", &start.to_string()])

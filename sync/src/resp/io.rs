@@ -10,11 +10,11 @@
 
 use std::io;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::command::{CommandDecoder, Entry};
-use super::decode::decode_frame;
+use super::decode::{decode_frame, Cursor, Stop};
 use super::encode::encode_command;
 use super::error::RespError;
 use super::frame::{Frame, Status};
@@ -162,6 +162,44 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Some(_) => return Ok(skipped),
             }
         }
+    }
+
+    /// The next `\r\n`-terminated line without its `\r\n`, for the lines of the replica
+    /// protocol that are not RESP values (the `$<len>` or `$EOF:<mark>` header of the
+    /// RDB transfer). A line over `line_bytes_max` is an error; `None` at end of stream.
+    pub async fn read_line(&mut self) -> Result<Option<Bytes>, ReadError> {
+        self.commands.reset();
+        loop {
+            let mut cur = Cursor::new(&self.buf, 0, &self.limits);
+            match cur.line() {
+                Ok((start, end)) => {
+                    let taken = cur.pos;
+                    let line = self.buf.split_to(taken).freeze().slice(start..end);
+                    self.consumed_bytes += taken as u64;
+                    return Ok(Some(line));
+                }
+                Err(Stop::Error(e)) => return Err(e.shifted(self.consumed_bytes).into()),
+                Err(Stop::Incomplete) => {
+                    if self.fill(0).await? == 0 {
+                        self.eof()?;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `max_bytes` raw bytes (non-RESP data such as the RDB payload): what is
+    /// buffered, or else what one read brings. Shares the buffer's memory; `None` at
+    /// end of stream.
+    pub async fn read_chunk(&mut self, max_bytes: usize) -> Result<Option<Bytes>, ReadError> {
+        self.commands.reset();
+        if self.buf.is_empty() && self.fill(0).await? == 0 {
+            return Ok(None);
+        }
+        let n = max_bytes.min(self.buf.len());
+        self.consumed_bytes += n as u64;
+        Ok(Some(self.buf.split_to(n).freeze()))
     }
 
     /// The next command or blank, with its length on the wire; `None` when the peer

@@ -430,3 +430,67 @@ fn frames_encode_back_to_the_same_bytes() {
         assert_eq!(&out[..], *input, "{f:?}");
     }
 }
+
+#[tokio::test]
+async fn reader_counts_offsets_through_tiny_reads() {
+    use tokio::io::AsyncWriteExt;
+    // A 7-byte pipe: every value arrives split over several reads.
+    let (mut tx, rx) = tokio::io::duplex(7);
+    let mut wire = BytesMut::new();
+    wire.extend_from_slice(b"+FULLRESYNC abc 100\r\n\n\r\n$5\r\nREDIS");
+    encode_command(&mut wire, &["SELECT", "0"]);
+    wire.extend_from_slice(b"\n");
+    encode_command(&mut wire, &["SET", "k", "v"]);
+    let total = wire.len();
+    let writer = tokio::spawn(async move {
+        tx.write_all(&wire).await.expect("write");
+    });
+    let mut reader = FrameReader::new(rx, Limits::default());
+    assert_eq!(
+        reader.read_frame().await.expect("read"),
+        Some(Frame::simple("FULLRESYNC abc 100"))
+    );
+    assert_eq!(reader.skip_newlines().await.expect("skip"), 3);
+    assert_eq!(reader.read_line().await.expect("line"), Some(b("$5")));
+    let mut rdb = Vec::new();
+    while rdb.len() < 5 {
+        let chunk = reader.read_chunk(5 - rdb.len()).await.expect("chunk");
+        rdb.extend_from_slice(&chunk.expect("not eof"));
+    }
+    assert_eq!(rdb, b"REDIS");
+    let mut stream = CommandStream::new(reader, 100);
+    let (e, off) = stream.next().await.expect("read").expect("entry");
+    assert_eq!(e, cmd(&["SELECT", "0"], 23, false));
+    assert_eq!(off, 123);
+    assert_eq!(
+        stream.next().await.expect("read"),
+        Some((Entry::Blank, 124))
+    );
+    let (e, off) = stream.next().await.expect("read").expect("entry");
+    assert!(matches!(e, Entry::Command(c) if c.is("set")));
+    assert_eq!(off, 124 + 27);
+    writer.await.expect("writer");
+    assert_eq!(stream.next().await.expect("eof"), None);
+    assert_eq!(stream.into_reader().consumed_bytes(), total as u64);
+}
+
+#[tokio::test]
+async fn reader_reports_eof_inside_a_value_and_shifts_error_offsets() {
+    let mut reader = FrameReader::new(&b"+OK\r\n$5\r\nab"[..], Limits::default());
+    assert_eq!(
+        reader.read_frame().await.expect("ok"),
+        Some(Frame::simple("OK"))
+    );
+    assert!(matches!(
+        reader.read_frame().await,
+        Err(ReadError::UnexpectedEof { buffered_bytes: 6 })
+    ));
+    let mut reader = FrameReader::new(&b"*1\r\n$1\r\nx\r\n*1\r\n$1\r\nyZZ"[..], Limits::default());
+    assert!(reader.read_entry().await.expect("first").is_some());
+    match reader.read_entry().await {
+        Err(ReadError::Protocol(e)) => {
+            assert_eq!((e.offset, e.kind), (20, RespErrorKind::MissingCrlf))
+        }
+        other => panic!("{other:?}"),
+    }
+}
