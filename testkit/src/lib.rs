@@ -14,7 +14,8 @@
 //! - [`topology`]: standalone, primary with replicas, Redis Cluster; auth variants.
 //! - [`faults`]: failover, flush, eviction, replication backlog overflow.
 //! - [`proxy`]: a TCP fault proxy (cut, black-hole, latency, bandwidth cap).
-//! - [`data`]: a data set of every type in every encoding, and a seeded churn workload.
+//! - [`data`]: a seeded data set of every type in every encoding each version offers.
+//! - [`churn`]: a seeded, rate-paced workload of every synchronized write command.
 //! - [`info`]: small helpers to read `INFO` fields.
 
 pub mod churn;
