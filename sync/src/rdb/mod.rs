@@ -12,7 +12,7 @@
 //!   CRC feeding, raw capture. [`writer`]: the same primitives, encoding.
 //! - Compact encodings, each a decoder and an encoder: [`ziplist`],
 //!   [`listpack`], [`intset`], [`zipmap`], and [`stream`] nodes.
-//! - [`crc64`]: Redis's CRC64.
+//! - [`crc64`]: Redis's CRC64. [`lzf`]: LZF decompression.
 //!
 //! # Invariants
 //! - No input can make the parser panic or allocate more than the input
@@ -26,6 +26,7 @@ pub mod elem;
 pub mod error;
 pub mod intset;
 pub mod listpack;
+pub mod lzf;
 pub mod parser;
 mod reader;
 pub mod stream;

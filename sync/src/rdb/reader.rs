@@ -392,29 +392,24 @@ impl<R: Read> Input<R> {
                 detail: format!("LZF lengths compressed {clen}, raw {rlen} are impossible"),
             });
         }
-        let mut compressed = Vec::new();
-        self.read_into(clen, &mut compressed, what)?;
-        let raw = lzf::decompress(&compressed, rlen).map_err(|e| RdbError::Corrupt {
+        let res = if clen <= self.buf.len() {
+            // Decompress straight from the read buffer: no copy of the input.
+            if self.end - self.pos < clen && !self.fill(clen)? {
+                return Err(self.eof(what));
+            }
+            let r = super::lzf::decompress_into(&self.buf[self.pos..self.pos + clen], rlen, out);
+            self.pos += clen;
+            r
+        } else {
+            let mut compressed = Vec::new();
+            self.read_into(clen, &mut compressed, what)?;
+            super::lzf::decompress_into(&compressed, rlen, out)
+        };
+        res.map_err(|e| RdbError::Corrupt {
             offset: start,
             what,
-            detail: format!("LZF data does not decompress: {e:?}"),
-        })?;
-        if raw.len() != rlen {
-            return Err(RdbError::Corrupt {
-                offset: start,
-                what,
-                detail: format!(
-                    "LZF data decompresses to {} bytes, header says {rlen}",
-                    raw.len()
-                ),
-            });
-        }
-        if out.is_empty() {
-            *out = raw;
-        } else {
-            out.extend_from_slice(&raw);
-        }
-        Ok(())
+            detail: format!("LZF data does not decompress: {}", e.0),
+        })
     }
 
     /// Reads an RDB string into a new vector.
