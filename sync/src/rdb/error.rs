@@ -143,6 +143,18 @@ pub struct BlobError {
     pub detail: String,
 }
 
+impl std::fmt::Display for BlobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "corrupt {} at byte {} of the blob: {}",
+            self.what, self.at, self.detail
+        )
+    }
+}
+
+impl std::error::Error for BlobError {}
+
 impl BlobError {
     pub(crate) fn new(what: &'static str, at: usize, detail: impl Into<String>) -> BlobError {
         BlobError {
