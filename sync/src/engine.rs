@@ -28,7 +28,8 @@ use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::endpoint::Endpoint;
 use crate::link::{LinkError, LinkOptions, PsyncReply, ReplicaLink};
-use crate::rdb::{self, Event, ParseOptions, RdbError, RdbParser, Value};
+use crate::load::{KeyLoader, LoadError, LoadOptions};
+use crate::rdb::{Event, Limits, ParseOptions, RdbError, RdbParser};
 use crate::resp::{Command, Entry, Frame};
 
 /// Keys whose name starts with this are lockstep's heartbeat keys on the source;
@@ -61,6 +62,11 @@ pub struct SyncOptions {
     pub retry_window: Duration,
     /// Drop PUBLISH from the stream instead of applying it.
     pub skip_publish: bool,
+    /// How the full copy writes keys (big keys in batches, the TTL guard).
+    pub load: LoadOptions,
+    /// Write a heartbeat key (`LOCKSTEP_HEARTBEAT:<port>`, SETEX 60) on the source every
+    /// second to measure end-to-end latency. Turn off for a read-only source account.
+    pub heartbeat: bool,
 }
 
 impl SyncOptions {
@@ -79,6 +85,8 @@ impl SyncOptions {
             checkpoint_interval: Duration::from_millis(200),
             retry_window: Duration::from_secs(720 * 60),
             skip_publish: false,
+            load: LoadOptions::default(),
+            heartbeat: true,
         }
     }
 }
@@ -94,13 +102,8 @@ pub enum SyncError {
     Checkpoint(#[from] CheckpointError),
     #[error("the RDB from the source is unreadable: {0}")]
     Rdb(#[from] RdbError),
-    #[error("key {key:?} (db {db}) cannot be written to a target of RDB version {target_version}: {reason}")]
-    Unwritable {
-        key: String,
-        db: u64,
-        target_version: u16,
-        reason: String,
-    },
+    #[error(transparent)]
+    Load(LoadError),
     #[error("gave up after retrying for {window:?}; last error: {last}")]
     GaveUp {
         window: Duration,
@@ -108,6 +111,16 @@ pub enum SyncError {
     },
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl From<LoadError> for SyncError {
+    fn from(err: LoadError) -> SyncError {
+        match err {
+            // A connection fault while loading is a connection fault.
+            LoadError::Apply(apply) => SyncError::Apply(apply),
+            other => SyncError::Load(other),
+        }
+    }
 }
 
 impl SyncError {
@@ -131,6 +144,13 @@ pub struct Progress {
     pub applied_offset: i64,
     pub full_syncs: u64,
     pub partial_syncs: u64,
+    /// Milliseconds between the source writing the last heartbeat and lockstep
+    /// receiving it in the stream (clocks of one machine: lockstep's and the
+    /// source's; across machines their skew adds in).
+    pub heartbeat_lag_ms: Option<i64>,
+    /// Keys of the last full copy whose real TTL was restored after the stream
+    /// caught up (the TTL race guard).
+    pub ttls_settled: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -209,6 +229,9 @@ async fn session(
                 .map(|(id, offset, _)| (id.as_str(), *offset)),
         )
         .await?;
+    // A loader with keys under a TTL guard, and the source offset after which the
+    // guards can be settled.
+    let mut settle: Option<(KeyLoader, i64)> = None;
     let (replid, start_offset, mut db) = match reply {
         PsyncReply::Continue { replid } => {
             let (old_id, offset, db) = resume
@@ -233,7 +256,16 @@ async fn session(
                 writer.push(&[b"FLUSHALL".as_slice()], None).await?;
                 store.clear()?;
             }
-            link = full_copy(link, &mut writer, target_rdb_version, offset, progress).await?;
+            let (returned, loader) = full_copy(
+                link,
+                &mut writer,
+                target_rdb_version,
+                offset,
+                options,
+                progress,
+            )
+            .await?;
+            link = returned;
             writer.drain().await?;
             store.store(Checkpoint {
                 replid: replid.clone(),
@@ -245,19 +277,34 @@ async fn session(
                 p.applied_offset = offset;
                 p.received_offset = offset;
             });
+            if loader.guarded_ttls() > 0 {
+                let (_, after_copy, _) = source_position(options).await?;
+                settle = Some((loader, after_copy));
+            }
             (Some(replid), offset, 0)
         }
         PsyncReply::Sync => {
-            link = full_copy(link, &mut writer, target_rdb_version, 0, progress).await?;
+            let (returned, _) =
+                full_copy(link, &mut writer, target_rdb_version, 0, options, progress).await?;
+            link = returned;
             writer.drain().await?;
             (None, 0, 0)
         }
     };
     if options.mode == Mode::Full {
+        if let Some((mut loader, _)) = settle {
+            // Nothing more will be applied: give every key its real TTL now.
+            let settled = loader.settle_guarded_ttls(&mut writer, 0).await?;
+            progress.send_modify(|p| p.ttls_settled += settled);
+        }
         return Ok(());
     }
 
     progress.send_modify(|p| p.phase = Phase::Incremental);
+    let mut heartbeat = match options.heartbeat {
+        true => Heartbeat::connect(options).await,
+        false => None,
+    };
     let (mut stream, mut acker) = link.into_stream(start_offset);
     acker.ack(start_offset).await?;
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
@@ -280,6 +327,11 @@ async fn session(
                 if let Some(applied) = writer.applied() {
                     acker.ack(applied.offset).await?;
                 }
+                if let Some(beat) = heartbeat.as_mut() {
+                    if !beat.beat().await {
+                        heartbeat = None;
+                    }
+                }
             }
             _ = checkpoint_timer.tick() => {
                 writer.flush().await?;
@@ -287,6 +339,14 @@ async fn session(
                 save(store, &replid, &writer)?;
                 if let Some(applied) = writer.applied() {
                     progress.send_modify(|p| p.applied_offset = applied.offset);
+                    let due = settle.as_ref().is_some_and(|(_, after)| applied.offset >= *after);
+                    if due && !in_multi {
+                        if let Some((mut loader, _)) = settle.take() {
+                            let settled = loader.settle_guarded_ttls(&mut writer, db).await?;
+                            tracing::info!(settled, "TTL guards of the full copy settled");
+                            progress.send_modify(|p| p.ttls_settled += settled);
+                        }
+                    }
                 }
             }
             next = stream.next() => {
@@ -322,6 +382,12 @@ async fn session(
                         }
                         if !in_multi { writer.mark_position(here); }
                     }
+                    Action::Heartbeat => {
+                        if let Some(sent_ms) = Heartbeat::sent_ms(&command) {
+                            progress.send_modify(|p| p.heartbeat_lag_ms = Some(unix_ms() - sent_ms));
+                        }
+                        if !in_multi { writer.mark_position(here); }
+                    }
                     Action::Skip => {
                         if !in_multi { writer.mark_position(here); }
                     }
@@ -334,6 +400,74 @@ async fn session(
     }
 }
 
+/// The heartbeat: a key on the source, rewritten every second with the time, whose
+/// arrival in the stream measures end-to-end latency. Never written to the target.
+struct Heartbeat {
+    connection: TargetWriter,
+    key: Vec<u8>,
+}
+
+impl Heartbeat {
+    async fn connect(options: &SyncOptions) -> Option<Heartbeat> {
+        let key = format!(
+            "{}:{}",
+            String::from_utf8_lossy(HEARTBEAT_PREFIX),
+            options.link.listening_port
+        )
+        .into_bytes();
+        match TargetWriter::connect(&options.source, options.apply.clone()).await {
+            Ok(connection) => Some(Heartbeat { connection, key }),
+            Err(err) => {
+                tracing::warn!(
+                    "heartbeat off: cannot open a second connection to the source: {err}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Writes the heartbeat; false when the source refuses it (a read-only account):
+    /// the heartbeat is then switched off with a warning, the sync goes on.
+    async fn beat(&mut self) -> bool {
+        let now = unix_ms().to_string();
+        let sent = async {
+            self.connection.poll_replies().await?;
+            self.connection
+                .push(
+                    &[b"SETEX".as_slice(), &self.key, b"60", now.as_bytes()],
+                    None,
+                )
+                .await?;
+            self.connection.flush().await
+        };
+        match sent.await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!("heartbeat off: the source refused it ({err}); use --no-heartbeat for a read-only account");
+                false
+            }
+        }
+    }
+
+    /// The send time in a heartbeat command as the stream carries it (SETEX key s v,
+    /// or SET key v PXAT t after the source's rewrite).
+    fn sent_ms(command: &Command) -> Option<i64> {
+        let value = if command.is("SETEX") {
+            command.args().get(2)
+        } else {
+            command.args().get(1)
+        };
+        std::str::from_utf8(value?).ok()?.parse().ok()
+    }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// What the engine does with one command of the stream.
 enum Action {
     Apply,
@@ -341,7 +475,9 @@ enum Action {
     Multi,
     Exec,
     GetAck,
-    /// Counted in the offset, not sent: PING, REPLCONF, filtered keys.
+    /// lockstep's own heartbeat key: measured, not sent.
+    Heartbeat,
+    /// Counted in the offset, not sent: PING, REPLCONF, filtered commands.
     Skip,
 }
 
@@ -380,7 +516,7 @@ fn classify(command: &Command, options: &SyncOptions) -> Action {
         .first()
         .is_some_and(|key| key.starts_with(HEARTBEAT_PREFIX))
     {
-        return Action::Skip;
+        return Action::Heartbeat;
     }
     Action::Apply
 }
@@ -464,8 +600,9 @@ async fn full_copy(
     writer: &mut TargetWriter,
     target_rdb_version: u16,
     ack_offset: i64,
+    options: &SyncOptions,
     progress: &watch::Sender<Progress>,
-) -> Result<ReplicaLink, SyncError> {
+) -> Result<(ReplicaLink, KeyLoader), SyncError> {
     progress.send_modify(|p| {
         p.phase = Phase::FullCopy;
         p.keys_copied = 0;
@@ -492,11 +629,18 @@ async fn full_copy(
         }
         Ok::<_, LinkError>(link)
     });
+    // Raw capture (for RESTORE without re-encoding) stops where big keys start being
+    // written in batches, so no key is ever held twice over.
+    let parse_options = ParseOptions {
+        capture_raw: true,
+        limits: Limits {
+            raw_capture_bytes_max: options.load.big_key_bytes,
+            ..Limits::default()
+        },
+        ..ParseOptions::default()
+    };
     let parser_thread = tokio::task::spawn_blocking(move || {
-        let options = ParseOptions {
-            capture_raw: true,
-            ..ParseOptions::default()
-        };
+        let options = parse_options;
         let mut parser = RdbParser::new(
             ChannelReader {
                 rx: chunk_rx,
@@ -520,12 +664,15 @@ async fn full_copy(
         }
     });
 
-    let mut loader = KeyLoader::new(target_rdb_version);
-    let mut applied = Ok(());
+    let mut loader = KeyLoader::new(target_rdb_version, options.load.clone());
+    let mut applied: Result<(), SyncError> = Ok(());
     while let Some(event) = event_rx.recv().await {
         let step = match event {
-            Ok(event) => loader.on_event(event, writer).await,
-            Err(err) => Err(err.into()),
+            Ok(event) => loader
+                .on_event(event, writer)
+                .await
+                .map_err(SyncError::from),
+            Err(err) => Err(SyncError::from(err)),
         };
         if let Err(err) = step {
             applied = Err(err);
@@ -544,108 +691,12 @@ async fn full_copy(
         .map_err(|e| SyncError::Internal(format!("RDB reader task: {e}")))?;
     applied?;
     let link = link?;
-    tracing::info!(keys = loader.keys, "full copy written to the target");
-    Ok(link)
-}
-
-/// Turns the parser's per-key events into RESTORE commands for the target.
-struct KeyLoader {
-    target_rdb_version: u16,
-    source_rdb_version: u16,
-    db: Option<u64>,
-    meta: Option<rdb::KeyMeta>,
-    value: Option<Value>,
-    keys: u64,
-}
-
-impl KeyLoader {
-    fn new(target_rdb_version: u16) -> KeyLoader {
-        KeyLoader {
-            target_rdb_version,
-            source_rdb_version: 0,
-            db: None,
-            meta: None,
-            value: None,
-            keys: 0,
-        }
-    }
-
-    async fn on_event(&mut self, event: Event, writer: &mut TargetWriter) -> Result<(), SyncError> {
-        match event {
-            Event::Header { version } => self.source_rdb_version = version as u16,
-            Event::KeyStart(meta) => {
-                self.value = Some(Value::empty(meta.rdb_type.kind()));
-                self.meta = Some(meta);
-            }
-            Event::Elements(batch) => {
-                if let Some(value) = self.value.as_mut() {
-                    value.extend(batch).map_err(|_| {
-                        SyncError::Internal("an element batch of another type".into())
-                    })?;
-                }
-            }
-            Event::KeyEnd { raw } => {
-                let meta = self
-                    .meta
-                    .take()
-                    .ok_or_else(|| SyncError::Internal("KeyEnd without KeyStart".into()))?;
-                let value = self
-                    .value
-                    .take()
-                    .unwrap_or_else(|| Value::empty(meta.rdb_type.kind()));
-                self.write_key(meta, value, raw, writer).await?;
-            }
-            Event::Function { code } => {
-                writer
-                    .push(&[b"FUNCTION".as_slice(), b"LOAD", b"REPLACE", &code], None)
-                    .await?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    async fn write_key(
-        &mut self,
-        meta: rdb::KeyMeta,
-        value: Value,
-        raw: Option<Vec<u8>>,
-        writer: &mut TargetWriter,
-    ) -> Result<(), SyncError> {
-        if self.db != Some(meta.db) {
-            writer
-                .push(
-                    &[b"SELECT".as_slice(), meta.db.to_string().as_bytes()],
-                    None,
-                )
-                .await?;
-            self.db = Some(meta.db);
-        }
-        let readable_raw = raw.filter(|_| {
-            meta.rdb_type.min_rdb_version() <= self.target_rdb_version
-                && self.source_rdb_version <= self.target_rdb_version
-        });
-        let payload = match readable_raw {
-            Some(raw) => rdb::dump::wrap_raw(&raw, self.target_rdb_version),
-            None => rdb::encode_dump(&value, self.target_rdb_version).map_err(|e| {
-                SyncError::Unwritable {
-                    key: String::from_utf8_lossy(&meta.key).into_owned(),
-                    db: meta.db,
-                    target_version: self.target_rdb_version,
-                    reason: e.to_string(),
-                }
-            })?,
-        };
-        let ttl = meta.expire_ms.unwrap_or(0).max(0).to_string();
-        let mut argv: Vec<&[u8]> =
-            vec![b"RESTORE", &meta.key, ttl.as_bytes(), &payload, b"REPLACE"];
-        if meta.expire_ms.is_some() {
-            argv.push(b"ABSTTL");
-        }
-        writer.push(&argv, None).await?;
-        self.keys += 1;
-        Ok(())
-    }
+    tracing::info!(
+        keys = loader.keys,
+        big_keys = loader.big_keys,
+        "full copy written to the target"
+    );
+    Ok((link, loader))
 }
 
 /// `Read` over chunks arriving on a channel (the parser's side of the bridge).

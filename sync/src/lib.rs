@@ -11,6 +11,8 @@
 //!   codec with exact byte counts (the replication offset counts bytes).
 //! - [`engine`] (filter, orchestration): sessions, full copy, the incremental loop,
 //!   retries; drops PING/REPLCONF and the heartbeat key.
+//! - [`load`] (apply, full copy): parser events to RESTORE, big keys in batches, the
+//!   TTL-race guard.
 //! - [`apply`] (apply): the pipelined, reply-checked writer to the target.
 //! - [`checkpoint`]: the exact (replid, offset, db) the target has reached, stored
 //!   atomically.
@@ -22,5 +24,6 @@ pub mod checkpoint;
 pub mod endpoint;
 pub mod engine;
 pub mod link;
+pub mod load;
 pub mod rdb;
 pub mod resp;

@@ -1,0 +1,499 @@
+//! The full copy's apply step: turns the RDB parser's per-key events into writes to
+//! the target.
+//!
+//! A key is written as one `RESTORE ... REPLACE`: with the raw object bytes from the
+//! RDB when the target reads that RDB version (no decode, no re-encode), or with a
+//! payload re-encoded for the target's older version. A key whose elements exceed
+//! `big_key_bytes` is written instead as it streams in: `DEL`, then `RPUSH` / `SADD` /
+//! `ZADD` / `HSET` per parser batch, then its TTL, so neither lockstep nor the target
+//! ever handles it whole (strings, streams and module values cannot be split this way
+//! and are restored whole).
+//!
+//! # The TTL race
+//! A key whose TTL runs out while the full copy is still being applied must not be
+//! lost when the source extended it in the meantime (the extension arrives later, in
+//! the command stream). A real replica never expires keys itself; a target does. So a
+//! key that expires within `ttl_guard` is written with a *guard expiry*:
+//! `GUARD_BASE_MS + t`, far in the future and unique to lockstep. Any TTL command
+//! from the source replaces it. Once the target has applied the stream up to a point
+//! taken after the copy, [`KeyLoader::settle_guarded_ttls`] sets every key that still
+//! has its guard expiry back to its real expiry `t` (a script checks and sets
+//! atomically). A key the source did not extend has expired on the source by then,
+//! or will: the target then drops it too, and the source's DEL finds nothing.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::apply::{ApplyError, TargetWriter};
+use crate::rdb::{self, Elements, Event, HashField, KeyMeta, Kind, Value};
+
+/// Guard expiries are `GUARD_BASE_MS + t`: 3000-01-01T00:00:00Z plus the real expiry.
+pub const GUARD_BASE_MS: i64 = 32_503_680_000_000;
+
+/// Sets a key's expiry back to ARGV[2] if its current expiry is a guard (>= ARGV[1]).
+/// PTTL + TIME works on every version (PEXPIRETIME is 7.0+).
+const SETTLE_SCRIPT: &str = "local pttl = redis.call('PTTL', KEYS[1]) \
+if pttl < 0 then return 0 end \
+local t = redis.call('TIME') \
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+if now + pttl >= tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) return 1 end \
+return 0";
+
+/// Options of the full copy's writes.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Keys with more element bytes than this are written in batches of commands.
+    pub big_key_bytes: usize,
+    /// Keys that expire sooner than this get a guard expiry (see the module doc).
+    pub ttl_guard: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            big_key_bytes: 16 << 20,
+            ttl_guard: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Why a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("key {key:?} (db {db}) cannot be written to a target of RDB version {target_version}: {reason}")]
+    Unwritable {
+        key: String,
+        db: u64,
+        target_version: u16,
+        reason: String,
+    },
+    #[error("the RDB parser gave {0} out of order")]
+    OutOfOrder(&'static str),
+}
+
+/// A key written with a guard expiry, and its real one.
+#[derive(Clone, Debug)]
+struct GuardedTtl {
+    db: u64,
+    key: Vec<u8>,
+    expire_ms: i64,
+}
+
+/// The key being loaded.
+struct CurrentKey {
+    meta: KeyMeta,
+    /// Elements held so far (empty once the key is streaming).
+    value: Value,
+    element_bytes: usize,
+    /// Written batch by batch because it is big.
+    streaming: bool,
+}
+
+/// Writes the keys of one RDB to the target.
+pub struct KeyLoader {
+    options: LoadOptions,
+    target_rdb_version: u16,
+    source_rdb_version: u16,
+    db: Option<u64>,
+    current: Option<CurrentKey>,
+    guarded: Vec<GuardedTtl>,
+    /// Keys written.
+    pub keys: u64,
+    /// Of which written in batches.
+    pub big_keys: u64,
+}
+
+impl KeyLoader {
+    pub fn new(target_rdb_version: u16, options: LoadOptions) -> KeyLoader {
+        KeyLoader {
+            options,
+            target_rdb_version,
+            source_rdb_version: 0,
+            db: None,
+            current: None,
+            guarded: Vec::new(),
+            keys: 0,
+            big_keys: 0,
+        }
+    }
+
+    /// The database the writer has selected (the stream's SELECT follows the copy).
+    pub fn selected_db(&self) -> Option<u64> {
+        self.db
+    }
+
+    /// Keys waiting for [`KeyLoader::settle_guarded_ttls`].
+    pub fn guarded_ttls(&self) -> usize {
+        self.guarded.len()
+    }
+
+    /// Handles one parser event.
+    pub async fn on_event(
+        &mut self,
+        event: Event,
+        writer: &mut TargetWriter,
+    ) -> Result<(), LoadError> {
+        match event {
+            Event::Header { version } => self.source_rdb_version = version as u16,
+            Event::KeyStart(meta) => {
+                self.select(meta.db, writer).await?;
+                let value = Value::empty(meta.rdb_type.kind());
+                self.current = Some(CurrentKey {
+                    meta,
+                    value,
+                    element_bytes: 0,
+                    streaming: false,
+                });
+            }
+            Event::Elements(batch) => self.on_batch(batch, writer).await?,
+            Event::KeyEnd { raw } => {
+                let current = self
+                    .current
+                    .take()
+                    .ok_or(LoadError::OutOfOrder("KeyEnd without KeyStart"))?;
+                if current.streaming {
+                    self.finish_streamed(current, writer).await?;
+                } else {
+                    self.restore(current, raw, writer).await?;
+                }
+                self.keys += 1;
+            }
+            Event::Function { code } => {
+                writer
+                    .push(&[b"FUNCTION".as_slice(), b"LOAD", b"REPLACE", &code], None)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn select(&mut self, db: u64, writer: &mut TargetWriter) -> Result<(), LoadError> {
+        if self.db != Some(db) {
+            writer
+                .push(&[b"SELECT".as_slice(), db.to_string().as_bytes()], None)
+                .await?;
+            self.db = Some(db);
+        }
+        Ok(())
+    }
+
+    async fn on_batch(
+        &mut self,
+        batch: Elements,
+        writer: &mut TargetWriter,
+    ) -> Result<(), LoadError> {
+        let big_key_bytes = self.options.big_key_bytes;
+        let current = self
+            .current
+            .as_mut()
+            .ok_or(LoadError::OutOfOrder("elements outside a key"))?;
+        current.element_bytes += batch_bytes(&batch);
+        if current.streaming {
+            return write_batch(&current.meta, batch, self.target_rdb_version, writer).await;
+        }
+        current
+            .value
+            .extend(batch)
+            .map_err(|_| LoadError::OutOfOrder("a batch of another type"))?;
+        let splittable = matches!(
+            current.value.kind(),
+            Kind::List | Kind::Set | Kind::ZSet | Kind::Hash
+        );
+        if splittable && current.element_bytes > big_key_bytes {
+            // Too big to hold: from now on, write as it comes.
+            current.streaming = true;
+            self.big_keys += 1;
+            let kind = current.value.kind();
+            let held = std::mem::replace(&mut current.value, Value::empty(kind));
+            writer
+                .push(&[b"DEL".as_slice(), &current.meta.key], None)
+                .await?;
+            if let Some(batch) = value_as_batch(held) {
+                write_batch(&current.meta, batch, self.target_rdb_version, writer).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &mut self,
+        current: CurrentKey,
+        raw: Option<Vec<u8>>,
+        writer: &mut TargetWriter,
+    ) -> Result<(), LoadError> {
+        let meta = &current.meta;
+        let readable = meta.rdb_type.min_rdb_version() <= self.target_rdb_version
+            && self.source_rdb_version <= self.target_rdb_version;
+        let payload = match raw.filter(|_| readable) {
+            Some(raw) => rdb::dump::wrap_raw(&raw, self.target_rdb_version),
+            None => rdb::encode_dump(&current.value, self.target_rdb_version)
+                .map_err(|e| self.unwritable(meta, e.to_string()))?,
+        };
+        let expire = self.expiry_to_write(meta);
+        let ttl = expire.unwrap_or(0).to_string();
+        let mut argv: Vec<&[u8]> =
+            vec![b"RESTORE", &meta.key, ttl.as_bytes(), &payload, b"REPLACE"];
+        if expire.is_some() {
+            argv.push(b"ABSTTL");
+        }
+        writer.push(&argv, None).await?;
+        Ok(())
+    }
+
+    async fn finish_streamed(
+        &mut self,
+        current: CurrentKey,
+        writer: &mut TargetWriter,
+    ) -> Result<(), LoadError> {
+        if let Some(at) = self.expiry_to_write(&current.meta) {
+            writer
+                .push(
+                    &[
+                        b"PEXPIREAT".as_slice(),
+                        &current.meta.key,
+                        at.to_string().as_bytes(),
+                    ],
+                    None,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The absolute expiry to write for `meta`: its own, or a guard expiry when it runs
+    /// out within `ttl_guard` (remembered for settling).
+    fn expiry_to_write(&mut self, meta: &KeyMeta) -> Option<i64> {
+        let expire_ms = meta.expire_ms?;
+        let guard_until = unix_ms() + self.options.ttl_guard.as_millis() as i64;
+        if expire_ms > guard_until {
+            return Some(expire_ms);
+        }
+        self.guarded.push(GuardedTtl {
+            db: meta.db,
+            key: meta.key.clone(),
+            expire_ms,
+        });
+        Some(GUARD_BASE_MS + expire_ms.max(0))
+    }
+
+    /// Gives every key that still has its guard expiry its real one. Call once the
+    /// target has applied the stream up to a point taken after the copy ended.
+    /// Leaves the writer with `current_db` selected again. Returns how many keys got
+    /// their real expiry back (the others were changed by the source meanwhile).
+    pub async fn settle_guarded_ttls(
+        &mut self,
+        writer: &mut TargetWriter,
+        current_db: u32,
+    ) -> Result<u64, LoadError> {
+        let guarded = std::mem::take(&mut self.guarded);
+        let mut selected = None;
+        let base = GUARD_BASE_MS.to_string();
+        for item in &guarded {
+            if selected != Some(item.db) {
+                writer
+                    .push(
+                        &[b"SELECT".as_slice(), item.db.to_string().as_bytes()],
+                        None,
+                    )
+                    .await?;
+                selected = Some(item.db);
+            }
+            let expire = item.expire_ms.to_string();
+            writer
+                .push(
+                    &[
+                        b"EVAL".as_slice(),
+                        SETTLE_SCRIPT.as_bytes(),
+                        b"1",
+                        &item.key,
+                        base.as_bytes(),
+                        expire.as_bytes(),
+                    ],
+                    None,
+                )
+                .await?;
+        }
+        writer
+            .push(
+                &[b"SELECT".as_slice(), current_db.to_string().as_bytes()],
+                None,
+            )
+            .await?;
+        writer.drain().await?;
+        Ok(guarded.len() as u64)
+    }
+
+    fn unwritable(&self, meta: &KeyMeta, reason: String) -> LoadError {
+        LoadError::Unwritable {
+            key: String::from_utf8_lossy(&meta.key).into_owned(),
+            db: meta.db,
+            target_version: self.target_rdb_version,
+            reason,
+        }
+    }
+}
+
+/// Writes one batch of a big key as commands.
+async fn write_batch(
+    meta: &KeyMeta,
+    batch: Elements,
+    target_rdb_version: u16,
+    writer: &mut TargetWriter,
+) -> Result<(), LoadError> {
+    let key = meta.key.as_slice();
+    match batch {
+        Elements::List(items) => {
+            push_variadic(writer, b"RPUSH", key, items.iter().map(Vec::as_slice)).await?
+        }
+        Elements::Set(items) => {
+            push_variadic(writer, b"SADD", key, items.iter().map(Vec::as_slice)).await?
+        }
+        Elements::ZSet(items) => {
+            let scores: Vec<String> = items.iter().map(|(_, s)| format_score(*s)).collect();
+            let args = items
+                .iter()
+                .zip(&scores)
+                .flat_map(|((m, _), s)| [s.as_bytes(), m.as_slice()]);
+            push_variadic(writer, b"ZADD", key, args).await?;
+        }
+        Elements::Hash(fields) => {
+            push_variadic(
+                writer,
+                b"HSET",
+                key,
+                fields
+                    .iter()
+                    .flat_map(|f| [f.field.as_slice(), f.value.as_slice()]),
+            )
+            .await?;
+            write_field_ttls(meta, &fields, target_rdb_version, writer).await?;
+        }
+        // Only list, set, zset and hash keys are ever streamed.
+        _ => {
+            return Err(LoadError::OutOfOrder(
+                "a batch of a kind that is not streamed",
+            ))
+        }
+    }
+    Ok(())
+}
+
+async fn write_field_ttls(
+    meta: &KeyMeta,
+    fields: &[HashField],
+    target_rdb_version: u16,
+    writer: &mut TargetWriter,
+) -> Result<(), LoadError> {
+    for field in fields {
+        if let Some(at) = field.expire_ms {
+            if target_rdb_version < 12 {
+                return Err(LoadError::Unwritable {
+                    key: String::from_utf8_lossy(&meta.key).into_owned(),
+                    db: meta.db,
+                    target_version: target_rdb_version,
+                    reason: "hash field TTLs need a Redis 7.4+ target".into(),
+                });
+            }
+            let at = at.to_string();
+            writer
+                .push(
+                    &[
+                        b"HPEXPIREAT".as_slice(),
+                        &meta.key,
+                        at.as_bytes(),
+                        b"FIELDS",
+                        b"1",
+                        &field.field,
+                    ],
+                    None,
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn push_variadic<'a>(
+    writer: &mut TargetWriter,
+    command: &'static [u8],
+    key: &'a [u8],
+    args: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), ApplyError> {
+    let mut argv: Vec<&[u8]> = vec![command, key];
+    argv.extend(args);
+    if argv.len() > 2 {
+        writer.push(&argv, None).await?;
+    }
+    Ok(())
+}
+
+/// A held value as one batch, to write when a key turns out to be big.
+fn value_as_batch(value: Value) -> Option<Elements> {
+    match value {
+        Value::List(v) => Some(Elements::List(v)),
+        Value::Set(v) => Some(Elements::Set(v)),
+        Value::ZSet(v) => Some(Elements::ZSet(v)),
+        Value::Hash(v) => Some(Elements::Hash(v)),
+        _ => None,
+    }
+}
+
+fn batch_bytes(batch: &Elements) -> usize {
+    match batch {
+        Elements::String(s) => s.len(),
+        Elements::List(v) | Elements::Set(v) => v.iter().map(|e| e.len() + 8).sum(),
+        Elements::ZSet(v) => v.iter().map(|(m, _)| m.len() + 16).sum(),
+        Elements::Hash(v) => v.iter().map(|f| f.field.len() + f.value.len() + 16).sum(),
+        Elements::StreamEntries(v) => v.len() * 64,
+        _ => 64,
+    }
+}
+
+/// A score as ZADD reads it back to the same double.
+fn format_score(score: f64) -> String {
+    if score == f64::INFINITY {
+        "+inf".into()
+    } else if score == f64::NEG_INFINITY {
+        "-inf".into()
+    } else {
+        format!("{score}")
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_print_back_to_the_same_double() {
+        for s in [
+            0.0,
+            -0.0,
+            1.5,
+            1e21,
+            1e-300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            3.141592653589793,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            let text = format_score(s);
+            let back: f64 = match text.as_str() {
+                "+inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                t => t.parse().expect("parses"),
+            };
+            assert_eq!(back.to_bits(), s.to_bits(), "{s} printed as {text}");
+        }
+    }
+}

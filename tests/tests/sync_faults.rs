@@ -1,0 +1,310 @@
+//! The sync engine under the conditions its issue names: the TTL race, big keys,
+//! the heartbeat, and the errors a user can cause. Checked with plain reads and the
+//! verify crate, never with the sync's own state.
+
+use std::time::{Duration, Instant};
+
+use lockstep_sync::endpoint::Endpoint;
+use lockstep_sync::engine::{self, Mode, Phase, Progress, SyncOptions};
+use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::{Auth, RedisServer, RedisVersion, ReplicaSet, ServerConfig};
+use lockstep_verify::{compare, CompareOptions};
+use tokio::sync::watch;
+
+type Handle = tokio::task::JoinHandle<Result<engine::Summary, engine::SyncError>>;
+
+fn options(
+    source: &RedisServer,
+    target: &RedisServer,
+    dir: &std::path::Path,
+) -> anyhow::Result<SyncOptions> {
+    let mut options = SyncOptions::new(
+        Endpoint::parse(&source.url())?,
+        Endpoint::parse(&target.url())?,
+        dir,
+    );
+    options.retry_window = Duration::from_secs(20);
+    Ok(options)
+}
+
+fn spawn(options: SyncOptions) -> (watch::Sender<bool>, watch::Receiver<Progress>, Handle) {
+    let (stop, stop_rx) = watch::channel(false);
+    let (progress_tx, progress) = watch::channel(Progress::default());
+    (
+        stop,
+        progress,
+        tokio::spawn(engine::run(options, stop_rx, progress_tx)),
+    )
+}
+
+async fn caught_up(
+    progress: &watch::Receiver<Progress>,
+    source: &RedisServer,
+) -> anyhow::Result<()> {
+    let wanted = source
+        .info("replication")
+        .await?
+        .int("master_repl_offset")?;
+    wait_until("the sync caught up", Duration::from_secs(60), || async {
+        let p = progress.borrow().clone();
+        Ok(
+            if p.phase == Phase::Incremental && p.applied_offset >= wanted {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            },
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn keys_extended_during_a_slow_full_copy_survive_and_the_others_expire() -> anyhow::Result<()>
+{
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let mut conn = source.client().await?;
+    for i in 0..20 {
+        redis::cmd("SET")
+            .arg(format!("short:{i}"))
+            .arg(i)
+            .arg("PX")
+            .arg(2500)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    for i in 0..3000 {
+        redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    // 1 ms per key: the snapshot takes about 3 s, longer than the short TTLs.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(1000)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let (stop, progress, handle) = spawn(options(&source, &target, dir.path())?);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in (0..20).step_by(2) {
+        redis::cmd("PEXPIRE")
+            .arg(format!("short:{i}"))
+            .arg(120_000)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    caught_up(&progress, &source).await?;
+    assert!(
+        started.elapsed() > Duration::from_millis(2500),
+        "the copy was not slow enough to test the race"
+    );
+    // Let the guards settle and the unextended keys expire on both sides.
+    wait_until("guards settled", Duration::from_secs(10), || async {
+        let p = progress.borrow().clone();
+        Ok(if p.ttls_settled > 0 {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        })
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut t = target.client().await?;
+    for i in 0..20 {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(format!("short:{i}"))
+            .query_async(&mut t)
+            .await?;
+        if i % 2 == 0 {
+            assert!(
+                (100_000..=120_000).contains(&pttl),
+                "extended key short:{i} has PTTL {pttl} on the target"
+            );
+        } else {
+            assert_eq!(
+                pttl, -2,
+                "key short:{i} expired on the source but not on the target"
+            );
+        }
+    }
+    let report = compare(
+        &source.redis_client()?,
+        &target.redis_client()?,
+        &CompareOptions::default(),
+    )
+    .await?;
+    assert!(report.is_consistent(), "{report}");
+    stop.send(true)?;
+    handle.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
+    for (from, to) in [
+        (RedisVersion::V7_0, RedisVersion::V7_0),
+        (RedisVersion::V8_2, RedisVersion::V6_2),
+    ] {
+        let source = RedisServer::start(ServerConfig::new(from)).await?;
+        let target = RedisServer::start(ServerConfig::new(to)).await?;
+        let mut conn = source.client().await?;
+        for chunk in 0..20 {
+            let mut pipe = redis::pipe();
+            for i in chunk * 1000..(chunk + 1) * 1000 {
+                pipe.cmd("RPUSH")
+                    .arg("big:list")
+                    .arg(format!("element-{i}"))
+                    .ignore();
+                pipe.cmd("HSET")
+                    .arg("big:hash")
+                    .arg(format!("f{i}"))
+                    .arg(format!("value-{i}"))
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg("big:set")
+                    .arg(format!("m{i}"))
+                    .ignore();
+                pipe.cmd("ZADD")
+                    .arg("big:zset")
+                    .arg(i as f64 / 7.0)
+                    .arg(format!("z{i}"))
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        redis::cmd("EXPIRE")
+            .arg("big:list")
+            .arg(7200)
+            .query_async::<()>(&mut conn)
+            .await?;
+        // A stale copy on the target must be replaced, not appended to.
+        let mut t = target.client().await?;
+        redis::cmd("RPUSH")
+            .arg("big:list")
+            .arg("stale")
+            .query_async::<()>(&mut t)
+            .await?;
+        let dir = tempfile::tempdir()?;
+        let mut options = options(&source, &target, dir.path())?;
+        options.mode = Mode::Full;
+        options.load.big_key_bytes = 64 << 10;
+        let (_stop, _progress, handle) = spawn(options);
+        handle.await??;
+        let len: i64 = redis::cmd("LLEN")
+            .arg("big:list")
+            .query_async(&mut t)
+            .await?;
+        assert_eq!(
+            len, 20_000,
+            "{from} -> {to}: list elements duplicated or lost"
+        );
+        let report = compare(
+            &source.redis_client()?,
+            &target.redis_client()?,
+            &CompareOptions::default(),
+        )
+        .await?;
+        assert!(report.is_consistent(), "{from} -> {to}: {report}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_heartbeat_measures_latency_and_never_reaches_the_target() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let dir = tempfile::tempdir()?;
+    let (stop, progress, handle) = spawn(options(&source, &target, dir.path())?);
+    wait_until(
+        "a heartbeat came through",
+        Duration::from_secs(10),
+        || async {
+            let p = progress.borrow().clone();
+            Ok(if p.heartbeat_lag_ms.is_some() {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            })
+        },
+    )
+    .await?;
+    let lag = progress.borrow().heartbeat_lag_ms.unwrap_or(i64::MAX);
+    assert!(
+        (0..1000).contains(&lag),
+        "heartbeat lag {lag} ms on loopback"
+    );
+    let mut s = source.client().await?;
+    let on_source: Vec<String> = redis::cmd("KEYS")
+        .arg("LOCKSTEP_HEARTBEAT*")
+        .query_async(&mut s)
+        .await?;
+    assert_eq!(on_source.len(), 1, "{on_source:?}");
+    let mut t = target.client().await?;
+    let on_target: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut t).await?;
+    assert!(
+        on_target.is_empty(),
+        "the heartbeat reached the target: {on_target:?}"
+    );
+    stop.send(true)?;
+    handle.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_source_password_fails_at_once_and_writes_nothing() -> anyhow::Result<()> {
+    let source =
+        RedisServer::start(ServerConfig::new(RedisVersion::V7_0).auth(Auth::password())).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut s = source.client().await?;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async::<()>(&mut s)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let url = format!("redis://:not-the-password@127.0.0.1:{}", source.port());
+    let options = SyncOptions::new(
+        Endpoint::parse(&url)?,
+        Endpoint::parse(&target.url())?,
+        dir.path(),
+    );
+    let (_stop, _progress, handle) = spawn(options);
+    let result = tokio::time::timeout(Duration::from_secs(10), handle).await??;
+    let err = result.expect_err("a wrong password must stop the task");
+    assert!(err.to_string().contains("password"), "{err}");
+    assert!(
+        !err.to_string().contains("not-the-password"),
+        "the password leaked: {err}"
+    );
+    let mut t = target.client().await?;
+    assert_eq!(redis::cmd("DBSIZE").query_async::<i64>(&mut t).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_read_only_target_is_a_clear_error_naming_the_fix() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut s = source.client().await?;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async::<()>(&mut s)
+        .await?;
+    let set = ReplicaSet::start(ServerConfig::new(RedisVersion::V7_0), 1).await?;
+    let replica = set.replicas().next().expect("replica");
+    let dir = tempfile::tempdir()?;
+    let (_stop, _progress, handle) = spawn(options(&source, replica, dir.path())?);
+    let result = tokio::time::timeout(Duration::from_secs(10), handle).await??;
+    let err = result.expect_err("a replica target must stop the task");
+    let text = err.to_string();
+    assert!(
+        text.contains("READONLY") && text.contains("primary"),
+        "{text}"
+    );
+    Ok(())
+}
