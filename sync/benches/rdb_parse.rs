@@ -127,7 +127,11 @@ fn generate() -> Result<PathBuf, Box<dyn std::error::Error>> {
     rt.block_on(async {
         use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
         let server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
-        let mut c = server.client().await?;
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut c = server
+            .redis_client()?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         let _: () = redis::cmd("DEBUG")
             .arg("POPULATE")
             .arg(2_000_000)
