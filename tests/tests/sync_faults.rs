@@ -308,3 +308,122 @@ async fn a_read_only_target_is_a_clear_error_naming_the_fix() -> anyhow::Result<
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_keys(
+) -> anyhow::Result<()> {
+    use lockstep_testkit::proxy::FaultProxy;
+    let source =
+        RedisServer::start(ServerConfig::new(RedisVersion::V7_0).set("repl-backlog-size", "16kb"))
+            .await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let mut conn = source.client().await?;
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("doomed:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let proxy = FaultProxy::start(source.addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.source = Endpoint::parse(&proxy.url_for(&source))?;
+    options.heartbeat = false;
+    let (stop, progress, handle) = spawn(options);
+    caught_up(&progress, &source).await?;
+    // Cut the link and keep it down while the source deletes keys and writes more
+    // than its backlog holds.
+    proxy.refuse_new(true);
+    proxy.cut_all();
+    for i in 0..100 {
+        redis::cmd("DEL")
+            .arg(format!("doomed:{i}"))
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let filler = vec![b'x'; 1024];
+    for i in 0..200 {
+        redis::cmd("SET")
+            .arg(format!("after:{i}"))
+            .arg(&filler)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    proxy.refuse_new(false);
+    wait_until("a second full sync", Duration::from_secs(60), || async {
+        let p = progress.borrow().clone();
+        Ok(if p.full_syncs >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        })
+    })
+    .await?;
+    caught_up(&progress, &source).await?;
+    let mut t = target.client().await?;
+    let doomed: Vec<String> = redis::cmd("KEYS")
+        .arg("doomed:*")
+        .query_async(&mut t)
+        .await?;
+    assert!(
+        doomed.is_empty(),
+        "keys deleted on the source survived the full resync: {}",
+        doomed.len()
+    );
+    let report = compare(
+        &source.redis_client()?,
+        &target.redis_client()?,
+        &CompareOptions::default(),
+    )
+    .await?;
+    assert!(report.is_consistent(), "{report}");
+    stop.send(true)?;
+    handle.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_short_cut_resumes_partially_without_replaying() -> anyhow::Result<()> {
+    use lockstep_testkit::proxy::FaultProxy;
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V6_2)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let proxy = FaultProxy::start(source.addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.source = Endpoint::parse(&proxy.url_for(&source))?;
+    let (stop, progress, handle) = spawn(options);
+    let mut conn = source.client().await?;
+    caught_up(&progress, &source).await?;
+    for round in 1..=5u64 {
+        for _ in 0..200 {
+            redis::cmd("INCR")
+                .arg("counter")
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        proxy.cut_all();
+        wait_until(
+            "a partial resync after the cut",
+            Duration::from_secs(20),
+            || async {
+                let p = progress.borrow().clone();
+                Ok(if p.partial_syncs >= round {
+                    Ok(())
+                } else {
+                    Err(format!("{p:?}"))
+                })
+            },
+        )
+        .await?;
+    }
+    caught_up(&progress, &source).await?;
+    let p = progress.borrow().clone();
+    assert_eq!((p.full_syncs, p.partial_syncs), (1, 5), "{p:?}");
+    let mut t = target.client().await?;
+    let counter: i64 = redis::cmd("GET").arg("counter").query_async(&mut t).await?;
+    assert_eq!(counter, 1000, "INCRs replayed or lost across cuts");
+    stop.send(true)?;
+    handle.await??;
+    Ok(())
+}
