@@ -111,6 +111,24 @@ impl<'a> Cursor<'a> {
     /// A length line: `None` for -1 (null), an error below -1 or over `max`.
     pub(crate) fn length(&mut self, limit: &'static str, max: usize) -> Step<Option<usize>> {
         let start = self.pos;
+        // Fast path: a short run of digits then `\r\n`, parsed in the same pass that
+        // finds the line end. Anything else (signs, long or malformed lines, the end of
+        // the buffer) goes the general way, which also produces the errors.
+        let mut n: u64 = 0;
+        let mut i = start;
+        while i < self.buf.len() && i - start < 16.min(self.limits.line_bytes_max) {
+            let b = self.buf[i];
+            if b.is_ascii_digit() {
+                n = n * 10 + u64::from(b - b'0');
+                i += 1;
+                continue;
+            }
+            if b == b'\r' && i > start && self.buf.get(i + 1) == Some(&b'\n') && n <= max as u64 {
+                self.pos = i + 2;
+                return Ok(Some(n as usize));
+            }
+            break;
+        }
         let n = self.integer()?;
         if n == -1 {
             return Ok(None);
