@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the checkpoint inside the checkpoint directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
+/// Present while a full copy is being written: a task that finds it at start knows a
+/// copy was cut short, so the target may hold keys the source has deleted since.
+pub const FULL_COPY_MARKER: &str = "full-copy-in-progress";
 
 /// Where the target stands in the source's replication history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +125,33 @@ impl CheckpointStore {
         )?;
         self.last = Some(checkpoint);
         Ok(())
+    }
+
+    /// Whether a full copy was started and never finished (the marker is present).
+    pub fn full_copy_interrupted(&self) -> bool {
+        self.dir.join(FULL_COPY_MARKER).exists()
+    }
+
+    /// Marks (or unmarks) a full copy as in progress, durably.
+    pub fn set_full_copy_in_progress(&mut self, on: bool) -> Result<(), CheckpointError> {
+        let path = self.dir.join(FULL_COPY_MARKER);
+        if on {
+            write_atomically(
+                &self.dir,
+                FULL_COPY_MARKER,
+                b"a full copy was started; if this file remains, it did not finish\n",
+            )
+        } else {
+            match fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(source) => Err(CheckpointError::Io {
+                    action: "remove",
+                    path,
+                    source,
+                }),
+            }
+        }
     }
 
     /// Forgets the checkpoint (after the source's history is lost: a full resync).

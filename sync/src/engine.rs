@@ -249,13 +249,19 @@ async fn session(
             (Some(id), offset, db)
         }
         PsyncReply::FullResync { replid, offset } => {
-            if let Some((old_id, old_offset, _)) = &resume {
-                tracing::warn!(
-                    "full resync: the source could not continue from {old_id}:{old_offset} (backlog overrun or new history); flushing the target first so it ends equal to the source"
-                );
+            // The target may hold keys the source no longer has: from a checkpoint
+            // the source can no longer continue, or from a copy cut short.
+            let stale = match &resume {
+                Some((old_id, old_offset, _)) => Some(format!("the source could not continue from {old_id}:{old_offset} (backlog overrun or new history)")),
+                None if store.full_copy_interrupted() => Some("an earlier full copy was cut short".to_owned()),
+                None => None,
+            };
+            if let Some(why) = stale {
+                tracing::warn!("full resync: {why}; flushing the target first so it ends equal to the source, not a superset");
                 writer.push(&[b"FLUSHALL".as_slice()], None).await?;
                 store.clear()?;
             }
+            store.set_full_copy_in_progress(true)?;
             let (returned, loader) = full_copy(
                 link,
                 &mut writer,
