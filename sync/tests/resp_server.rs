@@ -412,3 +412,33 @@ async fn replication_stream_offsets_match_the_primary_on_every_version() -> anyh
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_big_reply_and_a_big_command_through_the_reader() -> anyhow::Result<()> {
+    let server = RedisServer::start(config(RedisVersion::V7_0)).await?;
+    let (mut reader, mut writer) = connect(&server).await?;
+    // 200,000 members: a reply of several MB that arrives over many reads.
+    let members: Vec<String> = (0..200_000).map(|i| format!("member:{i:08}")).collect();
+    let mut argv = vec!["RPUSH".to_owned(), "big".to_owned()];
+    argv.extend(members.iter().cloned());
+    writer.send(&argv).await?;
+    assert_eq!(
+        timeout(WAIT, reader.read_frame()).await??,
+        Some(Frame::Integer(200_000))
+    );
+    writer
+        .push(&["LRANGE", "big", "0", "-1"])
+        .push(&["PING"])
+        .flush()
+        .await?;
+    let Some(Frame::Array(items)) = timeout(WAIT, reader.read_frame()).await?? else {
+        panic!("LRANGE gave no array")
+    };
+    assert_eq!(items.len(), 200_000);
+    assert_eq!(items[123_456], bulk(&members[123_456]));
+    assert_eq!(
+        timeout(WAIT, reader.read_frame()).await??,
+        Some(Frame::simple("PONG"))
+    );
+    Ok(())
+}

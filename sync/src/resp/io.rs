@@ -20,6 +20,9 @@ use super::error::RespError;
 use super::frame::{Frame, Status};
 use super::Limits;
 
+/// The most room asked for in one read while a value stays incomplete.
+const READ_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// Why reading stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -122,6 +125,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The next reply; `None` when the peer closed the connection between values.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
         self.commands.reset();
+        // Each incomplete check re-walks the value's headers, so a big aggregate that
+        // trickles in would cost a walk per read: ask for geometrically more room per
+        // read while the same value stays incomplete, to bound the number of walks.
+        let mut want_bytes = 0;
         loop {
             let base = self.consumed_bytes;
             match decode_frame(&mut self.buf, &self.limits).map_err(|e| e.shifted(base))? {
@@ -130,7 +137,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(frame));
                 }
                 Status::Incomplete => {
-                    if self.fill(0).await? == 0 {
+                    want_bytes = (want_bytes * 2).clamp(self.read_chunk_bytes, READ_BYTES_MAX);
+                    if self.fill(want_bytes).await? == 0 {
                         self.eof()?;
                         return Ok(None);
                     }
