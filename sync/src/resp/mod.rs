@@ -16,9 +16,15 @@
 //!
 //! # How the sync engine drives it
 //! One [`FrameReader`] per replica link: `read_frame` for handshake replies (after
-//! `skip_newlines`), the RDB read by hand through `buffer_mut`/`fill`, then a
-//! [`CommandStream`] started at the offset from `+FULLRESYNC`, whose `next()` gives
-//! each [`Entry`] with the offset right after it.
+//! `skip_newlines`, since keepalive newlines may precede them), `read_line` for the
+//! `$<len>` / `$EOF:<mark>` header of the RDB transfer and `read_chunk` for its bytes,
+//! then a [`CommandStream`] started at the offset from `+FULLRESYNC` (or `+CONTINUE`),
+//! whose `next()` gives each [`Entry`] with the replication offset right after it.
+//! [`Entry::Blank`] (a stray newline, `*0`) carries no command but its bytes count, as
+//! in Redis; an inline [`Command`] from a primary means the stream is out of step.
+//! Replies to our own writes on the target go through another `FrameReader`;
+//! commands are written with [`encode_command`] into a reused buffer or a
+//! [`CommandWriter`].
 //!
 //! # Limits
 //! Every length field is checked against [`Limits`] before any memory is reserved,
