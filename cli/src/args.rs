@@ -20,6 +20,9 @@ pub enum Command {
     /// Compare source and target key by key, value by value and TTL by TTL, in both
     /// directions. Exit code 0: consistent; 1: differences; 2: the check failed.
     Verify(VerifyArgs),
+    /// Read RDB files.
+    #[command(subcommand)]
+    Rdb(RdbCommand),
     /// Run the main job on an embedded default: start two throwaway Redis servers,
     /// fill the source with every type, sync, verify, and print a report.
     Demo(DemoArgs),
@@ -91,4 +94,27 @@ pub struct DemoArgs {
     /// Seconds of live writes to the source while the sync runs.
     #[arg(long, default_value_t = 3)]
     pub churn_seconds: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RdbCommand {
+    /// Print an RDB file: one JSON object per key, or a summary per type and database
+    /// with the biggest keys.
+    Inspect(RdbInspectArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RdbFormat {
+    /// One JSON object per key (db, key, type, encoding, expire, value); see docs/rdb-json.md.
+    Jsonl,
+    /// Keys and bytes per type and database, and the 20 biggest keys.
+    Summary,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RdbInspectArgs {
+    /// The RDB file.
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: RdbFormat,
 }

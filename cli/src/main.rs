@@ -7,6 +7,7 @@
 
 mod args;
 mod demo;
+mod rdb;
 mod sync;
 mod verify;
 
@@ -33,6 +34,7 @@ fn main() -> std::process::ExitCode {
         match args.command {
             args::Command::Sync(args) => sync::run(args).await,
             args::Command::Verify(args) => verify::run(args).await,
+            args::Command::Rdb(command) => rdb::run(command),
             args::Command::Demo(args) => demo::run(args).await,
         }
     });
