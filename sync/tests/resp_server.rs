@@ -442,3 +442,47 @@ async fn a_big_reply_and_a_big_command_through_the_reader() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// Inline commands split the way redis-server splits them: each line pushes its
+/// arguments to a list, and the list Redis built must equal our argv.
+#[tokio::test]
+async fn inline_commands_split_like_redis_server() -> anyhow::Result<()> {
+    use lockstep_sync::resp::CommandDecoder;
+    let lines: &[&[u8]] = &[
+        b"RPUSH l0 a b   c\r\n",
+        b"RPUSH l1 \"a b\" 'c d'\n",
+        b"RPUSH l2 \"tab\\there\" \"nl\\n\" \"hex\\x41\\x7a\" \"q\\\"q\"\r\n",
+        b"RPUSH l3 'it\\'s' 'back\\slash'\r\n",
+        b"  RPUSH   l4\tx\r\n",
+        b"RPUSH l5 \"\" ''\r\n",
+    ];
+    for version in RedisVersion::ALL {
+        let server = RedisServer::start(config(version)).await?;
+        let (mut reader, mut writer) = connect(&server).await?;
+        for (i, line) in lines.iter().enumerate() {
+            let mut buf = BytesMut::from(*line);
+            let Status::Complete(Entry::Command(ours), len) =
+                CommandDecoder::new(Limits::default()).decode(&mut buf)?
+            else {
+                panic!("{line:?} did not decode to a command")
+            };
+            assert_eq!(len, line.len());
+            assert!(ours.inline);
+            writer.push_raw(line).flush().await?;
+            let pushed = timeout(WAIT, reader.read_frame()).await??;
+            assert_eq!(pushed, Some(Frame::Integer(ours.argv.len() as i64 - 2)));
+            let key = format!("l{i}");
+            writer.send(&["LRANGE", key.as_str(), "0", "-1"]).await?;
+            let want: Vec<Frame> = ours.argv[2..]
+                .iter()
+                .map(|a| Frame::Bulk(a.clone()))
+                .collect();
+            assert_eq!(
+                timeout(WAIT, reader.read_frame()).await??,
+                Some(Frame::Array(want)),
+                "{version:?}: {line:?}"
+            );
+        }
+    }
+    Ok(())
+}
