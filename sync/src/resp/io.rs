@@ -225,7 +225,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some((entry, len)));
                 }
                 Status::Incomplete => {
-                    let need = self.commands.bytes_needed_hint(&self.buf);
+                    // Room for a big argument in steps, never all of an announced length
+                    // before its bytes arrive.
+                    let need = self
+                        .commands
+                        .bytes_needed_hint(&self.buf)
+                        .min(READ_BYTES_MAX);
                     if self.fill(need).await? == 0 {
                         self.eof()?;
                         return Ok(None);
