@@ -312,10 +312,29 @@ impl ReplicaLink {
                 if *remaining == 0 {
                     return Ok(None);
                 }
-                self.fill_if_empty("during the RDB transfer").await?;
-                let take = (*remaining).min(self.reader.buffer().len() as u64) as usize;
-                *remaining -= take as u64;
-                Ok(Some(self.take(take)))
+                let during = "during the RDB transfer";
+                let timeout = self.read_timeout;
+                let want = (*remaining).min(usize::MAX as u64) as usize;
+                let chunk = match tokio::time::timeout(timeout, self.reader.read_chunk(want)).await
+                {
+                    Err(_) => {
+                        return Err(LinkError::Timeout {
+                            endpoint: self.endpoint.to_string(),
+                            timeout,
+                            during,
+                        })
+                    }
+                    Ok(Err(e)) => return Err(self.read_error(during, e)),
+                    Ok(Ok(None)) => {
+                        return Err(LinkError::Closed {
+                            endpoint: self.endpoint.to_string(),
+                            during,
+                        })
+                    }
+                    Ok(Ok(Some(chunk))) => chunk,
+                };
+                *remaining -= chunk.len() as u64;
+                Ok(Some(chunk))
             }
             RdbTransfer::Diskless { mark, finished } => {
                 if *finished {
@@ -401,34 +420,23 @@ impl ReplicaLink {
     /// its CRLF. Used where the next bytes are not a complete RESP value (the `$len`
     /// header of an RDB, whose body is not followed by CRLF).
     async fn status_line(&mut self, during: &'static str) -> Result<String, LinkError> {
-        const LINE_BYTES_MAX: usize = 1024;
-        loop {
-            let timeout = self.read_timeout;
-            let skipped = tokio::time::timeout(timeout, self.reader.skip_newlines()).await;
-            match skipped {
-                Err(_) => {
-                    return Err(LinkError::Timeout {
-                        endpoint: self.endpoint.to_string(),
-                        timeout,
-                        during,
-                    })
-                }
-                Ok(Err(e)) => return Err(self.read_error(during, e)),
-                Ok(Ok(_)) => {}
-            }
-            if let Some(end) = self.reader.buffer().windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.reader.buffer()[..end]).into_owned();
-                self.reader.consume(end + 2);
-                return Ok(line);
-            }
-            if self.reader.buffer().len() > LINE_BYTES_MAX {
-                let start = String::from_utf8_lossy(&self.reader.buffer()[..64]).into_owned();
-                return Err(self.protocol(
-                    format!("a line longer than {LINE_BYTES_MAX} bytes starting {start:?}"),
-                    "a status line",
-                ));
-            }
-            self.fill(during).await?;
+        let timeout = self.read_timeout;
+        let read = async {
+            self.reader.skip_newlines().await?;
+            self.reader.read_line().await
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Err(_) => Err(LinkError::Timeout {
+                endpoint: self.endpoint.to_string(),
+                timeout,
+                during,
+            }),
+            Ok(Err(e)) => Err(self.read_error(during, e)),
+            Ok(Ok(None)) => Err(LinkError::Closed {
+                endpoint: self.endpoint.to_string(),
+                during,
+            }),
+            Ok(Ok(Some(line))) => Ok(String::from_utf8_lossy(&line).into_owned()),
         }
     }
 

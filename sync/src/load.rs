@@ -483,7 +483,7 @@ mod tests {
             1e-300,
             f64::MAX,
             f64::MIN_POSITIVE,
-            3.141592653589793,
+            std::f64::consts::PI,
             f64::INFINITY,
             f64::NEG_INFINITY,
         ] {
