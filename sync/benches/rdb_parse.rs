@@ -29,12 +29,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("file: {} ({} bytes)", file.display(), size);
 
     let bytes = std::fs::read(&file)?;
-    let t = Instant::now();
     let body = &bytes[..bytes.len().saturating_sub(8)];
-    let c = crc64(body);
-    let crc_s = t.elapsed().as_secs_f64();
+    let mut crc_s = f64::INFINITY;
+    let mut c = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        c = crc64(body);
+        crc_s = crc_s.min(t.elapsed().as_secs_f64());
+    }
     println!(
-        "crc64 (crc crate, slice-by-16): {:.3} s for {} MB = {:.0} MB/s (crc {c:016x})",
+        "crc64 (rdb::crc64, PCLMULQDQ folding, best of 5): {:.3} s for {} MB = {:.0} MB/s (crc {c:016x})",
         crc_s,
         size / 1_000_000,
         size as f64 / 1e6 / crc_s

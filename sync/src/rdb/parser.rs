@@ -582,7 +582,7 @@ impl<R: Read> RdbParser<R> {
                     T::Module2 => {
                         let m = self.read_module_value()?;
                         self.state = State::Value(Step::Finished);
-                        return Ok(Some(Elements::Module(m)));
+                        return Ok(Some(Elements::Module(Box::new(m))));
                     }
                     T::ModulePreGa => {
                         return Err(RdbError::Unsupported {
@@ -645,7 +645,7 @@ impl<R: Read> RdbParser<R> {
                 let meta = self.read_stream_meta()?;
                 let groups = self.input.read_len("stream group count")?;
                 self.state = State::Value(Step::StreamGroups { remaining: groups });
-                Ok(Some(Elements::StreamMeta(meta)))
+                Ok(Some(Elements::StreamMeta(Box::new(meta))))
             }
             Step::StreamGroups { remaining } => {
                 if remaining == 0 {
@@ -655,7 +655,7 @@ impl<R: Read> RdbParser<R> {
                 self.state = State::Value(Step::StreamGroups {
                     remaining: remaining - 1,
                 });
-                Ok(Some(Elements::StreamGroup(group)))
+                Ok(Some(Elements::StreamGroup(Box::new(group))))
             }
         }
     }

@@ -363,12 +363,14 @@ pub enum Elements {
     Hash(Vec<HashField>),
     /// Stream entries (one node's worth).
     StreamEntries(Vec<StreamEntry>),
-    /// Stream metadata (exactly once per stream, after the entries).
-    StreamMeta(StreamMeta),
+    /// Stream metadata (exactly once per stream, after the entries). Boxed,
+    /// as are the other rare large variants, to keep `Elements` (and every
+    /// event moved per key) small.
+    StreamMeta(Box<StreamMeta>),
     /// One consumer group (after the metadata).
-    StreamGroup(StreamGroup),
+    StreamGroup(Box<StreamGroup>),
     /// A whole module value.
-    Module(ModuleValue),
+    Module(Box<ModuleValue>),
 }
 
 impl Elements {
@@ -463,9 +465,9 @@ impl Value {
             (Value::ZSet(v), Elements::ZSet(b)) => v.extend(b),
             (Value::Hash(v), Elements::Hash(b)) => v.extend(b),
             (Value::Stream(s), Elements::StreamEntries(b)) => s.entries.extend(b),
-            (Value::Stream(s), Elements::StreamMeta(m)) => s.meta = m,
-            (Value::Stream(s), Elements::StreamGroup(g)) => s.groups.push(g),
-            (Value::Module(m), Elements::Module(b)) => *m = b,
+            (Value::Stream(s), Elements::StreamMeta(m)) => s.meta = *m,
+            (Value::Stream(s), Elements::StreamGroup(g)) => s.groups.push(*g),
+            (Value::Module(m), Elements::Module(b)) => *m = *b,
             (_, b) => return Err(b),
         }
         Ok(())
