@@ -216,3 +216,61 @@ fn raw_capture_round_trips_through_dump_decode() {
         }
     }
 }
+
+#[test]
+fn unknown_type_names_offset_and_byte() {
+    let mut data = b"REDIS0009".to_vec();
+    data.extend_from_slice(&[0xfe, 0x00, 0x1e, 0x01, b'k']);
+    let err = parse_all(&data[..], ParseOptions::default()).expect_err("type 0x1e is unknown");
+    assert!(
+        matches!(
+            err,
+            RdbError::UnknownType {
+                offset: 11,
+                byte: 0x1e
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("0x1e at byte offset 11"), "{err}");
+}
+
+#[test]
+fn checksum_mismatch_and_disabled() {
+    let path = fixture("rdbtools-dumps/rdb_version_5_with_checksum.rdb");
+    let good = std::fs::read(&path).expect("read");
+    parse_all(&good[..], ParseOptions::default()).expect("the original parses");
+    // Damage a value byte, keeping the structure valid.
+    let at = good
+        .windows(6)
+        .position(|w| w == b"thisis")
+        .expect("value in the file");
+    let mut bad = good.clone();
+    bad[at] ^= 0x20;
+    let err = parse_all(&bad[..], ParseOptions::default()).expect_err("checksum must fail");
+    assert!(matches!(err, RdbError::ChecksumMismatch { .. }), "{err}");
+    // A stored checksum of 0 means disabled.
+    let n = bad.len();
+    bad[n - 8..].fill(0);
+    parse_all(&bad[..], ParseOptions::default()).expect("checksum 0 is disabled");
+    // And verification can be turned off.
+    let mut bad2 = good.clone();
+    bad2[at] ^= 0x20;
+    let opts = ParseOptions {
+        verify_checksum: false,
+        ..ParseOptions::default()
+    };
+    parse_all(&bad2[..], opts).expect("not verified");
+}
+
+#[test]
+fn truncated_file_is_eof_error_with_offset() {
+    let good = std::fs::read(fixture("redis-tests-assets/encodings.rdb")).expect("read");
+    for cut in [5, 9, 20, good.len() / 2, good.len() - 9, good.len() - 1] {
+        let err = parse_all(&good[..cut], ParseOptions::default()).expect_err("truncated");
+        assert!(
+            err.offset().is_some_and(|o| o <= cut as u64),
+            "cut {cut}: {err}"
+        );
+    }
+}
