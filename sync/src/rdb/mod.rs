@@ -8,7 +8,7 @@
 //!   [`RdbType`]) shared by the parser and the DUMP codec.
 //! - [`dump`]: DUMP/RESTORE payloads: decode one, encode a value for a chosen
 //!   target RDB version.
-//! - [`reader`] (private): the byte layer: offsets, lengths, strings, LZF,
+//! - `reader` (private): the byte layer: offsets, lengths, strings, LZF,
 //!   CRC feeding, raw capture. [`writer`]: the same primitives, encoding.
 //! - Compact encodings, each a decoder and an encoder: [`ziplist`],
 //!   [`listpack`], [`intset`], [`zipmap`], and [`stream`] nodes.

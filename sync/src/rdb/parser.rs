@@ -11,9 +11,18 @@
 //! bounded by the blob's size. So memory is bounded by the largest batch,
 //! never by the key or the file.
 //!
+//! One exception to the batch bound: a stream's consumer group is one batch
+//! with its whole PEL and consumers (about 30 bytes per pending entry).
+//!
 //! The parser is synchronous over `std::io::Read`; an async source is bridged
-//! on a blocking thread (e.g. `tokio_util::io::SyncIoBridge`). Wrap a slow
-//! `Read` in nothing: the parser buffers 64 KiB itself.
+//! on a blocking thread (e.g. `tokio_util::io::SyncIoBridge` inside
+//! `spawn_blocking`). Wrap a slow `Read` in nothing: the parser buffers 64 KiB
+//! itself.
+//!
+//! For tools (`rdb inspect`): [`RdbParser::next_item`] joins a key's batches
+//! into one [`Key`] (metadata, whole [`Value`], raw bytes if captured). A
+//! key's serialized size (type byte through value, key included) is
+//! `parser.offset() - meta.offset` right after its `KeyEnd`.
 //!
 //! ```no_run
 //! # use lockstep_sync::rdb::{RdbParser, ParseOptions, Event};
