@@ -274,3 +274,41 @@ fn truncated_file_is_eof_error_with_offset() {
         );
     }
 }
+
+#[test]
+fn module_values_and_aux_kept_raw() {
+    let items = parse_file(
+        &fixture("rdbtools-dumps/redis_40_with_module.rdb"),
+        ParseOptions::default(),
+    )
+    .expect("parses");
+    let modules: Vec<(String, u16, usize)> = keys(&items)
+        .iter()
+        .filter_map(|k| match &k.value {
+            Value::Module(m) => Some((m.name.clone(), m.encver, m.raw.len())),
+            _ => None,
+        })
+        .collect();
+    eprintln!("module values: {modules:?}");
+    assert!(!modules.is_empty());
+    assert!(modules
+        .iter()
+        .all(|(name, _, raw)| name.len() == 9 && *raw > 0));
+
+    let items = parse_file(
+        &fixture("rdbtools-dumps/redis_60_with_module_aux.rdb"),
+        ParseOptions::default(),
+    )
+    .expect("parses");
+    let aux: Vec<(String, u64, usize)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Event(Event::ModuleAux {
+                name, when, raw, ..
+            }) => Some((name.clone(), *when, raw.len())),
+            _ => None,
+        })
+        .collect();
+    eprintln!("module aux: {aux:?}");
+    assert_eq!(aux, vec![("test__rdb".to_string(), 2, 12)]);
+}
