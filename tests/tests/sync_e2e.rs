@@ -7,7 +7,6 @@ use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{self, Mode, Phase, Progress, SyncOptions};
 use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::data::{DataSet, DataSpec};
-use lockstep_testkit::topology::wait_until;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::{compare, CompareOptions};
 use tokio::sync::watch;
@@ -41,35 +40,28 @@ fn start_sync(
     })
 }
 
-/// Waits until the target has applied everything the source has written so far.
+/// Waits until the target has applied everything the source has written so far;
+/// fails at once with the task's error if the task ends.
 async fn caught_up(task: &mut Task, source: &RedisServer) -> anyhow::Result<()> {
     let wanted = source
         .info("replication")
         .await?
         .int("master_repl_offset")?;
-    let waited = wait_until(
-        "the sync caught up with the source",
-        Duration::from_secs(60),
-        || async {
-            if task.handle.is_finished() {
-                anyhow::bail!("the sync task ended early");
-            }
-            let p = task.progress.borrow().clone();
-            Ok(
-                if p.phase == Phase::Incremental && p.applied_offset >= wanted {
-                    Ok(())
-                } else {
-                    Err(format!("{p:?}, wanted {wanted}"))
-                },
-            )
-        },
-    )
-    .await;
-    if waited.is_err() && task.handle.is_finished() {
-        let ended = (&mut task.handle).await?;
-        anyhow::bail!("the sync task ended early: {ended:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if task.handle.is_finished() {
+            let ended = (&mut task.handle).await?;
+            anyhow::bail!("the sync task ended early: {ended:?}");
+        }
+        let p = task.progress.borrow().clone();
+        if p.phase == Phase::Incremental && p.applied_offset >= wanted {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the sync did not catch up within 60 s: {p:?}, wanted {wanted}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    waited
 }
 
 async fn assert_equal(source: &RedisServer, target: &RedisServer) -> anyhow::Result<()> {
@@ -97,6 +89,27 @@ async fn full_and_incremental(
     let source = RedisServer::start(ServerConfig::new(from)).await?;
     let target = RedisServer::start(ServerConfig::new(to)).await?;
     DataSet::write(&source.redis_client()?, &DataSpec::new(7, 30)).await?;
+    if to < RedisVersion::V8_2 {
+        // Hash field TTLs (7.4+) have no form on an older target; that case has its
+        // own test (the task stops naming the key).
+        let mut conn = source.client().await?;
+        for db in 0..16 {
+            redis::cmd("SELECT")
+                .arg(db)
+                .query_async::<()>(&mut conn)
+                .await?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("hash-field-ttl*")
+                .query_async(&mut conn)
+                .await?;
+            for key in keys {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+        }
+    }
     let dir = tempfile::tempdir()?;
     let mut task = start_sync(&source, &target, dir.path(), Mode::FullAndIncremental)?;
     if churn {
@@ -114,20 +127,18 @@ async fn full_and_incremental(
     Ok(())
 }
 
+/// Every pair of 6.2, 7.0 and 8.2 as source and target: older to newer and same
+/// version with the churn workload writing during the full copy (RESTORE of raw
+/// payloads), newer to older by re-encoded payloads (without churn: a newer source's
+/// stream carries commands an older target does not have).
 #[tokio::test]
-async fn older_to_newer_with_churn_ends_equal() -> anyhow::Result<()> {
-    full_and_incremental(RedisVersion::V6_2, RedisVersion::V7_0, true).await?;
-    full_and_incremental(RedisVersion::V7_0, RedisVersion::V8_2, true).await
-}
-
-#[tokio::test]
-async fn same_version_with_churn_ends_equal() -> anyhow::Result<()> {
-    full_and_incremental(RedisVersion::V8_2, RedisVersion::V8_2, true).await
-}
-
-#[tokio::test]
-async fn newer_to_older_rewrites_the_snapshot() -> anyhow::Result<()> {
-    full_and_incremental(RedisVersion::V7_0, RedisVersion::V6_2, false).await
+async fn every_version_pair_ends_equal() -> anyhow::Result<()> {
+    for from in RedisVersion::ALL {
+        for to in RedisVersion::ALL {
+            full_and_incremental(from, to, from <= to).await?;
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test]
