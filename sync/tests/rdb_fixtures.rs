@@ -312,3 +312,28 @@ fn module_values_and_aux_kept_raw() {
     eprintln!("module aux: {aux:?}");
     assert_eq!(aux, vec![("test__rdb".to_string(), 2, 12)]);
 }
+
+#[test]
+fn aof_with_rdb_preamble_hands_back_the_aof_tail() {
+    let data = std::fs::read(fixture("redis-tests-assets/rdb-preamble.aof")).expect("read");
+    let mut p = RdbParser::new(&data[..], ParseOptions::default());
+    let mut keys = 0;
+    while let Some(ev) = p.next_event().expect("the preamble parses") {
+        if matches!(ev, Event::KeyStart(_)) {
+            keys += 1;
+        }
+    }
+    let consumed = p.offset() as usize;
+    let (rest_reader, ahead) = p.into_parts();
+    let mut tail = ahead;
+    tail.extend_from_slice(rest_reader);
+    assert_eq!(tail, &data[consumed..]);
+    assert!(
+        tail.starts_with(b"*"),
+        "the AOF tail starts with a RESP command"
+    );
+    eprintln!(
+        "{keys} keys in the preamble, {} bytes of AOF after it",
+        tail.len()
+    );
+}

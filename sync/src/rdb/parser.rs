@@ -271,6 +271,15 @@ impl<R: Read> RdbParser<R> {
         p
     }
 
+    /// Gives back the reader and the bytes the parser read ahead of what it
+    /// consumed (it reads in 64 KiB blocks). After [`Event::End`] these are
+    /// the bytes following the RDB: the AOF tail of an RDB-preamble AOF, or
+    /// whatever else shares the stream. A replication link should rather give
+    /// the parser a reader that ends where the RDB ends.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        self.input.into_parts()
+    }
+
     /// The RDB version from the header (0 before it is read).
     pub fn version(&self) -> u32 {
         self.version

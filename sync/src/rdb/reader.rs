@@ -77,6 +77,12 @@ impl<R: Read> Input<R> {
         }
     }
 
+    /// The reader and the bytes read ahead from it but not consumed.
+    pub(crate) fn into_parts(self) -> (R, Vec<u8>) {
+        let rest = self.buf[self.pos..self.end].to_vec();
+        (self.inner, rest)
+    }
+
     /// Offset of the next byte to be read.
     #[inline]
     pub(crate) fn offset(&self) -> u64 {
