@@ -92,8 +92,29 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let log = dir.path().join("lockstep.log");
     let checkpoints = dir.path().join("checkpoint");
+    let mut t = target.client().await?;
     for round in 0..5 {
         let mut child = start_sync(&source, &target, &checkpoints, &log)?;
+        if round >= 2 {
+            // The later kills land in the incremental phase: once the copy is done
+            // (the target holds the sync's checkpoint key), at a random point after.
+            let t = t.clone();
+            wait_until("the full copy is done", Duration::from_secs(60), || {
+                let mut t = t.clone();
+                async move {
+                    let done: bool = redis::cmd("EXISTS")
+                        .arg("LOCKSTEP_CHECKPOINT")
+                        .query_async(&mut t)
+                        .await?;
+                    Ok(if done {
+                        Ok(())
+                    } else {
+                        Err("copying".to_owned())
+                    })
+                }
+            })
+            .await?;
+        }
         let delay = rng.random_range(100..1500);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         assert!(
@@ -109,7 +130,6 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() -> anyhow::Resul
     stop_tx.send(true)?;
     let sent = writer.await??;
 
-    let mut t = target.client().await?;
     let result = wait_until(
         "the target caught up with the writer",
         Duration::from_secs(90),

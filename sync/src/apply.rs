@@ -92,6 +92,22 @@ struct Pending {
     /// The stream position this command completes, if it is the last of a source
     /// command or of a MULTI/EXEC block.
     position: Option<Position>,
+    /// For an EXEC: the commands it runs, to name the one that failed.
+    queued: Option<Vec<CommandName>>,
+}
+
+/// A command's name and (the start of) its first key, for error messages.
+type CommandName = (Bytes, Option<Bytes>);
+
+fn command_name<A: AsRef<[u8]>>(argv: &[A]) -> CommandName {
+    let name = argv
+        .first()
+        .map(|a| Bytes::copy_from_slice(a.as_ref()))
+        .unwrap_or_default();
+    let key = argv
+        .get(1)
+        .map(|a| Bytes::copy_from_slice(&a.as_ref()[..a.as_ref().len().min(128)]));
+    (name, key)
 }
 
 /// A point in the source's replication stream: the offset after a command and the
@@ -113,6 +129,8 @@ pub struct TargetWriter {
     applied: Option<Position>,
     /// Commands answered since the start.
     applied_commands: u64,
+    /// The commands queued since a MULTI was sent, until its EXEC.
+    transaction: Option<Vec<CommandName>>,
     options: ApplyOptions,
 }
 
@@ -134,6 +152,7 @@ impl TargetWriter {
             pending: VecDeque::with_capacity(options.in_flight_max),
             applied: None,
             applied_commands: 0,
+            transaction: None,
             options,
         };
         match (&endpoint.user, &endpoint.password) {
@@ -168,15 +187,20 @@ impl TargetWriter {
             self.read_one().await?;
         }
         encode_command(&mut self.out, argv);
+        let (name, key) = command_name(argv);
+        let mut queued = None;
+        if name.eq_ignore_ascii_case(b"MULTI") {
+            self.transaction = Some(Vec::new());
+        } else if name.eq_ignore_ascii_case(b"EXEC") {
+            queued = self.transaction.take();
+        } else if let Some(transaction) = self.transaction.as_mut() {
+            transaction.push((name.clone(), key.clone()));
+        }
         self.pending.push_back(Pending {
-            name: argv
-                .first()
-                .map(|a| Bytes::copy_from_slice(a.as_ref()))
-                .unwrap_or_default(),
-            key: argv
-                .get(1)
-                .map(|a| Bytes::copy_from_slice(&a.as_ref()[..a.as_ref().len().min(128)])),
+            name,
+            key,
             position,
+            queued,
         });
         if self.out.len() >= self.options.batch_bytes_max {
             self.flush().await?;
@@ -278,32 +302,44 @@ impl TargetWriter {
             return Ok(());
         };
         if let Some(err) = frame.as_error() {
-            let reply = String::from_utf8_lossy(err).into_owned();
-            let hint = if reply.starts_with("OOM") {
-                " (the target is out of memory: raise its maxmemory; nothing after this command was counted as applied)"
-            } else if reply.starts_with("READONLY") {
-                " (the target is a replica: point --target at its primary)"
-            } else if reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") {
-                " (check the user and password in the target URL)"
-            } else {
-                ""
-            };
-            return Err(ApplyError::Rejected {
-                endpoint: self.endpoint.clone(),
-                command: String::from_utf8_lossy(&pending.name).into_owned(),
-                key: pending
-                    .key
-                    .map(|k| String::from_utf8_lossy(&k).into_owned())
-                    .unwrap_or_default(),
-                reply,
-                hint,
-            });
+            return Err(self.rejected((pending.name, pending.key), err));
+        }
+        // EXEC answers with one reply per queued command; any error there is a
+        // command the target refused.
+        if let (Some(queued), Frame::Array(replies)) = (pending.queued, &frame) {
+            for (command, reply) in queued.into_iter().zip(replies) {
+                if let Some(err) = reply.as_error() {
+                    return Err(self.rejected(command, err));
+                }
+            }
         }
         self.applied_commands += 1;
         if let Some(position) = pending.position {
             self.advance(position);
         }
         Ok(())
+    }
+
+    fn rejected(&self, (name, key): CommandName, reply: &[u8]) -> ApplyError {
+        let reply = String::from_utf8_lossy(reply).into_owned();
+        let hint = if reply.starts_with("OOM") {
+            " (the target is out of memory: raise its maxmemory; nothing after this command was counted as applied)"
+        } else if reply.starts_with("READONLY") {
+            " (the target is a replica: point --target at its primary)"
+        } else if reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") {
+            " (check the user and password in the target URL)"
+        } else {
+            ""
+        };
+        ApplyError::Rejected {
+            endpoint: self.endpoint.clone(),
+            command: String::from_utf8_lossy(&name).into_owned(),
+            key: key
+                .map(|k| String::from_utf8_lossy(&k).into_owned())
+                .unwrap_or_default(),
+            reply,
+            hint,
+        }
     }
 
     fn advance(&mut self, position: Position) {

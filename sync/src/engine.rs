@@ -60,6 +60,8 @@ pub struct SyncOptions {
     pub checkpoint_interval: Duration,
     /// How long connection failures are retried before the task gives up.
     pub retry_window: Duration,
+    /// How long other passing failures (a loading or busy target) are retried.
+    pub other_retry_window: Duration,
     /// Drop PUBLISH from the stream instead of applying it.
     pub skip_publish: bool,
     /// How the full copy writes keys (big keys in batches, the TTL guard).
@@ -84,6 +86,7 @@ impl SyncOptions {
             apply: ApplyOptions::default(),
             checkpoint_interval: Duration::from_millis(200),
             retry_window: Duration::from_secs(720 * 60),
+            other_retry_window: Duration::from_secs(10 * 60),
             skip_publish: false,
             load: LoadOptions::default(),
             heartbeat: true,
@@ -111,6 +114,9 @@ pub enum SyncError {
     },
     #[error("internal: {0}")]
     Internal(String),
+    /// The task was asked to stop (not an error to the caller).
+    #[error("stopped")]
+    Stopped,
 }
 
 impl From<LoadError> for SyncError {
@@ -124,13 +130,34 @@ impl From<LoadError> for SyncError {
 }
 
 impl SyncError {
-    fn is_transient(&self) -> bool {
+    /// Which retry window covers this error, if any.
+    fn retry_class(&self) -> Option<RetryClass> {
         match self {
-            SyncError::Link(e) => e.is_transient(),
-            SyncError::Apply(e) => e.is_transient(),
-            _ => false,
+            SyncError::Link(e) if e.is_transient() => Some(RetryClass::Connection),
+            SyncError::Apply(e) if e.is_transient() => Some(RetryClass::Connection),
+            SyncError::Apply(ApplyError::Rejected { reply, .. }) if is_passing_refusal(reply) => {
+                Some(RetryClass::Other)
+            }
+            _ => None,
         }
     }
+}
+
+/// The two retry windows of a task, as in DTS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RetryClass {
+    /// A connection failed (refused, reset, timed out) on either side.
+    Connection,
+    /// A side answered that it cannot serve for now (loading, busy script, failover).
+    Other,
+}
+
+/// Replies that say "not now" rather than "never": the target is loading, runs a
+/// busy script, or its cluster is failing over.
+fn is_passing_refusal(reply: &str) -> bool {
+    ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"]
+        .iter()
+        .any(|p| reply.starts_with(p))
 }
 
 /// Where the task is, for status reports.
@@ -176,11 +203,13 @@ pub async fn run(
     progress: watch::Sender<Progress>,
 ) -> Result<Summary, SyncError> {
     let mut store = CheckpointStore::open(&options.checkpoint_dir)?;
+    // When the current run of failures began, per window; reset by any progress.
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
+        let before = progress.borrow().clone();
         let outcome = session(&options, &mut store, stop.clone(), &progress).await;
-        match outcome {
+        let err = match outcome {
             Ok(()) => {
                 progress.send_modify(|p| p.phase = Phase::Done);
                 return Ok(Summary {
@@ -188,20 +217,37 @@ pub async fn run(
                     checkpoint: store.last().cloned(),
                 });
             }
-            Err(err) if err.is_transient() && !*stop.borrow() => {
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > options.retry_window {
-                    return Err(SyncError::GaveUp {
-                        window: options.retry_window,
-                        last: Box::new(err),
-                    });
-                }
-                tracing::warn!("sync session ended: {err}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            Err(err) => return Err(err),
+            Err(err) => err,
+        };
+        let class = match err.retry_class() {
+            Some(class) if !*stop.borrow() => class,
+            _ => return Err(err),
+        };
+        let now = progress.borrow().clone();
+        let progressed = (now.full_syncs, now.partial_syncs, now.applied_offset)
+            != (
+                before.full_syncs,
+                before.partial_syncs,
+                before.applied_offset,
+            );
+        if progressed {
+            failing_since = None;
+            backoff = Duration::from_millis(100);
         }
+        let window = match class {
+            RetryClass::Connection => options.retry_window,
+            RetryClass::Other => options.other_retry_window,
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > window {
+            return Err(SyncError::GaveUp {
+                window,
+                last: Box::new(err),
+            });
+        }
+        tracing::warn!("sync session ended: {err}; retrying in {backoff:?} (giving up {:?} after the failures began)", window);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
 
@@ -217,11 +263,25 @@ async fn session(
     let target_rdb_version = target_rdb_version(&mut writer).await?;
     let mut link = ReplicaLink::connect(&options.source, &options.link).await?;
 
-    let resume = match (store.last(), options.mode) {
-        (Some(cp), _) => Some((cp.replid.clone(), cp.offset, cp.db)),
-        (None, Mode::Incremental) => Some(source_position(options).await?),
-        (None, _) => None,
-    };
+    // The target's own checkpoint key is exact (written with the data); the file may
+    // lag it by up to one checkpoint interval.
+    let on_target = target_checkpoint(&mut writer).await?;
+    if let Some(exact) = &on_target {
+        if store.last() != Some(exact) {
+            // The file may hold a later offset of entries that applied nothing (PING):
+            // the target's position is the one to resume from and to count up from.
+            store.clear()?;
+            store.store(exact.clone())?;
+        }
+    }
+    let resume = on_target
+        .as_ref()
+        .or(store.last())
+        .map(|cp| (cp.replid.clone(), cp.offset, cp.db));
+    // An incremental-only task with nowhere to resume from asks for a full resync
+    // (a source with no replica yet has no backlog to PSYNC into) and drops the
+    // snapshot: only what is written from then on is applied.
+    let skip_snapshot = resume.is_none() && options.mode == Mode::Incremental;
     let reply = link
         .psync(
             resume
@@ -232,7 +292,7 @@ async fn session(
     // A loader with keys under a TTL guard, and the source offset after which the
     // guards can be settled.
     let mut settle: Option<(KeyLoader, i64)> = None;
-    let (replid, start_offset, mut db) = match reply {
+    let (replid, start_offset, db) = match reply {
         PsyncReply::Continue { replid } => {
             let (old_id, offset, db) = resume
                 .ok_or_else(|| SyncError::Internal("+CONTINUE without a resume point".into()))?;
@@ -247,6 +307,22 @@ async fn session(
                 .push(&[b"SELECT".as_slice(), db.to_string().as_bytes()], None)
                 .await?;
             (Some(id), offset, db)
+        }
+        PsyncReply::FullResync { replid, offset } if skip_snapshot => {
+            let mut transfer = link.rdb_transfer().await?;
+            while link.next_rdb_chunk(&mut transfer).await?.is_some() {}
+            let start = Checkpoint {
+                replid: replid.clone(),
+                offset,
+                db: 0,
+            };
+            store_target_checkpoint(&mut writer, &start).await?;
+            store.store(start)?;
+            tracing::info!(
+                offset,
+                "incremental only: the snapshot was skipped; applying the stream from here"
+            );
+            (Some(replid), offset, 0)
         }
         PsyncReply::FullResync { replid, offset } => {
             // The target may hold keys the source no longer has: from a checkpoint
@@ -273,11 +349,13 @@ async fn session(
             .await?;
             link = returned;
             writer.drain().await?;
-            store.store(Checkpoint {
+            let copied = Checkpoint {
                 replid: replid.clone(),
                 offset,
                 db: 0,
-            })?;
+            };
+            store_target_checkpoint(&mut writer, &copied).await?;
+            store.store(copied)?;
             progress.send_modify(|p| {
                 p.full_syncs += 1;
                 p.applied_offset = offset;
@@ -316,94 +394,246 @@ async fn session(
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint_timer = tokio::time::interval(options.checkpoint_interval);
     let mut stop = stop;
+    // Inside a MULTI/EXEC block of the source: its commands go into the same target
+    // transaction, which is not closed before the block ends.
     let mut in_multi = false;
+    let mut batch = TargetBatch::new(replid.clone());
+    let mut here = Position {
+        offset: start_offset,
+        db,
+    };
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => {
-                if *stop.borrow() {
-                    writer.drain().await?;
+        let step: Result<(), SyncError> = async {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        return Err(SyncError::Stopped);
+                    }
+                }
+                _ = ack_timer.tick() => {
+                    writer.flush().await?;
+                    writer.poll_replies().await?;
+                    if let Some(applied) = writer.applied() {
+                        acker.ack(applied.offset).await?;
+                    }
+                    if let Some(beat) = heartbeat.as_mut() {
+                        if !beat.beat().await {
+                            heartbeat = None;
+                        }
+                    }
+                }
+                _ = checkpoint_timer.tick() => {
+                    writer.flush().await?;
+                    writer.poll_replies().await?;
                     save(store, &replid, &writer)?;
-                    return Ok(());
-                }
-            }
-            _ = ack_timer.tick() => {
-                writer.flush().await?;
-                writer.poll_replies().await?;
-                if let Some(applied) = writer.applied() {
-                    acker.ack(applied.offset).await?;
-                }
-                if let Some(beat) = heartbeat.as_mut() {
-                    if !beat.beat().await {
-                        heartbeat = None;
-                    }
-                }
-            }
-            _ = checkpoint_timer.tick() => {
-                writer.flush().await?;
-                writer.poll_replies().await?;
-                save(store, &replid, &writer)?;
-                if let Some(applied) = writer.applied() {
-                    progress.send_modify(|p| p.applied_offset = applied.offset);
-                    let due = settle.as_ref().is_some_and(|(_, after)| applied.offset >= *after);
-                    if due && !in_multi {
-                        if let Some((mut loader, _)) = settle.take() {
-                            let settled = loader.settle_guarded_ttls(&mut writer, db).await?;
-                            tracing::info!(settled, "TTL guards of the full copy settled");
-                            progress.send_modify(|p| p.ttls_settled += settled);
+                    if let Some(applied) = writer.applied() {
+                        progress.send_modify(|p| p.applied_offset = applied.offset);
+                        let due = settle.as_ref().is_some_and(|(_, after)| applied.offset >= *after);
+                        if due && !batch.open {
+                            if let Some((mut loader, _)) = settle.take() {
+                                let settled = loader.settle_guarded_ttls(&mut writer, here.db).await?;
+                                tracing::info!(settled, "TTL guards of the full copy settled");
+                                progress.send_modify(|p| p.ttls_settled += settled);
+                            }
                         }
                     }
                 }
-            }
-            next = stream.next() => {
-                let (entry, offset) = match next {
-                    Ok(Some(next)) => next,
-                    Ok(None) => return Err(LinkError::Closed { endpoint: options.source.to_string(), during: "during the command stream" }.into()),
-                    Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
-                };
-                progress.send_modify(|p| p.received_offset = offset);
-                let here = Position { offset, db };
-                let Entry::Command(command) = entry else {
-                    if !in_multi { writer.mark_position(here); }
-                    continue;
-                };
-                match classify(&command, options) {
-                    Action::Select(new_db) => {
-                        db = new_db;
-                        writer.push(&command.argv, (!in_multi).then_some(Position { offset, db })).await?;
-                    }
-                    Action::Multi => {
-                        in_multi = true;
-                        writer.push(&command.argv, None).await?;
-                    }
-                    Action::Exec => {
-                        in_multi = false;
-                        writer.push(&command.argv, Some(here)).await?;
-                    }
-                    Action::GetAck => {
-                        writer.flush().await?;
-                        writer.poll_replies().await?;
-                        if let Some(applied) = writer.applied() {
-                            acker.ack(applied.offset).await?;
+                next = stream.next() => {
+                    let (entry, offset) = match next {
+                        Ok(Some(next)) => next,
+                        Ok(None) => return Err(LinkError::Closed { endpoint: options.source.to_string(), during: "during the command stream" }.into()),
+                        Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
+                    };
+                    progress.send_modify(|p| p.received_offset = offset);
+                    if let Entry::Command(command) = entry {
+                        match classify(&command, options) {
+                            Action::Select(new_db) => {
+                                here.db = new_db;
+                                batch.add(&mut writer, &command.argv).await?;
+                            }
+                            Action::Multi => in_multi = true,
+                            Action::Exec => in_multi = false,
+                            Action::GetAck => {
+                                writer.flush().await?;
+                                writer.poll_replies().await?;
+                                if let Some(applied) = writer.applied() {
+                                    acker.ack(applied.offset).await?;
+                                }
+                            }
+                            Action::Heartbeat => {
+                                if let Some(sent_ms) = Heartbeat::sent_ms(&command) {
+                                    progress.send_modify(|p| p.heartbeat_lag_ms = Some(unix_ms() - sent_ms));
+                                }
+                            }
+                            Action::Skip => {}
+                            Action::Apply => batch.add(&mut writer, &command.argv).await?,
                         }
-                        if !in_multi { writer.mark_position(here); }
                     }
-                    Action::Heartbeat => {
-                        if let Some(sent_ms) = Heartbeat::sent_ms(&command) {
-                            progress.send_modify(|p| p.heartbeat_lag_ms = Some(unix_ms() - sent_ms));
-                        }
-                        if !in_multi { writer.mark_position(here); }
-                    }
-                    Action::Skip => {
-                        if !in_multi { writer.mark_position(here); }
-                    }
-                    Action::Apply => {
-                        writer.push(&command.argv, (!in_multi).then_some(here)).await?;
+                    here.offset = offset;
+                    // Close the transaction when what has arrived is used up (low
+                    // latency) or it is long enough, never inside a source MULTI.
+                    let arrived_all = stream.reader_mut().buffer().is_empty();
+                    if !in_multi && (arrived_all || batch.commands >= BATCH_COMMANDS_MAX) {
+                        batch.close(&mut writer, here).await?;
                     }
                 }
             }
+            Ok(())
+        }
+        .await;
+        if let Err(err) = step {
+            // Whatever ended the session, keep what the target has applied: drop a
+            // half-received source transaction, drain, store the position. If the
+            // target itself failed, this fails too and the target's own checkpoint
+            // key (written with the data) is what the next session trusts.
+            let kept = async {
+                batch.abandon_or_close(&mut writer, here, in_multi).await?;
+                writer.drain().await?;
+                save(store, &replid, &writer)
+            }
+            .await;
+            if let Err(lost) = kept {
+                tracing::debug!("could not drain the target at the end of the session: {lost}");
+            }
+            return match err {
+                SyncError::Stopped => Ok(()),
+                other => Err(other),
+            };
         }
     }
+}
+
+/// Most source commands in one target transaction.
+const BATCH_COMMANDS_MAX: usize = 1000;
+
+/// Name of the key, in db 0 of the target, that holds the exact stream position the
+/// target has applied: `<replid> <offset> <db>`. It is written in the same MULTI/EXEC
+/// as the commands it accounts for, so it can never disagree with the data, whatever
+/// is killed when.
+pub const TARGET_CHECKPOINT_KEY: &[u8] = b"LOCKSTEP_CHECKPOINT";
+
+/// Groups the stream's commands into target transactions that end by recording the
+/// position they bring the target to.
+struct TargetBatch {
+    replid: Option<String>,
+    open: bool,
+    commands: usize,
+}
+
+impl TargetBatch {
+    fn new(replid: Option<String>) -> TargetBatch {
+        TargetBatch {
+            replid,
+            open: false,
+            commands: 0,
+        }
+    }
+
+    async fn add(&mut self, writer: &mut TargetWriter, argv: &[Bytes]) -> Result<(), ApplyError> {
+        if !self.open {
+            writer.push(&[b"MULTI".as_slice()], None).await?;
+            self.open = true;
+        }
+        writer.push(argv, None).await?;
+        self.commands += 1;
+        Ok(())
+    }
+
+    /// EXEC, with the position recorded inside; or, with nothing open, just mark the
+    /// position (entries that apply nothing: PING, heartbeats, blanks).
+    async fn close(&mut self, writer: &mut TargetWriter, here: Position) -> Result<(), ApplyError> {
+        if !self.open {
+            writer.mark_position(here);
+            return Ok(());
+        }
+        if let Some(replid) = &self.replid {
+            let value = format!("{replid} {} {}", here.offset, here.db);
+            writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+            writer
+                .push(
+                    &[b"SET".as_slice(), TARGET_CHECKPOINT_KEY, value.as_bytes()],
+                    None,
+                )
+                .await?;
+            writer
+                .push(
+                    &[b"SELECT".as_slice(), here.db.to_string().as_bytes()],
+                    None,
+                )
+                .await?;
+        }
+        writer.push(&[b"EXEC".as_slice()], Some(here)).await?;
+        self.open = false;
+        self.commands = 0;
+        Ok(())
+    }
+
+    /// At the end of a session: EXEC what is complete, DISCARD a source transaction
+    /// that did not arrive whole (its commands must not run without the rest).
+    async fn abandon_or_close(
+        &mut self,
+        writer: &mut TargetWriter,
+        here: Position,
+        in_multi: bool,
+    ) -> Result<(), ApplyError> {
+        if self.open && in_multi {
+            writer.push(&[b"DISCARD".as_slice()], None).await?;
+            self.open = false;
+            self.commands = 0;
+            return Ok(());
+        }
+        self.close(writer, here).await
+    }
+}
+
+/// Reads the target's own checkpoint key, if any.
+async fn target_checkpoint(writer: &mut TargetWriter) -> Result<Option<Checkpoint>, SyncError> {
+    writer.query(&[b"SELECT".as_slice(), b"0"]).await?;
+    let value = writer
+        .query(&[b"GET".as_slice(), TARGET_CHECKPOINT_KEY])
+        .await?;
+    let Some(text) = value
+        .as_bytes()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+    else {
+        return Ok(None);
+    };
+    let mut words = text.split_whitespace();
+    let parsed = (|| {
+        Some(Checkpoint {
+            replid: words.next()?.to_owned(),
+            offset: words.next()?.parse().ok()?,
+            db: words.next()?.parse().ok()?,
+        })
+    })();
+    if parsed.is_none() {
+        tracing::warn!(
+            "ignoring the target's {} key, which does not hold a checkpoint: {text:?}",
+            String::from_utf8_lossy(TARGET_CHECKPOINT_KEY)
+        );
+    }
+    Ok(parsed)
+}
+
+/// Records `checkpoint` in the target's checkpoint key (outside the stream, after a
+/// full copy).
+async fn store_target_checkpoint(
+    writer: &mut TargetWriter,
+    checkpoint: &Checkpoint,
+) -> Result<(), ApplyError> {
+    let value = format!(
+        "{} {} {}",
+        checkpoint.replid, checkpoint.offset, checkpoint.db
+    );
+    writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+    writer
+        .push(
+            &[b"SET".as_slice(), TARGET_CHECKPOINT_KEY, value.as_bytes()],
+            None,
+        )
+        .await?;
+    writer.drain().await
 }
 
 /// The heartbeat: a key on the source, rewritten every second with the time, whose

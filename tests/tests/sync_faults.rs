@@ -246,8 +246,9 @@ async fn the_heartbeat_measures_latency_and_never_reaches_the_target() -> anyhow
     assert_eq!(on_source.len(), 1, "{on_source:?}");
     let mut t = target.client().await?;
     let on_target: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut t).await?;
+    // Only the sync's own checkpoint key is there.
     assert!(
-        on_target.is_empty(),
+        on_target == vec!["LOCKSTEP_CHECKPOINT".to_owned()],
         "the heartbeat reached the target: {on_target:?}"
     );
     stop.send(true)?;
@@ -423,6 +424,84 @@ async fn a_short_cut_resumes_partially_without_replaying() -> anyhow::Result<()>
     let mut t = target.client().await?;
     let counter: i64 = redis::cmd("GET").arg("counter").query_async(&mut t).await?;
     assert_eq!(counter, 1000, "INCRs replayed or lost across cuts");
+    stop.send(true)?;
+    handle.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_source_is_retried_within_the_window_then_given_up() -> anyhow::Result<()> {
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let dir = tempfile::tempdir()?;
+    let mut options = SyncOptions::new(
+        Endpoint::parse(&format!("redis://127.0.0.1:{port}"))?,
+        Endpoint::parse(&target.url())?,
+        dir.path(),
+    );
+    options.retry_window = Duration::from_millis(1500);
+    let started = Instant::now();
+    let (_stop, _progress, handle) = spawn(options);
+    let err = tokio::time::timeout(Duration::from_secs(20), handle)
+        .await??
+        .expect_err("nothing listens there");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "gave up before the window ended"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("gave up") && text.contains(&port.to_string()),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn mode_incremental_copies_only_what_is_written_after_it_starts() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let mut conn = source.client().await?;
+    redis::cmd("SET")
+        .arg("old")
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.mode = Mode::Incremental;
+    let (stop, progress, handle) = spawn(options);
+    wait_until(
+        "the stream is being applied",
+        Duration::from_secs(10),
+        || async {
+            let p = progress.borrow().clone();
+            Ok(if p.phase == Phase::Incremental {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            })
+        },
+    )
+    .await?;
+    redis::cmd("SET")
+        .arg("new")
+        .arg(2)
+        .query_async::<()>(&mut conn)
+        .await?;
+    caught_up(&progress, &source).await?;
+    let mut t = target.client().await?;
+    let (old, new): (Option<i64>, Option<i64>) = redis::pipe()
+        .cmd("GET")
+        .arg("old")
+        .cmd("GET")
+        .arg("new")
+        .query_async(&mut t)
+        .await?;
+    assert_eq!((old, new), (None, Some(2)));
+    assert_eq!(progress.borrow().full_syncs, 0);
     stop.send(true)?;
     handle.await??;
     Ok(())

@@ -21,7 +21,8 @@ pub struct CompareOptions {
     /// Largest difference between the two sides' absolute expiry times that still
     /// counts as equal.
     pub ttl_tolerance: Duration,
-    /// Keys starting with any of these are ignored (the sync's heartbeat keys).
+    /// Keys starting with any of these are ignored: by default `LOCKSTEP_`, the sync's
+    /// own keys (the heartbeat on the source, the checkpoint on the target).
     pub ignore_prefixes: Vec<Vec<u8>>,
 }
 
@@ -30,7 +31,7 @@ impl Default for CompareOptions {
         CompareOptions {
             dbs: (0..16).collect(),
             ttl_tolerance: Duration::from_secs(2),
-            ignore_prefixes: vec![b"LOCKSTEP_HEARTBEAT".to_vec()],
+            ignore_prefixes: vec![b"LOCKSTEP_".to_vec()],
         }
     }
 }
