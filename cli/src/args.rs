@@ -55,9 +55,17 @@ pub struct SyncArgs {
     /// Minutes to keep retrying when a connection fails (10 to 1440).
     #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u64).range(10..=1440))]
     pub retry_minutes: u64,
+    /// Minutes to keep retrying when a side answers "not now" (LOADING, BUSY,
+    /// TRYAGAIN, MASTERDOWN).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1440))]
+    pub other_retry_minutes: u64,
     /// Drop PUBLISH from the stream instead of applying it to the target.
     #[arg(long)]
     pub skip_publish: bool,
+    /// Do not write the LOCKSTEP_HEARTBEAT key on the source (for a read-only account;
+    /// end-to-end lag is then not measured).
+    #[arg(long)]
+    pub no_heartbeat: bool,
 }
 
 #[derive(Debug, clap::Args)]
