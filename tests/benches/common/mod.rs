@@ -1,0 +1,272 @@
+//! What the sync benchmarks share: the `lockstep` binary under test, run as a
+//! subprocess under `/usr/bin/time` so that its peak RSS is the kernel's own count,
+//! plus small statistics and INFO helpers.
+//!
+//! The binary is `$LOCKSTEP_BIN` when set, else `<target dir>/release/lockstep`, built
+//! first with `cargo build --release -p lockstep` (the target dir is
+//! `$CARGO_TARGET_DIR`, or `target/` at the workspace root).
+
+#![allow(dead_code)] // each bench uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use lockstep_testkit::info::Info;
+use lockstep_testkit::version::workspace_root;
+use lockstep_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
+
+/// The release `lockstep` binary to measure.
+pub fn lockstep_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("LOCKSTEP_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let root = workspace_root();
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "lockstep"])
+        .current_dir(&root)
+        .status()
+        .context("running cargo build --release -p lockstep")?;
+    if !status.success() {
+        bail!("cargo build --release -p lockstep failed: {status}");
+    }
+    Ok(target_dir.join("release/lockstep"))
+}
+
+/// A `lockstep` process started under `/usr/bin/time -f %M`.
+pub struct Lockstep {
+    child: Child,
+    started: Instant,
+    time_file: tempfile::NamedTempFile,
+}
+
+/// How a `lockstep` process ended.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub wall: Duration,
+    /// Peak resident set size (VmHWM / ru_maxrss) in KiB.
+    pub max_rss_kib: u64,
+    /// CPU seconds in user and kernel mode.
+    pub cpu_s: f64,
+}
+
+impl Lockstep {
+    /// `lockstep sync --source .. --target .. --checkpoint-dir .. --mode ..`.
+    pub fn sync(
+        bin: &Path,
+        source: &RedisServer,
+        target: &RedisServer,
+        checkpoint_dir: &Path,
+        mode: &str,
+    ) -> anyhow::Result<Lockstep> {
+        let time_file = tempfile::NamedTempFile::new()?;
+        let started = Instant::now();
+        // `$LOCKSTEP_WRAP` (e.g. `perf record -g -o f --`) goes between time and lockstep.
+        let wrap = std::env::var("LOCKSTEP_WRAP").unwrap_or_default();
+        let child = Command::new("/usr/bin/time")
+            .arg("-f")
+            .arg("%M %U %S")
+            .arg("-o")
+            .arg(time_file.path())
+            .args(wrap.split_whitespace())
+            .arg(bin)
+            .args(["sync", "--source", &source.url(), "--target", &target.url()])
+            .arg("--checkpoint-dir")
+            .arg(checkpoint_dir)
+            .args(["--mode", mode])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} under /usr/bin/time", bin.display()))?;
+        Ok(Lockstep {
+            child,
+            started,
+            time_file,
+        })
+    }
+
+    /// The pid of `lockstep` itself (the child of `/usr/bin/time`), for `perf -p`.
+    pub fn lockstep_pid(&self) -> Option<u32> {
+        let children = format!("/proc/{0}/task/{0}/children", self.child.id());
+        std::fs::read_to_string(children)
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the exit (polling, so the caller's runtime keeps running).
+    pub async fn wait(mut self, timeout: Duration) -> anyhow::Result<Finished> {
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if self.started.elapsed() > timeout {
+                let _ = self.child.kill();
+                bail!("lockstep did not finish within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let wall = self.started.elapsed();
+        let (max_rss_kib, cpu_s) = self.usage()?;
+        Ok(Finished {
+            status,
+            wall,
+            max_rss_kib,
+            cpu_s,
+        })
+    }
+
+    /// Stops it the way an operator does (SIGINT: drain, checkpoint, exit 0).
+    pub async fn interrupt(self, timeout: Duration) -> anyhow::Result<Finished> {
+        if let Some(pid) = self.lockstep_pid() {
+            // SAFETY: plain kill(2) on a pid of our own child's child.
+            unsafe { libc::kill(pid as i32, libc::SIGINT) };
+        }
+        self.wait(timeout).await
+    }
+
+    /// (peak RSS KiB, user + system CPU seconds) from `/usr/bin/time`'s last line.
+    fn usage(&self) -> anyhow::Result<(u64, f64)> {
+        let text = std::fs::read_to_string(self.time_file.path())?;
+        let parse = |line: &str| -> Option<(u64, f64)> {
+            let mut words = line.split_whitespace();
+            let rss = words.next()?.parse().ok()?;
+            let user: f64 = words.next()?.parse().ok()?;
+            let sys: f64 = words.next()?.parse().ok()?;
+            Some((rss, user + sys))
+        };
+        text.lines()
+            .filter_map(parse)
+            .next_back()
+            .with_context(|| format!("no usage in /usr/bin/time's output: {text:?}"))
+    }
+}
+
+impl Drop for Lockstep {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            if let Some(pid) = self.lockstep_pid() {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `INFO section` over an existing connection (no new connection per sample).
+pub async fn info(conn: &mut MultiplexedConnection, section: &str) -> anyhow::Result<Info> {
+    let text: String = redis::cmd("INFO").arg(section).query_async(conn).await?;
+    Ok(Info::parse(&text))
+}
+
+pub async fn dbsize(conn: &mut MultiplexedConnection) -> anyhow::Result<i64> {
+    Ok(redis::cmd("DBSIZE").query_async(conn).await?)
+}
+
+/// Compares `samples` random keys of the source with the target (GET, so strings).
+pub async fn sample_strings_equal(
+    source: &mut MultiplexedConnection,
+    target: &mut MultiplexedConnection,
+    samples: usize,
+) -> anyhow::Result<()> {
+    for _ in 0..samples {
+        let key: Vec<u8> = redis::cmd("RANDOMKEY").query_async(source).await?;
+        let a: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(source).await?;
+        let b: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(target).await?;
+        if a != b {
+            bail!(
+                "key {:?} differs: source {:?} bytes, target {:?} bytes",
+                String::from_utf8_lossy(&key),
+                a.map(|v| v.len()),
+                b.map(|v| v.len())
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `q`-quantile (0..=1) of sorted `values`, nearest rank.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// "median m (min a, max b)" of repeated runs.
+pub fn spread(values: &[f64], unit: &str) -> String {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    format!(
+        "median {:.3}{unit} (min {:.3}, max {:.3}, n={})",
+        quantile(&v, 0.5),
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.len()
+    )
+}
+
+/// Runs per measurement: `$BENCH_RUNS`, default 3.
+pub fn runs() -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// `name=value` out of an INFO value like `ip=..,port=..,state=online,offset=12,lag=0`.
+pub fn subfield(value: &str, name: &str) -> Option<i64> {
+    value
+        .split(',')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Calls of the given commands from `INFO commandstats`.
+pub fn calls(commandstats: &Info, commands: &[&str]) -> i64 {
+    commands
+        .iter()
+        .filter_map(|c| commandstats.get(&format!("cmdstat_{c}")))
+        .filter_map(|v| subfield(v, "calls"))
+        .sum()
+}
+
+/// A connection without redis-rs's response timeout (DEBUG POPULATE of millions of
+/// keys, big pipelines and INFO under load take longer than its default).
+pub async fn patient(server: &RedisServer) -> anyhow::Result<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    Ok(server
+        .redis_client()?
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
+
+/// CPU seconds (user + system, with reaped children) a process has used so far, from /proc/<pid>/stat.
+pub fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(stat) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+    else {
+        return f64::NAN;
+    };
+    // Fields after the ")" that ends the command name: utime, stime, cutime, cstime
+    // are the 12th to 15th (children count once reaped: the source's RDB fork).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12, 13, 14]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0 // USER_HZ
+}

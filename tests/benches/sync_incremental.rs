@@ -1,0 +1,338 @@
+//! Issue 4, incremental: replication lag of `lockstep sync` (full+incremental) while
+//! `redis-benchmark -t set,incr,lpush,hset -P 16 -r 100000` writes into the source for
+//! `$BENCH_SECONDS` (30), 7.0 to 7.0 on loopback.
+//!
+//! Measured, from outside lockstep only:
+//! - lag in bytes: every 10 ms the source's `master_repl_offset` minus the `offset=`
+//!   of its replica line (what lockstep ACKs: its applied offset);
+//! - lag in time: every 10 ms `SET bench:ts <now µs>` on the source; the target is read
+//!   every 1 ms, and each written stamp's lag is the time until the target shows it
+//!   (or a later one);
+//! - after the load stops: the time until the target has applied every write of the
+//!   load (its commandstats reach the source's), and until the ACKed offset reaches
+//!   the source's offset at the stop;
+//! - the source's write rate during the load and the target's applied rate.
+//!
+//! `cargo bench -p lockstep-tests --bench sync_incremental`; `$BENCH_RUNS` rounds (3).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use common::{calls, info, quantile, runs, spread, subfield, Lockstep};
+use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use redis::aio::MultiplexedConnection;
+
+const WRITES: &[&str] = &["set", "incr", "lpush", "hset"];
+
+/// One round's numbers.
+struct Round {
+    bytes_p50: f64,
+    bytes_p99: f64,
+    bytes_max: f64,
+    time_p50_ms: f64,
+    time_p99_ms: f64,
+    time_max_ms: f64,
+    data_caught_up_ms: f64,
+    offset_caught_up_ms: f64,
+    source_ops: f64,
+    applied_ops: f64,
+    rss_mib: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let bin = common::lockstep_binary()?;
+    println!(
+        "sync_incremental: {seconds} s of redis-benchmark load, 7.0 -> 7.0, lockstep {}",
+        bin.display()
+    );
+    let mut rounds = vec![];
+    for round in 0..runs() {
+        let r = one_round(&bin, Duration::from_secs(seconds)).await?;
+        println!(
+            "round {round}: lag bytes p50 {:.0} p99 {:.0} max {:.0}; lag time p50 {:.1} ms p99 {:.1} ms max {:.1} ms; \
+             after the load: all writes applied in {:.0} ms, ACKed offset caught up in {:.0} ms; \
+             source {:.0} writes/s, applied {:.0} writes/s; lockstep peak RSS {:.1} MiB",
+            r.bytes_p50, r.bytes_p99, r.bytes_max, r.time_p50_ms, r.time_p99_ms, r.time_max_ms,
+            r.data_caught_up_ms, r.offset_caught_up_ms, r.source_ops, r.applied_ops, r.rss_mib
+        );
+        rounds.push(r);
+    }
+    let col = |f: fn(&Round) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
+    println!(
+        "lag bytes p50:        {}",
+        spread(&col(|r| r.bytes_p50), " B")
+    );
+    println!(
+        "lag bytes p99:        {}",
+        spread(&col(|r| r.bytes_p99), " B")
+    );
+    println!(
+        "lag time p50:         {}",
+        spread(&col(|r| r.time_p50_ms), " ms")
+    );
+    println!(
+        "lag time p99:         {}",
+        spread(&col(|r| r.time_p99_ms), " ms")
+    );
+    println!(
+        "lag time max:         {}",
+        spread(&col(|r| r.time_max_ms), " ms")
+    );
+    println!(
+        "all writes applied:   {}",
+        spread(&col(|r| r.data_caught_up_ms), " ms after the load")
+    );
+    println!(
+        "ACKed offset caught up: {}",
+        spread(&col(|r| r.offset_caught_up_ms), " ms after the load")
+    );
+    println!(
+        "source writes/s:      {}",
+        spread(&col(|r| r.source_ops), "")
+    );
+    println!(
+        "applied writes/s:     {}",
+        spread(&col(|r| r.applied_ops), "")
+    );
+    println!(
+        "peak RSS:             {}",
+        spread(&col(|r| r.rss_mib), " MiB")
+    );
+    Ok(())
+}
+
+async fn one_round(bin: &std::path::Path, load_for: Duration) -> anyhow::Result<Round> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut src = common::patient(&source).await?;
+    let mut dst = common::patient(&target).await?;
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(100_000)
+        .arg("key")
+        .arg(100)
+        .query_async::<()>(&mut src)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let run = Lockstep::sync(bin, &source, &target, dir.path(), "full+incremental")?;
+
+    // In the incremental phase when a write made now shows up on the target.
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    let _: () = redis::cmd("SET")
+        .arg("bench:ready")
+        .arg(1)
+        .query_async(&mut src)
+        .await?;
+    loop {
+        let seen: Option<i64> = redis::cmd("GET")
+            .arg("bench:ready")
+            .query_async(&mut dst)
+            .await?;
+        if seen.is_some() {
+            break;
+        }
+        if Instant::now() > ready_by {
+            bail!("lockstep did not reach the incremental phase within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let origin = Instant::now();
+    let offsets = tokio::spawn(sample_offsets(
+        common::patient(&source).await?,
+        stop.clone(),
+        origin,
+    ));
+    let unresolved = Arc::new(Mutex::new(VecDeque::new()));
+    let stamper = tokio::spawn(write_stamps(
+        common::patient(&source).await?,
+        stop.clone(),
+        unresolved.clone(),
+    ));
+    let reader = tokio::spawn(read_stamps(
+        common::patient(&target).await?,
+        stop.clone(),
+        unresolved,
+        origin,
+    ));
+
+    let source_before = calls(&info(&mut src, "commandstats").await?, WRITES);
+    let target_before = calls(&info(&mut dst, "commandstats").await?, WRITES);
+    let load_start = origin.elapsed();
+    load(source.port(), load_for).await?;
+    let load_end = origin.elapsed();
+    let source_after = calls(&info(&mut src, "commandstats").await?, WRITES);
+    let offset_at_end = info(&mut src, "replication")
+        .await?
+        .int("master_repl_offset")?;
+
+    // Until the target has applied every write made up to the end of the load.
+    let mut data_caught_up = None;
+    let mut target_after = 0;
+    while origin.elapsed() < load_end + Duration::from_secs(30) {
+        target_after = calls(&info(&mut dst, "commandstats").await?, WRITES) - target_before;
+        if target_after >= source_after - source_before {
+            data_caught_up = Some(origin.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let data_caught_up = data_caught_up.context("the target did not apply the load within 30 s")?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // lag samples after the load
+    stop.store(true, Ordering::Relaxed);
+    let offsets = offsets.await??;
+    stamper.await??;
+    let stamps = reader.await??;
+    let done = run.interrupt(Duration::from_secs(30)).await?;
+    if !done.status.success() {
+        bail!("lockstep sync exited with {} after SIGINT", done.status);
+    }
+
+    let during = |t: Duration| t >= load_start && t <= load_end;
+    let mut bytes: Vec<f64> = offsets
+        .iter()
+        .filter(|s| during(s.0))
+        .map(|s| s.1 as f64)
+        .collect();
+    bytes.sort_by(f64::total_cmp);
+    let mut times: Vec<f64> = stamps.iter().filter(|s| during(s.0)).map(|s| s.1).collect();
+    times.sort_by(f64::total_cmp);
+    let offset_caught_up = offsets
+        .iter()
+        .find(|s| s.0 >= load_end && s.2 >= offset_at_end)
+        .map_or(f64::NAN, |s| (s.0 - load_end).as_secs_f64() * 1e3);
+    let load_secs = (load_end - load_start).as_secs_f64();
+    Ok(Round {
+        bytes_p50: quantile(&bytes, 0.5),
+        bytes_p99: quantile(&bytes, 0.99),
+        bytes_max: bytes.last().copied().unwrap_or(f64::NAN),
+        time_p50_ms: quantile(&times, 0.5),
+        time_p99_ms: quantile(&times, 0.99),
+        time_max_ms: times.last().copied().unwrap_or(f64::NAN),
+        data_caught_up_ms: (data_caught_up - load_end).as_secs_f64() * 1e3,
+        offset_caught_up_ms: offset_caught_up,
+        source_ops: (source_after - source_before) as f64 / load_secs,
+        applied_ops: target_after as f64 / (data_caught_up - load_start).as_secs_f64(),
+        rss_mib: done.max_rss_kib as f64 / 1024.0,
+    })
+}
+
+/// redis-benchmark rounds, back to back, until `load_for` has passed (the last one
+/// is killed then).
+async fn load(port: u16, load_for: Duration) -> anyhow::Result<()> {
+    let until = Instant::now() + load_for;
+    while Instant::now() < until {
+        let mut child = std::process::Command::new("redis-benchmark")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                "set,incr,lpush,hset",
+                "-P",
+                "16",
+            ])
+            .args(["-n", "1000000", "-r", "100000", "-q"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting redis-benchmark")?;
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= until {
+                child.kill()?;
+                child.wait()?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
+/// (time, lag bytes, ACKed offset) every 10 ms from the source's INFO replication.
+async fn sample_offsets(
+    mut conn: MultiplexedConnection,
+    stop: Arc<AtomicBool>,
+    origin: Instant,
+) -> anyhow::Result<Vec<(Duration, i64, i64)>> {
+    let mut samples = vec![];
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let repl = info(&mut conn, "replication").await?;
+        let master = repl.int("master_repl_offset")?;
+        let acked = repl
+            .get("slave0")
+            .and_then(|v| subfield(v, "offset"))
+            .context("the source lists no replica")?;
+        samples.push((origin.elapsed(), master - acked, acked));
+    }
+    Ok(samples)
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// `SET bench:ts <now µs>` on the source every 10 ms.
+async fn write_stamps(
+    mut conn: MultiplexedConnection,
+    stop: Arc<AtomicBool>,
+    unresolved: Arc<Mutex<VecDeque<i64>>>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let ts = now_us();
+        unresolved.lock().unwrap().push_back(ts);
+        let _: () = redis::cmd("SET")
+            .arg("bench:ts")
+            .arg(ts)
+            .query_async(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Reads `bench:ts` on the target every 1 ms: (time written, lag ms) per stamp.
+async fn read_stamps(
+    mut conn: MultiplexedConnection,
+    stop: Arc<AtomicBool>,
+    unresolved: Arc<Mutex<VecDeque<i64>>>,
+    origin: Instant,
+) -> anyhow::Result<Vec<(Duration, f64)>> {
+    let origin_us = now_us() - origin.elapsed().as_micros() as i64;
+    let mut lags = vec![];
+    while !stop.load(Ordering::Relaxed) {
+        let seen: Option<i64> = redis::cmd("GET")
+            .arg("bench:ts")
+            .query_async(&mut conn)
+            .await?;
+        let now = now_us();
+        if let Some(seen) = seen {
+            let mut queue = unresolved.lock().unwrap();
+            while queue.front().is_some_and(|&ts| ts <= seen) {
+                let ts = queue.pop_front().unwrap();
+                let written = Duration::from_micros((ts - origin_us).max(0) as u64);
+                lags.push((written, (now - ts) as f64 / 1e3));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(lags)
+}
