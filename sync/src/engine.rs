@@ -390,6 +390,14 @@ async fn session(
         false => None,
     };
     let (mut stream, mut acker) = link.into_stream(start_offset);
+    // The target stands at the start offset: from now on every tick ACKs at least
+    // that. (After a diskless copy the source starts the stream only on an ACK that
+    // arrives after it has seen the transfer end; an early first ACK is ignored, so
+    // the ticks must not wait for the first applied command, or both sides wait.)
+    writer.mark_position(Position {
+        offset: start_offset,
+        db,
+    });
     acker.ack(start_offset).await?;
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint_timer = tokio::time::interval(options.checkpoint_interval);

@@ -1,84 +1,26 @@
 //! End to end: `lockstep_sync::engine` between real servers of every version pair,
 //! checked by the verify crate (plain reads of both sides), never by the sync's state.
 
+mod common;
+
 use std::time::Duration;
 
-use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{self, Mode, Phase, Progress, SyncOptions};
+use common::{assert_equal, caught_up, SyncTask};
+use lockstep_sync::engine::{Mode, Phase};
 use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::data::{DataSet, DataSpec};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::{compare, CompareOptions};
-use tokio::sync::watch;
-
-struct Task {
-    stop: watch::Sender<bool>,
-    progress: watch::Receiver<Progress>,
-    handle: tokio::task::JoinHandle<Result<engine::Summary, engine::SyncError>>,
-}
 
 fn start_sync(
     source: &RedisServer,
     target: &RedisServer,
     dir: &std::path::Path,
     mode: Mode,
-) -> anyhow::Result<Task> {
-    let mut options = SyncOptions::new(
-        Endpoint::parse(&source.url())?,
-        Endpoint::parse(&target.url())?,
-        dir,
-    );
+) -> anyhow::Result<SyncTask> {
+    let mut options = common::options(source, target, dir)?;
     options.mode = mode;
-    options.retry_window = Duration::from_secs(30);
-    let (stop, stop_rx) = watch::channel(false);
-    let (progress_tx, progress) = watch::channel(Progress::default());
-    let handle = tokio::spawn(engine::run(options, stop_rx, progress_tx));
-    Ok(Task {
-        stop,
-        progress,
-        handle,
-    })
-}
-
-/// Waits until the target has applied everything the source has written so far;
-/// fails at once with the task's error if the task ends.
-async fn caught_up(task: &mut Task, source: &RedisServer) -> anyhow::Result<()> {
-    let wanted = source
-        .info("replication")
-        .await?
-        .int("master_repl_offset")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if task.handle.is_finished() {
-            let ended = (&mut task.handle).await?;
-            anyhow::bail!("the sync task ended early: {ended:?}");
-        }
-        let p = task.progress.borrow().clone();
-        if p.phase == Phase::Incremental && p.applied_offset >= wanted {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("the sync did not catch up within 60 s: {p:?}, wanted {wanted}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn assert_equal(source: &RedisServer, target: &RedisServer) -> anyhow::Result<()> {
-    let report = compare(
-        &source.redis_client()?,
-        &target.redis_client()?,
-        &CompareOptions::default(),
-    )
-    .await?;
-    assert!(
-        report.is_consistent(),
-        "{} -> {}: {report}",
-        source.version(),
-        target.version()
-    );
-    assert!(report.keys_compared > 0);
-    Ok(())
+    Ok(SyncTask::spawn(options))
 }
 
 async fn full_and_incremental(

@@ -2,61 +2,15 @@
 //! the heartbeat, and the errors a user can cause. Checked with plain reads and the
 //! verify crate, never with the sync's own state.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{assert_equal, caught_up, options, SyncTask};
 use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{self, Mode, Phase, Progress, SyncOptions};
+use lockstep_sync::engine::{Mode, Phase, SyncOptions};
 use lockstep_testkit::topology::wait_until;
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ReplicaSet, ServerConfig};
-use lockstep_verify::{compare, CompareOptions};
-use tokio::sync::watch;
-
-type Handle = tokio::task::JoinHandle<Result<engine::Summary, engine::SyncError>>;
-
-fn options(
-    source: &RedisServer,
-    target: &RedisServer,
-    dir: &std::path::Path,
-) -> anyhow::Result<SyncOptions> {
-    let mut options = SyncOptions::new(
-        Endpoint::parse(&source.url())?,
-        Endpoint::parse(&target.url())?,
-        dir,
-    );
-    options.retry_window = Duration::from_secs(20);
-    Ok(options)
-}
-
-fn spawn(options: SyncOptions) -> (watch::Sender<bool>, watch::Receiver<Progress>, Handle) {
-    let (stop, stop_rx) = watch::channel(false);
-    let (progress_tx, progress) = watch::channel(Progress::default());
-    (
-        stop,
-        progress,
-        tokio::spawn(engine::run(options, stop_rx, progress_tx)),
-    )
-}
-
-async fn caught_up(
-    progress: &watch::Receiver<Progress>,
-    source: &RedisServer,
-) -> anyhow::Result<()> {
-    let wanted = source
-        .info("replication")
-        .await?
-        .int("master_repl_offset")?;
-    wait_until("the sync caught up", Duration::from_secs(60), || async {
-        let p = progress.borrow().clone();
-        Ok(
-            if p.phase == Phase::Incremental && p.applied_offset >= wanted {
-                Ok(())
-            } else {
-                Err(format!("{p:?}"))
-            },
-        )
-    })
-    .await
-}
 
 #[tokio::test]
 async fn keys_extended_during_a_slow_full_copy_survive_and_the_others_expire() -> anyhow::Result<()>
@@ -89,7 +43,7 @@ async fn keys_extended_during_a_slow_full_copy_survive_and_the_others_expire() -
         .await?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let (stop, progress, handle) = spawn(options(&source, &target, dir.path())?);
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in (0..20).step_by(2) {
         redis::cmd("PEXPIRE")
@@ -98,14 +52,14 @@ async fn keys_extended_during_a_slow_full_copy_survive_and_the_others_expire() -
             .query_async::<()>(&mut conn)
             .await?;
     }
-    caught_up(&progress, &source).await?;
+    caught_up(&mut task, &source).await?;
     assert!(
         started.elapsed() > Duration::from_millis(2500),
         "the copy was not slow enough to test the race"
     );
     // Let the guards settle and the unextended keys expire on both sides.
     wait_until("guards settled", Duration::from_secs(10), || async {
-        let p = progress.borrow().clone();
+        let p = task.progress.borrow().clone();
         Ok(if p.ttls_settled > 0 {
             Ok(())
         } else {
@@ -132,15 +86,8 @@ async fn keys_extended_during_a_slow_full_copy_survive_and_the_others_expire() -
             );
         }
     }
-    let report = compare(
-        &source.redis_client()?,
-        &target.redis_client()?,
-        &CompareOptions::default(),
-    )
-    .await?;
-    assert!(report.is_consistent(), "{report}");
-    stop.send(true)?;
-    handle.await??;
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
     Ok(())
 }
 
@@ -193,8 +140,8 @@ async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
         let mut options = options(&source, &target, dir.path())?;
         options.mode = Mode::Full;
         options.load.big_key_bytes = 64 << 10;
-        let (_stop, _progress, handle) = spawn(options);
-        handle.await??;
+        let task = SyncTask::spawn(options);
+        task.handle.await??;
         let len: i64 = redis::cmd("LLEN")
             .arg("big:list")
             .query_async(&mut t)
@@ -203,13 +150,7 @@ async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
             len, 20_000,
             "{from} -> {to}: list elements duplicated or lost"
         );
-        let report = compare(
-            &source.redis_client()?,
-            &target.redis_client()?,
-            &CompareOptions::default(),
-        )
-        .await?;
-        assert!(report.is_consistent(), "{from} -> {to}: {report}");
+        assert_equal(&source, &target).await?;
     }
     Ok(())
 }
@@ -219,12 +160,12 @@ async fn the_heartbeat_measures_latency_and_never_reaches_the_target() -> anyhow
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let dir = tempfile::tempdir()?;
-    let (stop, progress, handle) = spawn(options(&source, &target, dir.path())?);
+    let task = SyncTask::spawn(options(&source, &target, dir.path())?);
     wait_until(
         "a heartbeat came through",
         Duration::from_secs(10),
         || async {
-            let p = progress.borrow().clone();
+            let p = task.progress.borrow().clone();
             Ok(if p.heartbeat_lag_ms.is_some() {
                 Ok(())
             } else {
@@ -233,7 +174,7 @@ async fn the_heartbeat_measures_latency_and_never_reaches_the_target() -> anyhow
         },
     )
     .await?;
-    let lag = progress.borrow().heartbeat_lag_ms.unwrap_or(i64::MAX);
+    let lag = task.progress.borrow().heartbeat_lag_ms.unwrap_or(i64::MAX);
     assert!(
         (0..1000).contains(&lag),
         "heartbeat lag {lag} ms on loopback"
@@ -251,8 +192,7 @@ async fn the_heartbeat_measures_latency_and_never_reaches_the_target() -> anyhow
         on_target == vec!["LOCKSTEP_CHECKPOINT".to_owned()],
         "the heartbeat reached the target: {on_target:?}"
     );
-    stop.send(true)?;
-    handle.await??;
+    task.finish().await?;
     Ok(())
 }
 
@@ -274,8 +214,8 @@ async fn a_wrong_source_password_fails_at_once_and_writes_nothing() -> anyhow::R
         Endpoint::parse(&target.url())?,
         dir.path(),
     );
-    let (_stop, _progress, handle) = spawn(options);
-    let result = tokio::time::timeout(Duration::from_secs(10), handle).await??;
+    let task = SyncTask::spawn(options);
+    let result = tokio::time::timeout(Duration::from_secs(10), task.handle).await??;
     let err = result.expect_err("a wrong password must stop the task");
     assert!(err.to_string().contains("password"), "{err}");
     assert!(
@@ -299,8 +239,8 @@ async fn a_read_only_target_is_a_clear_error_naming_the_fix() -> anyhow::Result<
     let set = ReplicaSet::start(ServerConfig::new(RedisVersion::V7_0), 1).await?;
     let replica = set.replicas().next().expect("replica");
     let dir = tempfile::tempdir()?;
-    let (_stop, _progress, handle) = spawn(options(&source, replica, dir.path())?);
-    let result = tokio::time::timeout(Duration::from_secs(10), handle).await??;
+    let task = SyncTask::spawn(options(&source, replica, dir.path())?);
+    let result = tokio::time::timeout(Duration::from_secs(10), task.handle).await??;
     let err = result.expect_err("a replica target must stop the task");
     let text = err.to_string();
     assert!(
@@ -331,8 +271,8 @@ async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_k
     let mut options = options(&source, &target, dir.path())?;
     options.source = Endpoint::parse(&proxy.url_for(&source))?;
     options.heartbeat = false;
-    let (stop, progress, handle) = spawn(options);
-    caught_up(&progress, &source).await?;
+    let mut task = SyncTask::spawn(options);
+    caught_up(&mut task, &source).await?;
     // Cut the link and keep it down while the source deletes keys and writes more
     // than its backlog holds.
     proxy.refuse_new(true);
@@ -353,7 +293,7 @@ async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_k
     }
     proxy.refuse_new(false);
     wait_until("a second full sync", Duration::from_secs(60), || async {
-        let p = progress.borrow().clone();
+        let p = task.progress.borrow().clone();
         Ok(if p.full_syncs >= 2 {
             Ok(())
         } else {
@@ -361,7 +301,7 @@ async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_k
         })
     })
     .await?;
-    caught_up(&progress, &source).await?;
+    caught_up(&mut task, &source).await?;
     let mut t = target.client().await?;
     let doomed: Vec<String> = redis::cmd("KEYS")
         .arg("doomed:*")
@@ -372,15 +312,8 @@ async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_k
         "keys deleted on the source survived the full resync: {}",
         doomed.len()
     );
-    let report = compare(
-        &source.redis_client()?,
-        &target.redis_client()?,
-        &CompareOptions::default(),
-    )
-    .await?;
-    assert!(report.is_consistent(), "{report}");
-    stop.send(true)?;
-    handle.await??;
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
     Ok(())
 }
 
@@ -393,9 +326,9 @@ async fn a_short_cut_resumes_partially_without_replaying() -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
     let mut options = options(&source, &target, dir.path())?;
     options.source = Endpoint::parse(&proxy.url_for(&source))?;
-    let (stop, progress, handle) = spawn(options);
+    let mut task = SyncTask::spawn(options);
     let mut conn = source.client().await?;
-    caught_up(&progress, &source).await?;
+    caught_up(&mut task, &source).await?;
     for round in 1..=5u64 {
         for _ in 0..200 {
             redis::cmd("INCR")
@@ -408,7 +341,7 @@ async fn a_short_cut_resumes_partially_without_replaying() -> anyhow::Result<()>
             "a partial resync after the cut",
             Duration::from_secs(20),
             || async {
-                let p = progress.borrow().clone();
+                let p = task.progress.borrow().clone();
                 Ok(if p.partial_syncs >= round {
                     Ok(())
                 } else {
@@ -418,14 +351,13 @@ async fn a_short_cut_resumes_partially_without_replaying() -> anyhow::Result<()>
         )
         .await?;
     }
-    caught_up(&progress, &source).await?;
-    let p = progress.borrow().clone();
+    caught_up(&mut task, &source).await?;
+    let p = task.progress.borrow().clone();
     assert_eq!((p.full_syncs, p.partial_syncs), (1, 5), "{p:?}");
     let mut t = target.client().await?;
     let counter: i64 = redis::cmd("GET").arg("counter").query_async(&mut t).await?;
     assert_eq!(counter, 1000, "INCRs replayed or lost across cuts");
-    stop.send(true)?;
-    handle.await??;
+    task.finish().await?;
     Ok(())
 }
 
@@ -443,8 +375,8 @@ async fn an_unreachable_source_is_retried_within_the_window_then_given_up() -> a
     );
     options.retry_window = Duration::from_millis(1500);
     let started = Instant::now();
-    let (_stop, _progress, handle) = spawn(options);
-    let err = tokio::time::timeout(Duration::from_secs(20), handle)
+    let task = SyncTask::spawn(options);
+    let err = tokio::time::timeout(Duration::from_secs(20), task.handle)
         .await??
         .expect_err("nothing listens there");
     assert!(
@@ -472,12 +404,12 @@ async fn mode_incremental_copies_only_what_is_written_after_it_starts() -> anyho
     let dir = tempfile::tempdir()?;
     let mut options = options(&source, &target, dir.path())?;
     options.mode = Mode::Incremental;
-    let (stop, progress, handle) = spawn(options);
+    let mut task = SyncTask::spawn(options);
     wait_until(
         "the stream is being applied",
         Duration::from_secs(10),
         || async {
-            let p = progress.borrow().clone();
+            let p = task.progress.borrow().clone();
             Ok(if p.phase == Phase::Incremental {
                 Ok(())
             } else {
@@ -491,7 +423,7 @@ async fn mode_incremental_copies_only_what_is_written_after_it_starts() -> anyho
         .arg(2)
         .query_async::<()>(&mut conn)
         .await?;
-    caught_up(&progress, &source).await?;
+    caught_up(&mut task, &source).await?;
     let mut t = target.client().await?;
     let (old, new): (Option<i64>, Option<i64>) = redis::pipe()
         .cmd("GET")
@@ -501,8 +433,7 @@ async fn mode_incremental_copies_only_what_is_written_after_it_starts() -> anyho
         .query_async(&mut t)
         .await?;
     assert_eq!((old, new), (None, Some(2)));
-    assert_eq!(progress.borrow().full_syncs, 0);
-    stop.send(true)?;
-    handle.await??;
+    assert_eq!(task.progress.borrow().full_syncs, 0);
+    task.finish().await?;
     Ok(())
 }
