@@ -437,3 +437,53 @@ async fn mode_incremental_copies_only_what_is_written_after_it_starts() -> anyho
     task.finish().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_target_out_of_memory_stops_the_task_without_advancing_the_checkpoint(
+) -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(
+        ServerConfig::new(RedisVersion::V7_0).set("maxmemory-policy", "noeviction"),
+    )
+    .await?;
+    let mut t = target.client().await?;
+    let used = target.info("memory").await?.int("used_memory")?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + (256 << 10))
+        .query_async::<()>(&mut t)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    caught_up(&mut task, &source).await?;
+    let before = std::fs::read_to_string(dir.path().join("checkpoint.json"))?;
+    let mut conn = source.client().await?;
+    let value = vec![b'v'; 64 << 10];
+    for i in 0..64 {
+        redis::cmd("SET")
+            .arg(format!("big:{i}"))
+            .arg(&value)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(20), task.handle).await??;
+    let err = ended.expect_err("an OOM target must stop the task");
+    let text = err.to_string();
+    assert!(text.contains("OOM") && text.contains("maxmemory"), "{text}");
+    // The checkpoint stands at or before the refused command: nothing after it counts.
+    let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("checkpoint.json"),
+    )?)?;
+    let before: serde_json::Value = serde_json::from_str(&before)?;
+    let source_offset = source
+        .info("replication")
+        .await?
+        .int("master_repl_offset")?;
+    assert!(
+        after["offset"].as_i64() < Some(source_offset),
+        "checkpoint {after} passed the refused writes (source at {source_offset})"
+    );
+    assert!(after["offset"].as_i64() >= before["offset"].as_i64());
+    Ok(())
+}
