@@ -311,13 +311,7 @@ async fn session(
         PsyncReply::FullResync { replid, offset } if skip_snapshot => {
             let mut transfer = link.rdb_transfer().await?;
             while link.next_rdb_chunk(&mut transfer).await?.is_some() {}
-            let start = Checkpoint {
-                replid: replid.clone(),
-                offset,
-                db: 0,
-            };
-            store_target_checkpoint(&mut writer, &start).await?;
-            store.store(start)?;
+            record_start(&mut writer, store, &replid, offset).await?;
             tracing::info!(
                 offset,
                 "incremental only: the snapshot was skipped; applying the stream from here"
@@ -349,13 +343,7 @@ async fn session(
             .await?;
             link = returned;
             writer.drain().await?;
-            let copied = Checkpoint {
-                replid: replid.clone(),
-                offset,
-                db: 0,
-            };
-            store_target_checkpoint(&mut writer, &copied).await?;
-            store.store(copied)?;
+            record_start(&mut writer, store, &replid, offset).await?;
             progress.send_modify(|p| {
                 p.full_syncs += 1;
                 p.applied_offset = offset;
@@ -622,6 +610,24 @@ async fn target_checkpoint(writer: &mut TargetWriter) -> Result<Option<Checkpoin
         );
     }
     Ok(parsed)
+}
+
+/// Records where the stream starts after a full resync (copied or skipped), on the
+/// target and in the file.
+async fn record_start(
+    writer: &mut TargetWriter,
+    store: &mut CheckpointStore,
+    replid: &str,
+    offset: i64,
+) -> Result<(), SyncError> {
+    let start = Checkpoint {
+        replid: replid.to_owned(),
+        offset,
+        db: 0,
+    };
+    store_target_checkpoint(writer, &start).await?;
+    store.store(start)?;
+    Ok(())
 }
 
 /// Records `checkpoint` in the target's checkpoint key (outside the stream, after a
