@@ -17,6 +17,10 @@ pub enum Command {
     /// Make the target a live copy of the source: a full copy, then the command stream,
     /// resuming from the checkpoint after any restart.
     Sync(SyncArgs),
+    /// Precheck a source and target before a sync: connectivity and credentials,
+    /// replication rights, repl-timeout, backlog size, eviction policy, free memory,
+    /// versions, empty target databases. Exit 0 when nothing fails.
+    Check(CheckArgs),
     /// Compare source and target key by key, value by value and TTL by TTL, in both
     /// directions. Exit code 0: consistent; 1: differences; 2: the check failed.
     Verify(VerifyArgs),
@@ -125,4 +129,27 @@ pub struct RdbInspectArgs {
     pub file: PathBuf,
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: RdbFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConflictArg {
+    /// Fail the precheck when a target database already holds keys.
+    Precheck,
+    /// Proceed; source keys overwrite target keys of the same name.
+    Ignore,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Source URL.
+    #[arg(long, env = "LOCKSTEP_SOURCE")]
+    pub source: String,
+    /// Target URL.
+    #[arg(long, env = "LOCKSTEP_TARGET")]
+    pub target: String,
+    /// Target databases the sync will write (comma-separated); all 16 by default.
+    #[arg(long, value_delimiter = ',')]
+    pub dbs: Vec<u32>,
+    #[arg(long, value_enum, default_value = "precheck")]
+    pub conflict: ConflictArg,
 }

@@ -6,6 +6,7 @@
 //! anything failed. Only this crate prints.
 
 mod args;
+mod check;
 mod demo;
 mod rdb;
 mod sync;
@@ -33,6 +34,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             args::Command::Sync(args) => sync::run(args).await,
+            args::Command::Check(args) => check::run(args).await,
             args::Command::Verify(args) => verify::run(args).await,
             args::Command::Rdb(command) => rdb::run(command),
             args::Command::Demo(args) => demo::run(args).await,

@@ -16,6 +16,7 @@
 //! - [`apply`] (apply): the pipelined, reply-checked writer to the target.
 //! - [`checkpoint`]: the exact (replid, offset, db) the target has reached, stored
 //!   atomically.
+//! - [`precheck`]: what must hold on both sides before a sync, item by item (reads only).
 //!
 //! This crate knows nothing about the command line; only `cli` prints.
 
@@ -27,3 +28,4 @@ pub mod link;
 pub mod load;
 pub mod rdb;
 pub mod resp;
+pub mod precheck;

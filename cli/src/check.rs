@@ -1,0 +1,54 @@
+//! `lockstep check`: runs the precheck and prints one line per item with its outcome,
+//! reason and fix. Exit 0 when nothing fails, 1 when an item fails.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use lockstep_sync::apply::ApplyOptions;
+use lockstep_sync::endpoint::Endpoint;
+use lockstep_sync::precheck::{precheck, Outcome, PrecheckOptions};
+
+use crate::args::{CheckArgs, ConflictArg};
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let options = PrecheckOptions {
+        source: Endpoint::parse(&args.source)?,
+        target: Endpoint::parse(&args.target)?,
+        dbs: if args.dbs.is_empty() {
+            (0..16).collect()
+        } else {
+            args.dbs
+        },
+        precheck_conflicts: args.conflict == ConflictArg::Precheck,
+        rate_window: Duration::from_secs(1),
+        connect: ApplyOptions {
+            connect_timeout: Duration::from_secs(5),
+            reply_timeout: Duration::from_secs(10),
+            ..ApplyOptions::default()
+        },
+    };
+    let items = precheck(&options).await;
+    for item in &items {
+        let mark = match item.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Info => "info",
+            Outcome::Warn => "WARN",
+            Outcome::Fail => "FAIL",
+        };
+        println!("{mark:<4}  {}: {}", item.name, item.detail);
+        if let Some(fix) = &item.fix {
+            println!("      fix: {fix}");
+        }
+    }
+    let failed = items.iter().filter(|i| i.outcome == Outcome::Fail).count();
+    let warned = items.iter().filter(|i| i.outcome == Outcome::Warn).count();
+    println!(
+        "precheck: {} items, {failed} failed, {warned} warnings",
+        items.len()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

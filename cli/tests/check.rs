@@ -1,0 +1,142 @@
+//! `lockstep check` on servers that fail each item reports exactly that item (and
+//! passes on servers that are ready).
+
+use std::process::Command;
+
+use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
+
+/// Runs `lockstep check` and returns (exit code, the lines that are not `pass`).
+fn check(source: &str, target: &str, extra: &[&str]) -> (Option<i32>, Vec<String>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["check", "--source", source, "--target", target])
+        .args(extra)
+        .output()
+        .expect("lockstep runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let flagged = text
+        .lines()
+        .filter(|l| l.starts_with("WARN") || l.starts_with("FAIL"))
+        .map(str::to_owned)
+        .collect();
+    (out.status.code(), flagged)
+}
+
+async fn ready(version: RedisVersion) -> anyhow::Result<RedisServer> {
+    RedisServer::start(
+        ServerConfig::new(version)
+            .set("repl-timeout", "600")
+            .set("repl-backlog-size", "64mb"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn ready_servers_pass_on_every_version() -> anyhow::Result<()> {
+    for version in RedisVersion::ALL {
+        let source = ready(version).await?;
+        let target = ready(RedisVersion::V8_2).await?;
+        let (code, flagged) = check(&source.url(), &target.url(), &[]);
+        assert_eq!(
+            (code, flagged.clone()),
+            (Some(0), vec![]),
+            "{version}: {flagged:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_failing_item_is_reported_and_only_it() -> anyhow::Result<()> {
+    // Short repl-timeout: a warning with the exact CONFIG SET.
+    let short =
+        RedisServer::start(ServerConfig::new(RedisVersion::V7_0).set("repl-backlog-size", "64mb"))
+            .await?;
+    let target = ready(RedisVersion::V7_0).await?;
+    let (code, flagged) = check(&short.url(), &target.url(), &[]);
+    assert_eq!(code, Some(0), "a warning does not fail: {flagged:?}");
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert!(flagged[0].contains("repl-timeout"), "{flagged:?}");
+
+    // A volatile-lru target: a warning about eviction.
+    let source = ready(RedisVersion::V7_0).await?;
+    let evicting = RedisServer::start(
+        ServerConfig::new(RedisVersion::V7_0).set("maxmemory-policy", "volatile-lru"),
+    )
+    .await?;
+    let (_, flagged) = check(&source.url(), &evicting.url(), &[]);
+    assert!(
+        flagged.len() == 1 && flagged[0].contains("maxmemory-policy"),
+        "{flagged:?}"
+    );
+
+    // A non-empty target: fails naming keys; with --conflict ignore, only a warning.
+    let busy = ready(RedisVersion::V8_2).await?;
+    let mut conn = busy.client().await?;
+    redis::cmd("SET")
+        .arg("already-here")
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let (code, flagged) = check(&source.url(), &busy.url(), &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        flagged.len() == 1 && flagged[0].starts_with("FAIL") && flagged[0].contains("already-here"),
+        "{flagged:?}"
+    );
+    let (code, flagged) = check(&source.url(), &busy.url(), &["--conflict", "ignore"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        flagged.len() == 1 && flagged[0].starts_with("WARN"),
+        "{flagged:?}"
+    );
+
+    // PSYNC denied by ACL (7.0: DRYRUN; 6.2: the user's rules).
+    for version in [RedisVersion::V7_0, RedisVersion::V6_2] {
+        let denied = RedisServer::start(
+            ServerConfig::new(version)
+                .set("repl-timeout", "600")
+                .set("repl-backlog-size", "64mb")
+                .set("user", "syncer on >pw ~* &* +@all -psync -sync"),
+        )
+        .await?;
+        let url = format!("redis://syncer:pw@127.0.0.1:{}", denied.port());
+        let (code, flagged) = check(&url, &target.url(), &[]);
+        assert_eq!(code, Some(1), "{version}: {flagged:?}");
+        assert!(
+            flagged.len() == 1 && flagged[0].contains("PSYNC"),
+            "{version}: {flagged:?}"
+        );
+    }
+
+    // A wrong password: the connection item fails, and the password is not shown.
+    let locked =
+        RedisServer::start(ServerConfig::new(RedisVersion::V7_0).auth(Auth::password())).await?;
+    let url = format!("redis://:wrong-secret@127.0.0.1:{}", locked.port());
+    let (code, flagged) = check(&url, &target.url(), &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        flagged.len() == 1 && flagged[0].contains("source connection"),
+        "{flagged:?}"
+    );
+    assert!(
+        !flagged[0].contains("wrong-secret"),
+        "the password leaked: {flagged:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tls_mismatch_fails_the_connection_item() -> anyhow::Result<()> {
+    let tls = std::sync::Arc::new(lockstep_testkit::TlsMaterial::generate()?);
+    let secure = RedisServer::start(ServerConfig::new(RedisVersion::V7_0).tls(tls)).await?;
+    let target = ready(RedisVersion::V7_0).await?;
+    // Plain redis:// to a TLS port.
+    let plain = format!("redis://127.0.0.1:{}", secure.port());
+    let (code, flagged) = check(&plain, &target.url(), &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        flagged.len() == 1 && flagged[0].contains("source connection"),
+        "{flagged:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! The precheck: what must hold on both sides before a sync starts, each item
+//! passing, warning or failing with its reason and, where there is one, the exact fix.
+//! Run by `lockstep check` (and meant to run before `lockstep sync`). Reads only:
+//! nothing here writes to either side.
+
+use std::time::Duration;
+
+use crate::apply::{ApplyOptions, TargetWriter};
+use crate::endpoint::Endpoint;
+use crate::engine::rdb_version_of;
+use crate::resp::Frame;
+
+/// What to check.
+#[derive(Clone, Debug)]
+pub struct PrecheckOptions {
+    pub source: Endpoint,
+    pub target: Endpoint,
+    /// Databases the task will write on the target.
+    pub dbs: Vec<u32>,
+    /// Conflict handling: with `precheck_conflicts`, a non-empty target database fails;
+    /// otherwise it only warns that source keys will overwrite target keys.
+    pub precheck_conflicts: bool,
+    /// How long to watch the source's replication offset to estimate its write rate.
+    pub rate_window: Duration,
+    pub connect: ApplyOptions,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Pass,
+    Info,
+    Warn,
+    Fail,
+}
+
+/// One checked item.
+#[derive(Clone, Debug)]
+pub struct CheckItem {
+    pub name: &'static str,
+    pub outcome: Outcome,
+    pub detail: String,
+    /// What to do about it, when there is something to do.
+    pub fix: Option<String>,
+}
+
+impl CheckItem {
+    fn new(name: &'static str, outcome: Outcome, detail: impl Into<String>) -> CheckItem {
+        CheckItem {
+            name,
+            outcome,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> CheckItem {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// Seconds of writes the replication backlog should hold, so a link cut that long
+/// resumes without a full resync.
+const BACKLOG_SECONDS_MIN: u64 = 60;
+/// DTS's minimum for the source's repl-timeout.
+const REPL_TIMEOUT_MIN_SECS: u64 = 600;
+
+/// Runs every item. Items that need a connection that failed are skipped (the
+/// connection item already failed).
+pub async fn precheck(options: &PrecheckOptions) -> Vec<CheckItem> {
+    let mut items = Vec::new();
+    let source = connect(
+        "source connection",
+        &options.source,
+        &options.connect,
+        &mut items,
+    )
+    .await;
+    let target = connect(
+        "target connection",
+        &options.target,
+        &options.connect,
+        &mut items,
+    )
+    .await;
+    let (Some(mut source), Some(mut target)) = (source, target) else {
+        return items;
+    };
+    items.push(replication_right(&mut source).await);
+    items.push(repl_timeout(&mut source).await);
+    items.push(backlog(&mut source, options.rate_window).await);
+    items.push(eviction_policy(&mut target).await);
+    items.push(free_memory(&mut source, &mut target).await);
+    items.push(versions(&mut source, &mut target).await);
+    items.push(target_empty(&mut target, options).await);
+    items
+}
+
+async fn connect(
+    name: &'static str,
+    endpoint: &Endpoint,
+    options: &ApplyOptions,
+    items: &mut Vec<CheckItem>,
+) -> Option<TargetWriter> {
+    let attempt = async {
+        let mut conn = TargetWriter::connect(endpoint, options.clone()).await?;
+        let pong = conn.query(&[b"PING".as_slice()]).await?;
+        Ok::<_, crate::apply::ApplyError>((conn, pong))
+    };
+    match attempt.await {
+        Ok((conn, Frame::Simple(_))) => {
+            items.push(CheckItem::new(
+                name,
+                Outcome::Pass,
+                format!("{endpoint} answers and accepts the credentials"),
+            ));
+            Some(conn)
+        }
+        Ok((_, other)) => {
+            items.push(CheckItem::new(
+                name,
+                Outcome::Fail,
+                format!("{endpoint} answered PING with {other:?}"),
+            ));
+            None
+        }
+        Err(err) => {
+            let text = err.to_string();
+            let mut item = CheckItem::new(name, Outcome::Fail, text.clone());
+            if endpoint.tls {
+                item = item.fix("check that the port speaks TLS (rediss://) and that --tls-ca-file names the CA that signed the server's certificate");
+            } else if text.contains("closed the connection") {
+                item = item.fix("if the server only speaks TLS, use a rediss:// URL");
+            }
+            items.push(item);
+            None
+        }
+    }
+}
+
+async fn text(conn: &mut TargetWriter, argv: &[&[u8]]) -> Result<String, String> {
+    match conn.query(argv).await {
+        Ok(Frame::Error(e)) => Err(String::from_utf8_lossy(&e).into_owned()),
+        Ok(frame) => Ok(frame_text(&frame)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn frame_text(frame: &Frame) -> String {
+    match frame {
+        Frame::Array(items) => items.iter().map(frame_text).collect::<Vec<_>>().join(" "),
+        other => other
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+async fn config_get(conn: &mut TargetWriter, name: &str) -> Result<String, String> {
+    let reply = text(conn, &[b"CONFIG".as_slice(), b"GET", name.as_bytes()]).await?;
+    reply
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no {name} in CONFIG GET"))
+}
+
+/// The source account may run PSYNC and SYNC (ACL DRYRUN on 7.0+; on 6.2 the
+/// user's ACL rules are read when the account may, else the item warns).
+async fn replication_right(source: &mut TargetWriter) -> CheckItem {
+    const NAME: &str = "source account may replicate (PSYNC/SYNC)";
+    let user = match text(source, &[b"ACL".as_slice(), b"WHOAMI"]).await {
+        Ok(user) => user,
+        Err(e) => {
+            return CheckItem::new(
+                NAME,
+                Outcome::Warn,
+                format!("could not ask who we are: {e}"),
+            )
+        }
+    };
+    let fix = format!("ACL SETUSER {user} +psync +sync +replconf");
+    for command in [&b"PSYNC"[..], b"SYNC", b"REPLCONF"] {
+        let mut argv: Vec<&[u8]> = vec![b"ACL", b"DRYRUN", user.as_bytes(), command];
+        if command == b"PSYNC" {
+            argv.extend([&b"?"[..], b"-1"]);
+        }
+        if command == b"REPLCONF" {
+            argv.extend([&b"ACK"[..], b"0"]);
+        }
+        match text(source, &argv).await {
+            Ok(answer) if answer == "OK" => {}
+            Ok(answer) => {
+                return CheckItem::new(NAME, Outcome::Fail, format!("user {user}: {answer}"))
+                    .fix(fix)
+            }
+            Err(e) if e.contains("unknown subcommand") || e.contains("Unknown subcommand") => {
+                // 6.2: no DRYRUN. Read the user's rules if we may.
+                return match text(source, &[b"ACL".as_slice(), b"GETUSER", user.as_bytes()]).await {
+                    Ok(rules)
+                        if rules.contains("-psync")
+                            || rules.contains("-sync")
+                            || rules.contains("-@all") =>
+                    {
+                        CheckItem::new(
+                            NAME,
+                            Outcome::Fail,
+                            format!("user {user}'s rules deny it: {rules}"),
+                        )
+                        .fix(fix)
+                    }
+                    Ok(_) => {
+                        CheckItem::new(NAME, Outcome::Pass, format!("user {user}'s rules allow it"))
+                    }
+                    Err(e) => CheckItem::new(
+                        NAME,
+                        Outcome::Warn,
+                        format!("could not read user {user}'s rules ({e}); a sync will tell"),
+                    ),
+                };
+            }
+            Err(e) => {
+                return CheckItem::new(
+                    NAME,
+                    Outcome::Warn,
+                    format!("could not check ({e}); a sync will tell"),
+                )
+            }
+        }
+    }
+    CheckItem::new(
+        NAME,
+        Outcome::Pass,
+        format!("user {user} may run PSYNC, SYNC and REPLCONF"),
+    )
+}
+
+async fn repl_timeout(source: &mut TargetWriter) -> CheckItem {
+    const NAME: &str = "source repl-timeout >= 600 s";
+    match config_get(source, "repl-timeout")
+        .await
+        .map(|v| v.parse::<u64>())
+    {
+        Ok(Ok(secs)) if secs >= REPL_TIMEOUT_MIN_SECS => {
+            CheckItem::new(NAME, Outcome::Pass, format!("repl-timeout is {secs} s"))
+        }
+        Ok(Ok(secs)) => CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            format!("repl-timeout is {secs} s: a long full sync may be cut by the source"),
+        )
+        .fix(format!("CONFIG SET repl-timeout {REPL_TIMEOUT_MIN_SECS}")),
+        Ok(Err(e)) => CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            format!("repl-timeout is not a number: {e}"),
+        ),
+        Err(e) => CheckItem::new(NAME, Outcome::Warn, format!("cannot read it ({e})")),
+    }
+}
+
+async fn backlog(source: &mut TargetWriter, window: Duration) -> CheckItem {
+    const NAME: &str = "source repl-backlog-size covers a minute of writes";
+    let offset =
+        |info: &str| info_field(info, "master_repl_offset").and_then(|v| v.parse::<i64>().ok());
+    let first = text(source, &[b"INFO".as_slice(), b"replication"]).await;
+    tokio::time::sleep(window).await;
+    let second = text(source, &[b"INFO".as_slice(), b"replication"]).await;
+    let size = config_get(source, "repl-backlog-size")
+        .await
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let (Ok(first), Ok(second), Some(size)) = (first, second, size) else {
+        return CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            "cannot read the source's offset or backlog size",
+        );
+    };
+    let (Some(a), Some(b)) = (offset(&first), offset(&second)) else {
+        return CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            "the source reports no master_repl_offset",
+        );
+    };
+    let rate = ((b - a).max(0) as f64 / window.as_secs_f64()) as u64;
+    let wanted = rate * BACKLOG_SECONDS_MIN;
+    if size >= wanted {
+        CheckItem::new(
+            NAME,
+            Outcome::Pass,
+            format!("backlog {size} bytes; writes measured at {rate} B/s"),
+        )
+    } else {
+        let fix = wanted.next_power_of_two();
+        CheckItem::new(NAME, Outcome::Warn, format!("backlog {size} bytes holds {:.0} s of writes at the measured {rate} B/s: a longer cut means a full resync", size as f64 / rate.max(1) as f64))
+            .fix(format!("CONFIG SET repl-backlog-size {fix}"))
+    }
+}
+
+async fn eviction_policy(target: &mut TargetWriter) -> CheckItem {
+    const NAME: &str = "target maxmemory-policy is noeviction";
+    match config_get(target, "maxmemory-policy").await {
+        Ok(policy) if policy == "noeviction" => CheckItem::new(NAME, Outcome::Pass, "noeviction"),
+        Ok(policy) => CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            format!(
+                "{policy}: the target may evict synced keys and silently differ from the source"
+            ),
+        )
+        .fix("CONFIG SET maxmemory-policy noeviction"),
+        Err(e) => CheckItem::new(NAME, Outcome::Warn, format!("cannot read it ({e})")),
+    }
+}
+
+async fn free_memory(source: &mut TargetWriter, target: &mut TargetWriter) -> CheckItem {
+    const NAME: &str = "target has room for the source's data";
+    let used =
+        |info: &str, field: &str| info_field(info, field).and_then(|v| v.parse::<u64>().ok());
+    let (Ok(src), Ok(dst)) = (
+        text(source, &[b"INFO".as_slice(), b"memory"]).await,
+        text(target, &[b"INFO".as_slice(), b"memory"]).await,
+    ) else {
+        return CheckItem::new(NAME, Outcome::Warn, "cannot read INFO memory on both sides");
+    };
+    let (Some(needed), Some(target_used), Some(max)) = (
+        used(&src, "used_memory"),
+        used(&dst, "used_memory"),
+        used(&dst, "maxmemory"),
+    ) else {
+        return CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            "INFO memory lacks used_memory or maxmemory",
+        );
+    };
+    if max == 0 {
+        return CheckItem::new(
+            NAME,
+            Outcome::Info,
+            format!("the target has no maxmemory; the source uses {needed} bytes"),
+        );
+    }
+    let free = max.saturating_sub(target_used);
+    if free > needed {
+        CheckItem::new(
+            NAME,
+            Outcome::Pass,
+            format!("{free} bytes free for {needed} bytes"),
+        )
+    } else {
+        CheckItem::new(
+            NAME,
+            Outcome::Fail,
+            format!(
+                "the target has {free} bytes free under maxmemory {max}; the source uses {needed}"
+            ),
+        )
+        .fix(format!(
+            "raise the target's maxmemory above {}",
+            target_used + needed + needed / 5
+        ))
+    }
+}
+
+async fn versions(source: &mut TargetWriter, target: &mut TargetWriter) -> CheckItem {
+    const NAME: &str = "source version not newer than target";
+    let version = |info: &str| info_field(info, "redis_version").unwrap_or_default();
+    let (Ok(src), Ok(dst)) = (
+        text(source, &[b"INFO".as_slice(), b"server"]).await,
+        text(target, &[b"INFO".as_slice(), b"server"]).await,
+    ) else {
+        return CheckItem::new(NAME, Outcome::Warn, "cannot read INFO server on both sides");
+    };
+    let (from, to) = (version(&src), version(&dst));
+    if rdb_version_of(&from) <= rdb_version_of(&to) {
+        CheckItem::new(
+            NAME,
+            Outcome::Pass,
+            format!("{from} -> {to}: values are copied as they are"),
+        )
+    } else {
+        CheckItem::new(NAME, Outcome::Info, format!("{from} -> {to}: values are rewritten for the older target; one it cannot hold (hash field TTLs) stops the task naming the key, and newer commands in the stream are refused by the target"))
+    }
+}
+
+async fn target_empty(target: &mut TargetWriter, options: &PrecheckOptions) -> CheckItem {
+    const NAME: &str = "target databases are empty";
+    let Ok(keyspace) = text(target, &[b"INFO".as_slice(), b"keyspace"]).await else {
+        return CheckItem::new(NAME, Outcome::Warn, "cannot read INFO keyspace");
+    };
+    let mut busy = Vec::new();
+    for &db in &options.dbs {
+        let keys = info_field(&keyspace, &format!("db{db}"))
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix("keys=")?.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        if keys > 0 {
+            busy.push((db, keys));
+        }
+    }
+    if busy.is_empty() {
+        return CheckItem::new(NAME, Outcome::Pass, "no keys in the selected databases");
+    }
+    let (db, count) = busy[0];
+    let mut examples = String::new();
+    if target
+        .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
+        .await
+        .is_ok()
+    {
+        if let Ok(Frame::Array(reply)) = target
+            .query(&[b"SCAN".as_slice(), b"0", b"COUNT", b"20"])
+            .await
+        {
+            if let Some(Frame::Array(keys)) = reply.get(1) {
+                let names: Vec<String> = keys.iter().take(5).map(frame_text).collect();
+                examples = format!(" (for example {})", names.join(", "));
+            }
+        }
+    }
+    let detail = format!(
+        "{count} keys in db {db}{examples}; {} database(s) hold keys",
+        busy.len()
+    );
+    if options.precheck_conflicts {
+        CheckItem::new(NAME, Outcome::Fail, detail).fix("empty those databases, or choose --conflict ignore to let source keys overwrite target keys")
+    } else {
+        CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            format!("{detail}: source keys will overwrite target keys of the same name"),
+        )
+    }
+}
