@@ -25,7 +25,7 @@ use crate::resp::{encode_command, Frame, FrameReader, Limits, ReadError};
 pub enum ApplyError {
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    #[error("the target {endpoint} refused {command} on key {key:?}: {reply}{hint}")]
+    #[error("the {endpoint} refused {command} on key {key:?}: {reply}{hint}")]
     Rejected {
         endpoint: String,
         command: String,
@@ -33,13 +33,13 @@ pub enum ApplyError {
         reply: String,
         hint: &'static str,
     },
-    #[error("the target {endpoint} closed the connection")]
+    #[error("the {endpoint} closed the connection")]
     Closed { endpoint: String },
-    #[error("the target {endpoint} did not answer within {timeout:?}")]
+    #[error("the {endpoint} did not answer within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
-    #[error("reading replies from the target {endpoint}: {source}")]
+    #[error("reading replies from the {endpoint}: {source}")]
     Read { endpoint: String, source: ReadError },
-    #[error("writing to the target {endpoint}: {source}")]
+    #[error("writing to the {endpoint}: {source}")]
     Write {
         endpoint: String,
         source: std::io::Error,
@@ -104,6 +104,10 @@ fn command_name<A: AsRef<[u8]>>(argv: &[A]) -> CommandName {
         .first()
         .map(|a| Bytes::copy_from_slice(a.as_ref()))
         .unwrap_or_default();
+    if name.eq_ignore_ascii_case(b"AUTH") {
+        // Its arguments are credentials: never in a message.
+        return (name, None);
+    }
     let key = argv
         .get(1)
         .map(|a| Bytes::copy_from_slice(&a.as_ref()[..a.as_ref().len().min(128)]));
@@ -140,12 +144,22 @@ impl TargetWriter {
         endpoint: &Endpoint,
         options: ApplyOptions,
     ) -> Result<TargetWriter, ApplyError> {
+        TargetWriter::connect_to("target", endpoint, options).await
+    }
+
+    /// Connects to a Redis in another `role` ("source" for the heartbeat and the
+    /// precheck); errors name the role.
+    pub async fn connect_to(
+        role: &str,
+        endpoint: &Endpoint,
+        options: ApplyOptions,
+    ) -> Result<TargetWriter, ApplyError> {
         let stream = endpoint
             .connect(&options.tls, options.connect_timeout)
             .await?;
         let (read, write) = tokio::io::split(stream);
         let mut writer = TargetWriter {
-            endpoint: endpoint.to_string(),
+            endpoint: format!("{role} {endpoint}"),
             reader: FrameReader::new(read, Limits::default()),
             writer: write,
             out: BytesMut::with_capacity(options.batch_bytes_max + 64 * 1024),
@@ -327,7 +341,7 @@ impl TargetWriter {
         } else if reply.starts_with("READONLY") {
             " (the target is a replica: point --target at its primary)"
         } else if reply.starts_with("NOAUTH") || reply.starts_with("WRONGPASS") {
-            " (check the user and password in the target URL)"
+            " (check the user and password in the URL)"
         } else {
             ""
         };

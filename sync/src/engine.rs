@@ -665,7 +665,7 @@ impl Heartbeat {
             options.link.listening_port
         )
         .into_bytes();
-        match TargetWriter::connect(&options.source, options.apply.clone()).await {
+        match TargetWriter::connect_to("source", &options.source, options.apply.clone()).await {
             Ok(connection) => Some(Heartbeat { connection, key }),
             Err(err) => {
                 tracing::warn!(
@@ -789,7 +789,8 @@ fn save(
 /// The source's current replication id and offset (for an incremental-only task with
 /// no checkpoint: it starts from now).
 async fn source_position(options: &SyncOptions) -> Result<(String, i64, u32), SyncError> {
-    let mut client = TargetWriter::connect(&options.source, options.apply.clone()).await?;
+    let mut client =
+        TargetWriter::connect_to("source", &options.source, options.apply.clone()).await?;
     let info = info_text(client.query(&[b"INFO".as_slice(), b"replication"]).await?);
     let field = |name: &str| {
         info.lines()

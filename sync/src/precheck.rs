@@ -103,7 +103,12 @@ async fn connect(
     items: &mut Vec<CheckItem>,
 ) -> Option<TargetWriter> {
     let attempt = async {
-        let mut conn = TargetWriter::connect(endpoint, options.clone()).await?;
+        let mut conn = TargetWriter::connect_to(
+            name.trim_end_matches(" connection"),
+            endpoint,
+            options.clone(),
+        )
+        .await?;
         let pong = conn.query(&[b"PING".as_slice()]).await?;
         Ok::<_, crate::apply::ApplyError>((conn, pong))
     };
