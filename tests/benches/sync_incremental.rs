@@ -13,6 +13,10 @@
 //!   the source's offset at the stop;
 //! - the source's write rate during the load and the target's applied rate.
 //!
+//! The same is measured with the target as a native replica (`REPLICAOF`) as the
+//! baseline of what this machine allows (`$BENCH_FOLLOWERS=lockstep|native`, default
+//! both, alternating which goes first).
+//!
 //! `cargo bench -p lockstep-tests --bench sync_incremental`; `$BENCH_RUNS` rounds (3).
 
 mod common;
@@ -30,6 +34,7 @@ use redis::aio::MultiplexedConnection;
 const WRITES: &[&str] = &["set", "incr", "lpush", "hset"];
 
 /// One round's numbers.
+#[derive(Clone)]
 struct Round {
     bytes_p50: f64,
     bytes_p99: f64,
@@ -37,11 +42,21 @@ struct Round {
     time_p50_ms: f64,
     time_p99_ms: f64,
     time_max_ms: f64,
+    idle_p50_ms: f64,
+    idle_p99_ms: f64,
     data_caught_up_ms: f64,
     offset_caught_up_ms: f64,
     source_ops: f64,
     applied_ops: f64,
     rss_mib: f64,
+}
+
+/// What follows the source: lockstep into a plain target, or the target itself as a
+/// native replica (the baseline: what Redis's own replication does on this machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Follower {
+    Lockstep,
+    Native,
 }
 
 #[tokio::main]
@@ -55,63 +70,101 @@ async fn main() -> anyhow::Result<()> {
         "sync_incremental: {seconds} s of redis-benchmark load, 7.0 -> 7.0, lockstep {}",
         bin.display()
     );
-    let mut rounds = vec![];
+    // `$BENCH_FOLLOWERS`: lockstep, native, or both (default; alternating first per round).
+    let followers = match std::env::var("BENCH_FOLLOWERS").as_deref() {
+        Ok("lockstep") => vec![Follower::Lockstep],
+        Ok("native") => vec![Follower::Native],
+        _ => vec![Follower::Lockstep, Follower::Native],
+    };
+    let mut all = vec![];
     for round in 0..runs() {
-        let r = one_round(&bin, Duration::from_secs(seconds)).await?;
-        println!(
-            "round {round}: lag bytes p50 {:.0} p99 {:.0} max {:.0}; lag time p50 {:.1} ms p99 {:.1} ms max {:.1} ms; \
-             after the load: all writes applied in {:.0} ms, ACKed offset caught up in {:.0} ms; \
-             source {:.0} writes/s, applied {:.0} writes/s; lockstep peak RSS {:.1} MiB",
-            r.bytes_p50, r.bytes_p99, r.bytes_max, r.time_p50_ms, r.time_p99_ms, r.time_max_ms,
-            r.data_caught_up_ms, r.offset_caught_up_ms, r.source_ops, r.applied_ops, r.rss_mib
-        );
-        rounds.push(r);
+        let mut order = followers.clone();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for follower in order {
+            let r = one_round(&bin, Duration::from_secs(seconds), follower).await?;
+            println!(
+                "round {round} {follower:?}: lag bytes p50 {:.0} p99 {:.0} max {:.0}; lag time p50 {:.1} ms p99 {:.1} ms max {:.1} ms (idle: p50 {:.1} ms p99 {:.1} ms); \
+                 after the load: all writes applied in {:.0} ms, ACKed offset caught up in {:.0} ms; \
+                 source {:.0} writes/s, applied {:.0} writes/s; lockstep peak RSS {:.1} MiB",
+                r.bytes_p50, r.bytes_p99, r.bytes_max, r.time_p50_ms, r.time_p99_ms, r.time_max_ms,
+                r.idle_p50_ms,
+                r.idle_p99_ms,
+                r.data_caught_up_ms, r.offset_caught_up_ms, r.source_ops, r.applied_ops, r.rss_mib
+            );
+            all.push((follower, r));
+        }
     }
-    let col = |f: fn(&Round) -> f64| rounds.iter().map(f).collect::<Vec<_>>();
-    println!(
-        "lag bytes p50:        {}",
-        spread(&col(|r| r.bytes_p50), " B")
-    );
-    println!(
-        "lag bytes p99:        {}",
-        spread(&col(|r| r.bytes_p99), " B")
-    );
-    println!(
-        "lag time p50:         {}",
-        spread(&col(|r| r.time_p50_ms), " ms")
-    );
-    println!(
-        "lag time p99:         {}",
-        spread(&col(|r| r.time_p99_ms), " ms")
-    );
-    println!(
-        "lag time max:         {}",
-        spread(&col(|r| r.time_max_ms), " ms")
-    );
-    println!(
-        "all writes applied:   {}",
-        spread(&col(|r| r.data_caught_up_ms), " ms after the load")
-    );
-    println!(
-        "ACKed offset caught up: {}",
-        spread(&col(|r| r.offset_caught_up_ms), " ms after the load")
-    );
-    println!(
-        "source writes/s:      {}",
-        spread(&col(|r| r.source_ops), "")
-    );
-    println!(
-        "applied writes/s:     {}",
-        spread(&col(|r| r.applied_ops), "")
-    );
-    println!(
-        "peak RSS:             {}",
-        spread(&col(|r| r.rss_mib), " MiB")
-    );
+    for follower in followers {
+        let rounds: Vec<&Round> = all
+            .iter()
+            .filter(|(f, _)| *f == follower)
+            .map(|(_, r)| r)
+            .collect();
+        summary(follower, &rounds);
+    }
     Ok(())
 }
 
-async fn one_round(bin: &std::path::Path, load_for: Duration) -> anyhow::Result<Round> {
+fn summary(follower: Follower, rounds: &[&Round]) {
+    let col = |f: fn(&Round) -> f64| rounds.iter().map(|r| f(r)).collect::<Vec<_>>();
+    println!("{follower:?}:");
+    println!(
+        "  lag bytes p50:          {}",
+        spread(&col(|r| r.bytes_p50), " B")
+    );
+    println!(
+        "  lag bytes p99:          {}",
+        spread(&col(|r| r.bytes_p99), " B")
+    );
+    println!(
+        "  lag time p50:           {}",
+        spread(&col(|r| r.time_p50_ms), " ms")
+    );
+    println!(
+        "  lag time p99:           {}",
+        spread(&col(|r| r.time_p99_ms), " ms")
+    );
+    println!(
+        "  idle lag time p50:      {}",
+        spread(&col(|r| r.idle_p50_ms), " ms")
+    );
+    println!(
+        "  idle lag time p99:      {}",
+        spread(&col(|r| r.idle_p99_ms), " ms")
+    );
+    println!(
+        "  lag time max:           {}",
+        spread(&col(|r| r.time_max_ms), " ms")
+    );
+    println!(
+        "  all writes applied:     {}",
+        spread(&col(|r| r.data_caught_up_ms), " ms after the load")
+    );
+    println!(
+        "  ACKed offset caught up: {}",
+        spread(&col(|r| r.offset_caught_up_ms), " ms after the load")
+    );
+    println!(
+        "  source writes/s:        {}",
+        spread(&col(|r| r.source_ops), "")
+    );
+    println!(
+        "  applied writes/s:       {}",
+        spread(&col(|r| r.applied_ops), "")
+    );
+    println!(
+        "  peak RSS:               {}",
+        spread(&col(|r| r.rss_mib), " MiB")
+    );
+}
+
+async fn one_round(
+    bin: &std::path::Path,
+    load_for: Duration,
+    follower: Follower,
+) -> anyhow::Result<Round> {
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut src = common::patient(&source).await?;
@@ -124,7 +177,23 @@ async fn one_round(bin: &std::path::Path, load_for: Duration) -> anyhow::Result<
         .query_async::<()>(&mut src)
         .await?;
     let dir = tempfile::tempdir()?;
-    let run = Lockstep::sync(bin, &source, &target, dir.path(), "full+incremental")?;
+    let run = match follower {
+        Follower::Lockstep => Some(Lockstep::sync(
+            bin,
+            &source,
+            &target,
+            dir.path(),
+            "full+incremental",
+        )?),
+        Follower::Native => {
+            redis::cmd("REPLICAOF")
+                .arg(source.addr().ip().to_string())
+                .arg(source.port())
+                .query_async::<()>(&mut dst)
+                .await?;
+            None
+        }
+    };
 
     // In the incremental phase when a write made now shows up on the target.
     let ready_by = Instant::now() + Duration::from_secs(120);
@@ -134,10 +203,12 @@ async fn one_round(bin: &std::path::Path, load_for: Duration) -> anyhow::Result<
         .query_async(&mut src)
         .await?;
     loop {
+        // A native replica answers -LOADING until it has loaded the snapshot.
         let seen: Option<i64> = redis::cmd("GET")
             .arg("bench:ready")
             .query_async(&mut dst)
-            .await?;
+            .await
+            .unwrap_or(None);
         if seen.is_some() {
             break;
         }
@@ -194,10 +265,16 @@ async fn one_round(bin: &std::path::Path, load_for: Duration) -> anyhow::Result<
     let offsets = offsets.await??;
     stamper.await??;
     let stamps = reader.await??;
-    let done = run.interrupt(Duration::from_secs(30)).await?;
-    if !done.status.success() {
-        bail!("lockstep sync exited with {} after SIGINT", done.status);
-    }
+    let rss_mib = match run {
+        Some(run) => {
+            let done = run.interrupt(Duration::from_secs(30)).await?;
+            if !done.status.success() {
+                bail!("lockstep sync exited with {} after SIGINT", done.status);
+            }
+            done.max_rss_kib as f64 / 1024.0
+        }
+        None => f64::NAN,
+    };
 
     let during = |t: Duration| t >= load_start && t <= load_end;
     let mut bytes: Vec<f64> = offsets
@@ -208,6 +285,13 @@ async fn one_round(bin: &std::path::Path, load_for: Duration) -> anyhow::Result<
     bytes.sort_by(f64::total_cmp);
     let mut times: Vec<f64> = stamps.iter().filter(|s| during(s.0)).map(|s| s.1).collect();
     times.sort_by(f64::total_cmp);
+    // Lag with no load: stamps written from 200 ms after the catch-up to the end (3 s).
+    let mut idle: Vec<f64> = stamps
+        .iter()
+        .filter(|s| s.0 >= data_caught_up + Duration::from_millis(200))
+        .map(|s| s.1)
+        .collect();
+    idle.sort_by(f64::total_cmp);
     let offset_caught_up = offsets
         .iter()
         .find(|s| s.0 >= load_end && s.2 >= offset_at_end)
@@ -220,11 +304,13 @@ async fn one_round(bin: &std::path::Path, load_for: Duration) -> anyhow::Result<
         time_p50_ms: quantile(&times, 0.5),
         time_p99_ms: quantile(&times, 0.99),
         time_max_ms: times.last().copied().unwrap_or(f64::NAN),
+        idle_p50_ms: quantile(&idle, 0.5),
+        idle_p99_ms: quantile(&idle, 0.99),
         data_caught_up_ms: (data_caught_up - load_end).as_secs_f64() * 1e3,
         offset_caught_up_ms: offset_caught_up,
         source_ops: (source_after - source_before) as f64 / load_secs,
         applied_ops: target_after as f64 / (data_caught_up - load_start).as_secs_f64(),
-        rss_mib: done.max_rss_kib as f64 / 1024.0,
+        rss_mib,
     })
 }
 

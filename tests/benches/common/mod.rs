@@ -107,11 +107,12 @@ impl Lockstep {
 
     /// Waits for the exit (polling, so the caller's runtime keeps running).
     pub async fn wait(mut self, timeout: Duration) -> anyhow::Result<Finished> {
+        let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(status) = self.child.try_wait()? {
                 break status;
             }
-            if self.started.elapsed() > timeout {
+            if Instant::now() > deadline {
                 let _ = self.child.kill();
                 bail!("lockstep did not finish within {timeout:?}");
             }
