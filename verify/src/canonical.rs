@@ -113,7 +113,7 @@ pub async fn read(conn: &mut MultiplexedConnection, key: &[u8]) -> redis::RedisR
 }
 
 /// A score as Redis prints it, to the exact double.
-fn parse_score(text: &str) -> f64 {
+pub(crate) fn parse_score(text: &str) -> f64 {
     match text {
         "inf" | "+inf" => f64::INFINITY,
         "-inf" => f64::NEG_INFINITY,
@@ -122,7 +122,7 @@ fn parse_score(text: &str) -> f64 {
 }
 
 /// A field of an XINFO reply (a flat array of name, value pairs, or a RESP3 map).
-fn field(reply: &Reply, name: &str) -> Reply {
+pub(crate) fn field(reply: &Reply, name: &str) -> Reply {
     let items: Vec<(Reply, Reply)> = match reply {
         Reply::Array(items) => items
             .chunks(2)
@@ -141,7 +141,7 @@ fn field(reply: &Reply, name: &str) -> Reply {
         .unwrap_or(Reply::Nil)
 }
 
-fn strip_idle(pending: Reply) -> Reply {
+pub(crate) fn strip_idle(pending: Reply) -> Reply {
     match pending {
         Reply::Array(items) => Reply::Array(
             items

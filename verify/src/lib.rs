@@ -2,19 +2,24 @@
 //!
 //! Compares a source and a target Redis key by key, value by value and TTL by TTL,
 //! in both directions, independently of the sync crate (so that a decoding bug in
-//! the sync cannot hide itself: values are read with ordinary commands, never from
-//! an RDB or a DUMP payload). Verify never writes to either Redis.
+//! the sync cannot hide itself: values are read with ordinary commands; a DUMP
+//! payload is only ever compared byte for byte with the other side's, never decoded).
+//! Verify never writes to either Redis.
 //!
 //! # Layout
-//! - [`canonical`]: reads one key's value as an encoding-independent canonical form.
-//! - [`compare`]: walks both sides' key sets (SCAN per database) and reports keys
-//!   missing on the target, extra on the target, and keys whose type, value or TTL
-//!   differ.
-//!
-//! What exists is the exact, full comparison; sampling, rounds for keys in flight,
-//! digests of big collections and the CLI come with issue 5.
+//! - [`compare`]: walks both sides (SCAN batches, pipelined reads on both sides at
+//!   once, a DUMP fast path, a configurable number of workers, a rate limit, rounds
+//!   that re-check differing keys) and reports keys missing on the target, extra on
+//!   the target, and keys whose type, value or TTL differ.
+//! - [`digest`]: chunked, order-sensitive (lists, streams) or order-independent
+//!   (hashes, sets, zsets) xxh3 digests of values, read without holding them whole.
+//! - [`canonical`]: reads one key's whole value as an encoding-independent form (for
+//!   tests and small values).
+//! - [`output`]: the CSV of differences (keys written losslessly) and the JSON summary.
 
 pub mod canonical;
 pub mod compare;
+pub mod digest;
+pub mod output;
 
-pub use compare::{compare, CompareOptions, Difference, DifferenceKind, Report};
+pub use compare::{compare, CompareOptions, Difference, DifferenceKind, Report, Sample};
