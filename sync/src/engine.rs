@@ -473,6 +473,12 @@ async fn session(
                     if !in_multi && (arrived_all || batch.commands >= BATCH_COMMANDS_MAX) {
                         batch.close(&mut writer, here).await?;
                     }
+                    if arrived_all {
+                        // Nothing more to batch with: send now (latency), and take
+                        // the replies that are already there (keeps the window open).
+                        writer.flush().await?;
+                        writer.poll_replies().await?;
+                    }
                 }
             }
             Ok(())
@@ -499,6 +505,11 @@ async fn session(
         }
     }
 }
+
+/// RDB pieces read off the socket and not yet parsed.
+const CHUNKS_IN_FLIGHT: usize = 16;
+/// Parser events (keys, element batches) not yet written.
+const EVENTS_IN_FLIGHT: usize = 64;
 
 /// Most source commands in one target transaction.
 const BATCH_COMMANDS_MAX: usize = 1000;
@@ -864,16 +875,24 @@ async fn full_copy(
         "full resync: receiving the snapshot"
     );
     // Socket -> parser thread -> this task, through bounded channels: memory stays
-    // bounded by the channel capacities, and a slow target slows the source.
-    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(64);
-    let (event_tx, mut event_rx) = mpsc::channel::<Result<Event, RdbError>>(1024);
+    // bounded by the channel capacities (chunks are at most one read buffer, events at
+    // most one parser batch of 1 MiB), and a slow target slows the source.
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+    let (event_tx, mut event_rx) = mpsc::channel::<Result<Event, RdbError>>(EVENTS_IN_FLIGHT);
+    // ACKs during a disk-based transfer keep a slow copy from timing out (the source
+    // counts the replica online once the file is sent). Never during a diskless one:
+    // an ACK that lands just after the source has sent the end mark starts the
+    // command stream right behind the mark, and the mark is then no longer the last
+    // thing received (measured: ~25 s stalls until the next PINGs, with stream bytes
+    // taken for RDB bytes). The source waits for our first ACK after the mark.
+    let ack_during_transfer = !transfer.is_diskless();
     let reader_task = tokio::spawn(async move {
         let mut last_ack = Instant::now();
         while let Some(chunk) = link.next_rdb_chunk(&mut transfer).await? {
             if chunk_tx.send(chunk).await.is_err() {
                 break; // the parser stopped; its error tells why
             }
-            if last_ack.elapsed() >= Duration::from_secs(1) {
+            if ack_during_transfer && last_ack.elapsed() >= Duration::from_secs(1) {
                 link.ack(ack_offset).await?;
                 last_ack = Instant::now();
             }

@@ -4,7 +4,7 @@
 //! A key is written as one `RESTORE ... REPLACE`: with the raw object bytes from the
 //! RDB when the target reads that RDB version (no decode, no re-encode), or with a
 //! payload re-encoded for the target's older version. A key whose elements exceed
-//! `big_key_bytes` is written instead as it streams in: `DEL`, then `RPUSH` / `SADD` /
+//! `big_key_bytes` (4 MiB by default) is written instead as it streams in: `DEL`, then `RPUSH` / `SADD` /
 //! `ZADD` / `HSET` per parser batch, then its TTL, so neither lockstep nor the target
 //! ever handles it whole (strings, streams and module values cannot be split this way
 //! and are restored whole).
@@ -50,7 +50,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> LoadOptions {
         LoadOptions {
-            big_key_bytes: 16 << 20,
+            big_key_bytes: 4 << 20,
             ttl_guard: Duration::from_secs(3600),
         }
     }
