@@ -440,7 +440,8 @@ fn value_as_batch(value: Value) -> Option<Elements> {
     }
 }
 
-fn batch_bytes(batch: &Elements) -> usize {
+/// Rough bytes of element data in a batch.
+pub(crate) fn batch_bytes(batch: &Elements) -> usize {
     match batch {
         Elements::String(s) => s.len(),
         Elements::List(v) | Elements::Set(v) => v.iter().map(|e| e.len() + 8).sum(),
