@@ -72,6 +72,15 @@ pub struct SyncArgs {
     pub no_heartbeat: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VerifyModeArg {
+    /// Every key of both sides.
+    Full,
+    /// A deterministic sample chosen by key hash (the same keys in every run); needs
+    /// --sample-rate or --sample-count.
+    Sample,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// Source URL.
@@ -87,6 +96,38 @@ pub struct VerifyArgs {
     /// as equal.
     #[arg(long, default_value_t = 2000)]
     pub ttl_tolerance_ms: u64,
+    /// Compare only keys starting with this prefix (repeatable).
+    #[arg(long)]
+    pub prefix: Vec<String>,
+    /// Ignore keys starting with this prefix (repeatable; LOCKSTEP_ is always ignored).
+    #[arg(long)]
+    pub exclude_prefix: Vec<String>,
+    #[arg(long, value_enum, default_value = "full")]
+    pub mode: VerifyModeArg,
+    /// Fraction of keys to sample (0 < rate <= 1), with --mode sample.
+    #[arg(long, conflicts_with = "sample_count")]
+    pub sample_rate: Option<f64>,
+    /// About this many keys to sample over the chosen databases, with --mode sample.
+    #[arg(long)]
+    pub sample_count: Option<u64>,
+    /// Rounds: after the first, only differing keys are read again, after
+    /// --round-pause-ms; only what differs in every round is reported.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
+    #[arg(long, default_value_t = 1000)]
+    pub round_pause_ms: u64,
+    /// Batches in flight at once (and connections per side).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub workers: u64,
+    /// Keys scanned per second on each side, at most (a gentle production audit).
+    #[arg(long)]
+    pub keys_per_second: Option<u64>,
+    /// Write every difference to this CSV file (db, key, kind, types, TTLs, hint).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write a JSON summary to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

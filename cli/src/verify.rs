@@ -1,29 +1,78 @@
-//! `lockstep verify`: runs the comparison and turns its outcome into an exit code
-//! (0 consistent, 1 differences found, 2 the check itself failed).
+//! `lockstep verify`: runs the comparison, writes the reports and turns the outcome
+//! into an exit code (0 consistent, 1 differences found, 2 the check itself failed:
+//! the error and its cause chain are printed by `main`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use lockstep_verify::{compare, CompareOptions};
+use lockstep_verify::{compare, output, CompareOptions, Sample};
 
-use crate::args::VerifyArgs;
+use crate::args::{VerifyArgs, VerifyModeArg};
+
+/// The comparison's options from the flags (no I/O).
+fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
+    let defaults = CompareOptions::default();
+    let sample = match (args.mode, args.sample_rate, args.sample_count) {
+        (VerifyModeArg::Full, None, None) => Sample::All,
+        (VerifyModeArg::Full, _, _) => {
+            anyhow::bail!("--sample-rate and --sample-count need --mode sample")
+        }
+        (VerifyModeArg::Sample, Some(rate), None) if rate > 0.0 && rate <= 1.0 => {
+            Sample::Rate(rate)
+        }
+        (VerifyModeArg::Sample, Some(rate), None) => {
+            anyhow::bail!("--sample-rate {rate}: must be above 0 and at most 1")
+        }
+        (VerifyModeArg::Sample, None, Some(count)) => Sample::Count(count),
+        (VerifyModeArg::Sample, _, _) => {
+            anyhow::bail!("--mode sample needs --sample-rate or --sample-count")
+        }
+    };
+    let mut ignore = defaults.ignore_prefixes.clone();
+    ignore.extend(args.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()));
+    Ok(CompareOptions {
+        dbs: if args.dbs.is_empty() {
+            defaults.dbs.clone()
+        } else {
+            args.dbs.clone()
+        },
+        ttl_tolerance: Duration::from_millis(args.ttl_tolerance_ms),
+        ignore_prefixes: ignore,
+        include_prefixes: args.prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        sample,
+        workers: args.workers as usize,
+        keys_per_second: args.keys_per_second,
+        rounds: args.rounds,
+        round_pause: Duration::from_millis(args.round_pause_ms),
+        ..defaults
+    })
+}
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let options = options(&args)?;
     let source = redis::Client::open(args.source.as_str()).context("the source URL")?;
     let target = redis::Client::open(args.target.as_str()).context("the target URL")?;
-    let mut options = CompareOptions {
-        ttl_tolerance: Duration::from_millis(args.ttl_tolerance_ms),
-        ..CompareOptions::default()
-    };
-    if !args.dbs.is_empty() {
-        options.dbs = args.dbs;
+    let report = compare(&source, &target, &options)
+        .await
+        .context("could not verify")?;
+    if let Some(path) = &args.report {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("creating the report {}", path.display()))?;
+        output::write_csv(&report, std::io::BufWriter::new(file))
+            .with_context(|| format!("writing the report {}", path.display()))?;
     }
-    let report = compare(&source, &target, &options).await?;
+    if let Some(path) = &args.summary {
+        let json = serde_json::to_string_pretty(&output::summary(&report, &options))?;
+        std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing the summary {}", path.display()))?;
+    }
     println!("{report}");
     Ok(if report.is_consistent() {
+        println!("CONSISTENT: the target equals the source");
         ExitCode::SUCCESS
     } else {
+        println!("INCONSISTENT: {} differences", report.differences.len());
         ExitCode::from(1)
     })
 }

@@ -35,7 +35,12 @@ async fn main() -> anyhow::Result<()> {
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     for server in [&source, &target] {
-        let mut conn = server.client().await?;
+        // DEBUG POPULATE of 2M keys takes longer than the default response timeout.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut conn = server
+            .redis_client()?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         redis::cmd("DEBUG")
             .arg("POPULATE")
             .arg(keys)

@@ -792,11 +792,22 @@ async fn extra_batch(
     if keys.is_empty() {
         return Ok(out);
     }
+    // One multi-key EXISTS answers for the whole batch when every key exists (the
+    // common case); only otherwise is each key asked about.
+    let mut src = src;
+    let all: i64 = redis::cmd("EXISTS")
+        .arg(&keys)
+        .query_async(&mut src)
+        .await
+        .context("EXISTS")?;
+    if all == keys.len() as i64 {
+        return Ok(out);
+    }
     let mut pipe = redis::pipe();
     for k in &keys {
         pipe.cmd("EXISTS").arg(k);
     }
-    let exists: Vec<i64> = pipe.query_async(&mut src.clone()).await.context("EXISTS")?;
+    let exists: Vec<i64> = pipe.query_async(&mut src).await.context("EXISTS")?;
     let absent: Vec<Vec<u8>> = keys
         .into_iter()
         .zip(exists)
