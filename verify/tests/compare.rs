@@ -148,10 +148,18 @@ async fn injected(
         ..CompareOptions::default()
     };
     let (src, dst) = (source.redis_client()?, target.redis_client()?);
+    // With the batch script and with plain pipelined commands.
+    let plain = CompareOptions {
+        batch_script: false,
+        ..options.clone()
+    };
+    for options in [&plain, &options] {
+        let report = compare(&src, &dst, options).await?;
+        assert_eq!(found(&report), expected, "{report}");
+        let reverse = compare(&dst, &src, options).await?;
+        assert_eq!(found(&reverse), mirror(&expected), "{reverse}");
+    }
     let report = compare(&src, &dst, &options).await?;
-    assert_eq!(found(&report), expected, "{report}");
-    let reverse = compare(&dst, &src, &options).await?;
-    assert_eq!(found(&reverse), mirror(&expected), "{reverse}");
 
     // The CSV holds every difference, the binary key escaped losslessly.
     let mut csv = Vec::new();
