@@ -172,8 +172,16 @@ pub async fn info(conn: &mut MultiplexedConnection, section: &str) -> anyhow::Re
     Ok(Info::parse(&text))
 }
 
+/// DBSIZE of the selected database, less lockstep's own checkpoint key
+/// (`LOCKSTEP_CHECKPOINT`, which lockstep keeps in db 0 of its target).
 pub async fn dbsize(conn: &mut MultiplexedConnection) -> anyhow::Result<i64> {
-    Ok(redis::cmd("DBSIZE").query_async(conn).await?)
+    let (size, own): (i64, i64) = redis::pipe()
+        .cmd("DBSIZE")
+        .cmd("EXISTS")
+        .arg("LOCKSTEP_CHECKPOINT")
+        .query_async(conn)
+        .await?;
+    Ok(size - own)
 }
 
 /// Compares `samples` random keys of the source with the target (GET, so strings).
