@@ -26,6 +26,6 @@ pub mod endpoint;
 pub mod engine;
 pub mod link;
 pub mod load;
+pub mod precheck;
 pub mod rdb;
 pub mod resp;
-pub mod precheck;
