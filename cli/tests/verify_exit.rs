@@ -1,0 +1,90 @@
+//! `lockstep verify` as a scheduled audit relies on it: exit 0 when consistent, 1 with
+//! the differences in the CSV and JSON reports, 2 when it could not verify (and why).
+
+use std::process::Command;
+
+use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+
+fn verify(source: &str, target: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["verify", "--source", source, "--target", target])
+        .args(extra)
+        .output()
+        .expect("lockstep runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn exit_codes_and_reports_say_what_an_audit_needs() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V6_2)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    for server in [&source, &target] {
+        let mut conn = server.client().await?;
+        redis::pipe()
+            .cmd("SET")
+            .arg("same")
+            .arg("v")
+            .ignore()
+            .cmd("RPUSH")
+            .arg("list")
+            .arg("a")
+            .arg("b")
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let (code, _, err) = verify(&source.url(), &target.url(), &[]);
+    assert_eq!(code, Some(0), "consistent data must exit 0: {err}");
+
+    // A difference: exit 1, and the reports name the key and the kind.
+    let mut conn = target.client().await?;
+    redis::cmd("RPUSH")
+        .arg("list")
+        .arg("extra")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("differences.csv");
+    let json = dir.path().join("summary.json");
+    let (code, _, err) = verify(
+        &source.url(),
+        &target.url(),
+        &[
+            "--report",
+            csv.to_str().unwrap_or_default(),
+            "--summary",
+            json.to_str().unwrap_or_default(),
+        ],
+    );
+    assert_eq!(code, Some(1), "a difference must exit 1: {err}");
+    let report = std::fs::read_to_string(&csv)?;
+    assert!(
+        report
+            .lines()
+            .any(|l| l.contains("list") && l.contains("value")),
+        "{report}"
+    );
+    assert_eq!(
+        report.lines().count(),
+        2,
+        "header and exactly one difference: {report}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    assert!(summary.to_string().contains("value"), "{summary}");
+
+    // Nothing listens: exit 2, saying why.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let (code, _, err) = verify(&format!("redis://127.0.0.1:{port}"), &target.url(), &[]);
+    assert_eq!(code, Some(2), "an unreachable side must exit 2");
+    assert!(
+        err.contains("could not verify") || err.contains(&port.to_string()),
+        "{err}"
+    );
+    Ok(())
+}
