@@ -84,32 +84,58 @@ pub async fn read(conn: &mut MultiplexedConnection, key: &[u8]) -> redis::RedisR
                 .arg("+")
                 .query_async(conn)
                 .await?;
-            let infos: Vec<Reply> = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(key)
-                .query_async(conn)
-                .await?;
-            let mut groups = Vec::new();
-            for info in infos {
-                let name = field(&info, "name");
-                let name_bytes: Vec<u8> = redis::from_redis_value(name.clone()).unwrap_or_default();
-                let last = field(&info, "last-delivered-id");
-                let pending: Reply = redis::cmd("XPENDING")
-                    .arg(key)
-                    .arg(&name_bytes)
-                    .arg("-")
-                    .arg("+")
-                    .arg(1_000_000)
-                    .query_async(conn)
-                    .await?;
-                // XPENDING's idle time (field 3) changes by itself: keep ID, consumer, count.
-                let pending = strip_idle(pending);
-                groups.push(Reply::Array(vec![name, last, pending]));
-            }
+            let groups = stream_groups(conn, key)
+                .await?
+                .into_iter()
+                .map(|g| Reply::Array(vec![g.name, g.last_delivered, g.pending]))
+                .collect();
             Canonical::Stream { entries, groups }
         }
         other => Canonical::Other(other.to_owned()),
     })
+}
+
+/// A stream consumer group as verify compares it.
+pub(crate) struct GroupState {
+    pub name: Reply,
+    pub name_bytes: Vec<u8>,
+    pub last_delivered: Reply,
+    /// XPENDING's entries without their idle time (ID, consumer, delivery count).
+    pub pending: Reply,
+}
+
+/// The consumer groups of stream `key`: name, last-delivered ID and PEL. Idle
+/// consumers are left out (see the module doc).
+pub(crate) async fn stream_groups(
+    conn: &mut MultiplexedConnection,
+    key: &[u8],
+) -> redis::RedisResult<Vec<GroupState>> {
+    let infos: Vec<Reply> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(conn)
+        .await?;
+    let mut groups = Vec::with_capacity(infos.len());
+    for info in infos {
+        let name = field(&info, "name");
+        let name_bytes: Vec<u8> = redis::from_redis_value(name.clone()).unwrap_or_default();
+        let pending: Reply = redis::cmd("XPENDING")
+            .arg(key)
+            .arg(&name_bytes)
+            .arg("-")
+            .arg("+")
+            .arg(1_000_000)
+            .query_async(conn)
+            .await?;
+        // XPENDING's idle time (field 3) changes by itself: keep ID, consumer, count.
+        groups.push(GroupState {
+            last_delivered: field(&info, "last-delivered-id"),
+            pending: strip_idle(pending),
+            name,
+            name_bytes,
+        });
+    }
+    Ok(groups)
 }
 
 /// A score as Redis prints it, to the exact double.

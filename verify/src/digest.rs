@@ -21,7 +21,7 @@ use redis::aio::MultiplexedConnection;
 use redis::Value as Reply;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use crate::canonical::{field, parse_score, strip_idle};
+use crate::canonical::{parse_score, stream_groups};
 
 /// A value's digest: its element count and a 128-bit hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -278,26 +278,10 @@ async fn stream(
             _ => break,
         }
     }
-    let infos: Vec<Reply> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(key)
-        .query_async(conn)
-        .await?;
-    for info in infos {
-        let name = field(&info, "name");
-        let name_bytes: Vec<u8> = redis::from_redis_value(name.clone()).unwrap_or_default();
-        let last: Vec<u8> =
-            redis::from_redis_value(field(&info, "last-delivered-id")).unwrap_or_default();
-        let pending: Reply = redis::cmd("XPENDING")
-            .arg(key)
-            .arg(&name_bytes)
-            .arg("-")
-            .arg("+")
-            .arg(1_000_000)
-            .query_async(conn)
-            .await?;
-        let pending = format!("{:?}", strip_idle(pending));
-        acc.add(&[b"group", &name_bytes, &last, pending.as_bytes()]);
+    for group in stream_groups(conn, key).await? {
+        let last: Vec<u8> = redis::from_redis_value(group.last_delivered).unwrap_or_default();
+        let pending = format!("{:?}", group.pending);
+        acc.add(&[b"group", &group.name_bytes, &last, pending.as_bytes()]);
     }
     Ok(acc.finish())
 }
