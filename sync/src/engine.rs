@@ -423,6 +423,10 @@ async fn session(
                     writer.flush().await?;
                     writer.poll_replies().await?;
                     save(store, &replid, &writer)?;
+                    // Progress is published here, not per command: a watch send per
+                    // stream entry woke every status reader on the hot path.
+                    let received = here.offset;
+                    progress.send_modify(|p| p.received_offset = received);
                     if let Some(applied) = writer.applied() {
                         progress.send_modify(|p| p.applied_offset = applied.offset);
                         let due = settle.as_ref().is_some_and(|(_, after)| applied.offset >= *after);
@@ -441,7 +445,6 @@ async fn session(
                         Ok(None) => return Err(LinkError::Closed { endpoint: options.source.to_string(), during: "during the command stream" }.into()),
                         Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
                     };
-                    progress.send_modify(|p| p.received_offset = offset);
                     if let Entry::Command(command) = entry {
                         match classify(&command, options) {
                             Action::Select(new_db) => {
