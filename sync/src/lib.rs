@@ -16,6 +16,7 @@
 //! - [`apply`] (apply): the pipelined, reply-checked writer to the target.
 //! - [`checkpoint`]: the exact (replid, offset, db) the target has reached, stored
 //!   atomically.
+//! - [`keys`]: which arguments of a command are keys (the filter, cluster routing).
 //! - [`precheck`]: what must hold on both sides before a sync, item by item (reads only).
 //!
 //! This crate knows nothing about the command line; only `cli` prints.
@@ -24,6 +25,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod endpoint;
 pub mod engine;
+pub mod keys;
 pub mod link;
 pub mod load;
 pub mod precheck;
