@@ -40,48 +40,23 @@ pub enum KeySpec {
     KeyAndStore { storedist: bool },
 }
 
+const fn range(first: usize, last: isize, step: usize) -> KeySpec {
+    KeySpec::Range { first, last, step }
+}
 /// One key at argv[1].
-const FIRST: KeySpec = KeySpec::Range {
-    first: 1,
-    last: 1,
-    step: 1,
-};
+const FIRST: KeySpec = range(1, 1, 1);
 /// Keys at argv[1] and argv[2].
-const FIRST_TWO: KeySpec = KeySpec::Range {
-    first: 1,
-    last: 2,
-    step: 1,
-};
+const FIRST_TWO: KeySpec = range(1, 2, 1);
 /// Every argument is a key.
-const ALL: KeySpec = KeySpec::Range {
-    first: 1,
-    last: -1,
-    step: 1,
-};
+const ALL: KeySpec = range(1, -1, 1);
 /// Every argument but the last (a timeout) is a key.
-const ALL_BUT_LAST: KeySpec = KeySpec::Range {
-    first: 1,
-    last: -2,
-    step: 1,
-};
+const ALL_BUT_LAST: KeySpec = range(1, -2, 1);
 /// Key-value pairs.
-const PAIRS: KeySpec = KeySpec::Range {
-    first: 1,
-    last: -1,
-    step: 2,
-};
-/// One key at argv[2] (after a subcommand or an operation).
-const SECOND: KeySpec = KeySpec::Range {
-    first: 2,
-    last: 2,
-    step: 1,
-};
+const PAIRS: KeySpec = range(1, -1, 2);
+/// One key at argv[2] (after a subcommand).
+const SECOND: KeySpec = range(2, 2, 1);
 /// Keys from argv[2] to the end (BITOP op dest key...).
-const FROM_SECOND: KeySpec = KeySpec::Range {
-    first: 2,
-    last: -1,
-    step: 1,
-};
+const FROM_SECOND: KeySpec = range(2, -1, 1);
 
 /// The table, sorted by name (a test checks the order; lookups are binary searches).
 static TABLE: &[(&str, KeySpec)] = &[
