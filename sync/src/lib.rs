@@ -16,6 +16,8 @@
 //! - [`apply`] (apply): the pipelined, reply-checked writer to the target.
 //! - [`checkpoint`]: the exact (replid, offset, db) the target has reached, stored
 //!   atomically.
+//! - [`filter`]: the task's objects options: databases, key prefixes, commands, TTL
+//!   extension, lockstep's own keys; for both the full copy and the stream.
 //! - [`keys`]: which arguments of a command are keys (the filter, cluster routing).
 //! - [`precheck`]: what must hold on both sides before a sync, item by item (reads only).
 //!
@@ -25,6 +27,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod endpoint;
 pub mod engine;
+pub mod filter;
 pub mod keys;
 pub mod link;
 pub mod load;

@@ -1,0 +1,678 @@
+//! The task's *objects* options (as the DTS console names them): which databases and
+//! keys are synchronized, where they go, which commands are dropped, and how much
+//! later keys expire on the target. One [`Filter`] serves both phases: the full copy
+//! asks [`Filter::keeps_rdb_key`] / [`Filter::target_db`] / [`Filter::extend_expiry`]
+//! for each RDB key, the incremental phase asks [`Filter::command`] for each command
+//! of the stream and [`Filter::target_db`] for each SELECT.
+//!
+//! # What is filtered
+//! - **Databases**: `dbs` (empty: all) and a mapping source db -> target db (0..255;
+//!   unmapped databases keep their number). In an unselected database every command
+//!   is dropped except the global ones (FUNCTION, SCRIPT).
+//! - **Key prefixes**: a key is kept when it starts with one of `include_prefixes`
+//!   (or there are none) and with none of `exclude_prefixes`.
+//! - **lockstep's own keys**: a key starting with `LOCKSTEP_` (checkpoints,
+//!   heartbeats of another task) is never written to the target, whatever else is
+//!   configured: a cascade A -> B -> C must not carry B's checkpoint into C.
+//! - **Commands**: PUBLISH and SPUBLISH are dropped unless `keep_publish` (the DTS
+//!   documentation says they cannot be synchronized); `drop_commands` drops more.
+//! - **TTL extension**: `extend_ttl` is added to every key expiry written to the
+//!   target: RESTORE in the full copy, and in the stream EXPIRE / PEXPIRE / EXPIREAT /
+//!   PEXPIREAT (6.2 carries all four as sent; 7.0+ carries PEXPIREAT), SET with
+//!   EX / PX / EXAT / PXAT (6.2 carries SET PX, 7.0+ SET PXAT), SETEX / PSETEX,
+//!   GETEX, RESTORE. Hash field expiries are not extended.
+//!
+//! # Commands that touch kept and filtered keys at once
+//! DEL, UNLINK and TOUCH keep their kept keys; MSET and MSETNX their kept pairs (as
+//! MSET: the source set them all). RENAME/RENAMENX from a kept key to a filtered one
+//! becomes DEL of the source key (it left the synchronized set). Any other mix (a
+//! RENAME into the kept set, SUNIONSTORE over filtered keys, a script over both) stops
+//! the task with [`FilterError`] naming the command and the keys: the target could
+//! not stay honest, and half a command is never applied silently.
+//!
+//! # Commands across databases, with a db selection or mapping
+//! SELECT, MOVE's and COPY's `DB` argument and SWAPDB are rewritten to the target's
+//! numbers. A MOVE out of the selection becomes DEL (the key left the synced set); a
+//! COPY out of it is dropped. A MOVE or COPY *into* the selection from an unselected
+//! database, or a SWAPDB between a selected and an unselected database, stops the
+//! task with an error: the target cannot know the values that arrive. FLUSHALL
+//! becomes FLUSHDB of each target database the task writes (the selected ones, or
+//! source dbs 0..15 when only a mapping is given), so databases of the target that
+//! the task does not own are left alone.
+//!
+//! The default filter (nothing configured) costs one name comparison and a scan of
+//! the arguments' first bytes per command, and allocates nothing.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::keys::{key_indices, KeysError};
+
+/// Keys starting with this belong to lockstep and are never written to a target.
+pub const OWN_KEY_PREFIX: &[u8] = b"LOCKSTEP_";
+
+/// The highest database number a selection or mapping may name.
+pub const DB_MAX: u32 = 255;
+
+/// Databases assumed to exist when FLUSHALL must be narrowed and no `dbs` are given
+/// (Redis's default `databases 16`).
+const DEFAULT_DATABASES: u32 = 16;
+
+/// What is synchronized, where to, and how expiries are shifted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Source databases to synchronize; empty: all.
+    pub dbs: Vec<u32>,
+    /// Source db -> target db; databases not listed keep their number.
+    pub db_map: Vec<(u32, u32)>,
+    /// Keep only keys starting with one of these (none: every key).
+    pub include_prefixes: Vec<Vec<u8>>,
+    /// Drop keys starting with any of these.
+    pub exclude_prefixes: Vec<Vec<u8>>,
+    /// Apply PUBLISH / SPUBLISH to the target instead of dropping them.
+    pub keep_publish: bool,
+    /// More command names to drop (ASCII case-insensitive).
+    pub drop_commands: Vec<String>,
+    /// Added to every key expiry written to the target.
+    pub extend_ttl: Duration,
+}
+
+/// What to do with one command of the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Apply it as it is.
+    Keep,
+    /// Apply nothing (the offset still moves).
+    Drop,
+    /// Apply these commands instead, in order.
+    Rewrite(Vec<Vec<Bytes>>),
+}
+
+/// A command the filter cannot apply honestly: the task stops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot apply {command} (keys {keys:?}) with this task's filter: {reason}")]
+pub struct FilterError {
+    pub command: String,
+    pub keys: Vec<String>,
+    pub reason: String,
+}
+
+/// A filter option that makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid filter option: {0}")]
+pub struct FilterConfigError(pub String);
+
+impl Filter {
+    /// Checks the ranges and the consistency of the options.
+    pub fn validate(&self) -> Result<(), FilterConfigError> {
+        let bad = |m: String| Err(FilterConfigError(m));
+        if let Some(db) = self.dbs.iter().find(|d| **d > DB_MAX) {
+            return bad(format!("database {db} is out of range 0..{DB_MAX}"));
+        }
+        for (i, (from, to)) in self.db_map.iter().enumerate() {
+            if *from > DB_MAX || *to > DB_MAX {
+                return bad(format!("mapping {from}->{to}: databases are 0..{DB_MAX}"));
+            }
+            if self.db_map[..i].iter().any(|(f, _)| f == from) {
+                return bad(format!("source database {from} is mapped twice"));
+            }
+            if !self.dbs.is_empty() && !self.dbs.contains(from) {
+                return bad(format!(
+                    "mapping {from}->{to}: database {from} is not among the selected databases {:?}",
+                    self.dbs
+                ));
+            }
+        }
+        let targets: Vec<u32> = self
+            .written_source_dbs()
+            .map(|d| self.target_db(d))
+            .collect();
+        for (i, t) in targets.iter().enumerate() {
+            if targets[..i].contains(t) {
+                return bad(format!(
+                    "two source databases would be written into target database {t}"
+                ));
+            }
+        }
+        if self
+            .include_prefixes
+            .iter()
+            .chain(&self.exclude_prefixes)
+            .any(Vec::is_empty)
+        {
+            return bad("an empty key prefix (it would match every key)".into());
+        }
+        if self.extend_ttl.as_millis() > i64::MAX as u128 / 2 {
+            return bad("the TTL extension is too large".into());
+        }
+        Ok(())
+    }
+
+    /// Is source database `db` synchronized?
+    pub fn is_db_selected(&self, db: u64) -> bool {
+        self.dbs.is_empty() || self.dbs.iter().any(|d| u64::from(*d) == db)
+    }
+
+    /// The target database of source database `db`.
+    pub fn target_db(&self, db: u32) -> u32 {
+        self.db_map
+            .iter()
+            .find(|(from, _)| *from == db)
+            .map_or(db, |(_, to)| *to)
+    }
+
+    /// The database to select on the target while the source is in `db`: its mapped
+    /// number, or 0 for a database that is not synchronized (nothing is written there,
+    /// and the target may not have a database of that number).
+    pub fn selectable_db(&self, db: u32) -> u32 {
+        if self.is_db_selected(db.into()) {
+            self.target_db(db)
+        } else {
+            0
+        }
+    }
+
+    /// Is a key of this name written to the target (prefix rules and own keys)?
+    pub fn keeps_key(&self, key: &[u8]) -> bool {
+        !key.starts_with(OWN_KEY_PREFIX)
+            && (self.include_prefixes.is_empty()
+                || self.include_prefixes.iter().any(|p| key.starts_with(p)))
+            && !self.exclude_prefixes.iter().any(|p| key.starts_with(p))
+    }
+
+    /// Is this key of the snapshot written to the target?
+    pub fn keeps_rdb_key(&self, db: u64, key: &[u8]) -> bool {
+        self.is_db_selected(db) && self.keeps_key(key)
+    }
+
+    /// The expiry (unix ms) to write for a source expiry, extension included.
+    pub fn extend_expiry(&self, expire_ms: i64) -> i64 {
+        expire_ms.saturating_add(self.extend_ttl_ms())
+    }
+
+    fn extend_ttl_ms(&self) -> i64 {
+        self.extend_ttl.as_millis() as i64
+    }
+
+    /// Does the filter change which databases are written?
+    fn has_db_rules(&self) -> bool {
+        !self.dbs.is_empty() || !self.db_map.is_empty()
+    }
+
+    /// Source databases whose data the task writes (for FLUSHALL and validation).
+    fn written_source_dbs(&self) -> impl Iterator<Item = u32> + '_ {
+        let all = self.dbs.is_empty();
+        let listed = self.dbs.iter().copied();
+        (0..DEFAULT_DATABASES)
+            .filter(move |_| all)
+            .chain(listed.filter(move |_| !all))
+    }
+
+    /// What to do with `argv`, a command of the stream applied in source database `db`.
+    pub fn command(&self, argv: &[Bytes], db: u32) -> Result<Verdict, FilterError> {
+        let Some(name) = argv.first() else {
+            return Ok(Verdict::Keep);
+        };
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("PUBLISH") || is("SPUBLISH") {
+            return Ok(if self.keep_publish {
+                Verdict::Keep
+            } else {
+                Verdict::Drop
+            });
+        }
+        if self.drop_commands.iter().any(|d| is(d)) {
+            return Ok(Verdict::Drop);
+        }
+        if self.has_db_rules() {
+            if let Some(verdict) = self.cross_db(argv, db)? {
+                return Ok(verdict);
+            }
+            if !self.is_db_selected(db.into()) {
+                return Ok(if is("FUNCTION") || is("SCRIPT") {
+                    Verdict::Keep
+                } else {
+                    Verdict::Drop
+                });
+            }
+        }
+        let own_keys = argv[1..].iter().any(|a| a.starts_with(OWN_KEY_PREFIX));
+        let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
+        let mut rewritten = None;
+        if own_keys || prefix_rules {
+            match self.by_keys(argv, prefix_rules)? {
+                Verdict::Keep => {}
+                Verdict::Drop => return Ok(Verdict::Drop),
+                Verdict::Rewrite(mut commands) => match commands.pop() {
+                    Some(one) if commands.is_empty() => rewritten = Some(one),
+                    _ => return Err(error(argv, Vec::new(), "internal: a split into several")),
+                },
+            }
+        }
+        if !self.extend_ttl.is_zero() {
+            let current = rewritten.as_deref().unwrap_or(argv);
+            if let Some(extended) = extend_ttl(current, self.extend_ttl_ms()) {
+                rewritten = Some(extended);
+            }
+        }
+        Ok(match rewritten {
+            Some(argv) => Verdict::Rewrite(vec![argv]),
+            None => Verdict::Keep,
+        })
+    }
+
+    /// The key rules for one command.
+    fn by_keys(&self, argv: &[Bytes], prefix_rules: bool) -> Result<Verdict, FilterError> {
+        let indices = match key_indices(argv) {
+            Ok(indices) => indices,
+            // Without prefix rules, an unknown command is here only because an
+            // argument starts with LOCKSTEP_: judge it by its first argument.
+            Err(KeysError::Unknown(_)) if !prefix_rules => {
+                return Ok(match argv.get(1) {
+                    Some(first) if first.starts_with(OWN_KEY_PREFIX) => Verdict::Drop,
+                    _ => Verdict::Keep,
+                })
+            }
+            Err(err) => {
+                return Err(error(
+                    argv,
+                    Vec::new(),
+                    &format!("{err}; its keys cannot be told apart to filter them"),
+                ))
+            }
+        };
+        let (mut kept, mut dropped) = (0usize, 0usize);
+        for i in indices.clone() {
+            if self.keeps_key(&argv[i]) {
+                kept += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        if dropped == 0 {
+            return Ok(Verdict::Keep);
+        }
+        if kept == 0 {
+            return Ok(Verdict::Drop);
+        }
+        let name = &argv[0];
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let width = if is("DEL") || is("UNLINK") || is("TOUCH") {
+            1
+        } else if is("MSET") || is("MSETNX") {
+            2
+        } else if (is("RENAME") || is("RENAMENX")) && self.keeps_key(&argv[1]) {
+            return Ok(Verdict::Rewrite(vec![vec![
+                Bytes::from_static(b"DEL"),
+                argv[1].clone(),
+            ]]));
+        } else {
+            let keys = indices.map(|i| lossy(&argv[i])).collect();
+            return Err(error(
+                argv,
+                keys,
+                "it touches keys the filter keeps and keys it drops; applying a part would leave the target wrong",
+            ));
+        };
+        let new_name = if width == 2 {
+            Bytes::from_static(b"MSET")
+        } else {
+            name.clone()
+        };
+        let mut out = vec![new_name];
+        for i in indices.filter(|i| self.keeps_key(&argv[*i])) {
+            out.extend(argv[i..(i + width).min(argv.len())].iter().cloned());
+        }
+        Ok(Verdict::Rewrite(vec![out]))
+    }
+
+    /// Commands that name databases, with a db selection or mapping. `None`: not such
+    /// a command (or nothing to change), go on with the other rules.
+    fn cross_db(&self, argv: &[Bytes], db: u32) -> Result<Option<Verdict>, FilterError> {
+        let name = &argv[0];
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let here = self.is_db_selected(db.into());
+        let db_arg = |at: usize| -> Result<u32, FilterError> {
+            argv.get(at)
+                .and_then(|a| std::str::from_utf8(a).ok())
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| error(argv, Vec::new(), "its database argument is not a number"))
+        };
+        let number = |n: u32| Bytes::from(n.to_string());
+        if is("FLUSHALL") {
+            let mut commands = Vec::new();
+            for source in self.written_source_dbs() {
+                commands.push(vec![
+                    Bytes::from_static(b"SELECT"),
+                    number(self.target_db(source)),
+                ]);
+                let mut flush = vec![Bytes::from_static(b"FLUSHDB")];
+                flush.extend(argv[1..].iter().cloned());
+                commands.push(flush);
+            }
+            commands.push(vec![
+                Bytes::from_static(b"SELECT"),
+                number(self.selectable_db(db)),
+            ]);
+            return Ok(Some(Verdict::Rewrite(commands)));
+        }
+        if is("SWAPDB") {
+            let (a, b) = (db_arg(1)?, db_arg(2)?);
+            return match (self.is_db_selected(a.into()), self.is_db_selected(b.into())) {
+                (false, false) => Ok(Some(Verdict::Drop)),
+                (true, true) => Ok(Some(Verdict::Rewrite(vec![vec![
+                    name.clone(),
+                    number(self.target_db(a)),
+                    number(self.target_db(b)),
+                ]]))),
+                _ => Err(error(
+                    argv,
+                    Vec::new(),
+                    &format!("it swaps a synchronized database with one that is not (selected: {:?}); the target cannot know the other database's keys", self.dbs),
+                )),
+            };
+        }
+        let (db_at, other) = if is("MOVE") {
+            (2, db_arg(2)?)
+        } else if is("COPY") {
+            match argv
+                .iter()
+                .skip(3)
+                .position(|a| a.eq_ignore_ascii_case(b"DB"))
+            {
+                Some(at) => (at + 4, db_arg(at + 4)?),
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(None);
+        };
+        let there = self.is_db_selected(other.into());
+        let keys = || vec![lossy(&argv[1])];
+        match (here, there) {
+            (false, false) => Ok(Some(Verdict::Drop)),
+            (false, true) => Err(error(
+                argv,
+                keys(),
+                &format!("it brings a key into synchronized database {other} from database {db}, which is not synchronized; the target cannot know its value"),
+            )),
+            (true, false) if is("MOVE") => {
+                if !self.keeps_key(&argv[1]) {
+                    return Ok(Some(Verdict::Drop));
+                }
+                // The key left the synchronized databases.
+                Ok(Some(Verdict::Rewrite(vec![vec![
+                    Bytes::from_static(b"DEL"),
+                    argv[1].clone(),
+                ]])))
+            }
+            (true, false) => Ok(Some(Verdict::Drop)),
+            (true, true) => {
+                let mapped = self.target_db(other);
+                if mapped == other {
+                    return Ok(None);
+                }
+                // Prefix rules still apply to the keys: judge the rewritten command.
+                let mut out = argv.to_vec();
+                out[db_at] = number(mapped);
+                match self.command_keys_only(&out)? {
+                    Verdict::Keep => Ok(Some(Verdict::Rewrite(vec![out]))),
+                    other => Ok(Some(other)),
+                }
+            }
+        }
+    }
+
+    /// The key rules alone (for a command already rewritten for its databases).
+    fn command_keys_only(&self, argv: &[Bytes]) -> Result<Verdict, FilterError> {
+        let own_keys = argv[1..].iter().any(|a| a.starts_with(OWN_KEY_PREFIX));
+        let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
+        if own_keys || prefix_rules {
+            return self.by_keys(argv, prefix_rules);
+        }
+        Ok(Verdict::Keep)
+    }
+}
+
+/// `argv` with every key expiry it sets moved `extend_ms` later; `None` when it sets
+/// none.
+fn extend_ttl(argv: &[Bytes], extend_ms: i64) -> Option<Vec<Bytes>> {
+    let name = argv.first()?;
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    // (index of the time argument, unit in ms)
+    let mut times: Vec<(usize, i64)> = Vec::new();
+    if is("EXPIRE") || is("EXPIREAT") || is("SETEX") {
+        times.push((2, 1000));
+    } else if is("PEXPIRE") || is("PEXPIREAT") || is("PSETEX") {
+        times.push((2, 1));
+    } else if is("RESTORE") {
+        // 0 means no expiry.
+        if argv.get(2).is_some_and(|t| &t[..] != b"0") {
+            times.push((2, 1));
+        }
+    } else if is("SET") || is("GETEX") {
+        let first_option = if is("SET") { 3 } else { 2 };
+        for i in first_option..argv.len().saturating_sub(1) {
+            let option = &argv[i];
+            if option.eq_ignore_ascii_case(b"EX") || option.eq_ignore_ascii_case(b"EXAT") {
+                times.push((i + 1, 1000));
+            } else if option.eq_ignore_ascii_case(b"PX") || option.eq_ignore_ascii_case(b"PXAT") {
+                times.push((i + 1, 1));
+            }
+        }
+    }
+    if times.is_empty() {
+        return None;
+    }
+    let mut out = argv.to_vec();
+    for (at, unit) in times {
+        let Some(value) = std::str::from_utf8(out.get(at)?)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+        else {
+            continue; // not a number: the target refuses it as the source would have
+        };
+        // Seconds stay whole seconds: the extension is given in whole seconds.
+        let extended = value.saturating_add(extend_ms / unit);
+        out[at] = Bytes::from(extended.to_string());
+    }
+    Some(out)
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn error(argv: &[Bytes], keys: Vec<String>, reason: &str) -> FilterError {
+    FilterError {
+        command: argv
+            .first()
+            .map(|n| lossy(n).to_uppercase())
+            .unwrap_or_default(),
+        keys,
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<Bytes> {
+        line.split_whitespace()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    fn one(line: &str) -> Verdict {
+        Verdict::Rewrite(vec![argv(line)])
+    }
+
+    #[test]
+    fn the_default_keeps_everything_but_publish_and_own_keys() {
+        let f = Filter::default();
+        assert_eq!(f.command(&argv("SET a 1"), 0), Ok(Verdict::Keep));
+        assert_eq!(f.command(&argv("PUBLISH ch m"), 0), Ok(Verdict::Drop));
+        assert_eq!(f.command(&argv("spublish ch m"), 0), Ok(Verdict::Drop));
+        assert_eq!(
+            f.command(&argv("SET LOCKSTEP_CHECKPOINT:x v"), 0),
+            Ok(Verdict::Drop)
+        );
+        assert_eq!(
+            f.command(&argv("SET a LOCKSTEP_value"), 0),
+            Ok(Verdict::Keep)
+        );
+        assert_eq!(
+            f.command(&argv("DEL a LOCKSTEP_X b"), 0),
+            Ok(one("DEL a b"))
+        );
+        assert_eq!(
+            f.command(&argv("MODULE.CMD LOCKSTEP_x"), 0),
+            Ok(Verdict::Drop)
+        );
+        let keep = Filter {
+            keep_publish: true,
+            ..Filter::default()
+        };
+        assert_eq!(keep.command(&argv("PUBLISH ch m"), 0), Ok(Verdict::Keep));
+    }
+
+    #[test]
+    fn prefixes_split_what_can_be_split_and_refuse_the_rest() {
+        let f = Filter {
+            include_prefixes: vec![b"in:".to_vec()],
+            exclude_prefixes: vec![b"in:secret".to_vec()],
+            ..Filter::default()
+        };
+        assert_eq!(f.command(&argv("SET in:a 1"), 0), Ok(Verdict::Keep));
+        assert_eq!(f.command(&argv("SET out:a 1"), 0), Ok(Verdict::Drop));
+        assert_eq!(f.command(&argv("SET in:secret1 1"), 0), Ok(Verdict::Drop));
+        assert_eq!(
+            f.command(&argv("DEL in:a out:b in:c"), 0),
+            Ok(one("DEL in:a in:c"))
+        );
+        assert_eq!(
+            f.command(&argv("MSETNX in:a 1 out:b 2 in:c 3"), 0),
+            Ok(one("MSET in:a 1 in:c 3"))
+        );
+        assert_eq!(
+            f.command(&argv("RENAME in:a out:b"), 0),
+            Ok(one("DEL in:a"))
+        );
+        let err = f.command(&argv("RENAME out:a in:b"), 0).unwrap_err();
+        assert_eq!(err.command, "RENAME");
+        assert_eq!(err.keys, ["out:a", "in:b"]);
+        assert!(f.command(&argv("SUNIONSTORE in:d out:a in:b"), 0).is_err());
+        assert!(f.command(&argv("FROB in:a"), 0).is_err());
+        assert_eq!(f.command(&argv("FLUSHDB"), 0), Ok(Verdict::Keep));
+    }
+
+    #[test]
+    fn databases_are_selected_and_mapped() {
+        let f = Filter {
+            dbs: vec![0, 2],
+            db_map: vec![(0, 5)],
+            ..Filter::default()
+        };
+        assert!(f.validate().is_ok());
+        assert_eq!(f.target_db(0), 5);
+        assert_eq!(f.target_db(2), 2);
+        assert_eq!(f.command(&argv("SET a 1"), 1), Ok(Verdict::Drop));
+        assert_eq!(f.command(&argv("FUNCTION FLUSH"), 1), Ok(Verdict::Keep));
+        assert_eq!(f.command(&argv("MOVE a 2"), 0), Ok(Verdict::Keep));
+        assert_eq!(f.command(&argv("MOVE a 1"), 0), Ok(one("DEL a")));
+        assert!(f.command(&argv("MOVE a 0"), 1).is_err());
+        assert_eq!(f.command(&argv("MOVE a 0"), 2), Ok(one("MOVE a 5")));
+        assert_eq!(
+            f.command(&argv("COPY a b DB 0"), 2),
+            Ok(one("COPY a b DB 5"))
+        );
+        assert_eq!(f.command(&argv("COPY a b DB 3"), 2), Ok(Verdict::Drop));
+        assert_eq!(f.command(&argv("SWAPDB 0 2"), 0), Ok(one("SWAPDB 5 2")));
+        assert_eq!(f.command(&argv("SWAPDB 1 3"), 0), Ok(Verdict::Drop));
+        assert!(f.command(&argv("SWAPDB 0 1"), 0).is_err());
+        assert_eq!(
+            f.command(&argv("FLUSHALL ASYNC"), 2),
+            Ok(Verdict::Rewrite(vec![
+                argv("SELECT 5"),
+                argv("FLUSHDB ASYNC"),
+                argv("SELECT 2"),
+                argv("FLUSHDB ASYNC"),
+                argv("SELECT 2"),
+            ]))
+        );
+    }
+
+    #[test]
+    fn invalid_options_are_refused() {
+        let bad = [
+            Filter {
+                dbs: vec![256],
+                ..Filter::default()
+            },
+            Filter {
+                db_map: vec![(1, 300)],
+                ..Filter::default()
+            },
+            Filter {
+                db_map: vec![(1, 2), (1, 3)],
+                ..Filter::default()
+            },
+            Filter {
+                dbs: vec![1],
+                db_map: vec![(2, 3)],
+                ..Filter::default()
+            },
+            Filter {
+                db_map: vec![(0, 1)],
+                ..Filter::default()
+            },
+            Filter {
+                include_prefixes: vec![Vec::new()],
+                ..Filter::default()
+            },
+        ];
+        for filter in bad {
+            assert!(filter.validate().is_err(), "{filter:?}");
+        }
+        let swap = Filter {
+            db_map: vec![(0, 1), (1, 0)],
+            ..Filter::default()
+        };
+        assert!(swap.validate().is_ok());
+    }
+
+    #[test]
+    fn expiries_are_extended_in_every_form() {
+        let f = Filter {
+            extend_ttl: Duration::from_secs(60),
+            ..Filter::default()
+        };
+        let cases = [
+            ("EXPIRE k 10", "EXPIRE k 70"),
+            ("expireat k 1000", "expireat k 1060"),
+            ("PEXPIRE k 10", "PEXPIRE k 60010"),
+            ("PEXPIREAT k 1000 GT", "PEXPIREAT k 61000 GT"),
+            ("SET k v PXAT 1000", "SET k v PXAT 61000"),
+            ("SET k v ex 10 GET", "SET k v ex 70 GET"),
+            ("SET k v EXAT 10", "SET k v EXAT 70"),
+            ("SETEX k 10 v", "SETEX k 70 v"),
+            ("PSETEX k 10 v", "PSETEX k 60010 v"),
+            ("GETEX k PX 10", "GETEX k PX 60010"),
+            ("RESTORE k 1000 p ABSTTL", "RESTORE k 61000 p ABSTTL"),
+        ];
+        for (from, to) in cases {
+            assert_eq!(f.command(&argv(from), 0), Ok(one(to)), "{from}");
+        }
+        for same in [
+            "RESTORE k 0 p",
+            "SET k v",
+            "SET EX v",
+            "GETEX k PERSIST",
+            "SET k v KEEPTTL",
+        ] {
+            assert_eq!(f.command(&argv(same), 0), Ok(Verdict::Keep), "{same}");
+        }
+        assert_eq!(f.extend_expiry(1000), 61_000);
+    }
+}
