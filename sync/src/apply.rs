@@ -14,11 +14,11 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::endpoint::{Endpoint, EndpointError, Stream, TlsOptions};
-use crate::resp::{encode_command, Frame, FrameReader, Limits, ReadError};
+use crate::resp::{encode_command, first_error_element, Frame, FrameReader, Limits, ReadError};
 
 /// Why applying stopped.
 #[derive(Debug, thiserror::Error)]
@@ -84,34 +84,71 @@ impl Default for ApplyOptions {
     }
 }
 
-/// What the writer remembers about a command until its reply arrives.
+/// What the writer remembers about a command until its reply arrives. Small and
+/// allocation-free: one of these exists per command in flight.
 struct Pending {
-    /// Command name and first key, for an error message.
-    name: Bytes,
-    key: Option<Bytes>,
+    label: Label,
     /// The stream position this command completes, if it is the last of a source
     /// command or of a MULTI/EXEC block.
     position: Option<Position>,
-    /// For an EXEC: the commands it runs, to name the one that failed.
-    queued: Option<Vec<CommandName>>,
+    role: Role,
 }
 
-/// A command's name and (the start of) its first key, for error messages.
-type CommandName = (Bytes, Option<Bytes>);
+/// Where a command stands with respect to a target transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Plain,
+    /// Queued inside a MULTI: its `+QUEUED` reply moves its label to the labels of
+    /// the commands the EXEC will run.
+    Queued,
+    /// EXEC (or DISCARD) of that many queued commands.
+    Ends {
+        queued: u32,
+        exec: bool,
+    },
+}
 
-fn command_name<A: AsRef<[u8]>>(argv: &[A]) -> CommandName {
-    let name = argv
-        .first()
-        .map(|a| Bytes::copy_from_slice(a.as_ref()))
-        .unwrap_or_default();
-    if name.eq_ignore_ascii_case(b"AUTH") {
-        // Its arguments are credentials: never in a message.
-        return (name, None);
+/// A command's name and the start of its first key, kept inline for the message of
+/// an error reply (no allocation on the hot path).
+#[derive(Clone, Copy)]
+struct Label {
+    bytes: [u8; Label::NAME_MAX + Label::KEY_MAX],
+    name_len: u8,
+    key_len: u8,
+}
+
+impl Label {
+    const NAME_MAX: usize = 24;
+    const KEY_MAX: usize = 64;
+
+    fn of<A: AsRef<[u8]>>(argv: &[A]) -> Label {
+        let mut label = Label {
+            bytes: [0; Label::NAME_MAX + Label::KEY_MAX],
+            name_len: 0,
+            key_len: 0,
+        };
+        let name = argv.first().map_or(&[][..], |a| a.as_ref());
+        let name = &name[..name.len().min(Label::NAME_MAX)];
+        label.bytes[..name.len()].copy_from_slice(name);
+        label.name_len = name.len() as u8;
+        // AUTH's arguments are credentials: never in a message.
+        if !name.eq_ignore_ascii_case(b"AUTH") {
+            if let Some(key) = argv.get(1) {
+                let key = &key.as_ref()[..key.as_ref().len().min(Label::KEY_MAX)];
+                label.bytes[Label::NAME_MAX..Label::NAME_MAX + key.len()].copy_from_slice(key);
+                label.key_len = key.len() as u8;
+            }
+        }
+        label
     }
-    let key = argv
-        .get(1)
-        .map(|a| Bytes::copy_from_slice(&a.as_ref()[..a.as_ref().len().min(128)]));
-    (name, key)
+
+    fn name(&self) -> &[u8] {
+        &self.bytes[..self.name_len as usize]
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes[Label::NAME_MAX..Label::NAME_MAX + self.key_len as usize]
+    }
 }
 
 /// A point in the source's replication stream: the offset after a command and the
@@ -129,12 +166,15 @@ pub struct TargetWriter {
     writer: WriteHalf<Box<dyn Stream>>,
     out: BytesMut,
     pending: VecDeque<Pending>,
+    /// Labels of the commands the target has queued in transactions whose EXEC has
+    /// not been answered yet, in order (to name the one an EXEC reply says failed).
+    queued: VecDeque<Label>,
     /// Stream position of the last command whose reply arrived.
     applied: Option<Position>,
     /// Commands answered since the start.
     applied_commands: u64,
-    /// The commands queued since a MULTI was sent, until its EXEC.
-    transaction: Option<Vec<CommandName>>,
+    /// Commands queued since a MULTI was sent, until its EXEC or DISCARD.
+    transaction: Option<u32>,
     options: ApplyOptions,
 }
 
@@ -164,6 +204,7 @@ impl TargetWriter {
             writer: write,
             out: BytesMut::with_capacity(options.batch_bytes_max + 64 * 1024),
             pending: VecDeque::with_capacity(options.in_flight_max),
+            queued: VecDeque::new(),
             applied: None,
             applied_commands: 0,
             transaction: None,
@@ -206,20 +247,26 @@ impl TargetWriter {
             }
         }
         encode_command(&mut self.out, argv);
-        let (name, key) = command_name(argv);
-        let mut queued = None;
-        if name.eq_ignore_ascii_case(b"MULTI") {
-            self.transaction = Some(Vec::new());
-        } else if name.eq_ignore_ascii_case(b"EXEC") {
-            queued = self.transaction.take();
-        } else if let Some(transaction) = self.transaction.as_mut() {
-            transaction.push((name.clone(), key.clone()));
-        }
+        let label = Label::of(argv);
+        let name = label.name();
+        let role = if name.eq_ignore_ascii_case(b"MULTI") {
+            self.transaction = Some(0);
+            Role::Plain
+        } else if name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD") {
+            Role::Ends {
+                queued: self.transaction.take().unwrap_or(0),
+                exec: name.eq_ignore_ascii_case(b"EXEC"),
+            }
+        } else if let Some(count) = self.transaction.as_mut() {
+            *count += 1;
+            Role::Queued
+        } else {
+            Role::Plain
+        };
         self.pending.push_back(Pending {
-            name,
-            key,
+            label,
             position,
-            queued,
+            role,
         });
         if self.out.len() >= self.options.batch_bytes_max {
             self.flush().await?;
@@ -315,22 +362,52 @@ impl TargetWriter {
         self.next_frame().await
     }
 
+    /// Takes the next reply off the connection and checks it against the oldest
+    /// pending command. Replies are looked at in the buffer, not decoded: `+OK`,
+    /// `+QUEUED` and an EXEC's array cost no allocation.
     async fn read_one(&mut self) -> Result<(), ApplyError> {
-        let frame = self.next_frame().await?;
+        let len = self.next_reply_len().await?;
         let Some(pending) = self.pending.pop_front() else {
+            self.reader.consume(len);
             return Ok(());
         };
-        if let Some(err) = frame.as_error() {
-            return Err(self.rejected((pending.name, pending.key), err));
-        }
-        // EXEC answers with one reply per queued command; any error there is a
-        // command the target refused.
-        if let (Some(queued), Frame::Array(replies)) = (pending.queued, &frame) {
-            for (command, reply) in queued.into_iter().zip(replies) {
-                if let Some(err) = reply.as_error() {
-                    return Err(self.rejected(command, err));
-                }
+        let reply = &self.reader.buffer()[..len];
+        let refused = match (reply.first(), pending.role) {
+            (Some(b'-'), _) => Some((pending.label, line_text(&reply[1..]))),
+            (_, Role::Queued) => {
+                self.queued.push_back(pending.label);
+                None
             }
+            (_, Role::Ends { queued, exec }) => {
+                // The EXEC answers with one reply per queued command; any error there
+                // is a command the target refused. A DISCARD just forgets them.
+                let failed = if exec {
+                    first_error_element(reply, &Limits::default()).map_err(|e| {
+                        ApplyError::Read {
+                            endpoint: self.endpoint.clone(),
+                            source: ReadError::Protocol(e),
+                        }
+                    })?
+                } else {
+                    None
+                };
+                let failed = failed.map(|(index, message)| (index, line_text(message)));
+                let mut refused = None;
+                for index in 0..queued as usize {
+                    let label = self.queued.pop_front();
+                    if let (Some(label), Some((failed_index, message))) = (label, &failed) {
+                        if index == *failed_index {
+                            refused = Some((label, message.clone()));
+                        }
+                    }
+                }
+                refused
+            }
+            _ => None,
+        };
+        self.reader.consume(len);
+        if let Some((label, message)) = refused {
+            return Err(self.rejected(&label, &message));
         }
         self.applied_commands += 1;
         if let Some(position) = pending.position {
@@ -339,8 +416,7 @@ impl TargetWriter {
         Ok(())
     }
 
-    fn rejected(&self, (name, key): CommandName, reply: &[u8]) -> ApplyError {
-        let reply = String::from_utf8_lossy(reply).into_owned();
+    fn rejected(&self, label: &Label, reply: &str) -> ApplyError {
         let hint = if reply.starts_with("OOM") {
             " (the target is out of memory: raise its maxmemory; nothing after this command was counted as applied)"
         } else if reply.starts_with("READONLY") {
@@ -352,11 +428,9 @@ impl TargetWriter {
         };
         ApplyError::Rejected {
             endpoint: self.endpoint.clone(),
-            command: String::from_utf8_lossy(&name).into_owned(),
-            key: key
-                .map(|k| String::from_utf8_lossy(&k).into_owned())
-                .unwrap_or_default(),
-            reply,
+            command: String::from_utf8_lossy(label.name()).into_owned(),
+            key: String::from_utf8_lossy(label.key()).into_owned(),
+            reply: reply.to_owned(),
             hint,
         }
     }
@@ -373,19 +447,41 @@ impl TargetWriter {
 
     async fn next_frame(&mut self) -> Result<Frame, ApplyError> {
         let timeout = self.options.reply_timeout;
-        match tokio::time::timeout(timeout, self.reader.read_frame()).await {
+        let read = tokio::time::timeout(timeout, self.reader.read_frame()).await;
+        self.reply_or_error(read)
+    }
+
+    /// Waits for the next whole reply and returns its length (it stays in the buffer).
+    async fn next_reply_len(&mut self) -> Result<usize, ApplyError> {
+        let timeout = self.options.reply_timeout;
+        let read = tokio::time::timeout(timeout, self.reader.peek_frame_len()).await;
+        self.reply_or_error(read)
+    }
+
+    fn reply_or_error<T>(
+        &self,
+        read: Result<Result<Option<T>, ReadError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ApplyError> {
+        let endpoint = || self.endpoint.clone();
+        match read {
+            Ok(Ok(Some(reply))) => Ok(reply),
             Err(_) => Err(ApplyError::Timeout {
-                endpoint: self.endpoint.clone(),
-                timeout,
+                endpoint: endpoint(),
+                timeout: self.options.reply_timeout,
             }),
             Ok(Err(source)) => Err(ApplyError::Read {
-                endpoint: self.endpoint.clone(),
+                endpoint: endpoint(),
                 source,
             }),
             Ok(Ok(None)) => Err(ApplyError::Closed {
-                endpoint: self.endpoint.clone(),
+                endpoint: endpoint(),
             }),
-            Ok(Ok(Some(frame))) => Ok(frame),
         }
     }
+}
+
+/// The text of a reply line (`ERR ...` without its `\r\n`), for messages.
+fn line_text(line: &[u8]) -> String {
+    let end = line.iter().position(|&b| b == b'\r').unwrap_or(line.len());
+    String::from_utf8_lossy(&line[..end]).into_owned()
 }

@@ -425,6 +425,33 @@ pub fn decode_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Status<Frame>
     finish(step, || len)
 }
 
+/// The first error among the top-level elements of the array at the front of `buf`
+/// (an EXEC reply): its index and message. `buf` must hold the whole array, as
+/// [`check_frame`] found it; nothing is allocated. `None` when no element is an error
+/// or the value is not an array.
+pub fn first_error_element<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Option<(usize, &'a [u8])>, RespError> {
+    let mut cur = Cursor::new(buf, 0, limits);
+    let step: Step<Option<(usize, &'a [u8])>> = (|| {
+        let n = match cur.head()? {
+            Head::Aggregate(Agg::Array, n) => n,
+            _ => return Ok(None),
+        };
+        for index in 0..n {
+            let at = cur.pos;
+            if let Head::Error(s, e) = cur.head()? {
+                return Ok(Some((index, &buf[s..e])));
+            }
+            cur.pos = at;
+            cur.skip(1)?;
+        }
+        Ok(None)
+    })();
+    finish(step, || 0).map(|status| status.complete().and_then(|(found, _)| found))
+}
+
 /// Decode one value from the front of a borrowed slice (copies the value's bytes once).
 pub fn decode_frame_slice(buf: &[u8], limits: &Limits) -> Result<Status<Frame>, RespError> {
     let len = match check_frame(buf, limits)? {

@@ -14,7 +14,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::command::{CommandDecoder, Entry};
-use super::decode::{decode_frame, Cursor, Stop};
+use super::decode::{check_frame, decode_frame, Cursor, Stop};
 use super::encode::encode_command;
 use super::error::RespError;
 use super::frame::{Frame, Status};
@@ -124,6 +124,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next reply; `None` when the peer closed the connection between values.
     pub async fn read_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        // Once `peek_frame_len` has found a whole value, the decode completes at once.
+        while self.peek_frame_len().await?.is_some() {
+            let base = self.consumed_bytes;
+            let decoded = decode_frame(&mut self.buf, &self.limits).map_err(|e| e.shifted(base))?;
+            if let Status::Complete(frame, len) = decoded {
+                self.consumed_bytes += len as u64;
+                return Ok(Some(frame));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits until a whole value is at the front of the buffer and returns its length,
+    /// without decoding or consuming it (a caller that only needs to know "OK or
+    /// error" looks at the bytes and then calls [`consume`](Self::consume): no
+    /// allocation per reply). `None` when the peer closed the connection between
+    /// values.
+    pub async fn peek_frame_len(&mut self) -> Result<Option<usize>, ReadError> {
         self.commands.reset();
         // Each incomplete check re-walks the value's headers, so a big aggregate that
         // trickles in would cost a walk per read: ask for geometrically more room per
@@ -131,11 +149,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut want_bytes = 0;
         loop {
             let base = self.consumed_bytes;
-            match decode_frame(&mut self.buf, &self.limits).map_err(|e| e.shifted(base))? {
-                Status::Complete(frame, len) => {
-                    self.consumed_bytes += len as u64;
-                    return Ok(Some(frame));
-                }
+            match check_frame(&self.buf, &self.limits).map_err(|e| e.shifted(base))? {
+                Status::Complete((), len) => return Ok(Some(len)),
                 Status::Incomplete => {
                     want_bytes = (want_bytes * 2).clamp(self.read_chunk_bytes, READ_BYTES_MAX);
                     if self.fill(want_bytes).await? == 0 {

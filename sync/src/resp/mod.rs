@@ -39,7 +39,7 @@ pub mod frame;
 pub mod io;
 
 pub use command::{Command, CommandDecoder, Entry};
-pub use decode::{check_frame, decode_frame, decode_frame_slice};
+pub use decode::{check_frame, decode_frame, decode_frame_slice, first_error_element};
 pub use encode::{command_len, encode_command, encode_frame};
 pub use error::{RespError, RespErrorKind};
 pub use frame::{Frame, Status};
