@@ -20,10 +20,17 @@
 //! has its guard expiry back to its real expiry `t` (a script checks and sets
 //! atomically). A key the source did not extend has expired on the source by then,
 //! or will: the target then drops it too, and the source's DEL finds nothing.
+//!
+//! # The filter
+//! Keys the task's [`Filter`] does not keep (unselected databases, key prefixes,
+//! lockstep's own `LOCKSTEP_` keys) are skipped, elements and all; kept keys go to
+//! their mapped database, with their expiry extended by the filter's TTL extension
+//! (the guard above then works on the extended expiry).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::apply::{ApplyError, TargetWriter};
+use crate::filter::Filter;
 use crate::rdb::{self, Elements, Event, HashField, KeyMeta, Kind, Value};
 
 /// Guard expiries are `GUARD_BASE_MS + t`: 3000-01-01T00:00:00Z plus the real expiry.
@@ -93,6 +100,9 @@ struct CurrentKey {
 /// Writes the keys of one RDB to the target.
 pub struct KeyLoader {
     options: LoadOptions,
+    filter: Filter,
+    /// The current key is filtered out: its elements and end are ignored.
+    skipping: bool,
     target_rdb_version: u16,
     source_rdb_version: u16,
     db: Option<u64>,
@@ -105,9 +115,11 @@ pub struct KeyLoader {
 }
 
 impl KeyLoader {
-    pub fn new(target_rdb_version: u16, options: LoadOptions) -> KeyLoader {
+    pub fn new(target_rdb_version: u16, options: LoadOptions, filter: Filter) -> KeyLoader {
         KeyLoader {
             options,
+            filter,
+            skipping: false,
             target_rdb_version,
             source_rdb_version: 0,
             db: None,
@@ -137,7 +149,13 @@ impl KeyLoader {
         match event {
             Event::Header { version } => self.source_rdb_version = version as u16,
             Event::KeyStart(meta) => {
-                self.select(meta.db, writer).await?;
+                if !self.filter.keeps_rdb_key(meta.db, &meta.key) {
+                    self.skipping = true;
+                    self.current = None;
+                    return Ok(());
+                }
+                self.skipping = false;
+                self.select(self.target_db(meta.db), writer).await?;
                 let value = Value::empty(meta.rdb_type.kind());
                 self.current = Some(CurrentKey {
                     meta,
@@ -146,6 +164,7 @@ impl KeyLoader {
                     streaming: false,
                 });
             }
+            Event::Elements(_) | Event::KeyEnd { .. } if self.skipping => {}
             Event::Elements(batch) => self.on_batch(batch, writer).await?,
             Event::KeyEnd { raw } => {
                 let current = self
@@ -167,6 +186,11 @@ impl KeyLoader {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The target database of source database `db`.
+    fn target_db(&self, db: u64) -> u64 {
+        u32::try_from(db).map_or(db, |db| u64::from(self.filter.target_db(db)))
     }
 
     async fn select(&mut self, db: u64, writer: &mut TargetWriter) -> Result<(), LoadError> {
@@ -265,13 +289,13 @@ impl KeyLoader {
     /// The absolute expiry to write for `meta`: its own, or a guard expiry when it runs
     /// out within `ttl_guard` (remembered for settling).
     fn expiry_to_write(&mut self, meta: &KeyMeta) -> Option<i64> {
-        let expire_ms = meta.expire_ms?;
+        let expire_ms = self.filter.extend_expiry(meta.expire_ms?);
         let guard_until = unix_ms() + self.options.ttl_guard.as_millis() as i64;
         if expire_ms > guard_until {
             return Some(expire_ms);
         }
         self.guarded.push(GuardedTtl {
-            db: meta.db,
+            db: self.target_db(meta.db),
             key: meta.key.clone(),
             expire_ms,
         });
