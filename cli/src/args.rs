@@ -8,8 +8,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "lockstep", version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines as plain text or as one JSON object per line (for machines).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -24,6 +33,8 @@ pub enum Command {
     /// Compare source and target key by key, value by value and TTL by TTL, in both
     /// directions. Exit code 0: consistent; 1: differences; 2: the check failed.
     Verify(VerifyArgs),
+    /// Print the live status of a running `lockstep sync` (its --status-addr).
+    Status(StatusArgs),
     /// Read RDB files.
     #[command(subcommand)]
     Rdb(RdbCommand),
@@ -43,15 +54,24 @@ pub enum ModeArg {
     FullAndIncremental,
 }
 
+/// The options of `lockstep sync`. Every field is also a key of the `--config` TOML file
+/// (the field name, which is the flag in snake_case): see `config.rs`. Adding an option
+/// is adding one field here (and its line in docs/configuration.md; a test checks).
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {
+    /// A TOML file of options: each key is a flag's name in snake_case (source, target,
+    /// retry_minutes, ...). Flags and environment variables override the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Source URL: redis[s]://[[user]:password@]host[:port]
     #[arg(long, env = "LOCKSTEP_SOURCE")]
     pub source: String,
-    /// Target URL: redis[s]://[[user]:password@]host[:port]
-    #[arg(long, env = "LOCKSTEP_TARGET")]
-    pub target: String,
-    /// Directory of the checkpoint (where the target stands in the source's stream).
+    /// Target URL: redis[s]://[[user]:password@]host[:port] (repeatable: one task per
+    /// target, all running at once).
+    #[arg(long, env = "LOCKSTEP_TARGET", required = true)]
+    pub target: Vec<String>,
+    /// Directory of the checkpoints (where each target stands in the source's stream),
+    /// one subdirectory per target.
     #[arg(long)]
     pub checkpoint_dir: PathBuf,
     #[arg(long, value_enum, default_value = "full+incremental")]
@@ -60,7 +80,7 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u64).range(10..=1440))]
     pub retry_minutes: u64,
     /// Minutes to keep retrying when a side answers "not now" (LOADING, BUSY,
-    /// TRYAGAIN, MASTERDOWN).
+    /// TRYAGAIN, MASTERDOWN); 1 to 1440 and less than --retry-minutes.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1440))]
     pub other_retry_minutes: u64,
     /// Drop PUBLISH from the stream instead of applying it to the target.
@@ -70,6 +90,65 @@ pub struct SyncArgs {
     /// end-to-end lag is then not measured).
     #[arg(long)]
     pub no_heartbeat: bool,
+    /// Serve GET /status (JSON) and GET /metrics (Prometheus) on this address
+    /// (HOST:PORT, or PORT alone for 127.0.0.1:PORT).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub status_addr: Option<String>,
+    /// Start without running the precheck (`lockstep check`) first.
+    #[arg(long)]
+    pub skip_precheck: bool,
+    /// Conflict handling: `precheck` fails the precheck when a target database holds
+    /// keys; `ignore` proceeds and source keys overwrite target keys.
+    #[arg(long, value_enum, default_value = "precheck")]
+    pub conflict: ConflictArg,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// How to authenticate and encrypt the connections, per side; shared by `sync` and
+/// `check`. Passwords given here fill the password of a URL that has none, so they
+/// never have to be typed on the command line.
+#[derive(Debug, Default, clap::Args)]
+pub struct ConnectionArgs {
+    /// File whose first line is the source password.
+    #[arg(long, value_name = "FILE")]
+    pub source_password_file: Option<PathBuf>,
+    /// File whose first line is the target password (for every target).
+    #[arg(long, value_name = "FILE")]
+    pub target_password_file: Option<PathBuf>,
+    /// The source password (prefer the environment variable or the config file: a
+    /// flag's value is visible to other users in the process list).
+    #[arg(long, env = "LOCKSTEP_SOURCE_PASSWORD", hide_env_values = true)]
+    pub source_password: Option<String>,
+    /// The target password (prefer the environment variable or the config file).
+    #[arg(long, env = "LOCKSTEP_TARGET_PASSWORD", hide_env_values = true)]
+    pub target_password: Option<String>,
+    /// rediss:// source: a PEM file of CA certificates to trust (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    pub source_tls_ca_file: Option<PathBuf>,
+    /// rediss:// source: a PEM client certificate (with --source-tls-key-file).
+    #[arg(long, value_name = "FILE")]
+    pub source_tls_cert_file: Option<PathBuf>,
+    /// rediss:// source: the PEM private key of the client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub source_tls_key_file: Option<PathBuf>,
+    /// rediss:// source: accept a certificate for another host name (the chain is
+    /// still verified).
+    #[arg(long)]
+    pub source_tls_skip_verify_hostname: bool,
+    /// rediss:// target: a PEM file of CA certificates to trust (besides the system's).
+    #[arg(long, value_name = "FILE")]
+    pub target_tls_ca_file: Option<PathBuf>,
+    /// rediss:// target: a PEM client certificate (with --target-tls-key-file).
+    #[arg(long, value_name = "FILE")]
+    pub target_tls_cert_file: Option<PathBuf>,
+    /// rediss:// target: the PEM private key of the client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub target_tls_key_file: Option<PathBuf>,
+    /// rediss:// target: accept a certificate for another host name (the chain is
+    /// still verified).
+    #[arg(long)]
+    pub target_tls_skip_verify_hostname: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -193,4 +272,15 @@ pub struct CheckArgs {
     pub dbs: Vec<u32>,
     #[arg(long, value_enum, default_value = "precheck")]
     pub conflict: ConflictArg,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The status address of the sync: http://HOST:PORT, HOST:PORT or PORT (127.0.0.1).
+    pub url: String,
+    /// Print the JSON document as served instead of a summary for a person.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -8,25 +8,45 @@ use lockstep_sync::apply::ApplyOptions;
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::precheck::{precheck, Outcome, PrecheckOptions};
 
-use crate::args::{CheckArgs, ConflictArg};
+use crate::args::{CheckArgs, ConflictArg, ConnectionArgs};
+use crate::connection::Side;
 
-pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let options = PrecheckOptions {
-        source: Endpoint::parse(&args.source)?,
-        target: Endpoint::parse(&args.target)?,
-        dbs: if args.dbs.is_empty() {
+/// What the precheck of one source and target checks (also run by `lockstep sync`).
+pub fn precheck_options(
+    source: Endpoint,
+    target: Endpoint,
+    connection: &ConnectionArgs,
+    dbs: Vec<u32>,
+    conflict: ConflictArg,
+) -> PrecheckOptions {
+    PrecheckOptions {
+        source,
+        target,
+        dbs: if dbs.is_empty() {
             (0..16).collect()
         } else {
-            args.dbs
+            dbs
         },
-        precheck_conflicts: args.conflict == ConflictArg::Precheck,
+        precheck_conflicts: conflict == ConflictArg::Precheck,
         rate_window: Duration::from_secs(1),
         connect: ApplyOptions {
             connect_timeout: Duration::from_secs(5),
             reply_timeout: Duration::from_secs(10),
             ..ApplyOptions::default()
         },
-    };
+        source_tls: connection.tls(Side::Source),
+        target_tls: connection.tls(Side::Target),
+    }
+}
+
+pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let options = precheck_options(
+        args.connection.endpoint(Side::Source, &args.source)?,
+        args.connection.endpoint(Side::Target, &args.target)?,
+        &args.connection,
+        args.dbs,
+        args.conflict,
+    );
     let items = precheck(&options).await;
     for item in &items {
         let mark = match item.outcome {

@@ -7,15 +7,15 @@
 
 mod args;
 mod check;
+mod config;
+mod connection;
 mod demo;
 mod rdb;
 mod sync;
 mod verify;
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let args = args::Cli::parse();
+    let args = config::parse_cli();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,6 +36,7 @@ fn main() -> std::process::ExitCode {
             args::Command::Sync(args) => sync::run(args).await,
             args::Command::Check(args) => check::run(args).await,
             args::Command::Verify(args) => verify::run(args).await,
+            args::Command::Status(_) => anyhow::bail!("not yet"),
             args::Command::Rdb(command) => rdb::run(command),
             args::Command::Demo(args) => demo::run(args).await,
         }

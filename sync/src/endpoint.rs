@@ -176,6 +176,10 @@ pub struct TlsOptions {
     /// A PEM client certificate and key, for servers that require one.
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
+    /// Accept a server certificate issued for another host name (the chain and the
+    /// validity dates are still verified): for servers reached by an address their
+    /// certificate does not name.
+    pub skip_verify_hostname: bool,
 }
 
 impl TlsOptions {
@@ -196,7 +200,16 @@ impl TlsOptions {
                     .map_err(|e| format!("CA file {}: {e}", path.display()))?;
             }
         }
-        let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+        let builder = if self.skip_verify_hostname {
+            let verifier = rustls::client::WebPkiServerVerifier::builder(Arc::new(roots))
+                .build()
+                .map_err(|e| format!("certificate verifier: {e}"))?;
+            rustls::ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyHostName(verifier)))
+        } else {
+            rustls::ClientConfig::builder().with_root_certificates(roots)
+        };
         match (&self.client_cert_file, &self.client_key_file) {
             (Some(cert_path), Some(key_path)) => {
                 let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
@@ -213,6 +226,57 @@ impl TlsOptions {
             (None, None) => Ok(builder.with_no_client_auth()),
             _ => Err("a client certificate needs both the certificate and the key file".to_owned()),
         }
+    }
+}
+
+/// A certificate verifier that checks everything but the host name.
+#[derive(Debug)]
+struct AnyHostName(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyHostName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

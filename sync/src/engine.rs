@@ -27,7 +27,6 @@ use tokio::sync::{mpsc, watch};
 use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::endpoint::Endpoint;
-use crate::filter::{Filter, FilterError, Verdict};
 use crate::link::{LinkError, LinkOptions, PsyncReply, ReplicaLink};
 use crate::load::{KeyLoader, LoadError, LoadOptions};
 use crate::rdb::{Event, Limits, ParseOptions, RdbError, RdbParser};
@@ -63,9 +62,8 @@ pub struct SyncOptions {
     pub retry_window: Duration,
     /// How long other passing failures (a loading or busy target) are retried.
     pub other_retry_window: Duration,
-    /// Which databases, keys and commands are written, where, and TTL extension
-    /// (see [`crate::filter`]).
-    pub filter: Filter,
+    /// Drop PUBLISH from the stream instead of applying it.
+    pub skip_publish: bool,
     /// How the full copy writes keys (big keys in batches, the TTL guard).
     pub load: LoadOptions,
     /// Write a heartbeat key (`LOCKSTEP_HEARTBEAT:<port>`, SETEX 60) on the source every
@@ -89,7 +87,7 @@ impl SyncOptions {
             checkpoint_interval: Duration::from_millis(200),
             retry_window: Duration::from_secs(720 * 60),
             other_retry_window: Duration::from_secs(10 * 60),
-            filter: Filter::default(),
+            skip_publish: false,
             load: LoadOptions::default(),
             heartbeat: true,
         }
@@ -114,8 +112,6 @@ pub enum SyncError {
         window: Duration,
         last: Box<SyncError>,
     },
-    #[error(transparent)]
-    Filter(#[from] FilterError),
     #[error("internal: {0}")]
     Internal(String),
     /// The task was asked to stop (not an error to the caller).
@@ -182,6 +178,20 @@ pub struct Progress {
     /// Keys of the last full copy whose real TTL was restored after the stream
     /// caught up (the TTL race guard).
     pub ttls_settled: u64,
+    /// The source's replication ID the task follows, once known.
+    pub replid: Option<String>,
+    /// RDB bytes received during the current full copy, and the RDB's size when the
+    /// source announced it (disk-based transfers; a diskless one has no size).
+    pub bytes_copied: u64,
+    pub bytes_total: Option<u64>,
+    /// Keys the RDB announced (the sum of its RESIZEDB hints over the databases seen
+    /// so far; none when the RDB has no hints).
+    pub keys_total: Option<u64>,
+    /// Stream commands sent to the target since the task started (published on the
+    /// checkpoint tick).
+    pub commands_applied: u64,
+    /// The error that ended the last session, when the task is retrying.
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -249,6 +259,7 @@ pub async fn run(
                 last: Box::new(err),
             });
         }
+        progress.send_modify(|p| p.last_error = Some(err.to_string()));
         tracing::warn!("sync session ended: {err}; retrying in {backoff:?} (giving up {:?} after the failures began)", window);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -306,13 +317,12 @@ async fn session(
                 db,
                 "partial resync: the source continues from the checkpoint"
             );
-            progress.send_modify(|p| p.partial_syncs += 1);
-            let target_db = options.filter.selectable_db(db);
+            progress.send_modify(|p| {
+                p.partial_syncs += 1;
+                p.replid = Some(id.clone());
+            });
             writer
-                .push(
-                    &[b"SELECT".as_slice(), target_db.to_string().as_bytes()],
-                    None,
-                )
+                .push(&[b"SELECT".as_slice(), db.to_string().as_bytes()], None)
                 .await?;
             (Some(id), offset, db)
         }
@@ -356,6 +366,7 @@ async fn session(
                 p.full_syncs += 1;
                 p.applied_offset = offset;
                 p.received_offset = offset;
+                p.replid = Some(replid.clone());
             });
             if loader.guarded_ttls() > 0 {
                 let (_, after_copy, _) = source_position(options).await?;
@@ -401,11 +412,12 @@ async fn session(
     // Inside a MULTI/EXEC block of the source: its commands go into the same target
     // transaction, which is not closed before the block ends.
     let mut in_multi = false;
-    let mut batch = TargetBatch::new(replid.clone(), options.filter.clone());
+    let mut batch = TargetBatch::new(replid.clone());
     let mut here = Position {
         offset: start_offset,
         db,
     };
+    let mut commands_applied = progress.borrow().commands_applied;
     loop {
         let step: Result<(), SyncError> = async {
             tokio::select! {
@@ -434,13 +446,16 @@ async fn session(
                     // Progress is published here, not per command: a watch send per
                     // stream entry woke every status reader on the hot path.
                     let received = here.offset;
-                    progress.send_modify(|p| p.received_offset = received);
+                    progress.send_modify(|p| {
+                        p.received_offset = received;
+                        p.commands_applied = commands_applied;
+                    });
                     if let Some(applied) = writer.applied() {
                         progress.send_modify(|p| p.applied_offset = applied.offset);
                         let due = settle.as_ref().is_some_and(|(_, after)| applied.offset >= *after);
                         if due && !batch.open {
                             if let Some((mut loader, _)) = settle.take() {
-                                let settled = loader.settle_guarded_ttls(&mut writer, options.filter.selectable_db(here.db)).await?;
+                                let settled = loader.settle_guarded_ttls(&mut writer, here.db).await?;
                                 tracing::info!(settled, "TTL guards of the full copy settled");
                                 progress.send_modify(|p| p.ttls_settled += settled);
                             }
@@ -454,16 +469,10 @@ async fn session(
                         Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
                     };
                     if let Entry::Command(command) = entry {
-                        match classify(&command, options, here.db)? {
+                        match classify(&command, options) {
                             Action::Select(new_db) => {
                                 here.db = new_db;
-                                let target_db = options.filter.selectable_db(new_db);
-                                if target_db == new_db {
-                                    batch.add(&mut writer, &command.argv).await?;
-                                } else {
-                                    let mapped = [Bytes::from_static(b"SELECT"), Bytes::from(target_db.to_string())];
-                                    batch.add(&mut writer, &mapped).await?;
-                                }
+                                batch.add(&mut writer, &command.argv).await?;
                             }
                             Action::Multi => in_multi = true,
                             Action::Exec => in_multi = false,
@@ -480,12 +489,10 @@ async fn session(
                                 }
                             }
                             Action::Skip => {}
-                            Action::Rewrite(commands) => {
-                                for argv in &commands {
-                                    batch.add(&mut writer, argv).await?;
-                                }
+                            Action::Apply => {
+                                commands_applied += 1;
+                                batch.add(&mut writer, &command.argv).await?
                             }
-                            Action::Apply => batch.add(&mut writer, &command.argv).await?,
                         }
                     }
                     here.offset = offset;
@@ -560,17 +567,14 @@ pub const TARGET_CHECKPOINT_KEY: &[u8] = b"LOCKSTEP_CHECKPOINT";
 /// position they bring the target to.
 struct TargetBatch {
     replid: Option<String>,
-    /// For the target database to select back after the checkpoint.
-    filter: Filter,
     open: bool,
     commands: usize,
 }
 
 impl TargetBatch {
-    fn new(replid: Option<String>, filter: Filter) -> TargetBatch {
+    fn new(replid: Option<String>) -> TargetBatch {
         TargetBatch {
             replid,
-            filter,
             open: false,
             commands: 0,
         }
@@ -602,10 +606,9 @@ impl TargetBatch {
                     None,
                 )
                 .await?;
-            let target_db = self.filter.selectable_db(here.db);
             writer
                 .push(
-                    &[b"SELECT".as_slice(), target_db.to_string().as_bytes()],
+                    &[b"SELECT".as_slice(), here.db.to_string().as_bytes()],
                     None,
                 )
                 .await?;
@@ -780,12 +783,9 @@ enum Action {
     Heartbeat,
     /// Counted in the offset, not sent: PING, REPLCONF, filtered commands.
     Skip,
-    /// The filter's replacement (split keys, mapped databases, extended TTLs).
-    Rewrite(Vec<Vec<Bytes>>),
 }
 
-/// What to do with `command`, applied in source database `db`.
-fn classify(command: &Command, options: &SyncOptions, db: u32) -> Result<Action, FilterError> {
+fn classify(command: &Command, options: &SyncOptions) -> Action {
     let name = command.name();
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
     if is("SELECT") {
@@ -794,36 +794,35 @@ fn classify(command: &Command, options: &SyncOptions, db: u32) -> Result<Action,
             .first()
             .and_then(|a| std::str::from_utf8(a).ok())
             .and_then(|s| s.parse().ok());
-        return Ok(db.map_or(Action::Apply, Action::Select));
+        return db.map_or(Action::Apply, Action::Select);
     }
     if is("MULTI") {
-        return Ok(Action::Multi);
+        return Action::Multi;
     }
     if is("EXEC") {
-        return Ok(Action::Exec);
+        return Action::Exec;
     }
     if is("PING") {
-        return Ok(Action::Skip);
+        return Action::Skip;
     }
     if is("REPLCONF") {
         let getack = command
             .args()
             .first()
             .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
-        return Ok(if getack { Action::GetAck } else { Action::Skip });
+        return if getack { Action::GetAck } else { Action::Skip };
+    }
+    if options.skip_publish && (is("PUBLISH") || is("SPUBLISH")) {
+        return Action::Skip;
     }
     if command
         .args()
         .first()
         .is_some_and(|key| key.starts_with(HEARTBEAT_PREFIX))
     {
-        return Ok(Action::Heartbeat);
+        return Action::Heartbeat;
     }
-    Ok(match options.filter.command(&command.argv, db)? {
-        Verdict::Keep => Action::Apply,
-        Verdict::Drop => Action::Skip,
-        Verdict::Rewrite(commands) => Action::Rewrite(commands),
-    })
+    Action::Apply
 }
 
 fn save(
@@ -909,11 +908,20 @@ async fn full_copy(
     options: &SyncOptions,
     progress: &watch::Sender<Progress>,
 ) -> Result<(ReplicaLink, KeyLoader), SyncError> {
+    let mut transfer = link.rdb_transfer().await?;
+    let bytes_total = match &transfer {
+        crate::link::RdbTransfer::Sized { remaining } => Some(*remaining),
+        crate::link::RdbTransfer::Diskless { .. } => None,
+    };
     progress.send_modify(|p| {
         p.phase = Phase::FullCopy;
         p.keys_copied = 0;
+        p.keys_total = None;
+        p.bytes_copied = 0;
+        p.bytes_total = bytes_total;
     });
-    let mut transfer = link.rdb_transfer().await?;
+    let bytes_received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let bytes_counter = bytes_received.clone();
     tracing::info!(
         diskless = transfer.is_diskless(),
         "full resync: receiving the snapshot"
@@ -934,6 +942,7 @@ async fn full_copy(
     let reader_task = tokio::spawn(async move {
         let mut last_ack = Instant::now();
         while let Some(chunk) = link.next_rdb_chunk(&mut transfer).await? {
+            bytes_counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             if chunk_tx.send(chunk).await.is_err() {
                 break; // the parser stopped; its error tells why
             }
@@ -995,11 +1004,8 @@ async fn full_copy(
         }
     });
 
-    let mut loader = KeyLoader::new(
-        target_rdb_version,
-        options.load.clone(),
-        options.filter.clone(),
-    );
+    let mut loader = KeyLoader::new(target_rdb_version, options.load.clone());
+    let mut keys_total: Option<u64> = None;
     let mut applied: Result<(), SyncError> = Ok(());
     'batches: while let Some(batch) = event_rx.recv().await {
         let events = match batch {
@@ -1010,14 +1016,21 @@ async fn full_copy(
             }
         };
         for event in events {
+            if let Event::ResizeDb { db_size, .. } = &event {
+                keys_total = Some(keys_total.unwrap_or(0) + db_size);
+            }
             if let Err(err) = loader.on_event(event, writer).await {
                 applied = Err(SyncError::from(err));
                 break 'batches;
             }
         }
+        let bytes = bytes_received.load(std::sync::atomic::Ordering::Relaxed);
         progress.send_if_modified(|p| {
-            let changed = p.keys_copied != loader.keys;
+            let changed =
+                (p.keys_copied, p.bytes_copied, p.keys_total) != (loader.keys, bytes, keys_total);
             p.keys_copied = loader.keys;
+            p.bytes_copied = bytes;
+            p.keys_total = keys_total;
             changed
         });
     }

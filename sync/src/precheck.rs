@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::apply::{ApplyOptions, TargetWriter};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, TlsOptions};
 use crate::engine::rdb_version_of;
 use crate::resp::Frame;
 
@@ -22,7 +22,11 @@ pub struct PrecheckOptions {
     pub precheck_conflicts: bool,
     /// How long to watch the source's replication offset to estimate its write rate.
     pub rate_window: Duration,
+    /// Timeouts of both connections (its `tls` is replaced by the side's own below).
     pub connect: ApplyOptions,
+    /// TLS settings of each side, for `rediss://` URLs.
+    pub source_tls: TlsOptions,
+    pub target_tls: TlsOptions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,14 +76,20 @@ pub async fn precheck(options: &PrecheckOptions) -> Vec<CheckItem> {
     let source = connect(
         "source connection",
         &options.source,
-        &options.connect,
+        &ApplyOptions {
+            tls: options.source_tls.clone(),
+            ..options.connect.clone()
+        },
         &mut items,
     )
     .await;
     let target = connect(
         "target connection",
         &options.target,
-        &options.connect,
+        &ApplyOptions {
+            tls: options.target_tls.clone(),
+            ..options.connect.clone()
+        },
         &mut items,
     )
     .await;

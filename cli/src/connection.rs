@@ -1,0 +1,139 @@
+//! From the connection arguments (`ConnectionArgs`, shared by `sync` and `check`) to
+//! the engine's endpoints and TLS settings: a password from a file or the environment
+//! fills a URL that has none, so a password never has to be on the command line.
+//! Nothing here puts a password into a message.
+
+use std::path::Path;
+
+use anyhow::Context;
+use lockstep_sync::endpoint::{Endpoint, TlsOptions};
+
+use crate::args::ConnectionArgs;
+
+/// Which side an endpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
+impl ConnectionArgs {
+    /// Parses a URL of `side` and fills its password when the URL has none.
+    pub fn endpoint(&self, side: Side, url: &str) -> anyhow::Result<Endpoint> {
+        let mut endpoint =
+            Endpoint::parse(url).with_context(|| format!("the {} URL", side.name()))?;
+        if endpoint.password.is_none() {
+            endpoint.password = self.password(side)?;
+        }
+        Ok(endpoint)
+    }
+
+    fn password(&self, side: Side) -> anyhow::Result<Option<String>> {
+        let (given, file, flag) = match side {
+            Side::Source => (
+                &self.source_password,
+                &self.source_password_file,
+                "--source-password-file",
+            ),
+            Side::Target => (
+                &self.target_password,
+                &self.target_password_file,
+                "--target-password-file",
+            ),
+        };
+        if let Some(password) = given {
+            return Ok(Some(password.clone()));
+        }
+        file.as_deref()
+            .map(|path| read_password(path, flag))
+            .transpose()
+    }
+
+    /// The TLS settings of `side` (used for `rediss://` URLs only).
+    pub fn tls(&self, side: Side) -> TlsOptions {
+        match side {
+            Side::Source => TlsOptions {
+                ca_file: self.source_tls_ca_file.clone(),
+                client_cert_file: self.source_tls_cert_file.clone(),
+                client_key_file: self.source_tls_key_file.clone(),
+                skip_verify_hostname: self.source_tls_skip_verify_hostname,
+            },
+            Side::Target => TlsOptions {
+                ca_file: self.target_tls_ca_file.clone(),
+                client_cert_file: self.target_tls_cert_file.clone(),
+                client_key_file: self.target_tls_key_file.clone(),
+                skip_verify_hostname: self.target_tls_skip_verify_hostname,
+            },
+        }
+    }
+}
+
+/// The first line of a password file, without its line ending.
+fn read_password(path: &Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the password file {} ({flag})", path.display()))?;
+    let password = text.lines().next().unwrap_or_default();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "the password file {} ({flag}) is empty",
+        path.display()
+    );
+    Ok(password.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_file_fills_a_url_without_one_and_never_overrides_the_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let args = ConnectionArgs {
+            target_password_file: Some(file),
+            ..ConnectionArgs::default()
+        };
+        let filled = args
+            .endpoint(Side::Target, "redis://h:1")
+            .expect("endpoint");
+        assert_eq!(filled.password.as_deref(), Some("s3cret"));
+        let kept = args
+            .endpoint(Side::Target, "redis://:inurl@h:1")
+            .expect("endpoint");
+        assert_eq!(kept.password.as_deref(), Some("inurl"));
+        let source = args
+            .endpoint(Side::Source, "redis://h:1")
+            .expect("endpoint");
+        assert_eq!(
+            source.password, None,
+            "the target's file is not the source's"
+        );
+    }
+
+    #[test]
+    fn a_missing_password_file_is_named_without_a_password() {
+        let args = ConnectionArgs {
+            source_password_file: Some("/nonexistent/pw".into()),
+            ..ConnectionArgs::default()
+        };
+        let err = format!(
+            "{:#}",
+            args.endpoint(Side::Source, "redis://h:1")
+                .expect_err("missing")
+        );
+        assert!(
+            err.contains("/nonexistent/pw") && err.contains("--source-password-file"),
+            "{err}"
+        );
+    }
+}
