@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::endpoint::Endpoint;
+use crate::filter::{Filter, FilterError, Verdict};
 use crate::link::{LinkError, LinkOptions, PsyncReply, ReplicaLink};
 use crate::load::{KeyLoader, LoadError, LoadOptions};
 use crate::rdb::{Event, Limits, ParseOptions, RdbError, RdbParser};
@@ -62,8 +63,9 @@ pub struct SyncOptions {
     pub retry_window: Duration,
     /// How long other passing failures (a loading or busy target) are retried.
     pub other_retry_window: Duration,
-    /// Drop PUBLISH from the stream instead of applying it.
-    pub skip_publish: bool,
+    /// Which databases, keys and commands are written, where, and TTL extension
+    /// (see [`crate::filter`]).
+    pub filter: Filter,
     /// How the full copy writes keys (big keys in batches, the TTL guard).
     pub load: LoadOptions,
     /// Write a heartbeat key (`LOCKSTEP_HEARTBEAT:<port>`, SETEX 60) on the source every
@@ -87,7 +89,7 @@ impl SyncOptions {
             checkpoint_interval: Duration::from_millis(200),
             retry_window: Duration::from_secs(720 * 60),
             other_retry_window: Duration::from_secs(10 * 60),
-            skip_publish: false,
+            filter: Filter::default(),
             load: LoadOptions::default(),
             heartbeat: true,
         }
@@ -112,6 +114,8 @@ pub enum SyncError {
         window: Duration,
         last: Box<SyncError>,
     },
+    #[error(transparent)]
+    Filter(#[from] FilterError),
     #[error("internal: {0}")]
     Internal(String),
     /// The task was asked to stop (not an error to the caller).
@@ -321,8 +325,12 @@ async fn session(
                 p.partial_syncs += 1;
                 p.replid = Some(id.clone());
             });
+            let target_db = options.filter.selectable_db(db);
             writer
-                .push(&[b"SELECT".as_slice(), db.to_string().as_bytes()], None)
+                .push(
+                    &[b"SELECT".as_slice(), target_db.to_string().as_bytes()],
+                    None,
+                )
                 .await?;
             (Some(id), offset, db)
         }
@@ -412,7 +420,7 @@ async fn session(
     // Inside a MULTI/EXEC block of the source: its commands go into the same target
     // transaction, which is not closed before the block ends.
     let mut in_multi = false;
-    let mut batch = TargetBatch::new(replid.clone());
+    let mut batch = TargetBatch::new(replid.clone(), options.filter.clone());
     let mut here = Position {
         offset: start_offset,
         db,
@@ -455,7 +463,7 @@ async fn session(
                         let due = settle.as_ref().is_some_and(|(_, after)| applied.offset >= *after);
                         if due && !batch.open {
                             if let Some((mut loader, _)) = settle.take() {
-                                let settled = loader.settle_guarded_ttls(&mut writer, here.db).await?;
+                                let settled = loader.settle_guarded_ttls(&mut writer, options.filter.selectable_db(here.db)).await?;
                                 tracing::info!(settled, "TTL guards of the full copy settled");
                                 progress.send_modify(|p| p.ttls_settled += settled);
                             }
@@ -469,10 +477,16 @@ async fn session(
                         Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
                     };
                     if let Entry::Command(command) = entry {
-                        match classify(&command, options) {
+                        match classify(&command, options, here.db)? {
                             Action::Select(new_db) => {
                                 here.db = new_db;
-                                batch.add(&mut writer, &command.argv).await?;
+                                let target_db = options.filter.selectable_db(new_db);
+                                if target_db == new_db {
+                                    batch.add(&mut writer, &command.argv).await?;
+                                } else {
+                                    let mapped = [Bytes::from_static(b"SELECT"), Bytes::from(target_db.to_string())];
+                                    batch.add(&mut writer, &mapped).await?;
+                                }
                             }
                             Action::Multi => in_multi = true,
                             Action::Exec => in_multi = false,
@@ -489,6 +503,11 @@ async fn session(
                                 }
                             }
                             Action::Skip => {}
+                            Action::Rewrite(commands) => {
+                                for argv in &commands {
+                                    batch.add(&mut writer, argv).await?;
+                                }
+                            }
                             Action::Apply => {
                                 commands_applied += 1;
                                 batch.add(&mut writer, &command.argv).await?
@@ -567,14 +586,17 @@ pub const TARGET_CHECKPOINT_KEY: &[u8] = b"LOCKSTEP_CHECKPOINT";
 /// position they bring the target to.
 struct TargetBatch {
     replid: Option<String>,
+    /// For the target database to select back after the checkpoint.
+    filter: Filter,
     open: bool,
     commands: usize,
 }
 
 impl TargetBatch {
-    fn new(replid: Option<String>) -> TargetBatch {
+    fn new(replid: Option<String>, filter: Filter) -> TargetBatch {
         TargetBatch {
             replid,
+            filter,
             open: false,
             commands: 0,
         }
@@ -606,9 +628,10 @@ impl TargetBatch {
                     None,
                 )
                 .await?;
+            let target_db = self.filter.selectable_db(here.db);
             writer
                 .push(
-                    &[b"SELECT".as_slice(), here.db.to_string().as_bytes()],
+                    &[b"SELECT".as_slice(), target_db.to_string().as_bytes()],
                     None,
                 )
                 .await?;
@@ -783,9 +806,12 @@ enum Action {
     Heartbeat,
     /// Counted in the offset, not sent: PING, REPLCONF, filtered commands.
     Skip,
+    /// The filter's replacement (split keys, mapped databases, extended TTLs).
+    Rewrite(Vec<Vec<Bytes>>),
 }
 
-fn classify(command: &Command, options: &SyncOptions) -> Action {
+/// What to do with `command`, applied in source database `db`.
+fn classify(command: &Command, options: &SyncOptions, db: u32) -> Result<Action, FilterError> {
     let name = command.name();
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
     if is("SELECT") {
@@ -794,35 +820,36 @@ fn classify(command: &Command, options: &SyncOptions) -> Action {
             .first()
             .and_then(|a| std::str::from_utf8(a).ok())
             .and_then(|s| s.parse().ok());
-        return db.map_or(Action::Apply, Action::Select);
+        return Ok(db.map_or(Action::Apply, Action::Select));
     }
     if is("MULTI") {
-        return Action::Multi;
+        return Ok(Action::Multi);
     }
     if is("EXEC") {
-        return Action::Exec;
+        return Ok(Action::Exec);
     }
     if is("PING") {
-        return Action::Skip;
+        return Ok(Action::Skip);
     }
     if is("REPLCONF") {
         let getack = command
             .args()
             .first()
             .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"));
-        return if getack { Action::GetAck } else { Action::Skip };
-    }
-    if options.skip_publish && (is("PUBLISH") || is("SPUBLISH")) {
-        return Action::Skip;
+        return Ok(if getack { Action::GetAck } else { Action::Skip });
     }
     if command
         .args()
         .first()
         .is_some_and(|key| key.starts_with(HEARTBEAT_PREFIX))
     {
-        return Action::Heartbeat;
+        return Ok(Action::Heartbeat);
     }
-    Action::Apply
+    Ok(match options.filter.command(&command.argv, db)? {
+        Verdict::Keep => Action::Apply,
+        Verdict::Drop => Action::Skip,
+        Verdict::Rewrite(commands) => Action::Rewrite(commands),
+    })
 }
 
 fn save(
@@ -1004,7 +1031,11 @@ async fn full_copy(
         }
     });
 
-    let mut loader = KeyLoader::new(target_rdb_version, options.load.clone());
+    let mut loader = KeyLoader::new(
+        target_rdb_version,
+        options.load.clone(),
+        options.filter.clone(),
+    );
     let mut keys_total: Option<u64> = None;
     let mut applied: Result<(), SyncError> = Ok(());
     'batches: while let Some(batch) = event_rx.recv().await {
