@@ -66,6 +66,12 @@ pub struct SyncOptions {
     /// Which databases, keys and commands are written, where, and TTL extension
     /// (see [`crate::filter`]).
     pub filter: Filter,
+    /// The task's name: the target's checkpoint key and the source's heartbeat key
+    /// carry it, so tasks writing into one target (fan-in from several sources into
+    /// different databases) keep separate positions. `default` keeps the key names of
+    /// lockstep before task names (`LOCKSTEP_CHECKPOINT`), so existing targets resume.
+    /// 1 to 64 characters of `A-Z a-z 0-9 _ . -` ([`validate_task_name`]).
+    pub task_name: String,
     /// How the full copy writes keys (big keys in batches, the TTL guard).
     pub load: LoadOptions,
     /// Write a heartbeat key (`LOCKSTEP_HEARTBEAT:<port>`, SETEX 60) on the source every
@@ -73,7 +79,37 @@ pub struct SyncOptions {
     pub heartbeat: bool,
 }
 
+/// The name of a task that was given none.
+pub const DEFAULT_TASK_NAME: &str = "default";
+
+/// Checks a task name: 1 to 64 characters of `A-Z a-z 0-9 _ . -` (it becomes part of
+/// key names and of a directory name).
+pub fn validate_task_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {
+        return Err(format!(
+            "task name {name:?}: use 1 to 64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
+        ));
+    }
+    Ok(())
+}
+
 impl SyncOptions {
+    /// The target key holding this task's exact position (see [`TARGET_CHECKPOINT_KEY`]).
+    pub fn checkpoint_key(&self) -> Vec<u8> {
+        self.task_key(TARGET_CHECKPOINT_KEY)
+    }
+
+    /// `prefix` for the default task, `prefix:<task name>` for a named one.
+    fn task_key(&self, prefix: &[u8]) -> Vec<u8> {
+        let mut key = prefix.to_vec();
+        if self.task_name != DEFAULT_TASK_NAME {
+            key.push(b':');
+            key.extend_from_slice(self.task_name.as_bytes());
+        }
+        key
+    }
+
     pub fn new(
         source: Endpoint,
         target: Endpoint,
@@ -90,6 +126,7 @@ impl SyncOptions {
             retry_window: Duration::from_secs(720 * 60),
             other_retry_window: Duration::from_secs(10 * 60),
             filter: Filter::default(),
+            task_name: DEFAULT_TASK_NAME.to_owned(),
             load: LoadOptions::default(),
             heartbeat: true,
         }
@@ -116,6 +153,8 @@ pub enum SyncError {
     },
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error("invalid option: {0}")]
+    Options(String),
     #[error("internal: {0}")]
     Internal(String),
     /// The task was asked to stop (not an error to the caller).
@@ -220,6 +259,11 @@ pub async fn run(
     stop: watch::Receiver<bool>,
     progress: watch::Sender<Progress>,
 ) -> Result<Summary, SyncError> {
+    validate_task_name(&options.task_name).map_err(SyncError::Options)?;
+    options
+        .filter
+        .validate()
+        .map_err(|e| SyncError::Options(e.to_string()))?;
     let mut store = CheckpointStore::open(&options.checkpoint_dir)?;
     // When the current run of failures began, per window; reset by any progress.
     let mut failing_since: Option<Instant> = None;
@@ -284,7 +328,7 @@ async fn session(
 
     // The target's own checkpoint key is exact (written with the data); the file may
     // lag it by up to one checkpoint interval.
-    let on_target = target_checkpoint(&mut writer).await?;
+    let on_target = target_checkpoint(&mut writer, &options.checkpoint_key()).await?;
     if let Some(exact) = &on_target {
         if store.last() != Some(exact) {
             // The file may hold a later offset of entries that applied nothing (PING):
@@ -337,7 +381,14 @@ async fn session(
         PsyncReply::FullResync { replid, offset } if skip_snapshot => {
             let mut transfer = link.rdb_transfer().await?;
             while link.next_rdb_chunk(&mut transfer).await?.is_some() {}
-            record_start(&mut writer, store, &replid, offset).await?;
+            record_start(
+                &mut writer,
+                store,
+                &options.checkpoint_key(),
+                &replid,
+                offset,
+            )
+            .await?;
             tracing::info!(
                 offset,
                 "incremental only: the snapshot was skipped; applying the stream from here"
@@ -369,7 +420,14 @@ async fn session(
             .await?;
             link = returned;
             writer.drain().await?;
-            record_start(&mut writer, store, &replid, offset).await?;
+            record_start(
+                &mut writer,
+                store,
+                &options.checkpoint_key(),
+                &replid,
+                offset,
+            )
+            .await?;
             progress.send_modify(|p| {
                 p.full_syncs += 1;
                 p.applied_offset = offset;
@@ -420,7 +478,7 @@ async fn session(
     // Inside a MULTI/EXEC block of the source: its commands go into the same target
     // transaction, which is not closed before the block ends.
     let mut in_multi = false;
-    let mut batch = TargetBatch::new(replid.clone(), options.filter.clone());
+    let mut batch = TargetBatch::new(replid.clone(), options);
     let mut here = Position {
         offset: start_offset,
         db,
@@ -576,7 +634,8 @@ fn event_bytes(event: &Event) -> usize {
 /// Most source commands in one target transaction.
 const BATCH_COMMANDS_MAX: usize = 1000;
 
-/// Name of the key, in db 0 of the target, that holds the exact stream position the
+/// Name of the key (of the default task; a named one appends `:<task name>`), in db
+/// 0 of the target, that holds the exact stream position the
 /// target has applied: `<replid> <offset> <db>`. It is written in the same MULTI/EXEC
 /// as the commands it accounts for, so it can never disagree with the data, whatever
 /// is killed when.
@@ -588,15 +647,17 @@ struct TargetBatch {
     replid: Option<String>,
     /// For the target database to select back after the checkpoint.
     filter: Filter,
+    checkpoint_key: Vec<u8>,
     open: bool,
     commands: usize,
 }
 
 impl TargetBatch {
-    fn new(replid: Option<String>, filter: Filter) -> TargetBatch {
+    fn new(replid: Option<String>, options: &SyncOptions) -> TargetBatch {
         TargetBatch {
             replid,
-            filter,
+            filter: options.filter.clone(),
+            checkpoint_key: options.checkpoint_key(),
             open: false,
             commands: 0,
         }
@@ -624,7 +685,7 @@ impl TargetBatch {
             writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
             writer
                 .push(
-                    &[b"SET".as_slice(), TARGET_CHECKPOINT_KEY, value.as_bytes()],
+                    &[b"SET".as_slice(), &self.checkpoint_key, value.as_bytes()],
                     None,
                 )
                 .await?;
@@ -661,11 +722,12 @@ impl TargetBatch {
 }
 
 /// Reads the target's own checkpoint key, if any.
-async fn target_checkpoint(writer: &mut TargetWriter) -> Result<Option<Checkpoint>, SyncError> {
+async fn target_checkpoint(
+    writer: &mut TargetWriter,
+    key: &[u8],
+) -> Result<Option<Checkpoint>, SyncError> {
     writer.query(&[b"SELECT".as_slice(), b"0"]).await?;
-    let value = writer
-        .query(&[b"GET".as_slice(), TARGET_CHECKPOINT_KEY])
-        .await?;
+    let value = writer.query(&[b"GET".as_slice(), key]).await?;
     let Some(text) = value
         .as_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -683,7 +745,7 @@ async fn target_checkpoint(writer: &mut TargetWriter) -> Result<Option<Checkpoin
     if parsed.is_none() {
         tracing::warn!(
             "ignoring the target's {} key, which does not hold a checkpoint: {text:?}",
-            String::from_utf8_lossy(TARGET_CHECKPOINT_KEY)
+            String::from_utf8_lossy(key)
         );
     }
     Ok(parsed)
@@ -694,6 +756,7 @@ async fn target_checkpoint(writer: &mut TargetWriter) -> Result<Option<Checkpoin
 async fn record_start(
     writer: &mut TargetWriter,
     store: &mut CheckpointStore,
+    key: &[u8],
     replid: &str,
     offset: i64,
 ) -> Result<(), SyncError> {
@@ -702,7 +765,7 @@ async fn record_start(
         offset,
         db: 0,
     };
-    store_target_checkpoint(writer, &start).await?;
+    store_target_checkpoint(writer, key, &start).await?;
     store.store(start)?;
     Ok(())
 }
@@ -711,6 +774,7 @@ async fn record_start(
 /// full copy).
 async fn store_target_checkpoint(
     writer: &mut TargetWriter,
+    key: &[u8],
     checkpoint: &Checkpoint,
 ) -> Result<(), ApplyError> {
     let value = format!(
@@ -719,10 +783,7 @@ async fn store_target_checkpoint(
     );
     writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
     writer
-        .push(
-            &[b"SET".as_slice(), TARGET_CHECKPOINT_KEY, value.as_bytes()],
-            None,
-        )
+        .push(&[b"SET".as_slice(), key, value.as_bytes()], None)
         .await?;
     writer.drain().await
 }
@@ -736,12 +797,8 @@ struct Heartbeat {
 
 impl Heartbeat {
     async fn connect(options: &SyncOptions) -> Option<Heartbeat> {
-        let key = format!(
-            "{}:{}",
-            String::from_utf8_lossy(HEARTBEAT_PREFIX),
-            options.link.listening_port
-        )
-        .into_bytes();
+        let mut key = options.task_key(HEARTBEAT_PREFIX);
+        key.extend_from_slice(format!(":{}", options.link.listening_port).as_bytes());
         match TargetWriter::connect_to("source", &options.source, options.apply.clone()).await {
             Ok(connection) => Some(Heartbeat { connection, key }),
             Err(err) => {
