@@ -18,7 +18,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::endpoint::{Endpoint, EndpointError, Stream, TlsOptions};
-use crate::resp::{encode_command, first_error_element, Frame, FrameReader, Limits, ReadError};
+use crate::resp::{
+    check_frame, encode_command, first_error_element, Frame, FrameReader, Limits, ReadError, Status,
+};
 
 /// Why applying stopped.
 #[derive(Debug, thiserror::Error)]
@@ -303,10 +305,7 @@ impl TargetWriter {
     /// Reads the replies that have already arrived, without waiting.
     pub async fn poll_replies(&mut self) -> Result<(), ApplyError> {
         while !self.pending.is_empty() {
-            let has_reply = crate::resp::check_frame(self.reader.buffer(), &Limits::default())
-                .map(|status| status.is_complete())
-                .unwrap_or(true);
-            if !has_reply {
+            if self.buffered_reply_len().is_none() {
                 // Pull whatever the socket holds without blocking.
                 let ready = tokio::time::timeout(Duration::ZERO, self.reader.fill(0)).await;
                 match ready {
@@ -453,9 +452,23 @@ impl TargetWriter {
 
     /// Waits for the next whole reply and returns its length (it stays in the buffer).
     async fn next_reply_len(&mut self) -> Result<usize, ApplyError> {
+        // Under load the reply is usually there already: no timer, no clock read
+        // (a timeout per reply was ~6% of the incremental phase's CPU).
+        if let Some(len) = self.buffered_reply_len() {
+            return Ok(len);
+        }
         let timeout = self.options.reply_timeout;
         let read = tokio::time::timeout(timeout, self.reader.peek_frame_len()).await;
         self.reply_or_error(read)
+    }
+
+    /// The length of the whole reply at the front of the buffer, if one is there. A
+    /// malformed one gives `None`: the waiting read reports it with its offset.
+    fn buffered_reply_len(&self) -> Option<usize> {
+        match check_frame(self.reader.buffer(), &Limits::default()) {
+            Ok(Status::Complete((), len)) => Some(len),
+            Ok(Status::Incomplete) | Err(_) => None,
+        }
     }
 
     fn reply_or_error<T>(

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use common::{calls, info, quantile, runs, spread, subfield, Lockstep};
+use common::{calls, cpu_seconds, info, quantile, runs, spread, subfield, Lockstep};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -49,6 +49,11 @@ struct Round {
     source_ops: f64,
     applied_ops: f64,
     rss_mib: f64,
+    /// CPU the follower side spent per applied write during the load and catch-up:
+    /// lockstep plus the target for lockstep, the replica for native (µs).
+    follower_cpu_us_per_write: f64,
+    /// Of that, lockstep's own share (µs per write; NaN for native).
+    lockstep_cpu_us_per_write: f64,
 }
 
 /// What follows the source: lockstep into a plain target, or the target itself as a
@@ -87,11 +92,13 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "round {round} {follower:?}: lag bytes p50 {:.0} p99 {:.0} max {:.0}; lag time p50 {:.1} ms p99 {:.1} ms max {:.1} ms (idle: p50 {:.1} ms p99 {:.1} ms); \
                  after the load: all writes applied in {:.0} ms, ACKed offset caught up in {:.0} ms; \
-                 source {:.0} writes/s, applied {:.0} writes/s; lockstep peak RSS {:.1} MiB",
+                 source {:.0} writes/s, applied {:.0} writes/s; lockstep peak RSS {:.1} MiB; \
+                 follower CPU {:.2} µs/write (lockstep {:.2})",
                 r.bytes_p50, r.bytes_p99, r.bytes_max, r.time_p50_ms, r.time_p99_ms, r.time_max_ms,
                 r.idle_p50_ms,
                 r.idle_p99_ms,
-                r.data_caught_up_ms, r.offset_caught_up_ms, r.source_ops, r.applied_ops, r.rss_mib
+                r.data_caught_up_ms, r.offset_caught_up_ms, r.source_ops, r.applied_ops, r.rss_mib,
+                r.follower_cpu_us_per_write, r.lockstep_cpu_us_per_write
             );
             all.push((follower, r));
         }
@@ -153,6 +160,14 @@ fn summary(follower: Follower, rounds: &[&Round]) {
     println!(
         "  applied writes/s:       {}",
         spread(&col(|r| r.applied_ops), "")
+    );
+    println!(
+        "  follower CPU per write: {}",
+        spread(&col(|r| r.follower_cpu_us_per_write), " µs")
+    );
+    println!(
+        "  lockstep CPU per write: {}",
+        spread(&col(|r| r.lockstep_cpu_us_per_write), " µs")
     );
     println!(
         "  peak RSS:               {}",
@@ -240,6 +255,8 @@ async fn one_round(
 
     let source_before = calls(&info(&mut src, "commandstats").await?, WRITES);
     let target_before = calls(&info(&mut dst, "commandstats").await?, WRITES);
+    let lockstep_pid = run.as_ref().and_then(Lockstep::lockstep_pid);
+    let cpu_before = (cpu_seconds(target.pid()), cpu_seconds(lockstep_pid));
     let load_start = origin.elapsed();
     load(source.port(), load_for).await?;
     let load_end = origin.elapsed();
@@ -260,6 +277,8 @@ async fn one_round(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let data_caught_up = data_caught_up.context("the target did not apply the load within 30 s")?;
+    let target_cpu = cpu_seconds(target.pid()) - cpu_before.0;
+    let lockstep_cpu = cpu_seconds(lockstep_pid) - cpu_before.1;
     tokio::time::sleep(Duration::from_secs(3)).await; // lag samples after the load
     stop.store(true, Ordering::Relaxed);
     let offsets = offsets.await??;
@@ -311,6 +330,8 @@ async fn one_round(
         source_ops: (source_after - source_before) as f64 / load_secs,
         applied_ops: target_after as f64 / (data_caught_up - load_start).as_secs_f64(),
         rss_mib,
+        follower_cpu_us_per_write: (target_cpu + lockstep_cpu.max(0.0)) * 1e6 / target_after as f64,
+        lockstep_cpu_us_per_write: lockstep_cpu * 1e6 / target_after as f64,
     })
 }
 

@@ -229,29 +229,36 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// closed the connection between entries.
     pub async fn read_entry(&mut self) -> Result<Option<(Entry, usize)>, ReadError> {
         loop {
-            let base = self.consumed_bytes;
-            match self
-                .commands
-                .decode(&mut self.buf)
-                .map_err(|e| e.shifted(base))?
-            {
-                Status::Complete(entry, len) => {
-                    self.consumed_bytes += len as u64;
-                    return Ok(Some((entry, len)));
-                }
-                Status::Incomplete => {
-                    // Room for a big argument in steps, never all of an announced length
-                    // before its bytes arrive.
-                    let need = self
-                        .commands
-                        .bytes_needed_hint(&self.buf)
-                        .min(READ_BYTES_MAX);
-                    if self.fill(need).await? == 0 {
-                        self.eof()?;
-                        return Ok(None);
-                    }
-                }
+            if let Some(entry) = self.buffered_entry()? {
+                return Ok(Some(entry));
             }
+            // Room for a big argument in steps, never all of an announced length
+            // before its bytes arrive.
+            let need = self
+                .commands
+                .bytes_needed_hint(&self.buf)
+                .min(READ_BYTES_MAX);
+            if self.fill(need).await? == 0 {
+                self.eof()?;
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next command or blank if it is whole in the buffer already: no read, no
+    /// await (a caller drains what has arrived in a tight loop).
+    pub fn buffered_entry(&mut self) -> Result<Option<(Entry, usize)>, ReadError> {
+        let base = self.consumed_bytes;
+        match self
+            .commands
+            .decode(&mut self.buf)
+            .map_err(|e| e.shifted(base))?
+        {
+            Status::Complete(entry, len) => {
+                self.consumed_bytes += len as u64;
+                Ok(Some((entry, len)))
+            }
+            Status::Incomplete => Ok(None),
         }
     }
 }
@@ -288,6 +295,13 @@ impl<R: AsyncRead + Unpin> CommandStream<R> {
             Some((entry, _len)) => Ok(Some((entry, self.offset()))),
             None => Ok(None),
         }
+    }
+
+    /// The next entry if it is whole in the buffer already (no read, no await), and
+    /// the replication offset right after it.
+    pub fn next_buffered(&mut self) -> Result<Option<(Entry, i64)>, ReadError> {
+        let entry = self.reader.buffered_entry()?;
+        Ok(entry.map(|(entry, _len)| (entry, self.offset())))
     }
 
     /// The underlying reader (to write ACKs on the same socket, keep it split).
