@@ -32,6 +32,7 @@ use crate::link::{LinkError, LinkOptions, PsyncReply, ReplicaLink};
 use crate::load::{KeyLoader, LoadError, LoadOptions};
 use crate::rdb::{Event, Limits, ParseOptions, RdbError, RdbParser};
 use crate::resp::{Command, Entry, Frame};
+use crate::throttle::ThrottleOptions;
 
 /// Keys whose name starts with this are lockstep's heartbeat keys on the source;
 /// they are never written to the target.
@@ -72,6 +73,9 @@ pub struct SyncOptions {
     /// lockstep before task names (`LOCKSTEP_CHECKPOINT`), so existing targets resume.
     /// 1 to 64 characters of `A-Z a-z 0-9 _ . -` ([`validate_task_name`]).
     pub task_name: String,
+    /// Keys/s and bytes/s of the full copy, commands/s and bytes/s of the stream
+    /// (see [`crate::throttle`]).
+    pub throttle: ThrottleOptions,
     /// How the full copy writes keys (big keys in batches, the TTL guard).
     pub load: LoadOptions,
     /// Write a heartbeat key (`LOCKSTEP_HEARTBEAT:<port>`, SETEX 60) on the source every
@@ -127,6 +131,7 @@ impl SyncOptions {
             other_retry_window: Duration::from_secs(10 * 60),
             filter: Filter::default(),
             task_name: DEFAULT_TASK_NAME.to_owned(),
+            throttle: ThrottleOptions::default(),
             load: LoadOptions::default(),
             heartbeat: true,
         }
@@ -484,7 +489,12 @@ async fn session(
         db,
     };
     let mut commands_applied = progress.borrow().commands_applied;
+    // The stream is not read until `resume_at` when the throttle asks for a pause;
+    // ACKs and checkpoints go on meanwhile.
+    let mut throttle = options.throttle.incremental();
+    let mut resume_at = Instant::now();
     loop {
+        let paused = throttle.is_some() && resume_at > Instant::now();
         let step: Result<(), SyncError> = async {
             tokio::select! {
                 biased;
@@ -528,13 +538,22 @@ async fn session(
                         }
                     }
                 }
-                next = stream.next() => {
+                _ = tokio::time::sleep_until(resume_at.into()), if paused => {}
+                next = stream.next(), if !paused => {
                     let (entry, offset) = match next {
                         Ok(Some(next)) => next,
                         Ok(None) => return Err(LinkError::Closed { endpoint: options.source.to_string(), during: "during the command stream" }.into()),
                         Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
                     };
+                    let mut pause = false;
                     if let Entry::Command(command) = entry {
+                        if let Some(throttle) = throttle.as_mut() {
+                            let wait = throttle.take(1, command.wire_bytes as u64);
+                            if !wait.is_zero() {
+                                resume_at = Instant::now() + wait;
+                                pause = true;
+                            }
+                        }
                         match classify(&command, options, here.db)? {
                             Action::Select(new_db) => {
                                 here.db = new_db;
@@ -576,10 +595,10 @@ async fn session(
                     // Close the transaction when what has arrived is used up (low
                     // latency) or it is long enough, never inside a source MULTI.
                     let arrived_all = stream.reader_mut().buffer().is_empty();
-                    if !in_multi && (arrived_all || batch.commands >= BATCH_COMMANDS_MAX) {
+                    if !in_multi && (arrived_all || pause || batch.commands >= BATCH_COMMANDS_MAX) {
                         batch.close(&mut writer, here).await?;
                     }
-                    if arrived_all {
+                    if arrived_all || pause {
                         // Nothing more to batch with: send now (latency), and take
                         // the replies that are already there (keeps the window open).
                         writer.flush().await?;
@@ -1094,6 +1113,7 @@ async fn full_copy(
         options.filter.clone(),
     );
     let mut keys_total: Option<u64> = None;
+    let mut throttle = options.throttle.full();
     let mut applied: Result<(), SyncError> = Ok(());
     'batches: while let Some(batch) = event_rx.recv().await {
         let events = match batch {
@@ -1107,9 +1127,24 @@ async fn full_copy(
             if let Event::ResizeDb { db_size, .. } = &event {
                 keys_total = Some(keys_total.unwrap_or(0) + db_size);
             }
+            let (keys_before, bytes) = match &throttle {
+                Some(_) => (loader.keys, event_bytes(&event) as u64),
+                None => (0, 0),
+            };
             if let Err(err) = loader.on_event(event, writer).await {
                 applied = Err(SyncError::from(err));
                 break 'batches;
+            }
+            if let Some(throttle) = throttle.as_mut() {
+                let wait = throttle.take(loader.keys - keys_before, bytes);
+                if !wait.is_zero() {
+                    // Send what is buffered first: the target sees a steady rate.
+                    if let Err(err) = writer.flush().await {
+                        applied = Err(SyncError::from(err));
+                        break 'batches;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
         let bytes = bytes_received.load(std::sync::atomic::Ordering::Relaxed);

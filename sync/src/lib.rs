@@ -14,6 +14,7 @@
 //! - [`load`] (apply, full copy): parser events to RESTORE, big keys in batches, the
 //!   TTL-race guard.
 //! - [`apply`] (apply): the pipelined, reply-checked writer to the target.
+//! - [`throttle`]: keys/s, commands/s and bytes/s limits of the two phases.
 //! - [`checkpoint`]: the exact (replid, offset, db) the target has reached, stored
 //!   atomically.
 //! - [`filter`]: the task's objects options: databases, key prefixes, commands, TTL
@@ -34,3 +35,4 @@ pub mod load;
 pub mod precheck;
 pub mod rdb;
 pub mod resp;
+pub mod throttle;

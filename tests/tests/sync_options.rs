@@ -1,0 +1,386 @@
+//! The task's options end to end, between real servers: database selection and
+//! mapping, key prefix filters (with the split of mixed-key commands and the refusal
+//! of what cannot be split), PUBLISH dropped or kept, TTL extension, lockstep's own
+//! keys in a cascade A -> B -> C with task names, and the throttles. The oracle is
+//! plain reads of the target (and verify where whole databases must be equal).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{assert_equal, caught_up, options, SyncTask};
+use lockstep_sync::engine::SyncError;
+use lockstep_sync::filter::Filter;
+use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use redis::aio::MultiplexedConnection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs one command written as words.
+async fn run(conn: &mut MultiplexedConnection, line: &str) -> anyhow::Result<redis::Value> {
+    let mut words = line.split_whitespace();
+    let mut cmd = redis::cmd(words.next().unwrap_or("PING"));
+    for w in words {
+        cmd.arg(w);
+    }
+    Ok(cmd.query_async(conn).await?)
+}
+
+/// A connection to database `db` of `server`.
+async fn db_conn(server: &RedisServer, db: u32) -> anyhow::Result<MultiplexedConnection> {
+    let client = redis::Client::open(format!("{}/{db}", server.url()))?;
+    Ok(client.get_multiplexed_async_connection().await?)
+}
+
+/// The key names of database `db`.
+async fn keys(server: &RedisServer, db: u32) -> anyhow::Result<BTreeSet<String>> {
+    let mut conn = db_conn(server, db).await?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await?;
+    Ok(keys.into_iter().collect())
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Waits for the task to end and returns its error.
+async fn ended_with_error(task: SyncTask) -> anyhow::Result<SyncError> {
+    let ended = tokio::time::timeout(Duration::from_secs(20), task.handle).await??;
+    match ended {
+        Ok(summary) => anyhow::bail!("the task did not fail: {summary:?}"),
+        Err(err) => Ok(err),
+    }
+}
+
+#[tokio::test]
+async fn selected_databases_go_to_their_mapped_numbers_in_copy_and_stream() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    for (db, prefix) in [(0, "a"), (1, "b"), (2, "c")] {
+        let mut conn = db_conn(&source, db).await?;
+        for i in 0..50 {
+            run(&mut conn, &format!("SET {prefix}:{i} v{i}")).await?;
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.filter = Filter {
+        dbs: vec![0, 2],
+        db_map: vec![(0, 5)],
+        ..Filter::default()
+    };
+    let mut task = SyncTask::spawn(options);
+    caught_up(&mut task, &source).await?;
+    let mut db0 = db_conn(&source, 0).await?;
+    let mut db1 = db_conn(&source, 1).await?;
+    let mut db2 = db_conn(&source, 2).await?;
+    run(&mut db0, "SET a:new 1").await?;
+    run(&mut db0, "MOVE a:1 2").await?; // into a synced db: target MOVE a:1 2 from db 5
+    run(&mut db1, "SET b:new 1").await?; // not synced
+    run(&mut db2, "SET c:new 1").await?;
+    run(&mut db2, "COPY c:2 c:copy DB 0").await?; // target: COPY ... DB 5
+    run(&mut db2, "MOVE c:3 1").await?; // leaves the synced dbs: target DEL c:3
+    run(&mut db1, "MOVE b:1 3").await?; // between unsynced dbs: nothing
+    caught_up(&mut task, &source).await?;
+    let source_db0: BTreeSet<String> = keys(&source, 0)
+        .await?
+        .into_iter()
+        .filter(|k| !k.starts_with("LOCKSTEP_"))
+        .collect();
+    assert_eq!(keys(&target, 5).await?, source_db0);
+    assert_eq!(keys(&target, 2).await?, keys(&source, 2).await?);
+    assert!(keys(&target, 2).await?.contains("a:1"));
+    assert!(!keys(&target, 2).await?.contains("c:3"));
+    assert!(keys(&target, 5).await?.contains("c:copy"));
+    assert!(keys(&target, 1).await?.is_empty());
+    assert!(keys(&target, 3).await?.is_empty());
+    assert_eq!(keys(&target, 0).await?, set(&["LOCKSTEP_CHECKPOINT"]));
+    let mut t5 = db_conn(&target, 5).await?;
+    let value: String = redis::cmd("GET").arg("a:7").query_async(&mut t5).await?;
+    assert_eq!(value, "v7");
+
+    // A key brought into a synced db from an unsynced one cannot be known: the task
+    // stops and says so.
+    run(&mut db1, "MOVE b:2 0").await?;
+    let err = ended_with_error(task).await?;
+    let message = err.to_string();
+    assert!(
+        message.contains("MOVE") && message.contains("b:2"),
+        "{message}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn key_prefixes_filter_copy_and_stream_and_split_mixed_commands() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut s = source.client().await?;
+    for i in 0..20 {
+        run(&mut s, &format!("SET in:{i} {i}")).await?;
+        run(&mut s, &format!("SET out:{i} {i}")).await?;
+        run(&mut s, &format!("RPUSH in:skip{i} {i}")).await?;
+    }
+    run(&mut s, "HSET in:hash f v").await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.filter = Filter {
+        include_prefixes: vec![b"in:".to_vec()],
+        exclude_prefixes: vec![b"in:skip".to_vec()],
+        ..Filter::default()
+    };
+    let mut task = SyncTask::spawn(options);
+    caught_up(&mut task, &source).await?;
+    for line in [
+        "SET in:s1 1",
+        "SET out:s1 1",
+        "SET in:skip:s1 1",
+        "DEL in:1 out:1 in:2",
+        "MSET in:m1 1 out:m1 2 in:m2 3",
+        "RENAME in:3 out:renamed",
+        "SADD in:set a b",
+        "SADD out:set x",
+        "SUNIONSTORE out:union out:set",
+    ] {
+        run(&mut s, line).await?;
+    }
+    caught_up(&mut task, &source).await?;
+    let wanted: BTreeSet<String> = keys(&source, 0)
+        .await?
+        .into_iter()
+        .filter(|k| k.starts_with("in:") && !k.starts_with("in:skip"))
+        .chain(["LOCKSTEP_CHECKPOINT".to_owned()])
+        .collect();
+    let on_target = keys(&target, 0).await?;
+    assert_eq!(on_target, wanted);
+    for gone in ["in:1", "in:2", "in:3"] {
+        assert!(!on_target.contains(gone), "{gone} is still on the target");
+    }
+    let mut t = target.client().await?;
+    let m2: String = redis::cmd("GET").arg("in:m2").query_async(&mut t).await?;
+    assert_eq!(m2, "3");
+
+    // A rename into the kept keys from a filtered key: the value is unknown.
+    run(&mut s, "RENAME out:5 in:renamed").await?;
+    let err = ended_with_error(task).await?;
+    let message = err.to_string();
+    assert!(
+        message.contains("RENAME") && message.contains("out:5") && message.contains("in:renamed"),
+        "{message}"
+    );
+    assert!(!keys(&target, 0).await?.contains("in:renamed"));
+    Ok(())
+}
+
+/// Subscribes to `channel` on `server` with a raw connection.
+async fn subscribe(server: &RedisServer, channel: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await?;
+    stream
+        .write_all(format!("SUBSCRIBE {channel}\r\n").as_bytes())
+        .await?;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await??;
+    anyhow::ensure!(
+        String::from_utf8_lossy(&buf[..n]).contains("subscribe"),
+        "no subscribe confirmation"
+    );
+    Ok(stream)
+}
+
+/// What arrives on a subscribed connection within `wait` (empty: nothing).
+async fn received(stream: &mut tokio::net::TcpStream, wait: Duration) -> String {
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn publish_is_dropped_by_default_and_kept_on_request() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut s = source.client().await?;
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    caught_up(&mut task, &source).await?;
+    let mut subscriber = subscribe(&target, "news").await?;
+    run(&mut s, "PUBLISH news dropped-message").await?;
+    run(&mut s, "SET marker 1").await?;
+    caught_up(&mut task, &source).await?;
+    let got = received(&mut subscriber, Duration::from_millis(500)).await;
+    assert!(got.is_empty(), "PUBLISH reached the target: {got:?}");
+    task.finish().await?;
+
+    let mut options = options(&source, &target, dir.path())?;
+    options.filter.keep_publish = true;
+    let mut task = SyncTask::spawn(options);
+    caught_up(&mut task, &source).await?;
+    run(&mut s, "PUBLISH news kept-message").await?;
+    let got = received(&mut subscriber, Duration::from_secs(5)).await;
+    assert!(got.contains("kept-message"), "got {got:?}");
+    task.finish().await?;
+    Ok(())
+}
+
+/// Source PTTL and target PTTL of `key`, read back to back.
+async fn pttls(
+    s: &mut MultiplexedConnection,
+    t: &mut MultiplexedConnection,
+    key: &str,
+) -> anyhow::Result<(i64, i64)> {
+    let on_source: i64 = redis::cmd("PTTL").arg(key).query_async(s).await?;
+    let on_target: i64 = redis::cmd("PTTL").arg(key).query_async(t).await?;
+    Ok((on_source, on_target))
+}
+
+#[tokio::test]
+async fn ttls_are_extended_in_the_copy_and_in_every_stream_form() -> anyhow::Result<()> {
+    const EXTEND_S: i64 = 1000;
+    // 6.2 carries EXPIRE/PEXPIRE/SET PX as sent; 7.0+ rewrites them to absolute times.
+    for version in [RedisVersion::V6_2, RedisVersion::V7_0, RedisVersion::V8_2] {
+        let source = RedisServer::start(ServerConfig::new(version)).await?;
+        let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+        let mut s = source.client().await?;
+        // Under the TTL guard (expires within the hour) and over it.
+        run(&mut s, "SET snap:short v PX 100000").await?;
+        run(&mut s, "SET snap:long v EX 7200").await?;
+        run(&mut s, "SET snap:none v").await?;
+        let dir = tempfile::tempdir()?;
+        let mut options = options(&source, &target, dir.path())?;
+        options.filter.extend_ttl = Duration::from_secs(EXTEND_S as u64);
+        let mut task = SyncTask::spawn(options);
+        caught_up(&mut task, &source).await?;
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        for line in [
+            "SET e v".to_owned(),
+            "EXPIRE e 100".to_owned(),
+            "SET pe v".to_owned(),
+            "PEXPIRE pe 100000".to_owned(),
+            "SET ea v".to_owned(),
+            format!("EXPIREAT ea {}", now_s + 100),
+            "SET pea v".to_owned(),
+            format!("PEXPIREAT pea {}", (now_s + 100) * 1000),
+            "SET sex v EX 100".to_owned(),
+            "SET spx v PX 100000".to_owned(),
+            "SETEX setex 100 v".to_owned(),
+            "PSETEX psetex 100000 v".to_owned(),
+            "SET gx v".to_owned(),
+            "GETEX gx EX 100".to_owned(),
+        ] {
+            run(&mut s, &line).await?;
+        }
+        caught_up(&mut task, &source).await?;
+        wait_until("guards settled", Duration::from_secs(10), || async {
+            let p = task.progress.borrow().clone();
+            Ok(if p.ttls_settled > 0 {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            })
+        })
+        .await?;
+        let mut t = target.client().await?;
+        for key in [
+            "snap:short",
+            "snap:long",
+            "e",
+            "pe",
+            "ea",
+            "pea",
+            "sex",
+            "spx",
+            "setex",
+            "psetex",
+            "gx",
+        ] {
+            let (on_source, on_target) = pttls(&mut s, &mut t, key).await?;
+            assert!(
+                on_source > 0,
+                "{version}: {key} has PTTL {on_source} on the source"
+            );
+            let wanted = on_source + EXTEND_S * 1000;
+            assert!(
+                (on_target - wanted).abs() < 2000,
+                "{version}: {key}: PTTL {on_target} on the target, wanted {wanted} (source {on_source} + {EXTEND_S} s)"
+            );
+        }
+        let (_, none) = pttls(&mut s, &mut t, "snap:none").await?;
+        assert_eq!(none, -1, "{version}: a key without TTL got one");
+        task.finish().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cascade_never_carries_lockstep_keys_and_named_tasks_keep_their_own_checkpoint(
+) -> anyhow::Result<()> {
+    let a = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let b = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let c = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let mut conn = a.client().await?;
+    for i in 0..100 {
+        run(&mut conn, &format!("SET k:{i} {i}")).await?;
+    }
+    // A key of lockstep's prefix in the snapshot (as on a target of another task).
+    run(&mut conn, "SET LOCKSTEP_CHECKPOINT:elsewhere x").await?;
+    let dir_ab = tempfile::tempdir()?;
+    let dir_bc = tempfile::tempdir()?;
+    let mut first = SyncTask::spawn(options(&a, &b, dir_ab.path())?);
+    caught_up(&mut first, &a).await?;
+    let mut second_options = options(&b, &c, dir_bc.path())?;
+    second_options.task_name = "cascade".into();
+    let mut second = SyncTask::spawn(second_options);
+    caught_up(&mut second, &b).await?;
+    for i in 0..50 {
+        run(&mut conn, &format!("INCR k:{i}")).await?;
+    }
+    run(&mut conn, "SET LOCKSTEP_user x").await?;
+    run(&mut conn, "DEL k:99 LOCKSTEP_user").await?;
+    caught_up(&mut first, &a).await?;
+    caught_up(&mut second, &b).await?;
+    let on_b: Vec<String> = keys(&b, 0)
+        .await?
+        .into_iter()
+        .filter(|k| k.starts_with("LOCKSTEP_") && !k.starts_with("LOCKSTEP_HEARTBEAT:cascade:"))
+        .collect();
+    assert_eq!(on_b, ["LOCKSTEP_CHECKPOINT"], "B holds other lockstep keys");
+    let on_c: Vec<String> = keys(&c, 0)
+        .await?
+        .into_iter()
+        .filter(|k| k.starts_with("LOCKSTEP_"))
+        .collect();
+    assert_eq!(
+        on_c,
+        ["LOCKSTEP_CHECKPOINT:cascade"],
+        "C holds lockstep keys of B or A"
+    );
+    assert_equal(&a, &c).await?;
+    let mut t = c.client().await?;
+    let value: i64 = redis::cmd("GET").arg("k:7").query_async(&mut t).await?;
+    assert_eq!(value, 8);
+
+    // The named task resumes from its own key.
+    second.finish().await?;
+    let mut second_options = options(&b, &c, dir_bc.path())?;
+    second_options.task_name = "cascade".into();
+    std::fs::remove_dir_all(dir_bc.path())?;
+    let mut second = SyncTask::spawn(second_options);
+    run(&mut conn, "INCR k:7").await?;
+    caught_up(&mut first, &a).await?;
+    caught_up(&mut second, &b).await?;
+    let p = second.now();
+    assert_eq!(
+        (p.full_syncs, p.partial_syncs),
+        (0, 1),
+        "the named task did not resume from its checkpoint key"
+    );
+    let value: i64 = redis::cmd("GET").arg("k:7").query_async(&mut t).await?;
+    assert_eq!(value, 9);
+    first.finish().await?;
+    second.finish().await?;
+    Ok(())
+}
