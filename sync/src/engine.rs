@@ -1127,16 +1127,13 @@ async fn full_copy(
             if let Event::ResizeDb { db_size, .. } = &event {
                 keys_total = Some(keys_total.unwrap_or(0) + db_size);
             }
-            let (keys_before, bytes) = match &throttle {
-                Some(_) => (loader.keys, event_bytes(&event) as u64),
-                None => (0, 0),
-            };
+            let (keys_before, bytes_before) = (loader.keys, loader.bytes);
             if let Err(err) = loader.on_event(event, writer).await {
                 applied = Err(SyncError::from(err));
                 break 'batches;
             }
             if let Some(throttle) = throttle.as_mut() {
-                let wait = throttle.take(loader.keys - keys_before, bytes);
+                let wait = throttle.take(loader.keys - keys_before, loader.bytes - bytes_before);
                 if !wait.is_zero() {
                     // Send what is buffered first: the target sees a steady rate.
                     if let Err(err) = writer.flush().await {

@@ -112,6 +112,9 @@ pub struct KeyLoader {
     pub keys: u64,
     /// Of which written in batches.
     pub big_keys: u64,
+    /// Key and value bytes written (RESTORE payloads, big keys' element batches): what
+    /// the full copy's MB/s throttle counts.
+    pub bytes: u64,
 }
 
 impl KeyLoader {
@@ -127,6 +130,7 @@ impl KeyLoader {
             guarded: Vec::new(),
             keys: 0,
             big_keys: 0,
+            bytes: 0,
         }
     }
 
@@ -213,8 +217,10 @@ impl KeyLoader {
             .current
             .as_mut()
             .ok_or(LoadError::OutOfOrder("elements outside a key"))?;
-        current.element_bytes += batch_bytes(&batch);
+        let added = batch_bytes(&batch);
+        current.element_bytes += added;
         if current.streaming {
+            self.bytes += added as u64;
             return write_batch(&current.meta, batch, self.target_rdb_version, writer).await;
         }
         current
@@ -229,6 +235,7 @@ impl KeyLoader {
             // Too big to hold: from now on, write as it comes.
             current.streaming = true;
             self.big_keys += 1;
+            self.bytes += (current.meta.key.len() + current.element_bytes) as u64;
             let kind = current.value.kind();
             let held = std::mem::replace(&mut current.value, Value::empty(kind));
             writer
@@ -262,6 +269,7 @@ impl KeyLoader {
         if expire.is_some() {
             argv.push(b"ABSTTL");
         }
+        self.bytes += (meta.key.len() + payload.len()) as u64;
         writer.push(&argv, None).await?;
         Ok(())
     }

@@ -384,3 +384,121 @@ async fn a_cascade_never_carries_lockstep_keys_and_named_tasks_keep_their_own_ch
     second.finish().await?;
     Ok(())
 }
+
+/// The rate at which keys appear in database 1 of `target`, measured between the
+/// moments its DBSIZE passes `from` and `to` (the middle of a run, away from the
+/// start's burst and the end), in keys per second.
+async fn keys_per_second(target: &RedisServer, from: i64, to: i64) -> anyhow::Result<f64> {
+    let mut conn = db_conn(target, 1).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut start: Option<(Instant, i64)> = None;
+    loop {
+        let size: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        let now = Instant::now();
+        if start.is_none() && size >= from {
+            start = Some((now, size));
+        }
+        if let Some((at, first)) = start {
+            if size >= to {
+                return Ok((size - first) as f64 / now.duration_since(at).as_secs_f64());
+            }
+        }
+        anyhow::ensure!(now < deadline, "only {size} keys after 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_within_10_percent(what: &str, measured: f64, wanted: f64) {
+    let error = (measured - wanted).abs() / wanted;
+    eprintln!("{what}: {measured:.1}/s measured at the target, limit {wanted:.1}/s");
+    assert!(
+        error < 0.10,
+        "{what}: {measured:.1}/s measured at the target, limit {wanted}/s"
+    );
+}
+
+/// Writes `count` string keys of `value_bytes` bytes into database 1 of `source`;
+/// the values are pseudo-random letters, so the RDB cannot compress them.
+async fn fill(source: &RedisServer, count: usize, value_bytes: usize) -> anyhow::Result<()> {
+    let mut conn = db_conn(source, 1).await?;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut letter = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        b'a' + (state % 26) as u8
+    };
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            let value: Vec<u8> = (0..value_bytes).map(|_| letter()).collect();
+            pipe.cmd("SET").arg(format!("k:{i}")).arg(value).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn full_copy_throttles_hold_keys_and_bytes_per_second() -> anyhow::Result<()> {
+    // keys/s: 4000 keys at 1500/s; MB/s: 300 keys of 10 kB at 1 MB/s (~100 keys/s).
+    for (count, value_bytes, keys_per_sec, mb_per_sec) in
+        [(4000, 10, Some(1500), None), (300, 10_000, None, Some(1.0))]
+    {
+        let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+        let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+        fill(&source, count, value_bytes).await?;
+        let dir = tempfile::tempdir()?;
+        let mut options = options(&source, &target, dir.path())?;
+        options.mode = lockstep_sync::engine::Mode::Full;
+        options.throttle.full_keys_per_sec = keys_per_sec;
+        options.throttle.full_bytes_per_sec = mb_per_sec.map(|mb: f64| (mb * 1e6) as u64);
+        let task = SyncTask::spawn(options);
+        let n = count as i64;
+        let measured = keys_per_second(&target, n / 6, n * 5 / 6).await?;
+        let wanted = match (keys_per_sec, mb_per_sec) {
+            (Some(k), _) => k as f64,
+            // RESTORE payload of a 10 kB string: the value plus 11 bytes of header
+            // and trailer, plus the key.
+            (_, Some(mb)) => mb * 1e6 / (value_bytes + 11 + 5) as f64,
+            _ => unreachable!(),
+        };
+        assert_within_10_percent("full copy", measured, wanted);
+        task.handle.await??;
+        assert_eq!(keys(&target, 1).await?.len(), count);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn incremental_throttles_hold_commands_and_bytes_per_second() -> anyhow::Result<()> {
+    // commands/s: 3000 SETs at 1000/s; MB/s: 250 SETs of 10 kB at 1 MB/s.
+    for (keys, value_bytes, commands_per_sec, mb_per_sec) in
+        [(3000, 10, Some(1000), None), (250, 10_000, None, Some(1.0))]
+    {
+        let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+        let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+        let dir = tempfile::tempdir()?;
+        let mut options = options(&source, &target, dir.path())?;
+        options.heartbeat = false;
+        options.throttle.incremental_commands_per_sec = commands_per_sec;
+        options.throttle.incremental_bytes_per_sec = mb_per_sec.map(|mb: f64| (mb * 1e6) as u64);
+        let mut task = SyncTask::spawn(options);
+        caught_up(&mut task, &source).await?;
+        fill(&source, keys, value_bytes).await?;
+        let n = keys as i64;
+        let measured = keys_per_second(&target, n / 6, n * 5 / 6).await?;
+        let wanted = match (commands_per_sec, mb_per_sec) {
+            (Some(c), _) => c as f64,
+            // The wire bytes of `SET k:<i> <value>`: the value and ~33 bytes.
+            (_, Some(mb)) => mb * 1e6 / (value_bytes + 33) as f64,
+            _ => unreachable!(),
+        };
+        assert_within_10_percent("incremental", measured, wanted);
+        // The link stayed up while throttled: no second full sync.
+        caught_up(&mut task, &source).await?;
+        assert_eq!(task.now().full_syncs, 1);
+        task.finish().await?;
+    }
+    Ok(())
+}
