@@ -99,6 +99,15 @@ pub fn validate_task_name(name: &str) -> Result<(), String> {
 }
 
 impl SyncOptions {
+    /// Options of a plain (non-replica) connection to the source: the writer's
+    /// timeouts with the source's TLS settings.
+    fn source_connection(&self) -> ApplyOptions {
+        ApplyOptions {
+            tls: self.link.tls.clone(),
+            ..self.apply.clone()
+        }
+    }
+
     /// The target key holding this task's exact position (see [`TARGET_CHECKPOINT_KEY`]).
     pub fn checkpoint_key(&self) -> Vec<u8> {
         self.task_key(TARGET_CHECKPOINT_KEY)
@@ -839,7 +848,8 @@ impl Heartbeat {
     async fn connect(options: &SyncOptions) -> Option<Heartbeat> {
         let mut key = options.task_key(HEARTBEAT_PREFIX);
         key.extend_from_slice(format!(":{}", options.link.listening_port).as_bytes());
-        match TargetWriter::connect_to("source", &options.source, options.apply.clone()).await {
+        match TargetWriter::connect_to("source", &options.source, options.source_connection()).await
+        {
             Ok(connection) => Some(Heartbeat { connection, key }),
             Err(err) => {
                 tracing::warn!(
@@ -968,7 +978,7 @@ fn save(
 /// no checkpoint: it starts from now).
 async fn source_position(options: &SyncOptions) -> Result<(String, i64, u32), SyncError> {
     let mut client =
-        TargetWriter::connect_to("source", &options.source, options.apply.clone()).await?;
+        TargetWriter::connect_to("source", &options.source, options.source_connection()).await?;
     let info = info_text(client.query(&[b"INFO".as_slice(), b"replication"]).await?);
     let field = |name: &str| {
         info.lines()
