@@ -239,11 +239,11 @@ mod tests {
     #[test]
     fn the_file_fills_what_the_command_line_leaves_out_and_flags_win() {
         let file = "source = \"redis://s:1\"\ntarget = [\"redis://t:1\"]\n\
-                    checkpoint_dir = \"/tmp/cp\"\nretry_minutes = 30\nskip_publish = true\n\
+                    checkpoint_dir = \"/tmp/cp\"\nretry_minutes = 30\nkeep_publish = true\n\
                     mode = \"full\"\n";
         let args = sync_with(file, &[]).expect("parses");
         assert_eq!(
-            (args.retry_minutes, args.skip_publish, args.mode),
+            (args.retry_minutes, args.task.keep_publish, args.mode),
             (30, true, ModeArg::Full)
         );
         let args =

@@ -12,6 +12,7 @@ mod connection;
 mod demo;
 mod rdb;
 mod sync;
+mod task;
 mod verify;
 
 fn main() -> std::process::ExitCode {

@@ -23,7 +23,7 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
     };
     options.retry_window = Duration::from_secs(args.retry_minutes * 60);
     options.other_retry_window = Duration::from_secs(args.other_retry_minutes * 60);
-    options.filter.keep_publish = !args.skip_publish;
+    args.task.apply_to(&mut options)?;
     options.heartbeat = !args.no_heartbeat;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (progress_tx, mut progress_rx) = watch::channel(Progress::default());

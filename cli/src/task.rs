@@ -1,0 +1,144 @@
+//! From the task arguments of `lockstep sync` (`TaskArgs`: name, objects, throttles)
+//! to the engine's `SyncOptions::{task_name, filter, throttle}`.
+
+use std::time::Duration;
+
+use lockstep_sync::engine::SyncOptions;
+use lockstep_sync::filter::Filter;
+use lockstep_sync::throttle::ThrottleOptions;
+
+use crate::args::TaskArgs;
+
+/// Bytes in one MB of the throttle flags.
+const MB: f64 = 1_000_000.0;
+
+impl TaskArgs {
+    /// Sets the task's name, filter and throttles; checks the filter's consistency
+    /// (a mapping of an unselected database, two sources into one target database).
+    pub fn apply_to(&self, options: &mut SyncOptions) -> anyhow::Result<()> {
+        options.task_name = self.task_name.clone();
+        options.filter = self.filter();
+        options.filter.validate()?;
+        options.throttle = self.throttle();
+        Ok(())
+    }
+
+    pub fn filter(&self) -> Filter {
+        Filter {
+            dbs: self.dbs.clone(),
+            db_map: self.map_db.clone(),
+            include_prefixes: self.prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            exclude_prefixes: self
+                .exclude_prefix
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+            keep_publish: self.keep_publish,
+            drop_commands: self.drop_command.clone(),
+            extend_ttl: Duration::from_secs(self.extend_ttl),
+        }
+    }
+
+    pub fn throttle(&self) -> ThrottleOptions {
+        let bytes = |mb: Option<f64>| mb.map(|mb| ((mb * MB) as u64).max(1));
+        ThrottleOptions {
+            full_keys_per_sec: self.full_keys_per_sec,
+            full_bytes_per_sec: bytes(self.full_mb_per_sec),
+            incremental_commands_per_sec: self.incremental_commands_per_sec,
+            incremental_bytes_per_sec: bytes(self.incremental_mb_per_sec),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::args::{Cli, Command};
+
+    fn task(flags: &[&str]) -> Result<crate::args::TaskArgs, clap::Error> {
+        let mut argv = vec![
+            "lockstep",
+            "sync",
+            "--source",
+            "redis://s:1",
+            "--target",
+            "redis://t:1",
+            "--checkpoint-dir",
+            "d",
+        ];
+        argv.extend(flags);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Sync(args) => Ok(args.task),
+            _ => unreachable!("a sync command line"),
+        }
+    }
+
+    #[test]
+    fn flags_become_the_engine_options() {
+        let args = task(&[
+            "--task-name",
+            "east-1",
+            "--dbs",
+            "0,2",
+            "--map-db",
+            "0:5",
+            "--prefix",
+            "user:",
+            "--prefix",
+            "order:",
+            "--exclude-prefix",
+            "user:tmp",
+            "--drop-command",
+            "flushall",
+            "--extend-ttl",
+            "600",
+            "--full-keys-per-sec",
+            "5000",
+            "--full-mb-per-sec",
+            "1.5",
+            "--incremental-commands-per-sec",
+            "2000",
+            "--incremental-mb-per-sec",
+            "2",
+        ])
+        .expect("parses");
+        let filter = args.filter();
+        assert_eq!(filter.dbs, [0, 2]);
+        assert_eq!(filter.db_map, [(0, 5)]);
+        assert_eq!(
+            filter.include_prefixes,
+            [b"user:".to_vec(), b"order:".to_vec()]
+        );
+        assert_eq!(filter.exclude_prefixes, [b"user:tmp".to_vec()]);
+        assert!(!filter.keep_publish, "PUBLISH is dropped by default");
+        assert_eq!(filter.extend_ttl.as_secs(), 600);
+        let throttle = args.throttle();
+        assert_eq!(throttle.full_keys_per_sec, Some(5000));
+        assert_eq!(throttle.full_bytes_per_sec, Some(1_500_000));
+        assert_eq!(throttle.incremental_commands_per_sec, Some(2000));
+        assert_eq!(throttle.incremental_bytes_per_sec, Some(2_000_000));
+        assert_eq!(args.task_name, "east-1");
+        assert_eq!(task(&[]).expect("parses").task_name, "default");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_the_range() {
+        for bad in [
+            &["--map-db", "0:256"][..],
+            &["--map-db", "0-5"],
+            &["--dbs", "300"],
+            &["--extend-ttl", "-1"],
+            &["--full-mb-per-sec", "0"],
+            &["--incremental-commands-per-sec", "0"],
+            &["--task-name", "a b"],
+            &["--task-name", ""],
+        ] {
+            assert!(task(bad).is_err(), "{bad:?} was accepted");
+        }
+        let err = task(&["--map-db", "x"])
+            .expect_err("bad mapping")
+            .to_string();
+        assert!(err.contains("SRC:DST"), "{err}");
+    }
+}
