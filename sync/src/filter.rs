@@ -452,8 +452,8 @@ fn extend_ttl(argv: &[Bytes], extend_ms: i64) -> Option<Vec<Bytes>> {
         }
     } else if is("SET") || is("GETEX") {
         let first_option = if is("SET") { 3 } else { 2 };
-        for i in first_option..argv.len().saturating_sub(1) {
-            let option = &argv[i];
+        for (i, pair) in argv.windows(2).enumerate().skip(first_option) {
+            let option = &pair[0];
             if option.eq_ignore_ascii_case(b"EX") || option.eq_ignore_ascii_case(b"EXAT") {
                 times.push((i + 1, 1000));
             } else if option.eq_ignore_ascii_case(b"PX") || option.eq_ignore_ascii_case(b"PXAT") {

@@ -140,6 +140,7 @@ static TABLE: &[(&str, KeySpec)] = &[
     ("RENAMENX", FIRST_TWO),
     ("REPLCONF", KeySpec::None),
     ("RESTORE", FIRST),
+    ("RESTORE-ASKING", FIRST),
     ("RPOP", FIRST),
     ("RPOPLPUSH", FIRST_TWO),
     ("RPUSH", FIRST),

@@ -89,6 +89,7 @@ const EXAMPLES: &[&str] = &[
     "RENAMENX a b",
     "REPLCONF GETACK *",
     "RESTORE k 0 payload REPLACE ABSTTL",
+    "RESTORE-ASKING k 0 payload",
     "RPOP k",
     "RPOPLPUSH a b",
     "RPUSH k a b",
