@@ -418,8 +418,8 @@ async fn session(
                 None => None,
             };
             if let Some(why) = stale {
-                tracing::warn!("full resync: {why}; flushing the target first so it ends equal to the source, not a superset");
-                writer.push(&[b"FLUSHALL".as_slice()], None).await?;
+                tracing::warn!("full resync: {why}; removing the task's keys from the target first so it ends equal to the source, not a superset");
+                options.filter.clear_target(&mut writer).await?;
                 store.clear()?;
             }
             store.set_full_copy_in_progress(true)?;

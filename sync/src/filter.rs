@@ -40,6 +40,16 @@
 //! source dbs 0..15 when only a mapping is given), so databases of the target that
 //! the task does not own are left alone.
 //!
+//! With key prefix rules, a FLUSHDB or FLUSHALL of the stream still empties the
+//! whole target database(s): the source emptied them.
+//!
+//! # A full resync over stale data
+//! When the source cannot continue from the checkpoint, the engine removes what the
+//! task owns on the target before copying again ([`Filter::clear_target`]): FLUSHALL
+//! without rules, FLUSHDB of the task's target databases with db rules, and with
+//! prefix rules only the keys the filter keeps (found by SCAN), so tasks that share a
+//! target (fan-in by database or by prefix) never wipe each other's keys.
+//!
 //! The default filter (nothing configured) costs one name comparison and a scan of
 //! the arguments' first bytes per command, and allocates nothing.
 
@@ -47,7 +57,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::apply::{ApplyError, TargetWriter};
 use crate::keys::{key_indices, KeysError};
+use crate::resp::Frame;
 
 /// Keys starting with this belong to lockstep and are never written to a target.
 pub const OWN_KEY_PREFIX: &[u8] = b"LOCKSTEP_";
@@ -207,6 +219,72 @@ impl Filter {
         (0..DEFAULT_DATABASES)
             .filter(move |_| all)
             .chain(listed.filter(move |_| !all))
+    }
+
+    /// Removes the task's keys from the target before a full resync (see the module
+    /// doc). Returns how many keys were unlinked one by one (0 after a flush). Leaves
+    /// database 0 selected.
+    pub async fn clear_target(&self, writer: &mut TargetWriter) -> Result<u64, ApplyError> {
+        let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
+        if !prefix_rules && !self.has_db_rules() {
+            writer.push(&[b"FLUSHALL".as_slice()], None).await?;
+            writer.drain().await?;
+            return Ok(0);
+        }
+        let dbs: Vec<u32> = if self.has_db_rules() {
+            self.written_source_dbs()
+                .map(|d| self.target_db(d))
+                .collect()
+        } else {
+            keyspace_dbs(writer).await?
+        };
+        let patterns: Vec<Vec<u8>> = if self.include_prefixes.is_empty() {
+            vec![b"*".to_vec()]
+        } else {
+            self.include_prefixes
+                .iter()
+                .map(|p| glob_prefix(p))
+                .collect()
+        };
+        let mut unlinked = 0;
+        for db in dbs {
+            writer
+                .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
+                .await?;
+            if !prefix_rules {
+                writer.push(&[b"FLUSHDB".as_slice()], None).await?;
+                continue;
+            }
+            for pattern in &patterns {
+                let mut cursor = b"0".to_vec();
+                loop {
+                    let reply = writer
+                        .query(&[
+                            b"SCAN".as_slice(),
+                            &cursor,
+                            b"MATCH",
+                            pattern,
+                            b"COUNT",
+                            b"1000",
+                        ])
+                        .await?;
+                    let (next, keys) = scan_reply(reply);
+                    let mut argv: Vec<Bytes> = vec![Bytes::from_static(b"UNLINK")];
+                    argv.extend(keys.into_iter().filter(|k| self.keeps_key(k)));
+                    if argv.len() > 1 {
+                        unlinked += argv.len() as u64 - 1;
+                        writer.push(&argv, None).await?;
+                    }
+                    match next {
+                        Some(next) if next != b"0" => cursor = next,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+        writer.drain().await?;
+        Ok(unlinked)
     }
 
     /// What to do with `argv`, a command of the stream applied in source database `db`.
@@ -479,6 +557,45 @@ fn extend_ttl(argv: &[Bytes], extend_ms: i64) -> Option<Vec<Bytes>> {
     Some(out)
 }
 
+/// The databases of the target that hold keys (`INFO keyspace`).
+async fn keyspace_dbs(writer: &mut TargetWriter) -> Result<Vec<u32>, ApplyError> {
+    let info = writer.query(&[b"INFO".as_slice(), b"keyspace"]).await?;
+    let text = info.as_bytes().map(lossy).unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
+        .collect())
+}
+
+/// A SCAN reply: the next cursor (none when the reply is not one) and the keys.
+fn scan_reply(reply: Frame) -> (Option<Vec<u8>>, Vec<Bytes>) {
+    let Frame::Array(mut parts) = reply else {
+        return (None, Vec::new());
+    };
+    let keys = match parts.pop() {
+        Some(Frame::Array(keys)) => keys
+            .into_iter()
+            .filter_map(|k| k.as_bytes().map(Bytes::copy_from_slice))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let cursor = parts.pop().and_then(|c| c.as_bytes().map(<[u8]>::to_vec));
+    (cursor, keys)
+}
+
+/// A SCAN MATCH pattern for keys starting with `prefix` (glob characters escaped).
+fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut pattern = Vec::with_capacity(prefix.len() + 1);
+    for &c in prefix {
+        if matches!(c, b'*' | b'?' | b'[' | b']' | b'\\') {
+            pattern.push(b'\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push(b'*');
+    pattern
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -674,5 +791,11 @@ mod tests {
             assert_eq!(f.command(&argv(same), 0), Ok(Verdict::Keep), "{same}");
         }
         assert_eq!(f.extend_expiry(1000), 61_000);
+    }
+
+    #[test]
+    fn prefixes_become_escaped_scan_patterns() {
+        assert_eq!(glob_prefix(b"user:"), b"user:*");
+        assert_eq!(glob_prefix(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*");
     }
 }

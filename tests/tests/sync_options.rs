@@ -502,3 +502,113 @@ async fn incremental_throttles_hold_commands_and_bytes_per_second() -> anyhow::R
     }
     Ok(())
 }
+
+/// Makes a task's next start a full resync over stale data: its checkpoint names a
+/// history the source does not have.
+async fn spoil_checkpoint(
+    target: &RedisServer,
+    key: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let mut conn = target.client().await?;
+    redis::cmd("SET")
+        .arg(key)
+        .arg(format!("{} 1000 0", "0".repeat(40)))
+        .query_async::<()>(&mut conn)
+        .await?;
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tasks_sharing_a_target_keep_their_checkpoints_and_a_resync_clears_only_their_keys(
+) -> anyhow::Result<()> {
+    let east = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let west = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    for (server, prefix) in [(&east, "e"), (&west, "w")] {
+        let mut conn = server.client().await?;
+        for i in 0..30 {
+            run(&mut conn, &format!("SET {prefix}:{i} {i}")).await?;
+        }
+    }
+    // Fan-in by database: east's db 0 into 1, west's db 0 into 2.
+    let task_options = |source: &RedisServer, name: &str, to: u32, dir: &std::path::Path| {
+        let mut o = options(source, &target, dir)?;
+        o.task_name = name.into();
+        o.filter = Filter {
+            dbs: vec![0],
+            db_map: vec![(0, to)],
+            ..Filter::default()
+        };
+        anyhow::Ok(o)
+    };
+    let (east_dir, west_dir) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let mut east_task = SyncTask::spawn(task_options(&east, "east", 1, east_dir.path())?);
+    let mut west_task = SyncTask::spawn(task_options(&west, "west", 2, west_dir.path())?);
+    caught_up(&mut east_task, &east).await?;
+    caught_up(&mut west_task, &west).await?;
+    assert_eq!(
+        keys(&target, 0).await?,
+        set(&["LOCKSTEP_CHECKPOINT:east", "LOCKSTEP_CHECKPOINT:west"])
+    );
+    assert_eq!(keys(&target, 1).await?.len(), 30);
+    assert_eq!(keys(&target, 2).await?.len(), 30);
+
+    // East starts over from a history its source does not have: a full resync that
+    // must drop east's stale keys and leave west's alone.
+    east_task.finish().await?;
+    let mut e = east.client().await?;
+    run(&mut e, "DEL e:0").await?;
+    spoil_checkpoint(&target, "LOCKSTEP_CHECKPOINT:east", east_dir.path()).await?;
+    let mut east_task = SyncTask::spawn(task_options(&east, "east", 1, east_dir.path())?);
+    caught_up(&mut east_task, &east).await?;
+    run(&mut db_conn(&west, 0).await?, "SET w:new 1").await?;
+    caught_up(&mut west_task, &west).await?;
+    assert_eq!(east_task.now().full_syncs, 1);
+    let east_keys = keys(&target, 1).await?;
+    assert_eq!(east_keys.len(), 29, "stale key left behind: {east_keys:?}");
+    assert!(!east_keys.contains("e:0"));
+    assert_eq!(
+        keys(&target, 2).await?.len(),
+        31,
+        "west's keys were touched"
+    );
+    assert!(keys(&target, 0).await?.contains("LOCKSTEP_CHECKPOINT:west"));
+    east_task.finish().await?;
+    west_task.finish().await?;
+
+    // Fan-in by prefix into one database: a resync unlinks only the task's keys.
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut s = source.client().await?;
+    for i in 0..30 {
+        run(&mut s, &format!("SET p:{i} {i}")).await?;
+        run(&mut s, &format!("SET x:{i} {i}")).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let prefix_options = || {
+        let mut o = options(&source, &target, dir.path())?;
+        o.task_name = "prefixed".into();
+        o.filter.include_prefixes = vec![b"p:".to_vec()];
+        anyhow::Ok(o)
+    };
+    let mut task = SyncTask::spawn(prefix_options()?);
+    caught_up(&mut task, &source).await?;
+    run(&mut db_conn(&target, 0).await?, "SET q:other 1").await?;
+    task.finish().await?;
+    run(&mut s, "DEL p:0").await?;
+    spoil_checkpoint(&target, "LOCKSTEP_CHECKPOINT:prefixed", dir.path()).await?;
+    let mut task = SyncTask::spawn(prefix_options()?);
+    caught_up(&mut task, &source).await?;
+    let on_target = keys(&target, 0).await?;
+    let p_keys = on_target.iter().filter(|k| k.starts_with("p:")).count();
+    assert_eq!(p_keys, 29, "{on_target:?}");
+    assert!(
+        on_target.contains("q:other"),
+        "a key of no task was removed"
+    );
+    assert!(on_target.contains("LOCKSTEP_CHECKPOINT:east"));
+    assert!(!on_target.iter().any(|k| k.starts_with("x:")));
+    task.finish().await?;
+    Ok(())
+}
