@@ -614,12 +614,7 @@ fn error(argv: &[Bytes], keys: Vec<String>, reason: &str) -> FilterError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn argv(line: &str) -> Vec<Bytes> {
-        line.split_whitespace()
-            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
-            .collect()
-    }
+    use crate::keys::tests::argv;
 
     fn one(line: &str) -> Verdict {
         Verdict::Rewrite(vec![argv(line)])

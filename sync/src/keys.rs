@@ -346,10 +346,11 @@ impl KeyIndices {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn argv(line: &str) -> Vec<Bytes> {
+    /// A command written as words (for tests here and in the filter).
+    pub(crate) fn argv(line: &str) -> Vec<Bytes> {
         line.split_whitespace()
             .map(|w| Bytes::copy_from_slice(w.as_bytes()))
             .collect()
