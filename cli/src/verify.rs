@@ -1,12 +1,13 @@
 //! `lockstep verify`: runs the comparison, writes the reports and turns the outcome
 //! into an exit code (0 consistent, 1 differences found, 2 the check itself failed:
-//! the error and its cause chain are printed by `main`).
+//! the error and its cause chain are printed by `main`). Key lists (`--keys-from`,
+//! `--recheck`) are read here; verify itself never reads a file.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use lockstep_verify::{compare, output, CompareOptions, Sample};
+use lockstep_verify::{compare, output, CompareOptions, KeyList, Sample};
 
 use crate::args::{VerifyArgs, VerifyModeArg};
 
@@ -30,14 +31,14 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
         }
     };
     let mut ignore = defaults.ignore_prefixes.clone();
+    let (dbs, keys) = key_list(args)?;
     ignore.extend(args.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()));
     Ok(CompareOptions {
-        dbs: if args.dbs.is_empty() {
-            defaults.dbs.clone()
-        } else {
-            args.dbs.clone()
-        },
+        dbs,
+        keys,
         ttl_tolerance: Duration::from_millis(args.ttl_tolerance_ms),
+        ttl_extension: Duration::from_secs(args.extend_ttl),
+        max_listed: args.max_listed,
         ignore_prefixes: ignore,
         include_prefixes: args.prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
         sample,
@@ -47,6 +48,32 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
         round_pause: Duration::from_millis(args.round_pause_ms),
         ..defaults
     })
+}
+
+/// The databases to compare and, with `--keys-from` or `--recheck`, the keys.
+fn key_list(args: &VerifyArgs) -> anyhow::Result<(Vec<u32>, Option<KeyList>)> {
+    let dbs = if args.dbs.is_empty() {
+        CompareOptions::default().dbs
+    } else {
+        args.dbs.clone()
+    };
+    if let Some(path) = &args.keys_from {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("opening the key list {}", path.display()))?;
+        let keys = output::read_key_lines(std::io::BufReader::new(file))
+            .with_context(|| format!("reading the key list {}", path.display()))?;
+        let list = dbs.iter().map(|&db| (db, keys.clone())).collect();
+        return Ok((dbs, Some(list)));
+    }
+    if let Some(path) = &args.recheck {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("opening the report {}", path.display()))?;
+        let mut list = output::read_report_keys(std::io::BufReader::new(file))
+            .with_context(|| format!("reading the report {}", path.display()))?;
+        list.retain(|db, _| dbs.contains(db));
+        return Ok((list.keys().copied().collect(), Some(list)));
+    }
+    Ok((dbs, None))
 }
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
@@ -72,7 +99,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("CONSISTENT: the target equals the source");
         ExitCode::SUCCESS
     } else {
-        println!("INCONSISTENT: {} differences", report.differences.len());
+        println!("INCONSISTENT: {} differences", report.difference_count());
         ExitCode::from(1)
     })
 }

@@ -88,3 +88,81 @@ async fn exit_codes_and_reports_say_what_an_audit_needs() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn recheck_key_lists_and_ttl_extension_from_the_command_line() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let (mut s, mut t) = (source.client().await?, target.client().await?);
+    // "ttl" expires an hour later on the target, as `lockstep sync --extend-ttl 3600`
+    // writes it; "bad" differs.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        + 600_000;
+    for (conn, extra, value) in [(&mut s, 0, "a"), (&mut t, 3_600_000, "b")] {
+        redis::pipe()
+            .cmd("SET")
+            .arg("same")
+            .arg(1)
+            .ignore()
+            .cmd("SET")
+            .arg("ttl")
+            .arg(1)
+            .arg("PXAT")
+            .arg(at + extra)
+            .ignore()
+            .cmd("SET")
+            .arg("bad")
+            .arg(value)
+            .ignore()
+            .query_async::<()>(conn)
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (csv, csv2, list) = (path("first.csv"), path("again.csv"), path("keys.txt"));
+    let (src, dst) = (source.url(), target.url());
+
+    let (code, out, err) = verify(&src, &dst, &["--dbs", "0", "--report", &csv]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&csv)?.lines().count(),
+        3,
+        "ttl and bad"
+    );
+    let (code, out, err) = verify(&src, &dst, &["--dbs", "0", "--extend-ttl", "3600"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("1 differences"), "only bad: {out}");
+
+    // Re-check the report's keys: the same two, then none once they are repaired.
+    let (code, out, err) = verify(&src, &dst, &["--recheck", &csv, "--report", &csv2]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(std::fs::read_to_string(&csv2)?.lines().count(), 3, "{out}");
+    redis::cmd("SET")
+        .arg("bad")
+        .arg("a")
+        .query_async::<()>(&mut t)
+        .await?;
+    let (code, out, err) = verify(&src, &dst, &["--recheck", &csv, "--extend-ttl", "3600"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("2 keys compared"),
+        "only the report's keys: {out}"
+    );
+
+    // A key list: one key per line.
+    std::fs::write(&list, "same\nbase64:dHRs\n")?; // "ttl"
+    let (code, out, err) = verify(&src, &dst, &["--dbs", "0", "--keys-from", &list]);
+    assert_eq!(
+        code,
+        Some(1),
+        "ttl differs without the extension: {out}{err}"
+    );
+    assert!(out.contains("2 keys compared"), "{out}");
+    std::fs::write(&list, "base64:%%%\n")?;
+    let (code, _, err) = verify(&src, &dst, &["--keys-from", &list]);
+    assert_eq!(code, Some(2), "an unreadable key list cannot verify: {err}");
+    assert!(err.contains("line 1"), "{err}");
+    Ok(())
+}

@@ -2,31 +2,49 @@
 //! and TTL of every key found on both sides.
 //!
 //! # How a database is walked
-//! - The source pass: SCAN batches of the source's keys; per batch, one pipeline per
-//!   side (both sides at once) reads `TYPE` and `PTTL` of every key; a second reads
-//!   `DUMP` of strings and the length of collections; a third `DUMP`s collections of at
-//!   most `dump_elements_max` elements. Byte-equal DUMP payloads are equal values and
-//!   nothing more is read (the *fast path*). Only keys whose payloads differ (another
-//!   encoding or RDB version, or another value) are read again, as chunked digests
-//!   ([`crate::digest`]). Once one pair of payloads shows two different RDB versions,
-//!   the fast path is off for the rest of the run and strings are read by GET.
-//! - The target pass, at the same time: SCAN batches of the target's keys and one
-//!   pipeline of `EXISTS` on the source. No key set is ever held: memory is bounded by
-//!   `workers` batches in flight, plus the differences found.
-//! - `workers` batches are in flight at once, each on its own connection per side.
+//! - The source pass: SCAN batches of the source's keys. Per batch, on both sides at
+//!   once: one `MGET` of the whole batch, then `INFO keyspace` (is any key of the
+//!   database carrying a TTL?). A key that MGET returns on both sides is a string on
+//!   both, and its bytes are its value (whatever the encoding). Then one pipeline per
+//!   side: `TYPE` and `PTTL` of the other keys, and `PTTL` of the strings, only on a
+//!   side whose database holds keys with a TTL (a key without one reads -1). Strings
+//!   thus cost one MGET element per side, plus one PTTL where TTLs exist, instead of
+//!   TYPE + PTTL + DUMP (or a Lua call per key): the servers' CPU is the limit, and the
+//!   key lookups are what it is spent on. Collections of the same type: their lengths,
+//!   then `DUMP` of those of at most `dump_elements_max` elements (byte-equal payloads
+//!   are equal values: the *fast path*); any other pair is read again as chunked
+//!   digests ([`crate::digest`]). Once one pair of payloads shows two different RDB
+//!   versions, DUMP is skipped for the rest of the run. No Lua script is ever run.
+//! - The target pass, after it: SCAN batches of the target's keys, one multi-key
+//!   `EXISTS` per batch on the source, per-key EXISTS only for a batch with an absent
+//!   key. It is skipped when counts prove there is no extra key: neither side changed
+//!   during the source pass (`rdb_changes_since_last_save`, saves, `expired_keys`,
+//!   `evicted_keys`, `master_repl_offset` and DBSIZE the same before and after), the
+//!   source pass saw exactly DBSIZE keys on the source (so no key twice), and the
+//!   target's DBSIZE equals the keys found on both sides plus lockstep's own
+//!   checkpoint key. A target with a key outside the source's set cannot meet that.
+//! - `workers` batches are in flight at once, each on its own connection per side. No
+//!   key set is ever held: memory is bounded by `workers` batches in flight, plus the
+//!   differences listed ([`crate::track`]: beyond `max_listed`, a differing key costs a
+//!   32-bit fingerprint in a roaring bitmap).
+//! - With a key list ([`CompareOptions::keys`]: `--keys-from`, `--recheck`) only those
+//!   keys are read, on both sides, and a key present only on the target is extra.
 //!
 //! # What counts as a difference
 //! TTLs are compared as absolute expiry times (`PTTL` read on each side, turned into
 //! "now + PTTL" when the reply arrived), with a tolerance (2 s by default: the time
 //! between the two reads plus the replication lag of a live sync; the sync writes
-//! expiries as absolute times, so a TTL that it copied never drifts further). A key
-//! that is missing on one side while its TTL on the other is within the tolerance is
-//! expiring, not missing. A key gone from the source between SCAN and the read is not
-//! compared. With `rounds > 1` every difference is read again after a pause; only what
-//! still differs in the last round is reported, and the report counts how many
-//! vanished (replication lag) and how many persisted.
+//! expiries as absolute times, so a TTL that it copied never drifts further). With a
+//! TTL extension (the sync's `--extend-ttl`), the target's expiry is expected to be the
+//! source's plus the extension; a persistent key stays persistent. A key that is
+//! missing on one side while its TTL on the other is within the tolerance (plus the
+//! extension, on the target) is expiring, not missing. A key gone from the source
+//! between SCAN and the read is not compared. With `rounds > 1` every difference is read
+//! again after a pause; only what still differs in the last round is reported, and the
+//! report counts how many vanished (replication lag) and how many persisted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,8 +53,10 @@ use anyhow::Context;
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value as Reply};
+use roaring::RoaringBitmap;
 
 use crate::digest;
+use crate::track::{fingerprint, key_slot, Differences};
 
 /// Which keys to compare.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -50,6 +70,13 @@ pub enum Sample {
     Count(u64),
 }
 
+/// Keys to compare, per database.
+pub type KeyList = BTreeMap<u32, Vec<Vec<u8>>>;
+
+/// The key lockstep's sync keeps its position in, on the target (db 0); ignored like
+/// every `LOCKSTEP_` key, and counted as such when counts prove the target pass.
+pub const SYNC_CHECKPOINT_KEY: &str = "LOCKSTEP_CHECKPOINT";
+
 /// What to compare, and how hard to push the servers.
 #[derive(Clone, Debug)]
 pub struct CompareOptions {
@@ -58,12 +85,18 @@ pub struct CompareOptions {
     /// Largest difference between the two sides' absolute expiry times that still
     /// counts as equal.
     pub ttl_tolerance: Duration,
+    /// The target's expiries are expected this much later than the source's (the
+    /// sync's `--extend-ttl`); zero: the same.
+    pub ttl_extension: Duration,
     /// Keys starting with any of these are ignored: by default `LOCKSTEP_`, the sync's
     /// own keys (the heartbeat on the source, the checkpoint on the target).
     pub ignore_prefixes: Vec<Vec<u8>>,
     /// When not empty, only keys starting with one of these are compared.
     pub include_prefixes: Vec<Vec<u8>>,
     pub sample: Sample,
+    /// Only these keys, instead of walking both key spaces (still filtered by the
+    /// prefixes and the sample).
+    pub keys: Option<KeyList>,
     /// Batches in flight at once (and connections per side).
     pub workers: usize,
     /// Keys per SCAN batch (the SCAN COUNT hint).
@@ -77,9 +110,9 @@ pub struct CompareOptions {
     pub chunk_elements: usize,
     /// Collections of at most this many elements are compared by DUMP first.
     pub dump_elements_max: u64,
-    /// Read TYPE, PTTL and strings by one read-only Lua script per batch (falls back
-    /// to pipelined commands when scripting is unavailable).
-    pub batch_script: bool,
+    /// Differences kept with their keys (reported one by one); further differing keys
+    /// are kept as fingerprints and only counted.
+    pub max_listed: usize,
 }
 
 impl Default for CompareOptions {
@@ -87,9 +120,11 @@ impl Default for CompareOptions {
         CompareOptions {
             dbs: (0..16).collect(),
             ttl_tolerance: Duration::from_secs(2),
+            ttl_extension: Duration::ZERO,
             ignore_prefixes: vec![b"LOCKSTEP_".to_vec()],
             include_prefixes: Vec::new(),
             sample: Sample::All,
+            keys: None,
             workers: 4,
             batch_keys: 1000,
             keys_per_second: None,
@@ -97,7 +132,7 @@ impl Default for CompareOptions {
             round_pause: Duration::from_secs(1),
             chunk_elements: 1000,
             dump_elements_max: 1024,
-            batch_script: true,
+            max_listed: 100_000,
         }
     }
 }
@@ -139,6 +174,27 @@ pub struct Difference {
     pub target_pttl: i64,
 }
 
+/// How the extra keys of a database's target were looked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetPass {
+    /// Every target key was checked on the source.
+    Scanned,
+    /// Neither side changed and the counts matched: the target holds no other key.
+    ProvenByCounts,
+    /// Only the keys of a key list were read (on both sides).
+    KeyList,
+}
+
+impl TargetPass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetPass::Scanned => "scanned",
+            TargetPass::ProvenByCounts => "proven_by_counts",
+            TargetPass::KeyList => "key_list",
+        }
+    }
+}
+
 /// The outcome: keys compared and every difference.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -148,47 +204,51 @@ pub struct Report {
     pub keys_per_type: BTreeMap<String, u64>,
     /// Target keys checked for existence on the source.
     pub target_keys_checked: u64,
+    /// How each database's extra keys were looked for.
+    pub target_pass: BTreeMap<u32, TargetPass>,
+    /// Strings proved equal by their bytes (MGET).
+    pub strings_equal: u64,
     /// Values proved equal by byte-equal DUMP payloads.
     pub dump_equal: u64,
     /// Values compared by chunked digests.
     pub digests_compared: u64,
-    /// Differences still present in the last round.
+    /// Differences still present in the last round, with their keys (at most
+    /// `max_listed`, sorted by database and key).
     pub differences: Vec<Difference>,
+    /// Further differences of the last round, counted but not listed.
+    pub unlisted_differences: u64,
+    /// Differences of the last round by kind, listed or not.
+    pub differences_by_kind: BTreeMap<&'static str, u64>,
+    /// Largest memory held by fingerprints of unlisted differences, in bytes.
+    pub fingerprint_bytes: usize,
     /// Differences found in each round.
     pub round_differences: Vec<u64>,
     /// Differences of the first round that were gone in a later round (lag).
     pub vanished: u64,
+    /// Cluster hash slots of the keys read (a standalone server's keys map onto them
+    /// too): which of the 16384 slots the run covered.
+    pub slots_covered: RoaringBitmap,
     pub elapsed: Duration,
 }
 
 impl Report {
     pub fn is_consistent(&self) -> bool {
-        self.differences.is_empty()
+        self.difference_count() == 0
+    }
+
+    /// Every difference of the last round, listed or not.
+    pub fn difference_count(&self) -> u64 {
+        self.differences.len() as u64 + self.unlisted_differences
     }
 
     /// Differences by kind.
     pub fn by_kind(&self) -> BTreeMap<&'static str, u64> {
-        let mut out = BTreeMap::new();
-        for d in &self.differences {
-            *out.entry(d.kind.as_str()).or_insert(0) += 1;
-        }
-        out
+        self.differences_by_kind.clone()
     }
 
     /// Source keys compared per second.
     pub fn keys_per_second(&self) -> f64 {
         self.keys_compared as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    fn absorb(&mut self, o: Outcome) {
-        self.keys_compared += o.compared;
-        for (k, n) in o.per_type {
-            *self.keys_per_type.entry(k).or_insert(0) += n;
-        }
-        self.target_keys_checked += o.target_checked;
-        self.dump_equal += o.dump_equal;
-        self.digests_compared += o.digests;
-        self.differences.extend(o.diffs);
     }
 }
 
@@ -198,17 +258,25 @@ impl std::fmt::Display for Report {
             f,
             "{} keys compared, {} differences",
             self.keys_compared,
-            self.differences.len()
+            self.difference_count()
         )?;
+        let passes: Vec<String> = self
+            .target_pass
+            .iter()
+            .map(|(db, pass)| format!("db {db}: {}", pass.as_str()))
+            .collect();
         write!(
             f,
-            " ({:.2?}, {:.0} keys/s; by type {:?}; {} target keys checked; {} equal by DUMP, {} by digest",
+            " ({:.2?}, {:.0} keys/s; by type {:?}; {} target keys checked [{}]; {} strings equal by bytes, {} values by DUMP, {} by digest; {} of 16384 slots covered",
             self.elapsed,
             self.keys_per_second(),
             self.keys_per_type,
             self.target_keys_checked,
+            passes.join(", "),
+            self.strings_equal,
             self.dump_equal,
-            self.digests_compared
+            self.digests_compared,
+            self.slots_covered.len(),
         )?;
         if self.round_differences.len() > 1 {
             write!(
@@ -216,12 +284,21 @@ impl std::fmt::Display for Report {
                 "; differences per round {:?}: {} vanished (lag), {} persisted",
                 self.round_differences,
                 self.vanished,
-                self.differences.len()
+                self.difference_count()
             )?;
         }
         write!(f, ")")?;
-        if !self.differences.is_empty() {
+        if !self.is_consistent() {
             write!(f, "\n  by kind {:?}", self.by_kind())?;
+        }
+        if self.unlisted_differences > 0 {
+            write!(
+                f,
+                "\n  {} differences listed, {} more counted only (fingerprints, {} bytes)",
+                self.differences.len(),
+                self.unlisted_differences,
+                self.fingerprint_bytes
+            )?;
         }
         for d in self.differences.iter().take(20) {
             write!(
@@ -250,39 +327,70 @@ pub async fn compare(
         options: options.clone(),
         threshold: threshold(source, options).await?,
         dump_ok: AtomicBool::new(true),
-        script_ok: AtomicBool::new(options.batch_script),
+        info_ok: AtomicBool::new(true),
+        source_ttls: AtomicBool::new(false),
+        target_ttls: AtomicBool::new(false),
     });
     let mut report = Report::default();
+    let mut tally = Tally::new(options.max_listed);
     for &db in &options.dbs {
-        let outcome = walk_db(&ctx, source, target, db).await?;
-        report.absorb(outcome);
+        let pools = Pools::connect(&ctx, source, target, db).await?;
+        match &options.keys {
+            Some(list) => {
+                let keys = list.get(&db).cloned().unwrap_or_default();
+                check_keys(&ctx, &pools, db, keys, &mut tally).await?;
+                report.target_pass.insert(db, TargetPass::KeyList);
+            }
+            None => {
+                let pass = walk_db(&ctx, &pools, db, &mut tally).await?;
+                report.target_pass.insert(db, pass);
+            }
+        }
     }
-    report
-        .round_differences
-        .push(report.differences.len() as u64);
-    let first = report.differences.len() as u64;
+    report.fingerprint_bytes = tally.diffs.fingerprint_bytes();
+    report.round_differences.push(tally.diffs.len());
+    let first = tally.diffs.len();
     for _ in 1..options.rounds.max(1) {
-        if report.differences.is_empty() {
+        if tally.diffs.is_empty() {
             break;
         }
         tokio::time::sleep(options.round_pause).await;
-        let previous = std::mem::take(&mut report.differences);
-        let mut per_db: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        for d in previous {
-            per_db.entry(d.db).or_default().push(d.key);
+        let previous = std::mem::replace(&mut tally.diffs, Differences::new(0));
+        let mut round = Tally::new(options.max_listed);
+        let mut listed: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        for d in previous.listed() {
+            listed.entry(d.db).or_default().push(d.key.clone());
         }
-        for (db, keys) in per_db {
-            let diffs = recheck(&ctx, source, target, db, keys).await?;
-            report.differences.extend(diffs);
+        let unlisted = previous.unlisted_fingerprints();
+        let dbs: std::collections::BTreeSet<u32> =
+            listed.keys().chain(unlisted.keys()).copied().collect();
+        for db in dbs {
+            let pools = Pools::connect(&ctx, source, target, db).await?;
+            let keys = listed.remove(&db).unwrap_or_default();
+            if let Some(fingerprints) = unlisted.get(&db) {
+                let known: HashSet<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                refind(&ctx, &pools, db, fingerprints, &known, &mut round).await?;
+            }
+            check_keys(&ctx, &pools, db, keys, &mut round).await?;
         }
-        report
-            .round_differences
-            .push(report.differences.len() as u64);
+        tally.diffs = round.diffs;
+        report.fingerprint_bytes = report
+            .fingerprint_bytes
+            .max(tally.diffs.fingerprint_bytes());
+        report.round_differences.push(tally.diffs.len());
     }
-    report.vanished = first.saturating_sub(report.differences.len() as u64);
-    report
-        .differences
-        .sort_by(|a, b| (a.db, &a.key).cmp(&(b.db, &b.key)));
+    report.vanished = first.saturating_sub(tally.diffs.len());
+    tally.diffs.sort();
+    report.keys_compared = tally.counts.compared;
+    report.keys_per_type = tally.counts.per_type;
+    report.target_keys_checked = tally.counts.target_checked;
+    report.strings_equal = tally.counts.strings_equal;
+    report.dump_equal = tally.counts.dump_equal;
+    report.digests_compared = tally.counts.digests;
+    report.slots_covered = tally.counts.slots;
+    report.differences_by_kind = tally.diffs.by_kind();
+    report.unlisted_differences = tally.diffs.unlisted_count();
+    report.differences = tally.diffs.into_listed();
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -294,8 +402,12 @@ struct Ctx {
     threshold: Option<u64>,
     /// False once two DUMP payloads showed different RDB versions.
     dump_ok: AtomicBool,
-    /// False once the batch script failed (scripting disabled or not permitted).
-    script_ok: AtomicBool,
+    /// False once `INFO keyspace` failed (not permitted): TTLs are then always read.
+    info_ok: AtomicBool,
+    /// Whether each side's database held keys with a TTL at the last batch read: then
+    /// PTTLs are read in the batch's first pipeline.
+    source_ttls: AtomicBool,
+    target_ttls: AtomicBool,
 }
 
 impl Ctx {
@@ -316,9 +428,36 @@ impl Ctx {
         self.options.ttl_tolerance.as_millis() as i64
     }
 
-    /// A TTL short enough that the key may expire during the check.
-    fn expiring(&self, pttl: i64) -> bool {
+    fn extension_ms(&self) -> i64 {
+        self.options.ttl_extension.as_millis() as i64
+    }
+
+    /// A source TTL short enough that the key may expire during the check.
+    fn expiring_on_source(&self, pttl: i64) -> bool {
         (0..=self.tolerance_ms()).contains(&pttl)
+    }
+
+    /// A target key whose source copy may have expired already: within the tolerance
+    /// plus the TTL extension.
+    fn expiring_on_target(&self, pttl: i64) -> bool {
+        (0..=self.tolerance_ms() + self.extension_ms()).contains(&pttl)
+    }
+
+    /// Whether two TTLs, read at `snow` and `dnow` (unix ms), agree.
+    fn ttls_agree(&self, snow: i64, a: i64, dnow: i64, b: i64) -> bool {
+        match (a, b) {
+            (-1, -1) => true,
+            (a, b) if a >= 0 && b >= 0 => {
+                ((dnow + b) - (snow + a) - self.extension_ms()).abs() <= self.tolerance_ms()
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether counts may prove that the target has no extra key (every source key is
+    /// read, so the keys found on both sides are all the target's wanted keys).
+    fn counts_may_prove(&self) -> bool {
+        self.options.sample == Sample::All && self.options.include_prefixes.is_empty()
     }
 }
 
@@ -343,107 +482,341 @@ async fn threshold(
     Ok((rate < 1.0).then(|| (rate.max(0.0) * u64::MAX as f64) as u64))
 }
 
-/// What one batch found.
+/// What batches found, besides differences.
 #[derive(Default)]
-struct Outcome {
+struct Counts {
+    /// Keys SCAN returned, before filtering.
+    scanned: u64,
     compared: u64,
+    /// Keys present on both sides.
+    on_both: u64,
     per_type: BTreeMap<String, u64>,
     target_checked: u64,
+    strings_equal: u64,
     dump_equal: u64,
     digests: u64,
-    diffs: Vec<Difference>,
+    slots: RoaringBitmap,
 }
 
-impl Outcome {
-    fn merge(mut self, other: Outcome) -> Outcome {
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        self.scanned += other.scanned;
         self.compared += other.compared;
+        self.on_both += other.on_both;
         for (k, n) in other.per_type {
             *self.per_type.entry(k).or_insert(0) += n;
         }
         self.target_checked += other.target_checked;
+        self.strings_equal += other.strings_equal;
         self.dump_equal += other.dump_equal;
         self.digests += other.digests;
-        self.diffs.extend(other.diffs);
-        self
+        self.slots |= other.slots;
     }
 }
 
-/// Both passes over one database, at the same time.
-async fn walk_db(
-    ctx: &Arc<Ctx>,
-    source: &redis::Client,
-    target: &redis::Client,
-    db: u32,
-) -> anyhow::Result<Outcome> {
-    let workers = ctx.options.workers.max(1);
-    let srcs = connect(source, db, workers)
-        .await
-        .context("connecting to the source")?;
-    let dsts = connect(target, db, workers)
-        .await
-        .context("connecting to the target")?;
-    let source_pass = scan(
-        ctx.clone(),
-        srcs[0].clone(),
-        Limiter::new(ctx.options.keys_per_second),
-    )
-    .enumerate()
-    .map(|(i, batch)| {
-        let (s, d, ctx) = (
-            srcs[i % workers].clone(),
-            dsts[i % workers].clone(),
-            ctx.clone(),
-        );
-        async move { compare_batch(&ctx, s, d, db, batch?, false).await }
-    })
-    .buffer_unordered(workers)
-    .try_fold(Outcome::default(), |acc, o| async move { Ok(acc.merge(o)) });
-    let target_pass = scan(
-        ctx.clone(),
-        dsts[0].clone(),
-        Limiter::new(ctx.options.keys_per_second),
-    )
-    .enumerate()
-    .map(|(i, batch)| {
-        let (s, d, ctx) = (
-            srcs[i % workers].clone(),
-            dsts[i % workers].clone(),
-            ctx.clone(),
-        );
-        async move { extra_batch(&ctx, s, d, db, batch?).await }
-    })
-    .buffer_unordered(workers)
-    .try_fold(Outcome::default(), |acc, o| async move { Ok(acc.merge(o)) });
-    let (a, b) = tokio::try_join!(source_pass, target_pass)?;
-    Ok(a.merge(b))
+/// What one batch found.
+#[derive(Default)]
+struct Outcome {
+    counts: Counts,
+    diffs: Vec<Difference>,
 }
 
-/// Reads `keys` of `db` again on both sides; what still differs.
-async fn recheck(
+/// Everything found so far.
+struct Tally {
+    counts: Counts,
+    diffs: Differences,
+}
+
+impl Tally {
+    fn new(max_listed: usize) -> Tally {
+        Tally {
+            counts: Counts::default(),
+            diffs: Differences::new(max_listed),
+        }
+    }
+
+    fn absorb(&mut self, o: Outcome) {
+        self.counts.add(o.counts);
+        for d in o.diffs {
+            self.diffs.push(d);
+        }
+    }
+
+    /// Adds another tally's counts and differences.
+    fn merge(&mut self, other: Tally) {
+        self.counts.add(other.counts);
+        self.diffs.absorb(other.diffs);
+    }
+}
+
+/// `workers` connections to one database on each side.
+struct Pools {
+    src: Vec<MultiplexedConnection>,
+    dst: Vec<MultiplexedConnection>,
+}
+
+impl Pools {
+    async fn connect(
+        ctx: &Ctx,
+        source: &redis::Client,
+        target: &redis::Client,
+        db: u32,
+    ) -> anyhow::Result<Pools> {
+        let workers = ctx.options.workers.max(1);
+        Ok(Pools {
+            src: connect(source, db, workers)
+                .await
+                .context("connecting to the source")?,
+            dst: connect(target, db, workers)
+                .await
+                .context("connecting to the target")?,
+        })
+    }
+}
+
+/// A batch of wanted keys and how many keys SCAN returned for it.
+struct Batch {
+    scanned: u64,
+    keys: Vec<Vec<u8>>,
+}
+
+/// Runs `each` on every batch, `workers` at a time, batch `i` on connection pair
+/// `i % workers`, and adds what they found to `tally`.
+async fn run_batches<F, Fut>(
+    pools: &Pools,
+    batches: impl Stream<Item = anyhow::Result<Batch>>,
+    tally: &mut Tally,
+    each: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(MultiplexedConnection, MultiplexedConnection, Vec<Vec<u8>>) -> Fut,
+    Fut: Future<Output = anyhow::Result<Outcome>>,
+{
+    let workers = pools.src.len().max(1);
+    let each = &each;
+    let outcomes = batches
+        .enumerate()
+        .map(|(i, batch)| {
+            let (s, d) = (
+                pools.src[i % workers].clone(),
+                pools.dst[i % workers].clone(),
+            );
+            async move {
+                let batch = batch?;
+                let mut outcome = each(s, d, batch.keys).await?;
+                outcome.counts.scanned = batch.scanned;
+                Ok::<_, anyhow::Error>(outcome)
+            }
+        })
+        .buffer_unordered(workers);
+    let mut outcomes = std::pin::pin!(outcomes);
+    while let Some(outcome) = outcomes.try_next().await? {
+        tally.absorb(outcome);
+    }
+    Ok(())
+}
+
+/// Both passes over one database; how the target's extra keys were looked for.
+///
+/// The target pass waits while counts may still prove it unneeded: the quiet states of
+/// both sides are read every `QUIET_POLL`, and as soon as one changes (a live sync,
+/// any write) the target pass starts, alongside the rest of the source pass.
+async fn walk_db(
     ctx: &Arc<Ctx>,
-    source: &redis::Client,
-    target: &redis::Client,
+    pools: &Pools,
+    db: u32,
+    tally: &mut Tally,
+) -> anyhow::Result<TargetPass> {
+    const QUIET_POLL: Duration = Duration::from_millis(500);
+    let before = if ctx.counts_may_prove() {
+        quiet_states(ctx, pools).await
+    } else {
+        None
+    };
+    let (scanned, on_both) = (tally.counts.scanned, tally.counts.on_both);
+    let mut target_tally = Tally::new(ctx.options.max_listed);
+    let source_done = tokio::sync::Notify::new();
+    let source_pass = async {
+        let limiter = Limiter::new(ctx.options.keys_per_second);
+        let source_keys = scan(ctx, pools.src[0].clone(), limiter, &|_| true);
+        let result = run_batches(pools, source_keys, tally, |s, d, keys| {
+            compare_batch(ctx, s, d, db, keys, false)
+        })
+        .await;
+        source_done.notify_one();
+        result
+    };
+    let early_target_pass = async {
+        if let Some(before) = &before {
+            loop {
+                tokio::select! {
+                    _ = source_done.notified() => return Ok(false),
+                    _ = tokio::time::sleep(QUIET_POLL) => {}
+                }
+                if quiet_states(ctx, pools).await.as_ref() != Some(before) {
+                    break;
+                }
+            }
+        }
+        target_pass(ctx, pools, db, &mut target_tally).await?;
+        Ok::<_, anyhow::Error>(true)
+    };
+    let ((), target_done) = tokio::try_join!(source_pass, early_target_pass)?;
+    if !target_done {
+        let proven = match before {
+            Some(before) => {
+                let after = quiet_states(ctx, pools).await;
+                let (source, target) = &before;
+                after.as_ref() == Some(&before)
+                    && source.dbsize == tally.counts.scanned - scanned
+                    && target.dbsize == tally.counts.on_both - on_both + target.own_keys
+            }
+            None => false,
+        };
+        if proven {
+            return Ok(TargetPass::ProvenByCounts);
+        }
+        target_pass(ctx, pools, db, &mut target_tally).await?;
+    }
+    tally.merge(target_tally);
+    Ok(TargetPass::Scanned)
+}
+
+/// Every target key of `db` checked on the source.
+async fn target_pass(
+    ctx: &Arc<Ctx>,
+    pools: &Pools,
+    db: u32,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let limiter = Limiter::new(ctx.options.keys_per_second);
+    let target_keys = scan(ctx, pools.dst[0].clone(), limiter, &|_| true);
+    run_batches(pools, target_keys, tally, |s, d, keys| {
+        extra_batch(ctx, s, d, db, keys)
+    })
+    .await
+}
+
+/// Compares `keys` of `db` on both sides (a key list, or re-checked differences): a
+/// key present only on the target is extra.
+async fn check_keys(
+    ctx: &Arc<Ctx>,
+    pools: &Pools,
     db: u32,
     keys: Vec<Vec<u8>>,
-) -> anyhow::Result<Vec<Difference>> {
-    let workers = ctx.options.workers.max(1);
-    let srcs = connect(source, db, workers).await?;
-    let dsts = connect(target, db, workers).await?;
-    let batch = ctx.options.batch_keys.max(1);
-    let batches: Vec<Vec<Vec<u8>>> = keys.chunks(batch).map(<[_]>::to_vec).collect();
-    let outcome = stream::iter(batches.into_iter().enumerate())
-        .map(|(i, keys)| {
-            let (s, d, ctx) = (
-                srcs[i % workers].clone(),
-                dsts[i % workers].clone(),
-                ctx.clone(),
-            );
-            async move { compare_batch(&ctx, s, d, db, keys, true).await }
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| ctx.wanted(k)).collect();
+    let batches: Vec<anyhow::Result<Batch>> = keys
+        .chunks(ctx.options.batch_keys.max(1))
+        .map(|chunk| {
+            Ok(Batch {
+                scanned: 0,
+                keys: chunk.to_vec(),
+            })
         })
-        .buffer_unordered(workers)
-        .try_fold(Outcome::default(), |acc, o| async move { Ok(acc.merge(o)) })
-        .await?;
-    Ok(outcome.diffs)
+        .collect();
+    run_batches(pools, stream::iter(batches), tally, |s, d, keys| {
+        compare_batch(ctx, s, d, db, keys, true)
+    })
+    .await
+}
+
+/// Finds again, by walking both sides, the keys of `db` whose fingerprints are in
+/// `fingerprints` (differences that were counted, not listed), except `known` ones,
+/// and compares them.
+async fn refind(
+    ctx: &Arc<Ctx>,
+    pools: &Pools,
+    db: u32,
+    fingerprints: &RoaringBitmap,
+    known: &HashSet<&[u8]>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let chosen = |key: &[u8]| fingerprints.contains(fingerprint(key)) && !known.contains(key);
+    let limiter = Limiter::new(ctx.options.keys_per_second);
+    let source_keys = scan(ctx, pools.src[0].clone(), limiter, &chosen);
+    run_batches(pools, source_keys, tally, |s, d, keys| {
+        compare_batch(ctx, s, d, db, keys, false)
+    })
+    .await?;
+    let limiter = Limiter::new(ctx.options.keys_per_second);
+    let target_keys = scan(ctx, pools.dst[0].clone(), limiter, &chosen);
+    run_batches(pools, target_keys, tally, |s, d, keys| {
+        extra_batch(ctx, s, d, db, keys)
+    })
+    .await
+}
+
+/// What shows that a server's key space did not change: write and expiry counters,
+/// saves, the replication offset and the database's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct QuietState {
+    counters: Vec<(String, String)>,
+    dbsize: u64,
+    /// lockstep's checkpoint key, present (1) or not (0).
+    own_keys: u64,
+}
+
+/// The quiet states of both sides, or None when one cannot be read (INFO not
+/// permitted) or a save is in progress.
+async fn quiet_states(ctx: &Ctx, pools: &Pools) -> Option<(QuietState, QuietState)> {
+    let (s, d) = tokio::join!(
+        quiet_state(ctx, pools.src[0].clone()),
+        quiet_state(ctx, pools.dst[0].clone())
+    );
+    Some((s.ok()?, d.ok()?))
+}
+
+async fn quiet_state(ctx: &Ctx, mut conn: MultiplexedConnection) -> anyhow::Result<QuietState> {
+    const FIELDS: [&str; 8] = [
+        "rdb_changes_since_last_save",
+        "rdb_bgsave_in_progress",
+        "rdb_last_save_time",
+        "rdb_saves",
+        "aof_rewrite_in_progress",
+        "expired_keys",
+        "evicted_keys",
+        "master_repl_offset",
+    ];
+    let mut counters = Vec::new();
+    // One section per INFO call: Redis 6.2 takes only one.
+    for section in ["persistence", "stats", "replication"] {
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query_async(&mut conn)
+            .await?;
+        for line in text.lines() {
+            if let Some((name, value)) = line.trim().split_once(':') {
+                if FIELDS.contains(&name) {
+                    counters.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
+    }
+    let busy = |name: &str| counters.iter().any(|(n, v)| n == name && v != "0");
+    if busy("rdb_bgsave_in_progress") || busy("aof_rewrite_in_progress") {
+        anyhow::bail!("a save is in progress");
+    }
+    let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+    let own = ctx
+        .options
+        .ignore_prefixes
+        .iter()
+        .any(|p| SYNC_CHECKPOINT_KEY.as_bytes().starts_with(p));
+    let own_keys: u64 = if own {
+        redis::cmd("EXISTS")
+            .arg(SYNC_CHECKPOINT_KEY)
+            .query_async(&mut conn)
+            .await?
+    } else {
+        0
+    };
+    Ok(QuietState {
+        counters,
+        dbsize,
+        own_keys,
+    })
 }
 
 /// `n` connections to database `db` of `client`, without a response timeout (a big
@@ -469,14 +842,15 @@ async fn connect(
     Ok(out)
 }
 
-/// Batches of wanted keys, SCAN by SCAN.
-fn scan(
-    ctx: Arc<Ctx>,
+/// Batches of wanted keys for which `chosen` holds, SCAN by SCAN.
+fn scan<'a>(
+    ctx: &'a Ctx,
     conn: MultiplexedConnection,
     limiter: Limiter,
-) -> impl Stream<Item = anyhow::Result<Vec<Vec<u8>>>> {
-    let state = (ctx, conn, limiter, Some(0u64));
-    stream::try_unfold(state, |(ctx, mut conn, mut limiter, cursor)| async move {
+    chosen: &'a (dyn Fn(&[u8]) -> bool + Sync),
+) -> impl Stream<Item = anyhow::Result<Batch>> + 'a {
+    let state = (conn, limiter, Some(0u64));
+    stream::try_unfold(state, move |(mut conn, mut limiter, cursor)| async move {
         let Some(cursor) = cursor else {
             return Ok(None);
         };
@@ -487,10 +861,14 @@ fn scan(
             .query_async(&mut conn)
             .await
             .context("SCAN")?;
-        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| ctx.wanted(k)).collect();
+        let scanned = keys.len() as u64;
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| ctx.wanted(k) && chosen(k))
+            .collect();
         limiter.take(keys.len()).await;
         let cursor = (next != 0).then_some(next);
-        Ok(Some((keys, (ctx, conn, limiter, cursor))))
+        Ok(Some((Batch { scanned, keys }, (conn, limiter, cursor))))
     })
 }
 
@@ -518,70 +896,151 @@ impl Limiter {
     }
 }
 
-/// TYPE and PTTL of a key as read, with the time the reply arrived (unix ms).
+/// TYPE and PTTL of a key as read.
 #[derive(Clone, Debug)]
 struct Head {
     kind: String,
     pttl: i64,
 }
 
-/// TYPE and PTTL of every key and, for strings, DUMP (`fast`) or GET, by one
-/// read-only Lua script per batch: one command instead of three per key, which is
-/// what the servers' CPU is spent on. Values are empty when the script could not run
-/// (scripting disabled or not permitted): then the pipeline of plain commands is used
-/// from then on.
-async fn heads_and_strings(
-    ctx: &Ctx,
-    conn: MultiplexedConnection,
-    keys: &[Vec<u8>],
-    fast: bool,
-) -> anyhow::Result<(Vec<Head>, i64, Vec<Reply>)> {
-    if ctx.script_ok.load(Ordering::Relaxed) {
-        let mut script = HEADS_SCRIPT.prepare_invoke();
-        for k in keys {
-            script.key(k);
-        }
-        script.arg(if fast { "DUMP" } else { "GET" });
-        let mut c = conn.clone();
-        match script.invoke_async::<Vec<Reply>>(&mut c).await {
-            Ok(flat) if flat.len() == keys.len() * 3 => {
-                let now = unix_ms();
-                let mut heads = Vec::with_capacity(keys.len());
-                let mut values = Vec::with_capacity(keys.len());
-                let mut it = flat.into_iter();
-                while let (Some(t), Some(p), Some(v)) = (it.next(), it.next(), it.next()) {
-                    heads.push(Head {
-                        kind: redis::from_redis_value(t).context("TYPE in the script")?,
-                        pttl: redis::from_redis_value(p).context("PTTL in the script")?,
-                    });
-                    values.push(v);
-                }
-                return Ok((heads, now, values));
-            }
-            Ok(_) | Err(_) => ctx.script_ok.store(false, Ordering::Relaxed),
-        }
-    }
-    let (heads, now) = heads(conn, keys).await?;
-    Ok((heads, now, Vec::new()))
+/// One side's first read of a batch: MGET of every key (Some: a string), PTTL of
+/// every key when the database was last seen holding TTLs, and whether it holds any
+/// key with a TTL right after.
+struct FirstRead {
+    values: Vec<Option<Vec<u8>>>,
+    pttls: Option<Vec<i64>>,
+    ttls_exist: bool,
+    /// When the reply arrived (unix ms).
+    now: i64,
 }
 
-static HEADS_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"local out = {}
-for _, k in ipairs(KEYS) do
-  local t = redis.call('TYPE', k)['ok']
-  out[#out + 1] = t
-  out[#out + 1] = redis.call('PTTL', k)
-  if t == 'string' then
-    out[#out + 1] = redis.call(ARGV[1], k)
-  else
-    out[#out + 1] = false
-  end
-end
-return out",
-    )
-});
+/// `MGET` of the batch, then (when `ttls` says this side had keys with a TTL at its
+/// last batch) `PTTL` of every key, then `INFO keyspace`, in one pipeline, so that the
+/// common case costs one round trip. When INFO is not permitted, TTLs are assumed to
+/// exist (and INFO is not asked again).
+async fn first_read(
+    ctx: &Ctx,
+    mut conn: MultiplexedConnection,
+    db: u32,
+    keys: &[Vec<u8>],
+    ttls: &AtomicBool,
+) -> anyhow::Result<FirstRead> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("MGET").arg(keys);
+    let read_ttls = ttls.load(Ordering::Relaxed);
+    if read_ttls {
+        for key in keys {
+            pipe.cmd("PTTL").arg(key);
+        }
+    }
+    let ask_info = ctx.info_ok.load(Ordering::Relaxed);
+    if ask_info {
+        pipe.cmd("INFO").arg("keyspace");
+    }
+    let replies: Vec<redis::RedisResult<Reply>> = pipe
+        .ignore_errors()
+        .query_async(&mut conn)
+        .await
+        .context("MGET")?;
+    let now = unix_ms();
+    let mut replies = replies.into_iter();
+    let values = match replies.next() {
+        Some(reply) => redis::from_redis_value(reply.context("MGET")?).context("MGET")?,
+        None => anyhow::bail!("MGET: no reply"),
+    };
+    let pttls = if read_ttls {
+        let mut pttls = Vec::with_capacity(keys.len());
+        for _ in keys {
+            let reply = replies.next().context("PTTL: missing reply")?;
+            pttls.push(redis::from_redis_value(reply.context("PTTL")?).context("PTTL")?);
+        }
+        Some(pttls)
+    } else {
+        None
+    };
+    let ttls_exist = match replies.next() {
+        Some(Ok(text)) => {
+            let text: String = redis::from_redis_value(text).unwrap_or_default();
+            keyspace_expires(&text, db) != Some(0)
+        }
+        Some(Err(_)) => {
+            ctx.info_ok.store(false, Ordering::Relaxed);
+            true
+        }
+        None => true,
+    };
+    ttls.store(ttls_exist, Ordering::Relaxed);
+    Ok(FirstRead {
+        values,
+        pttls,
+        ttls_exist,
+        now,
+    })
+}
 
+/// The `expires=` count of database `db` in an `INFO keyspace` reply: 0 when the
+/// database is empty (absent), None when the reply cannot be read.
+fn keyspace_expires(info: &str, db: u32) -> Option<u64> {
+    let prefix = format!("db{db}:");
+    let Some(line) = info.lines().find(|l| l.starts_with(&prefix)) else {
+        return info.contains("# Keyspace").then_some(0);
+    };
+    line[prefix.len()..]
+        .split(',')
+        .find_map(|f| f.trim().strip_prefix("expires="))
+        .and_then(|n| n.parse().ok())
+}
+
+/// The heads of every key after the first read: TYPE (and PTTL, unless read already)
+/// of keys that are not a string on both sides; PTTL of those strings, unless read
+/// already, only when this side holds TTLs (else -1). Returns the heads and the time
+/// the PTTLs were read (unix ms).
+async fn heads_after(
+    conn: MultiplexedConnection,
+    keys: &[Vec<u8>],
+    strings: &[bool],
+    first: &FirstRead,
+) -> anyhow::Result<(Vec<Head>, i64)> {
+    let known = first.pttls.as_deref();
+    let read_pttl = |string: bool| known.is_none() && (!string || first.ttls_exist);
+    let mut pipe = tolerant_pipe();
+    for (key, &string) in keys.iter().zip(strings) {
+        if !string {
+            pipe.cmd("TYPE").arg(key);
+        }
+        if read_pttl(string) {
+            pipe.cmd("PTTL").arg(key);
+        }
+    }
+    let replies = replies(conn, &pipe).await.context("TYPE/PTTL")?;
+    let now = if known.is_some() || pipe.is_empty() {
+        first.now
+    } else {
+        unix_ms()
+    };
+    let mut replies = replies.into_iter();
+    let mut heads = Vec::with_capacity(keys.len());
+    for (i, &string) in strings.iter().enumerate() {
+        let kind = if string {
+            "string".to_owned()
+        } else {
+            let reply = replies.next().context("TYPE: missing reply")?;
+            redis::from_redis_value(reply).context("TYPE")?
+        };
+        let pttl = match known {
+            Some(pttls) => pttls[i],
+            None if read_pttl(string) => {
+                let reply = replies.next().context("PTTL: missing reply")?;
+                redis::from_redis_value(reply).context("PTTL")?
+            }
+            None => -1,
+        };
+        heads.push(Head { kind, pttl });
+    }
+    Ok((heads, now))
+}
+
+/// TYPE and PTTL of every key, pipelined.
 async fn heads(
     mut conn: MultiplexedConnection,
     keys: &[Vec<u8>],
@@ -609,6 +1068,17 @@ fn unix_ms() -> i64 {
 }
 
 /// Replies of one pipeline, one per command.
+/// A pipeline that [`replies`] runs: error replies come back as values.
+fn tolerant_pipe() -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe
+}
+
+/// Replies of one pipeline made by [`tolerant_pipe`], one per command. An error reply
+/// (a key retyped between two reads: WRONGTYPE) becomes Nil, which differs from the
+/// other side's reply and is read again in a later round; a failed connection is an
+/// error.
 async fn replies(
     mut conn: MultiplexedConnection,
     pipe: &redis::Pipeline,
@@ -616,7 +1086,15 @@ async fn replies(
     if pipe.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(pipe.query_async(&mut conn).await?)
+    let results: Vec<redis::RedisResult<Reply>> = pipe.query_async(&mut conn).await?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(reply) => Ok(reply),
+            Err(e) if e.is_io_error() || e.is_unrecoverable_error() => Err(e.into()),
+            Err(_) => Ok(Reply::Nil),
+        })
+        .collect()
 }
 
 fn length_command(kind: &str) -> Option<&'static str> {
@@ -670,12 +1148,21 @@ async fn compare_batch(
     if keys.is_empty() {
         return Ok(out);
     }
-    let fast = ctx.dump_ok.load(Ordering::Relaxed);
-    let ((sh, snow, mut sv), (dh, dnow, mut dv)) = tokio::try_join!(
-        heads_and_strings(ctx, src.clone(), &keys, fast),
-        heads_and_strings(ctx, dst.clone(), &keys, fast)
+    let (mut sf, mut df) = tokio::try_join!(
+        first_read(ctx, src.clone(), db, &keys, &ctx.source_ttls),
+        first_read(ctx, dst.clone(), db, &keys, &ctx.target_ttls)
     )?;
-    let prefetched = !sv.is_empty() && !dv.is_empty();
+    let strings: Vec<bool> = sf
+        .values
+        .iter()
+        .zip(&df.values)
+        .map(|(a, b)| a.is_some() && b.is_some())
+        .collect();
+    let ((sh, snow), (dh, dnow)) = tokio::try_join!(
+        heads_after(src.clone(), &keys, &strings, &sf),
+        heads_after(dst.clone(), &keys, &strings, &df)
+    )?;
+    let (sv, dv) = (&mut sf.values, &mut df.values);
     let diff = |i: usize, kind: DifferenceKind, detail: String| Difference {
         db,
         key: keys[i].clone(),
@@ -688,23 +1175,27 @@ async fn compare_batch(
     };
     // Keys of the same type on both sides, whose values are to be compared.
     let mut same = Vec::new();
-    for i in 0..keys.len() {
+    for (i, key) in keys.iter().enumerate() {
+        out.counts.slots.insert(u32::from(key_slot(key)));
         let (s, d) = (&sh[i], &dh[i]);
         if s.kind == "none" {
-            if recheck && d.kind != "none" && !ctx.expiring(d.pttl) {
+            if recheck && d.kind != "none" && !ctx.expiring_on_target(d.pttl) {
                 out.diffs
                     .push(diff(i, DifferenceKind::ExtraOnTarget, String::new()));
             }
             continue;
         }
-        out.compared += 1;
-        *out.per_type.entry(s.kind.clone()).or_insert(0) += 1;
+        out.counts.compared += 1;
+        *out.counts.per_type.entry(s.kind.clone()).or_insert(0) += 1;
         if d.kind == "none" {
-            if !ctx.expiring(s.pttl) {
+            if !ctx.expiring_on_source(s.pttl) {
                 out.diffs
                     .push(diff(i, DifferenceKind::MissingOnTarget, String::new()));
             }
-        } else if s.kind != d.kind {
+            continue;
+        }
+        out.counts.on_both += 1;
+        if s.kind != d.kind {
             let detail = format!("{} vs {}", s.kind, d.kind);
             out.diffs.push(diff(i, DifferenceKind::Type, detail));
         } else {
@@ -712,21 +1203,22 @@ async fn compare_batch(
         }
     }
 
-    // Second pipeline: DUMP (or GET) of strings the script did not read, lengths of
-    // collections.
-    let mut pipe = redis::pipe();
+    // Strings read by MGET on both sides are compared by their bytes; other keys:
+    // GET of strings (created after the MGET), lengths of collections.
+    let fast = ctx.dump_ok.load(Ordering::Relaxed);
+    let mut pipe = tolerant_pipe();
     let mut second = Vec::new();
     let mut slow = Vec::new();
-    let mut read: Vec<(usize, Reply, Reply)> = Vec::new();
+    let mut equal = Vec::new();
+    // Strings read on both sides (None: gone or retyped since TYPE, a difference that
+    // is read again next round).
+    let mut string_pairs = Vec::new();
     for &i in &same {
         let key = &keys[i];
         match (sh[i].kind.as_str(), length_command(&sh[i].kind)) {
-            ("string", _) if prefetched => {
-                let (a, b) = (std::mem::take(&mut sv[i]), std::mem::take(&mut dv[i]));
-                read.push((i, a, b));
-            }
+            ("string", _) if strings[i] => string_pairs.push((i, sv[i].take(), dv[i].take())),
             ("string", _) => {
-                pipe.cmd(if fast { "DUMP" } else { "GET" }).arg(key);
+                pipe.cmd("GET").arg(key);
                 second.push(i);
             }
             (_, Some(len)) if fast => {
@@ -737,33 +1229,13 @@ async fn compare_batch(
         }
     }
     let (sr, dr) = tokio::try_join!(replies(src.clone(), &pipe), replies(dst.clone(), &pipe))?;
-    let mut equal = Vec::new();
     let mut third = Vec::new();
-    read.extend(
-        second
-            .iter()
-            .zip(sr.into_iter().zip(dr))
-            .map(|(&i, (a, b))| (i, a, b)),
-    );
-    for (i, a, b) in &read {
-        let (i, a, b) = (*i, a, b);
+    for (&i, (a, b)) in second.iter().zip(sr.into_iter().zip(dr)) {
         if sh[i].kind == "string" {
-            if fast {
-                match dumped(ctx, a, b) {
-                    Dumped::Equal => {
-                        out.dump_equal += 1;
-                        equal.push(i);
-                    }
-                    Dumped::Differ => slow.push(i),
-                }
-            } else if a == b {
-                equal.push(i);
-            } else {
-                out.diffs
-                    .push(diff(i, DifferenceKind::Value, string_hint(a, b)));
-            }
+            let bytes = |r: Reply| redis::from_redis_value::<Option<Vec<u8>>>(r).ok().flatten();
+            string_pairs.push((i, bytes(a), bytes(b)));
         } else {
-            let (x, y) = (as_int(a), as_int(b));
+            let (x, y) = (as_int(&a), as_int(&b));
             if x != y {
                 let detail = format!("source {x} elements, target {y}");
                 out.diffs.push(diff(i, DifferenceKind::Value, detail));
@@ -775,8 +1247,19 @@ async fn compare_batch(
         }
     }
 
+    for (i, a, b) in string_pairs {
+        if a.is_some() && a == b {
+            out.counts.strings_equal += 1;
+            equal.push(i);
+        } else {
+            let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+            out.diffs
+                .push(diff(i, DifferenceKind::Value, string_hint(&a, &b)));
+        }
+    }
+
     // Third pipeline: DUMP of small collections.
-    let mut pipe = redis::pipe();
+    let mut pipe = tolerant_pipe();
     for &i in &third {
         pipe.cmd("DUMP").arg(&keys[i]);
     }
@@ -784,7 +1267,7 @@ async fn compare_batch(
     for (n, &i) in third.iter().enumerate() {
         match dumped(ctx, &sr[n], &dr[n]) {
             Dumped::Equal => {
-                out.dump_equal += 1;
+                out.counts.dump_equal += 1;
                 equal.push(i);
             }
             Dumped::Differ => slow.push(i),
@@ -796,11 +1279,27 @@ async fn compare_batch(
     for &i in &slow {
         let (key, kind) = (&keys[i], sh[i].kind.as_str());
         let (mut s, mut d) = (src.clone(), dst.clone());
-        let (a, b) = tokio::try_join!(
+        let (a, b) = tokio::join!(
             digest::read(&mut s, key, kind, chunk),
             digest::read(&mut d, key, kind, chunk)
-        )?;
-        out.digests += 1;
+        );
+        // A reply error (the key deleted or retyped during the read: XINFO's "no such
+        // key", WRONGTYPE) is a difference that a later round re-reads; a failed
+        // connection ends the check.
+        let (a, b) = match (a, b) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) if e.is_io_error() || e.is_unrecoverable_error() => {
+                return Err(e).with_context(|| {
+                    format!("reading {} in chunks", String::from_utf8_lossy(key))
+                });
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                let detail = format!("changed during the read: {e}");
+                out.diffs.push(diff(i, DifferenceKind::Value, detail));
+                continue;
+            }
+        };
+        out.counts.digests += 1;
         if a == b {
             equal.push(i);
         } else {
@@ -814,21 +1313,18 @@ async fn compare_batch(
     }
 
     // TTLs of equal values.
-    let tolerance = ctx.tolerance_ms();
     for i in equal {
         let (a, b) = (sh[i].pttl, dh[i].pttl);
-        let same = match (a, b) {
-            (-1, -1) => true,
-            (a, b) if a >= 0 && b >= 0 => ((snow + a) - (dnow + b)).abs() <= tolerance,
-            _ => false,
-        };
-        if !same {
+        if !ctx.ttls_agree(snow, a, dnow, b) {
             let expiry = |now: i64, pttl: i64| (pttl >= 0).then_some(now + pttl);
-            let detail = format!(
+            let mut detail = format!(
                 "expiry (unix ms) {:?} vs {:?}",
                 expiry(snow, a),
                 expiry(dnow, b)
             );
+            if ctx.extension_ms() > 0 {
+                detail.push_str(&format!(", extension {} ms expected", ctx.extension_ms()));
+            }
             out.diffs.push(diff(i, DifferenceKind::Ttl, detail));
         }
     }
@@ -842,21 +1338,16 @@ fn as_int(reply: &Reply) -> i64 {
     }
 }
 
-fn string_hint(a: &Reply, b: &Reply) -> String {
-    let len = |r: &Reply| match r {
-        Reply::BulkString(v) => v.len() as i64,
-        _ => -1,
-    };
-    let (x, y) = (len(a), len(b));
-    if x == y {
-        format!("{x} bytes on both sides, different bytes")
+fn string_hint(a: &[u8], b: &[u8]) -> String {
+    if a.len() == b.len() {
+        format!("{} bytes on both sides, different bytes", a.len())
     } else {
-        format!("source {x} bytes, target {y}")
+        format!("source {} bytes, target {}", a.len(), b.len())
     }
 }
 
-/// Target keys absent from the source (EXISTS pipelined on the source); those still
-/// on the target, and not about to expire, are extra.
+/// Target keys absent from the source (one multi-key EXISTS on the source); those
+/// still on the target, and not about to expire, are extra.
 async fn extra_batch(
     ctx: &Ctx,
     src: MultiplexedConnection,
@@ -864,12 +1355,13 @@ async fn extra_batch(
     db: u32,
     keys: Vec<Vec<u8>>,
 ) -> anyhow::Result<Outcome> {
-    let mut out = Outcome {
-        target_checked: keys.len() as u64,
-        ..Outcome::default()
-    };
+    let mut out = Outcome::default();
+    out.counts.target_checked = keys.len() as u64;
     if keys.is_empty() {
         return Ok(out);
+    }
+    for key in &keys {
+        out.counts.slots.insert(u32::from(key_slot(key)));
     }
     // One multi-key EXISTS answers for the whole batch when every key exists (the
     // common case); only otherwise is each key asked about.
@@ -898,7 +1390,7 @@ async fn extra_batch(
     }
     let (dh, _) = heads(dst, &absent).await?;
     for (key, d) in absent.into_iter().zip(dh) {
-        if d.kind != "none" && !ctx.expiring(d.pttl) {
+        if d.kind != "none" && !ctx.expiring_on_target(d.pttl) {
             out.diffs.push(Difference {
                 db,
                 key,

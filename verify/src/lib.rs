@@ -15,11 +15,17 @@
 //!   (hashes, sets, zsets) xxh3 digests of values, read without holding them whole.
 //! - [`canonical`]: reads one key's whole value as an encoding-independent form (for
 //!   tests and small values).
-//! - [`output`]: the CSV of differences (keys written losslessly) and the JSON summary.
+//! - [`track`]: compact sets (roaring bitmaps): fingerprints of differing keys beyond
+//!   the listed ones, and the cluster hash slots a run covered.
+//! - [`output`]: the CSV of differences (keys written losslessly), the JSON summary,
+//!   and reading key lists back (`--keys-from`, `--recheck`).
 
 pub mod canonical;
 pub mod compare;
 pub mod digest;
 pub mod output;
+pub mod track;
 
-pub use compare::{compare, CompareOptions, Difference, DifferenceKind, Report, Sample};
+pub use compare::{
+    compare, CompareOptions, Difference, DifferenceKind, KeyList, Report, Sample, TargetPass,
+};

@@ -1,15 +1,20 @@
-//! Machine-readable output: a CSV of every difference and a JSON summary.
+//! Machine-readable output: a CSV of every difference and a JSON summary, and the
+//! key lists read back from a file.
 //!
 //! Keys are written losslessly: a key that is valid UTF-8 and does not start with
 //! `base64:` is written as is; any other key is written as `base64:` followed by the
-//! standard base64 (with padding) of its bytes. [`decode_key`] reverses it.
+//! standard base64 (with padding) of its bytes. [`decode_key`] reverses it. The same
+//! escaping is used by a key list (`--keys-from`: one key per line) and the CSV read
+//! back by `--recheck` (its `db` and `key` columns).
 
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
+
+use anyhow::Context;
 
 use base64::Engine;
 use serde_json::json;
 
-use crate::compare::{Report, Sample};
+use crate::compare::{KeyList, Report, Sample};
 use crate::CompareOptions;
 
 const BASE64_PREFIX: &str = "base64:";
@@ -45,8 +50,9 @@ pub const CSV_HEADER: [&str; 8] = [
     "hint",
 ];
 
-/// Writes every difference of `report` as CSV (a header, then one row per key;
-/// PTTL -1 is persistent, -2 absent).
+/// Writes every listed difference of `report` as CSV (a header, then one row per key;
+/// PTTL -1 is persistent, -2 absent). Differences beyond `max_listed` are only counted
+/// (in the summary).
 pub fn write_csv(report: &Report, out: impl Write) -> csv::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     w.write_record(CSV_HEADER)?;
@@ -80,16 +86,75 @@ pub fn summary(report: &Report, options: &CompareOptions) -> serde_json::Value {
         "target_keys_checked": report.target_keys_checked,
         "equal_by_dump": report.dump_equal,
         "compared_by_digest": report.digests_compared,
-        "differences": report.differences.len(),
+        "differences": report.difference_count(),
+        "differences_listed": report.differences.len(),
+        "differences_unlisted": report.unlisted_differences,
         "differences_by_kind": report.by_kind(),
         "rounds": report.round_differences.len(),
         "differences_per_round": report.round_differences,
         "vanished": report.vanished,
-        "persisted": report.differences.len(),
+        "persisted": report.difference_count(),
+        "target_pass": report
+            .target_pass
+            .iter()
+            .map(|(db, pass)| (db.to_string(), pass.as_str()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        "slots_covered": report.slots_covered.len(),
+        "strings_equal_by_bytes": report.strings_equal,
         "elapsed_ms": report.elapsed.as_millis() as u64,
         "keys_per_second": report.keys_per_second().round(),
         "dbs": options.dbs,
         "sample": sample,
         "ttl_tolerance_ms": options.ttl_tolerance.as_millis() as u64,
+        "ttl_extension_ms": options.ttl_extension.as_millis() as u64,
     })
+}
+
+/// Keys, one per line, escaped as in the CSV (`base64:` for binary keys); a trailing
+/// `\r` is dropped and empty lines are skipped (the empty key is `base64:`).
+pub fn read_key_lines(input: impl BufRead) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("line {}: not UTF-8 text", n + 1))?;
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if line.is_empty() {
+            continue;
+        }
+        let key = decode_key(line)
+            .with_context(|| format!("line {}: invalid base64 after `base64:`", n + 1))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// The keys of a CSV report written by [`write_csv`], per database.
+pub fn read_report_keys(input: impl Read) -> anyhow::Result<KeyList> {
+    let mut reader = csv::Reader::from_reader(input);
+    let headers = reader.headers().context("the CSV header")?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("no `{name}` column: not a lockstep verify report"))
+    };
+    let (db_column, key_column) = (column("db")?, column("key")?);
+    let mut keys = KeyList::new();
+    for (n, record) in reader.records().enumerate() {
+        let row = n + 2;
+        let record = record.with_context(|| format!("row {row}"))?;
+        let db: u32 = record
+            .get(db_column)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("row {row}: the db is not a number"))?;
+        let key = record
+            .get(key_column)
+            .and_then(decode_key)
+            .with_context(|| format!("row {row}: invalid key"))?;
+        keys.entry(db).or_default().push(key);
+    }
+    for list in keys.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    Ok(keys)
 }

@@ -150,7 +150,7 @@ async fn injected(
     let (src, dst) = (source.redis_client()?, target.redis_client()?);
     // With the batch script and with plain pipelined commands.
     let plain = CompareOptions {
-        batch_script: false,
+        dump_elements_max: 0,
         ..options.clone()
     };
     for options in [&plain, &options] {
@@ -260,5 +260,318 @@ async fn sample_is_deterministic_and_rounds_count_vanished() -> anyhow::Result<(
         found(&report),
         Found::from([(0, b"k1".to_vec(), DifferenceKind::Value)])
     );
+    Ok(())
+}
+
+/// Strings on both sides, `n` keys `s:0..n`; `ttl` on the keys listed.
+async fn strings(server: &RedisServer, n: u32, ttls: &[(u32, u64)]) -> anyhow::Result<()> {
+    let mut p = redis::pipe();
+    for i in 0..n {
+        p.cmd("SET").arg(format!("s:{i}")).arg(i).ignore();
+    }
+    for (i, ms) in ttls {
+        p.cmd("PEXPIREAT").arg(format!("s:{i}")).arg(ms).ignore();
+    }
+    p.query_async::<()>(&mut server.client().await?).await?;
+    Ok(())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[tokio::test]
+async fn ttls_on_one_side_only_and_the_count_proof_of_no_extra_key() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    // The source holds no TTL at all (INFO keyspace: expires=0): its PTTLs are not read.
+    let at = unix_ms() + 3_600_000;
+    strings(&source, 3000, &[]).await?;
+    strings(&target, 3000, &[(17, at)]).await?;
+    let options = CompareOptions {
+        dbs: vec![0],
+        ..CompareOptions::default()
+    };
+    let (src, dst) = (source.redis_client()?, target.redis_client()?);
+    for (s, t) in [(&src, &dst), (&dst, &src)] {
+        let report = compare(s, t, &options).await?;
+        assert_eq!(
+            found(&report),
+            Found::from([(0, b"s:17".to_vec(), DifferenceKind::Ttl)]),
+            "{report}"
+        );
+        // Nothing changed and the counts match: no target pass was needed.
+        assert_eq!(
+            report.target_pass[&0],
+            lockstep_verify::TargetPass::ProvenByCounts,
+            "{report}"
+        );
+        assert_eq!(report.strings_equal, 3000, "{report}");
+        let slots: std::collections::BTreeSet<u32> = (0..3000)
+            .map(|i| {
+                u32::from(lockstep_verify::track::key_slot(
+                    format!("s:{i}").as_bytes(),
+                ))
+            })
+            .collect();
+        assert_eq!(
+            report
+                .slots_covered
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>(),
+            slots
+        );
+    }
+    // An extra key on the target defeats the proof; the target pass finds it. The
+    // sync's own checkpoint key does not.
+    redis::pipe()
+        .cmd("SET")
+        .arg("extra")
+        .arg(1)
+        .ignore()
+        .cmd("SET")
+        .arg(lockstep_verify::compare::SYNC_CHECKPOINT_KEY)
+        .arg("x")
+        .ignore()
+        .query_async::<()>(&mut target.client().await?)
+        .await?;
+    let report = compare(&src, &dst, &options).await?;
+    assert_eq!(
+        found(&report),
+        Found::from([
+            (0, b"s:17".to_vec(), DifferenceKind::Ttl),
+            (0, b"extra".to_vec(), DifferenceKind::ExtraOnTarget)
+        ]),
+        "{report}"
+    );
+    assert_eq!(report.target_pass[&0], lockstep_verify::TargetPass::Scanned);
+    redis::cmd("DEL")
+        .arg("extra")
+        .query_async::<()>(&mut target.client().await?)
+        .await?;
+    let report = compare(&src, &dst, &options).await?;
+    assert_eq!(
+        report.target_pass[&0],
+        lockstep_verify::TargetPass::ProvenByCounts,
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_ttl_extension_is_expected_exactly() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let (at, extension) = (unix_ms() + 600_000, 3_600_000);
+    // s:0 and s:1 extended as the sync does, s:2 not extended, s:3 persistent on both,
+    // s:4 persistent on the source but given a TTL on the target.
+    strings(&source, 5, &[(0, at), (1, at + 5), (2, at)]).await?;
+    strings(
+        &target,
+        5,
+        &[
+            (0, at + extension),
+            (1, at + 5 + extension),
+            (2, at),
+            (4, at + extension),
+        ],
+    )
+    .await?;
+    // On the target only, expiring within the extension: the source expired it already.
+    redis::cmd("SET")
+        .arg("gone-on-source")
+        .arg(1)
+        .arg("PX")
+        .arg(extension / 2)
+        .query_async::<()>(&mut target.client().await?)
+        .await?;
+    let (src, dst) = (source.redis_client()?, target.redis_client()?);
+    let extended = CompareOptions {
+        dbs: vec![0],
+        ttl_extension: std::time::Duration::from_millis(extension),
+        ..CompareOptions::default()
+    };
+    let report = compare(&src, &dst, &extended).await?;
+    assert_eq!(
+        found(&report),
+        Found::from([
+            (0, b"s:2".to_vec(), DifferenceKind::Ttl),
+            (0, b"s:4".to_vec(), DifferenceKind::Ttl)
+        ]),
+        "{report}"
+    );
+    let plain = CompareOptions {
+        ttl_extension: std::time::Duration::ZERO,
+        ..extended
+    };
+    let report = compare(&src, &dst, &plain).await?;
+    assert_eq!(
+        found(&report),
+        Found::from([
+            (0, b"s:0".to_vec(), DifferenceKind::Ttl),
+            (0, b"s:1".to_vec(), DifferenceKind::Ttl),
+            (0, b"s:4".to_vec(), DifferenceKind::Ttl),
+            (0, b"gone-on-source".to_vec(), DifferenceKind::ExtraOnTarget)
+        ]),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn key_lists_and_the_recheck_of_a_report() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let expected = inject(&source, &target, 2).await?;
+    let (src, dst) = (source.redis_client()?, target.redis_client()?);
+    let options = CompareOptions {
+        dbs: vec![2],
+        ..CompareOptions::default()
+    };
+    let report = compare(&src, &dst, &options).await?;
+    assert_eq!(found(&report), expected, "{report}");
+    let mut csv = Vec::new();
+    output::write_csv(&report, &mut csv)?;
+
+    // Re-checking the report's keys finds exactly the same differences (extra keys
+    // too: a key only on the target is extra), without walking the key spaces.
+    let list = output::read_report_keys(csv.as_slice())?;
+    assert_eq!(list[&2].len(), expected.len());
+    let recheck = CompareOptions {
+        keys: Some(list),
+        ..options.clone()
+    };
+    let again = compare(&src, &dst, &recheck).await?;
+    assert_eq!(found(&again), expected, "{again}");
+    assert!(again.keys_compared < 40, "{again}");
+    assert_eq!(again.target_keys_checked, 0);
+
+    // A key list: equal keys, a binary key escaped as in the CSV, an absent key.
+    let text = format!(
+        "inj:string:equal\r\n\n{}\ninj:hash:equal\nno-such-key\n",
+        output::encode_key(b"inj:\xff\x00bin")
+    );
+    let keys = output::read_key_lines(text.as_bytes())?;
+    assert_eq!(keys.len(), 4);
+    let listed = CompareOptions {
+        keys: Some([(2, keys)].into()),
+        ..options
+    };
+    let report = compare(&src, &dst, &listed).await?;
+    assert_eq!(
+        found(&report),
+        Found::from([(
+            2,
+            b"inj:\xff\x00bin".to_vec(),
+            DifferenceKind::MissingOnTarget
+        )]),
+        "{report}"
+    );
+    assert_eq!(report.keys_compared, 3, "{report}");
+    assert!(output::read_key_lines("base64:%%%\n".as_bytes()).is_err());
+    assert!(output::read_report_keys("a,b\n1,2\n".as_bytes()).is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn differences_beyond_the_listed_ones_are_counted_and_rechecked() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    // 2000 keys missing on the target, 1000 of which expire before the second round;
+    // one key extra on the target.
+    let soon = unix_ms() + 2_500;
+    let expiring: Vec<(u32, u64)> = (0..1000).map(|i| (i, soon)).collect();
+    strings(&source, 2000, &expiring).await?;
+    redis::cmd("SET")
+        .arg("extra")
+        .arg(1)
+        .query_async::<()>(&mut target.client().await?)
+        .await?;
+    let options = CompareOptions {
+        dbs: vec![0],
+        max_listed: 10,
+        rounds: 2,
+        round_pause: std::time::Duration::from_millis(2_600),
+        ttl_tolerance: std::time::Duration::from_millis(100),
+        ..CompareOptions::default()
+    };
+    let (src, dst) = (source.redis_client()?, target.redis_client()?);
+    let report = compare(&src, &dst, &options).await?;
+    assert_eq!(report.round_differences, vec![2001, 1001], "{report}");
+    assert_eq!(report.vanished, 1000);
+    assert_eq!(report.difference_count(), 1001);
+    assert_eq!(report.differences.len(), 10);
+    assert_eq!(report.unlisted_differences, 991);
+    assert_eq!(report.by_kind()["missing_on_target"], 1000, "{report}");
+    assert_eq!(report.by_kind()["extra_on_target"], 1, "{report}");
+    // A few thousand random fingerprints cost at most ~10 bytes each (one roaring
+    // container each); a million cost 2 to 4 (track.rs's unit test).
+    assert!(report.fingerprint_bytes < 1991 * 12, "{report}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_commands_only_for_a_user_without_scripting_or_info() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut expected = inject(&source, &target, 0).await?;
+    let at = unix_ms() + 3_600_000;
+    strings(&source, 100, &[]).await?;
+    strings(&target, 100, &[(5, at)]).await?;
+    expected.insert((0, b"s:5".to_vec(), DifferenceKind::Ttl));
+    let mut urls = Vec::new();
+    for (server, user, rules) in [
+        (&source, "reader", "+info"),
+        (&target, "reader", "+info"),
+        (&source, "noinfo", "-info"),
+        (&target, "noinfo", "-info"),
+    ] {
+        let mut conn = server.client().await?;
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(">secret")
+            .arg("~*")
+            .arg("+@read")
+            .arg("+@connection")
+            .arg("-@scripting")
+            .arg(rules)
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("ACL")
+            .arg("LOG")
+            .arg("RESET")
+            .query_async::<()>(&mut conn)
+            .await?;
+        urls.push(format!("redis://{user}:secret@{}", server.addr()));
+    }
+    let options = CompareOptions {
+        dbs: vec![0],
+        ..CompareOptions::default()
+    };
+    let (src, dst) = (
+        redis::Client::open(urls[0].as_str())?,
+        redis::Client::open(urls[1].as_str())?,
+    );
+    let report = compare(&src, &dst, &options).await?;
+    assert_eq!(found(&report), expected, "{report}");
+    // Not one command was refused: no script was tried.
+    for server in [&source, &target] {
+        let log: Vec<redis::Value> = redis::cmd("ACL")
+            .arg("LOG")
+            .query_async(&mut server.client().await?)
+            .await?;
+        assert!(log.is_empty(), "refused commands: {log:?}");
+    }
+    // Without INFO, TTLs are read for every key: still exactly the same differences.
+    let (src, dst) = (
+        redis::Client::open(urls[2].as_str())?,
+        redis::Client::open(urls[3].as_str())?,
+    );
+    let report = compare(&src, &dst, &options).await?;
+    assert_eq!(found(&report), expected, "{report}");
     Ok(())
 }
