@@ -83,9 +83,6 @@ pub struct SyncArgs {
     /// TRYAGAIN, MASTERDOWN); 1 to 1440 and less than --retry-minutes.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1440))]
     pub other_retry_minutes: u64,
-    /// Drop PUBLISH from the stream instead of applying it to the target.
-    #[arg(long)]
-    pub skip_publish: bool,
     /// Do not write the LOCKSTEP_HEARTBEAT key on the source (for a read-only account;
     /// end-to-end lag is then not measured).
     #[arg(long)]
@@ -103,6 +100,86 @@ pub struct SyncArgs {
     pub conflict: ConflictArg,
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    #[command(flatten)]
+    pub task: TaskArgs,
+}
+
+/// The task's name, its objects (databases, keys, commands, TTL extension) and its
+/// throttles: the engine's `SyncOptions::{task_name, filter, throttle}`.
+#[derive(Debug, Default, clap::Args)]
+pub struct TaskArgs {
+    /// Name of the task: in the target's checkpoint key (LOCKSTEP_CHECKPOINT:<name>;
+    /// "default" keeps LOCKSTEP_CHECKPOINT), the heartbeat key, logs and metrics.
+    /// Tasks writing into one target need different names. 1 to 64 of A-Z a-z 0-9 _ . -
+    #[arg(long, default_value = "default", value_parser = parse_task_name)]
+    pub task_name: String,
+    /// Source databases to synchronize (comma-separated, 0 to 255); all by default.
+    #[arg(long, value_delimiter = ',', value_name = "DB,...", value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub dbs: Vec<u32>,
+    /// Write source database SRC into target database DST (repeatable; 0 to 255
+    /// each). Databases not mapped keep their number.
+    #[arg(long, value_name = "SRC:DST", value_parser = parse_db_mapping)]
+    pub map_db: Vec<(u32, u32)>,
+    /// Synchronize only keys starting with this prefix (repeatable: any of them).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Vec<String>,
+    /// Do not synchronize keys starting with this prefix (repeatable). Keys starting
+    /// with LOCKSTEP_ are never written to the target.
+    #[arg(long, value_name = "PREFIX")]
+    pub exclude_prefix: Vec<String>,
+    /// Apply PUBLISH and SPUBLISH to the target; by default they are dropped (they
+    /// cannot be synchronized: subscribers of the source are not the target's).
+    #[arg(long)]
+    pub keep_publish: bool,
+    /// Drop this command from the stream (repeatable; e.g. FLUSHALL).
+    #[arg(long, value_name = "NAME")]
+    pub drop_command: Vec<String>,
+    /// Make every key expire this many seconds later on the target than on the
+    /// source (full copy and stream: EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT, SET EX/PX,
+    /// SETEX, GETEX, RESTORE). 0 to 315360000 (10 years).
+    #[arg(long, default_value_t = 0, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=315_360_000))]
+    pub extend_ttl: u64,
+    /// Full copy: at most this many keys per second written to the target.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub full_keys_per_sec: Option<u64>,
+    /// Full copy: at most this many MB (10^6 bytes) per second read from the source
+    /// and written to the target (decimals allowed).
+    #[arg(long, value_name = "MB", value_parser = parse_mb_per_sec)]
+    pub full_mb_per_sec: Option<f64>,
+    /// Incremental phase: at most this many stream commands per second.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub incremental_commands_per_sec: Option<u64>,
+    /// Incremental phase: at most this many MB (10^6 bytes) of commands per second.
+    #[arg(long, value_name = "MB", value_parser = parse_mb_per_sec)]
+    pub incremental_mb_per_sec: Option<f64>,
+}
+
+fn parse_task_name(text: &str) -> Result<String, String> {
+    lockstep_sync::engine::validate_task_name(text)?;
+    Ok(text.to_owned())
+}
+
+/// `SRC:DST`, both 0 to 255.
+fn parse_db_mapping(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    match parsed {
+        Some((from, to)) if from <= 255 && to <= 255 => Ok((from, to)),
+        _ => Err(format!(
+            "{text:?}: use SRC:DST with database numbers 0 to 255, e.g. 0:5"
+        )),
+    }
+}
+
+/// A positive number of MB per second (at most 100000).
+fn parse_mb_per_sec(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(mb) if mb > 0.0 && mb <= 100_000.0 => Ok(mb),
+        _ => Err(format!(
+            "{text:?}: a number of MB per second, above 0 and at most 100000"
+        )),
+    }
 }
 
 /// How to authenticate and encrypt the connections, per side; shared by `sync` and
