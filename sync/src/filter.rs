@@ -315,7 +315,7 @@ impl Filter {
                 });
             }
         }
-        let own_keys = argv[1..].iter().any(|a| a.starts_with(OWN_KEY_PREFIX));
+        let own_keys = mentions_own_key(argv);
         let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
         let mut rewritten = None;
         if own_keys || prefix_rules {
@@ -503,13 +503,21 @@ impl Filter {
 
     /// The key rules alone (for a command already rewritten for its databases).
     fn command_keys_only(&self, argv: &[Bytes]) -> Result<Verdict, FilterError> {
-        let own_keys = argv[1..].iter().any(|a| a.starts_with(OWN_KEY_PREFIX));
+        let own_keys = mentions_own_key(argv);
         let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
         if own_keys || prefix_rules {
             return self.by_keys(argv, prefix_rules);
         }
         Ok(Verdict::Keep)
     }
+}
+
+/// Does an argument start with `LOCKSTEP_`? (The first byte is compared alone first:
+/// this runs for every command of the stream.)
+fn mentions_own_key(argv: &[Bytes]) -> bool {
+    argv[1..]
+        .iter()
+        .any(|a| a.first() == Some(&OWN_KEY_PREFIX[0]) && a.starts_with(OWN_KEY_PREFIX))
 }
 
 /// `argv` with every key expiry it sets moved `extend_ms` later; `None` when it sets
