@@ -40,6 +40,13 @@ async fn keys(server: &RedisServer, db: u32) -> anyhow::Result<BTreeSet<String>>
     Ok(keys.into_iter().collect())
 }
 
+/// The key names of database `db` without lockstep's own (the source's heartbeat).
+async fn user_keys(server: &RedisServer, db: u32) -> anyhow::Result<BTreeSet<String>> {
+    let mut all = keys(server, db).await?;
+    all.retain(|k| !k.starts_with("LOCKSTEP_"));
+    Ok(all)
+}
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -83,13 +90,9 @@ async fn selected_databases_go_to_their_mapped_numbers_in_copy_and_stream() -> a
     run(&mut db2, "MOVE c:3 1").await?; // leaves the synced dbs: target DEL c:3
     run(&mut db1, "MOVE b:1 3").await?; // between unsynced dbs: nothing
     caught_up(&mut task, &source).await?;
-    let source_db0: BTreeSet<String> = keys(&source, 0)
-        .await?
-        .into_iter()
-        .filter(|k| !k.starts_with("LOCKSTEP_"))
-        .collect();
+    let source_db0 = user_keys(&source, 0).await?;
     assert_eq!(keys(&target, 5).await?, source_db0);
-    assert_eq!(keys(&target, 2).await?, keys(&source, 2).await?);
+    assert_eq!(keys(&target, 2).await?, user_keys(&source, 2).await?);
     assert!(keys(&target, 2).await?.contains("a:1"));
     assert!(!keys(&target, 2).await?.contains("c:3"));
     assert!(keys(&target, 5).await?.contains("c:copy"));
@@ -99,6 +102,15 @@ async fn selected_databases_go_to_their_mapped_numbers_in_copy_and_stream() -> a
     let mut t5 = db_conn(&target, 5).await?;
     let value: String = redis::cmd("GET").arg("a:7").query_async(&mut t5).await?;
     assert_eq!(value, "v7");
+
+    // SWAPDB of two synced databases swaps their mapped numbers on the target.
+    run(&mut db0, "SWAPDB 0 2").await?;
+    run(&mut db0, "SET after:swap 1").await?; // the connection's db 0 is the old db 2
+    caught_up(&mut task, &source).await?;
+    let source_db0 = user_keys(&source, 0).await?;
+    assert!(source_db0.contains("c:new") && source_db0.contains("after:swap"));
+    assert_eq!(keys(&target, 5).await?, source_db0);
+    assert_eq!(keys(&target, 2).await?, user_keys(&source, 2).await?);
 
     // A key brought into a synced db from an unsynced one cannot be known: the task
     // stops and says so.
@@ -575,6 +587,21 @@ async fn tasks_sharing_a_target_keep_their_checkpoints_and_a_resync_clears_only_
         "west's keys were touched"
     );
     assert!(keys(&target, 0).await?.contains("LOCKSTEP_CHECKPOINT:west"));
+
+    // East's FLUSHALL empties east's database of the target, nothing else.
+    run(&mut e, "FLUSHALL").await?;
+    run(&mut e, "SET e:after 1").await?;
+    caught_up(&mut east_task, &east).await?;
+    assert_eq!(keys(&target, 1).await?, set(&["e:after"]));
+    assert_eq!(
+        keys(&target, 2).await?.len(),
+        31,
+        "west's keys were flushed"
+    );
+    assert_eq!(
+        keys(&target, 0).await?,
+        set(&["LOCKSTEP_CHECKPOINT:east", "LOCKSTEP_CHECKPOINT:west"])
+    );
     east_task.finish().await?;
     west_task.finish().await?;
 
