@@ -356,7 +356,7 @@ impl Filter {
                 return Err(error(
                     argv,
                     Vec::new(),
-                    &format!("{err}; its keys cannot be told apart to filter them"),
+                    &format!("{err}; its keys cannot be told apart to filter them (fix: if it writes no key the task keeps, drop it with --drop-command; else filter by database instead of key prefix)"),
                 ))
             }
         };
@@ -390,7 +390,7 @@ impl Filter {
             return Err(error(
                 argv,
                 keys,
-                "it touches keys the filter keeps and keys it drops; applying a part would leave the target wrong",
+                "it touches keys the filter keeps and keys it drops; applying a part would leave the target wrong (fix: choose prefixes that keep or drop all the keys such commands touch together)",
             ));
         };
         let new_name = if width == 2 {
@@ -447,7 +447,7 @@ impl Filter {
                 _ => Err(error(
                     argv,
                     Vec::new(),
-                    &format!("it swaps a synchronized database with one that is not (selected: {:?}); the target cannot know the other database's keys", self.dbs),
+                    &format!("it swaps a synchronized database with one that is not (selected: {:?}); the target cannot know the other database's keys (fix: synchronize both databases or neither)", self.dbs),
                 )),
             };
         }
@@ -472,7 +472,7 @@ impl Filter {
             (false, true) => Err(error(
                 argv,
                 keys(),
-                &format!("it brings a key into synchronized database {other} from database {db}, which is not synchronized; the target cannot know its value"),
+                &format!("it brings a key into synchronized database {other} from database {db}, which is not synchronized; the target cannot know its value (fix: synchronize database {db} too)"),
             )),
             (true, false) if is("MOVE") => {
                 if !self.keeps_key(&argv[1]) {
