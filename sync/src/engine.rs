@@ -597,6 +597,7 @@ async fn session(
                                 }
                                 Action::Skip => {}
                                 Action::Rewrite(commands) => {
+                                    commands_applied += 1;
                                     for argv in &commands {
                                         batch.add(&mut writer, argv).await?;
                                     }

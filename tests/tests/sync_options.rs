@@ -670,3 +670,25 @@ async fn the_key_table_covers_every_command_of_real_streams() -> anyhow::Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn inconsistent_options_stop_the_task_before_it_connects() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let unused = lockstep_sync::endpoint::Endpoint::parse("redis://127.0.0.1:1")?;
+    let mut options = lockstep_sync::engine::SyncOptions::new(unused.clone(), unused, dir.path());
+    options.filter = Filter {
+        dbs: vec![0],
+        db_map: vec![(1, 2)],
+        ..Filter::default()
+    };
+    let err = ended_with_error(SyncTask::spawn(options.clone())).await?;
+    assert!(
+        matches!(err, SyncError::Options(_)) && err.to_string().contains("database 1"),
+        "{err}"
+    );
+    options.filter = Filter::default();
+    options.task_name = "two words".into();
+    let err = ended_with_error(SyncTask::spawn(options)).await?;
+    assert!(err.to_string().contains("task name"), "{err}");
+    Ok(())
+}
