@@ -21,6 +21,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process: the size of the sync variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Make the target a live copy of the source: a full copy, then the command stream,
@@ -64,11 +66,11 @@ pub struct SyncArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Source URL: redis[s]://[[user]:password@]host[:port]
-    #[arg(long, env = "LOCKSTEP_SOURCE")]
+    #[arg(long, env = "LOCKSTEP_SOURCE", hide_env_values = true)]
     pub source: String,
     /// Target URL: redis[s]://[[user]:password@]host[:port] (repeatable: one task per
     /// target, all running at once).
-    #[arg(long, env = "LOCKSTEP_TARGET", required = true)]
+    #[arg(long, env = "LOCKSTEP_TARGET", hide_env_values = true, required = true)]
     pub target: Vec<String>,
     /// Directory of the checkpoints (where each target stands in the source's stream),
     /// one subdirectory per target.
@@ -240,10 +242,10 @@ pub enum VerifyModeArg {
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// Source URL.
-    #[arg(long, env = "LOCKSTEP_SOURCE")]
+    #[arg(long, env = "LOCKSTEP_SOURCE", hide_env_values = true)]
     pub source: String,
     /// Target URL.
-    #[arg(long, env = "LOCKSTEP_TARGET")]
+    #[arg(long, env = "LOCKSTEP_TARGET", hide_env_values = true)]
     pub target: String,
     /// Databases to compare (comma-separated); all 16 by default.
     #[arg(long, value_delimiter = ',')]
@@ -356,10 +358,10 @@ pub enum ConflictArg {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Source URL.
-    #[arg(long, env = "LOCKSTEP_SOURCE")]
+    #[arg(long, env = "LOCKSTEP_SOURCE", hide_env_values = true)]
     pub source: String,
     /// Target URL.
-    #[arg(long, env = "LOCKSTEP_TARGET")]
+    #[arg(long, env = "LOCKSTEP_TARGET", hide_env_values = true)]
     pub target: String,
     /// Target databases the sync will write (comma-separated); all 16 by default.
     #[arg(long, value_delimiter = ',')]

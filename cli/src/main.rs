@@ -10,21 +10,18 @@ mod check;
 mod config;
 mod connection;
 mod demo;
+#[cfg(test)]
+mod golden;
 mod rdb;
+mod report;
+mod status;
 mod sync;
 mod task;
 mod verify;
 
 fn main() -> std::process::ExitCode {
     let args = config::parse_cli();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "lockstep=info,warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let display = report::init(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -34,10 +31,10 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
-            args::Command::Sync(args) => sync::run(args).await,
+            args::Command::Sync(args) => sync::run(args, display).await,
             args::Command::Check(args) => check::run(args).await,
             args::Command::Verify(args) => verify::run(args).await,
-            args::Command::Status(_) => anyhow::bail!("not yet"),
+            args::Command::Status(args) => status::run(args).await,
             args::Command::Rdb(command) => rdb::run(command),
             args::Command::Demo(args) => demo::run(args).await,
         }

@@ -1,21 +1,145 @@
-//! `lockstep sync`: builds the engine's options from the arguments, runs the task
-//! until it is done or Ctrl-C, and reports progress on stderr.
+//! `lockstep sync`: from the arguments to one engine task per target, all running at
+//! once, with the precheck before, the status endpoint and the progress display
+//! during, and a graceful stop on SIGINT/SIGTERM.
+//!
+//! Order: build every target's `SyncOptions` (errors in the options stop here);
+//! run the precheck of each target unless `--skip-precheck` (a failing item stops
+//! with its reason and fix; warnings are logged); serve `--status-addr`; start the
+//! tasks. Each target has its own checkpoint directory `<checkpoint-dir>/<task>-<i>`.
+//! A failing target does not stop the others; the process exits 1 naming every
+//! target that failed, 0 when all ended well (`--mode full` done, or stopped).
+//!
+//! Signals: the first SIGINT or SIGTERM asks every task to stop reading, drain what
+//! is in flight and store its checkpoint; a second one exits at once with code 130
+//! (the checkpoints still mark only what the targets acknowledged).
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use lockstep_sync::checkpoint::CheckpointStore;
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{self, Mode, Progress, SyncOptions};
+use lockstep_sync::precheck::{precheck, Outcome};
 use tokio::sync::watch;
 
 use crate::args::{ModeArg, SyncArgs};
+use crate::check::precheck_options;
+use crate::connection::Side;
+use crate::report::Display;
+use crate::status::{Task, TaskState, TaskView};
 
-pub async fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let mut options = SyncOptions::new(
-        Endpoint::parse(&args.source)?,
-        Endpoint::parse(&args.target[0])?,
-        &args.checkpoint_dir,
+/// The precheck item that a resumed task passes by construction: its target holds
+/// the keys it copied itself.
+const EMPTY_TARGET_ITEM: &str = "target databases are empty";
+
+pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.other_retry_minutes < args.retry_minutes,
+        "--other-retry-minutes ({}) must be less than --retry-minutes ({})",
+        args.other_retry_minutes,
+        args.retry_minutes
     );
+    let source = args.connection.endpoint(Side::Source, &args.source)?;
+    let mut all_options = Vec::new();
+    for (index, url) in args.target.iter().enumerate() {
+        let target = args.connection.endpoint(Side::Target, url)?;
+        all_options.push(engine_options(&args, source.clone(), target, index)?);
+    }
+    if !args.skip_precheck {
+        for (index, options) in all_options.iter().enumerate() {
+            run_precheck(&args, index, options).await?;
+        }
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut views = Vec::new();
+    let mut states = Vec::new();
+    let mut runs = Vec::new();
+    for (index, options) in all_options.into_iter().enumerate() {
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let (state_tx, state_rx) = watch::channel(TaskState::Running);
+        views.push(TaskView {
+            index,
+            target: options.target.to_string(),
+            progress: progress_rx,
+            state: state_rx,
+        });
+        let state_tx = Arc::new(state_tx);
+        states.push(state_tx.clone());
+        let stop = stop_rx.clone();
+        tracing::info!(
+            task = options.task_name,
+            target = index,
+            checkpoint_dir = %options.checkpoint_dir.display(),
+            "syncing {} -> {}",
+            options.source,
+            options.target
+        );
+        runs.push(tokio::spawn(async move {
+            let outcome = engine::run(options, stop, progress_tx).await;
+            state_tx.send_replace(match &outcome {
+                Ok(_) => TaskState::Done,
+                Err(err) => TaskState::Failed(err.to_string()),
+            });
+            outcome
+        }));
+    }
+    let task = Arc::new(Task {
+        name: task_name(&args),
+        source: source.to_string(),
+        started: Instant::now(),
+        targets: views,
+    });
+    if let Some(addr) = &args.status_addr {
+        let bound = crate::status::serve(crate::status::parse_addr(addr)?, task.clone()).await?;
+        tracing::info!("status on http://{bound}/status and http://{bound}/metrics");
+    }
+    tokio::spawn(stop_on_signals(stop_tx, states));
+    let shown = display.spawn(task.clone());
+
+    let mut failed = Vec::new();
+    for (index, run) in runs.into_iter().enumerate() {
+        let target = &task.targets[index].target;
+        match run.await {
+            Ok(Ok(summary)) => {
+                let p = &summary.progress;
+                tracing::info!(
+                    target = index,
+                    full_syncs = p.full_syncs,
+                    partial_syncs = p.partial_syncs,
+                    applied_offset = p.applied_offset,
+                    "sync of {target} finished"
+                );
+            }
+            Ok(Err(err)) => failed.push(format!("target {index} ({target}): {err}")),
+            Err(err) => failed.push(format!("target {index} ({target}): task ended: {err}")),
+        }
+    }
+    shown.abort();
+    display.finish();
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for failure in &failed {
+        tracing::error!("sync failed for {failure}");
+    }
+    anyhow::bail!(
+        "{} of {} target(s) failed: {}",
+        failed.len(),
+        task.targets.len(),
+        failed.join("; ")
+    )
+}
+
+/// The engine's options for target `index`.
+fn engine_options(
+    args: &SyncArgs,
+    source: Endpoint,
+    target: Endpoint,
+    index: usize,
+) -> anyhow::Result<SyncOptions> {
+    let mut options = SyncOptions::new(source, target, &args.checkpoint_dir);
     options.mode = match args.mode {
         ModeArg::Full => Mode::Full,
         ModeArg::Incremental => Mode::Incremental,
@@ -25,34 +149,114 @@ pub async fn run(args: SyncArgs) -> anyhow::Result<ExitCode> {
     options.other_retry_window = Duration::from_secs(args.other_retry_minutes * 60);
     args.task.apply_to(&mut options)?;
     options.heartbeat = !args.no_heartbeat;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("lockstep: stopping: draining the target and storing the checkpoint");
-            let _ = stop_tx.send(true);
-        }
-    });
-    let reporter = tokio::spawn(async move {
-        let mut last = Progress::default();
-        while progress_rx.changed().await.is_ok() {
-            let now = progress_rx.borrow().clone();
-            if now.phase != last.phase {
-                eprintln!(
-                    "lockstep: phase {:?} (keys copied {}, applied offset {})",
-                    now.phase, now.keys_copied, now.applied_offset
-                );
-            }
-            last = now;
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let summary = engine::run(options, stop_rx, progress_tx).await?;
-    reporter.abort();
-    let p = &summary.progress;
-    println!(
-        "sync finished: {} full sync(s), {} partial resync(s), applied offset {}; checkpoint {:?}",
-        p.full_syncs, p.partial_syncs, p.applied_offset, summary.checkpoint
+    options.link.tls = args.connection.tls(Side::Source);
+    options.apply.tls = args.connection.tls(Side::Target);
+    options.checkpoint_dir = args
+        .checkpoint_dir
+        .join(format!("{}-{index}", options.task_name));
+    Ok(options)
+}
+
+fn task_name(args: &SyncArgs) -> String {
+    args.task.task_name.clone()
+}
+
+/// The precheck of one target: fails with the first failing item's reason and fix.
+async fn run_precheck(args: &SyncArgs, index: usize, options: &SyncOptions) -> anyhow::Result<()> {
+    // A task that resumes (or applies only the stream) writes into a target that
+    // holds keys already: its own.
+    let store = CheckpointStore::open(&options.checkpoint_dir)?;
+    let resuming = store.last().is_some() || store.full_copy_interrupted();
+    let expects_keys = resuming || options.mode == Mode::Incremental;
+    let dbs = options
+        .filter
+        .dbs
+        .iter()
+        .map(|&db| options.filter.target_db(db))
+        .collect();
+    let check = precheck_options(
+        options.source.clone(),
+        options.target.clone(),
+        &args.connection,
+        dbs,
+        args.conflict,
     );
-    Ok(ExitCode::SUCCESS)
+    let items = precheck(&check).await;
+    let target = &options.target;
+    let mut failures = Vec::new();
+    for item in items {
+        if expects_keys && item.name == EMPTY_TARGET_ITEM {
+            tracing::debug!(
+                target = index,
+                "precheck: {}: skipped (resuming)",
+                item.name
+            );
+            continue;
+        }
+        let fix = item
+            .fix
+            .as_ref()
+            .map(|fix| format!("; fix: {fix}"))
+            .unwrap_or_default();
+        match item.outcome {
+            Outcome::Pass => {
+                tracing::debug!(target = index, "precheck: {}: {}", item.name, item.detail)
+            }
+            Outcome::Info => {
+                tracing::info!(target = index, "precheck: {}: {}", item.name, item.detail)
+            }
+            Outcome::Warn => {
+                tracing::warn!(
+                    target = index,
+                    "precheck: {}: {}{fix}",
+                    item.name,
+                    item.detail
+                )
+            }
+            Outcome::Fail => failures.push(format!("{}: {}{fix}", item.name, item.detail)),
+        }
+    }
+    anyhow::ensure!(
+        failures.is_empty(),
+        "the precheck failed for target {index} ({target}): {} (run `lockstep check` for every item, or pass --skip-precheck to start anyway)",
+        failures.join("; ")
+    );
+    Ok(())
+}
+
+/// First SIGINT/SIGTERM: stop gracefully; second: exit 130 at once.
+async fn stop_on_signals(stop: watch::Sender<bool>, states: Vec<Arc<watch::Sender<TaskState>>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot listen for SIGINT/SIGTERM: a signal ends the process at once");
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!(
+        "stopping: draining the targets and storing the checkpoints (a second signal exits at once)"
+    );
+    for state in &states {
+        state.send_if_modified(|s| {
+            let running = *s == TaskState::Running;
+            if running {
+                *s = TaskState::Stopping;
+            }
+            running
+        });
+    }
+    let _ = stop.send(true);
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::warn!(
+        "second signal: exiting now; the checkpoints mark only what the targets acknowledged"
+    );
+    std::process::exit(130);
 }

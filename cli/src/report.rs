@@ -1,0 +1,198 @@
+//! What a person sees on stderr: `tracing` log lines (text or JSON, `--log-format`)
+//! and, when stderr is a terminal, live progress of a sync: a bar per target during
+//! the full copy (keys and bytes of the total, rate, ETA), then a compact line in the
+//! incremental phase (applied commands/s, lag in ms and bytes). When stderr is not a
+//! terminal the same facts are logged every [`LOG_EVERY`] and at each phase change.
+//!
+//! Log lines and bars share stderr: while bars are drawn, each log line is written
+//! through `MultiProgress::suspend`, so neither garbles the other.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lockstep_sync::engine::{Phase, Progress};
+
+use crate::args::LogFormat;
+use crate::status::{phase_name, Task, TaskView};
+
+/// How often progress is logged when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often the bars and the live line are redrawn.
+const DRAW_EVERY: Duration = Duration::from_millis(250);
+
+/// Where progress goes: bars on a terminal, log lines otherwise.
+#[derive(Clone)]
+pub struct Display {
+    bars: Option<MultiProgress>,
+}
+
+/// Installs the global `tracing` subscriber (level from `RUST_LOG`, default
+/// `lockstep=info,warn`) and returns where a sync's progress is to be shown.
+pub fn init(format: LogFormat) -> Display {
+    let terminal = std::io::stderr().is_terminal();
+    let bars = terminal.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+    let writer_bars = bars.clone();
+    let make_writer = move || LineWriter(writer_bars.clone());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "lockstep=info,warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(make_writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(terminal).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Display { bars }
+}
+
+/// stderr, around the bars when there are some.
+struct LineWriter(Option<MultiProgress>);
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// What one target showed last, to draw rates and notice phase changes.
+struct Shown {
+    view: TaskView,
+    bar: Option<ProgressBar>,
+    phase: Option<Phase>,
+    /// (when, commands applied) of the last rate sample.
+    sample: (Instant, u64),
+    commands_per_second: f64,
+}
+
+impl Display {
+    /// Shows the progress of every target until the task ends (abort the returned
+    /// handle's task); bars are cleared by [`Display::finish`].
+    pub fn spawn(&self, task: Arc<Task>) -> tokio::task::JoinHandle<()> {
+        let bars = self.bars.clone();
+        tokio::spawn(async move {
+            let mut shown: Vec<Shown> = task
+                .targets
+                .iter()
+                .map(|view| Shown {
+                    view: view.clone(),
+                    bar: bars.as_ref().map(|b| b.add(ProgressBar::hidden())),
+                    phase: None,
+                    sample: (Instant::now(), 0),
+                    commands_per_second: 0.0,
+                })
+                .collect();
+            let mut last_log = Instant::now();
+            loop {
+                let log_now = last_log.elapsed() >= LOG_EVERY;
+                if log_now {
+                    last_log = Instant::now();
+                }
+                for target in &mut shown {
+                    target.update(&task.name, log_now);
+                }
+                tokio::time::sleep(DRAW_EVERY).await;
+            }
+        })
+    }
+
+    /// Removes the bars (before the final lines are printed).
+    pub fn finish(&self) {
+        if let Some(bars) = &self.bars {
+            let _ = bars.clear();
+        }
+    }
+}
+
+impl Shown {
+    fn update(&mut self, task: &str, log_now: bool) {
+        let p: Progress = self.view.progress.borrow().clone();
+        let elapsed = self.sample.0.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let done = p.commands_applied.saturating_sub(self.sample.1);
+            self.commands_per_second = done as f64 / elapsed.as_secs_f64();
+            self.sample = (Instant::now(), p.commands_applied);
+        }
+        let changed = self.phase != Some(p.phase);
+        self.phase = Some(p.phase);
+        let lag_bytes = (p.received_offset - p.applied_offset).max(0);
+        let lag_ms = p
+            .heartbeat_lag_ms
+            .map(|ms| format!("{ms} ms"))
+            .unwrap_or_else(|| "? ms".to_owned());
+        let index = self.view.index;
+        if changed || log_now {
+            match p.phase {
+                Phase::FullCopy => tracing::info!(
+                    task,
+                    target = index,
+                    phase = phase_name(p.phase),
+                    keys = p.keys_copied,
+                    keys_total = p.keys_total,
+                    bytes = p.bytes_copied,
+                    bytes_total = p.bytes_total,
+                    "full copy"
+                ),
+                Phase::Incremental => tracing::info!(
+                    task,
+                    target = index,
+                    phase = phase_name(p.phase),
+                    commands_per_second = self.commands_per_second.round() as u64,
+                    lag_ms = p.heartbeat_lag_ms,
+                    lag_bytes,
+                    applied_offset = p.applied_offset,
+                    "incremental"
+                ),
+                other => tracing::info!(task, target = index, phase = phase_name(other)),
+            }
+        }
+        let Some(bar) = &self.bar else { return };
+        let prefix = format!("{task}[{index}]");
+        match p.phase {
+            Phase::FullCopy => {
+                if changed {
+                    let template = match p.bytes_total {
+                        Some(_) => "{prefix} full copy [{bar:30}] {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
+                        None => "{prefix} full copy {bytes} {msg} {binary_bytes_per_sec}",
+                    };
+                    if let Ok(style) = ProgressStyle::with_template(template) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar.reset();
+                }
+                if let Some(total) = p.bytes_total {
+                    bar.set_length(total);
+                }
+                bar.set_position(p.bytes_copied);
+                let of = p.keys_total.map(|t| format!("/{t}")).unwrap_or_default();
+                bar.set_message(format!("{}{of} keys", p.keys_copied));
+            }
+            phase => {
+                if changed {
+                    if let Ok(style) = ProgressStyle::with_template("{prefix} {msg}") {
+                        bar.set_style(style);
+                    }
+                }
+                let text = match phase {
+                    Phase::Incremental => format!(
+                        "incremental: {:.0} cmd/s, lag {lag_ms}, {lag_bytes} bytes",
+                        self.commands_per_second
+                    ),
+                    other => phase_name(other).to_owned(),
+                };
+                bar.set_message(text);
+                bar.tick();
+            }
+        }
+        bar.set_prefix(prefix);
+    }
+}

@@ -1,0 +1,116 @@
+//! One source, several targets: `--target` twice runs one task per target at once,
+//! each with its own checkpoint directory, and both targets end equal to the source;
+//! a cascade A -> B -> C (the second process's source is the first's target) ends
+//! with C equal to A; a failing target makes the process exit non-zero naming it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_equal, strings, wait_counter, Lockstep, Writer};
+use lockstep_testkit::data::{DataSet, DataSpec};
+use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
+
+fn sync_args(source: &str, targets: &[&str], dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args = strings(&["sync", "--source", source]);
+    for target in targets {
+        args.extend(strings(&["--target", target]));
+    }
+    args.extend(strings(&["--checkpoint-dir", &dir.to_string_lossy()]));
+    args.extend(strings(extra));
+    args
+}
+
+#[tokio::test]
+async fn two_targets_and_a_cascade_end_equal_to_the_source() -> anyhow::Result<()> {
+    let a = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let b = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let c = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let d = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    DataSet::write(&a.redis_client()?, &DataSpec::new(7, 30).dbs(&[0, 2])).await?;
+    let dir = tempfile::tempdir()?;
+    let writer = Writer::start(&a)?;
+    // A -> B and A -> D in one process; B -> C in a second one (a cascade).
+    let first = Lockstep::start(
+        &sync_args(
+            &a.url(),
+            &[&b.url(), &d.url()],
+            &dir.path().join("first"),
+            &[],
+        ),
+        &[],
+        &dir.path().join("first.log"),
+    )?;
+    let second = Lockstep::start(
+        &sync_args(
+            &b.url(),
+            &[&c.url()],
+            &dir.path().join("second"),
+            &["--task-name", "cascade", "--conflict", "ignore"],
+        ),
+        &[],
+        &dir.path().join("second.log"),
+    )?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sent = writer.stop().await?;
+    for (name, server) in [("B", &b), ("D", &d), ("C", &c)] {
+        if let Err(err) = wait_counter(server, sent, Duration::from_secs(60)).await {
+            panic!(
+                "{name}: {err:#}\nfirst log:\n{}\nsecond log:\n{}",
+                first.log_text(),
+                second.log_text()
+            );
+        }
+    }
+    assert_equal(&a, &b, "A -> B").await?;
+    assert_equal(&a, &d, "A -> D").await?;
+    assert_equal(&a, &c, "A -> B -> C").await?;
+    for sub in ["first/default-0", "first/default-1", "second/cascade-0"] {
+        assert!(
+            dir.path().join(sub).is_dir(),
+            "no checkpoint directory {sub}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_target_is_named_and_the_exit_code_is_not_zero() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let good = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let locked =
+        RedisServer::start(ServerConfig::new(RedisVersion::V7_0).auth(Auth::password())).await?;
+    let mut conn = source.client().await?;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    // No password for the locked target: its task fails, the other one finishes.
+    let unauthenticated = format!("redis://127.0.0.1:{}", locked.port());
+    let mut run = Lockstep::start(
+        &sync_args(
+            &source.url(),
+            &[&good.url(), &unauthenticated],
+            dir.path(),
+            &["--mode", "full", "--skip-precheck"],
+        ),
+        &[],
+        &dir.path().join("lockstep.log"),
+    )?;
+    let code = run.exit_code(Duration::from_secs(30)).await?;
+    let log = run.log_text();
+    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}\n{log}");
+    assert!(log.contains("1 of 2 target(s) failed: target 1"), "{log}");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut good.client().await?)
+        .await?;
+    assert_eq!(
+        value.as_deref(),
+        Some("v"),
+        "the good target was not copied"
+    );
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! `lockstep sync` as a user runs it: passwords from a file and the environment
+//! (never in logs, /status, /metrics or error messages), the status endpoint and
+//! `lockstep status` (schema checked against `golden/status_schema.txt`), SIGTERM under
+//! writes (exit 0, then a restart resumes with a partial resync and the target equals
+//! the source), and a second signal that exits at once with 130.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_equal, free_port, strings, wait_counter, Lockstep, Writer};
+use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
+
+const SOURCE_PASSWORD: &str = "src-Secret-4711";
+const TARGET_PASSWORD: &str = "tgt-Secret-0815";
+
+/// `lockstep status <port> [--json]`: (exit code, stdout).
+fn status(port: u16, json: bool) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lockstep"));
+    command.args(["status", &port.to_string()]);
+    if json {
+        command.arg("--json");
+    }
+    match command.output() {
+        Ok(out) => (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ),
+        Err(err) => (None, err.to_string()),
+    }
+}
+
+fn metrics(port: u16) -> anyhow::Result<String> {
+    Ok(ureq::get(format!("http://127.0.0.1:{port}/metrics"))
+        .call()?
+        .body_mut()
+        .read_to_string()?)
+}
+
+/// `path: type` of every field of a JSON value (arrays by their first element).
+fn schema(value: &serde_json::Value, path: &str, out: &mut Vec<(String, &'static str)>) {
+    use serde_json::Value;
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(items) => {
+            if let Some(first) = items.first() {
+                schema(first, &format!("{path}[]"), out);
+            }
+            "array"
+        }
+        Value::Object(fields) => {
+            for (name, field) in fields {
+                let sub = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}.{name}")
+                };
+                schema(field, &sub, out);
+            }
+            "object"
+        }
+    };
+    if !path.is_empty() {
+        out.push((path.to_owned(), kind));
+    }
+}
+
+/// The served document has exactly the golden fields, each of an allowed type.
+fn assert_schema(doc: &serde_json::Value) {
+    let golden = include_str!("golden/status_schema.txt");
+    let allowed: std::collections::BTreeMap<&str, Vec<&str>> = golden
+        .lines()
+        .filter_map(|line| line.split_once(": "))
+        .map(|(path, kinds)| (path, kinds.split('|').collect()))
+        .collect();
+    let mut seen = Vec::new();
+    schema(doc, "", &mut seen);
+    for (path, kind) in &seen {
+        let kinds = allowed
+            .get(path.as_str())
+            .unwrap_or_else(|| panic!("field {path} is not in golden/status_schema.txt"));
+        assert!(
+            kinds.contains(kind),
+            "{path} is {kind}, golden says {kinds:?}"
+        );
+    }
+    for path in allowed.keys() {
+        assert!(
+            seen.iter().any(|(p, _)| p == path),
+            "field {path} is missing from /status"
+        );
+    }
+}
+
+async fn wait_status(
+    port: u16,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let mut last = serde_json::Value::Null;
+    let found = wait_until(what, Duration::from_secs(60), || {
+        let (_, body) = status(port, true);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let good = ok(&doc);
+        last = doc;
+        async move { Ok(if good { Ok(()) } else { Err(body) }) }
+    })
+    .await;
+    found.map(|()| last)
+}
+
+#[tokio::test]
+async fn status_secrets_sigterm_and_resume() -> anyhow::Result<()> {
+    let source = RedisServer::start(
+        ServerConfig::new(RedisVersion::V7_0)
+            .auth(Auth::Password(SOURCE_PASSWORD.into()))
+            .set("repl-backlog-size", "64mb"),
+    )
+    .await?;
+    let target = RedisServer::start(
+        ServerConfig::new(RedisVersion::V8_2).auth(Auth::Password(TARGET_PASSWORD.into())),
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let password_file = dir.path().join("source.password");
+    std::fs::write(&password_file, format!("{SOURCE_PASSWORD}\n"))?;
+    let port = free_port()?;
+    let args = strings(&[
+        "sync",
+        "--source",
+        &format!("redis://127.0.0.1:{}", source.port()),
+        "--target",
+        &format!("redis://127.0.0.1:{}", target.port()),
+        "--source-password-file",
+        &password_file.to_string_lossy(),
+        "--checkpoint-dir",
+        &dir.path().join("checkpoints").to_string_lossy(),
+        "--status-addr",
+        &port.to_string(),
+    ]);
+    let env = [("LOCKSTEP_TARGET_PASSWORD", TARGET_PASSWORD)];
+    let log = dir.path().join("lockstep.log");
+
+    let writer = Writer::start(&source)?;
+    let mut sync = Lockstep::start(&args, &env, &log)?;
+    let doc = wait_status(port, "the incremental phase", |doc| {
+        doc["targets"][0]["phase"] == "incremental"
+            && doc["targets"][0]["applied_offset"].as_i64() > Some(0)
+    })
+    .await?;
+    assert_schema(&doc);
+    assert_eq!(doc["task"], "default");
+    assert_eq!(doc["targets"][0]["full_syncs"], 1, "{doc}");
+    let (code, person) = status(port, false);
+    assert_eq!(code, Some(0), "{person}");
+    assert!(person.contains("task default: incremental"), "{person}");
+    let metrics = metrics(port)?;
+    assert!(
+        metrics.contains("lockstep_applied_offset_bytes{task=\"default\",target=\"0\"}"),
+        "{metrics}"
+    );
+
+    // SIGTERM under writes: exit 0, with the checkpoint stored.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sync.signal("TERM")?;
+    assert_eq!(
+        sync.exit_code(Duration::from_secs(20)).await?,
+        Some(0),
+        "{}",
+        sync.log_text()
+    );
+    let full_before = source.info("stats").await?.int("sync_full")?;
+    let first_log = sync.log_text();
+    for text in [&first_log, &doc.to_string(), &person, &metrics] {
+        assert!(
+            !text.contains(SOURCE_PASSWORD) && !text.contains(TARGET_PASSWORD),
+            "a password leaked:\n{text}"
+        );
+    }
+
+    // The restart resumes where the target stands: a partial resync, no full one.
+    let mut sync = Lockstep::start(&args, &env, &dir.path().join("second.log"))?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = writer.stop().await?;
+    wait_counter(&target, sent, Duration::from_secs(30)).await?;
+    let events: u64 = redis::cmd("LLEN")
+        .arg("events")
+        .query_async(&mut target.client().await?)
+        .await?;
+    assert_eq!(
+        events, sent,
+        "list elements lost or duplicated across the stop"
+    );
+    assert_equal(&source, &target, "after SIGTERM and restart").await?;
+    assert_eq!(
+        source.info("stats").await?.int("sync_full")?,
+        full_before,
+        "the restart made a full sync; log:\n{}",
+        sync.log_text()
+    );
+    let doc = wait_status(port, "the resumed task's status", |doc| {
+        doc["targets"][0]["partial_syncs"] == 1
+    })
+    .await?;
+    assert_eq!(doc["targets"][0]["full_syncs"], 0, "{doc}");
+    sync.signal("INT")?;
+    assert_eq!(
+        sync.exit_code(Duration::from_secs(20)).await?,
+        Some(0),
+        "{}",
+        sync.log_text()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn passwords_stay_out_of_error_messages() -> anyhow::Result<()> {
+    let source = RedisServer::start(
+        ServerConfig::new(RedisVersion::V7_0).auth(Auth::Password(SOURCE_PASSWORD.into())),
+    )
+    .await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let dir = tempfile::tempdir()?;
+    let closed = free_port()?;
+    let wrong = "wrong-Password-99";
+    let cases = [
+        // A wrong password in the URL, and for the target an unreachable host.
+        (
+            format!("redis://:{wrong}@127.0.0.1:{}", source.port()),
+            format!("redis://:{TARGET_PASSWORD}@127.0.0.1:{closed}"),
+            vec![],
+        ),
+        // The same without the precheck: the engine's own errors.
+        (
+            format!("redis://:{wrong}@127.0.0.1:{}", source.port()),
+            format!("redis://:{TARGET_PASSWORD}@127.0.0.1:{closed}"),
+            vec![
+                "--skip-precheck",
+                "--retry-minutes",
+                "10",
+                "--other-retry-minutes",
+                "1",
+                "--mode",
+                "full",
+            ],
+        ),
+        // A reachable target: the source's refusal ends the task at once.
+        (
+            format!("redis://:{wrong}@127.0.0.1:{}", source.port()),
+            target.url(),
+            vec!["--skip-precheck"],
+        ),
+    ];
+    for (index, (source_url, target_url, extra)) in cases.iter().enumerate() {
+        for command in ["sync", "check"] {
+            if command == "check" && !extra.is_empty() {
+                continue;
+            }
+            let mut args = strings(&[command, "--source", source_url, "--target", target_url]);
+            if command == "sync" {
+                args.extend(strings(&["--checkpoint-dir"]));
+                args.push(
+                    dir.path()
+                        .join(format!("cp{index}"))
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+                args.extend(strings(extra));
+            }
+            let log = dir.path().join(format!("{command}{index}.log"));
+            let mut run = Lockstep::start(&args, &[], &log)?;
+            // A wrong password is permanent: the sync ends (no retry window).
+            let wait = if extra.is_empty() { 30 } else { 3 };
+            let code = run.exit_code(Duration::from_secs(wait)).await;
+            let text = run.log_text();
+            if index == 2 {
+                assert!(
+                    matches!(code, Ok(Some(c)) if c != 0),
+                    "a refused password must end the sync: {code:?}\n{text}"
+                );
+            }
+            if code.is_err() {
+                // The unreachable target is retried; what was logged so far counts.
+                run.signal("KILL")?;
+            }
+            assert!(!text.is_empty(), "{command} {index}: nothing logged");
+            assert!(
+                !text.contains(wrong) && !text.contains(TARGET_PASSWORD),
+                "{command} {index}: a password leaked:\n{text}"
+            );
+            assert!(
+                text.contains("127.0.0.1"),
+                "{command} {index}: the error does not name the endpoint:\n{text}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_130() -> anyhow::Result<()> {
+    // A slow snapshot (1 ms per key): the first signal waits for the copy to end.
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.cmd("SET").arg(format!("key:{i}")).arg(i).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(1000)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let dir = tempfile::tempdir()?;
+    let args = strings(&[
+        "sync",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--checkpoint-dir",
+        &dir.path().to_string_lossy(),
+        "--skip-precheck",
+    ]);
+    let mut sync = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
+    let log = sync.log.clone();
+    wait_until("the copy has begun", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move {
+            Ok(match text.contains("phase=\"full_copy\"") {
+                true => Ok(()),
+                false => Err(text),
+            })
+        }
+    })
+    .await?;
+    sync.signal("TERM")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        sync.child.try_wait()?.is_none(),
+        "the first signal must not end the process at once; log:\n{}",
+        sync.log_text()
+    );
+    sync.signal("TERM")?;
+    assert_eq!(
+        sync.exit_code(Duration::from_secs(5)).await?,
+        Some(130),
+        "{}",
+        sync.log_text()
+    );
+    Ok(())
+}
