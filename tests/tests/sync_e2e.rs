@@ -197,3 +197,83 @@ async fn native_replica_baseline_under_the_same_churn() -> anyhow::Result<()> {
     assert!(report.is_consistent(), "native replication: {report}");
     Ok(())
 }
+
+/// The full copy replaces what the target held under a source key's name, whatever
+/// its type (lists are not appended to; strings without expiry go by MSET, which must
+/// land in their own database and replace too), and leaves the target's other keys
+/// alone (the precheck, not the engine, decides whether a non-empty target is fine).
+#[tokio::test]
+async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut s = source.client().await?;
+    let mut t = target.client().await?;
+    // 300 plain strings per db in dbs 0 and 3 (more than one MSET each), one string
+    // with a TTL, one list.
+    for db in [0, 3] {
+        redis::cmd("SELECT")
+            .arg(db)
+            .query_async::<()>(&mut s)
+            .await?;
+        redis::cmd("SELECT")
+            .arg(db)
+            .query_async::<()>(&mut t)
+            .await?;
+        let mut pipe = redis::pipe();
+        for i in 0..300 {
+            pipe.cmd("SET")
+                .arg(format!("s:{i}"))
+                .arg(format!("source {db} {i}"));
+        }
+        pipe.cmd("SET").arg("ttl").arg("v").arg("EX").arg(5000);
+        pipe.cmd("RPUSH").arg("list").arg("a").arg("b");
+        pipe.query_async::<()>(&mut s).await?;
+        // The target holds the same names with other types and values, and more.
+        let mut pipe = redis::pipe();
+        pipe.cmd("RPUSH").arg("s:0").arg("old");
+        pipe.cmd("HSET").arg("s:299").arg("f").arg("old");
+        pipe.cmd("SET").arg("s:7").arg("old");
+        pipe.cmd("RPUSH").arg("list").arg("old");
+        pipe.cmd("SADD").arg("ttl").arg("old");
+        pipe.cmd("SET").arg("target-only").arg("kept");
+        pipe.query_async::<()>(&mut t).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let task = start_sync(&source, &target, dir.path(), Mode::Full)?;
+    tokio::time::timeout(Duration::from_secs(60), task.handle).await???;
+    for db in [0, 3] {
+        redis::cmd("SELECT")
+            .arg(db)
+            .query_async::<()>(&mut t)
+            .await?;
+        for i in [0, 7, 150, 299] {
+            let value: String = redis::cmd("GET")
+                .arg(format!("s:{i}"))
+                .query_async(&mut t)
+                .await?;
+            assert_eq!(value, format!("source {db} {i}"), "db {db} key s:{i}");
+        }
+        let list: Vec<String> = redis::cmd("LRANGE")
+            .arg("list")
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut t)
+            .await?;
+        assert_eq!(
+            list,
+            ["a", "b"],
+            "db {db}: the list was replaced, not appended to"
+        );
+        let ttl: i64 = redis::cmd("TTL").arg("ttl").query_async(&mut t).await?;
+        assert!((4990..=5000).contains(&ttl), "db {db}: TTL {ttl}");
+        let kept: String = redis::cmd("GET")
+            .arg("target-only")
+            .query_async(&mut t)
+            .await?;
+        assert_eq!(kept, "kept");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut t).await?;
+        let data = keys.iter().filter(|k| !k.starts_with("LOCKSTEP_")).count();
+        assert_eq!(data, 303, "db {db}: 302 source keys and the target's own");
+    }
+    Ok(())
+}
