@@ -21,7 +21,8 @@ mod verify;
 
 fn main() -> std::process::ExitCode {
     let args = config::parse_cli();
-    let display = report::init(args.log_format);
+    let log_format = args.log_format;
+    let display = report::init(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -42,7 +43,11 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("lockstep: {err:#}");
+            // For machines, the final error is a log line like the others.
+            match log_format {
+                args::LogFormat::Json => tracing::error!("{err:#}"),
+                args::LogFormat::Text => eprintln!("lockstep: {err:#}"),
+            }
             std::process::ExitCode::from(2)
         }
     }

@@ -7,7 +7,8 @@
 //! with its reason and fix; warnings are logged); serve `--status-addr`; start the
 //! tasks. Each target has its own checkpoint directory `<checkpoint-dir>/<task>-<i>`.
 //! A failing target does not stop the others; the process exits 1 naming every
-//! target that failed, 0 when all ended well (`--mode full` done, or stopped).
+//! target that failed, 0 when all ended well (`--mode full` done, or stopped), 2 on
+//! bad options or a failed precheck.
 //!
 //! Signals: the first SIGINT or SIGTERM asks every task to stop reading, drain what
 //! is in flight and store its checkpoint; a second one exits at once with code 130
@@ -121,15 +122,13 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    for failure in &failed {
-        tracing::error!("sync failed for {failure}");
-    }
-    anyhow::bail!(
+    tracing::error!(
         "{} of {} target(s) failed: {}",
         failed.len(),
         task.targets.len(),
         failed.join("; ")
-    )
+    );
+    Ok(ExitCode::from(1))
 }
 
 /// The engine's options for target `index`.

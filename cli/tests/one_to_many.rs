@@ -1,7 +1,8 @@
-//! One source, several targets: `--target` twice runs one task per target at once,
-//! each with its own checkpoint directory, and both targets end equal to the source;
-//! a cascade A -> B -> C (the second process's source is the first's target) ends
-//! with C equal to A; a failing target makes the process exit non-zero naming it.
+//! One source, several targets: `--target` twice (here from a `--config` TOML file)
+//! runs one task per target at once, each with its own checkpoint directory, and both
+//! targets end equal to the source; a cascade A -> B -> C (the second process's source
+//! is the first's target) ends with C equal to A; a failing target makes the process
+//! exit 1 naming it (and `--log-format json` writes only JSON lines).
 
 mod common;
 
@@ -30,14 +31,21 @@ async fn two_targets_and_a_cascade_end_equal_to_the_source() -> anyhow::Result<(
     DataSet::write(&a.redis_client()?, &DataSpec::new(7, 30).dbs(&[0, 2])).await?;
     let dir = tempfile::tempdir()?;
     let writer = Writer::start(&a)?;
-    // A -> B and A -> D in one process; B -> C in a second one (a cascade).
-    let first = Lockstep::start(
-        &sync_args(
-            &a.url(),
-            &[&b.url(), &d.url()],
-            &dir.path().join("first"),
-            &[],
+    // A -> B and A -> D in one process, configured by a TOML file; B -> C in a second
+    // one (a cascade).
+    let config = dir.path().join("first.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "source = \"{}\"\ntarget = [\"{}\", \"{}\"]\ncheckpoint_dir = \"{}\"\n",
+            a.url(),
+            b.url(),
+            d.url(),
+            dir.path().join("first").display()
         ),
+    )?;
+    let first = Lockstep::start(
+        &strings(&["sync", "--config", &config.to_string_lossy()]),
         &[],
         &dir.path().join("first.log"),
     )?;
@@ -94,15 +102,21 @@ async fn a_failing_target_is_named_and_the_exit_code_is_not_zero() -> anyhow::Re
             &source.url(),
             &[&good.url(), &unauthenticated],
             dir.path(),
-            &["--mode", "full", "--skip-precheck"],
+            &["--mode", "full", "--skip-precheck", "--log-format", "json"],
         ),
         &[],
         &dir.path().join("lockstep.log"),
     )?;
     let code = run.exit_code(Duration::from_secs(30)).await?;
     let log = run.log_text();
-    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}\n{log}");
+    assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("1 of 2 target(s) failed: target 1"), "{log}");
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "--log-format json wrote a line that is not JSON: {line}"
+        );
+    }
     let value: Option<String> = redis::cmd("GET")
         .arg("k")
         .query_async(&mut good.client().await?)
