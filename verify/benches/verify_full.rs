@@ -316,18 +316,17 @@ async fn main() -> anyhow::Result<()> {
         m.value.target_keys_checked
     );
 
-    if env_or("LOCKSTEP_BENCH_NAIVE", 1) == 0 {
-        return Ok(());
+    if env_or("LOCKSTEP_BENCH_NAIVE", 1) == 1 {
+        let n = measure(&source, &target, naive(&source, &target)).await?;
+        println!(
+            "baseline naive TYPE+GET+PTTL per key: {:.0} keys/s ({:.2?}); CPU s: tool {:.2}, source redis {:.2}, target redis {:.2}",
+            n.value as f64 / n.elapsed.as_secs_f64(),
+            n.elapsed,
+            n.tool_cpu,
+            n.source_cpu,
+            n.target_cpu
+        );
     }
-    let n = measure(&source, &target, naive(&source, &target)).await?;
-    println!(
-        "baseline naive TYPE+GET+PTTL per key: {:.0} keys/s ({:.2?}); CPU s: tool {:.2}, source redis {:.2}, target redis {:.2}",
-        n.value as f64 / n.elapsed.as_secs_f64(),
-        n.elapsed,
-        n.tool_cpu,
-        n.source_cpu,
-        n.target_cpu
-    );
 
     if env_or("LOCKSTEP_BENCH_MISSING", 0) == 1 {
         redis::cmd("FLUSHALL")

@@ -581,7 +581,9 @@ struct Batch {
 }
 
 /// Runs `each` on every batch, `workers` at a time, batch `i` on connection pair
-/// `i % workers`, and adds what they found to `tally`.
+/// `i % workers`, and adds what they found to `tally`. The batches are read up to
+/// `workers` ahead (SCAN runs while batches are being compared), so that neither
+/// server waits for the other's reply to get its next command.
 async fn run_batches<F, Fut>(
     pools: &Pools,
     batches: impl Stream<Item = anyhow::Result<Batch>>,
@@ -593,26 +595,43 @@ where
     Fut: Future<Output = anyhow::Result<Outcome>>,
 {
     let workers = pools.src.len().max(1);
-    let each = &each;
-    let outcomes = batches
-        .enumerate()
-        .map(|(i, batch)| {
-            let (s, d) = (
-                pools.src[i % workers].clone(),
-                pools.dst[i % workers].clone(),
-            );
-            async move {
-                let batch = batch?;
-                let mut outcome = each(s, d, batch.keys).await?;
-                outcome.counts.scanned = batch.scanned;
-                Ok::<_, anyhow::Error>(outcome)
+    let (ahead, behind) = tokio::sync::mpsc::channel(workers);
+    let read_ahead = async move {
+        let mut batches = std::pin::pin!(batches);
+        while let Some(batch) = batches.next().await {
+            if ahead.send(batch).await.is_err() {
+                break;
             }
-        })
-        .buffer_unordered(workers);
-    let mut outcomes = std::pin::pin!(outcomes);
-    while let Some(outcome) = outcomes.try_next().await? {
-        tally.absorb(outcome);
-    }
+        }
+        Ok::<_, anyhow::Error>(())
+    };
+    let each = &each;
+    let compare_all = async move {
+        let batches = stream::unfold(behind, |mut behind| async move {
+            behind.recv().await.map(|batch| (batch, behind))
+        });
+        let outcomes = batches
+            .enumerate()
+            .map(|(i, batch)| {
+                let (s, d) = (
+                    pools.src[i % workers].clone(),
+                    pools.dst[i % workers].clone(),
+                );
+                async move {
+                    let batch = batch?;
+                    let mut outcome = each(s, d, batch.keys).await?;
+                    outcome.counts.scanned = batch.scanned;
+                    Ok::<_, anyhow::Error>(outcome)
+                }
+            })
+            .buffer_unordered(workers);
+        let mut outcomes = std::pin::pin!(outcomes);
+        while let Some(outcome) = outcomes.try_next().await? {
+            tally.absorb(outcome);
+        }
+        Ok(())
+    };
+    tokio::try_join!(read_ahead, compare_all)?;
     Ok(())
 }
 
