@@ -725,7 +725,10 @@ async fn check_keys(
     keys: Vec<Vec<u8>>,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| ctx.wanted(k)).collect();
+    let mut keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| ctx.wanted(k)).collect();
+    // A key listed twice (a line repeated, SCAN returning a key twice) is read once.
+    keys.sort_unstable();
+    keys.dedup();
     let batches: Vec<anyhow::Result<Batch>> = keys
         .chunks(ctx.options.batch_keys.max(1))
         .map(|chunk| {

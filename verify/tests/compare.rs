@@ -448,13 +448,14 @@ async fn key_lists_and_the_recheck_of_a_report() -> anyhow::Result<()> {
     assert!(again.keys_compared < 40, "{again}");
     assert_eq!(again.target_keys_checked, 0);
 
-    // A key list: equal keys, a binary key escaped as in the CSV, an absent key.
+    // A key list: equal keys, a binary key escaped as in the CSV, an absent key, a key
+    // listed twice (read once).
     let text = format!(
-        "inj:string:equal\r\n\n{}\ninj:hash:equal\nno-such-key\n",
+        "inj:string:equal\r\n\n{}\ninj:hash:equal\nno-such-key\ninj:hash:equal\n",
         output::encode_key(b"inj:\xff\x00bin")
     );
     let keys = output::read_key_lines(text.as_bytes())?;
-    assert_eq!(keys.len(), 4);
+    assert_eq!(keys.len(), 5);
     let listed = CompareOptions {
         keys: Some([(2, keys)].into()),
         ..options
