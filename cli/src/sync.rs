@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_sync::checkpoint::CheckpointStore;
 use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{self, Mode, Progress, SyncOptions};
+use lockstep_sync::engine::{self, Mode, Progress, SyncError, SyncOptions};
 use lockstep_sync::precheck::{precheck, Outcome};
 use tokio::sync::watch;
 
@@ -80,7 +80,7 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
         runs.push(tokio::spawn(async move {
             let outcome = engine::run(options, stop, progress_tx).await;
             state_tx.send_replace(match &outcome {
-                Ok(_) => TaskState::Done,
+                Ok(_) | Err(SyncError::Stopped) => TaskState::Done,
                 Err(err) => TaskState::Failed(err.to_string()),
             });
             outcome
@@ -113,6 +113,10 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
                     "sync of {target} finished"
                 );
             }
+            Ok(Err(SyncError::Stopped)) => tracing::info!(
+                target = index,
+                "sync of {target} stopped during the full copy; the next start copies again"
+            ),
             Ok(Err(err)) => failed.push(format!("target {index} ({target}): {err}")),
             Err(err) => failed.push(format!("target {index} ({target}): task ended: {err}")),
         }

@@ -8,19 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_equal, strings, wait_counter, Lockstep, Writer};
+use common::{assert_equal, strings, sync_args, wait_counter, Lockstep, Writer};
 use lockstep_testkit::data::{DataSet, DataSpec};
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
-
-fn sync_args(source: &str, targets: &[&str], dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let mut args = strings(&["sync", "--source", source]);
-    for target in targets {
-        args.extend(strings(&["--target", target]));
-    }
-    args.extend(strings(&["--checkpoint-dir", &dir.to_string_lossy()]));
-    args.extend(strings(extra));
-    args
-}
 
 #[tokio::test]
 async fn two_targets_and_a_cascade_end_equal_to_the_source() -> anyhow::Result<()> {

@@ -2,14 +2,15 @@
 //! (never in logs, /status, /metrics or error messages), the status endpoint and
 //! `lockstep status` (schema checked against `golden/status_schema.txt`), SIGTERM under
 //! writes (exit 0, then a restart resumes with a partial resync and the target equals
-//! the source), and a second signal that exits at once with 130.
+//! the source), a signal during a full copy (exit 0, the next start copies again), and
+//! a second signal that exits at once with 130.
 
 mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{assert_equal, free_port, strings, wait_counter, Lockstep, Writer};
+use common::{assert_equal, free_port, strings, sync_args, wait_counter, Lockstep, Writer};
 use lockstep_testkit::topology::wait_until;
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
 
@@ -304,8 +305,9 @@ async fn passwords_stay_out_of_error_messages() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_second_signal_exits_at_once_with_130() -> anyhow::Result<()> {
-    // A slow snapshot (1 ms per key): the first signal waits for the copy to end.
+async fn a_signal_during_the_full_copy_stops_it_and_the_next_start_copies_again(
+) -> anyhow::Result<()> {
+    // A slow snapshot (1 ms per key), so the signal lands inside the copy.
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut conn = source.client().await?;
     let mut pipe = redis::pipe();
@@ -313,49 +315,79 @@ async fn a_second_signal_exits_at_once_with_130() -> anyhow::Result<()> {
         pipe.cmd("SET").arg(format!("key:{i}")).arg(i).ignore();
     }
     pipe.query_async::<()>(&mut conn).await?;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("rdb-key-save-delay")
-        .arg(1000)
-        .query_async::<()>(&mut conn)
-        .await?;
+    let save_delay = |micros: u32| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("rdb-key-save-delay")
+                .arg(micros)
+                .query_async::<()>(&mut conn)
+                .await
+        }
+    };
+    save_delay(1000).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let dir = tempfile::tempdir()?;
-    let args = strings(&[
-        "sync",
-        "--source",
+    let args = sync_args(
         &source.url(),
-        "--target",
-        &target.url(),
-        "--checkpoint-dir",
-        &dir.path().to_string_lossy(),
-        "--skip-precheck",
-    ]);
-    let mut sync = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
-    let log = sync.log.clone();
-    wait_until("the copy has begun", Duration::from_secs(20), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        async move {
-            Ok(match text.contains("phase=\"full_copy\"") {
-                true => Ok(()),
-                false => Err(text),
-            })
-        }
-    })
-    .await?;
-    sync.signal("TERM")?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        sync.child.try_wait()?.is_none(),
-        "the first signal must not end the process at once; log:\n{}",
-        sync.log_text()
+        &[&target.url()],
+        dir.path(),
+        &["--mode", "full"],
     );
-    sync.signal("TERM")?;
+    let mut sync = Lockstep::start(&args, &[], &dir.path().join("first.log"))?;
+    sync.wait_log("phase=\"full_copy\"", Duration::from_secs(20))
+        .await?;
+    sync.signal("INT")?;
     assert_eq!(
-        sync.exit_code(Duration::from_secs(5)).await?,
-        Some(130),
+        sync.exit_code(Duration::from_secs(3)).await?,
+        Some(0),
         "{}",
         sync.log_text()
     );
+    assert!(
+        sync.log_text().contains("stopped during the full copy"),
+        "{}",
+        sync.log_text()
+    );
+    // The next start flushes the partial copy and copies again.
+    save_delay(0).await?;
+    let mut again = Lockstep::start(&args, &[], &dir.path().join("second.log"))?;
+    assert_eq!(
+        again.exit_code(Duration::from_secs(30)).await?,
+        Some(0),
+        "{}",
+        again.log_text()
+    );
+    assert_equal(&source, &target, "after a copy stopped by a signal").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_with_130() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let dir = tempfile::tempdir()?;
+    let args = sync_args(&source.url(), &[&target.url()], dir.path(), &[]);
+    let writer = Writer::start(&source)?;
+    let mut sync = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
+    sync.wait_log("phase=\"incremental\"", Duration::from_secs(20))
+        .await?;
+    // A frozen target: the graceful stop waits for replies that do not come.
+    target.pause();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sync.signal("TERM")?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still_running = sync.child.try_wait()?.is_none();
+    sync.signal("TERM")?;
+    let code = sync.exit_code(Duration::from_secs(5)).await;
+    target.resume();
+    writer.stop().await?;
+    assert!(
+        still_running,
+        "the first signal waits for the drain; log:\n{}",
+        sync.log_text()
+    );
+    assert_eq!(code?, Some(130), "{}", sync.log_text());
     Ok(())
 }

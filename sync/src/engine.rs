@@ -332,7 +332,7 @@ pub async fn run(
 async fn session(
     options: &SyncOptions,
     store: &mut CheckpointStore,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
     progress: &watch::Sender<Progress>,
 ) -> Result<(), SyncError> {
     progress.send_modify(|p| p.phase = Phase::Connecting);
@@ -423,13 +423,16 @@ async fn session(
                 store.clear()?;
             }
             store.set_full_copy_in_progress(true)?;
-            let (returned, loader) = full_copy(
-                link,
-                &mut writer,
-                target_rdb_version,
-                offset,
-                options,
-                progress,
+            let (returned, loader) = unless_stopped(
+                &mut stop,
+                full_copy(
+                    link,
+                    &mut writer,
+                    target_rdb_version,
+                    offset,
+                    options,
+                    progress,
+                ),
             )
             .await?;
             link = returned;
@@ -455,8 +458,11 @@ async fn session(
             (Some(replid), offset, 0)
         }
         PsyncReply::Sync => {
-            let (returned, _) =
-                full_copy(link, &mut writer, target_rdb_version, 0, options, progress).await?;
+            let (returned, _) = unless_stopped(
+                &mut stop,
+                full_copy(link, &mut writer, target_rdb_version, 0, options, progress),
+            )
+            .await?;
             link = returned;
             writer.drain().await?;
             (None, 0, 0)
@@ -488,7 +494,6 @@ async fn session(
     acker.ack(start_offset).await?;
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint_timer = tokio::time::interval(options.checkpoint_interval);
-    let mut stop = stop;
     // Inside a MULTI/EXEC block of the source: its commands go into the same target
     // transaction, which is not closed before the block ends.
     let mut in_multi = false;
@@ -1031,6 +1036,24 @@ fn info_text(frame: Frame) -> String {
         .as_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default()
+}
+
+/// Runs `work` until it ends, or fails it with [`SyncError::Stopped`] once `stop` is
+/// true: a stop during a full copy drops the copy (its marker file makes the next
+/// start flush the target and copy again).
+async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    work: impl std::future::Future<Output = Result<T, SyncError>>,
+) -> Result<T, SyncError> {
+    let stopped = async {
+        if stop.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await; // no one can ask any more
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        () = stopped => Err(SyncError::Stopped),
+    }
 }
 
 /// Reads the RDB of a full resync off the link and writes every key to the target.

@@ -45,6 +45,20 @@ impl Lockstep {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits until the log holds `needle` (e.g. `phase="incremental"`).
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_until(&format!("{needle} in the log"), timeout, || {
+            let text = self.log_text();
+            async move {
+                Ok(match text.contains(needle) {
+                    true => Ok(()),
+                    false => Err(text),
+                })
+            }
+        })
+        .await
+    }
+
     /// Sends `signal` (e.g. "TERM", "INT").
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
@@ -82,6 +96,17 @@ impl Drop for Lockstep {
 /// Strings from a list of &str.
 pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `sync --source S --target T... --checkpoint-dir DIR` and `extra`.
+pub fn sync_args(source: &str, targets: &[&str], dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = strings(&["sync", "--source", source]);
+    for target in targets {
+        args.extend(strings(&["--target", target]));
+    }
+    args.extend(strings(&["--checkpoint-dir", &dir.to_string_lossy()]));
+    args.extend(strings(extra));
+    args
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
