@@ -159,6 +159,8 @@ impl Shown {
         let prefix = format!("{task}[{index}]");
         match p.phase {
             Phase::FullCopy => {
+                let of = p.keys_total.map(|t| format!("/{t}")).unwrap_or_default();
+                bar.set_message(format!("{}{of} keys", p.keys_copied));
                 if changed {
                     let template = match p.bytes_total {
                         Some(_) => "{prefix} full copy [{bar:30}] {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
@@ -173,8 +175,6 @@ impl Shown {
                     bar.set_length(total);
                 }
                 bar.set_position(p.bytes_copied);
-                let of = p.keys_total.map(|t| format!("/{t}")).unwrap_or_default();
-                bar.set_message(format!("{}{of} keys", p.keys_copied));
             }
             phase => {
                 if changed {
