@@ -89,6 +89,9 @@ pub struct SyncArgs {
     /// end-to-end lag is then not measured).
     #[arg(long)]
     pub no_heartbeat: bool,
+    /// Seconds between two heartbeats (1 to 3600).
+    #[arg(long, default_value_t = 1, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_interval_secs: u64,
     /// Serve GET /status (JSON) and GET /metrics (Prometheus) on this address
     /// (HOST:PORT, or PORT alone for 127.0.0.1:PORT).
     #[arg(long, value_name = "HOST:PORT")]

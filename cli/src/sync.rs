@@ -152,6 +152,7 @@ fn engine_options(
     options.other_retry_window = Duration::from_secs(args.other_retry_minutes * 60);
     args.task.apply_to(&mut options)?;
     options.heartbeat = !args.no_heartbeat;
+    options.heartbeat_interval = Duration::from_secs(args.heartbeat_interval_secs);
     options.link.tls = args.connection.tls(Side::Source);
     options.apply.tls = args.connection.tls(Side::Target);
     options.checkpoint_dir = args

@@ -391,3 +391,38 @@ async fn a_second_signal_exits_at_once_with_130() -> anyhow::Result<()> {
     assert_eq!(code?, Some(130), "{}", sync.log_text());
     Ok(())
 }
+
+#[tokio::test]
+async fn the_heartbeat_interval_spaces_the_heartbeats() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let dir = tempfile::tempdir()?;
+    let args = sync_args(
+        &source.url(),
+        &[&target.url()],
+        dir.path(),
+        &["--heartbeat-interval-secs", "3"],
+    );
+    let sync = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
+    sync.wait_log("phase=\"incremental\"", Duration::from_secs(20))
+        .await?;
+    // Only the heartbeat writes SETEX on the source.
+    let setex_calls = || async {
+        let stats = source.info("commandstats").await?;
+        let calls = stats
+            .get("cmdstat_setex")
+            .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        anyhow::Ok(calls)
+    };
+    let before = setex_calls().await?;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let beats = setex_calls().await? - before;
+    assert!(
+        (1..=2).contains(&beats),
+        "{beats} heartbeats in 4.5 s at one per 3 s; log:\n{}",
+        sync.log_text()
+    );
+    Ok(())
+}

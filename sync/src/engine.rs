@@ -78,9 +78,12 @@ pub struct SyncOptions {
     pub throttle: ThrottleOptions,
     /// How the full copy writes keys (big keys in batches, the TTL guard).
     pub load: LoadOptions,
-    /// Write a heartbeat key (`LOCKSTEP_HEARTBEAT:<port>`, SETEX 60) on the source every
-    /// second to measure end-to-end latency. Turn off for a read-only source account.
+    /// Write a heartbeat key (`LOCKSTEP_HEARTBEAT:<port>`, SETEX) on the source every
+    /// `heartbeat_interval` to measure end-to-end latency. Off for a read-only account.
     pub heartbeat: bool,
+    /// How often the heartbeat is written (whole seconds: it rides the ACK tick);
+    /// its key lives three intervals, at least 60 s.
+    pub heartbeat_interval: Duration,
 }
 
 /// The name of a task that was given none.
@@ -143,6 +146,7 @@ impl SyncOptions {
             throttle: ThrottleOptions::default(),
             load: LoadOptions::default(),
             heartbeat: true,
+            heartbeat_interval: Duration::from_secs(1),
         }
     }
 }
@@ -848,6 +852,10 @@ async fn store_target_checkpoint(
 struct Heartbeat {
     connection: TargetWriter,
     key: Vec<u8>,
+    interval: Duration,
+    /// Seconds the key lives (SETEX).
+    ttl: String,
+    last: Option<Instant>,
 }
 
 impl Heartbeat {
@@ -856,7 +864,15 @@ impl Heartbeat {
         key.extend_from_slice(format!(":{}", options.link.listening_port).as_bytes());
         match TargetWriter::connect_to("source", &options.source, options.source_connection()).await
         {
-            Ok(connection) => Some(Heartbeat { connection, key }),
+            Ok(connection) => Some(Heartbeat {
+                connection,
+                key,
+                interval: options.heartbeat_interval,
+                ttl: (options.heartbeat_interval.as_secs() * 3)
+                    .max(60)
+                    .to_string(),
+                last: None,
+            }),
             Err(err) => {
                 tracing::warn!(
                     "heartbeat off: cannot open a second connection to the source: {err}"
@@ -869,12 +885,27 @@ impl Heartbeat {
     /// Writes the heartbeat; false when the source refuses it (a read-only account):
     /// the heartbeat is then switched off with a warning, the sync goes on.
     async fn beat(&mut self) -> bool {
+        // The ACK tick calls every second; half a tick of slack keeps a 1 s interval
+        // from skipping ticks that arrive a little early.
+        let slack = Duration::from_millis(500);
+        if self
+            .last
+            .is_some_and(|last| last.elapsed() + slack < self.interval)
+        {
+            return true;
+        }
+        self.last = Some(Instant::now());
         let now = unix_ms().to_string();
         let sent = async {
             self.connection.poll_replies().await?;
             self.connection
                 .push(
-                    &[b"SETEX".as_slice(), &self.key, b"60", now.as_bytes()],
+                    &[
+                        b"SETEX".as_slice(),
+                        &self.key,
+                        self.ttl.as_bytes(),
+                        now.as_bytes(),
+                    ],
                     None,
                 )
                 .await?;
