@@ -6,8 +6,9 @@
 //! payload re-encoded for the target's older version. A key whose elements exceed
 //! `big_key_bytes` (4 MiB by default) is written instead as it streams in: `DEL`, then `RPUSH` / `SADD` /
 //! `ZADD` / `HSET` per parser batch, then its TTL, so neither lockstep nor the target
-//! ever handles it whole (strings, streams and module values cannot be split this way
-//! and are restored whole).
+//! ever handles it whole. A big string is written as `DEL` and `APPEND`s of 1 MiB
+//! pieces (the parser still hands it over whole: one copy); streams and module values
+//! cannot be split and are restored whole.
 //!
 //! Strings without an expiry are the exception: they are collected and written as
 //! one `MSET` per [`STRINGS_PER_MSET`] keys (or [`MSET_BYTES_MAX`] bytes). For the
@@ -59,6 +60,9 @@ return 0";
 pub const STRINGS_PER_MSET: usize = 128;
 /// Key and value bytes per MSET, at most (a bigger string is restored alone).
 pub const MSET_BYTES_MAX: usize = 256 << 10;
+
+/// Pieces a big string is appended in.
+pub const STRING_PIECE_BYTES: usize = 1 << 20;
 
 /// Options of the full copy's writes.
 #[derive(Clone, Debug)]
@@ -284,6 +288,11 @@ impl KeyLoader {
             {
                 return self.add_string(current.meta.key, value, writer).await;
             }
+            (_, Value::String(value)) if value.len() > self.options.big_key_bytes => {
+                return self
+                    .write_big_string(current.meta, value, expire, writer)
+                    .await;
+            }
             (_, value) => CurrentKey { value, ..current },
         };
         let meta = &current.meta;
@@ -302,6 +311,41 @@ impl KeyLoader {
         }
         self.bytes += (meta.key.len() + payload.len()) as u64;
         writer.push(&argv, None).await?;
+        Ok(())
+    }
+
+    /// A string bigger than `big_key_bytes`: `DEL`, then `APPEND` in pieces of
+    /// [`STRING_PIECE_BYTES`], then its expiry. A DUMP payload of it would be one more
+    /// whole copy and its RESTORE another in the send buffer (measured: 132 MiB peak
+    /// RSS for a copy of 50 MB strings; the value the parser hands over is the one
+    /// copy left).
+    async fn write_big_string(
+        &mut self,
+        meta: KeyMeta,
+        value: Vec<u8>,
+        expire: Option<i64>,
+        writer: &mut TargetWriter,
+    ) -> Result<(), LoadError> {
+        self.big_keys += 1;
+        self.bytes += (meta.key.len() + value.len()) as u64;
+        writer.push(&[b"DEL".as_slice(), &meta.key], None).await?;
+        for piece in value.chunks(STRING_PIECE_BYTES) {
+            writer
+                .push(&[b"APPEND".as_slice(), &meta.key, piece], None)
+                .await?;
+        }
+        if let Some(at) = expire {
+            writer
+                .push(
+                    &[
+                        b"PEXPIREAT".as_slice(),
+                        &meta.key,
+                        at.to_string().as_bytes(),
+                    ],
+                    None,
+                )
+                .await?;
+        }
         Ok(())
     }
 

@@ -129,10 +129,29 @@ async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
             .arg(7200)
             .query_async::<()>(&mut conn)
             .await?;
+        // Big strings (APPENDed in pieces), one with an expiry, one without.
+        let big_string: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        redis::cmd("SET")
+            .arg("big:string")
+            .arg(&big_string)
+            .arg("EX")
+            .arg(7200)
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("SET")
+            .arg("big:string2")
+            .arg(&big_string[..1_500_000])
+            .query_async::<()>(&mut conn)
+            .await?;
         // A stale copy on the target must be replaced, not appended to.
         let mut t = target.client().await?;
         redis::cmd("RPUSH")
             .arg("big:list")
+            .arg("stale")
+            .query_async::<()>(&mut t)
+            .await?;
+        redis::cmd("SET")
+            .arg("big:string")
             .arg("stale")
             .query_async::<()>(&mut t)
             .await?;
@@ -150,6 +169,16 @@ async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
             len, 20_000,
             "{from} -> {to}: list elements duplicated or lost"
         );
+        let copied: Vec<u8> = redis::cmd("GET")
+            .arg("big:string")
+            .query_async(&mut t)
+            .await?;
+        assert!(copied == big_string, "{from} -> {to}: big string differs");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("big:string")
+            .query_async(&mut t)
+            .await?;
+        assert!((7000..=7200).contains(&ttl), "{from} -> {to}: TTL {ttl}");
         assert_equal(&source, &target).await?;
     }
     Ok(())

@@ -279,3 +279,111 @@ pub fn cpu_seconds(pid: Option<u32>) -> f64 {
         .sum();
     ticks / 100.0 // USER_HZ
 }
+
+/// With `$BENCH_RECORD=1`, appends a result table to docs/benchmarks.md (section
+/// "Recorded runs"): the title, date, machine, Redis and lockstep versions, the exact
+/// command (the `BENCH_*` variables set and the bench's name), the target and the
+/// rows. Without it, does nothing: a run is recorded only when asked.
+pub fn record(title: &str, target: &str, rows: &[(&str, String)]) -> anyhow::Result<()> {
+    if std::env::var("BENCH_RECORD").as_deref() != Ok("1") {
+        return Ok(());
+    }
+    use std::fmt::Write as _;
+    let run = |cmd: &str, args: &[&str]| -> String {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        })
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(String::new(), |kib| {
+            format!("{:.0} GiB", kib / 1024.0 / 1024.0)
+        });
+    let bench = std::env::args()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .map(|s| {
+            s.rsplit_once('-')
+                .map_or(s.clone(), |(name, _hash)| name.to_string())
+        })
+        .unwrap_or_default();
+    let mut vars: Vec<String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("BENCH_") || k == "LOCKSTEP_BIN")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    vars.sort();
+    let root = workspace_root();
+    let revision = run(
+        "git",
+        &[
+            "-C",
+            &root.to_string_lossy(),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "\n### {title} ({})\n",
+        run("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    );
+    let _ = writeln!(
+        text,
+        "Machine: {} cores ({cpu}), {memory}; load average before: {}. Redis 7.0 ({}); \
+         workspace at `{revision}`. Target: {target}.\n",
+        run("nproc", &[]),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        run("redis-server", &["--version"])
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("?"),
+    );
+    let _ = writeln!(
+        text,
+        "    {} cargo bench -p lockstep-tests --bench {bench}\n",
+        vars.join(" ")
+    );
+    let _ = writeln!(text, "| measure | median (min, max, runs) |\n|---|---|");
+    for (name, value) in rows {
+        let _ = writeln!(text, "| {name} | {} |", value.trim_start_matches("median "));
+    }
+    let path = root.join("docs/benchmarks.md");
+    let mut doc =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if !doc.contains("\n## Recorded runs (issue 9)\n") {
+        doc.push_str("\n## Recorded runs (issue 9)\n\nAppended by the benches when run with `BENCH_RECORD=1` (`scripts/bench.sh` runs them all).\n");
+    }
+    doc.push_str(&text);
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    println!("recorded in {}", path.display());
+    Ok(())
+}
