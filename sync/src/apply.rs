@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
+use crate::cluster::ClusterTarget;
 use crate::endpoint::{Endpoint, EndpointError, Stream, TlsOptions};
 use crate::resp::{
     check_frame, encode_command, first_error_element, Frame, FrameReader, Limits, ReadError, Status,
@@ -46,6 +47,17 @@ pub enum ApplyError {
         endpoint: String,
         source: std::io::Error,
     },
+    /// A cluster target moved a slot or failed over (MOVED, ASK, READONLY): the
+    /// session reads the slot map again and resumes from the slots' checkpoints.
+    #[error("the {endpoint} answered {reply} to {command}: the target cluster is changing; reading its slot map again")]
+    Redirected {
+        endpoint: String,
+        command: String,
+        reply: String,
+    },
+    /// What a cluster target cannot take (see [`crate::cluster`]).
+    #[error("cluster target: {0}")]
+    Cluster(String),
 }
 
 impl ApplyError {
@@ -57,6 +69,7 @@ impl ApplyError {
                 | ApplyError::Timeout { .. }
                 | ApplyError::Read { .. }
                 | ApplyError::Write { .. }
+                | ApplyError::Redirected { .. }
         ) || matches!(self, ApplyError::Endpoint(_))
     }
 }
@@ -178,6 +191,9 @@ pub struct TargetWriter {
     /// Commands queued since a MULTI was sent, until its EXEC or DISCARD.
     transaction: Option<u32>,
     options: ApplyOptions,
+    /// Set when the target is a Redis Cluster: every call goes to the router, which
+    /// writes through one plain writer per primary (see [`crate::cluster`]).
+    cluster: Option<Box<ClusterTarget>>,
 }
 
 impl TargetWriter {
@@ -211,6 +227,7 @@ impl TargetWriter {
             applied_commands: 0,
             transaction: None,
             options,
+            cluster: None,
         };
         match (&endpoint.user, &endpoint.password) {
             (Some(user), Some(password)) => {
@@ -232,9 +249,41 @@ impl TargetWriter {
         Ok(writer)
     }
 
+    /// Makes this writer the entry point of a cluster target: from now on every call
+    /// goes to `cluster`.
+    pub(crate) fn route_through(&mut self, cluster: ClusterTarget) {
+        self.cluster = Some(Box::new(cluster));
+    }
+
+    /// Whether the target is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Tells a cluster target the stream offset after the command about to be
+    /// pushed (it skips, per slot, what that slot's checkpoint already holds).
+    /// Nothing for a standalone target.
+    pub fn set_stream_offset(&mut self, offset: i64) {
+        if let Some(cluster) = self.cluster.as_deref_mut() {
+            cluster.set_stream_offset(offset);
+        }
+    }
+
     /// Queues one command; `position` marks it as completing that stream position.
     /// Waits for replies when `in_flight_max` commands are unanswered.
     pub async fn push<A: AsRef<[u8]>>(
+        &mut self,
+        argv: &[A],
+        position: Option<Position>,
+    ) -> Result<(), ApplyError> {
+        match self.cluster.as_deref_mut() {
+            Some(cluster) => cluster.push(argv, position).await,
+            None => self.push_direct(argv, position).await,
+        }
+    }
+
+    /// [`TargetWriter::push`] on this connection itself.
+    pub(crate) async fn push_direct<A: AsRef<[u8]>>(
         &mut self,
         argv: &[A],
         position: Option<Position>,
@@ -243,7 +292,7 @@ impl TargetWriter {
             // Refill only once half the window is answered: waiting for one reply
             // per new command made every command its own write(2) (measured: 2 M
             // sendto calls for 2 M keys).
-            self.flush().await?;
+            self.flush_direct().await?;
             while self.pending.len() > self.options.in_flight_max / 2 {
                 self.read_one().await?;
             }
@@ -271,7 +320,7 @@ impl TargetWriter {
             role,
         });
         if self.out.len() >= self.options.batch_bytes_max {
-            self.flush().await?;
+            self.flush_direct().await?;
         }
         Ok(())
     }
@@ -279,6 +328,9 @@ impl TargetWriter {
     /// Marks `position` as reached once every command queued so far is answered (for
     /// entries that send nothing to the target: PING, filtered keys, blanks).
     pub fn mark_position(&mut self, position: Position) {
+        if let Some(cluster) = self.cluster.as_deref_mut() {
+            return cluster.mark_position(position);
+        }
         match self.pending.back_mut() {
             Some(last) => last.position = Some(position),
             None => self.advance(position),
@@ -287,6 +339,13 @@ impl TargetWriter {
 
     /// Writes what is buffered.
     pub async fn flush(&mut self) -> Result<(), ApplyError> {
+        match self.cluster.as_deref_mut() {
+            Some(cluster) => cluster.flush().await,
+            None => self.flush_direct().await,
+        }
+    }
+
+    pub(crate) async fn flush_direct(&mut self) -> Result<(), ApplyError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -304,6 +363,13 @@ impl TargetWriter {
 
     /// Reads the replies that have already arrived, without waiting.
     pub async fn poll_replies(&mut self) -> Result<(), ApplyError> {
+        match self.cluster.as_deref_mut() {
+            Some(cluster) => cluster.poll_replies().await,
+            None => self.poll_replies_direct().await,
+        }
+    }
+
+    pub(crate) async fn poll_replies_direct(&mut self) -> Result<(), ApplyError> {
         while !self.pending.is_empty() {
             if self.buffered_reply_len().is_none() {
                 // Pull whatever the socket holds without blocking.
@@ -331,7 +397,14 @@ impl TargetWriter {
 
     /// Flushes and waits until every queued command is answered.
     pub async fn drain(&mut self) -> Result<(), ApplyError> {
-        self.flush().await?;
+        match self.cluster.as_deref_mut() {
+            Some(cluster) => cluster.drain().await,
+            None => self.drain_direct().await,
+        }
+    }
+
+    pub(crate) async fn drain_direct(&mut self) -> Result<(), ApplyError> {
+        self.flush_direct().await?;
         while !self.pending.is_empty() {
             self.read_one().await?;
         }
@@ -340,25 +413,63 @@ impl TargetWriter {
 
     /// Position of the last command (or marked entry) the target has answered.
     pub fn applied(&self) -> Option<Position> {
-        self.applied
+        match self.cluster.as_deref() {
+            Some(cluster) => cluster.applied(),
+            None => self.applied,
+        }
     }
 
     pub fn applied_commands(&self) -> u64 {
-        self.applied_commands
+        match self.cluster.as_deref() {
+            Some(cluster) => cluster.applied_commands(),
+            None => self.applied_commands,
+        }
     }
 
     /// Commands sent (or queued) and not yet answered.
     pub fn in_flight(&self) -> usize {
-        self.pending.len()
+        match self.cluster.as_deref() {
+            Some(cluster) => cluster.in_flight(),
+            None => self.pending.len(),
+        }
     }
 
     /// Sends one command and returns its reply (for queries: INFO, SCAN, TYPE...),
     /// after everything queued before it.
     pub async fn query<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, ApplyError> {
-        self.drain().await?;
+        match self.cluster.as_deref_mut() {
+            Some(cluster) => cluster.query(argv).await,
+            None => self.query_direct(argv).await,
+        }
+    }
+
+    pub(crate) async fn query_direct<A: AsRef<[u8]>>(
+        &mut self,
+        argv: &[A],
+    ) -> Result<Frame, ApplyError> {
+        self.drain_direct().await?;
         encode_command(&mut self.out, argv);
-        self.flush().await?;
+        self.flush_direct().await?;
         self.next_frame().await
+    }
+
+    /// Sends `commands` in one pipeline after everything queued before them and
+    /// returns their replies in order (a cluster target reads its slots'
+    /// checkpoints so).
+    pub(crate) async fn query_pipelined<A: AsRef<[u8]>>(
+        &mut self,
+        commands: &[Vec<A>],
+    ) -> Result<Vec<Frame>, ApplyError> {
+        self.drain_direct().await?;
+        for argv in commands {
+            encode_command(&mut self.out, argv);
+        }
+        self.flush_direct().await?;
+        let mut replies = Vec::with_capacity(commands.len());
+        for _ in commands {
+            replies.push(self.next_frame().await?);
+        }
+        Ok(replies)
     }
 
     /// Takes the next reply off the connection and checks it against the oldest

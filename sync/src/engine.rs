@@ -340,7 +340,19 @@ async fn session(
     progress: &watch::Sender<Progress>,
 ) -> Result<(), SyncError> {
     progress.send_modify(|p| p.phase = Phase::Connecting);
-    let mut writer = TargetWriter::connect(&options.target, options.apply.clone()).await?;
+    let mut writer = crate::cluster::connect_target(
+        &options.target,
+        options.apply.clone(),
+        &options.checkpoint_key(),
+    )
+    .await?;
+    if writer.is_cluster() {
+        let mut source =
+            TargetWriter::connect_to("source", &options.source, options.source_connection())
+                .await?;
+        let keyspace = info_text(source.query(&[b"INFO".as_slice(), b"keyspace"]).await?);
+        crate::cluster::check_source_dbs(&keyspace, &options.filter).map_err(SyncError::Options)?;
+    }
     let target_rdb_version = target_rdb_version(&mut writer).await?;
     let mut link = ReplicaLink::connect(&options.source, &options.link).await?;
 
@@ -570,6 +582,7 @@ async fn session(
                             Ok(None) => return Err(LinkError::Closed { endpoint: options.source.to_string(), during: "during the command stream" }.into()),
                             Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
                         };
+                        writer.set_stream_offset(offset);
                         let mut pause = false;
                         if let Entry::Command(command) = entry {
                             if let Some(throttle) = throttle.as_mut() {

@@ -58,7 +58,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::apply::{ApplyError, TargetWriter};
-use crate::keys::{key_indices, KeysError};
+use crate::keys::{key_indices, split_part, KeysError};
 use crate::resp::Frame;
 
 /// Keys starting with this belong to lockstep and are never written to a target.
@@ -376,16 +376,13 @@ impl Filter {
         }
         let name = &argv[0];
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        let width = if is("DEL") || is("UNLINK") || is("TOUCH") {
-            1
-        } else if is("MSET") || is("MSETNX") {
-            2
-        } else if (is("RENAME") || is("RENAMENX")) && self.keeps_key(&argv[1]) {
+        if (is("RENAME") || is("RENAMENX")) && self.keeps_key(&argv[1]) {
             return Ok(Verdict::Rewrite(vec![vec![
                 Bytes::from_static(b"DEL"),
                 argv[1].clone(),
             ]]));
-        } else {
+        }
+        let Some(out) = split_part(argv, |key| self.keeps_key(key)) else {
             let keys = indices.map(|i| lossy(&argv[i])).collect();
             return Err(error(
                 argv,
@@ -393,15 +390,6 @@ impl Filter {
                 "it touches keys the filter keeps and keys it drops; applying a part would leave the target wrong (fix: choose prefixes that keep or drop all the keys such commands touch together)",
             ));
         };
-        let new_name = if width == 2 {
-            Bytes::from_static(b"MSET")
-        } else {
-            name.clone()
-        };
-        let mut out = vec![new_name];
-        for i in indices.filter(|i| self.keeps_key(&argv[*i])) {
-            out.extend(argv[i..(i + width).min(argv.len())].iter().cloned());
-        }
         Ok(Verdict::Rewrite(vec![out]))
     }
 

@@ -308,6 +308,35 @@ pub fn key_indices(argv: &[Bytes]) -> Result<KeyIndices, KeysError> {
     })
 }
 
+/// Commands whose keys stand alone, so that one can be split into several commands
+/// of the same kind over parts of its keys (by the filter's key rules, by cluster
+/// hash slot): the arguments per key (DEL, UNLINK, TOUCH: 1; MSET, MSETNX: 2, key
+/// and value) and the name of the parts when it changes (MSETNX's parts are MSETs:
+/// a stream carries an MSETNX only when it set every key).
+pub fn splittable(name: &[u8]) -> Option<(usize, Option<&'static [u8]>)> {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("DEL") || is("UNLINK") || is("TOUCH") {
+        Some((1, None))
+    } else if is("MSET") || is("MSETNX") {
+        Some((2, Some(b"MSET")))
+    } else {
+        None
+    }
+}
+
+/// The part of a [`splittable`] command made of the keys `keep` says yes to (with
+/// their values), or `None` when it is not splittable.
+pub fn split_part(argv: &[Bytes], keep: impl Fn(&[u8]) -> bool) -> Option<Vec<Bytes>> {
+    let name = argv.first()?;
+    let (width, rename) = splittable(name)?;
+    let indices = key_indices(argv).ok()?;
+    let mut out = vec![rename.map_or_else(|| name.clone(), Bytes::from_static)];
+    for i in indices.filter(|&i| keep(&argv[i])) {
+        out.extend(argv[i..(i + width).min(argv.len())].iter().cloned());
+    }
+    Some(out)
+}
+
 /// The positions of a command's keys: at most one extra position and one stepped range.
 #[derive(Clone, Debug)]
 pub struct KeyIndices {

@@ -20,12 +20,15 @@
 //! - [`filter`]: the task's objects options: databases, key prefixes, commands, TTL
 //!   extension, lockstep's own keys; for both the full copy and the stream.
 //! - [`keys`]: which arguments of a command are keys (the filter, cluster routing).
+//! - [`slots`] and [`cluster`]: a Redis Cluster target: CRC16 hash slots, the slot
+//!   map, routing per primary with one exact checkpoint per slot.
 //! - [`precheck`]: what must hold on both sides before a sync, item by item (reads only).
 //!
 //! This crate knows nothing about the command line; only `cli` prints.
 
 pub mod apply;
 pub mod checkpoint;
+pub mod cluster;
 pub mod endpoint;
 pub mod engine;
 pub mod filter;
@@ -35,4 +38,5 @@ pub mod load;
 pub mod precheck;
 pub mod rdb;
 pub mod resp;
+pub mod slots;
 pub mod throttle;

@@ -1,0 +1,634 @@
+//! A Redis Cluster as the target: commands routed by hash slot to one pipelined
+//! connection per primary, with an exact checkpoint per slot.
+//!
+//! A cluster is recognised from the URL of any of its nodes (`INFO cluster` says
+//! `cluster_enabled:1`); no option is needed. [`connect_target`] then reads the slot
+//! map (`CLUSTER SLOTS`, which 6.2, 7.0 and 8.2 all answer), opens a plain
+//! [`TargetWriter`] to every primary and turns the writer it returns into a router:
+//! the engine, the full copy and the filter write to it exactly as to a standalone
+//! target, and [`ClusterTarget`] gives every command the meaning it needs here.
+//!
+//! # Exactness: one checkpoint per slot
+//! A standalone target records the stream position in the same MULTI/EXEC as the
+//! commands it accounts for. In a cluster a transaction may only touch one slot, so
+//! the engine's target transaction becomes one transaction **per slot** it wrote,
+//! each ending with that slot's checkpoint key `LOCKSTEP_CHECKPOINT[:<task>]:{<n>}`
+//! (the number `n` is the smallest whose hash tag falls in that slot). Commands of
+//! different slots touch different keys, so sending each slot's commands together
+//! (in stream order within the slot) changes no outcome. A new session resumes from
+//! the **lowest** slot checkpoint, and a slot skips every stream command at or below
+//! its own checkpoint (the engine tells the router each command's offset,
+//! [`TargetWriter::set_stream_offset`]): nothing is applied twice (INCR stays exact)
+//! and nothing is skipped, whatever is killed when. The checkpoint key lives in its
+//! slot, so it moves with the slot's keys when the slot migrates, and it replicates
+//! in the same transaction as the data, so a promoted replica that missed the last
+//! transactions also misses their checkpoints.
+//!
+//! A slot written rarely would hold the resume point far back: every
+//! [`REFRESH_INTERVAL`] the slots whose checkpoint is behind the position every
+//! primary has answered get that position (plain SETs: it is exact, everything up to
+//! it is applied). That costs 16384 SETs over the primaries per interval at most.
+//! After a full copy every slot gets the start position.
+//!
+//! A source MULTI/EXEC whose keys span slots is applied as one transaction per slot:
+//! each is atomic, the whole is not (as in any cluster).
+//!
+//! # Routing
+//! Key positions come from [`crate::keys`], slots from [`crate::slots`]. A command
+//! whose keys share a slot goes to that slot's primary. DEL, UNLINK, TOUCH, MSET and
+//! MSETNX over several slots are split into one command per slot
+//! ([`crate::keys::split_part`], shared with the filter); the full copy's MSET of
+//! strings likewise. Any other command over several slots (RENAME, SMOVE,
+//! SUNIONSTORE, ... without a common hash tag) stops the task with an error naming
+//! the command and keys: the target could not apply it as the source did (copying
+//! the resulting key from the source is not built). FLUSHALL, FLUSHDB, FUNCTION and
+//! SCRIPT go to every primary, after the slot transactions before them, and every
+//! slot's checkpoint is set right after them. Other keyless commands go to the first
+//! primary. A command that is not in the key table stops the task (its slot is
+//! unknown): drop it with `--drop-command` if it writes nothing the target needs.
+//!
+//! # Databases
+//! A cluster has database 0 only. A keyed command while the stream is in another
+//! target database stops the task; [`check_source_dbs`] refuses at start a source
+//! with keys in a synchronized database not mapped to 0 (`--map-db N:0`, `--dbs 0`).
+//!
+//! # A changing target cluster
+//! MOVED, ASK and READONLY replies (a slot migrated, a primary failed over) end the
+//! session with [`ApplyError::Redirected`], a connection-class error: the next
+//! session reads the slot map again and resumes from the slots' checkpoints, so the
+//! command is retried exactly once where it now belongs. ASKING is not sent: during
+//! a slot migration the task retries (backing off) until the migration is done. A
+//! slot without its checkpoint while others have theirs (a crash between a FLUSHALL
+//! and the checkpoints written after it, or keys removed by hand) stops the task at
+//! the next start, saying so: the exact position is unknown and it never guesses.
+//!
+//! Not built: a full resync over stale data with key prefix rules (SCAN of a
+//! cluster target).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
+use crate::endpoint::Endpoint;
+use crate::filter::Filter;
+use crate::keys::{key_indices, split_part, splittable, KeysError};
+use crate::resp::Frame;
+use crate::slots::{key_slot, parse_cluster_slots, slot_owners, SLOTS};
+
+/// Connects to the target; when it is a cluster node, to every primary of its
+/// cluster, and returns a writer that routes by slot. `checkpoint_key` is the
+/// task's checkpoint key name, which the router gives a hash tag per shard.
+pub async fn connect_target(
+    endpoint: &Endpoint,
+    options: ApplyOptions,
+    checkpoint_key: &[u8],
+) -> Result<TargetWriter, ApplyError> {
+    let mut writer = TargetWriter::connect(endpoint, options.clone()).await?;
+    let info = writer.query(&[b"INFO".as_slice(), b"cluster"]).await?;
+    let enabled = info.as_bytes().is_some_and(|text| {
+        text.split(|&b| b == b'\n')
+            .any(|l| l.trim_ascii() == b"cluster_enabled:1")
+    });
+    if !enabled {
+        return Ok(writer);
+    }
+    let slots = writer.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
+    let shards = parse_cluster_slots(&slots, &endpoint.host).map_err(ApplyError::Cluster)?;
+    let owners = slot_owners(&shards).map_err(ApplyError::Cluster)?;
+    let mut writers = Vec::with_capacity(shards.len());
+    for shard in &shards {
+        let mut node = endpoint.clone();
+        node.host = shard.host.clone();
+        node.port = shard.port;
+        node.db = None;
+        writers.push(TargetWriter::connect(&node, options.clone()).await?);
+    }
+    tracing::info!(
+        primaries = writers.len(),
+        "the target is a Redis Cluster: routing by hash slot"
+    );
+    writer.route_through(ClusterTarget {
+        shards: writers,
+        owners,
+        checkpoint_key: checkpoint_key.to_vec(),
+        slot_keys: slot_checkpoint_keys(checkpoint_key),
+        holds_through: vec![-1; SLOTS],
+        written: vec![-1; SLOTS],
+        stream_offset: OUTSIDE_STREAM,
+        previous_offset: OUTSIDE_STREAM,
+        in_multi: false,
+        queued: vec![Vec::new(); SLOTS],
+        queued_slots: Vec::new(),
+        db: 0,
+        last_value: None,
+        last_refresh: Instant::now(),
+    });
+    Ok(writer)
+}
+
+/// Refuses a cluster target for a source that has keys in a synchronized database
+/// the filter does not map to 0. `keyspace` is the source's `INFO keyspace`.
+pub fn check_source_dbs(keyspace: &str, filter: &Filter) -> Result<(), String> {
+    for line in keyspace.lines() {
+        let Some(db) = line
+            .strip_prefix("db")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if filter.is_db_selected(db.into()) && filter.target_db(db) != 0 {
+            return Err(format!(
+                "the target is a Redis Cluster, which has database 0 only, and the source has keys in database {db} (fix: map it with --map-db {db}:0, or leave it out with --dbs)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The stream offset while nothing of the stream is being applied (the full copy).
+const OUTSIDE_STREAM: i64 = i64::MAX;
+
+/// How often slots whose checkpoint lags get the position every primary answered.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// MOVED, ASK and READONLY say the cluster changed under the session.
+fn redirected(err: ApplyError) -> ApplyError {
+    match err {
+        ApplyError::Rejected {
+            endpoint,
+            command,
+            reply,
+            ..
+        } if ["MOVED", "ASK", "READONLY"]
+            .iter()
+            .any(|p| reply.starts_with(p)) =>
+        {
+            ApplyError::Redirected {
+                endpoint,
+                command,
+                reply,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The checkpoint key of every slot: `<key>:{<n>}` with the smallest `n` whose slot
+/// it is.
+fn slot_checkpoint_keys(checkpoint_key: &[u8]) -> Vec<Bytes> {
+    let mut keys: Vec<Option<Bytes>> = vec![None; SLOTS];
+    let mut missing = SLOTS;
+    let mut n = 0u32;
+    while missing > 0 {
+        let tag = n.to_string();
+        let slot = usize::from(key_slot(tag.as_bytes()));
+        if keys[slot].is_none() {
+            let mut key = checkpoint_key.to_vec();
+            key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
+            keys[slot] = Some(Bytes::from(key));
+            missing -= 1;
+        }
+        n += 1;
+    }
+    keys.into_iter().flatten().collect()
+}
+
+/// The router behind a [`TargetWriter`] whose target is a cluster (see the module
+/// doc).
+pub struct ClusterTarget {
+    /// One plain writer per primary.
+    shards: Vec<TargetWriter>,
+    /// The shard serving each slot.
+    owners: Vec<u16>,
+    checkpoint_key: Vec<u8>,
+    /// Each slot's checkpoint key.
+    slot_keys: Vec<Bytes>,
+    /// Per slot, the offset of its checkpoint when the session started: stream
+    /// commands at or below it are in that slot already and are skipped.
+    holds_through: Vec<i64>,
+    /// Per slot, the offset of the last checkpoint sent.
+    written: Vec<i64>,
+    /// The stream offset after the command being applied, or [`OUTSIDE_STREAM`],
+    /// and after the entry before it.
+    stream_offset: i64,
+    previous_offset: i64,
+    in_multi: bool,
+    /// The commands of the open target transaction, per slot in stream order, and
+    /// the slots in the order they were first written.
+    queued: Vec<Vec<Vec<Bytes>>>,
+    queued_slots: Vec<u16>,
+    /// The target database the stream has selected.
+    db: u32,
+    /// The replid and db words of the last checkpoint value seen.
+    last_value: Option<(String, String)>,
+    last_refresh: Instant,
+}
+
+impl ClusterTarget {
+    pub(crate) fn set_stream_offset(&mut self, offset: i64) {
+        self.previous_offset = self.stream_offset;
+        self.stream_offset = offset;
+    }
+
+    pub(crate) async fn push<A: AsRef<[u8]>>(
+        &mut self,
+        argv: &[A],
+        position: Option<Position>,
+    ) -> Result<(), ApplyError> {
+        let name = argv.first().map_or(&[][..], |a| a.as_ref());
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("MULTI") {
+            self.in_multi = true;
+        } else if is("EXEC") {
+            // A checkpoint normally closed the slots' transactions already.
+            self.close_slots(None).await?;
+            self.in_multi = false;
+        } else if is("DISCARD") {
+            for slot in std::mem::take(&mut self.queued_slots) {
+                self.queued[usize::from(slot)].clear();
+            }
+            self.in_multi = false;
+        } else if is("SELECT") {
+            self.db = argv
+                .get(1)
+                .and_then(|a| std::str::from_utf8(a.as_ref()).ok())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(u32::MAX);
+        } else if is("SET")
+            && argv
+                .get(1)
+                .is_some_and(|k| k.as_ref() == self.checkpoint_key)
+        {
+            let value = argv.get(2).map_or(&[][..], |v| v.as_ref());
+            self.write_checkpoint(value).await?;
+        } else {
+            let argv: Vec<Bytes> = argv
+                .iter()
+                .map(|a| Bytes::copy_from_slice(a.as_ref()))
+                .collect();
+            self.route(&argv).await?;
+        }
+        if let Some(position) = position {
+            self.mark_position(position);
+        }
+        Ok(())
+    }
+
+    /// A checkpoint from the engine: inside the stream it closes every slot's
+    /// transaction with it; outside (after a full copy) every slot starts from it.
+    async fn write_checkpoint(&mut self, value: &[u8]) -> Result<(), ApplyError> {
+        let text = String::from_utf8_lossy(value).into_owned();
+        let mut words = text.split_whitespace();
+        let (Some(replid), Some(offset), Some(db)) = (
+            words.next(),
+            words.next().and_then(|o| o.parse::<i64>().ok()),
+            words.next(),
+        ) else {
+            return Err(ApplyError::Cluster(format!("not a checkpoint: {text:?}")));
+        };
+        self.last_value = Some((replid.to_owned(), db.to_owned()));
+        if self.stream_offset == OUTSIDE_STREAM {
+            self.holds_through.iter_mut().for_each(|h| *h = -1);
+            return self.checkpoint_every_slot(offset, |_| true).await;
+        }
+        self.close_slots(Some((offset, Bytes::copy_from_slice(value))))
+            .await?;
+        if self.last_refresh.elapsed() >= REFRESH_INTERVAL {
+            self.last_refresh = Instant::now();
+            if let Some(answered) = self.applied() {
+                let written = self.written.clone();
+                self.checkpoint_every_slot(answered.offset, |slot| {
+                    written[usize::from(slot)] < answered.offset
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends each written slot's transaction: MULTI, its commands, its checkpoint
+    /// (when given), EXEC.
+    async fn close_slots(&mut self, checkpoint: Option<(i64, Bytes)>) -> Result<(), ApplyError> {
+        for slot in std::mem::take(&mut self.queued_slots) {
+            let commands = std::mem::take(&mut self.queued[usize::from(slot)]);
+            let shard = &mut self.shards[usize::from(self.owners[usize::from(slot)])];
+            let mut transaction = Vec::with_capacity(commands.len() + 3);
+            transaction.push(vec![Bytes::from_static(b"MULTI")]);
+            transaction.extend(commands);
+            if let Some((offset, value)) = &checkpoint {
+                transaction.push(vec![
+                    Bytes::from_static(b"SET"),
+                    self.slot_keys[usize::from(slot)].clone(),
+                    value.clone(),
+                ]);
+                self.written[usize::from(slot)] = *offset;
+            }
+            transaction.push(vec![Bytes::from_static(b"EXEC")]);
+            for argv in &transaction {
+                shard.push_direct(argv, None).await.map_err(redirected)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Plain SETs of the checkpoint at `offset` into every slot `which` says yes to.
+    async fn checkpoint_every_slot(
+        &mut self,
+        offset: i64,
+        which: impl Fn(u16) -> bool,
+    ) -> Result<(), ApplyError> {
+        let Some((replid, db)) = &self.last_value else {
+            return Ok(());
+        };
+        let value = Bytes::from(format!("{replid} {offset} {db}"));
+        for slot in 0..SLOTS as u16 {
+            if !which(slot) || offset <= self.holds_through[usize::from(slot)] {
+                continue;
+            }
+            let shard = &mut self.shards[usize::from(self.owners[usize::from(slot)])];
+            shard
+                .push_direct(
+                    &[
+                        Bytes::from_static(b"SET"),
+                        self.slot_keys[usize::from(slot)].clone(),
+                        value.clone(),
+                    ],
+                    None,
+                )
+                .await
+                .map_err(redirected)?;
+            self.written[usize::from(slot)] = offset;
+        }
+        Ok(())
+    }
+
+    async fn route(&mut self, argv: &[Bytes]) -> Result<(), ApplyError> {
+        let name = String::from_utf8_lossy(&argv[0]).to_uppercase();
+        let indices = match key_indices(argv) {
+            Ok(indices) => indices,
+            Err(KeysError::Unknown(_)) => {
+                return Err(ApplyError::Cluster(format!(
+                    "{name} is not in lockstep's table of commands and their keys, so its hash slot is unknown (fix: --drop-command {name} if it writes nothing the target needs)"
+                )))
+            }
+            Err(err) => return Err(ApplyError::Cluster(err.to_string())),
+        };
+        if indices.is_empty() {
+            return self.keyless(&name, argv).await;
+        }
+        if self.db != 0 {
+            return Err(ApplyError::Cluster(format!(
+                "{name} writes to database {} of the target, and a cluster has database 0 only (fix: map the source's databases to 0 with --map-db, or select with --dbs)",
+                self.db
+            )));
+        }
+        if name == "MOVE" || (name == "COPY" && argv.iter().any(|a| a.eq_ignore_ascii_case(b"DB")))
+        {
+            return Err(ApplyError::Cluster(format!(
+                "{name} moves a key between databases, and a cluster has database 0 only"
+            )));
+        }
+        let mut slots: Vec<u16> = Vec::new();
+        for i in indices.clone() {
+            let slot = key_slot(&argv[i]);
+            if !slots.contains(&slot) {
+                slots.push(slot);
+            }
+        }
+        if let [slot] = slots[..] {
+            return self.send(slot, argv.to_vec()).await;
+        }
+        if splittable(&argv[0]).is_none() {
+            let keys: Vec<String> = indices
+                .map(|i| String::from_utf8_lossy(&argv[i]).into_owned())
+                .collect();
+            return Err(ApplyError::Cluster(format!(
+                "{name} on keys {keys:?}, which fall in different hash slots: a cluster target cannot apply it as the source did (fix: give keys used together a common hash tag, e.g. user:{{42}}:a and user:{{42}}:b, or sync into a standalone target)"
+            )));
+        }
+        for slot in slots {
+            if let Some(part) = split_part(argv, |key| key_slot(key) == slot) {
+                self.send(slot, part).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A command for `slot`: queued in the slot's transaction inside the stream's
+    /// target transaction, else sent at once (the full copy).
+    async fn send(&mut self, slot: u16, argv: Vec<Bytes>) -> Result<(), ApplyError> {
+        let at = usize::from(slot);
+        if self.stream_offset <= self.holds_through[at] {
+            return Ok(()); // this slot applied it before its checkpoint
+        }
+        if self.in_multi {
+            if self.queued[at].is_empty() {
+                self.queued_slots.push(slot);
+            }
+            self.queued[at].push(argv);
+            return Ok(());
+        }
+        let shard = &mut self.shards[usize::from(self.owners[at])];
+        shard.push_direct(&argv, None).await.map_err(redirected)
+    }
+
+    async fn keyless(&mut self, name: &str, argv: &[Bytes]) -> Result<(), ApplyError> {
+        match name {
+            "SWAPDB" => Err(ApplyError::Cluster(
+                "SWAPDB swaps databases, and a cluster has database 0 only".to_owned(),
+            )),
+            // A sharded channel lives in the slot of its name.
+            "SPUBLISH" => match argv.get(1) {
+                Some(channel) => self.send(key_slot(channel), argv.to_vec()).await,
+                None => Ok(()),
+            },
+            "FLUSHALL" | "FLUSHDB" | "FUNCTION" | "SCRIPT" => self.broadcast(argv).await,
+            _ => {
+                let shard = &mut self.shards[0];
+                shard.push_direct(argv, None).await.map_err(redirected)
+            }
+        }
+    }
+
+    /// A keyless command every primary runs, in stream order with the slots'
+    /// transactions, each slot's checkpoint set right after it.
+    async fn broadcast(&mut self, argv: &[Bytes]) -> Result<(), ApplyError> {
+        let in_stream = self.stream_offset != OUTSIDE_STREAM;
+        if in_stream {
+            // What came before it, up to the entry before it.
+            let before = self.last_value.as_ref().map(|(replid, db)| {
+                let offset = self.previous_offset;
+                (offset, Bytes::from(format!("{replid} {offset} {db}")))
+            });
+            self.close_slots(before).await?;
+        }
+        for index in 0..self.shards.len() {
+            // A primary whose every slot is past this command has run it.
+            let done = in_stream
+                && self
+                    .owners
+                    .iter()
+                    .zip(&self.holds_through)
+                    .filter(|(owner, _)| usize::from(**owner) == index)
+                    .all(|(_, held)| self.stream_offset <= *held);
+            if !done {
+                self.shards[index]
+                    .push_direct(argv, None)
+                    .await
+                    .map_err(redirected)?;
+            }
+        }
+        if in_stream {
+            let offset = self.stream_offset;
+            self.checkpoint_every_slot(offset, |_| true).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mark_position(&mut self, position: Position) {
+        for shard in &mut self.shards {
+            shard.mark_position(position);
+        }
+    }
+
+    pub(crate) async fn flush(&mut self) -> Result<(), ApplyError> {
+        for shard in &mut self.shards {
+            shard.flush_direct().await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn poll_replies(&mut self) -> Result<(), ApplyError> {
+        for shard in &mut self.shards {
+            shard.poll_replies_direct().await.map_err(redirected)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn drain(&mut self) -> Result<(), ApplyError> {
+        self.flush().await?;
+        for shard in &mut self.shards {
+            shard.drain_direct().await.map_err(redirected)?;
+        }
+        Ok(())
+    }
+
+    /// The position every primary has answered up to.
+    pub(crate) fn applied(&self) -> Option<Position> {
+        let mut lowest: Option<Position> = None;
+        for shard in &self.shards {
+            let applied = shard.applied()?;
+            if lowest.is_none_or(|l| applied.offset < l.offset) {
+                lowest = Some(applied);
+            }
+        }
+        lowest
+    }
+
+    pub(crate) fn applied_commands(&self) -> u64 {
+        self.shards.iter().map(TargetWriter::applied_commands).sum()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shards.iter().map(TargetWriter::in_flight).sum()
+    }
+
+    pub(crate) async fn query<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, ApplyError> {
+        self.drain().await?;
+        let name = argv.first().map_or(&[][..], |a| a.as_ref());
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("SELECT") {
+            self.push(argv, None).await?;
+            return Ok(Frame::Simple(Bytes::from_static(b"OK")));
+        }
+        if is("GET")
+            && argv
+                .get(1)
+                .is_some_and(|k| k.as_ref() == self.checkpoint_key)
+        {
+            return self.read_checkpoints().await;
+        }
+        if is("SCAN") || is("KEYS") {
+            return Err(ApplyError::Cluster(
+                "the target's keys cannot be listed as one keyspace here (a full resync with key prefix rules into a cluster target is not supported: empty the target's task keys by hand)".to_owned(),
+            ));
+        }
+        let argv: Vec<Bytes> = argv
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_ref()))
+            .collect();
+        let shard = match key_indices(&argv).ok().and_then(|mut i| i.next()) {
+            Some(i) => usize::from(self.owners[usize::from(key_slot(&argv[i]))]),
+            None => 0,
+        };
+        self.shards[shard]
+            .query_direct(&argv)
+            .await
+            .map_err(redirected)
+    }
+
+    /// Reads every slot's checkpoint: remembers each slot's offset (what it will
+    /// skip) and answers the lowest, where the stream must resume.
+    async fn read_checkpoints(&mut self) -> Result<Frame, ApplyError> {
+        let mut lowest: Option<(i64, Bytes)> = None;
+        let mut missing = 0usize;
+        for index in 0..self.shards.len() {
+            let slots: Vec<usize> = (0..SLOTS)
+                .filter(|&s| usize::from(self.owners[s]) == index)
+                .collect();
+            let gets: Vec<Vec<Bytes>> = slots
+                .iter()
+                .map(|&s| vec![Bytes::from_static(b"GET"), self.slot_keys[s].clone()])
+                .collect();
+            let replies = self.shards[index]
+                .query_pipelined(&gets)
+                .await
+                .map_err(redirected)?;
+            for (slot, reply) in slots.into_iter().zip(replies) {
+                let value = reply.as_bytes().map(Bytes::copy_from_slice);
+                match value
+                    .as_ref()
+                    .and_then(|v| checkpoint_offset(v).map(|o| (o, v)))
+                {
+                    Some((offset, value)) => {
+                        self.holds_through[slot] = offset;
+                        self.written[slot] = offset;
+                        if lowest.as_ref().is_none_or(|(l, _)| offset < *l) {
+                            lowest = Some((offset, value.clone()));
+                        }
+                    }
+                    None => {
+                        self.holds_through[slot] = -1;
+                        missing += 1;
+                    }
+                }
+            }
+        }
+        match lowest {
+            None => Ok(Frame::NullBulk),
+            Some(_) if missing > 0 => Err(ApplyError::Cluster(format!(
+                "{missing} slots of the target cluster have no LOCKSTEP_CHECKPOINT key while the others have one: the exact position is unknown (fix: remove the LOCKSTEP_CHECKPOINT keys and the checkpoint directory to copy again)"
+            ))),
+            Some((_, value)) => {
+                let text = String::from_utf8_lossy(&value).into_owned();
+                let mut words = text.split_whitespace();
+                if let (Some(replid), Some(db)) = (words.next(), words.nth(1)) {
+                    self.last_value = Some((replid.to_owned(), db.to_owned()));
+                }
+                Ok(Frame::Bulk(value))
+            }
+        }
+    }
+}
+
+/// The offset in a checkpoint value `<replid> <offset> <db>`.
+fn checkpoint_offset(value: &[u8]) -> Option<i64> {
+    std::str::from_utf8(value)
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

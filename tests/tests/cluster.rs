@@ -1,0 +1,326 @@
+//! End to end: a standalone source into a Redis Cluster target (testkit clusters of
+//! 3 primaries x 1 replica). The checker reads both sides with plain commands: every
+//! source key's whole value (verify's canonical reader) and TTL against the primary
+//! that serves its slot, and the cluster's key count against the source's (the verify
+//! crate compares two standalone deployments, not a cluster side, yet).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{caught_up, SyncTask};
+use lockstep_sync::endpoint::Endpoint;
+use lockstep_sync::engine::{Mode, SyncOptions};
+use lockstep_sync::slots::key_slot;
+use lockstep_testkit::churn::{Churn, ChurnSpec};
+use lockstep_testkit::data::{DataSet, DataSpec};
+use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode};
+use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use lockstep_verify::canonical;
+use redis::aio::MultiplexedConnection;
+
+async fn cluster(version: RedisVersion) -> anyhow::Result<Cluster> {
+    Cluster::start(ClusterSpec::new(ServerConfig::new(version), 3, 1)).await
+}
+
+/// A task from `source` into the cluster, given by the URL of one of its replicas:
+/// any node's address is enough.
+fn options(
+    source: &RedisServer,
+    cluster: &Cluster,
+    dir: &std::path::Path,
+) -> anyhow::Result<SyncOptions> {
+    let seed = cluster
+        .nodes
+        .last()
+        .map(RedisServer::url)
+        .unwrap_or_default();
+    let mut options = SyncOptions::new(
+        Endpoint::parse(&source.url())?,
+        Endpoint::parse(&seed)?,
+        dir,
+    );
+    options.retry_window = Duration::from_secs(30);
+    options.mode = Mode::FullAndIncremental;
+    Ok(options)
+}
+
+/// Connections to every primary and which one serves each slot.
+struct Primaries {
+    by_port: BTreeMap<u16, MultiplexedConnection>,
+    owner: Vec<u16>,
+}
+
+impl Primaries {
+    async fn of(cluster: &Cluster) -> anyhow::Result<Primaries> {
+        let mut by_port = BTreeMap::new();
+        let mut owner = vec![0u16; 16384];
+        for view in cluster.node_views(&cluster.nodes[0]).await? {
+            if !view.is_primary || view.slots.is_empty() {
+                continue;
+            }
+            for &(first, last) in &view.slots {
+                for slot in first..=last {
+                    owner[usize::from(slot)] = view.port;
+                }
+            }
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.port() == view.port)
+                .ok_or_else(|| anyhow::anyhow!("primary {} is not ours", view.port))?;
+            by_port.insert(view.port, node.client().await?);
+        }
+        Ok(Primaries { by_port, owner })
+    }
+
+    fn conn(&mut self, key: &[u8]) -> &mut MultiplexedConnection {
+        let port = self.owner[usize::from(key_slot(key))];
+        self.by_port.get_mut(&port).expect("every slot is served")
+    }
+}
+
+/// Every source key (db 0) has the same value and TTL (2 s tolerance) on the
+/// primary serving its slot, and the cluster holds no other key but lockstep's.
+/// Returns the number of keys compared.
+async fn assert_cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow::Result<usize> {
+    let mut src = source.client().await?;
+    let mut primaries = Primaries::of(cluster).await?;
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut src).await?;
+    let keys: Vec<Vec<u8>> = keys
+        .into_iter()
+        .filter(|k| !k.starts_with(b"LOCKSTEP_"))
+        .collect();
+    let mut differences = Vec::new();
+    for key in &keys {
+        let dst = primaries.conn(key);
+        let (a, b) = (
+            canonical::read(&mut src, key).await?,
+            canonical::read(dst, key).await?,
+        );
+        let ttl_a: i64 = redis::cmd("PTTL").arg(key).query_async(&mut src).await?;
+        let ttl_b: i64 = redis::cmd("PTTL").arg(key).query_async(dst).await?;
+        let ttl_equal = (ttl_a < 0 && ttl_a == ttl_b)
+            || (ttl_a >= 0 && ttl_b >= 0 && (ttl_a - ttl_b).abs() <= 2000);
+        if a != b || !ttl_equal {
+            differences.push(format!(
+                "{}: {a:?} ttl {ttl_a} vs {b:?} ttl {ttl_b}",
+                String::from_utf8_lossy(key)
+            ));
+        }
+    }
+    let mut on_cluster = 0usize;
+    for conn in primaries.by_port.values_mut() {
+        let all: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
+        on_cluster += all.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count();
+    }
+    assert!(
+        differences.is_empty(),
+        "{} differing keys, first: {:?}",
+        differences.len(),
+        &differences[..differences.len().min(5)]
+    );
+    assert_eq!(
+        on_cluster,
+        keys.len(),
+        "the cluster holds keys the source does not"
+    );
+    assert!(!keys.is_empty(), "nothing was compared");
+    Ok(keys.len())
+}
+
+/// One churn per primary: every key of a churn carries a hash tag (multi-key
+/// commands stay in one slot), and the three tags fall on the three shards.
+async fn churn_on_every_shard(
+    source: &RedisServer,
+    cluster: &Cluster,
+    seed: u64,
+) -> anyhow::Result<u64> {
+    let primaries = Primaries::of(cluster).await?;
+    let mut tags: BTreeMap<u16, String> = BTreeMap::new();
+    for n in 0.. {
+        let tag = format!("t{n}");
+        let port = primaries.owner[usize::from(key_slot(tag.as_bytes()))];
+        tags.entry(port).or_insert(tag);
+        if tags.len() == primaries.by_port.len() {
+            break;
+        }
+    }
+    let client = source.redis_client()?;
+    let mut runs = tokio::task::JoinSet::new();
+    for (i, tag) in tags.values().enumerate() {
+        let spec = ChurnSpec::new(seed + i as u64)
+            .rate(300.0)
+            .duration(Some(Duration::from_secs(2)))
+            .cluster_tag(tag);
+        let client = client.clone();
+        runs.spawn(async move { Churn::run(&client, &spec).await });
+    }
+    let mut ops = 0;
+    while let Some(report) = runs.join_next().await {
+        ops += report??.ops;
+    }
+    Ok(ops)
+}
+
+#[tokio::test]
+async fn hash_slots_agree_with_cluster_keyslot() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec::new(
+        ServerConfig::new(RedisVersion::V7_0),
+        3,
+        0,
+    ))
+    .await?;
+    let mut conn = cluster.nodes[0].client().await?;
+    let keys: Vec<Vec<u8>> = [
+        "",
+        "foo",
+        "{user1000}.following",
+        "foo{}{bar}",
+        "foo{{bar}}zap",
+        "a{b}c{d}",
+        "{}",
+        "}{x}",
+        "\u{e9}t\u{e9}",
+    ]
+    .iter()
+    .map(|k| k.as_bytes().to_vec())
+    .chain((0..200u32).map(|i| format!("key:{i}:{{tag{}}}", i % 7).into_bytes()))
+    .chain((0..50u8).map(|i| vec![i, 255 - i, b'{', i, b'}']))
+    .collect();
+    for key in keys {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        assert_eq!(key_slot(&key), slot, "{key:?}");
+    }
+    Ok(())
+}
+
+/// The full data set and three tagged churns into a 7.0 cluster, then a primary of
+/// the target fails over while the churns go on: the sync continues and the
+/// cluster ends equal to the source.
+#[tokio::test]
+async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let source = RedisServer::start(ServerConfig::new(version)).await?;
+    let cluster = cluster(version).await?;
+    DataSet::write(&source.redis_client()?, &DataSpec::new(7, 20).dbs(&[0])).await?;
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    // Writes during the copy and the stream, and multi-key writes over many slots
+    // (split by slot on the target).
+    let ops = churn_on_every_shard(&source, &cluster, 21).await?;
+    assert!(ops > 300, "{ops}");
+    let mut conn = source.client().await?;
+    let pairs: Vec<String> = (0..40)
+        .flat_map(|i| [format!("mset:{i}"), i.to_string()])
+        .collect();
+    redis::cmd("MSET")
+        .arg(&pairs)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let some: Vec<String> = (0..40).step_by(3).map(|i| format!("mset:{i}")).collect();
+    redis::cmd("DEL")
+        .arg(&some)
+        .query_async::<()>(&mut conn)
+        .await?;
+    caught_up(&mut task, &source).await?;
+    let compared = assert_cluster_equal(&source, &cluster).await?;
+    assert!(compared > 100, "{compared}");
+
+    // Node 3 is the replica of node 0: a coordinated failover while writes go on.
+    let writes = churn_on_every_shard(&source, &cluster, 31);
+    let failover = cluster.failover(3, FailoverMode::Coordinated);
+    let (ops, failed_over) = tokio::join!(writes, failover);
+    ops?;
+    failed_over?;
+    for i in 0..200 {
+        redis::cmd("INCR")
+            .arg(format!("after-failover:{}", i % 20))
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    caught_up(&mut task, &source).await?;
+    assert_cluster_equal(&source, &cluster).await?;
+    let progress = task.now();
+    assert_eq!(
+        progress.full_syncs, 1,
+        "the failover must not force a full resync: {progress:?}"
+    );
+    // The old primary answered MOVED/READONLY or closed: the task read the slot map
+    // again and went on from the slots' checkpoints.
+    assert!(progress.partial_syncs >= 1, "no reconnection: {progress:?}");
+    task.finish().await?;
+    Ok(())
+}
+
+/// A task killed mid-stream (no goodbye) and started again resumes from the shards'
+/// checkpoints: counters spread over every shard end exact.
+#[tokio::test]
+async fn a_killed_task_resumes_exactly_into_a_cluster() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let source = RedisServer::start(ServerConfig::new(version)).await?;
+    let cluster = cluster(version).await?;
+    let mut conn = source.client().await?;
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let round = |conn: &mut MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            for i in 0..600 {
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCR").arg(format!("counter:{}", i % 30)).ignore();
+                pipe.cmd("RPUSH")
+                    .arg(format!("list:{}", i % 30))
+                    .arg(i)
+                    .ignore();
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    round(&mut conn).await?;
+    caught_up(&mut task, &source).await?;
+    // Killed while it applies a burst: some shards' transactions land, others not.
+    let burst = round(&mut conn);
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        task.handle.abort();
+    };
+    let (burst, ()) = tokio::join!(burst, kill);
+    burst?;
+    round(&mut conn).await?;
+    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    caught_up(&mut task, &source).await?;
+    let progress = task.now();
+    assert_eq!(
+        (progress.full_syncs, progress.partial_syncs),
+        (0, 1),
+        "{progress:?}"
+    );
+    let mut primaries = Primaries::of(&cluster).await?;
+    for i in 0..30 {
+        let key = format!("counter:{i}");
+        let counter: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(primaries.conn(key.as_bytes()))
+            .await?;
+        let list = format!("list:{i}");
+        let len: i64 = redis::cmd("LLEN")
+            .arg(&list)
+            .query_async(primaries.conn(list.as_bytes()))
+            .await?;
+        assert_eq!(
+            (counter, len),
+            (60, 60),
+            "{key}: replayed or skipped commands"
+        );
+    }
+    assert_cluster_equal(&source, &cluster).await?;
+    task.finish().await?;
+    Ok(())
+}
