@@ -109,70 +109,54 @@ async fn main() -> anyhow::Result<()> {
             .filter(|(f, _)| *f == follower)
             .map(|(_, r)| r)
             .collect();
-        summary(follower, &rounds);
+        summary(follower, &rounds)?;
     }
     Ok(())
 }
 
-fn summary(follower: Follower, rounds: &[&Round]) {
+fn summary(follower: Follower, rounds: &[&Round]) -> anyhow::Result<()> {
     let col = |f: fn(&Round) -> f64| rounds.iter().map(|r| f(r)).collect::<Vec<_>>();
+    let rows = vec![
+        ("lag bytes p50", spread(&col(|r| r.bytes_p50), " B")),
+        ("lag bytes p99", spread(&col(|r| r.bytes_p99), " B")),
+        ("lag time p50", spread(&col(|r| r.time_p50_ms), " ms")),
+        ("lag time p99", spread(&col(|r| r.time_p99_ms), " ms")),
+        ("idle lag time p50", spread(&col(|r| r.idle_p50_ms), " ms")),
+        ("idle lag time p99", spread(&col(|r| r.idle_p99_ms), " ms")),
+        ("lag time max", spread(&col(|r| r.time_max_ms), " ms")),
+        (
+            "all writes applied",
+            spread(&col(|r| r.data_caught_up_ms), " ms after the load"),
+        ),
+        (
+            "ACKed offset caught up",
+            spread(&col(|r| r.offset_caught_up_ms), " ms after the load"),
+        ),
+        ("source writes/s", spread(&col(|r| r.source_ops), "")),
+        ("applied writes/s", spread(&col(|r| r.applied_ops), "")),
+        (
+            "follower CPU per write",
+            spread(&col(|r| r.follower_cpu_us_per_write), " µs"),
+        ),
+        (
+            "lockstep CPU per write",
+            spread(&col(|r| r.lockstep_cpu_us_per_write), " µs"),
+        ),
+        ("peak RSS", spread(&col(|r| r.rss_mib), " MiB")),
+    ];
     println!("{follower:?}:");
-    println!(
-        "  lag bytes p50:          {}",
-        spread(&col(|r| r.bytes_p50), " B")
-    );
-    println!(
-        "  lag bytes p99:          {}",
-        spread(&col(|r| r.bytes_p99), " B")
-    );
-    println!(
-        "  lag time p50:           {}",
-        spread(&col(|r| r.time_p50_ms), " ms")
-    );
-    println!(
-        "  lag time p99:           {}",
-        spread(&col(|r| r.time_p99_ms), " ms")
-    );
-    println!(
-        "  idle lag time p50:      {}",
-        spread(&col(|r| r.idle_p50_ms), " ms")
-    );
-    println!(
-        "  idle lag time p99:      {}",
-        spread(&col(|r| r.idle_p99_ms), " ms")
-    );
-    println!(
-        "  lag time max:           {}",
-        spread(&col(|r| r.time_max_ms), " ms")
-    );
-    println!(
-        "  all writes applied:     {}",
-        spread(&col(|r| r.data_caught_up_ms), " ms after the load")
-    );
-    println!(
-        "  ACKed offset caught up: {}",
-        spread(&col(|r| r.offset_caught_up_ms), " ms after the load")
-    );
-    println!(
-        "  source writes/s:        {}",
-        spread(&col(|r| r.source_ops), "")
-    );
-    println!(
-        "  applied writes/s:       {}",
-        spread(&col(|r| r.applied_ops), "")
-    );
-    println!(
-        "  follower CPU per write: {}",
-        spread(&col(|r| r.follower_cpu_us_per_write), " µs")
-    );
-    println!(
-        "  lockstep CPU per write: {}",
-        spread(&col(|r| r.lockstep_cpu_us_per_write), " µs")
-    );
-    println!(
-        "  peak RSS:               {}",
-        spread(&col(|r| r.rss_mib), " MiB")
-    );
+    for (name, value) in &rows {
+        println!("  {:<23} {value}", format!("{name}:"));
+    }
+    let target = match follower {
+        Follower::Lockstep => "lag time p99 < 100 ms, all writes applied within 1 s of the stop",
+        Follower::Native => "none: the baseline of this machine",
+    };
+    common::record(
+        &format!("Incremental under redis-benchmark load: {follower:?}"),
+        target,
+        &rows,
+    )
 }
 
 async fn one_round(
