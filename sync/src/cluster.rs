@@ -228,7 +228,9 @@ pub struct ClusterTarget {
 
 impl ClusterTarget {
     pub(crate) fn set_stream_offset(&mut self, offset: i64) {
-        self.previous_offset = self.stream_offset;
+        if self.stream_offset != OUTSIDE_STREAM {
+            self.previous_offset = self.stream_offset;
+        }
         self.stream_offset = offset;
     }
 
@@ -488,6 +490,10 @@ impl ClusterTarget {
     }
 
     pub(crate) fn mark_position(&mut self, position: Position) {
+        if self.stream_offset == OUTSIDE_STREAM {
+            // Where the stream starts: the entry before its first command.
+            self.previous_offset = position.offset;
+        }
         for shard in &mut self.shards {
             shard.mark_position(position);
         }
@@ -587,6 +593,16 @@ impl ClusterTarget {
                 .await
                 .map_err(redirected)?;
             for (slot, reply) in slots.into_iter().zip(replies) {
+                if let Frame::Error(message) = &reply {
+                    // ASK/MOVED while a slot moves, TRYAGAIN, CLUSTERDOWN: not now.
+                    return Err(redirected(ApplyError::Rejected {
+                        endpoint: format!("target cluster (slot {slot})"),
+                        command: "GET".to_owned(),
+                        key: String::from_utf8_lossy(&self.slot_keys[slot]).into_owned(),
+                        reply: String::from_utf8_lossy(message).into_owned(),
+                        hint: "",
+                    }));
+                }
                 let value = reply.as_bytes().map(Bytes::copy_from_slice);
                 match value
                     .as_ref()

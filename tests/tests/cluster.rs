@@ -324,3 +324,204 @@ async fn a_killed_task_resumes_exactly_into_a_cluster() -> anyhow::Result<()> {
     task.finish().await?;
     Ok(())
 }
+
+/// Moves `slot` from its primary to another one the way redis-cli does
+/// (IMPORTING/MIGRATING, MIGRATE of its keys in batches, SETSLOT NODE everywhere).
+/// Returns how many keys moved.
+async fn migrate_slot(cluster: &Cluster, slot: u16) -> anyhow::Result<usize> {
+    let from = cluster.node_for_slot(slot).await?;
+    let primaries = cluster.primaries().await?;
+    let to = primaries
+        .iter()
+        .find(|n| n.port() != from.port())
+        .ok_or_else(|| anyhow::anyhow!("no other primary"))?;
+    let (from_id, to_id) = (cluster.node_id(from).await?, cluster.node_id(to).await?);
+    let (mut a, mut b) = (from.client().await?, to.client().await?);
+    let setslot = |state: &str, id: &str| {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SETSLOT").arg(slot).arg(state).arg(id);
+        cmd
+    };
+    setslot("IMPORTING", &from_id)
+        .query_async::<()>(&mut b)
+        .await?;
+    setslot("MIGRATING", &to_id)
+        .query_async::<()>(&mut a)
+        .await?;
+    let mut moved = 0;
+    loop {
+        let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query_async(&mut a)
+            .await?;
+        if keys.is_empty() {
+            break;
+        }
+        moved += keys.len();
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to.port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("REPLACE")
+            .arg("KEYS")
+            .arg(&keys)
+            .query_async::<()>(&mut a)
+            .await?;
+        // Slowly, so that the sync writes into the slot while it moves.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for node in cluster.primaries().await? {
+        let mut conn = node.client().await?;
+        setslot("NODE", &to_id).query_async::<()>(&mut conn).await?;
+    }
+    cluster.wait_converged().await?;
+    Ok(moved)
+}
+
+/// A slot of the target moves to another primary while the stream writes into it
+/// (ASK during the move, MOVED after): the sync goes on, the counters in that slot
+/// end exact and the cluster equal to the source.
+#[tokio::test]
+async fn a_slot_migrating_on_the_target_does_not_stop_the_sync() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let source = RedisServer::start(ServerConfig::new(version)).await?;
+    let cluster = cluster(version).await?;
+    let mut conn = source.client().await?;
+    let slot = key_slot(b"moving");
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("{{moving}}:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    caught_up(&mut task, &source).await?;
+    let writes = {
+        let mut conn = conn.clone();
+        async move {
+            for i in 0..1500 {
+                redis::cmd("INCR")
+                    .arg(format!("{{moving}}:counter:{}", i % 10))
+                    .query_async::<()>(&mut conn)
+                    .await?;
+                if i % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    let (written, moved) = tokio::join!(writes, migrate_slot(&cluster, slot));
+    written?;
+    let moved = moved?;
+    assert!(moved >= 100, "{moved} keys moved");
+    // After the move the old owner answers MOVED: the task reads the map again.
+    for i in 0..100 {
+        redis::cmd("INCR")
+            .arg(format!("{{moving}}:counter:{}", i % 10))
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    caught_up(&mut task, &source).await?;
+    assert!(task.now().partial_syncs >= 1, "no reconnection: {:?}", task.now());
+    let mut primaries = Primaries::of(&cluster).await?;
+    for i in 0..10 {
+        let key = format!("{{moving}}:counter:{i}");
+        let counter: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(primaries.conn(key.as_bytes()))
+            .await?;
+        assert_eq!(counter, 160, "{key}");
+    }
+    assert_cluster_equal(&source, &cluster).await?;
+    assert_eq!(task.now().full_syncs, 1, "{:?}", task.now());
+    task.finish().await?;
+    Ok(())
+}
+
+/// What a cluster target cannot apply stops the task with a message naming it: a
+/// source database not mapped to 0 (at start), and a RENAME across slots.
+#[tokio::test]
+async fn cluster_refusals_name_the_database_and_the_command() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let source = RedisServer::start(ServerConfig::new(version)).await?;
+    let cluster = cluster(version).await?;
+    let mut conn = source.client().await?;
+    redis::cmd("SELECT")
+        .arg(3)
+        .query_async::<()>(&mut conn)
+        .await?;
+    redis::cmd("SET")
+        .arg("in-db-3")
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await?;
+    redis::cmd("SELECT")
+        .arg(0)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let ended = tokio::time::timeout(Duration::from_secs(30), task.handle).await??;
+    let message = ended.expect_err("db 3 into a cluster").to_string();
+    assert!(message.contains("--map-db 3:0"), "{message}");
+
+    // Selected and mapped to 0, it goes; then a RENAME across slots stops it.
+    let mut options = options(&source, &cluster, dir.path())?;
+    options.filter.dbs = vec![3];
+    options.filter.db_map = vec![(3, 0)];
+    let mut task = SyncTask::spawn(options);
+    caught_up(&mut task, &source).await?;
+    let mut primaries = Primaries::of(&cluster).await?;
+    let copied: Option<i64> = redis::cmd("GET")
+        .arg("in-db-3")
+        .query_async(primaries.conn(b"in-db-3"))
+        .await?;
+    assert_eq!(copied, Some(1));
+    redis::cmd("SELECT")
+        .arg(3)
+        .query_async::<()>(&mut conn)
+        .await?;
+    redis::cmd("SET")
+        .arg("a")
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await?;
+    assert_ne!(key_slot(b"a"), key_slot(b"b"));
+    redis::cmd("RENAME")
+        .arg("a")
+        .arg("b")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let ended = tokio::time::timeout(Duration::from_secs(30), task.handle).await??;
+    let message = ended.expect_err("RENAME across slots").to_string();
+    assert!(
+        message.contains("RENAME") && message.contains("hash slots"),
+        "{message}"
+    );
+    Ok(())
+}
+
+/// The data set and tagged churns into 6.2 and 8.2 clusters (CLUSTER SLOTS on both,
+/// 8.2's newer types and encodings).
+#[tokio::test]
+async fn standalone_into_6_2_and_8_2_clusters() -> anyhow::Result<()> {
+    for version in [RedisVersion::V6_2, RedisVersion::V8_2] {
+        let source = RedisServer::start(ServerConfig::new(version)).await?;
+        let cluster = cluster(version).await?;
+        DataSet::write(&source.redis_client()?, &DataSpec::new(5, 10).dbs(&[0])).await?;
+        let dir = tempfile::tempdir()?;
+        let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+        churn_on_every_shard(&source, &cluster, 41).await?;
+        caught_up(&mut task, &source).await?;
+        assert_cluster_equal(&source, &cluster).await?;
+        task.finish().await?;
+    }
+    Ok(())
+}
