@@ -429,7 +429,11 @@ async fn a_slot_migrating_on_the_target_does_not_stop_the_sync() -> anyhow::Resu
             .await?;
     }
     caught_up(&mut task, &source).await?;
-    assert!(task.now().partial_syncs >= 1, "no reconnection: {:?}", task.now());
+    assert!(
+        task.now().partial_syncs >= 1,
+        "no reconnection: {:?}",
+        task.now()
+    );
     let mut primaries = Primaries::of(&cluster).await?;
     for i in 0..10 {
         let key = format!("{{moving}}:counter:{i}");
