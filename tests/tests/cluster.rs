@@ -56,7 +56,12 @@ impl Primaries {
     async fn of(cluster: &Cluster) -> anyhow::Result<Primaries> {
         let mut by_port = BTreeMap::new();
         let mut owner = vec![0u16; 16384];
-        for view in cluster.node_views(&cluster.nodes[0]).await? {
+        // Asked of the last node: the tests kill and fail over node 0's shard.
+        let seed = cluster
+            .nodes
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("no nodes"))?;
+        for view in cluster.node_views(seed).await? {
             if !view.is_primary || view.slots.is_empty() {
                 continue;
             }
@@ -527,5 +532,80 @@ async fn standalone_into_6_2_and_8_2_clusters() -> anyhow::Result<()> {
         assert_cluster_equal(&source, &cluster).await?;
         task.finish().await?;
     }
+    Ok(())
+}
+
+/// A target primary is killed (kill -9) while the stream writes and its replica takes
+/// over by FORCE: the promoted replica may lack the last transactions, and their
+/// slots' checkpoints with them, so the task resumes far enough back for them. The
+/// counters on every shard end exact.
+#[tokio::test]
+async fn a_killed_target_primary_and_a_forced_failover_keep_counters_exact() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let source = RedisServer::start(ServerConfig::new(version)).await?;
+    let mut cluster = cluster(version).await?;
+    let conn = source.client().await?;
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let round = |conn: &MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            for i in 0..600 {
+                let mut pipe = redis::pipe();
+                pipe.cmd("INCR").arg(format!("counter:{}", i % 30)).ignore();
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    round(&conn).await?;
+    caught_up(&mut task, &source).await?;
+    let burst = round(&conn);
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cluster.nodes[0].kill9();
+    };
+    let (burst, ()) = tokio::join!(burst, kill);
+    burst?;
+    // Node 3 replicates node 0.
+    let mut replica = cluster.nodes[3].client().await?;
+    redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .arg("FORCE")
+        .query_async::<()>(&mut replica)
+        .await?;
+    lockstep_testkit::topology::wait_until(
+        "node 3 is a primary",
+        Duration::from_secs(30),
+        || async {
+            let role = cluster.nodes[3].info("replication").await?;
+            Ok(if role.get("role") == Some("master") {
+                Ok(())
+            } else {
+                Err(format!("role {:?}", role.get("role")))
+            })
+        },
+    )
+    .await?;
+    round(&conn).await?;
+    caught_up(&mut task, &source).await?;
+    let mut primaries = Primaries::of(&cluster).await?;
+    assert_eq!(primaries.by_port.len(), 3);
+    for i in 0..30 {
+        let key = format!("counter:{i}");
+        let counter: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(primaries.conn(key.as_bytes()))
+            .await?;
+        assert_eq!(counter, 60, "{key}: replayed or skipped commands");
+    }
+    let progress = task.now();
+    assert_eq!(
+        (progress.full_syncs >= 1, progress.partial_syncs >= 1),
+        (true, true),
+        "the task must have reconnected after the kill, without a new full copy: {progress:?}"
+    );
+    assert_eq!(progress.full_syncs, 1, "{progress:?}");
+    task.finish().await?;
     Ok(())
 }
