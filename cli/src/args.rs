@@ -43,6 +43,9 @@ pub enum Command {
     /// Run the main job on an embedded default: start two throwaway Redis servers,
     /// fill the source with every type, sync, verify, and print a report.
     Demo(DemoArgs),
+    /// Run the chaos catalog: each consistency behaviour the DTS documentation states,
+    /// as a fault on real throwaway servers, checked by verify. Exit 0 when all hold.
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

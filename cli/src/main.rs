@@ -6,6 +6,7 @@
 //! anything failed. Only this crate prints.
 
 mod args;
+mod chaos;
 mod check;
 mod config;
 mod connection;
@@ -38,6 +39,7 @@ fn main() -> std::process::ExitCode {
             args::Command::Status(args) => status::run(args).await,
             args::Command::Rdb(command) => rdb::run(command),
             args::Command::Demo(args) => demo::run(args).await,
+            args::Command::Chaos(args) => chaos::run(args).await,
         }
     });
     match result {

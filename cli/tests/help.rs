@@ -18,6 +18,7 @@ const SUBCOMMANDS: &[(&[&str], &str)] = &[
     (&["rdb"], "rdb"),
     (&["rdb", "inspect"], "rdb-inspect"),
     (&["demo"], "demo"),
+    (&["chaos"], "chaos"),
 ];
 
 #[test]

@@ -1,0 +1,219 @@
+//! What the chaos scenarios share: an engine task run in-process (stopped cleanly or
+//! dropped abruptly), waiting for the target to catch up, pipelined writes, a slow
+//! snapshot, and the verdicts (verify finds nothing, or exactly the expected keys).
+//! The checker is always verify or plain reads of the servers, never the sync's state.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use lockstep_sync::endpoint::Endpoint;
+use lockstep_sync::engine::{self, Phase, Progress, Summary, SyncError, SyncOptions};
+use lockstep_testkit::info::config_set;
+use lockstep_testkit::{RedisServer, ServerConfig};
+use lockstep_verify::{compare, CompareOptions, Report};
+use tokio::sync::watch;
+
+use super::Pair;
+
+/// A running engine task.
+pub struct Engine {
+    stop: watch::Sender<bool>,
+    pub progress: watch::Receiver<Progress>,
+    pub handle: tokio::task::JoinHandle<Result<Summary, SyncError>>,
+}
+
+impl Engine {
+    pub fn spawn(options: SyncOptions) -> Engine {
+        let (stop, stop_rx) = watch::channel(false);
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let handle = tokio::spawn(engine::run(options, stop_rx, progress_tx));
+        Engine {
+            stop,
+            progress,
+            handle,
+        }
+    }
+
+    pub fn now(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    /// Asks the task to stop and returns how it ended.
+    pub async fn finish(self) -> anyhow::Result<Summary> {
+        let _ = self.stop.send(true);
+        Ok(self.handle.await.context("the sync task")??)
+    }
+
+    /// Ends the task abruptly, as a kill would: its future is dropped wherever it is.
+    pub async fn kill(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+
+    /// Waits until `ready` holds for the progress; fails with the task's error if the
+    /// task ends first.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&Progress) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.handle.is_finished() {
+                let ended = (&mut self.handle).await;
+                bail!("the sync task ended while waiting for {what}: {ended:?}");
+            }
+            let p = self.now();
+            if ready(&p) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: not within {timeout:?}; progress {p:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the target has applied everything `source` has written so far.
+    pub async fn caught_up(&mut self, source: &RedisServer) -> anyhow::Result<()> {
+        let wanted = source
+            .info("replication")
+            .await?
+            .int("master_repl_offset")?;
+        self.wait_for("the target caught up", Duration::from_secs(60), |p| {
+            p.phase == Phase::Incremental && p.applied_offset >= wanted
+        })
+        .await
+    }
+
+    /// Waits until the full copy has written at least one key.
+    pub async fn copying(&mut self) -> anyhow::Result<()> {
+        self.wait_for("the full copy under way", Duration::from_secs(20), |p| {
+            p.phase == Phase::FullCopy && p.keys_copied > 0
+        })
+        .await
+    }
+}
+
+/// A source and a target of `pair`, each from its config.
+pub async fn start_pair(
+    pair: Pair,
+    source: impl FnOnce(ServerConfig) -> ServerConfig,
+    target: impl FnOnce(ServerConfig) -> ServerConfig,
+) -> anyhow::Result<(RedisServer, RedisServer)> {
+    let s = RedisServer::start(source(ServerConfig::new(pair.source)))
+        .await
+        .context("starting the source")?;
+    let t = RedisServer::start(target(ServerConfig::new(pair.target)))
+        .await
+        .context("starting the target")?;
+    Ok((s, t))
+}
+
+/// Options of a task from `source` to `target` (URLs) with a 30 s retry window.
+pub fn options(source: &str, target: &str, dir: &Path) -> anyhow::Result<SyncOptions> {
+    let mut options = SyncOptions::new(Endpoint::parse(source)?, Endpoint::parse(target)?, dir);
+    options.retry_window = Duration::from_secs(30);
+    Ok(options)
+}
+
+/// Writes `count` string keys `<prefix><i>` (value `v<i>`) into db `db`, pipelined.
+pub async fn fill(server: &RedisServer, db: u32, prefix: &str, count: u64) -> anyhow::Result<()> {
+    let mut conn = server.client().await?;
+    for start in (0..count).step_by(500) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SELECT").arg(db).ignore();
+        for i in start..(start + 500).min(count) {
+            pipe.cmd("SET")
+                .arg(format!("{prefix}{i}"))
+                .arg(format!("v{i}"))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .with_context(|| format!("writing {prefix}* into db {db}"))?;
+    }
+    Ok(())
+}
+
+/// Makes the source's snapshot take `micros_per_key` per key (`rdb-key-save-delay`), so
+/// a fault can land while the full copy runs.
+pub async fn slow_snapshot(source: &RedisServer, micros_per_key: u64) -> anyhow::Result<()> {
+    config_set(
+        &mut source.client().await?,
+        "rdb-key-save-delay",
+        &micros_per_key.to_string(),
+    )
+    .await
+}
+
+/// `INCR <key>` `times` times, one round trip each (the order the stream carries).
+pub async fn incr(server: &RedisServer, key: &str, times: u64) -> anyhow::Result<()> {
+    let mut conn = server.client().await?;
+    for _ in 0..times {
+        redis::cmd("INCR")
+            .arg(key)
+            .query_async::<()>(&mut conn)
+            .await
+            .with_context(|| format!("INCR {key}"))?;
+    }
+    Ok(())
+}
+
+/// The integer at `key` on `server` (0 when absent).
+pub async fn read_int(server: &RedisServer, key: &str) -> anyhow::Result<i64> {
+    let mut conn = server.client().await?;
+    let value: Option<i64> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+    Ok(value.unwrap_or(0))
+}
+
+/// Every key of db `db` matching `pattern` (KEYS: the scenarios' key spaces are small).
+pub async fn keys(
+    server: &RedisServer,
+    db: u32,
+    pattern: &str,
+) -> anyhow::Result<BTreeSet<String>> {
+    let mut conn = server.client().await?;
+    let (_, keys): ((), Vec<String>) = redis::pipe()
+        .cmd("SELECT")
+        .arg(db)
+        .cmd("KEYS")
+        .arg(pattern)
+        .query_async(&mut conn)
+        .await?;
+    Ok(keys.into_iter().collect())
+}
+
+/// Runs verify between the two servers.
+pub async fn verify(source: &RedisServer, target: &RedisServer) -> anyhow::Result<Report> {
+    compare(
+        &source.redis_client()?,
+        &target.redis_client()?,
+        &CompareOptions::default(),
+    )
+    .await
+    .context("verify")
+}
+
+/// Verify finds no difference (and compared at least `min_keys` keys); returns the
+/// report for the outcome line.
+pub async fn consistent(
+    source: &RedisServer,
+    target: &RedisServer,
+    min_keys: u64,
+) -> anyhow::Result<Report> {
+    let report = verify(source, target).await?;
+    if !report.is_consistent() {
+        bail!("verify found differences: {report}");
+    }
+    if report.keys_compared < min_keys {
+        bail!(
+            "verify compared {} keys, expected at least {min_keys}: {report}",
+            report.keys_compared
+        );
+    }
+    Ok(report)
+}

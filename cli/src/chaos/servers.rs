@@ -1,0 +1,169 @@
+//! The servers themselves fail: the source restarted with and without persistence,
+//! the target restarted with and without persistence, and the source failed over to
+//! its replica with the sync pointed at the new primary. lockstep promises the target
+//! ends equal to the source, with counters exact wherever the source kept its history.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use lockstep_testkit::server::Persistence;
+use lockstep_testkit::{RedisServer, ReplicaSet, ServerConfig};
+
+use super::harness::{self, Engine};
+use super::network::FULL_RESYNC_DOCUMENTED;
+use super::restart::{counted_writer, counters_exact};
+use super::{Outcome, Pair, Scenario};
+
+const TARGET_FAILOVER_DOCUMENTED: &str = "If a failover occurs on the destination, data might be written only to memory without being persisted to the secondary database, which can cause data loss.";
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "source-restart-persistent",
+            documented: FULL_RESYNC_DOCUMENTED,
+            documented_short: "resync: inconsistency",
+            promise: "the sync retries until the source is back and continues; counters exact, target equal",
+            run: |pair, seed| Box::pin(source_restart(pair, seed, true)),
+        },
+        Scenario {
+            name: "source-restart-empty",
+            documented: FULL_RESYNC_DOCUMENTED,
+            documented_short: "resync: inconsistency",
+            promise: "a source back empty (new history) is copied again onto a cleared target: the target ends equal, no stale key",
+            run: |pair, seed| Box::pin(source_restart(pair, seed, false)),
+        },
+        Scenario {
+            name: "target-restart-persistent",
+            documented: TARGET_FAILOVER_DOCUMENTED,
+            documented_short: "target failover: data loss",
+            promise: "the target's data and checkpoint persist together: the sync resumes exactly, counters exact",
+            run: |pair, seed| Box::pin(target_restart(pair, seed, true)),
+        },
+        Scenario {
+            name: "target-restart-empty",
+            documented: TARGET_FAILOVER_DOCUMENTED,
+            documented_short: "target failover: data loss",
+            promise: "a target back empty has lost its checkpoint key with its data: the sync copies everything again, the target ends equal",
+            run: |pair, seed| Box::pin(target_restart(pair, seed, false)),
+        },
+        Scenario {
+            name: "source-failover",
+            documented: FULL_RESYNC_DOCUMENTED,
+            documented_short: "source failover: full resync",
+            promise: "pointed at the promoted replica, the sync continues partially (no full copy): counters exact, target equal",
+            run: |pair, seed| Box::pin(source_failover(pair, seed)),
+        },
+    ]
+}
+
+fn persistence(on: bool) -> Persistence {
+    if on {
+        Persistence::Aof
+    } else {
+        Persistence::None
+    }
+}
+
+async fn source_restart(pair: Pair, seed: u64, persistent: bool) -> anyhow::Result<Outcome> {
+    let keys = 500 + seed % 500;
+    let (mut source, target) =
+        harness::start_pair(pair, |c| c.persistence(persistence(persistent)), |c| c).await?;
+    harness::fill(&source, 0, "before:", keys).await?;
+    let dir = tempfile::tempdir()?;
+    let mut engine = Engine::spawn(harness::options(&source.url(), &target.url(), dir.path())?);
+    engine.caught_up(&source).await?;
+    harness::incr(&source, "counter", 100).await?;
+    source.restart().await?;
+    harness::incr(&source, "counter", 100).await?;
+    harness::fill(&source, 0, "after:", 100).await?;
+    engine.caught_up(&source).await?;
+    let expected = if persistent { 200 } else { 100 };
+    let counter = harness::read_int(&target, "counter").await?;
+    if counter != expected {
+        bail!("counter {counter} on the target, {expected} expected");
+    }
+    if !persistent {
+        let stale = harness::keys(&target, 0, "before:*").await?.len();
+        if stale > 0 {
+            bail!("{stale} keys of the source's previous life survived on the target");
+        }
+    }
+    let report = harness::consistent(&source, &target, 101).await?;
+    let p = engine.now();
+    engine.finish().await?;
+    Ok(Outcome::new(format!(
+        "source restarted {}: {} full / {} partial syncs, counter {counter} exact, {} keys equal",
+        if persistent { "with AOF" } else { "empty" },
+        p.full_syncs,
+        p.partial_syncs,
+        report.keys_compared
+    )))
+}
+
+async fn target_restart(pair: Pair, seed: u64, persistent: bool) -> anyhow::Result<Outcome> {
+    let keys = 500 + seed % 500;
+    let (source, mut target) =
+        harness::start_pair(pair, |c| c, |c| c.persistence(persistence(persistent))).await?;
+    harness::fill(&source, 0, "key:", keys).await?;
+    let dir = tempfile::tempdir()?;
+    let mut engine = Engine::spawn(harness::options(&source.url(), &target.url(), dir.path())?);
+    engine.caught_up(&source).await?;
+    let (stop, writer) = counted_writer(&source)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    target.restart().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop.send(true);
+    let done = writer.await??;
+    engine.caught_up(&source).await?;
+    counters_exact(&target, done).await?;
+    let report = harness::consistent(&source, &target, keys).await?;
+    let p = engine.now();
+    engine.finish().await?;
+    Ok(Outcome::new(format!(
+        "target restarted {}: {} full / {} partial syncs, counter {done} exact, {} keys equal",
+        if persistent { "with AOF" } else { "empty" },
+        p.full_syncs,
+        p.partial_syncs,
+        report.keys_compared
+    )))
+}
+
+async fn source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
+    let keys = 500 + seed % 500;
+    let mut set = ReplicaSet::start(ServerConfig::new(pair.source), 1).await?;
+    let target = RedisServer::start(ServerConfig::new(pair.target)).await?;
+    harness::fill(set.primary(), 0, "key:", keys).await?;
+    let dir = tempfile::tempdir()?;
+    let mut engine = Engine::spawn(harness::options(
+        &set.primary().url(),
+        &target.url(),
+        dir.path(),
+    )?);
+    harness::incr(set.primary(), "counter", 100).await?;
+    engine.caught_up(set.primary()).await?;
+    set.failover_to(1).await?;
+    // The old primary is a replica now: the task following it is stopped and a new
+    // one is pointed at the promoted server, from the same checkpoint.
+    let _ = engine.finish().await;
+    let mut engine = Engine::spawn(harness::options(
+        &set.primary().url(),
+        &target.url(),
+        dir.path(),
+    )?);
+    harness::incr(set.primary(), "counter", 100).await?;
+    engine.caught_up(set.primary()).await?;
+    let p = engine.now();
+    if p.full_syncs > 0 {
+        bail!("the sync copied everything again after the failover ({p:?})");
+    }
+    let counter = harness::read_int(&target, "counter").await?;
+    if counter != 200 {
+        bail!("counter {counter} on the target, 200 expected");
+    }
+    let report = harness::consistent(set.primary(), &target, keys).await?;
+    engine.finish().await?;
+    Ok(Outcome::new(format!(
+        "failover to the replica: resumed with {} partial / 0 full syncs, counter 200 exact, {} keys equal",
+        p.partial_syncs, report.keys_compared
+    )))
+}
