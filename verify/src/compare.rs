@@ -1235,6 +1235,8 @@ async fn compare_batch(
     // Strings read on both sides (None: gone or retyped since TYPE, a difference that
     // is read again next round).
     let mut string_pairs = Vec::new();
+    // Values that differ: (index, hint), reported after the expiry check below.
+    let mut value_diffs: Vec<(usize, String)> = Vec::new();
     for &i in &same {
         let key = &keys[i];
         match (sh[i].kind.as_str(), length_command(&sh[i].kind)) {
@@ -1259,8 +1261,7 @@ async fn compare_batch(
         } else {
             let (x, y) = (as_int(&a), as_int(&b));
             if x != y {
-                let detail = format!("source {x} elements, target {y}");
-                out.diffs.push(diff(i, DifferenceKind::Value, detail));
+                value_diffs.push((i, format!("source {x} elements, target {y}")));
             } else if x as u64 <= ctx.options.dump_elements_max {
                 third.push(i);
             } else {
@@ -1275,8 +1276,7 @@ async fn compare_batch(
             equal.push(i);
         } else {
             let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
-            out.diffs
-                .push(diff(i, DifferenceKind::Value, string_hint(&a, &b)));
+            value_diffs.push((i, string_hint(&a, &b)));
         }
     }
 
@@ -1316,8 +1316,7 @@ async fn compare_batch(
                 });
             }
             (Err(e), _) | (_, Err(e)) => {
-                let detail = format!("changed during the read: {e}");
-                out.diffs.push(diff(i, DifferenceKind::Value, detail));
+                value_diffs.push((i, format!("changed during the read: {e}")));
                 continue;
             }
         };
@@ -1330,6 +1329,34 @@ async fn compare_batch(
             } else {
                 format!("source {} elements, target {}", a.elements, b.elements)
             };
+            value_diffs.push((i, detail));
+        }
+    }
+
+    // A value that differs on a key with a TTL may have expired on one side during
+    // the reads (each side expires on its own clock): its PTTL is read again, and a key
+    // now gone or expiring on either side is not an inconsistency.
+    let volatile: Vec<usize> = value_diffs
+        .iter()
+        .map(|(i, _)| *i)
+        .filter(|&i| sh[i].pttl >= 0 || dh[i].pttl >= 0)
+        .collect();
+    let mut pipe = tolerant_pipe();
+    for &i in &volatile {
+        pipe.cmd("PTTL").arg(&keys[i]);
+    }
+    let (sr, dr) = tokio::try_join!(replies(src.clone(), &pipe), replies(dst.clone(), &pipe))?;
+    let expired: HashSet<usize> = volatile
+        .iter()
+        .zip(sr.iter().zip(&dr))
+        .filter(|(_, (a, b))| {
+            let (a, b) = (as_int(a), as_int(b));
+            a == -2 || b == -2 || ctx.expiring_on_source(a) || ctx.expiring_on_target(b)
+        })
+        .map(|(&i, _)| i)
+        .collect();
+    for (i, detail) in value_diffs {
+        if !expired.contains(&i) {
             out.diffs.push(diff(i, DifferenceKind::Value, detail));
         }
     }
