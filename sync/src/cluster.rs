@@ -30,6 +30,11 @@
 //! it is applied). That costs 16384 SETs over the primaries per interval at most.
 //! After a full copy every slot gets the start position.
 //!
+//! The cost: a target transaction that wrote N slots sends N MULTI/SET/EXEC
+//! wrappers. Measured on one machine (debug build, 7.0, 3 primaries, temporary
+//! test): the full copy of 220k keys 2.3 s against 1.2 s into a standalone target;
+//! 100k INCR over 5000 keys applied in 1.2-2.0 s against 0.4-0.6 s.
+//!
 //! A source MULTI/EXEC whose keys span slots is applied as one transaction per slot:
 //! each is atomic, the whole is not (as in any cluster).
 //!
@@ -37,7 +42,7 @@
 //! Key positions come from [`crate::keys`], slots from [`crate::slots`]. A command
 //! whose keys share a slot goes to that slot's primary. DEL, UNLINK, TOUCH, MSET and
 //! MSETNX over several slots are split into one command per slot
-//! ([`crate::keys::split_part`], shared with the filter); the full copy's MSET of
+//! ([`crate::keys::split_into`], shared with the filter); the full copy's MSET of
 //! strings likewise. Any other command over several slots (RENAME, SMOVE,
 //! SUNIONSTORE, ... without a common hash tag) stops the task with an error naming
 //! the command and keys: the target could not apply it as the source did (copying
@@ -72,7 +77,7 @@ use bytes::Bytes;
 use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
-use crate::keys::{key_indices, split_part, splittable, KeysError};
+use crate::keys::{key_indices, split_into, splittable, KeysError};
 use crate::resp::Frame;
 use crate::slots::{key_slot, parse_cluster_slots, slot_owners, SLOTS};
 
@@ -410,10 +415,8 @@ impl ClusterTarget {
                 "{name} on keys {keys:?}, which fall in different hash slots: a cluster target cannot apply it as the source did (fix: give keys used together a common hash tag, e.g. user:{{42}}:a and user:{{42}}:b, or sync into a standalone target)"
             )));
         }
-        for slot in slots {
-            if let Some(part) = split_part(argv, |key| key_slot(key) == slot) {
-                self.send(slot, part).await?;
-            }
+        for (slot, part) in split_into(argv, key_slot).unwrap_or_default() {
+            self.send(slot, part).await?;
         }
         Ok(())
     }

@@ -324,17 +324,45 @@ pub fn splittable(name: &[u8]) -> Option<(usize, Option<&'static [u8]>)> {
     }
 }
 
-/// The part of a [`splittable`] command made of the keys `keep` says yes to (with
-/// their values), or `None` when it is not splittable.
-pub fn split_part(argv: &[Bytes], keep: impl Fn(&[u8]) -> bool) -> Option<Vec<Bytes>> {
+/// A [`splittable`] command cut into one command per group of its keys (`group`
+/// of each key; a cluster target groups by hash slot), the groups in the order
+/// their first key comes; `None` when it is not splittable. One pass over the keys.
+pub fn split_into<G: PartialEq + Copy>(
+    argv: &[Bytes],
+    group: impl Fn(&[u8]) -> G,
+) -> Option<Vec<(G, Vec<Bytes>)>> {
     let name = argv.first()?;
     let (width, rename) = splittable(name)?;
     let indices = key_indices(argv).ok()?;
-    let mut out = vec![rename.map_or_else(|| name.clone(), Bytes::from_static)];
-    for i in indices.filter(|&i| keep(&argv[i])) {
-        out.extend(argv[i..(i + width).min(argv.len())].iter().cloned());
+    let head = rename.map_or_else(|| name.clone(), Bytes::from_static);
+    let mut parts: Vec<(G, Vec<Bytes>)> = Vec::new();
+    for i in indices {
+        let key_group = group(&argv[i]);
+        let at = match parts.iter().position(|(g, _)| *g == key_group) {
+            Some(at) => at,
+            None => {
+                parts.push((key_group, vec![head.clone()]));
+                parts.len() - 1
+            }
+        };
+        parts[at]
+            .1
+            .extend(argv[i..(i + width).min(argv.len())].iter().cloned());
     }
-    Some(out)
+    Some(parts)
+}
+
+/// The part of a [`splittable`] command made of the keys `keep` says yes to (with
+/// their values), or `None` when it is not splittable.
+pub fn split_part(argv: &[Bytes], keep: impl Fn(&[u8]) -> bool) -> Option<Vec<Bytes>> {
+    let parts = split_into(argv, keep)?;
+    Some(match parts.into_iter().find(|(kept, _)| *kept) {
+        Some((_, part)) => part,
+        None => {
+            let (_, rename) = splittable(&argv[0])?;
+            vec![rename.map_or_else(|| argv[0].clone(), Bytes::from_static)]
+        }
+    })
 }
 
 /// The positions of a command's keys: at most one extra position and one stepped range.
