@@ -609,3 +609,48 @@ async fn a_killed_target_primary_and_a_forced_failover_keep_counters_exact() -> 
     task.finish().await?;
     Ok(())
 }
+
+/// FLUSHALL and FLUSHDB in the stream empty every primary, in order with the writes
+/// around them; a restart after them resumes exactly.
+#[tokio::test]
+async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let source = RedisServer::start(ServerConfig::new(version)).await?;
+    let cluster = cluster(version).await?;
+    let mut conn = source.client().await?;
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    caught_up(&mut task, &source).await?;
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        pipe.cmd("SET").arg(format!("before:{i}")).arg(i).ignore();
+    }
+    pipe.cmd("FLUSHALL").ignore();
+    for i in 0..300 {
+        pipe.cmd("INCR").arg(format!("after:{}", i % 50)).ignore();
+    }
+    pipe.cmd("FLUSHDB").ignore();
+    for i in 0..300 {
+        pipe.cmd("INCR").arg(format!("last:{}", i % 50)).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    caught_up(&mut task, &source).await?;
+    task.handle.abort();
+    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    for i in 0..100 {
+        redis::cmd("INCR")
+            .arg(format!("last:{}", i % 50))
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    caught_up(&mut task, &source).await?;
+    assert_eq!(assert_cluster_equal(&source, &cluster).await?, 50);
+    let mut primaries = Primaries::of(&cluster).await?;
+    let counter: i64 = redis::cmd("GET")
+        .arg("last:7")
+        .query_async(primaries.conn(b"last:7"))
+        .await?;
+    assert_eq!(counter, 8);
+    task.finish().await?;
+    Ok(())
+}
