@@ -77,7 +77,9 @@ impl Engine {
         }
     }
 
-    /// Waits until the target has applied everything `source` has written so far.
+    /// Waits until the target has applied everything `source` has written so far
+    /// (offsets of the source's current history: after a restart or a failover, wait
+    /// for the new session first).
     pub async fn caught_up(&mut self, source: &RedisServer) -> anyhow::Result<()> {
         let wanted = source
             .info("replication")
@@ -141,13 +143,13 @@ pub async fn fill(server: &RedisServer, db: u32, prefix: &str, count: u64) -> an
 
 /// Makes the source's snapshot take `micros_per_key` per key (`rdb-key-save-delay`), so
 /// a fault can land while the full copy runs.
+/// The transfer is diskless on every version (6.2 defaults to a disk-based one, which
+/// saves first and then sends the file in a blink).
 pub async fn slow_snapshot(source: &RedisServer, micros_per_key: u64) -> anyhow::Result<()> {
-    config_set(
-        &mut source.client().await?,
-        "rdb-key-save-delay",
-        &micros_per_key.to_string(),
-    )
-    .await
+    let mut conn = source.client().await?;
+    config_set(&mut conn, "repl-diskless-sync", "yes").await?;
+    config_set(&mut conn, "repl-diskless-sync-delay", "0").await?;
+    config_set(&mut conn, "rdb-key-save-delay", &micros_per_key.to_string()).await
 }
 
 /// `INCR <key>` `times` times, one round trip each (the order the stream carries).

@@ -197,7 +197,19 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     }
     let mut rows = Vec::new();
     while let Some(row) = jobs.join_next().await {
-        rows.push(row.context("a scenario's runner")?);
+        let row = row.context("a scenario's runner")?;
+        println!(
+            "  {} {} {} ({:.1} s)",
+            if row.result.is_ok() {
+                "held  "
+            } else {
+                "FAILED"
+            },
+            catalog[row.index].name,
+            row.pair,
+            row.elapsed.as_secs_f64()
+        );
+        rows.push(row);
     }
     rows.sort_by_key(|r| (r.index, pairs.iter().position(|p| *p == r.pair)));
     print_table(&catalog, &rows);
