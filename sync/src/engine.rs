@@ -195,6 +195,10 @@ impl SyncError {
     fn retry_class(&self) -> Option<RetryClass> {
         match self {
             SyncError::Link(e) if e.is_transient() => Some(RetryClass::Connection),
+            // A snapshot that ends early was cut short by the source (its snapshot
+            // process killed, e.g. by a FLUSHALL during a diskless transfer, or the
+            // link dropped): like a cut connection, copy again.
+            SyncError::Rdb(RdbError::UnexpectedEof { .. }) => Some(RetryClass::Connection),
             SyncError::Apply(e) if e.is_transient() => Some(RetryClass::Connection),
             SyncError::Apply(ApplyError::Rejected { reply, .. }) if is_passing_refusal(reply) => {
                 Some(RetryClass::Other)
@@ -367,6 +371,16 @@ async fn session(
             store.store(exact.clone())?;
         }
     }
+    // The file says a checkpoint was written, yet the target has no checkpoint key:
+    // the target lost what was written with it (restarted without persistence, or
+    // flushed). Resuming from the file would leave all of that missing, silently; so
+    // the task copies again, after clearing its keys. (Not in incremental-only mode,
+    // which never copies: there the file is the resume point.)
+    let target_lost_data =
+        on_target.is_none() && store.last().is_some() && options.mode != Mode::Incremental;
+    if target_lost_data {
+        store.clear()?;
+    }
     let resume = on_target
         .as_ref()
         .or(store.last())
@@ -430,6 +444,7 @@ async fn session(
             // the source can no longer continue, or from a copy cut short.
             let stale = match &resume {
                 Some((old_id, old_offset, _)) => Some(format!("the source could not continue from {old_id}:{old_offset} (backlog overrun or new history)")),
+                None if target_lost_data => Some("the target no longer holds lockstep's checkpoint key, which the checkpoint file says was written: it lost data (restarted without persistence, or flushed)".to_owned()),
                 None if store.full_copy_interrupted() => Some("an earlier full copy was cut short".to_owned()),
                 None => None,
             };
