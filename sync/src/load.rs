@@ -57,9 +57,9 @@ if now + pttl >= tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]
 return 0";
 
 /// Plain strings (no expiry) per MSET.
-pub const STRINGS_PER_MSET: usize = 128;
+pub const STRINGS_PER_MSET: usize = 512;
 /// Key and value bytes per MSET, at most (a bigger string is restored alone).
-pub const MSET_BYTES_MAX: usize = 256 << 10;
+pub const MSET_BYTES_MAX: usize = 1 << 20;
 
 /// Pieces a big string is appended in.
 pub const STRING_PIECE_BYTES: usize = 1 << 20;

@@ -208,7 +208,7 @@ async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Re
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut s = source.client().await?;
     let mut t = target.client().await?;
-    // 300 plain strings per db in dbs 0 and 3 (more than one MSET each), one string
+    // 1200 plain strings per db in dbs 0 and 3 (more than one MSET each), one string
     // with a TTL, one list.
     for db in [0, 3] {
         redis::cmd("SELECT")
@@ -220,7 +220,7 @@ async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Re
             .query_async::<()>(&mut t)
             .await?;
         let mut pipe = redis::pipe();
-        for i in 0..300 {
+        for i in 0..1200 {
             pipe.cmd("SET")
                 .arg(format!("s:{i}"))
                 .arg(format!("source {db} {i}"));
@@ -231,7 +231,7 @@ async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Re
         // The target holds the same names with other types and values, and more.
         let mut pipe = redis::pipe();
         pipe.cmd("RPUSH").arg("s:0").arg("old");
-        pipe.cmd("HSET").arg("s:299").arg("f").arg("old");
+        pipe.cmd("HSET").arg("s:1199").arg("f").arg("old");
         pipe.cmd("SET").arg("s:7").arg("old");
         pipe.cmd("RPUSH").arg("list").arg("old");
         pipe.cmd("SADD").arg("ttl").arg("old");
@@ -246,7 +246,7 @@ async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Re
             .arg(db)
             .query_async::<()>(&mut t)
             .await?;
-        for i in [0, 7, 150, 299] {
+        for i in [0, 7, 600, 1199] {
             let value: String = redis::cmd("GET")
                 .arg(format!("s:{i}"))
                 .query_async(&mut t)
@@ -273,7 +273,7 @@ async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Re
         assert_eq!(kept, "kept");
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut t).await?;
         let data = keys.iter().filter(|k| !k.starts_with("LOCKSTEP_")).count();
-        assert_eq!(data, 303, "db {db}: 302 source keys and the target's own");
+        assert_eq!(data, 1203, "db {db}: 1202 source keys and the target's own");
     }
     Ok(())
 }
