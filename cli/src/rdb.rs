@@ -144,6 +144,8 @@ struct ValueWriter {
     items: usize,
     stream_meta_done: bool,
     groups: usize,
+    /// The pieces of a long string so far (its JSON form needs it whole).
+    string: Vec<u8>,
 }
 
 impl ValueWriter {
@@ -154,6 +156,7 @@ impl ValueWriter {
             items: 0,
             stream_meta_done: false,
             groups: 0,
+            string: Vec::new(),
         }
     }
 
@@ -162,6 +165,18 @@ impl ValueWriter {
             Elements::String(s) => {
                 self.opened = true;
                 write!(out, "{}", bytes(&s))?;
+                return Ok(());
+            }
+            Elements::StringPiece {
+                offset,
+                total_len,
+                bytes: piece,
+            } => {
+                self.string.extend_from_slice(&piece);
+                if offset + piece.len() as u64 == total_len {
+                    self.opened = true;
+                    write!(out, "{}", bytes(&std::mem::take(&mut self.string)))?;
+                }
                 return Ok(());
             }
             Elements::Module(m) => {

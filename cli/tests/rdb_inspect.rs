@@ -105,6 +105,10 @@ async fn a_dump_from_a_real_server_prints_what_the_server_holds() -> anyhow::Res
             .arg("text")
             .ignore()
             .cmd("SET")
+            .arg("long")
+            .arg(long_string())
+            .ignore()
+            .cmd("SET")
             .arg(b"bin\x00\xff")
             .arg(b"\xfe\x00")
             .ignore()
@@ -146,7 +150,7 @@ async fn a_dump_from_a_real_server_prints_what_the_server_holds() -> anyhow::Res
             String::from_utf8_lossy(&out.stderr)
         );
         let all = keys(&out.stdout);
-        assert_eq!(all.len(), 6, "{version}");
+        assert_eq!(all.len(), 7, "{version}");
         let by_key = |k: Value| {
             all.iter()
                 .find(|v| v["key"] == k)
@@ -177,6 +181,19 @@ async fn a_dump_from_a_real_server_prints_what_the_server_holds() -> anyhow::Res
             ]
         );
         assert_eq!(by_key("h".into())["value"], serde_json::json!([["f", "v"]]));
+        // Longer than a parser batch: printed whole from its pieces.
+        assert!(
+            by_key("long".into())["value"] == long_string(),
+            "{version}: the long string differs"
+        );
     }
     Ok(())
+}
+
+/// A string of 2.5 MB: the parser gives it in pieces (LZF-compressed in the dump).
+fn long_string() -> String {
+    (0..700_000)
+        .map(|i| format!("{:04}", i % 9973))
+        .collect::<String>()[..2_500_000]
+        .to_owned()
 }

@@ -106,8 +106,12 @@ fn child_parse(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
             }
             Event::Elements(b) => {
                 elements += b.len() as u64;
-                if let lockstep_sync::rdb::Elements::String(s) = &b {
-                    bytes += s.len() as u64;
+                match &b {
+                    lockstep_sync::rdb::Elements::String(s)
+                    | lockstep_sync::rdb::Elements::StringPiece { bytes: s, .. } => {
+                        bytes += s.len() as u64
+                    }
+                    _ => {}
                 }
             }
             _ => {}

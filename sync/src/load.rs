@@ -6,9 +6,10 @@
 //! payload re-encoded for the target's older version. A key whose elements exceed
 //! `big_key_bytes` (4 MiB by default) is written instead as it streams in: `DEL`, then `RPUSH` / `SADD` /
 //! `ZADD` / `HSET` per parser batch, then its TTL, so neither lockstep nor the target
-//! ever handles it whole. A big string is written as `DEL` and `APPEND`s of 1 MiB
-//! pieces (the parser still hands it over whole: one copy); streams and module values
-//! cannot be split and are restored whole.
+//! ever handles it whole. A big string comes from the parser in pieces (1 MiB) and is
+//! written as `DEL`, one `SETRANGE` that makes it its full length, and a `SETRANGE`
+//! per piece at its offset. Streams and module values cannot be split and are
+//! restored whole.
 //!
 //! Strings without an expiry are the exception: they are collected and written as
 //! one `MSET` per [`STRINGS_PER_MSET`] keys (or [`MSET_BYTES_MAX`] bytes). For the
@@ -250,6 +251,22 @@ impl KeyLoader {
             self.bytes += added as u64;
             return write_batch(&current.meta, batch, self.target_rdb_version, writer).await;
         }
+        if let Elements::StringPiece {
+            offset: 0,
+            total_len,
+            ..
+        } = &batch
+        {
+            if *total_len > big_key_bytes as u64 {
+                // A big string: written piece by piece as the parser reads it, so
+                // neither lockstep nor the send buffer ever holds it whole.
+                current.streaming = true;
+                self.big_keys += 1;
+                self.bytes += (current.meta.key.len() + added) as u64;
+                begin_big_string(&current.meta.key, *total_len, writer).await?;
+                return write_batch(&current.meta, batch, self.target_rdb_version, writer).await;
+            }
+        }
         current
             .value
             .extend(batch)
@@ -314,11 +331,9 @@ impl KeyLoader {
         Ok(())
     }
 
-    /// A string bigger than `big_key_bytes`: `DEL`, then `APPEND` in pieces of
-    /// [`STRING_PIECE_BYTES`], then its expiry. A DUMP payload of it would be one more
-    /// whole copy and its RESTORE another in the send buffer (measured: 132 MiB peak
-    /// RSS for a copy of 50 MB strings; the value the parser hands over is the one
-    /// copy left).
+    /// A string bigger than `big_key_bytes` that arrived whole (when `big_key_bytes`
+    /// is below the parser's piece size): written as the streamed ones are, in pieces
+    /// of [`STRING_PIECE_BYTES`], then its expiry.
     async fn write_big_string(
         &mut self,
         meta: KeyMeta,
@@ -328,23 +343,12 @@ impl KeyLoader {
     ) -> Result<(), LoadError> {
         self.big_keys += 1;
         self.bytes += (meta.key.len() + value.len()) as u64;
-        writer.push(&[b"DEL".as_slice(), &meta.key], None).await?;
-        for piece in value.chunks(STRING_PIECE_BYTES) {
-            writer
-                .push(&[b"APPEND".as_slice(), &meta.key, piece], None)
-                .await?;
+        begin_big_string(&meta.key, value.len() as u64, writer).await?;
+        for (i, piece) in value.chunks(STRING_PIECE_BYTES).enumerate() {
+            write_string_piece(&meta.key, (i * STRING_PIECE_BYTES) as u64, piece, writer).await?;
         }
         if let Some(at) = expire {
-            writer
-                .push(
-                    &[
-                        b"PEXPIREAT".as_slice(),
-                        &meta.key,
-                        at.to_string().as_bytes(),
-                    ],
-                    None,
-                )
-                .await?;
+            push_pexpireat(&meta.key, at, writer).await?;
         }
         Ok(())
     }
@@ -392,16 +396,7 @@ impl KeyLoader {
         writer: &mut TargetWriter,
     ) -> Result<(), LoadError> {
         if let Some(at) = self.expiry_to_write(&current.meta) {
-            writer
-                .push(
-                    &[
-                        b"PEXPIREAT".as_slice(),
-                        &current.meta.key,
-                        at.to_string().as_bytes(),
-                    ],
-                    None,
-                )
-                .await?;
+            push_pexpireat(&current.meta.key, at, writer).await?;
         }
         Ok(())
     }
@@ -514,7 +509,10 @@ async fn write_batch(
             .await?;
             write_field_ttls(meta, &fields, target_rdb_version, writer).await?;
         }
-        // Only list, set, zset and hash keys are ever streamed.
+        Elements::StringPiece { offset, bytes, .. } => {
+            write_string_piece(key, offset, &bytes, writer).await?
+        }
+        // Only strings, lists, sets, zsets and hashes are ever streamed.
         _ => {
             return Err(LoadError::OutOfOrder(
                 "a batch of a kind that is not streamed",
@@ -573,6 +571,63 @@ async fn push_variadic<'a>(
     Ok(())
 }
 
+/// Starts a big string on the target: `DEL` (whatever the key held), then the string
+/// made at its full length at once (`SETRANGE` of its last byte), so the pieces that
+/// follow are written in place instead of regrowing it (growing by `APPEND` reallocated
+/// and copied the target's string for every piece).
+async fn begin_big_string(
+    key: &[u8],
+    total_len: u64,
+    writer: &mut TargetWriter,
+) -> Result<(), LoadError> {
+    writer.push(&[b"DEL".as_slice(), key], None).await?;
+    if let Some(last) = total_len.checked_sub(1) {
+        writer
+            .push(
+                &[
+                    b"SETRANGE".as_slice(),
+                    key,
+                    last.to_string().as_bytes(),
+                    b"\0",
+                ],
+                None,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes `piece` at `offset` of a big string begun by [`begin_big_string`].
+async fn write_string_piece(
+    key: &[u8],
+    offset: u64,
+    piece: &[u8],
+    writer: &mut TargetWriter,
+) -> Result<(), LoadError> {
+    writer
+        .push(
+            &[
+                b"SETRANGE".as_slice(),
+                key,
+                offset.to_string().as_bytes(),
+                piece,
+            ],
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn push_pexpireat(key: &[u8], at: i64, writer: &mut TargetWriter) -> Result<(), LoadError> {
+    writer
+        .push(
+            &[b"PEXPIREAT".as_slice(), key, at.to_string().as_bytes()],
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
 /// A held value as one batch, to write when a key turns out to be big.
 fn value_as_batch(value: Value) -> Option<Elements> {
     match value {
@@ -587,7 +642,7 @@ fn value_as_batch(value: Value) -> Option<Elements> {
 /// Rough bytes of element data in a batch.
 pub(crate) fn batch_bytes(batch: &Elements) -> usize {
     match batch {
-        Elements::String(s) => s.len(),
+        Elements::String(s) | Elements::StringPiece { bytes: s, .. } => s.len(),
         Elements::List(v) | Elements::Set(v) => v.iter().map(|e| e.len() + 8).sum(),
         Elements::ZSet(v) => v.iter().map(|(m, _)| m.len() + 16).sum(),
         Elements::Hash(v) => v.iter().map(|f| f.field.len() + f.value.len() + 16).sum(),

@@ -310,6 +310,20 @@ proptest! {
         let trickled = parse_all(Trickle { data, sizes, i: 0 }, ParseOptions::default());
         prop_assert_eq!(format!("{whole:?}"), format!("{trickled:?}"), "{}", path.display());
     }
+
+    /// Tiny batches make every string longer than a few bytes come out in pieces (LZF
+    /// ones decompressed across pieces through the 8 KiB window): joined, the keys are
+    /// what whole reads give.
+    #[test]
+    fn strings_in_small_pieces_parse_identically(file in 0usize..64, piece in 1usize..100) {
+        let fixtures = good_fixtures();
+        let (path, data) = &fixtures[file % fixtures.len()];
+        let whole = parse_all(&data[..], ParseOptions::default());
+        let mut opts = ParseOptions::default();
+        opts.limits.batch_bytes_max = piece;
+        let pieces = parse_all(&data[..], opts);
+        prop_assert_eq!(format!("{whole:?}"), format!("{pieces:?}"), "{}", path.display());
+    }
 }
 
 /// Cases of the corruption test: `PROPTEST_CASES` or 2000.
@@ -329,6 +343,7 @@ proptest! {
         flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..6),
         cut in prop::option::of(any::<prop::sample::Index>()),
         checksum in any::<bool>(),
+        small_pieces in any::<bool>(),
     ) {
         let fixtures = good_fixtures();
         let (_, data) = &fixtures[file % fixtures.len()];
@@ -340,7 +355,10 @@ proptest! {
         if let Some(c) = cut {
             bytes.truncate(c.index(bytes.len()));
         }
-        let opts = ParseOptions { verify_checksum: checksum, ..ParseOptions::default() };
+        let mut opts = ParseOptions { verify_checksum: checksum, ..ParseOptions::default() };
+        if small_pieces {
+            opts.limits.batch_bytes_max = 16; // strings (and LZF ones) in pieces
+        }
         LARGEST.store(0, Ordering::Relaxed);
         let res = parse_all(&bytes[..], opts);
         let largest = LARGEST.load(Ordering::Relaxed);

@@ -129,7 +129,8 @@ async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
             .arg(7200)
             .query_async::<()>(&mut conn)
             .await?;
-        // Big strings (APPENDed in pieces), one with an expiry, one without.
+        // Big strings, written in pieces: two longer than a parser batch (they come
+        // in pieces), one with an expiry, one without; one shorter (it comes whole).
         let big_string: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         redis::cmd("SET")
             .arg("big:string")
@@ -141,6 +142,11 @@ async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
         redis::cmd("SET")
             .arg("big:string2")
             .arg(&big_string[..1_500_000])
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("SET")
+            .arg("big:string3")
+            .arg(&big_string[..500_000])
             .query_async::<()>(&mut conn)
             .await?;
         // A stale copy on the target must be replaced, not appended to.

@@ -6,10 +6,13 @@
 //! zsets and hashes, quicklists, streams) come out in batches bounded by
 //! [`Limits::batch_elements_max`] and [`Limits::batch_bytes_max`] (a
 //! quicklist node or stream node is never split, and a single element is
-//! bounded by [`Limits::string_bytes_max`]); values stored as one blob
-//! (strings, ziplists, listpacks, intsets, zipmaps) come out as one batch,
-//! bounded by the blob's size. So memory is bounded by the largest batch,
-//! never by the key or the file.
+//! bounded by [`Limits::string_bytes_max`]). A string value longer than
+//! [`Limits::batch_bytes_max`] comes out in pieces of that size
+//! (`Elements::StringPiece`, LZF-compressed ones decompressed as they stream
+//! with an 8 KiB window); shorter ones as one `Elements::String`. Other values
+//! stored as one blob (ziplists, listpacks, intsets, zipmaps) come out as one
+//! batch, bounded by the blob's size. So memory is bounded by the largest
+//! batch, never by the key or the file.
 //!
 //! One exception to the batch bound: a stream's consumer group is one batch
 //! with its whole PEL and consumers (about 30 bytes per pending entry).
@@ -40,7 +43,7 @@ use std::io::Read;
 
 use super::elem::Elem;
 use super::error::{BlobError, RdbError};
-use super::reader::{parse_f64, Input};
+use super::reader::{parse_f64, Input, StringPieces};
 use super::value::{
     module_name, Consumer, Elements, HashField, Key, KeyMeta, ModuleValue, PendingEntry, RdbType,
     StreamEntry, StreamGroup, StreamId, StreamMeta, Value,
@@ -209,6 +212,11 @@ enum Step {
     StreamGroups {
         remaining: u64,
     },
+    /// A string longer than a batch, read piece by piece (state in `pieces`).
+    StringPieces {
+        offset: u64,
+        total_len: u64,
+    },
     Finished,
 }
 
@@ -235,6 +243,8 @@ pub struct RdbParser<R> {
     cur_type: RdbType,
     cur_key: Vec<u8>,
     cur_offset: u64,
+    /// The string being read piece by piece, in `Step::StringPieces`.
+    pieces: Option<StringPieces>,
 }
 
 impl<R: Read> RdbParser<R> {
@@ -253,6 +263,7 @@ impl<R: Read> RdbParser<R> {
             cur_type: RdbType::String,
             cur_key: Vec::new(),
             cur_offset: 0,
+            pieces: None,
         }
     }
 
@@ -570,9 +581,21 @@ impl<R: Read> RdbParser<R> {
             Step::Begin => {
                 let next = match ty {
                     T::String => {
-                        let s = self.input.read_string("string value")?;
-                        self.state = State::Value(Step::Finished);
-                        return Ok(Some(Elements::String(s)));
+                        const WHAT: &str = "string value";
+                        let head = self.input.read_string_head(WHAT)?;
+                        let total_len = head.body_len();
+                        if total_len <= self.opts.limits.batch_bytes_max {
+                            let mut s = Vec::new();
+                            self.input.read_string_body(head, &mut s, WHAT)?;
+                            self.state = State::Value(Step::Finished);
+                            return Ok(Some(Elements::String(s)));
+                        }
+                        // Longer than a batch: pieces, never the whole string at once.
+                        self.pieces = Some(head.into_pieces(WHAT));
+                        Step::StringPieces {
+                            offset: 0,
+                            total_len: total_len as u64,
+                        }
                     }
                     T::List | T::Set | T::ZSet | T::ZSet2 | T::Hash => Step::Plain {
                         remaining: self.input.read_len("collection length")?,
@@ -664,6 +687,29 @@ impl<R: Read> RdbParser<R> {
                 let groups = self.input.read_len("stream group count")?;
                 self.state = State::Value(Step::StreamGroups { remaining: groups });
                 Ok(Some(Elements::StreamMeta(Box::new(meta))))
+            }
+            Step::StringPieces { offset, total_len } => {
+                let Some(pieces) = self.pieces.as_mut() else {
+                    return Ok(None);
+                };
+                if pieces.raw_left == 0 {
+                    self.pieces = None;
+                    return Ok(None);
+                }
+                let bytes = self
+                    .input
+                    .read_string_piece(pieces, self.opts.limits.batch_bytes_max)?;
+                let next = offset + bytes.len() as u64;
+                debug_assert!(next <= total_len);
+                self.state = State::Value(Step::StringPieces {
+                    offset: next,
+                    total_len,
+                });
+                Ok(Some(Elements::StringPiece {
+                    offset,
+                    total_len,
+                    bytes,
+                }))
             }
             Step::StreamGroups { remaining } => {
                 if remaining == 0 {

@@ -44,6 +44,82 @@ impl Capture {
     }
 }
 
+/// How an RDB string is stored, as its header says.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StringBody {
+    /// An integer encoded in 1, 2 or 4 bytes (already read).
+    Int(i64),
+    /// `len` bytes as they are.
+    Plain(usize),
+    /// LZF: `clen` compressed bytes that give `rlen` bytes.
+    Lzf { clen: usize, rlen: usize },
+}
+
+/// A string's header: where it starts and how its body is stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StringHead {
+    pub(crate) start: u64,
+    pub(crate) body: StringBody,
+}
+
+impl StringHead {
+    /// The length of a plain or LZF string (what its body will give); 0 for an
+    /// integer, whose few digits are made, not read.
+    pub(crate) fn body_len(&self) -> usize {
+        match self.body {
+            StringBody::Int(_) => 0,
+            StringBody::Plain(len) => len,
+            StringBody::Lzf { rlen, .. } => rlen,
+        }
+    }
+
+    /// Reads the body piece by piece from here on (see `Input::read_string_piece`);
+    /// for plain and LZF strings.
+    pub(crate) fn into_pieces(self, what: &'static str) -> StringPieces {
+        debug_assert!(!matches!(self.body, StringBody::Int(_)));
+        let lzf = match self.body {
+            StringBody::Lzf { clen, .. } => Some(LzfPieces {
+                compressed_left: clen,
+                window: Vec::new(),
+            }),
+            _ => None,
+        };
+        let raw_left = self.body_len();
+        StringPieces {
+            start: self.start,
+            what,
+            raw_left,
+            lzf,
+        }
+    }
+}
+
+/// A string being read piece by piece.
+#[derive(Debug)]
+pub(crate) struct StringPieces {
+    start: u64,
+    what: &'static str,
+    /// Bytes of the string not yet returned.
+    pub(crate) raw_left: usize,
+    lzf: Option<LzfPieces>,
+}
+
+/// LZF decoding state between pieces.
+#[derive(Debug)]
+struct LzfPieces {
+    compressed_left: usize,
+    /// The last output bytes (at most 8 KiB), which back references reach into.
+    window: Vec<u8>,
+}
+
+fn lzf_corrupt(offset: u64, what: &'static str, e: super::lzf::LzfError) -> RdbError {
+    RdbError::Corrupt {
+        offset,
+        what,
+        detail: format!("LZF data does not decompress: {}", e.0),
+    }
+}
+
 /// A buffered reader with offset, CRC and capture. See the module doc.
 pub(crate) struct Input<R> {
     inner: R,
@@ -341,32 +417,38 @@ impl<R: Read> Input<R> {
         })
     }
 
-    /// Reads an RDB string (plain, int-encoded or LZF) into `out` (appended).
-    pub(crate) fn read_string_into(
-        &mut self,
-        out: &mut Vec<u8>,
-        what: &'static str,
-    ) -> Result<(), RdbError> {
+    /// Reads an RDB string's header: how it is stored and how long it is.
+    pub(crate) fn read_string_head(&mut self, what: &'static str) -> Result<StringHead, RdbError> {
         let start = self.offset();
         let (len, enc) = self.read_len_raw(what)?;
         if !enc {
-            let n = self.check_string_len(len, start, what)?;
-            return self.read_into(n, out, what);
+            let len = self.check_string_len(len, start, what)?;
+            return Ok(StringHead {
+                start,
+                body: StringBody::Plain(len),
+            });
         }
-        match len {
-            0 => {
-                let v = self.read_u8(what)? as i8;
-                push_int(out, v as i64);
+        let body = match len {
+            0 => StringBody::Int(self.read_u8(what)? as i8 as i64),
+            1 => StringBody::Int(i16::from_le_bytes(self.read_array(what)?) as i64),
+            2 => StringBody::Int(i32::from_le_bytes(self.read_array(what)?) as i64),
+            3 => {
+                let clen = self.read_len(what)?;
+                let rlen = self.read_len(what)?;
+                let clen = self.check_string_len(clen, start, what)?;
+                let rlen = self.check_string_len(rlen, start, what)?;
+                // LZF expands at most ~ 264 bytes per 3 input bytes; a claim beyond
+                // that is corrupt, and checking it bounds the output allocation by the
+                // compressed bytes actually present.
+                if clen == 0 || rlen > clen.saturating_mul(90).saturating_add(64) {
+                    return Err(RdbError::Corrupt {
+                        offset: start,
+                        what,
+                        detail: format!("LZF lengths compressed {clen}, raw {rlen} are impossible"),
+                    });
+                }
+                StringBody::Lzf { clen, rlen }
             }
-            1 => {
-                let v = i16::from_le_bytes(self.read_array(what)?);
-                push_int(out, v as i64);
-            }
-            2 => {
-                let v = i32::from_le_bytes(self.read_array(what)?);
-                push_int(out, v as i64);
-            }
-            3 => self.read_lzf_into(start, out, what)?,
             other => {
                 return Err(RdbError::Corrupt {
                     offset: start,
@@ -374,30 +456,45 @@ impl<R: Read> Input<R> {
                     detail: format!("unknown string encoding {other}"),
                 })
             }
+        };
+        Ok(StringHead { start, body })
+    }
+
+    /// Reads an RDB string (plain, int-encoded or LZF) into `out` (appended).
+    pub(crate) fn read_string_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<(), RdbError> {
+        let head = self.read_string_head(what)?;
+        self.read_string_body(head, out, what)
+    }
+
+    /// Reads the rest of a string whose head has been read, whole, into `out`.
+    pub(crate) fn read_string_body(
+        &mut self,
+        head: StringHead,
+        out: &mut Vec<u8>,
+        what: &'static str,
+    ) -> Result<(), RdbError> {
+        match head.body {
+            StringBody::Plain(len) => self.read_into(len, out, what),
+            StringBody::Int(v) => {
+                push_int(out, v);
+                Ok(())
+            }
+            StringBody::Lzf { clen, rlen } => self.read_lzf_into(head.start, clen, rlen, out, what),
         }
-        Ok(())
     }
 
     fn read_lzf_into(
         &mut self,
         start: u64,
+        clen: usize,
+        rlen: usize,
         out: &mut Vec<u8>,
         what: &'static str,
     ) -> Result<(), RdbError> {
-        let clen = self.read_len(what)?;
-        let rlen = self.read_len(what)?;
-        let clen = self.check_string_len(clen, start, what)?;
-        let rlen = self.check_string_len(rlen, start, what)?;
-        // LZF expands at most ~ 264 bytes per 3 input bytes; a claim beyond
-        // that is corrupt, and checking it bounds the output allocation by the
-        // compressed bytes actually present.
-        if clen == 0 || rlen > clen.saturating_mul(90).saturating_add(64) {
-            return Err(RdbError::Corrupt {
-                offset: start,
-                what,
-                detail: format!("LZF lengths compressed {clen}, raw {rlen} are impossible"),
-            });
-        }
         let res = if clen <= self.buf.len() {
             // Decompress straight from the read buffer: no copy of the input.
             if self.end - self.pos < clen && !self.fill(clen)? {
@@ -411,11 +508,83 @@ impl<R: Read> Input<R> {
             self.read_into(clen, &mut compressed, what)?;
             super::lzf::decompress_into(&compressed, rlen, out)
         };
-        res.map_err(|e| RdbError::Corrupt {
-            offset: start,
-            what,
-            detail: format!("LZF data does not decompress: {}", e.0),
-        })
+        res.map_err(|e| lzf_corrupt(start, what, e))
+    }
+
+    /// The next piece of a string read piece by piece: at most `piece_bytes` (an
+    /// LZF piece may end up to one instruction, 264 bytes, longer). Memory held is
+    /// the piece and, for LZF, the last 8 KiB of output (what back references
+    /// reach), whatever the string's length.
+    pub(crate) fn read_string_piece(
+        &mut self,
+        pieces: &mut StringPieces,
+        piece_bytes: usize,
+    ) -> Result<Vec<u8>, RdbError> {
+        let what = pieces.what;
+        let want = pieces.raw_left.min(piece_bytes);
+        let piece = match pieces.lzf.as_mut() {
+            None => {
+                let mut piece = Vec::new();
+                self.read_into(want, &mut piece, what)?;
+                piece
+            }
+            Some(lzf) => {
+                let mut out = std::mem::take(&mut lzf.window);
+                let hist = out.len();
+                let stop = hist + want;
+                let end = hist + pieces.raw_left;
+                out.reserve(want + 264);
+                while out.len() < stop {
+                    let need = lzf.compressed_left.min(super::lzf::INSTRUCTION_BYTES_MAX);
+                    if need == 0 {
+                        return Err(lzf_corrupt(
+                            pieces.start,
+                            what,
+                            super::lzf::LzfError("output shorter than the stated length"),
+                        ));
+                    }
+                    if self.end - self.pos < need && !self.fill(need)? {
+                        return Err(self.eof(what));
+                    }
+                    let avail = (self.end - self.pos).min(lzf.compressed_left);
+                    let used = super::lzf::decode_some(
+                        &self.buf[self.pos..self.pos + avail],
+                        &mut out,
+                        0,
+                        stop,
+                        end,
+                    )
+                    .map_err(|e| lzf_corrupt(pieces.start, what, e))?;
+                    if used == 0 {
+                        return Err(lzf_corrupt(
+                            pieces.start,
+                            what,
+                            super::lzf::LzfError("an instruction runs past the end of the input"),
+                        ));
+                    }
+                    self.pos += used;
+                    lzf.compressed_left -= used;
+                }
+                let piece = out.split_off(hist);
+                // Keep what the next back references may reach.
+                out.extend_from_slice(
+                    &piece[piece.len().saturating_sub(super::lzf::WINDOW_BYTES)..],
+                );
+                out.drain(..out.len().saturating_sub(super::lzf::WINDOW_BYTES));
+                lzf.window = out;
+                piece
+            }
+        };
+        debug_assert!(piece.len() <= pieces.raw_left);
+        pieces.raw_left -= piece.len();
+        if pieces.raw_left == 0 && pieces.lzf.as_ref().is_some_and(|l| l.compressed_left > 0) {
+            return Err(lzf_corrupt(
+                pieces.start,
+                what,
+                super::lzf::LzfError("compressed bytes left after the stated length"),
+            ));
+        }
+        Ok(piece)
     }
 
     /// Reads an RDB string into a new vector.

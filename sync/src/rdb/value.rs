@@ -353,6 +353,16 @@ pub fn module_name(module_id: u64) -> String {
 pub enum Elements {
     /// A whole string.
     String(Vec<u8>),
+    /// A piece of a string longer than a batch: `bytes` at `offset` of a string
+    /// of `total_len` bytes. The pieces of a value come in order, without gaps.
+    StringPiece {
+        /// Where in the string the piece starts.
+        offset: u64,
+        /// The whole string's length.
+        total_len: u64,
+        /// The piece.
+        bytes: Vec<u8>,
+    },
     /// List elements, head to tail.
     List(Vec<Vec<u8>>),
     /// Set members.
@@ -378,6 +388,7 @@ impl Elements {
     pub fn len(&self) -> usize {
         match self {
             Elements::String(_)
+            | Elements::StringPiece { .. }
             | Elements::StreamMeta(_)
             | Elements::StreamGroup(_)
             | Elements::Module(_) => 1,
@@ -448,7 +459,8 @@ impl Value {
     /// Appends a batch. Returns the batch back if it is of another kind.
     pub fn extend(&mut self, batch: Elements) -> Result<(), Elements> {
         match (self, batch) {
-            (Value::String(s), Elements::String(b)) => {
+            (Value::String(s), Elements::String(b))
+            | (Value::String(s), Elements::StringPiece { bytes: b, .. }) => {
                 if s.is_empty() {
                     *s = b;
                 } else {
