@@ -538,6 +538,7 @@ async fn session(
     // ACKs and checkpoints go on meanwhile.
     let mut throttle = options.throttle.incremental();
     let mut resume_at = Instant::now();
+    let mut saver = BackgroundSaver::default();
     loop {
         let paused = throttle.is_some() && resume_at > Instant::now();
         let step: Result<(), SyncError> = async {
@@ -563,7 +564,7 @@ async fn session(
                 _ = checkpoint_timer.tick() => {
                     writer.flush().await?;
                     writer.poll_replies().await?;
-                    save(store, &replid, &writer)?;
+                    saver.save_in_background(store, &replid, &writer).await?;
                     // Progress is published here, not per command: a watch send per
                     // stream entry woke every status reader on the hot path.
                     let received = here.offset;
@@ -678,6 +679,8 @@ async fn session(
             // half-received source transaction, drain, store the position. If the
             // target itself failed, this fails too and the target's own checkpoint
             // key (written with the data) is what the next session trusts.
+            // The file write in flight ends first: never two writers of one file.
+            let finished = saver.finish().await;
             let kept = async {
                 if matches!(err, SyncError::Apply(_)) {
                     // The target refused or failed: mark nothing more as applied.
@@ -688,7 +691,7 @@ async fn session(
                 save(store, &replid, &writer)
             }
             .await;
-            if let Err(lost) = kept {
+            if let Err(lost) = finished.and(kept) {
                 tracing::debug!("could not drain the target at the end of the session: {lost}");
             }
             return match err {
@@ -1073,6 +1076,51 @@ fn save(
         })?;
     }
     Ok(())
+}
+
+/// Writes the checkpoint file off the command stream's task: a tick hands the write
+/// to a blocking thread and goes on; the next tick takes its result (a failure ends the
+/// session) and starts the next write, or skips a turn while one is still running. The
+/// target's own checkpoint key, written with the data, is the exact position; the file
+/// may lag it by a tick or two.
+#[derive(Default)]
+struct BackgroundSaver {
+    in_flight: Option<tokio::task::JoinHandle<Result<(), CheckpointError>>>,
+}
+
+impl BackgroundSaver {
+    async fn save_in_background(
+        &mut self,
+        store: &mut CheckpointStore,
+        replid: &Option<String>,
+        writer: &TargetWriter,
+    ) -> Result<(), SyncError> {
+        if self.in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(()); // the disk is slow: this tick's position waits for the next
+        }
+        self.finish().await?;
+        if let (Some(replid), Some(applied)) = (replid, writer.applied()) {
+            let accepted = store.accept(Checkpoint {
+                replid: replid.clone(),
+                offset: applied.offset,
+                db: applied.db,
+            })?;
+            if let Some(write) = accepted {
+                self.in_flight = Some(tokio::task::spawn_blocking(move || write.write()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any, and returns its result.
+    async fn finish(&mut self) -> Result<(), SyncError> {
+        if let Some(handle) = self.in_flight.take() {
+            handle.await.map_err(|e| {
+                SyncError::Internal(format!("the checkpoint writer thread failed: {e}"))
+            })??;
+        }
+        Ok(())
+    }
 }
 
 /// The source's current replication id and offset (for an incremental-only task with

@@ -17,7 +17,8 @@
 //! baseline of what this machine allows (`$BENCH_FOLLOWERS=lockstep|native`, default
 //! both, alternating which goes first).
 //!
-//! `cargo bench -p lockstep-tests --bench sync_incremental`; `$BENCH_RUNS` rounds (3).
+//! `cargo bench -p lockstep-tests --bench sync_incremental`; `$BENCH_RUNS` rounds (3);
+//! `$BENCH_TRACE=FILE` writes every stamp's lag (CSV) of the last round.
 
 mod common;
 
@@ -52,6 +53,8 @@ struct Round {
     /// CPU the follower side spent per applied write during the load and catch-up:
     /// lockstep plus the target for lockstep, the replica for native (µs).
     follower_cpu_us_per_write: f64,
+    /// Writes per target transaction (lockstep) during the round.
+    writes_per_transaction: f64,
     /// Of that, lockstep's own share (µs per write; NaN for native).
     lockstep_cpu_us_per_write: f64,
 }
@@ -93,12 +96,12 @@ async fn main() -> anyhow::Result<()> {
                 "round {round} {follower:?}: lag bytes p50 {:.0} p99 {:.0} max {:.0}; lag time p50 {:.1} ms p99 {:.1} ms max {:.1} ms (idle: p50 {:.1} ms p99 {:.1} ms); \
                  after the load: all writes applied in {:.0} ms, ACKed offset caught up in {:.0} ms; \
                  source {:.0} writes/s, applied {:.0} writes/s; lockstep peak RSS {:.1} MiB; \
-                 follower CPU {:.2} µs/write (lockstep {:.2})",
+                 follower CPU {:.2} µs/write (lockstep {:.2}); {:.0} writes per target transaction",
                 r.bytes_p50, r.bytes_p99, r.bytes_max, r.time_p50_ms, r.time_p99_ms, r.time_max_ms,
                 r.idle_p50_ms,
                 r.idle_p99_ms,
                 r.data_caught_up_ms, r.offset_caught_up_ms, r.source_ops, r.applied_ops, r.rss_mib,
-                r.follower_cpu_us_per_write, r.lockstep_cpu_us_per_write
+                r.follower_cpu_us_per_write, r.lockstep_cpu_us_per_write, r.writes_per_transaction
             );
             all.push((follower, r));
         }
@@ -262,6 +265,7 @@ async fn one_round(
     }
     let data_caught_up = data_caught_up.context("the target did not apply the load within 30 s")?;
     let target_cpu = cpu_seconds(target.pid()) - cpu_before.0;
+    let transactions = calls(&info(&mut dst, "commandstats").await?, &["exec"]);
     let lockstep_cpu = cpu_seconds(lockstep_pid) - cpu_before.1;
     tokio::time::sleep(Duration::from_secs(3)).await; // lag samples after the load
     stop.store(true, Ordering::Relaxed);
@@ -279,6 +283,20 @@ async fn one_round(
         None => f64::NAN,
     };
 
+    if let Some(path) = std::env::var_os("BENCH_TRACE") {
+        // Every stamp (ms since the start, lag ms) and the load window, to look at
+        // where the tail of the lag comes from.
+        let mut csv = format!(
+            "# origin {:?} (unix); load from {} to {} ms\nwritten_ms,lag_ms\n",
+            SystemTime::now().duration_since(UNIX_EPOCH)? - origin.elapsed(),
+            load_start.as_millis(),
+            load_end.as_millis()
+        );
+        for (at, lag) in &stamps {
+            csv.push_str(&format!("{},{lag:.3}\n", at.as_millis()));
+        }
+        std::fs::write(&path, csv).with_context(|| format!("writing {path:?}"))?;
+    }
     let during = |t: Duration| t >= load_start && t <= load_end;
     let mut bytes: Vec<f64> = offsets
         .iter()
@@ -314,6 +332,7 @@ async fn one_round(
         source_ops: (source_after - source_before) as f64 / load_secs,
         applied_ops: target_after as f64 / (data_caught_up - load_start).as_secs_f64(),
         rss_mib,
+        writes_per_transaction: target_after as f64 / transactions.max(1) as f64,
         follower_cpu_us_per_write: (target_cpu + lockstep_cpu.max(0.0)) * 1e6 / target_after as f64,
         lockstep_cpu_us_per_write: lockstep_cpu * 1e6 / target_after as f64,
     })
