@@ -190,6 +190,9 @@ pub struct TargetWriter {
     applied_commands: u64,
     /// Commands queued since a MULTI was sent, until its EXEC or DISCARD.
     transaction: Option<u32>,
+    /// While above zero, `out` is held back: that many commands already sent must be
+    /// answered first (see [`TargetWriter::hold_until_answered`]).
+    gate_waiting: usize,
     options: ApplyOptions,
     /// Set when the target is a Redis Cluster: every call goes to the router, which
     /// writes through one plain writer per primary (see [`crate::cluster`]).
@@ -226,6 +229,7 @@ impl TargetWriter {
             applied: None,
             applied_commands: 0,
             transaction: None,
+            gate_waiting: 0,
             options,
             cluster: None,
         };
@@ -295,6 +299,7 @@ impl TargetWriter {
             self.flush_direct().await?;
             while self.pending.len() > self.options.in_flight_max / 2 {
                 self.read_one().await?;
+                self.flush_direct().await?; // what was held, once the gate opens
             }
         }
         encode_command(&mut self.out, argv);
@@ -320,7 +325,52 @@ impl TargetWriter {
             role,
         });
         if self.out.len() >= self.options.batch_bytes_max {
+            // Held bytes wait for their gate rather than grow without bound.
+            self.open_gate().await?;
             self.flush_direct().await?;
+        }
+        Ok(())
+    }
+
+    /// Holds back every command pushed from now on until every command sent so far
+    /// has been answered without error, while the caller goes on building (the next
+    /// target transaction is encoded while the last one executes; it is sent only once
+    /// the last one's EXEC has succeeded, so a refused transaction is never followed by
+    /// one that went through). Waits first for an earlier gate: at most one
+    /// transaction in flight and one held. Replies are read by the writer's other
+    /// calls, and by [`TargetWriter::poll_replies`] when [`TargetWriter::replies_arrived`]
+    /// says they are there; whatever reads the last awaited reply sends what was held.
+    pub async fn hold_until_answered(&mut self) -> Result<(), ApplyError> {
+        debug_assert!(self.cluster.is_none(), "a cluster target drains instead");
+        self.open_gate().await?;
+        self.flush_direct().await?;
+        self.gate_waiting = self.pending.len();
+        Ok(())
+    }
+
+    /// Whether commands are held back waiting for replies.
+    pub fn is_holding(&self) -> bool {
+        self.gate_waiting > 0
+    }
+
+    /// Completes when bytes from the target have arrived (or it closed): then
+    /// [`TargetWriter::poll_replies`] has replies to read. Cancel-safe (for
+    /// `select!`).
+    pub async fn replies_arrived(&mut self) -> Result<(), ApplyError> {
+        if self.buffered_reply_len().is_some() {
+            return Ok(());
+        }
+        self.reader.fill(0).await.map_err(|e| ApplyError::Read {
+            endpoint: self.endpoint.clone(),
+            source: ReadError::Io(e),
+        })?;
+        Ok(())
+    }
+
+    /// Reads replies until what is held may be sent.
+    async fn open_gate(&mut self) -> Result<(), ApplyError> {
+        while self.gate_waiting > 0 {
+            self.read_one().await?;
         }
         Ok(())
     }
@@ -346,7 +396,7 @@ impl TargetWriter {
     }
 
     pub(crate) async fn flush_direct(&mut self) -> Result<(), ApplyError> {
-        if self.out.is_empty() {
+        if self.out.is_empty() || self.gate_waiting > 0 {
             return Ok(());
         }
         let endpoint = &self.endpoint;
@@ -387,12 +437,13 @@ impl TargetWriter {
                             source: ReadError::Io(e),
                         })
                     }
-                    Err(_) => return Ok(()),
+                    Err(_) => break,
                 }
             }
             self.read_one().await?;
         }
-        Ok(())
+        // The replies read may have opened the gate: send what was held.
+        self.flush_direct().await
     }
 
     /// Flushes and waits until every queued command is answered.
@@ -407,6 +458,7 @@ impl TargetWriter {
         self.flush_direct().await?;
         while !self.pending.is_empty() {
             self.read_one().await?;
+            self.flush_direct().await?; // what was held, once the gate opens
         }
         Ok(())
     }
@@ -517,8 +569,10 @@ impl TargetWriter {
         };
         self.reader.consume(len);
         if let Some((label, message)) = refused {
+            // The gate stays shut: nothing held behind a refusal is ever sent.
             return Err(self.rejected(&label, &message));
         }
+        self.gate_waiting = self.gate_waiting.saturating_sub(1);
         self.applied_commands += 1;
         if let Some(position) = pending.position {
             self.advance(position);
