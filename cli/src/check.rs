@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lockstep_sync::apply::ApplyOptions;
 use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::precheck::{precheck, Outcome, PrecheckOptions};
+use lockstep_sync::precheck::{precheck, CheckItem, Outcome, PrecheckOptions};
 
 use crate::args::{CheckArgs, ConflictArg, ConnectionArgs};
 use crate::connection::Side;
@@ -40,25 +40,38 @@ pub fn precheck_options(
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let options = precheck_options(
-        args.connection.endpoint(Side::Source, &args.source)?,
+    let source = args.connection.endpoint(Side::Source, &args.source)?;
+    let base = precheck_options(
+        source.clone(),
         args.connection.endpoint(Side::Target, &args.target)?,
         &args.connection,
         args.dbs,
         args.conflict,
     );
-    let items = precheck(&options).await;
-    for item in &items {
-        let mark = match item.outcome {
-            Outcome::Pass => "pass",
-            Outcome::Info => "info",
-            Outcome::Warn => "WARN",
-            Outcome::Fail => "FAIL",
-        };
-        println!("{mark:<4}  {}: {}", item.name, item.detail);
-        if let Some(fix) = &item.fix {
-            println!("      fix: {fix}");
+    // A cluster source is checked primary by primary: each must accept the same
+    // credentials and let them replicate. One that cannot be asked is checked as
+    // given (its connectivity item then says why).
+    let connection = ApplyOptions {
+        tls: base.source_tls.clone(),
+        ..base.connect.clone()
+    };
+    let sources = match lockstep_sync::cluster_source::discover(&source, connection).await {
+        Ok(Some(cluster)) => cluster.primaries(&source),
+        Ok(None) | Err(_) => vec![source.clone()],
+    };
+    let several = sources.len() > 1;
+    let mut items = Vec::new();
+    for primary in sources {
+        if several {
+            println!("source primary {primary}:");
         }
+        let options = PrecheckOptions {
+            source: primary,
+            ..base.clone()
+        };
+        let checked = precheck(&options).await;
+        print_items(&checked);
+        items.extend(checked);
     }
     let failed = items.iter().filter(|i| i.outcome == Outcome::Fail).count();
     let warned = items.iter().filter(|i| i.outcome == Outcome::Warn).count();
@@ -71,4 +84,19 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn print_items(items: &[CheckItem]) {
+    for item in items {
+        let mark = match item.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Info => "info",
+            Outcome::Warn => "WARN",
+            Outcome::Fail => "FAIL",
+        };
+        println!("{mark:<4}  {}: {}", item.name, item.detail);
+        if let Some(fix) = &item.fix {
+            println!("      fix: {fix}");
+        }
+    }
 }

@@ -2,8 +2,10 @@
 //! once, with the precheck before, the status endpoint and the progress display
 //! during, and a graceful stop on SIGINT/SIGTERM.
 //!
-//! Order: build every target's `SyncOptions` (errors in the options stop here);
-//! run the precheck of each target unless `--skip-precheck` (a failing item stops
+//! Order: build every target's `SyncOptions` (errors in the options stop here); when
+//! the source is a Redis Cluster, one task per target and source shard (see
+//! `lockstep_sync::cluster_source`), in `<checkpoint-dir>/<task>-<i>/shard<first slot>`;
+//! run the precheck of each task unless `--skip-precheck` (a failing item stops
 //! with its reason and fix; warnings are logged); serve `--status-addr`; start the
 //! tasks. Each target has its own checkpoint directory `<checkpoint-dir>/<task>-<i>`.
 //! A failing target does not stop the others; the process exits 1 naming every
@@ -42,14 +44,23 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
         args.retry_minutes
     );
     let source = args.connection.endpoint(Side::Source, &args.source)?;
+    // (target index, options): one per target, or per target and source shard when
+    // the source is a cluster.
     let mut all_options = Vec::new();
     for (index, url) in args.target.iter().enumerate() {
         let target = args.connection.endpoint(Side::Target, url)?;
-        all_options.push(engine_options(&args, source.clone(), target, index)?);
+        let options = engine_options(&args, source.clone(), target, index)?;
+        let shards = lockstep_sync::cluster_source::expand(options)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!("cannot learn whether the source {source} is a cluster: {err}")
+            })?;
+        all_options.extend(shards.into_iter().map(|options| (index, options)));
     }
     if !args.skip_precheck {
-        for (index, options) in all_options.iter().enumerate() {
-            run_precheck(&args, index, options).await?;
+        // For a cluster source: every primary, each with the same credentials.
+        for (index, options) in &all_options {
+            run_precheck(&args, *index, options).await?;
         }
     }
 
@@ -57,12 +68,16 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     let mut views = Vec::new();
     let mut states = Vec::new();
     let mut runs = Vec::new();
-    for (index, options) in all_options.into_iter().enumerate() {
+    for (index, options) in all_options {
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let (state_tx, state_rx) = watch::channel(TaskState::Running);
+        let target = match &options.source_cluster {
+            Some(_) => format!("{} (from source {})", options.target, options.task_name),
+            None => options.target.to_string(),
+        };
         views.push(TaskView {
             index,
-            target: options.target.to_string(),
+            target,
             progress: progress_rx,
             state: state_rx,
         });
@@ -100,8 +115,8 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     let shown = display.spawn(task.clone());
 
     let mut failed = Vec::new();
-    for (index, run) in runs.into_iter().enumerate() {
-        let target = &task.targets[index].target;
+    for (view, run) in task.targets.iter().zip(runs) {
+        let (index, target) = (view.index, &view.target);
         match run.await {
             Ok(Ok(summary)) => {
                 let p = &summary.progress;

@@ -36,6 +36,8 @@ impl TaskArgs {
             keep_publish: self.keep_publish,
             drop_commands: self.drop_command.clone(),
             extend_ttl: Duration::from_secs(self.extend_ttl),
+            // Set per shard when the source turns out to be a cluster.
+            source_slots: Vec::new(),
         }
     }
 

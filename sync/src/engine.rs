@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use crate::cluster_source::SourceCluster;
 use crate::endpoint::Endpoint;
 use crate::filter::{Filter, FilterError, Verdict};
 use crate::link::{LinkError, LinkOptions, PsyncReply, ReplicaLink};
@@ -84,6 +85,9 @@ pub struct SyncOptions {
     /// How often the heartbeat is written (whole seconds: it rides the ACK tick);
     /// its key lives three intervals, at least 60 s.
     pub heartbeat_interval: Duration,
+    /// Set for one shard of a cluster source (see [`crate::cluster_source`]): before
+    /// each session the task asks the cluster which primary serves its slots now.
+    pub source_cluster: Option<SourceCluster>,
 }
 
 /// The name of a task that was given none.
@@ -104,7 +108,7 @@ pub fn validate_task_name(name: &str) -> Result<(), String> {
 impl SyncOptions {
     /// Options of a plain (non-replica) connection to the source: the writer's
     /// timeouts with the source's TLS settings.
-    fn source_connection(&self) -> ApplyOptions {
+    pub(crate) fn source_connection(&self) -> ApplyOptions {
         ApplyOptions {
             tls: self.link.tls.clone(),
             ..self.apply.clone()
@@ -147,6 +151,7 @@ impl SyncOptions {
             load: LoadOptions::default(),
             heartbeat: true,
             heartbeat_interval: Duration::from_secs(1),
+            source_cluster: None,
         }
     }
 }
@@ -173,6 +178,9 @@ pub enum SyncError {
     Filter(#[from] FilterError),
     #[error("invalid option: {0}")]
     Options(String),
+    /// The source cluster's slot map could not be read or is in flux (retried).
+    #[error("source cluster: {0}")]
+    SourceTopology(String),
     #[error("internal: {0}")]
     Internal(String),
     /// The task was asked to stop (not an error to the caller).
@@ -199,6 +207,9 @@ impl SyncError {
             // process killed, e.g. by a FLUSHALL during a diskless transfer, or the
             // link dropped): like a cut connection, copy again.
             SyncError::Rdb(RdbError::UnexpectedEof { .. }) => Some(RetryClass::Connection),
+            // A failover of the source cluster may leave it without an answer or a
+            // primary for a few seconds.
+            SyncError::SourceTopology(_) => Some(RetryClass::Connection),
             SyncError::Apply(e) if e.is_transient() => Some(RetryClass::Connection),
             SyncError::Apply(ApplyError::Rejected { reply, .. }) if is_passing_refusal(reply) => {
                 Some(RetryClass::Other)
@@ -290,9 +301,23 @@ pub async fn run(
     // When the current run of failures began, per window; reset by any progress.
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
+    let mut options = options;
     loop {
         let before = progress.borrow().clone();
-        let outcome = session(&options, &mut store, stop.clone(), &progress).await;
+        let outcome = match options.source_cluster.clone() {
+            // A shard of a cluster source: its primary may have changed (failover).
+            Some(cluster) => match cluster.current_primary(&options).await {
+                Ok(primary) => {
+                    if primary != options.source {
+                        tracing::info!(from = %options.source, to = %primary, "the shard's primary changed: following it");
+                    }
+                    options.source = primary;
+                    session(&options, &mut store, stop.clone(), &progress).await
+                }
+                Err(err) => Err(err),
+            },
+            None => session(&options, &mut store, stop.clone(), &progress).await,
+        };
         let err = match outcome {
             Ok(()) => {
                 progress.send_modify(|p| p.phase = Phase::Done);
@@ -650,6 +675,17 @@ async fn session(
                                     commands_applied += 1;
                                     batch.add(&mut writer, &command.argv).await?
                                 }
+                                Action::ClearOwnKeys => {
+                                    // Everything before it applied first; a kill
+                                    // during the clear repeats it (it is idempotent).
+                                    commands_applied += 1;
+                                    batch.close(&mut writer, here).await?;
+                                    writer.drain().await?;
+                                    let removed = options.filter.clear_target(&mut writer).await?;
+                                    tracing::info!(removed, "the source shard flushed: its keys removed from the target");
+                                    let target_db = options.filter.selectable_db(here.db);
+                                    writer.push(&[b"SELECT".as_slice(), target_db.to_string().as_bytes()], None).await?;
+                                }
                             }
                         }
                         here.offset = offset;
@@ -941,6 +977,11 @@ impl Heartbeat {
     async fn connect(options: &SyncOptions) -> Option<Heartbeat> {
         let mut key = options.task_key(HEARTBEAT_PREFIX);
         key.extend_from_slice(format!(":{}", options.link.listening_port).as_bytes());
+        if let Some(&(first, _)) = options.filter.source_slots.first() {
+            // A shard's primary accepts only keys of its own slots.
+            let tag = crate::slots::hash_tag_of_slot(first);
+            key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
+        }
         match TargetWriter::connect_to("source", &options.source, options.source_connection()).await
         {
             Ok(connection) => Some(Heartbeat {
@@ -1031,6 +1072,9 @@ enum Action {
     Skip,
     /// The filter's replacement (split keys, mapped databases, extended TTLs).
     Rewrite(Vec<Vec<Bytes>>),
+    /// FLUSHALL / FLUSHDB of one shard of a cluster source: remove that shard's keys
+    /// from the target, and only those.
+    ClearOwnKeys,
 }
 
 /// What to do with `command`, applied in source database `db`.
@@ -1072,6 +1116,7 @@ fn classify(command: &Command, options: &SyncOptions, db: u32) -> Result<Action,
         Verdict::Keep => Action::Apply,
         Verdict::Drop => Action::Skip,
         Verdict::Rewrite(commands) => Action::Rewrite(commands),
+        Verdict::ClearOwnKeys => Action::ClearOwnKeys,
     })
 }
 

@@ -88,6 +88,11 @@ pub struct Filter {
     pub drop_commands: Vec<String>,
     /// Added to every key expiry written to the target.
     pub extend_ttl: Duration,
+    /// Set for one shard of a cluster source: its slot ranges (inclusive). Scopes what
+    /// the task removes from the shared target (a clear before a full resync, a
+    /// FLUSHALL / FLUSHDB of the shard) to keys in these slots, and applies FUNCTION
+    /// and SCRIPT only from the shard serving slot 0 (see [`crate::cluster_source`]).
+    pub source_slots: Vec<(u16, u16)>,
 }
 
 /// What to do with one command of the stream.
@@ -99,6 +104,9 @@ pub enum Verdict {
     Drop,
     /// Apply these commands instead, in order.
     Rewrite(Vec<Vec<Bytes>>),
+    /// Remove the task's own keys from the target ([`Filter::clear_target`]): a
+    /// FLUSHALL or FLUSHDB of one shard of a cluster source.
+    ClearOwnKeys,
 }
 
 /// A command the filter cannot apply honestly: the task stops.
@@ -193,6 +201,21 @@ impl Filter {
             && !self.exclude_prefixes.iter().any(|p| key.starts_with(p))
     }
 
+    /// Is `slot` one of this shard's (always, when the source is not a cluster)?
+    fn in_source_slots(&self, slot: u16) -> bool {
+        self.source_slots.is_empty()
+            || self
+                .source_slots
+                .iter()
+                .any(|&(first, last)| first <= slot && slot <= last)
+    }
+
+    /// Does the task own this key on the target: it writes it (prefix rules, own
+    /// keys) and, for a shard of a cluster source, it hashes into the shard's slots.
+    fn owns_key(&self, key: &[u8]) -> bool {
+        self.keeps_key(key) && self.in_source_slots(crate::slots::key_slot(key))
+    }
+
     /// Is this key of the snapshot written to the target?
     pub fn keeps_rdb_key(&self, db: u64, key: &[u8]) -> bool {
         self.is_db_selected(db) && self.keeps_key(key)
@@ -226,7 +249,14 @@ impl Filter {
     /// database 0 selected.
     pub async fn clear_target(&self, writer: &mut TargetWriter) -> Result<u64, ApplyError> {
         let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
-        if !prefix_rules && !self.has_db_rules() {
+        // Key by key: with prefix rules, or for one shard of a cluster source.
+        let by_key = prefix_rules || !self.source_slots.is_empty();
+        if by_key && writer.is_cluster() {
+            return Err(ApplyError::Cluster(
+                "removing only this task's keys (key prefix rules, or one shard of a cluster source) from a cluster target is not built: clear the target by hand (FLUSHALL on each primary) and start the task again".into(),
+            ));
+        }
+        if !by_key && !self.has_db_rules() {
             writer.push(&[b"FLUSHALL".as_slice()], None).await?;
             writer.drain().await?;
             return Ok(0);
@@ -251,7 +281,7 @@ impl Filter {
             writer
                 .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
                 .await?;
-            if !prefix_rules {
+            if !by_key {
                 writer.push(&[b"FLUSHDB".as_slice()], None).await?;
                 continue;
             }
@@ -270,7 +300,7 @@ impl Filter {
                         .await?;
                     let (next, keys) = scan_reply(reply);
                     let mut argv: Vec<Bytes> = vec![Bytes::from_static(b"UNLINK")];
-                    argv.extend(keys.into_iter().filter(|k| self.keeps_key(k)));
+                    argv.extend(keys.into_iter().filter(|k| self.owns_key(k)));
                     if argv.len() > 1 {
                         unlinked += argv.len() as u64 - 1;
                         writer.push(&argv, None).await?;
@@ -303,6 +333,14 @@ impl Filter {
         if self.drop_commands.iter().any(|d| is(d)) {
             return Ok(Verdict::Drop);
         }
+        if !self.source_slots.is_empty() {
+            if is("FLUSHALL") || is("FLUSHDB") {
+                return Ok(Verdict::ClearOwnKeys);
+            }
+            if (is("FUNCTION") || is("SCRIPT")) && !self.in_source_slots(0) {
+                return Ok(Verdict::Drop); // the shard serving slot 0 applies them
+            }
+        }
         if self.has_db_rules() {
             if let Some(verdict) = self.cross_db(argv, db)? {
                 return Ok(verdict);
@@ -326,6 +364,7 @@ impl Filter {
                     Some(one) if commands.is_empty() => rewritten = Some(one),
                     _ => return Err(error(argv, Vec::new(), "internal: a split into several")),
                 },
+                Verdict::ClearOwnKeys => return Ok(Verdict::ClearOwnKeys),
             }
         }
         if !self.extend_ttl.is_zero() {
@@ -788,5 +827,38 @@ mod tests {
     fn prefixes_become_escaped_scan_patterns() {
         assert_eq!(glob_prefix(b"user:"), b"user:*");
         assert_eq!(glob_prefix(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*");
+    }
+
+    /// One shard of a cluster source: a flush of the shard removes its own keys only,
+    /// FUNCTION/SCRIPT come from the shard serving slot 0 only, and everything else
+    /// passes as without slots.
+    #[test]
+    fn a_shard_of_a_cluster_source_owns_its_slots_only() {
+        let shard = |ranges: &[(u16, u16)]| Filter {
+            source_slots: ranges.to_vec(),
+            ..Filter::default()
+        };
+        let first = shard(&[(0, 5460)]);
+        let other = shard(&[(5461, 10921), (16000, 16383)]);
+        for flush in ["FLUSHALL", "FLUSHDB ASYNC", "flushall sync"] {
+            assert_eq!(first.command(&argv(flush), 0), Ok(Verdict::ClearOwnKeys));
+            assert_eq!(other.command(&argv(flush), 0), Ok(Verdict::ClearOwnKeys));
+        }
+        for global in ["FUNCTION FLUSH", "SCRIPT FLUSH"] {
+            assert_eq!(first.command(&argv(global), 0), Ok(Verdict::Keep));
+            assert_eq!(other.command(&argv(global), 0), Ok(Verdict::Drop));
+        }
+        assert_eq!(other.command(&argv("SET k v"), 0), Ok(Verdict::Keep));
+        // foo is in slot 12182, bar in 5061: owned by the second and the first shard.
+        assert!(!first.owns_key(b"foo") && first.owns_key(b"bar"));
+        assert!(!other.owns_key(b"foo") && !other.owns_key(b"bar"));
+        let in_second_range = format!("{{{}}}", crate::slots::hash_tag_of_slot(16100));
+        assert!(other.owns_key(in_second_range.as_bytes()));
+        assert!(!other.owns_key(b"LOCKSTEP_CHECKPOINT"));
+        // Without slots (a standalone source) FLUSHALL stays FLUSHALL.
+        assert_eq!(
+            Filter::default().command(&argv("FLUSHALL"), 0),
+            Ok(Verdict::Keep)
+        );
     }
 }

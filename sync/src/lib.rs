@@ -22,6 +22,8 @@
 //! - [`keys`]: which arguments of a command are keys (the filter, cluster routing).
 //! - [`slots`] and [`cluster`]: a Redis Cluster target: CRC16 hash slots, the slot
 //!   map, routing per primary with one exact checkpoint per slot.
+//! - [`cluster_source`]: a Redis Cluster source: one task per shard, each scoped to
+//!   its slots on the shared target, following failovers.
 //! - [`precheck`]: what must hold on both sides before a sync, item by item (reads only).
 //!
 //! This crate knows nothing about the command line; only `cli` prints.
@@ -29,6 +31,7 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod cluster;
+pub mod cluster_source;
 pub mod endpoint;
 pub mod engine;
 pub mod filter;

@@ -63,6 +63,15 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16(hash_tag(key)) & (SLOTS as u16 - 1)
 }
 
+/// The smallest number whose decimal text hashes to `slot`: `{<it>}` in a key puts
+/// the key in that slot.
+pub fn hash_tag_of_slot(slot: u16) -> String {
+    (0u32..)
+        .map(|n| n.to_string())
+        .find(|tag| key_slot(tag.as_bytes()) == slot)
+        .unwrap_or_default()
+}
+
 /// One primary and the slot ranges it serves, from `CLUSTER SLOTS`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shard {
@@ -150,5 +159,12 @@ mod tests {
         assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") & 16383);
         assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
         assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+        for slot in [0, 1, 5460, 5461, 10923, 16383] {
+            let tag = hash_tag_of_slot(slot);
+            assert_eq!(
+                key_slot(format!("LOCKSTEP_HEARTBEAT:{{{tag}}}").as_bytes()),
+                slot
+            );
+        }
     }
 }

@@ -654,3 +654,257 @@ async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
     task.finish().await?;
     Ok(())
 }
+
+// ---- A cluster as the source -------------------------------------------------
+
+/// One task per shard of `source_cluster` into `target_url`, spawned.
+async fn spawn_shard_tasks(
+    source_cluster: &Cluster,
+    target_url: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<SyncTask>> {
+    // Any node's address will do: the last one is a replica.
+    let seed = source_cluster
+        .nodes
+        .last()
+        .map(RedisServer::url)
+        .unwrap_or_default();
+    let mut base = SyncOptions::new(Endpoint::parse(&seed)?, Endpoint::parse(target_url)?, dir);
+    base.retry_window = Duration::from_secs(30);
+    let shards = lockstep_sync::cluster_source::expand(base).await?;
+    assert_eq!(shards.len(), 3, "one task per primary");
+    Ok(shards.into_iter().map(SyncTask::spawn).collect())
+}
+
+/// Writes into the source cluster: strings (some with TTLs), hashes, lists, sets
+/// and zsets over every slot range, and counters.
+async fn write_cluster(cluster: &Cluster, round: u32) -> anyhow::Result<()> {
+    let mut conn = cluster.cluster_client().await?;
+    for i in 0..300u32 {
+        redis::cmd("SET")
+            .arg(format!("s:{round}:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+        if i % 5 == 0 {
+            redis::cmd("SET")
+                .arg(format!("ttl:{round}:{i}"))
+                .arg(i)
+                .arg("EX")
+                .arg(3600)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        redis::cmd("HSET")
+            .arg(format!("h:{}", i % 40))
+            .arg(format!("f{round}:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("RPUSH")
+            .arg(format!("l:{}", i % 40))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("ZADD")
+            .arg(format!("z:{}", i % 30))
+            .arg(i)
+            .arg(format!("m{round}:{i}"))
+            .query_async::<()>(&mut conn)
+            .await?;
+        redis::cmd("INCR")
+            .arg(format!("counter:{}", i % 50))
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every key of every primary of `cluster` has the same value and TTL (2 s) on the
+/// target read through `read` (a standalone target, or the primaries of a target
+/// cluster), and the target holds no other key but lockstep's. `Ok(None)` when equal,
+/// else the first differences (for waiting until equal).
+async fn cluster_source_differences(
+    cluster: &Cluster,
+    target: &mut TargetReader,
+) -> anyhow::Result<Option<String>> {
+    let mut differences = Vec::new();
+    let mut total = 0usize;
+    for node in cluster.primaries().await? {
+        let mut src = node.client().await?;
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut src).await?;
+        for key in keys.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")) {
+            total += 1;
+            let dst = target.conn(key);
+            let (a, b) = (
+                canonical::read(&mut src, key).await?,
+                canonical::read(dst, key).await?,
+            );
+            let ttl_a: i64 = redis::cmd("PTTL").arg(key).query_async(&mut src).await?;
+            let ttl_b: i64 = redis::cmd("PTTL").arg(key).query_async(dst).await?;
+            let ttl_equal = (ttl_a < 0 && ttl_a == ttl_b)
+                || (ttl_a >= 0 && ttl_b >= 0 && (ttl_a - ttl_b).abs() <= 2000);
+            if a != b || !ttl_equal {
+                differences.push(String::from_utf8_lossy(key).into_owned());
+            }
+        }
+    }
+    let on_target = target.key_count().await?;
+    if on_target != total {
+        differences.push(format!(
+            "{on_target} keys on the target, {total} on the source"
+        ));
+    }
+    Ok((!differences.is_empty()).then(|| {
+        format!(
+            "{} differences, first: {:?}",
+            differences.len(),
+            &differences[..differences.len().min(5)]
+        )
+    }))
+}
+
+/// Waits (up to 60 s) until the target equals the source cluster; fails with the
+/// differences, or at once with a task's error if one ends.
+async fn wait_cluster_equal(
+    cluster: &Cluster,
+    target: &mut TargetReader,
+    tasks: &mut [SyncTask],
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for task in tasks.iter_mut() {
+            if task.handle.is_finished() {
+                let ended = (&mut task.handle).await?;
+                anyhow::bail!("a shard task ended: {ended:?}");
+            }
+        }
+        match cluster_source_differences(cluster, target).await? {
+            None => return Ok(()),
+            Some(diff) if std::time::Instant::now() > deadline => {
+                anyhow::bail!("the target never equalled the source cluster: {diff}")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+/// The target as read by the checker: a standalone server or a cluster's primaries.
+enum TargetReader {
+    Standalone(MultiplexedConnection),
+    Cluster(Primaries),
+}
+
+impl TargetReader {
+    fn conn(&mut self, key: &[u8]) -> &mut MultiplexedConnection {
+        match self {
+            TargetReader::Standalone(conn) => conn,
+            TargetReader::Cluster(primaries) => primaries.conn(key),
+        }
+    }
+
+    async fn key_count(&mut self) -> anyhow::Result<usize> {
+        let conns: Vec<&mut MultiplexedConnection> = match self {
+            TargetReader::Standalone(conn) => vec![conn],
+            TargetReader::Cluster(primaries) => primaries.by_port.values_mut().collect(),
+        };
+        let mut count = 0;
+        for conn in conns {
+            let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
+            count += keys.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count();
+        }
+        Ok(count)
+    }
+}
+
+/// A cluster source into a standalone target: one link per shard, a source failover
+/// followed without a full resync (the promoted replica continues the shard's
+/// history), and a FLUSHALL of one shard that removes that shard's keys only.
+#[tokio::test]
+async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -> anyhow::Result<()>
+{
+    let version = RedisVersion::V7_0;
+    let source = cluster(version).await?;
+    let target = RedisServer::start(ServerConfig::new(version)).await?;
+    write_cluster(&source, 0).await?;
+    let dir = tempfile::tempdir()?;
+    let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path()).await?;
+    write_cluster(&source, 1).await?;
+    let mut reader = TargetReader::Standalone(target.client().await?);
+    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+
+    // Node 3 replicates node 0: a coordinated failover while writes go on.
+    let writes = write_cluster(&source, 2);
+    let failover = source.failover(3, FailoverMode::Coordinated);
+    let (writes, failed_over) = tokio::join!(writes, failover);
+    writes?;
+    failed_over?;
+    write_cluster(&source, 3).await?;
+    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    for task in &tasks {
+        let progress = task.now();
+        assert_eq!(
+            progress.full_syncs, 1,
+            "the failover must not force a full resync: {progress:?}"
+        );
+    }
+    assert!(
+        tasks.iter().any(|t| t.now().partial_syncs >= 1),
+        "the failed-over shard did not resume by PSYNC"
+    );
+    // Its link follows the new primary (node 3: the old primary and lockstep are its
+    // replicas), not the old one (now a replica itself, with none of its own).
+    let replicas_of = |node: usize| {
+        let node = &source.nodes[node];
+        async move {
+            let info = node.info("replication").await?;
+            anyhow::Ok(info.int("connected_slaves")?)
+        }
+    };
+    assert_eq!(
+        replicas_of(3).await?,
+        2,
+        "node 3 should feed node 0 and lockstep"
+    );
+    assert_eq!(
+        replicas_of(0).await?,
+        0,
+        "lockstep still reads the old primary"
+    );
+
+    // A FLUSHALL on one primary empties that shard only; the target follows.
+    let primaries = source.primaries().await?;
+    let flushed = primaries.last().expect("three primaries");
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut flushed.client().await?)
+        .await?;
+    write_cluster(&source, 4).await?;
+    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    for task in tasks {
+        task.finish().await?;
+    }
+    Ok(())
+}
+
+/// A cluster into a cluster, on 6.2 and on 8.2: each shard's task routes into the
+/// target cluster by slot.
+#[tokio::test]
+async fn a_cluster_source_into_a_cluster_target() -> anyhow::Result<()> {
+    for version in [RedisVersion::V6_2, RedisVersion::V8_2] {
+        let source = cluster(version).await?;
+        let target = cluster(version).await?;
+        write_cluster(&source, 0).await?;
+        let dir = tempfile::tempdir()?;
+        let target_url = target.nodes[0].url();
+        let mut tasks = spawn_shard_tasks(&source, &target_url, dir.path()).await?;
+        write_cluster(&source, 1).await?;
+        let mut reader = TargetReader::Cluster(Primaries::of(&target).await?);
+        wait_cluster_equal(&source, &mut reader, &mut tasks)
+            .await
+            .map_err(|e| e.context(format!("{version:?}")))?;
+        for task in tasks {
+            task.finish().await?;
+        }
+    }
+    Ok(())
+}
