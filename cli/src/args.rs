@@ -88,6 +88,11 @@ pub struct SyncArgs {
     /// TRYAGAIN, MASTERDOWN); 1 to 1440 and less than --retry-minutes.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1440))]
     pub other_retry_minutes: u64,
+    /// For a Redis Cluster source: replicate each shard from one of its replicas
+    /// instead of its primary (the primary then takes no snapshot for lockstep); the
+    /// heartbeat is still written on the primary.
+    #[arg(long)]
+    pub read_from_replicas: bool,
     /// Do not write the LOCKSTEP_HEARTBEAT key on the source (for a read-only account;
     /// end-to-end lag is then not measured).
     #[arg(long)]

@@ -50,7 +50,7 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     for (index, url) in args.target.iter().enumerate() {
         let target = args.connection.endpoint(Side::Target, url)?;
         let options = engine_options(&args, source.clone(), target, index)?;
-        let shards = lockstep_sync::cluster_source::expand(options)
+        let shards = lockstep_sync::cluster_source::expand(options, args.read_from_replicas)
             .await
             .map_err(|err| {
                 anyhow::anyhow!("cannot learn whether the source {source} is a cluster: {err}")

@@ -36,8 +36,18 @@
 //! discovers the new layout: keys moving between two streams that are applied
 //! independently could otherwise arrive on the target in the wrong order.
 //!
+//! # Reading from replicas
+//! With [`SourceCluster::from_replica`] (the DTS "use slave node" option) a shard
+//! task reads the replication stream of one of the shard's replicas that its primary
+//! reports in sync (`INFO replication`, state online; `CLUSTER SLOTS` lists a
+//! replica only once the node asked has heard it holds data, and nodes disagree on
+//! that for a while). A replica serves PSYNC to its own replicas, and its
+//! replication id and offsets are its primary's, so a checkpoint is valid on either.
+//! The heartbeat is written on the primary. The full copy's snapshot is then taken
+//! by the replica, not the primary.
+//!
 //! Not built: noticing a reshard while a session runs (it is noticed at the next
-//! session); replicating from each shard's replica instead of its primary.
+//! session).
 
 use std::path::PathBuf;
 
@@ -54,6 +64,20 @@ pub struct SourceCluster {
     pub seeds: Vec<Endpoint>,
     /// The shard's slot ranges at discovery (inclusive).
     pub slots: Vec<(u16, u16)>,
+    /// Replicate from one of the shard's replicas instead of its primary (the DTS
+    /// "use slave node" option: the primary serves no full-sync snapshot); the
+    /// heartbeat is still written on the primary. A shard without a replica is read
+    /// from its primary, with a warning.
+    pub from_replica: bool,
+}
+
+/// Where a shard task reads and where it writes its heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardNodes {
+    /// The node whose replication stream the task reads.
+    pub read: Endpoint,
+    /// The shard's primary (the heartbeat's home).
+    pub primary: Endpoint,
 }
 
 /// Whether `endpoint` is a node of a Redis Cluster (`INFO cluster`).
@@ -112,7 +136,7 @@ pub async fn discover(
 
 /// The task's options per shard when `base.source` is a cluster node; `base` itself
 /// (one element) when it is a standalone server.
-pub async fn expand(base: SyncOptions) -> Result<Vec<SyncOptions>, SyncError> {
+pub async fn expand(base: SyncOptions, from_replica: bool) -> Result<Vec<SyncOptions>, SyncError> {
     let Some(cluster) = discover(&base.source, base.source_connection()).await? else {
         return Ok(vec![base]);
     };
@@ -123,12 +147,17 @@ pub async fn expand(base: SyncOptions) -> Result<Vec<SyncOptions>, SyncError> {
     Ok(cluster
         .shards
         .iter()
-        .map(|shard| shard_options(&base, shard, cluster.seeds.clone()))
+        .map(|shard| shard_options(&base, shard, cluster.seeds.clone(), from_replica))
         .collect())
 }
 
 /// The options of one shard's task.
-fn shard_options(base: &SyncOptions, shard: &Shard, seeds: Vec<Endpoint>) -> SyncOptions {
+fn shard_options(
+    base: &SyncOptions,
+    shard: &Shard,
+    seeds: Vec<Endpoint>,
+    from_replica: bool,
+) -> SyncOptions {
     let mut slots = shard.ranges.clone();
     slots.sort_unstable();
     let name = format!("shard{}", slots[0].0);
@@ -137,28 +166,48 @@ fn shard_options(base: &SyncOptions, shard: &Shard, seeds: Vec<Endpoint>) -> Syn
     options.task_name = format!("{}-{name}", base.task_name);
     options.checkpoint_dir = PathBuf::from(&base.checkpoint_dir).join(&name);
     options.filter.source_slots = slots.clone();
-    options.source_cluster = Some(SourceCluster { seeds, slots });
+    options.source_cluster = Some(SourceCluster {
+        seeds,
+        slots,
+        from_replica,
+    });
     options
 }
 
 impl SourceCluster {
-    /// The primary serving this shard's slots now, asked of the first seed that
+    /// The nodes serving this shard's slots now, asked of the first seed that
     /// answers. A connection-class error when none answers (a failover may be under
     /// way: the task retries); a permanent one when the slots moved.
-    pub async fn current_primary(&self, options: &SyncOptions) -> Result<Endpoint, SyncError> {
+    pub async fn current_nodes(&self, options: &SyncOptions) -> Result<ShardNodes, SyncError> {
         let mut last_error = None;
         for seed in &self.seeds {
-            let shards = async {
+            let reply = async {
                 let mut node =
                     TargetWriter::connect_to("source", seed, options.source_connection()).await?;
-                let reply = node.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
-                parse_cluster_slots(&reply, &seed.host).map_err(cluster_error)
+                Ok::<_, SyncError>(node.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?)
             }
             .await;
-            match shards {
-                Ok(shards) => return self.primary_in(&shards, options),
-                Err(err) => last_error = Some(err),
+            let reply = match reply {
+                Ok(reply) => reply,
+                Err(err) => {
+                    last_error = Some(err);
+                    continue;
+                }
+            };
+            let shards = parse_cluster_slots(&reply, &seed.host).map_err(cluster_error)?;
+            let primary = self.primary_in(&shards, options)?;
+            if !self.from_replica {
+                return Ok(ShardNodes {
+                    read: primary.clone(),
+                    primary,
+                });
             }
+            let replica = online_replica_of(&primary, options).await?;
+            let read = replica.unwrap_or_else(|| {
+                tracing::warn!(%primary, "the shard has no replica to read from: reading its primary");
+                primary.clone()
+            });
+            return Ok(ShardNodes { read, primary });
         }
         Err(last_error.unwrap_or_else(|| cluster_error("no seed node to ask".into())))
     }
@@ -189,6 +238,49 @@ impl SourceCluster {
     }
 }
 
+/// A replica of `primary` that is in sync with it, from the primary's own `INFO
+/// replication` (`CLUSTER SLOTS` lists a replica only once the node asked has heard
+/// by gossip that it holds data, and nodes disagree on that for a while).
+async fn online_replica_of(
+    primary: &Endpoint,
+    options: &SyncOptions,
+) -> Result<Option<Endpoint>, SyncError> {
+    let mut node = TargetWriter::connect_to("source", primary, options.source_connection()).await?;
+    let info = node.query(&[b"INFO".as_slice(), b"replication"]).await?;
+    let text = info
+        .as_bytes()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    // slave0:ip=10.0.0.5,port=6380,state=online,offset=...,lag=0 (port 0: a tool
+    // such as lockstep itself, which listens nowhere).
+    Ok(text.lines().find_map(|line| {
+        let fields = line.strip_prefix("slave")?.split_once(':')?.1;
+        let field = |name: &str| {
+            fields
+                .split(',')
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        };
+        let port: u16 = field("port")?.parse().ok().filter(|&p| p != 0)?;
+        let ip = field("ip")?;
+        (field("state")? == "online").then(|| at(primary, ip, port))
+    }))
+}
+
+/// A node's address in a `CLUSTER SLOTS` entry (`[host, port, id, ...]`).
+fn address(node: &Frame, seed_host: &str) -> Option<(String, u16)> {
+    let Frame::Array(node) = node else {
+        return None;
+    };
+    let host = match node.first().and_then(Frame::as_bytes) {
+        Some(h) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
+        _ => seed_host.to_owned(),
+    };
+    match node.get(1) {
+        Some(Frame::Integer(port)) => u16::try_from(*port).ok().map(|port| (host, port)),
+        _ => None,
+    }
+}
+
 /// Every node (primaries and replicas) a `CLUSTER SLOTS` reply names.
 fn node_addresses(reply: &Frame, seed_host: &str) -> Vec<(String, u16)> {
     let mut nodes = Vec::new();
@@ -199,18 +291,9 @@ fn node_addresses(reply: &Frame, seed_host: &str) -> Vec<(String, u16)> {
         let Frame::Array(fields) = range else {
             continue;
         };
-        for node in fields.iter().skip(2) {
-            let Frame::Array(node) = node else { continue };
-            let host = match node.first().and_then(Frame::as_bytes) {
-                Some(h) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
-                _ => seed_host.to_owned(),
-            };
-            if let Some(Frame::Integer(port)) = node.get(1) {
-                if let Ok(port) = u16::try_from(*port) {
-                    if !nodes.contains(&(host.clone(), port)) {
-                        nodes.push((host, port));
-                    }
-                }
+        for node in fields.iter().skip(2).filter_map(|n| address(n, seed_host)) {
+            if !nodes.contains(&node) {
+                nodes.push(node);
             }
         }
     }

@@ -88,6 +88,9 @@ pub struct SyncOptions {
     /// Set for one shard of a cluster source (see [`crate::cluster_source`]): before
     /// each session the task asks the cluster which primary serves its slots now.
     pub source_cluster: Option<SourceCluster>,
+    /// Where the heartbeat is written when not on `source` (a shard read from its
+    /// replica writes it on its primary).
+    pub heartbeat_at: Option<Endpoint>,
 }
 
 /// The name of a task that was given none.
@@ -152,6 +155,7 @@ impl SyncOptions {
             heartbeat: true,
             heartbeat_interval: Duration::from_secs(1),
             source_cluster: None,
+            heartbeat_at: None,
         }
     }
 }
@@ -306,12 +310,13 @@ pub async fn run(
         let before = progress.borrow().clone();
         let outcome = match options.source_cluster.clone() {
             // A shard of a cluster source: its primary may have changed (failover).
-            Some(cluster) => match cluster.current_primary(&options).await {
-                Ok(primary) => {
-                    if primary != options.source {
-                        tracing::info!(from = %options.source, to = %primary, "the shard's primary changed: following it");
+            Some(cluster) => match cluster.current_nodes(&options).await {
+                Ok(nodes) => {
+                    if nodes.read != options.source {
+                        tracing::info!(from = %options.source, to = %nodes.read, "the shard's node changed: following it");
                     }
-                    options.source = primary;
+                    options.source = nodes.read;
+                    options.heartbeat_at = Some(nodes.primary);
                     session(&options, &mut store, stop.clone(), &progress).await
                 }
                 Err(err) => Err(err),
@@ -982,8 +987,8 @@ impl Heartbeat {
             let tag = crate::slots::hash_tag_of_slot(first);
             key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
         }
-        match TargetWriter::connect_to("source", &options.source, options.source_connection()).await
-        {
+        let at = options.heartbeat_at.as_ref().unwrap_or(&options.source);
+        match TargetWriter::connect_to("source", at, options.source_connection()).await {
             Ok(connection) => Some(Heartbeat {
                 connection,
                 key,

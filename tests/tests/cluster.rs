@@ -662,6 +662,7 @@ async fn spawn_shard_tasks(
     source_cluster: &Cluster,
     target_url: &str,
     dir: &std::path::Path,
+    from_replica: bool,
 ) -> anyhow::Result<Vec<SyncTask>> {
     // Any node's address will do: the last one is a replica.
     let seed = source_cluster
@@ -671,7 +672,7 @@ async fn spawn_shard_tasks(
         .unwrap_or_default();
     let mut base = SyncOptions::new(Endpoint::parse(&seed)?, Endpoint::parse(target_url)?, dir);
     base.retry_window = Duration::from_secs(30);
-    let shards = lockstep_sync::cluster_source::expand(base).await?;
+    let shards = lockstep_sync::cluster_source::expand(base, from_replica).await?;
     assert_eq!(shards.len(), 3, "one task per primary");
     Ok(shards.into_iter().map(SyncTask::spawn).collect())
 }
@@ -828,7 +829,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     let target = RedisServer::start(ServerConfig::new(version)).await?;
     write_cluster(&source, 0).await?;
     let dir = tempfile::tempdir()?;
-    let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path()).await?;
+    let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
     write_cluster(&source, 1).await?;
     let mut reader = TargetReader::Standalone(target.client().await?);
     wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
@@ -896,7 +897,7 @@ async fn a_cluster_source_into_a_cluster_target() -> anyhow::Result<()> {
         write_cluster(&source, 0).await?;
         let dir = tempfile::tempdir()?;
         let target_url = target.nodes[0].url();
-        let mut tasks = spawn_shard_tasks(&source, &target_url, dir.path()).await?;
+        let mut tasks = spawn_shard_tasks(&source, &target_url, dir.path(), false).await?;
         write_cluster(&source, 1).await?;
         let mut reader = TargetReader::Cluster(Primaries::of(&target).await?);
         wait_cluster_equal(&source, &mut reader, &mut tasks)
@@ -905,6 +906,53 @@ async fn a_cluster_source_into_a_cluster_target() -> anyhow::Result<()> {
         for task in tasks {
             task.finish().await?;
         }
+    }
+    Ok(())
+}
+
+/// Read from the shards' replicas (the DTS "use slave node" option): the replicas
+/// feed lockstep, the primaries do not, and the target ends equal.
+#[tokio::test]
+async fn a_cluster_source_read_from_its_replicas() -> anyhow::Result<()> {
+    let version = RedisVersion::V7_0;
+    let source = cluster(version).await?;
+    let target = RedisServer::start(ServerConfig::new(version)).await?;
+    write_cluster(&source, 0).await?;
+    let dir = tempfile::tempdir()?;
+    let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), true).await?;
+    write_cluster(&source, 1).await?;
+    let mut reader = TargetReader::Standalone(target.client().await?);
+    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    for replica in source.replicas().await? {
+        let info = replica.info("replication").await?;
+        assert_eq!(
+            info.int("connected_slaves")?,
+            1,
+            "{}: lockstep reads it",
+            replica.addr()
+        );
+    }
+    for primary in source.primaries().await? {
+        let info = primary.info("replication").await?;
+        assert_eq!(
+            info.int("connected_slaves")?,
+            1,
+            "{}: only its replica",
+            primary.addr()
+        );
+    }
+    // The heartbeat reaches the target's view of lag through the replica's stream.
+    let mut measured = false;
+    for _ in 0..50 {
+        measured = tasks.iter().all(|t| t.now().heartbeat_lag_ms.is_some());
+        if measured {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(measured, "a shard measured no heartbeat");
+    for task in tasks {
+        task.finish().await?;
     }
     Ok(())
 }
