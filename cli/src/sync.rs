@@ -64,6 +64,10 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // The handlers are installed before any task starts: a signal that arrived
+    // before a spawned task got round to installing them killed the process at once
+    // (seen under load in CI: the first TERM ended it, with no drain).
+    let signals = Signals::install();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut views = Vec::new();
     let mut states = Vec::new();
@@ -111,7 +115,7 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
         let bound = crate::status::serve(crate::status::parse_addr(addr)?, task.clone()).await?;
         tracing::info!("status on http://{bound}/status and http://{bound}/metrics");
     }
-    tokio::spawn(stop_on_signals(stop_tx, states));
+    tokio::spawn(stop_on_signals(signals, stop_tx, states));
     let shown = display.spawn(task.clone());
 
     let mut failed = Vec::new();
@@ -243,20 +247,45 @@ async fn run_precheck(args: &SyncArgs, index: usize, options: &SyncOptions) -> a
     Ok(())
 }
 
-/// First SIGINT/SIGTERM: stop gracefully; second: exit 130 at once.
-async fn stop_on_signals(stop: watch::Sender<bool>, states: Vec<Arc<watch::Sender<TaskState>>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot listen for SIGINT/SIGTERM: a signal ends the process at once");
-        return;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(interrupt), Ok(terminate)) => Signals(Some((interrupt, terminate))),
+            _ => {
+                tracing::warn!(
+                    "cannot listen for SIGINT/SIGTERM: a signal ends the process at once"
+                );
+                Signals(None)
+            }
+        }
     }
+
+    /// The next SIGINT or SIGTERM (never, when they could not be installed).
+    async fn next(&mut self) {
+        match self.0.as_mut() {
+            Some((interrupt, terminate)) => tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop gracefully; second: exit 130 at once.
+async fn stop_on_signals(
+    mut signals: Signals,
+    stop: watch::Sender<bool>,
+    states: Vec<Arc<watch::Sender<TaskState>>>,
+) {
+    signals.next().await;
     tracing::info!(
         "stopping: draining the targets and storing the checkpoints (a second signal exits at once)"
     );
@@ -270,10 +299,7 @@ async fn stop_on_signals(stop: watch::Sender<bool>, states: Vec<Arc<watch::Sende
         });
     }
     let _ = stop.send(true);
-    tokio::select! {
-        _ = interrupt.recv() => {}
-        _ = terminate.recv() => {}
-    }
+    signals.next().await;
     tracing::warn!(
         "second signal: exiting now; the checkpoints mark only what the targets acknowledged"
     );

@@ -373,21 +373,41 @@ async fn a_second_signal_exits_at_once_with_130() -> anyhow::Result<()> {
     let mut sync = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
     sync.wait_log("phase=\"incremental\"", Duration::from_secs(20))
         .await?;
-    // A frozen target: the graceful stop waits for replies that do not come.
+    // A frozen target: the graceful stop waits for replies that do not come. The
+    // signal goes once lockstep holds unanswered writes (the source's offset runs
+    // ahead of what lockstep acknowledges), not on a guess of how long that takes.
     target.pause();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = source.info("replication").await?;
+        let master = info.int("master_repl_offset")?;
+        let acked = info
+            .get("slave0")
+            .and_then(|line| line.split(',').find_map(|f| f.strip_prefix("offset=")))
+            .and_then(|o| o.parse::<i64>().ok())
+            .unwrap_or(master);
+        if master - acked > 2000 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "lockstep never fell behind the frozen target"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     sync.signal("TERM")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let still_running = sync.child.try_wait()?.is_none();
-    sync.signal("TERM")?;
-    let code = sync.exit_code(Duration::from_secs(5)).await;
-    target.resume();
-    writer.stop().await?;
     assert!(
         still_running,
         "the first signal waits for the drain; log:\n{}",
         sync.log_text()
     );
+    sync.signal("TERM")?;
+    let code = sync.exit_code(Duration::from_secs(5)).await;
+    target.resume();
+    writer.stop().await?;
     assert_eq!(code?, Some(130), "{}", sync.log_text());
     Ok(())
 }

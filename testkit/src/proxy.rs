@@ -260,6 +260,8 @@ fn piece_bytes(rate_bytes_per_sec: u64) -> usize {
 
 /// State shared by the handle and every task of one proxy.
 struct Shared {
+    /// Where new connections are relayed to (see [`ProxyHandle::move_upstream`]).
+    upstream: watch::Sender<SocketAddr>,
     faults: watch::Sender<Faults>,
     /// Generation of cuts; every change closes the connections open at that moment.
     cuts: watch::Sender<u64>,
@@ -287,6 +289,14 @@ impl std::fmt::Debug for ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// Relays new connections to `upstream` from now on and closes the open ones:
+    /// what a virtual IP does when it moves to another server (a failover behind a
+    /// fixed address).
+    pub fn move_upstream(&self, upstream: SocketAddr) {
+        self.shared.upstream.send_replace(upstream);
+        self.cut_all();
+    }
+
     /// Closes every connection open now, on both sides. New ones are still accepted.
     pub fn cut_all(&self) {
         self.shared.cuts.send_modify(|generation| *generation += 1);
@@ -412,7 +422,6 @@ fn lock(bucket: &Mutex<TokenBucket>) -> std::sync::MutexGuard<'_, TokenBucket> {
 /// [`ProxyHandle`]; dropping it stops the proxy and closes every connection.
 pub struct FaultProxy {
     local_addr: SocketAddr,
-    upstream: SocketAddr,
     handle: ProxyHandle,
     stop: Option<oneshot::Sender<()>>,
     accept_task: JoinHandle<()>,
@@ -425,17 +434,17 @@ impl FaultProxy {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            upstream: watch::Sender::new(upstream),
             faults: watch::Sender::new(Faults::default()),
             cuts: watch::Sender::new(0),
             counters: Counters::default(),
             buckets: Default::default(),
         });
         let (stop, stopped) = oneshot::channel();
-        let accept_task = tokio::spawn(accept_loop(listener, upstream, shared.clone(), stopped));
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), stopped));
         tracing::debug!(%local_addr, %upstream, "fault proxy started");
         Ok(FaultProxy {
             local_addr,
-            upstream,
             handle: ProxyHandle { shared },
             stop: Some(stop),
             accept_task,
@@ -450,8 +459,9 @@ impl FaultProxy {
         self.local_addr.port()
     }
 
+    /// Where new connections go now.
     pub fn upstream(&self) -> SocketAddr {
-        self.upstream
+        *self.handle.shared.upstream.borrow()
     }
 
     /// `server`'s URL (scheme, credentials) with the proxy's port: a client of it
@@ -503,7 +513,7 @@ impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultProxy")
             .field("local_addr", &self.local_addr)
-            .field("upstream", &self.upstream)
+            .field("upstream", &self.upstream())
             .field("handle", &self.handle)
             .finish()
     }
@@ -511,7 +521,6 @@ impl std::fmt::Debug for FaultProxy {
 
 async fn accept_loop(
     listener: TcpListener,
-    upstream: SocketAddr,
     shared: Arc<Shared>,
     mut stopped: oneshot::Receiver<()>,
 ) {
@@ -532,6 +541,7 @@ async fn accept_loop(
                     }
                     // Subscribed here, so a cut issued from now on reaches it.
                     let cuts = shared.cuts.subscribe();
+                    let upstream = *shared.upstream.borrow();
                     connections.spawn(serve(client, upstream, shared.clone(), cuts));
                 }
                 Err(error) => {

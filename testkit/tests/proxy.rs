@@ -820,3 +820,42 @@ async fn a_missing_upstream_closes_the_client_and_is_counted() -> anyhow::Result
     assert_eq!(stats.connections_accepted, 1);
     Ok(())
 }
+
+/// Moving the upstream (a virtual IP after a failover): open connections are closed,
+/// new ones reach the new server.
+#[tokio::test]
+async fn move_upstream_closes_open_connections_and_sends_new_ones_elsewhere() -> anyhow::Result<()>
+{
+    let first = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let second = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let proxy = FaultProxy::start(first.addr()).await?;
+    let mut old = TcpStream::connect(("127.0.0.1", proxy.port())).await?;
+    old.write_all(PING).await?;
+    let mut pong = [0u8; PONG.len()];
+    old.read_exact(&mut pong).await?; // relayed: the proxy holds it
+    proxy.move_upstream(second.addr());
+    assert_eq!(proxy.upstream(), second.addr());
+    // The old connection ends (after whatever was already relayed).
+    let mut buf = vec![0u8; 4096];
+    let closed = tokio::time::timeout(ARRIVAL_BOUND, async {
+        loop {
+            match old.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the old connection stayed open");
+    // A new one reaches the second server: its port is what CONFIG GET port says.
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", proxy.port()))?
+        .get_multiplexed_async_connection()
+        .await?;
+    let port: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("port")
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(port[1], second.port().to_string());
+    Ok(())
+}
