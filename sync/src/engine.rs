@@ -907,6 +907,18 @@ async fn target_checkpoint(
 ) -> Result<Option<Checkpoint>, SyncError> {
     writer.query(&[b"SELECT".as_slice(), b"0"]).await?;
     let value = writer.query(&[b"GET".as_slice(), key]).await?;
+    if let Frame::Error(reply) = &value {
+        // Not "no checkpoint": taken for one, it would clear the target and copy
+        // everything again (a LOADING target, for one, answers so for a while).
+        return Err(ApplyError::Rejected {
+            endpoint: "target".into(),
+            command: "GET".into(),
+            key: String::from_utf8_lossy(key).into_owned(),
+            reply: String::from_utf8_lossy(reply).into_owned(),
+            hint: " (reading lockstep's checkpoint key)",
+        }
+        .into());
+    }
     let Some(text) = value
         .as_bytes()
         .map(|b| String::from_utf8_lossy(b).into_owned())

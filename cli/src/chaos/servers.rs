@@ -1,13 +1,16 @@
 //! The servers themselves fail: the source restarted with and without persistence,
-//! the target restarted with and without persistence, and the source failed over to
-//! its replica with the sync pointed at the new primary. lockstep promises the target
-//! ends equal to the source, with counters exact wherever the source kept its history.
+//! the target restarted with and without persistence, the target failed over to a
+//! replica that missed its last writes, and the source failed over to its replica
+//! with the sync pointed at the new primary. lockstep promises the target ends equal
+//! to the source, with counters exact wherever the source kept its history.
 
 use std::time::Duration;
 
 use anyhow::bail;
 use lockstep_testkit::server::Persistence;
-use lockstep_testkit::{RedisServer, ReplicaSet, ServerConfig};
+use lockstep_testkit::{FaultProxy, RedisServer, ReplicaSet, ServerConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::harness::{self, Engine};
 use super::network::FULL_RESYNC_DOCUMENTED;
@@ -45,6 +48,13 @@ pub fn scenarios() -> Vec<Scenario> {
             documented_short: "target failover: data loss",
             promise: "a target back empty has lost its checkpoint key with its data: the sync copies everything again, the target ends equal",
             run: |pair, seed| Box::pin(target_restart(pair, seed, false)),
+        },
+        Scenario {
+            name: "target-failover",
+            documented: TARGET_FAILOVER_DOCUMENTED,
+            documented_short: "target failover: data loss",
+            promise: "the promoted replica lost the old primary's last writes, and their checkpoint with them (one MULTI/EXEC): the sync resumes from the replica's own checkpoint and writes them again; counters exact, target equal",
+            run: |pair, seed| Box::pin(target_failover(pair, seed)),
         },
         Scenario {
             name: "source-failover",
@@ -195,5 +205,65 @@ async fn source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
     Ok(Outcome::new(format!(
         "failover to the replica: resumed with {} partial / 0 full syncs, counter 200 exact, {} keys equal",
         p.partial_syncs, report.keys_compared
+    )))
+}
+
+/// The target is a primary with a replica behind a fixed address (a virtual IP,
+/// here a proxy). The replica is promoted while the sync still writes to the old
+/// primary through the address, so the new primary misses those writes, as in an
+/// asynchronous failover; then the old primary dies and the address moves.
+async fn target_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let keys = 500 + seed % 500;
+    let source = RedisServer::start(ServerConfig::new(pair.source)).await?;
+    let mut targets = ReplicaSet::start(ServerConfig::new(pair.target), 1).await?;
+    let address = FaultProxy::start(targets.primary().addr()).await?;
+    harness::fill(&source, 0, "key:", keys).await?;
+    let dir = tempfile::tempdir()?;
+    let options = harness::options(
+        &source.url(),
+        &address.url_for(targets.primary()),
+        dir.path(),
+    )?;
+    let mut engine = Engine::spawn(options);
+    engine.caught_up(&source).await?;
+    // The replica holds the copy before the writes start (promoting one that is
+    // still loading its first sync would only show an empty target copied again).
+    targets.wait_in_sync().await?;
+    let (stop, writer) = counted_writer(&source)?;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
+    // The replica is promoted: from here on it gets nothing from the old primary,
+    // which still takes the sync's writes for a while.
+    let mut promoted = targets.servers[1].client().await?;
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async::<()>(&mut promoted)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(200..600))).await;
+    let old_counter = harness::read_int(&targets.servers[0], "counter").await?;
+    let new_counter = harness::read_int(&targets.servers[1], "counter").await?;
+    targets.servers[0].kill9();
+    address.move_upstream(targets.servers[1].addr());
+    tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await;
+    let _ = stop.send(true);
+    let done = writer.await??;
+    engine.caught_up(&source).await?;
+    let p = engine.now();
+    if old_counter <= new_counter {
+        bail!("the promoted replica missed nothing (counter {new_counter} on it, {old_counter} on the old primary): the fault did not happen");
+    }
+    if p.full_syncs != 1 || p.partial_syncs == 0 {
+        bail!("expected a partial resync from the promoted replica's checkpoint, no second copy: {p:?}");
+    }
+    let target = &targets.servers[1];
+    counters_exact(target, done).await?;
+    let report = harness::consistent(&source, target, keys).await?;
+    engine.finish().await?;
+    Ok(Outcome::new(format!(
+        "the promoted replica missed {} INCRs the old primary had applied; resumed from its own checkpoint ({} partial / 0 extra full syncs): counter {done} exact, {} keys equal",
+        old_counter - new_counter,
+        p.partial_syncs,
+        report.keys_compared
     )))
 }
