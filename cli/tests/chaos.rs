@@ -8,12 +8,10 @@
 use std::process::{Command, Output};
 
 /// Scenarios left out of this test because of a known, not yet explained failure
-/// (they stay in the catalog, and `lockstep chaos` reports them). The two bugs the
-/// catalog found first (`flushall-during-full-copy`, `target-restart-empty`) are
-/// fixed. `source-failover` failed once in a CI run under heavy load (seed 1,
-/// 7.0 -> 7.0): the task pointed at the promoted replica made a full resync instead
-/// of continuing; it passes on replay. See docs/consistency.md.
-const KNOWN_BUGS: &[&str] = &["source-failover"];
+/// (they stay in the catalog, and `lockstep chaos` reports them). None now: the
+/// `source-failover` flake was the testkit's replica set calling a replica in sync
+/// before the primary streamed to it (see docs/consistency.md).
+const KNOWN_BUGS: &[&str] = &[];
 
 fn lockstep(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lockstep"))

@@ -84,8 +84,18 @@ impl ReplicaSet {
             .map(|(_, s)| s)
     }
 
-    /// Waits until every replica's link is up and its offset equals the primary's.
+    /// Waits until every replica's link is up and its offset equals the primary's,
+    /// after a `PUBLISH` that moves the offset: after a diskless sync the primary
+    /// holds the stream until the replica's first ACK (up to a second), and equal
+    /// offsets before anything was written (both 0) said "in sync" while the writes
+    /// that followed were still held. A publish changes no data; lockstep drops it.
     pub async fn wait_in_sync(&self) -> anyhow::Result<()> {
+        let mut primary = self.primary().client().await?;
+        redis::cmd("PUBLISH")
+            .arg("__testkit:in-sync__")
+            .arg("1")
+            .query_async::<()>(&mut primary)
+            .await?;
         wait_until(
             "replicas in sync with the primary",
             CONVERGE_TIMEOUT,
