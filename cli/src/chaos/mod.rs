@@ -8,11 +8,12 @@
 //! scenarios, any version pairs, a time budget, scenarios in parallel) and
 //! `cli/tests/chaos.rs` runs it through that command. Families live one per file:
 //! [`flush`], [`expiry`], [`eviction`], [`restart`], [`network`], [`servers`],
-//! [`load`]; [`harness`] holds what they share. Random parts take the run's seed,
+//! [`load`], [`cluster`]; [`harness`] holds what they share. Random parts take the run's seed,
 //! printed with every failure so the run can be replayed with `--seed`.
 //! Redis binaries are the testkit's: `LOCKSTEP_REDIS_6_2`, `LOCKSTEP_REDIS_7_0` and
 //! `LOCKSTEP_REDIS_8_2` point at a user's own `redis-server` builds.
 
+mod cluster;
 mod eviction;
 mod expiry;
 mod flush;
@@ -113,6 +114,7 @@ pub fn catalog() -> Vec<Scenario> {
     all.extend(network::scenarios());
     all.extend(servers::scenarios());
     all.extend(load::scenarios());
+    all.extend(cluster::scenarios());
     all
 }
 

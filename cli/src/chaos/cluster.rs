@@ -1,0 +1,200 @@
+//! A Redis Cluster as the target: multi-key commands whose keys fall in different
+//! hash slots. DTS documents that they fail with CROSSSLOT; lockstep splits the ones
+//! whose meaning allows it (MSET, DEL, UNLINK, TOUCH, MSETNX) into one command per
+//! slot, and stops, naming the command and its keys, on one it cannot apply as the
+//! source did (a RENAME across slots), with nothing after it applied.
+//!
+//! Checked with plain reads: every source key against the primary serving its slot,
+//! and the cluster's key count against the source's (verify compares standalone
+//! deployments only).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use lockstep_sync::slots::key_slot;
+use lockstep_testkit::topology::{Cluster, ClusterSpec};
+use lockstep_testkit::{RedisServer, ServerConfig};
+use lockstep_verify::canonical;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use redis::aio::MultiplexedConnection;
+
+use super::harness::{self, Engine};
+use super::{Outcome, Pair, Scenario};
+
+const DOCUMENTED: &str = "A Redis cluster allows commands to operate on only a single slot. Multi-key commands across slots fail with CROSSSLOT Keys in request don't hash to the same slot. Run only single-key commands during synchronization.";
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![Scenario {
+        name: "cross-slot-into-cluster",
+        documented: DOCUMENTED,
+        documented_short: "cluster target: CROSSSLOT",
+        promise: "MSET/DEL/UNLINK across slots are split per slot and the cluster ends equal; a RENAME across slots stops the task naming it, nothing after it applied",
+        run: |pair, seed| Box::pin(multi_key_into_cluster(pair, seed)),
+    }]
+}
+
+async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let source = RedisServer::start(ServerConfig::new(pair.source)).await?;
+    let cluster = Cluster::start(ClusterSpec::new(ServerConfig::new(pair.target), 3, 1)).await?;
+    harness::fill(&source, 0, "key:", 300).await?;
+    let dir = tempfile::tempdir()?;
+    // Any node's address will do: the last one is a replica.
+    let seed_node = cluster.nodes.last().context("no cluster node")?;
+    let options = harness::options(&source.url(), &seed_node.url(), dir.path())?;
+    let mut engine = Engine::spawn(options);
+    engine.caught_up(&source).await?;
+
+    // Multi-key writes over many slots, during the stream.
+    let mut conn = source.client().await?;
+    let mut split = 0;
+    for round in 0..40 {
+        let width = rng.random_range(2..12);
+        let pairs: Vec<String> = (0..width)
+            .flat_map(|i| [format!("m:{round}:{i}"), rng.random::<u32>().to_string()])
+            .collect();
+        redis::cmd("MSET")
+            .arg(&pairs)
+            .query_async::<()>(&mut conn)
+            .await?;
+        let gone: Vec<String> = (0..rng.random_range(1..width))
+            .map(|i| format!("m:{round}:{i}"))
+            .collect();
+        let command = if round % 2 == 0 { "DEL" } else { "UNLINK" };
+        redis::cmd(command)
+            .arg(&gone)
+            .query_async::<()>(&mut conn)
+            .await?;
+        split += 2;
+    }
+    // Same hash tag: one slot, applied as it is.
+    redis::cmd("SET")
+        .arg("{tag}a")
+        .arg("moved")
+        .query_async::<()>(&mut conn)
+        .await?;
+    redis::cmd("RENAME")
+        .arg("{tag}a")
+        .arg("{tag}b")
+        .query_async::<()>(&mut conn)
+        .await?;
+    engine.caught_up(&source).await?;
+    let compared = cluster_equal(&source, &cluster).await?;
+
+    // Across slots: the task stops and names it; what follows is not applied.
+    redis::cmd("SET")
+        .arg("rename:from")
+        .arg("x")
+        .query_async::<()>(&mut conn)
+        .await?;
+    if key_slot(b"rename:from") == key_slot(b"rename:to") {
+        bail!("the scenario's keys share a slot");
+    }
+    redis::cmd("RENAME")
+        .arg("rename:from")
+        .arg("rename:to")
+        .query_async::<()>(&mut conn)
+        .await?;
+    redis::cmd("SET")
+        .arg("after:rename")
+        .arg("1")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let ended = tokio::time::timeout(Duration::from_secs(30), &mut engine.handle)
+        .await
+        .context("the task did not stop on a cross-slot RENAME")?
+        .context("the sync task")?;
+    let message = match ended {
+        Err(err) => err.to_string(),
+        Ok(summary) => bail!("the task ended well after a cross-slot RENAME: {summary:?}"),
+    };
+    if !message.contains("RENAME") || !message.contains("rename:from") {
+        bail!("the error does not name the command and its keys: {message}");
+    }
+    let mut primaries = Primaries::of(&cluster).await?;
+    let after: Option<String> = redis::cmd("GET")
+        .arg("after:rename")
+        .query_async(primaries.conn(b"after:rename")?)
+        .await?;
+    if after.is_some() {
+        bail!("a write after the refused RENAME reached the target");
+    }
+    Ok(Outcome::new(format!(
+        "{split} MSET/DEL/UNLINK over many slots split per slot: {compared} keys equal; a RENAME across slots stopped the task naming it, nothing after it applied"
+    )))
+}
+
+/// Connections to every primary and which one serves each slot.
+struct Primaries {
+    by_port: BTreeMap<u16, MultiplexedConnection>,
+    owner: Vec<u16>,
+}
+
+impl Primaries {
+    async fn of(cluster: &Cluster) -> anyhow::Result<Primaries> {
+        let mut by_port = BTreeMap::new();
+        let mut owner = vec![0u16; 16384];
+        let seed = cluster.nodes.last().context("no cluster node")?;
+        for view in cluster.node_views(seed).await? {
+            if !view.is_primary || view.slots.is_empty() {
+                continue;
+            }
+            for &(first, last) in &view.slots {
+                for slot in first..=last {
+                    owner[usize::from(slot)] = view.port;
+                }
+            }
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.port() == view.port)
+                .with_context(|| format!("primary {} is not ours", view.port))?;
+            by_port.insert(view.port, node.client().await?);
+        }
+        Ok(Primaries { by_port, owner })
+    }
+
+    fn conn(&mut self, key: &[u8]) -> anyhow::Result<&mut MultiplexedConnection> {
+        let slot = key_slot(key);
+        let port = self.owner[usize::from(slot)];
+        self.by_port
+            .get_mut(&port)
+            .with_context(|| format!("no primary serves slot {slot}"))
+    }
+}
+
+/// Every source key has the same value on the primary serving its slot, and the
+/// cluster holds no other key but lockstep's. Returns the keys compared.
+async fn cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow::Result<usize> {
+    let mut src = source.client().await?;
+    let mut primaries = Primaries::of(cluster).await?;
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut src).await?;
+    let keys: Vec<Vec<u8>> = keys
+        .into_iter()
+        .filter(|k| !k.starts_with(b"LOCKSTEP_"))
+        .collect();
+    for key in &keys {
+        let a = canonical::read(&mut src, key).await?;
+        let b = canonical::read(primaries.conn(key)?, key).await?;
+        if a != b {
+            bail!(
+                "{}: {a:?} on the source, {b:?} on the cluster",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
+    let mut on_cluster = 0;
+    for conn in primaries.by_port.values_mut() {
+        let all: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
+        on_cluster += all.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count();
+    }
+    if on_cluster != keys.len() {
+        bail!(
+            "{on_cluster} keys on the cluster, {} on the source",
+            keys.len()
+        );
+    }
+    Ok(keys.len())
+}
