@@ -84,24 +84,19 @@ impl ReplicaSet {
             .map(|(_, s)| s)
     }
 
-    /// Waits until every replica's link is up and its offset equals the primary's,
-    /// after a `PUBLISH` that moves the offset: after a diskless sync the primary
-    /// holds the stream until the replica's first ACK (up to a second), and equal
-    /// offsets before anything was written (both 0) said "in sync" while the writes
-    /// that followed were still held. A publish changes no data; lockstep drops it.
+    /// Waits until every replica's link is up and it has received everything the
+    /// primary had when this was called: a `PUBLISH` is sent once the links are up
+    /// (it changes no data; lockstep drops it), and every replica's offset must reach
+    /// the primary's offset after it. Comparing offsets alone was not enough: right
+    /// after a snapshot both sides stood at the same offset while the primary still
+    /// held the stream for the replica's first ACK (up to a second after a diskless
+    /// sync), and a replica promoted then came up without the writes that followed.
     pub async fn wait_in_sync(&self) -> anyhow::Result<()> {
-        let mut primary = self.primary().client().await?;
-        redis::cmd("PUBLISH")
-            .arg("__testkit:in-sync__")
-            .arg("1")
-            .query_async::<()>(&mut primary)
-            .await?;
         wait_until(
-            "replicas in sync with the primary",
+            "replicas linked to the primary",
             CONVERGE_TIMEOUT,
             || async {
                 let primary = self.primary().info("replication").await?;
-                let offset = primary.int("master_repl_offset")?;
                 let connected = primary.int("connected_slaves")?;
                 let expected = self.servers.len() as i64 - 1;
                 if connected != expected {
@@ -118,11 +113,34 @@ impl ReplicaSet {
                             info.get("master_link_status")
                         )));
                     }
-                    let replica_offset = info.int("slave_repl_offset")?;
-                    if replica_offset != offset {
+                }
+                Ok(Ok(()))
+            },
+        )
+        .await?;
+        let mut primary = self.primary().client().await?;
+        redis::cmd("PUBLISH")
+            .arg("__testkit:in-sync__")
+            .arg("1")
+            .query_async::<()>(&mut primary)
+            .await?;
+        let target = self
+            .primary()
+            .info("replication")
+            .await?
+            .int("master_repl_offset")?;
+        wait_until(
+            "replicas in sync with the primary",
+            CONVERGE_TIMEOUT,
+            || async {
+                for replica in self.replicas() {
+                    let info = replica.info("replication").await?;
+                    let offset = info.int("slave_repl_offset")?;
+                    if info.get("master_link_status") != Some("up") || offset < target {
                         return Ok(Err(format!(
-                            "replica {} at offset {replica_offset}, primary at {offset}",
-                            replica.addr()
+                            "replica {} at offset {offset} (link {:?}), primary at {target}",
+                            replica.addr(),
+                            info.get("master_link_status")
                         )));
                     }
                 }
