@@ -420,12 +420,18 @@ async fn keys_per_second(target: &RedisServer, from: i64, to: i64) -> anyhow::Re
     }
 }
 
-fn assert_within_10_percent(what: &str, measured: f64, wanted: f64) {
-    let error = (measured - wanted).abs() / wanted;
+/// The throttle holds: never more than 10 percent over the limit (the hard side).
+/// Under it, only a wide soft bound (25 percent): a loaded machine may not reach the
+/// limit at all (CI once measured 868/s against 1000/s with four tests at once).
+fn assert_throttled(what: &str, measured: f64, wanted: f64) {
     eprintln!("{what}: {measured:.1}/s measured at the target, limit {wanted:.1}/s");
     assert!(
-        error < 0.10,
-        "{what}: {measured:.1}/s measured at the target, limit {wanted}/s"
+        measured < wanted * 1.10,
+        "{what}: {measured:.1}/s measured at the target, over the limit {wanted}/s"
+    );
+    assert!(
+        measured > wanted * 0.75,
+        "{what}: {measured:.1}/s measured at the target, far under the limit {wanted}/s"
     );
 }
 
@@ -475,7 +481,7 @@ async fn full_copy_throttles_hold_keys_and_bytes_per_second() -> anyhow::Result<
             (_, Some(mb)) => mb * 1e6 / (value_bytes + 11 + 5) as f64,
             _ => unreachable!(),
         };
-        assert_within_10_percent("full copy", measured, wanted);
+        assert_throttled("full copy", measured, wanted);
         task.handle.await??;
         assert_eq!(keys(&target, 1).await?.len(), count);
     }
@@ -506,7 +512,7 @@ async fn incremental_throttles_hold_commands_and_bytes_per_second() -> anyhow::R
             (_, Some(mb)) => mb * 1e6 / (value_bytes + 33) as f64,
             _ => unreachable!(),
         };
-        assert_within_10_percent("incremental", measured, wanted);
+        assert_throttled("incremental", measured, wanted);
         // The link stayed up while throttled: no second full sync.
         caught_up(&mut task, &source).await?;
         assert_eq!(task.now().full_syncs, 1);
