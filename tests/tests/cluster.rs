@@ -251,6 +251,16 @@ async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result
     }
     caught_up(&mut task, &source).await?;
     assert_cluster_equal(&source, &cluster).await?;
+    let target_url = cluster
+        .nodes
+        .last()
+        .map(RedisServer::url)
+        .unwrap_or_default();
+    let report = verify(&source.url(), &target_url).await?;
+    assert!(
+        report.is_consistent(),
+        "verify, standalone -> cluster: {report}"
+    );
     let progress = task.now();
     assert_eq!(
         progress.full_syncs, 1,
@@ -790,6 +800,21 @@ async fn wait_cluster_equal(
     }
 }
 
+/// `lockstep verify` between any node of `source` and any node of `target` (either
+/// may be a cluster): its report.
+async fn verify(source_url: &str, target_url: &str) -> anyhow::Result<lockstep_verify::Report> {
+    let options = lockstep_verify::CompareOptions {
+        dbs: vec![0],
+        ..Default::default()
+    };
+    lockstep_verify::compare(
+        &redis::Client::open(source_url)?,
+        &redis::Client::open(target_url)?,
+        &options,
+    )
+    .await
+}
+
 /// The target as read by the checker: a standalone server or a cluster's primaries.
 enum TargetReader {
     Standalone(MultiplexedConnection),
@@ -884,6 +909,63 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     for task in tasks {
         task.finish().await?;
     }
+
+    // verify reads the cluster side through its primaries: consistent, then exactly
+    // the differences made on the target.
+    let seed = source
+        .nodes
+        .last()
+        .map(RedisServer::url)
+        .unwrap_or_default();
+    let report = verify(&seed, &target.url()).await?;
+    assert!(report.is_consistent(), "{report}");
+    assert!(report.keys_compared > 500, "{report}");
+    let mut t = target.client().await?;
+    redis::cmd("SET")
+        .arg("s:4:7")
+        .arg("changed")
+        .query_async::<()>(&mut t)
+        .await?;
+    redis::cmd("DEL")
+        .arg("s:4:8")
+        .query_async::<()>(&mut t)
+        .await?;
+    redis::cmd("SET")
+        .arg("only:on:target")
+        .arg(1)
+        .query_async::<()>(&mut t)
+        .await?;
+    let report = verify(&seed, &target.url()).await?;
+    let mut found: Vec<(String, String)> = report
+        .differences
+        .iter()
+        .map(|d| {
+            (
+                String::from_utf8_lossy(&d.key).into_owned(),
+                d.kind.as_str().to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    let kinds = |k: lockstep_verify::DifferenceKind| k.as_str().to_owned();
+    assert_eq!(
+        found,
+        vec![
+            (
+                "only:on:target".to_owned(),
+                kinds(lockstep_verify::DifferenceKind::ExtraOnTarget)
+            ),
+            (
+                "s:4:7".to_owned(),
+                kinds(lockstep_verify::DifferenceKind::Value)
+            ),
+            (
+                "s:4:8".to_owned(),
+                kinds(lockstep_verify::DifferenceKind::MissingOnTarget)
+            ),
+        ],
+        "{report}"
+    );
     Ok(())
 }
 
@@ -906,6 +988,14 @@ async fn a_cluster_source_into_a_cluster_target() -> anyhow::Result<()> {
         for task in tasks {
             task.finish().await?;
         }
+        // Both sides clusters for verify too.
+        let seed = source
+            .nodes
+            .last()
+            .map(RedisServer::url)
+            .unwrap_or_default();
+        let report = verify(&seed, &target_url).await?;
+        assert!(report.is_consistent(), "{version:?}: {report}");
     }
     Ok(())
 }

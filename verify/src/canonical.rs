@@ -12,7 +12,7 @@
 //!   `native_replica_baseline` test), so comparing them would report Redis's own
 //!   replication as inconsistent.
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 use redis::Value as Reply;
 
 /// A value in canonical form.
@@ -34,7 +34,10 @@ pub enum Canonical {
 }
 
 /// Reads `key` from the current database of `conn`.
-pub async fn read(conn: &mut MultiplexedConnection, key: &[u8]) -> redis::RedisResult<Canonical> {
+pub async fn read(
+    conn: &mut (impl ConnectionLike + Send),
+    key: &[u8],
+) -> redis::RedisResult<Canonical> {
     let kind: String = redis::cmd("TYPE").arg(key).query_async(conn).await?;
     Ok(match kind.as_str() {
         "none" => Canonical::Gone,
@@ -107,7 +110,7 @@ pub(crate) struct GroupState {
 /// The consumer groups of stream `key`: name, last-delivered ID and PEL. Idle
 /// consumers are left out (see the module doc).
 pub(crate) async fn stream_groups(
-    conn: &mut MultiplexedConnection,
+    conn: &mut (impl ConnectionLike + Send),
     key: &[u8],
 ) -> redis::RedisResult<Vec<GroupState>> {
     let infos: Vec<Reply> = redis::cmd("XINFO")

@@ -49,10 +49,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::side::Conn;
 use anyhow::Context;
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value as Reply};
+use redis::Value as Reply;
 use roaring::RoaringBitmap;
 
 use crate::digest;
@@ -551,8 +551,8 @@ impl Tally {
 
 /// `workers` connections to one database on each side.
 struct Pools {
-    src: Vec<MultiplexedConnection>,
-    dst: Vec<MultiplexedConnection>,
+    src: Vec<Conn>,
+    dst: Vec<Conn>,
 }
 
 impl Pools {
@@ -591,7 +591,7 @@ async fn run_batches<F, Fut>(
     each: F,
 ) -> anyhow::Result<()>
 where
-    F: Fn(MultiplexedConnection, MultiplexedConnection, Vec<Vec<u8>>) -> Fut,
+    F: Fn(Conn, Conn, Vec<Vec<u8>>) -> Fut,
     Fut: Future<Output = anyhow::Result<Outcome>>,
 {
     let workers = pools.src.len().max(1);
@@ -790,7 +790,7 @@ async fn quiet_states(ctx: &Ctx, pools: &Pools) -> Option<(QuietState, QuietStat
     Some((s.ok()?, d.ok()?))
 }
 
-async fn quiet_state(ctx: &Ctx, mut conn: MultiplexedConnection) -> anyhow::Result<QuietState> {
+async fn quiet_state(ctx: &Ctx, mut conn: Conn) -> anyhow::Result<QuietState> {
     const FIELDS: [&str; 8] = [
         "rdb_changes_since_last_save",
         "rdb_bgsave_in_progress",
@@ -841,33 +841,14 @@ async fn quiet_state(ctx: &Ctx, mut conn: MultiplexedConnection) -> anyhow::Resu
     })
 }
 
-/// `n` connections to database `db` of `client`, without a response timeout (a big
-/// pipeline may take longer than the client's default of 500 ms).
-async fn connect(
-    client: &redis::Client,
-    db: u32,
-    n: usize,
-) -> anyhow::Result<Vec<MultiplexedConnection>> {
-    let info = client.get_connection_info().clone();
-    let settings = info.redis_settings().clone().set_db(i64::from(db));
-    let client = redis::Client::open(info.set_redis_settings(settings))?;
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        out.push(
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .with_context(|| format!("database {db}"))?,
-        );
-    }
-    Ok(out)
+async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Result<Vec<Conn>> {
+    crate::side::connect(client, db, n).await
 }
 
 /// Batches of wanted keys for which `chosen` holds, SCAN by SCAN.
 fn scan<'a>(
     ctx: &'a Ctx,
-    conn: MultiplexedConnection,
+    conn: Conn,
     limiter: Limiter,
     chosen: &'a (dyn Fn(&[u8]) -> bool + Sync),
 ) -> impl Stream<Item = anyhow::Result<Batch>> + 'a {
@@ -942,7 +923,7 @@ struct FirstRead {
 /// exist (and INFO is not asked again).
 async fn first_read(
     ctx: &Ctx,
-    mut conn: MultiplexedConnection,
+    mut conn: Conn,
     db: u32,
     keys: &[Vec<u8>],
     ttls: &AtomicBool,
@@ -1018,7 +999,7 @@ fn keyspace_expires(info: &str, db: u32) -> Option<u64> {
 /// already, only when this side holds TTLs (else -1). Returns the heads and the time
 /// the PTTLs were read (unix ms).
 async fn heads_after(
-    conn: MultiplexedConnection,
+    conn: Conn,
     keys: &[Vec<u8>],
     strings: &[bool],
     first: &FirstRead,
@@ -1063,10 +1044,7 @@ async fn heads_after(
 }
 
 /// TYPE and PTTL of every key, pipelined.
-async fn heads(
-    mut conn: MultiplexedConnection,
-    keys: &[Vec<u8>],
-) -> anyhow::Result<(Vec<Head>, i64)> {
+async fn heads(mut conn: Conn, keys: &[Vec<u8>]) -> anyhow::Result<(Vec<Head>, i64)> {
     let mut pipe = redis::pipe();
     for k in keys {
         pipe.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
@@ -1101,10 +1079,7 @@ fn tolerant_pipe() -> redis::Pipeline {
 /// (a key retyped between two reads: WRONGTYPE) becomes Nil, which differs from the
 /// other side's reply and is read again in a later round; a failed connection is an
 /// error.
-async fn replies(
-    mut conn: MultiplexedConnection,
-    pipe: &redis::Pipeline,
-) -> anyhow::Result<Vec<Reply>> {
+async fn replies(mut conn: Conn, pipe: &redis::Pipeline) -> anyhow::Result<Vec<Reply>> {
     if pipe.is_empty() {
         return Ok(Vec::new());
     }
@@ -1160,8 +1135,8 @@ fn dumped(ctx: &Ctx, a: &Reply, b: &Reply) -> Dumped {
 /// from the source is skipped; in a re-check it is extra if the target has it.
 async fn compare_batch(
     ctx: &Ctx,
-    src: MultiplexedConnection,
-    dst: MultiplexedConnection,
+    src: Conn,
+    dst: Conn,
     db: u32,
     keys: Vec<Vec<u8>>,
     recheck: bool,
@@ -1399,8 +1374,8 @@ fn string_hint(a: &[u8], b: &[u8]) -> String {
 /// still on the target, and not about to expire, are extra.
 async fn extra_batch(
     ctx: &Ctx,
-    src: MultiplexedConnection,
-    dst: MultiplexedConnection,
+    src: Conn,
+    dst: Conn,
     db: u32,
     keys: Vec<Vec<u8>>,
 ) -> anyhow::Result<Outcome> {

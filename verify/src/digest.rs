@@ -17,7 +17,7 @@
 //! read; that can only happen while the key is written to, and shows as a value
 //! difference that a later round re-checks (see `compare`'s rounds).
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 use redis::Value as Reply;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
@@ -130,7 +130,7 @@ pub fn of_list<'a>(elements: impl IntoIterator<Item = &'a [u8]>) -> Digest {
 /// Reads the digest of `key` (of type `kind`, as TYPE names it) from the current
 /// database of `conn`, `chunk` elements per command. Strings are read whole.
 pub async fn read(
-    conn: &mut MultiplexedConnection,
+    conn: &mut (impl ConnectionLike + Send),
     key: &[u8],
     kind: &str,
     chunk: usize,
@@ -219,7 +219,7 @@ pub async fn read(
 
 /// Runs an SSCAN/HSCAN to its end, handing each batch of items to `each`.
 async fn scan_each(
-    conn: &mut MultiplexedConnection,
+    conn: &mut (impl ConnectionLike + Send),
     command: &str,
     key: &[u8],
     chunk: usize,
@@ -246,7 +246,7 @@ async fn scan_each(
 /// last-delivered ID and pending entries (ID, consumer, delivery count), as
 /// `canonical` compares them.
 async fn stream(
-    conn: &mut MultiplexedConnection,
+    conn: &mut (impl ConnectionLike + Send),
     key: &[u8],
     chunk: usize,
 ) -> redis::RedisResult<Digest> {

@@ -17,6 +17,8 @@
 //!   tests and small values).
 //! - [`track`]: compact sets (roaring bitmaps): fingerprints of differing keys beyond
 //!   the listed ones, and the cluster hash slots a run covered.
+//! - [`side`]: a connection to one side, standalone or a Redis Cluster read through
+//!   its primaries (commands routed by slot, SCAN over every primary).
 //! - [`output`]: the CSV of differences (keys written losslessly), the JSON summary,
 //!   and reading key lists back (`--keys-from`, `--recheck`).
 
@@ -24,6 +26,7 @@ pub mod canonical;
 pub mod compare;
 pub mod digest;
 pub mod output;
+pub mod side;
 pub mod track;
 
 pub use compare::{
