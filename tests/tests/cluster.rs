@@ -803,8 +803,17 @@ async fn wait_cluster_equal(
 /// `lockstep verify` between any node of `source` and any node of `target` (either
 /// may be a cluster): its report.
 async fn verify(source_url: &str, target_url: &str) -> anyhow::Result<lockstep_verify::Report> {
+    verify_dbs(source_url, target_url, vec![0]).await
+}
+
+/// The same over databases `dbs`.
+async fn verify_dbs(
+    source_url: &str,
+    target_url: &str,
+    dbs: Vec<u32>,
+) -> anyhow::Result<lockstep_verify::Report> {
     let options = lockstep_verify::CompareOptions {
-        dbs: vec![0],
+        dbs,
         ..Default::default()
     };
     lockstep_verify::compare(
@@ -965,6 +974,24 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
             ),
         ],
         "{report}"
+    );
+    // A cluster has database 0 only: a key in another database of the standalone
+    // side is extra, not skipped.
+    let mut db1 = redis::Client::open(format!("{}/1", target.url()))?
+        .get_multiplexed_async_connection()
+        .await?;
+    redis::cmd("SET")
+        .arg("in:db1")
+        .arg(1)
+        .query_async::<()>(&mut db1)
+        .await?;
+    let report = verify_dbs(&seed, &target.url(), vec![1]).await?;
+    assert_eq!(report.differences.len(), 1, "{report}");
+    assert_eq!(report.differences[0].db, 1);
+    assert_eq!(report.differences[0].key, b"in:db1");
+    assert_eq!(
+        report.differences[0].kind,
+        lockstep_verify::DifferenceKind::ExtraOnTarget
     );
     Ok(())
 }

@@ -16,6 +16,10 @@
 //! - `DBSIZE` is the sum over the primaries; `INFO` is answered with an error, which
 //!   turns off the count proof of [`crate::compare`] (the target is then scanned).
 //!
+//! A cluster has database 0 only: any other database of a cluster side is an empty
+//! one ([`Conn::Absent`]), so keys in it on the other side are reported as extra or
+//! missing, never skipped.
+//!
 //! The slot map is read once per connection: a cluster that reshards during a
 //! comparison answers `MOVED`, which reads as a difference and is read again in the
 //! next round.
@@ -33,6 +37,9 @@ use crate::track::{key_slot, SLOTS as SLOT_COUNT};
 pub enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConn),
+    /// A database a cluster does not have (any but 0): empty, so that keys in that
+    /// database on the other side are reported, not skipped.
+    Absent,
 }
 
 /// The primaries of a cluster and which one serves each slot.
@@ -51,10 +58,8 @@ const NODE_SHIFT: u32 = 56;
 /// of a cluster will do), without a response timeout (a big pipeline may take longer
 /// than the client's default of 500 ms).
 pub async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Result<Vec<Conn>> {
-    let first = open(client, db)
-        .await
-        .with_context(|| format!("database {db}"))?;
-    let mut probe = first.clone();
+    // Asked on database 0: a cluster refuses SELECT of any other.
+    let mut probe = open(client, 0).await?;
     // A user without INFO (a restricted audit account) is taken to be on a
     // standalone server: a cluster would answer its reads with MOVED, which show as
     // differences, not as a silent pass.
@@ -64,16 +69,18 @@ pub async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Resul
         .await
         .unwrap_or_default();
     if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
-        let mut out = vec![Conn::Single(first)];
-        for _ in 1..n {
-            out.push(Conn::Single(open(client, db).await?));
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            let conn = open(client, db)
+                .await
+                .with_context(|| format!("database {db}"))?;
+            out.push(Conn::Single(conn));
         }
         return Ok(out);
     }
-    anyhow::ensure!(
-        db == 0,
-        "database {db}: a Redis Cluster has database 0 only"
-    );
+    if db != 0 {
+        return Ok(vec![Conn::Absent; n.max(1)]);
+    }
     let slots: Value = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(&mut probe)
@@ -363,11 +370,38 @@ enum Plan {
     Local(Value),
 }
 
+/// What an empty database answers to `cmd`.
+fn absent_reply(cmd: &Cmd) -> Value {
+    let name = cmd
+        .args_iter()
+        .next()
+        .and_then(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes.to_ascii_uppercase()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    match name.as_slice() {
+        b"SCAN" => Value::Array(vec![
+            Value::BulkString(b"0".to_vec()),
+            Value::Array(Vec::new()),
+        ]),
+        b"DBSIZE" | b"EXISTS" => Value::Int(0),
+        b"PTTL" | b"TTL" => Value::Int(-2),
+        b"TYPE" => Value::SimpleString("none".into()),
+        b"MGET" => Value::Array(vec![Value::Nil; cmd.args_iter().len().saturating_sub(1)]),
+        b"INFO" => redis::parse_redis_value(b"-ERR no such database in a cluster\r\n")
+            .unwrap_or(Value::Nil),
+        b"LRANGE" | b"ZRANGE" | b"SMEMBERS" | b"HGETALL" | b"XRANGE" => Value::Array(Vec::new()),
+        _ => Value::Nil,
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(cluster) => Box::pin(cluster.one(cmd)),
+            Conn::Absent => Box::pin(async move { Ok(absent_reply(cmd)) }),
         }
     }
 
@@ -384,13 +418,21 @@ impl ConnectionLike for Conn {
                 let replies = cluster.run(pipeline.cmd_iter().cloned().collect()).await?;
                 Ok(replies.into_iter().skip(offset).take(count).collect())
             }),
+            Conn::Absent => Box::pin(async move {
+                Ok(pipeline
+                    .cmd_iter()
+                    .map(absent_reply)
+                    .skip(offset)
+                    .take(count)
+                    .collect())
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Cluster(_) => 0,
+            Conn::Cluster(_) | Conn::Absent => 0,
         }
     }
 }

@@ -1,12 +1,13 @@
-//! A Redis Cluster as the target: multi-key commands whose keys fall in different
-//! hash slots. DTS documents that they fail with CROSSSLOT; lockstep splits the ones
+//! Redis Clusters. As the source: a primary fails over to its replica while every
+//! shard streams (DTS documents a full resynchronization on a source failover). As
+//! the target: multi-key commands whose keys fall in different hash slots. DTS documents that they fail with CROSSSLOT; lockstep splits the ones
 //! whose meaning allows it (MSET, DEL, UNLINK, TOUCH, MSETNX) into one command per
 //! slot, and stops, naming the command and its keys, on one it cannot apply as the
 //! source did (a RENAME across slots), with nothing after it applied.
 //!
-//! Checked with plain reads: every source key against the primary serving its slot,
-//! and the cluster's key count against the source's (verify compares standalone
-//! deployments only).
+//! The cross-slot scenario is checked with plain reads (every source key against the
+//! primary serving its slot); the failover scenario with verify, which reads a
+//! cluster side through its primaries.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,13 +27,137 @@ use super::{Outcome, Pair, Scenario};
 const DOCUMENTED: &str = "A Redis cluster allows commands to operate on only a single slot. Multi-key commands across slots fail with CROSSSLOT Keys in request don't hash to the same slot. Run only single-key commands during synchronization.";
 
 pub fn scenarios() -> Vec<Scenario> {
-    vec![Scenario {
+    vec![
+        Scenario {
+            name: "cluster-source-failover",
+            documented: super::network::FULL_RESYNC_DOCUMENTED,
+            documented_short: "source failover: full resync",
+            promise: "each shard has its own link and checkpoint; the failed-over shard follows its promoted replica by PSYNC (no full copy), counters over every shard exact, verify consistent",
+            run: |pair, seed| Box::pin(cluster_source_failover(pair, seed)),
+        },
+        Scenario {
         name: "cross-slot-into-cluster",
         documented: DOCUMENTED,
         documented_short: "cluster target: CROSSSLOT",
         promise: "MSET/DEL/UNLINK across slots are split per slot and the cluster ends equal; a RENAME across slots stops the task naming it, nothing after it applied",
         run: |pair, seed| Box::pin(multi_key_into_cluster(pair, seed)),
-    }]
+    },
+    ]
+}
+
+/// A 3x1 cluster source into a standalone target, one task per shard; a coordinated
+/// failover of a random shard while counters over every shard are incremented.
+async fn cluster_source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let source = Cluster::start(ClusterSpec::new(ServerConfig::new(pair.source), 3, 1)).await?;
+    let target = RedisServer::start(ServerConfig::new(pair.target)).await?;
+    let mut conn = source.cluster_client().await?;
+    for i in 0..600 {
+        redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let seed_node = source.nodes.last().context("no cluster node")?;
+    let base = harness::options(&seed_node.url(), &target.url(), dir.path())?;
+    let shards = lockstep_sync::cluster_source::expand(base, false).await?;
+    if shards.len() != 3 {
+        bail!("{} shard tasks for 3 primaries", shards.len());
+    }
+    let mut engines: Vec<Engine> = shards.into_iter().map(Engine::spawn).collect();
+    // Counters on every shard, before, during and after the failover.
+    let counters: Vec<String> = (0..30).map(|i| format!("counter:{i}")).collect();
+    let mut done = 0u64;
+    let mut incr = |conn: &mut redis::cluster_async::ClusterConnection, rounds: u64| {
+        done += rounds;
+        let conn = conn.clone();
+        let counters = counters.clone();
+        async move {
+            let mut conn = conn;
+            for _ in 0..rounds {
+                for counter in &counters {
+                    redis::cmd("INCR")
+                        .arg(counter)
+                        .query_async::<()>(&mut conn)
+                        .await?;
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    incr(&mut conn, 5).await?;
+    // Nodes 3, 4, 5 replicate nodes 0, 1, 2.
+    let replica = 3 + rng.random_range(0..3usize);
+    let during = incr(&mut conn, 5);
+    let failover = source.failover(
+        replica,
+        lockstep_testkit::topology::FailoverMode::Coordinated,
+    );
+    let (during, failed_over) = tokio::join!(during, failover);
+    during?;
+    failed_over?;
+    // The cluster client follows the new primary (MOVED).
+    incr(&mut conn, 5).await?;
+    let report = wait_verified(&seed_node.url(), &target, &mut engines).await?;
+    for (i, counter) in counters.iter().enumerate() {
+        let mut t = target.client().await?;
+        let value: u64 = redis::cmd("GET").arg(counter).query_async(&mut t).await?;
+        if value != done {
+            bail!("{counter} (#{i}) is {value} on the target after {done} INCRs");
+        }
+    }
+    let mut partial = 0;
+    for engine in &engines {
+        let p = engine.now();
+        if p.full_syncs != 1 {
+            bail!("a shard copied again after the failover: {p:?}");
+        }
+        partial += p.partial_syncs;
+    }
+    if partial == 0 {
+        bail!("no shard resumed by PSYNC: the failover was not followed");
+    }
+    for engine in engines {
+        engine.finish().await?;
+    }
+    Ok(Outcome::new(format!(
+        "node {replica} promoted: {partial} partial / 0 extra full syncs over 3 shards, 30 counters at {done} exact, {} keys verified",
+        report.keys_compared
+    )))
+}
+
+/// Waits (up to 60 s) until verify finds the target equal to the cluster `source_url`
+/// names; fails at once if a shard task ends.
+async fn wait_verified(
+    source_url: &str,
+    target: &RedisServer,
+    engines: &mut [Engine],
+) -> anyhow::Result<lockstep_verify::Report> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        for engine in engines.iter_mut() {
+            if engine.handle.is_finished() {
+                let ended = (&mut engine.handle).await;
+                bail!("a shard task ended: {ended:?}");
+            }
+        }
+        let report = lockstep_verify::compare(
+            &redis::Client::open(source_url)?,
+            &target.redis_client()?,
+            &lockstep_verify::CompareOptions::default(),
+        )
+        .await
+        .context("verify")?;
+        if report.is_consistent() {
+            return Ok(report);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("verify still finds differences after 60 s: {report}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
