@@ -264,6 +264,15 @@ impl TargetWriter {
         self.cluster.is_some()
     }
 
+    /// The plain writers of a cluster target's primaries (none for a standalone
+    /// target): for what must visit every node, such as a SCAN of all its keys.
+    pub(crate) fn cluster_primaries_mut(&mut self) -> &mut [TargetWriter] {
+        match self.cluster.as_deref_mut() {
+            Some(cluster) => cluster.primaries_mut(),
+            None => &mut [],
+        }
+    }
+
     /// Tells a cluster target the stream offset after the command about to be
     /// pushed (it skips, per slot, what that slot's checkpoint already holds).
     /// Nothing for a standalone target.

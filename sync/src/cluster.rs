@@ -67,8 +67,11 @@
 //! and the checkpoints written after it, or keys removed by hand) stops the task at
 //! the next start, saying so: the exact position is unknown and it never guesses.
 //!
-//! Not built: a full resync over stale data with key prefix rules (SCAN of a
-//! cluster target).
+//! # Removing only some keys
+//! A full resync over stale data with key prefix rules, and the FLUSHALL of one shard
+//! of a cluster source, remove only the task's keys: every primary is scanned
+//! ([`TargetWriter::cluster_primaries_mut`]) and its owned keys unlinked one per
+//! command (see [`crate::filter::Filter::clear_target`]).
 
 use std::time::{Duration, Instant};
 
@@ -232,6 +235,11 @@ pub struct ClusterTarget {
 }
 
 impl ClusterTarget {
+    /// The plain writer of every primary.
+    pub(crate) fn primaries_mut(&mut self) -> &mut [TargetWriter] {
+        &mut self.shards
+    }
+
     pub(crate) fn set_stream_offset(&mut self, offset: i64) {
         if self.stream_offset != OUTSIDE_STREAM {
             self.previous_offset = self.stream_offset;

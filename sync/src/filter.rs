@@ -251,10 +251,17 @@ impl Filter {
         let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
         // Key by key: with prefix rules, or for one shard of a cluster source.
         let by_key = prefix_rules || !self.source_slots.is_empty();
+        let patterns = self.scan_patterns();
         if by_key && writer.is_cluster() {
-            return Err(ApplyError::Cluster(
-                "removing only this task's keys (key prefix rules, or one shard of a cluster source) from a cluster target is not built: clear the target by hand (FLUSHALL on each primary) and start the task again".into(),
-            ));
+            // Every primary is scanned; a cluster has database 0 only.
+            let mut unlinked = 0;
+            for node in writer.cluster_primaries_mut() {
+                for pattern in &patterns {
+                    unlinked += self.unlink_owned(node, pattern, true).await?;
+                }
+                node.drain().await?;
+            }
+            return Ok(unlinked);
         }
         if !by_key && !self.has_db_rules() {
             writer.push(&[b"FLUSHALL".as_slice()], None).await?;
@@ -268,14 +275,6 @@ impl Filter {
         } else {
             keyspace_dbs(writer).await?
         };
-        let patterns: Vec<Vec<u8>> = if self.include_prefixes.is_empty() {
-            vec![b"*".to_vec()]
-        } else {
-            self.include_prefixes
-                .iter()
-                .map(|p| glob_prefix(p))
-                .collect()
-        };
         let mut unlinked = 0;
         for db in dbs {
             writer
@@ -286,35 +285,65 @@ impl Filter {
                 continue;
             }
             for pattern in &patterns {
-                let mut cursor = b"0".to_vec();
-                loop {
-                    let reply = writer
-                        .query(&[
-                            b"SCAN".as_slice(),
-                            &cursor,
-                            b"MATCH",
-                            pattern,
-                            b"COUNT",
-                            b"1000",
-                        ])
-                        .await?;
-                    let (next, keys) = scan_reply(reply);
-                    let mut argv: Vec<Bytes> = vec![Bytes::from_static(b"UNLINK")];
-                    argv.extend(keys.into_iter().filter(|k| self.owns_key(k)));
-                    if argv.len() > 1 {
-                        unlinked += argv.len() as u64 - 1;
-                        writer.push(&argv, None).await?;
-                    }
-                    match next {
-                        Some(next) if next != b"0" => cursor = next,
-                        _ => break,
-                    }
-                }
+                unlinked += self.unlink_owned(writer, pattern, false).await?;
             }
         }
         writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
         writer.drain().await?;
         Ok(unlinked)
+    }
+
+    /// SCAN MATCH patterns covering the keys the task may own.
+    fn scan_patterns(&self) -> Vec<Vec<u8>> {
+        if self.include_prefixes.is_empty() {
+            vec![b"*".to_vec()]
+        } else {
+            self.include_prefixes
+                .iter()
+                .map(|p| glob_prefix(p))
+                .collect()
+        }
+    }
+
+    /// SCANs `node`'s selected database for `pattern` and UNLINKs the keys the task
+    /// owns ([`Filter::owns_key`]): in one command per SCAN batch, or one per key on
+    /// a cluster node (a multi-key command must stay in one slot). Returns how many.
+    async fn unlink_owned(
+        &self,
+        node: &mut TargetWriter,
+        pattern: &[u8],
+        one_per_command: bool,
+    ) -> Result<u64, ApplyError> {
+        let mut unlinked = 0;
+        let mut cursor = b"0".to_vec();
+        loop {
+            let reply = node
+                .query(&[
+                    b"SCAN".as_slice(),
+                    &cursor,
+                    b"MATCH",
+                    pattern,
+                    b"COUNT",
+                    b"1000",
+                ])
+                .await?;
+            let (next, keys) = scan_reply(reply);
+            let owned: Vec<Bytes> = keys.into_iter().filter(|k| self.owns_key(k)).collect();
+            unlinked += owned.len() as u64;
+            if one_per_command {
+                for key in &owned {
+                    node.push(&[b"UNLINK".as_slice(), key], None).await?;
+                }
+            } else if !owned.is_empty() {
+                let mut argv: Vec<Bytes> = vec![Bytes::from_static(b"UNLINK")];
+                argv.extend(owned);
+                node.push(&argv, None).await?;
+            }
+            match next {
+                Some(next) if next != b"0" => cursor = next,
+                _ => return Ok(unlinked),
+            }
+        }
     }
 
     /// What to do with `argv`, a command of the stream applied in source database `db`.

@@ -1073,3 +1073,76 @@ async fn a_cluster_source_read_from_its_replicas() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// What a task removes from a cluster target before copying over stale data (or for a
+/// source shard's FLUSHALL) is only its own keys, found on every primary: by prefix,
+/// and by the source shard's slots; lockstep's own keys stay.
+#[tokio::test]
+async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Result<()> {
+    use lockstep_sync::filter::Filter;
+    let target = cluster(RedisVersion::V7_0).await?;
+    let mut conn = target.cluster_client().await?;
+    for i in 0..300 {
+        for prefix in ["a", "b"] {
+            redis::cmd("SET")
+                .arg(format!("{prefix}:{i}"))
+                .arg(i)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+    }
+    redis::cmd("SET")
+        .arg("LOCKSTEP_CHECKPOINT:other")
+        .arg("x")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let url = target
+        .nodes
+        .last()
+        .map(RedisServer::url)
+        .unwrap_or_default();
+    let mut writer = lockstep_sync::cluster::connect_target(
+        &Endpoint::parse(&url)?,
+        lockstep_sync::apply::ApplyOptions::default(),
+        b"LOCKSTEP_CHECKPOINT",
+    )
+    .await?;
+    assert!(writer.is_cluster());
+    let all_keys = || async {
+        let mut keys = Vec::new();
+        for node in target.primaries().await? {
+            let mut c = node.client().await?;
+            let some: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await?;
+            keys.extend(some);
+        }
+        keys.sort();
+        anyhow::Ok(keys)
+    };
+
+    let by_prefix = Filter {
+        include_prefixes: vec![b"a:".to_vec()],
+        ..Filter::default()
+    };
+    let removed = by_prefix.clear_target(&mut writer).await?;
+    assert_eq!(removed, 300);
+    let left = all_keys().await?;
+    assert!(left.iter().all(|k| !k.starts_with("a:")), "a:* left");
+    assert_eq!(left.iter().filter(|k| k.starts_with("b:")).count(), 300);
+
+    let shard = Filter {
+        source_slots: vec![(0, 8000)],
+        ..Filter::default()
+    };
+    let expected = (0..300)
+        .filter(|i| key_slot(format!("b:{i}").as_bytes()) <= 8000)
+        .count() as u64;
+    let removed = shard.clear_target(&mut writer).await?;
+    assert_eq!(removed, expected);
+    let left = all_keys().await?;
+    assert!(left
+        .iter()
+        .filter(|k| k.starts_with("b:"))
+        .all(|k| key_slot(k.as_bytes()) > 8000));
+    assert!(left.contains(&"LOCKSTEP_CHECKPOINT:other".to_owned()));
+    Ok(())
+}
