@@ -196,17 +196,7 @@ impl ClusterConn {
     }
 
     fn route(&self, cmd: &Cmd) -> Route {
-        let args: Vec<&[u8]> = cmd
-            .args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(bytes) => Some(bytes),
-                _ => None,
-            })
-            .collect();
-        let name = args
-            .first()
-            .map(|n| n.to_ascii_uppercase())
-            .unwrap_or_default();
+        let (name, args) = words(cmd);
         match name.as_slice() {
             b"MGET" | b"EXISTS" if args.len() > 2 => Route::PerKey {
                 name: if name == b"MGET" { "GET" } else { "EXISTS" },
@@ -291,17 +281,7 @@ impl ClusterConn {
 
     /// One command; SCAN and DBSIZE over every primary.
     async fn one(&self, cmd: &Cmd) -> redis::RedisResult<Value> {
-        let args: Vec<Vec<u8>> = cmd
-            .args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(bytes) => Some(bytes.to_vec()),
-                _ => None,
-            })
-            .collect();
-        let name = args
-            .first()
-            .map(|n| n.to_ascii_uppercase())
-            .unwrap_or_default();
+        let (name, args) = words(cmd);
         match name.as_slice() {
             b"DBSIZE" => {
                 let mut total = 0i64;
@@ -321,7 +301,7 @@ impl ClusterConn {
     }
 
     /// `SCAN cursor [options]` over the primaries in turn.
-    async fn scan(&self, args: &[Vec<u8>]) -> redis::RedisResult<Value> {
+    async fn scan(&self, args: &[&[u8]]) -> redis::RedisResult<Value> {
         let cursor: u64 = args
             .get(1)
             .and_then(|c| std::str::from_utf8(c).ok())
@@ -333,7 +313,7 @@ impl ClusterConn {
             let mut cmd = redis::cmd("SCAN");
             cmd.arg(node_cursor);
             for extra in args.iter().skip(2) {
-                cmd.arg(extra.as_slice());
+                cmd.arg(*extra);
             }
             let mut conn = self.primaries[node].clone();
             let (next, keys): (u64, Vec<Vec<u8>>) = cmd.query_async(&mut conn).await?;
@@ -370,16 +350,25 @@ enum Plan {
     Local(Value),
 }
 
-/// What an empty database answers to `cmd`.
-fn absent_reply(cmd: &Cmd) -> Value {
-    let name = cmd
+/// A command's name in upper case, and all its words (the name first).
+fn words(cmd: &Cmd) -> (Vec<u8>, Vec<&[u8]>) {
+    let args: Vec<&[u8]> = cmd
         .args_iter()
-        .next()
-        .and_then(|a| match a {
-            redis::Arg::Simple(bytes) => Some(bytes.to_ascii_uppercase()),
+        .filter_map(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes),
             _ => None,
         })
+        .collect();
+    let name = args
+        .first()
+        .map(|n| n.to_ascii_uppercase())
         .unwrap_or_default();
+    (name, args)
+}
+
+/// What an empty database answers to `cmd`.
+fn absent_reply(cmd: &Cmd) -> Value {
+    let (name, _) = words(cmd);
     match name.as_slice() {
         b"SCAN" => Value::Array(vec![
             Value::BulkString(b"0".to_vec()),

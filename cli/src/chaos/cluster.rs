@@ -5,21 +5,16 @@
 //! slot, and stops, naming the command and its keys, on one it cannot apply as the
 //! source did (a RENAME across slots), with nothing after it applied.
 //!
-//! The cross-slot scenario is checked with plain reads (every source key against the
-//! primary serving its slot); the failover scenario with verify, which reads a
-//! cluster side through its primaries.
+//! Both are checked with verify, which reads a cluster side through its primaries.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use lockstep_sync::slots::key_slot;
 use lockstep_testkit::topology::{Cluster, ClusterSpec};
 use lockstep_testkit::{RedisServer, ServerConfig};
-use lockstep_verify::canonical;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use redis::aio::MultiplexedConnection;
 
 use super::harness::{self, Engine};
 use super::{Outcome, Pair, Scenario};
@@ -206,7 +201,17 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
         .query_async::<()>(&mut conn)
         .await?;
     engine.caught_up(&source).await?;
-    let compared = cluster_equal(&source, &cluster).await?;
+    let report = lockstep_verify::compare(
+        &source.redis_client()?,
+        &redis::Client::open(seed_node.url())?,
+        &lockstep_verify::CompareOptions::default(),
+    )
+    .await
+    .context("verify")?;
+    if !report.is_consistent() {
+        bail!("verify found differences: {report}");
+    }
+    let compared = report.keys_compared;
 
     // Across slots: the task stops and names it; what follows is not applied.
     redis::cmd("SET")
@@ -238,10 +243,10 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     if !message.contains("RENAME") || !message.contains("rename:from") {
         bail!("the error does not name the command and its keys: {message}");
     }
-    let mut primaries = Primaries::of(&cluster).await?;
+    let mut cluster_conn = cluster.cluster_client().await?;
     let after: Option<String> = redis::cmd("GET")
         .arg("after:rename")
-        .query_async(primaries.conn(b"after:rename")?)
+        .query_async(&mut cluster_conn)
         .await?;
     if after.is_some() {
         bail!("a write after the refused RENAME reached the target");
@@ -249,77 +254,4 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     Ok(Outcome::new(format!(
         "{split} MSET/DEL/UNLINK over many slots split per slot: {compared} keys equal; a RENAME across slots stopped the task naming it, nothing after it applied"
     )))
-}
-
-/// Connections to every primary and which one serves each slot.
-struct Primaries {
-    by_port: BTreeMap<u16, MultiplexedConnection>,
-    owner: Vec<u16>,
-}
-
-impl Primaries {
-    async fn of(cluster: &Cluster) -> anyhow::Result<Primaries> {
-        let mut by_port = BTreeMap::new();
-        let mut owner = vec![0u16; 16384];
-        let seed = cluster.nodes.last().context("no cluster node")?;
-        for view in cluster.node_views(seed).await? {
-            if !view.is_primary || view.slots.is_empty() {
-                continue;
-            }
-            for &(first, last) in &view.slots {
-                for slot in first..=last {
-                    owner[usize::from(slot)] = view.port;
-                }
-            }
-            let node = cluster
-                .nodes
-                .iter()
-                .find(|n| n.port() == view.port)
-                .with_context(|| format!("primary {} is not ours", view.port))?;
-            by_port.insert(view.port, node.client().await?);
-        }
-        Ok(Primaries { by_port, owner })
-    }
-
-    fn conn(&mut self, key: &[u8]) -> anyhow::Result<&mut MultiplexedConnection> {
-        let slot = key_slot(key);
-        let port = self.owner[usize::from(slot)];
-        self.by_port
-            .get_mut(&port)
-            .with_context(|| format!("no primary serves slot {slot}"))
-    }
-}
-
-/// Every source key has the same value on the primary serving its slot, and the
-/// cluster holds no other key but lockstep's. Returns the keys compared.
-async fn cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow::Result<usize> {
-    let mut src = source.client().await?;
-    let mut primaries = Primaries::of(cluster).await?;
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut src).await?;
-    let keys: Vec<Vec<u8>> = keys
-        .into_iter()
-        .filter(|k| !k.starts_with(b"LOCKSTEP_"))
-        .collect();
-    for key in &keys {
-        let a = canonical::read(&mut src, key).await?;
-        let b = canonical::read(primaries.conn(key)?, key).await?;
-        if a != b {
-            bail!(
-                "{}: {a:?} on the source, {b:?} on the cluster",
-                String::from_utf8_lossy(key)
-            );
-        }
-    }
-    let mut on_cluster = 0;
-    for conn in primaries.by_port.values_mut() {
-        let all: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
-        on_cluster += all.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count();
-    }
-    if on_cluster != keys.len() {
-        bail!(
-            "{on_cluster} keys on the cluster, {} on the source",
-            keys.len()
-        );
-    }
-    Ok(keys.len())
 }
