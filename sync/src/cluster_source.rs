@@ -35,6 +35,8 @@
 //! stops with an error naming the slots and saying to start it again, which
 //! discovers the new layout: keys moving between two streams that are applied
 //! independently could otherwise arrive on the target in the wrong order.
+//! While a shard streams, a watcher asks the same question every 5 s (the engine's
+//! `ReshardWatch`), so a reshard during the stream stops the shards it concerns too.
 //!
 //! # Reading from replicas
 //! With [`SourceCluster::from_replica`] (the DTS "use slave node" option) a shard
@@ -45,9 +47,6 @@
 //! replication id and offsets are its primary's, so a checkpoint is valid on either.
 //! The heartbeat is written on the primary. The full copy's snapshot is then taken
 //! by the replica, not the primary.
-//!
-//! Not built: noticing a reshard while a session runs (it is noticed at the next
-//! session).
 
 use std::path::PathBuf;
 

@@ -569,6 +569,9 @@ async fn session(
     let mut throttle = options.throttle.incremental();
     let mut resume_at = Instant::now();
     let mut saver = BackgroundSaver::default();
+    // A shard of a cluster source watches its slots while it streams: a reshard ends
+    // the task with the watcher's message.
+    let mut reshard = ReshardWatch::start(options);
     loop {
         let paused = throttle.is_some() && resume_at > Instant::now();
         let step: Result<(), SyncError> = async {
@@ -579,6 +582,7 @@ async fn session(
                         return Err(SyncError::Stopped);
                     }
                 }
+                moved = reshard.moved() => return Err(SyncError::Options(moved)),
                 _ = ack_timer.tick() => {
                     writer.flush().await?;
                     writer.poll_replies().await?;
@@ -1150,6 +1154,69 @@ fn save(
         })?;
     }
     Ok(())
+}
+
+/// For a shard of a cluster source: a task that asks the cluster every
+/// [`RESHARD_POLL`] whether the shard still serves exactly its slots, so that a
+/// reshard while the stream runs stops the task with the message of
+/// [`SourceCluster::current_nodes`] instead of applying moved keys out of order.
+/// Stopped when dropped (the session ends).
+struct ReshardWatch {
+    moved: Option<tokio::sync::oneshot::Receiver<String>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How often a shard of a cluster source checks its slots while streaming.
+const RESHARD_POLL: Duration = Duration::from_secs(5);
+
+impl ReshardWatch {
+    fn start(options: &SyncOptions) -> ReshardWatch {
+        let Some(cluster) = options.source_cluster.clone() else {
+            return ReshardWatch {
+                moved: None,
+                task: None,
+            };
+        };
+        let options = options.clone();
+        let (tell, moved) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RESHARD_POLL).await;
+                // A failover or an unreachable seed is the link's business; only a
+                // changed slot layout is this watcher's.
+                if let Err(SyncError::Options(message)) = cluster.current_nodes(&options).await {
+                    let _ = tell.send(message);
+                    return;
+                }
+            }
+        });
+        ReshardWatch {
+            moved: Some(moved),
+            task: Some(task),
+        }
+    }
+
+    /// Completes (with the message) when the shard's slots have changed; never for a
+    /// task that is not a shard of a cluster source.
+    async fn moved(&mut self) -> String {
+        if let Some(moved) = self.moved.as_mut() {
+            let told = moved.await;
+            // A completed receiver is never polled again.
+            self.moved = None;
+            if let Ok(message) = told {
+                return message;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+impl Drop for ReshardWatch {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Writes the checkpoint file off the command stream's task: a tick hands the write

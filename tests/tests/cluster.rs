@@ -1146,3 +1146,45 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
     assert!(left.contains(&"LOCKSTEP_CHECKPOINT:other".to_owned()));
     Ok(())
 }
+
+/// A slot moving between two shards of the source while they stream: both shards'
+/// tasks stop with a message naming the slots and saying to start again (keys moving
+/// between two independently applied streams could otherwise land out of order).
+#[tokio::test]
+async fn a_source_reshard_while_streaming_stops_the_shards_it_concerns() -> anyhow::Result<()> {
+    let source = cluster(RedisVersion::V7_0).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    write_cluster(&source, 0).await?;
+    let dir = tempfile::tempdir()?;
+    let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
+    let mut reader = TargetReader::Standalone(target.client().await?);
+    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    // Slot 100 is the first shard's; it moves to another primary.
+    migrate_slot(&source, 100).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut stopped: Vec<Option<String>> = vec![None; tasks.len()];
+    while stopped.iter().flatten().count() < 2 && std::time::Instant::now() < deadline {
+        for (task, outcome) in tasks.iter_mut().zip(stopped.iter_mut()) {
+            if outcome.is_none() && task.handle.is_finished() {
+                *outcome = Some(match (&mut task.handle).await? {
+                    Err(err) => err.to_string(),
+                    Ok(summary) => format!("ended well: {summary:?}"),
+                });
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stopped: Vec<String> = stopped.into_iter().flatten().collect();
+    assert_eq!(
+        stopped.len(),
+        2,
+        "the two shards concerned stop: {stopped:?}"
+    );
+    for message in &stopped {
+        assert!(
+            message.contains("resharded") && message.contains("start the task again"),
+            "{message}"
+        );
+    }
+    Ok(())
+}
