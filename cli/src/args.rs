@@ -68,11 +68,13 @@ pub struct SyncArgs {
     /// retry_minutes, ...). Flags and environment variables override the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Source URL: redis[s]://[[user]:password@]host[:port]
+    /// Source URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis
+    /// Cluster for a cluster (one replica link per shard).
     #[arg(long, env = "LOCKSTEP_SOURCE", hide_env_values = true)]
     pub source: String,
-    /// Target URL: redis[s]://[[user]:password@]host[:port] (repeatable: one task per
-    /// target, all running at once).
+    /// Target URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis
+    /// Cluster for a cluster (written by hash slot). Repeatable: one task per target,
+    /// all running at once.
     #[arg(long, env = "LOCKSTEP_TARGET", hide_env_values = true, required = true)]
     pub target: Vec<String>,
     /// Directory of the checkpoints (where each target stands in the source's stream),
@@ -252,10 +254,11 @@ pub enum VerifyModeArg {
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Source URL.
+    /// Source URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis Cluster
+    /// for a cluster (read through its primaries).
     #[arg(long, env = "LOCKSTEP_SOURCE", hide_env_values = true)]
     pub source: String,
-    /// Target URL.
+    /// Target URL, as for the source.
     #[arg(long, env = "LOCKSTEP_TARGET", hide_env_values = true)]
     pub target: String,
     /// Databases to compare (comma-separated); all 16 by default.
