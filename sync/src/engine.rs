@@ -362,7 +362,16 @@ pub async fn run(
         progress.send_modify(|p| p.last_error = Some(err.to_string()));
         tracing::warn!("sync session ended: {err}; retrying in {backoff:?} (giving up {:?} after the failures began)", window);
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        // A cluster that is moving (a slot migration on the target, a failover on the
+        // source) is asked again at least every second: it settles in seconds, and a
+        // 10 s back-off would hold the sync that long after it has.
+        let ceiling = match &err {
+            SyncError::Apply(ApplyError::Redirected { .. }) | SyncError::SourceTopology(_) => {
+                Duration::from_secs(1)
+            }
+            _ => Duration::from_secs(10),
+        };
+        backoff = (backoff * 2).min(ceiling);
     }
 }
 
