@@ -446,3 +446,62 @@ async fn the_heartbeat_interval_spaces_the_heartbeats() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), the full copy shows a
+/// progress line with keys and bytes, then the incremental phase a live line with
+/// commands/s and lag; off a terminal the same progress comes as log lines (the other
+/// tests). The bars are checked in what the terminal received.
+#[tokio::test]
+async fn a_terminal_gets_progress_bars_for_both_phases() -> anyhow::Result<()> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no util-linux `script` to give lockstep a terminal");
+        return Ok(());
+    }
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(10_000)
+        .query_async::<()>(&mut conn)
+        .await?;
+    // A copy slow enough for the bar to be drawn (under a second).
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(20)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let args = sync_args(&source.url(), &[&target.url()], dir.path(), &[]);
+    let command = format!(
+        "timeout -s INT 8 {} {}",
+        env!("CARGO_BIN_EXE_lockstep"),
+        args.join(" ")
+    );
+    let typescript = dir.path().join("terminal.txt");
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command])
+        .arg(&typescript)
+        .output()?;
+    let screen = String::from_utf8_lossy(&std::fs::read(&typescript)?).into_owned();
+    // 124: `timeout` sent the signal (lockstep itself stopped cleanly on it).
+    assert!(
+        matches!(out.status.code(), Some(0 | 124)),
+        "exit {:?}; the terminal showed:\n{screen}",
+        out.status.code()
+    );
+    assert!(
+        screen.contains("stopping: draining") && !screen.contains("ERROR"),
+        "no clean stop; the terminal showed:\n{screen}"
+    );
+    assert!(
+        screen.contains("full copy") && screen.contains("keys"),
+        "no full-copy bar; the terminal showed:\n{screen}"
+    );
+    assert!(
+        screen.contains("incremental:") && screen.contains("cmd/s"),
+        "no incremental line; the terminal showed:\n{screen}"
+    );
+    Ok(())
+}
