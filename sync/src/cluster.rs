@@ -93,12 +93,7 @@ pub async fn connect_target(
     checkpoint_key: &[u8],
 ) -> Result<TargetWriter, ApplyError> {
     let mut writer = TargetWriter::connect(endpoint, options.clone()).await?;
-    let info = writer.query(&[b"INFO".as_slice(), b"cluster"]).await?;
-    let enabled = info.as_bytes().is_some_and(|text| {
-        text.split(|&b| b == b'\n')
-            .any(|l| l.trim_ascii() == b"cluster_enabled:1")
-    });
-    if !enabled {
+    if !is_cluster_node(&mut writer).await? {
         return Ok(writer);
     }
     let slots = writer.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
@@ -133,6 +128,16 @@ pub async fn connect_target(
         last_refresh: Instant::now(),
     });
     Ok(writer)
+}
+
+/// Whether the server `node` is connected to is a node of a Redis Cluster (`INFO
+/// cluster` says `cluster_enabled:1`): how both sides recognise a cluster.
+pub(crate) async fn is_cluster_node(node: &mut TargetWriter) -> Result<bool, ApplyError> {
+    let info = node.query(&[b"INFO".as_slice(), b"cluster"]).await?;
+    Ok(info.as_bytes().is_some_and(|text| {
+        text.split(|&b| b == b'\n')
+            .any(|l| l.trim_ascii() == b"cluster_enabled:1")
+    }))
 }
 
 /// Refuses a cluster target for a source that has keys in a synchronized database

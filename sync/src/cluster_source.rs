@@ -54,7 +54,7 @@ use crate::apply::{ApplyOptions, TargetWriter};
 use crate::endpoint::Endpoint;
 use crate::engine::{SyncError, SyncOptions};
 use crate::resp::Frame;
-use crate::slots::{parse_cluster_slots, Shard};
+use crate::slots::{node_address, parse_cluster_slots, Shard};
 
 /// Where a shard task finds its cluster and which slots are its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,15 +77,6 @@ pub struct ShardNodes {
     pub read: Endpoint,
     /// The shard's primary (the heartbeat's home).
     pub primary: Endpoint,
-}
-
-/// Whether `endpoint` is a node of a Redis Cluster (`INFO cluster`).
-async fn is_cluster(node: &mut TargetWriter) -> Result<bool, SyncError> {
-    let info = node.query(&[b"INFO".as_slice(), b"cluster"]).await?;
-    Ok(info.as_bytes().is_some_and(|text| {
-        text.split(|&b| b == b'\n')
-            .any(|l| l.trim_ascii() == b"cluster_enabled:1")
-    }))
 }
 
 /// A source cluster as found at start: its primaries and every node to ask later.
@@ -113,7 +104,7 @@ pub async fn discover(
     connection: ApplyOptions,
 ) -> Result<Option<Discovery>, SyncError> {
     let mut node = TargetWriter::connect_to("source", source, connection).await?;
-    if !is_cluster(&mut node).await? {
+    if !crate::cluster::is_cluster_node(&mut node).await? {
         return Ok(None);
     }
     let reply = node.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
@@ -265,21 +256,6 @@ async fn online_replica_of(
     }))
 }
 
-/// A node's address in a `CLUSTER SLOTS` entry (`[host, port, id, ...]`).
-fn address(node: &Frame, seed_host: &str) -> Option<(String, u16)> {
-    let Frame::Array(node) = node else {
-        return None;
-    };
-    let host = match node.first().and_then(Frame::as_bytes) {
-        Some(h) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
-        _ => seed_host.to_owned(),
-    };
-    match node.get(1) {
-        Some(Frame::Integer(port)) => u16::try_from(*port).ok().map(|port| (host, port)),
-        _ => None,
-    }
-}
-
 /// Every node (primaries and replicas) a `CLUSTER SLOTS` reply names.
 fn node_addresses(reply: &Frame, seed_host: &str) -> Vec<(String, u16)> {
     let mut nodes = Vec::new();
@@ -290,7 +266,11 @@ fn node_addresses(reply: &Frame, seed_host: &str) -> Vec<(String, u16)> {
         let Frame::Array(fields) = range else {
             continue;
         };
-        for node in fields.iter().skip(2).filter_map(|n| address(n, seed_host)) {
+        for node in fields
+            .iter()
+            .skip(2)
+            .filter_map(|n| node_address(n, seed_host))
+        {
             if !nodes.contains(&node) {
                 nodes.push(node);
             }

@@ -102,18 +102,10 @@ pub fn parse_cluster_slots(reply: &Frame, seed_host: &str) -> Result<Vec<Shard>,
                 "a CLUSTER SLOTS entry has no slot range: {range:?}"
             ));
         };
-        let Some(Frame::Array(primary)) = fields.get(2) else {
-            return Err(format!("a CLUSTER SLOTS entry has no primary: {range:?}"));
-        };
-        let host = match primary.first().and_then(Frame::as_bytes) {
-            Some(h) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
-            _ => seed_host.to_owned(),
-        };
-        let port = match primary.get(1) {
-            Some(Frame::Integer(p)) => u16::try_from(*p).ok(),
-            _ => None,
-        }
-        .ok_or_else(|| format!("a CLUSTER SLOTS primary has no port: {range:?}"))?;
+        let (host, port) = fields
+            .get(2)
+            .and_then(|primary| node_address(primary, seed_host))
+            .ok_or_else(|| format!("a CLUSTER SLOTS entry has no primary address: {range:?}"))?;
         match shards.iter_mut().find(|s| s.host == host && s.port == port) {
             Some(shard) => shard.ranges.push((first, last)),
             None => shards.push(Shard {
@@ -124,6 +116,22 @@ pub fn parse_cluster_slots(reply: &Frame, seed_host: &str) -> Result<Vec<Shard>,
         }
     }
     Ok(shards)
+}
+
+/// A node's address in a `CLUSTER SLOTS` entry (`[host, port, id, ...]`); `seed_host`
+/// for an empty or `?` host (a node that does not know its own address answers so).
+pub fn node_address(node: &Frame, seed_host: &str) -> Option<(String, u16)> {
+    let Frame::Array(node) = node else {
+        return None;
+    };
+    let host = match node.first().and_then(Frame::as_bytes) {
+        Some(h) if !h.is_empty() && h != b"?" => String::from_utf8_lossy(h).into_owned(),
+        _ => seed_host.to_owned(),
+    };
+    match node.get(1) {
+        Some(Frame::Integer(port)) => u16::try_from(*port).ok().map(|port| (host, port)),
+        _ => None,
+    }
 }
 
 /// The shard serving each slot (an index into the shards), or an error naming the

@@ -1,8 +1,9 @@
-//! End to end: a standalone source into a Redis Cluster target (testkit clusters of
-//! 3 primaries x 1 replica). The checker reads both sides with plain commands: every
-//! source key's whole value (verify's canonical reader) and TTL against the primary
-//! that serves its slot, and the cluster's key count against the source's (the verify
-//! crate compares two standalone deployments, not a cluster side, yet).
+//! End to end with Redis Clusters (testkit clusters of 3 primaries x 1 replica): a
+//! standalone source into a cluster target, and a cluster source into a standalone or
+//! a cluster target. Two checkers, both independent of the sync: plain reads (every
+//! source key's whole value, by verify's canonical reader, and TTL against the
+//! primary serving its slot, and the key counts), and verify itself, which reads a
+//! cluster side through its primaries.
 
 mod common;
 
@@ -731,57 +732,19 @@ async fn write_cluster(cluster: &Cluster, round: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every key of every primary of `cluster` has the same value and TTL (2 s) on the
-/// target read through `read` (a standalone target, or the primaries of a target
-/// cluster), and the target holds no other key but lockstep's. `Ok(None)` when equal,
-/// else the first differences (for waiting until equal).
-async fn cluster_source_differences(
-    cluster: &Cluster,
-    target: &mut TargetReader,
-) -> anyhow::Result<Option<String>> {
-    let mut differences = Vec::new();
-    let mut total = 0usize;
-    for node in cluster.primaries().await? {
-        let mut src = node.client().await?;
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut src).await?;
-        for key in keys.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")) {
-            total += 1;
-            let dst = target.conn(key);
-            let (a, b) = (
-                canonical::read(&mut src, key).await?,
-                canonical::read(dst, key).await?,
-            );
-            let ttl_a: i64 = redis::cmd("PTTL").arg(key).query_async(&mut src).await?;
-            let ttl_b: i64 = redis::cmd("PTTL").arg(key).query_async(dst).await?;
-            let ttl_equal = (ttl_a < 0 && ttl_a == ttl_b)
-                || (ttl_a >= 0 && ttl_b >= 0 && (ttl_a - ttl_b).abs() <= 2000);
-            if a != b || !ttl_equal {
-                differences.push(String::from_utf8_lossy(key).into_owned());
-            }
-        }
-    }
-    let on_target = target.key_count().await?;
-    if on_target != total {
-        differences.push(format!(
-            "{on_target} keys on the target, {total} on the source"
-        ));
-    }
-    Ok((!differences.is_empty()).then(|| {
-        format!(
-            "{} differences, first: {:?}",
-            differences.len(),
-            &differences[..differences.len().min(5)]
-        )
-    }))
-}
-
-/// Waits (up to 60 s) until the target equals the source cluster; fails with the
-/// differences, or at once with a task's error if one ends.
+/// Waits (up to 60 s) until verify finds the target equal to the source cluster (in
+/// both directions: values, types, TTLs, no extra key); fails with its report, or at
+/// once with a task's error if one ends.
 async fn wait_cluster_equal(
     cluster: &Cluster,
-    target: &mut TargetReader,
+    target_url: &str,
     tasks: &mut [SyncTask],
 ) -> anyhow::Result<()> {
+    let source_url = cluster
+        .nodes
+        .last()
+        .map(RedisServer::url)
+        .unwrap_or_default();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         for task in tasks.iter_mut() {
@@ -790,13 +753,15 @@ async fn wait_cluster_equal(
                 anyhow::bail!("a shard task ended: {ended:?}");
             }
         }
-        match cluster_source_differences(cluster, target).await? {
-            None => return Ok(()),
-            Some(diff) if std::time::Instant::now() > deadline => {
-                anyhow::bail!("the target never equalled the source cluster: {diff}")
-            }
-            Some(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        let report = verify(&source_url, target_url).await?;
+        if report.is_consistent() {
+            anyhow::ensure!(report.keys_compared > 0, "nothing was compared: {report}");
+            return Ok(());
         }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the target never equalled the source cluster: {report}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -824,34 +789,6 @@ async fn verify_dbs(
     .await
 }
 
-/// The target as read by the checker: a standalone server or a cluster's primaries.
-enum TargetReader {
-    Standalone(MultiplexedConnection),
-    Cluster(Primaries),
-}
-
-impl TargetReader {
-    fn conn(&mut self, key: &[u8]) -> &mut MultiplexedConnection {
-        match self {
-            TargetReader::Standalone(conn) => conn,
-            TargetReader::Cluster(primaries) => primaries.conn(key),
-        }
-    }
-
-    async fn key_count(&mut self) -> anyhow::Result<usize> {
-        let conns: Vec<&mut MultiplexedConnection> = match self {
-            TargetReader::Standalone(conn) => vec![conn],
-            TargetReader::Cluster(primaries) => primaries.by_port.values_mut().collect(),
-        };
-        let mut count = 0;
-        for conn in conns {
-            let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
-            count += keys.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count();
-        }
-        Ok(count)
-    }
-}
-
 /// A cluster source into a standalone target: one link per shard, a source failover
 /// followed without a full resync (the promoted replica continues the shard's
 /// history), and a FLUSHALL of one shard that removes that shard's keys only.
@@ -865,8 +802,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     let dir = tempfile::tempdir()?;
     let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
     write_cluster(&source, 1).await?;
-    let mut reader = TargetReader::Standalone(target.client().await?);
-    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
 
     // Node 3 replicates node 0: a coordinated failover while writes go on.
     let writes = write_cluster(&source, 2);
@@ -875,7 +811,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     writes?;
     failed_over?;
     write_cluster(&source, 3).await?;
-    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
     for task in &tasks {
         let progress = task.now();
         assert_eq!(
@@ -914,7 +850,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
         .query_async::<()>(&mut flushed.client().await?)
         .await?;
     write_cluster(&source, 4).await?;
-    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
     for task in tasks {
         task.finish().await?;
     }
@@ -1008,8 +944,7 @@ async fn a_cluster_source_into_a_cluster_target() -> anyhow::Result<()> {
         let target_url = target.nodes[0].url();
         let mut tasks = spawn_shard_tasks(&source, &target_url, dir.path(), false).await?;
         write_cluster(&source, 1).await?;
-        let mut reader = TargetReader::Cluster(Primaries::of(&target).await?);
-        wait_cluster_equal(&source, &mut reader, &mut tasks)
+        wait_cluster_equal(&source, &target_url, &mut tasks)
             .await
             .map_err(|e| e.context(format!("{version:?}")))?;
         for task in tasks {
@@ -1038,8 +973,7 @@ async fn a_cluster_source_read_from_its_replicas() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), true).await?;
     write_cluster(&source, 1).await?;
-    let mut reader = TargetReader::Standalone(target.client().await?);
-    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
     for replica in source.replicas().await? {
         let info = replica.info("replication").await?;
         assert_eq!(
@@ -1157,8 +1091,7 @@ async fn a_source_reshard_while_streaming_stops_the_shards_it_concerns() -> anyh
     write_cluster(&source, 0).await?;
     let dir = tempfile::tempdir()?;
     let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
-    let mut reader = TargetReader::Standalone(target.client().await?);
-    wait_cluster_equal(&source, &mut reader, &mut tasks).await?;
+    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
     // Slot 100 is the first shard's; it moves to another primary.
     migrate_slot(&source, 100).await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
