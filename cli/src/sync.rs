@@ -50,11 +50,19 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     for (index, url) in args.target.iter().enumerate() {
         let target = args.connection.endpoint(Side::Target, url)?;
         let options = engine_options(&args, source.clone(), target, index)?;
-        let shards = lockstep_sync::cluster_source::expand(options, args.read_from_replicas)
-            .await
-            .map_err(|err| {
-                anyhow::anyhow!("cannot learn whether the source {source} is a cluster: {err}")
-            })?;
+        // The precheck is to fail fast on an unreachable source; without it the task
+        // waits for the source within its retry window, as its sessions would.
+        let window = if args.skip_precheck {
+            options.retry_window
+        } else {
+            Duration::ZERO
+        };
+        let shards =
+            lockstep_sync::cluster_source::expand_within(options, args.read_from_replicas, window)
+                .await
+                .map_err(|err| {
+                    anyhow::anyhow!("cannot learn whether the source {source} is a cluster: {err}")
+                })?;
         all_options.extend(shards.into_iter().map(|options| (index, options)));
     }
     if !args.skip_precheck {

@@ -505,3 +505,56 @@ async fn a_terminal_gets_progress_bars_for_both_phases() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An unreachable source at start: the precheck fails at once, naming it; with
+/// `--skip-precheck` the task waits for the source within its retry window (as its
+/// sessions would) and copies once the source answers.
+#[tokio::test]
+async fn an_unreachable_source_fails_the_precheck_or_is_waited_for() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await?;
+    let door = lockstep_testkit::FaultProxy::start(source.addr()).await?;
+    door.refuse_new(true);
+    let url = door.url_for(&source);
+
+    let dir = tempfile::tempdir()?;
+    // Nothing listens there: the precheck's connection item fails at once.
+    let closed = format!("redis://127.0.0.1:{}", free_port()?);
+    let args = sync_args(&closed, &[&target.url()], dir.path(), &["--mode", "full"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(&args)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&closed),
+        "the message names the source: {stderr}"
+    );
+
+    let args = sync_args(
+        &url,
+        &[&target.url()],
+        dir.path(),
+        &["--mode", "full", "--skip-precheck"],
+    );
+    let mut sync = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        sync.child.try_wait()?.is_none(),
+        "it gave up at once; log:\n{}",
+        sync.log_text()
+    );
+    door.refuse_new(false);
+    let code = sync.exit_code(Duration::from_secs(30)).await?;
+    assert_eq!(code, Some(0), "{}", sync.log_text());
+    let mut t = target.client().await?;
+    let copied: Option<String> = redis::cmd("GET").arg("k").query_async(&mut t).await?;
+    assert_eq!(copied.as_deref(), Some("v"));
+    Ok(())
+}

@@ -127,7 +127,7 @@ pub async fn discover(
 /// The task's options per shard when `base.source` is a cluster node; `base` itself
 /// (one element) when it is a standalone server.
 pub async fn expand(base: SyncOptions, from_replica: bool) -> Result<Vec<SyncOptions>, SyncError> {
-    let Some(cluster) = discover(&base.source, base.source_connection()).await? else {
+    let Some(cluster) = discover(&base.source, discovery_connection(&base)).await? else {
         return Ok(vec![base]);
     };
     tracing::info!(
@@ -139,6 +139,31 @@ pub async fn expand(base: SyncOptions, from_replica: bool) -> Result<Vec<SyncOpt
         .iter()
         .map(|shard| shard_options(&base, shard, cluster.seeds.clone(), from_replica))
         .collect())
+}
+
+/// [`expand`], retried while the source cannot be reached (a connection fault or a
+/// "not now" answer) for up to `window`, backing off from 100 ms to 10 s, as a
+/// task's sessions are. A zero window tries once (a precheck that is to fail fast).
+pub async fn expand_within(
+    base: SyncOptions,
+    from_replica: bool,
+    window: std::time::Duration,
+) -> Result<Vec<SyncOptions>, SyncError> {
+    let started = std::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match expand(base.clone(), from_replica).await {
+            Err(err) if err.is_retryable() && started.elapsed() + backoff <= window => {
+                tracing::warn!(
+                    "cannot learn whether the source {} is a cluster yet: {err}; retrying in {backoff:?}",
+                    base.source
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The options of one shard's task.
@@ -173,7 +198,7 @@ impl SourceCluster {
         for seed in &self.seeds {
             let reply = async {
                 let mut node =
-                    TargetWriter::connect_to("source", seed, options.source_connection()).await?;
+                    TargetWriter::connect_to("source", seed, discovery_connection(options)).await?;
                 Ok::<_, SyncError>(node.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?)
             }
             .await;
@@ -235,7 +260,8 @@ async fn online_replica_of(
     primary: &Endpoint,
     options: &SyncOptions,
 ) -> Result<Option<Endpoint>, SyncError> {
-    let mut node = TargetWriter::connect_to("source", primary, options.source_connection()).await?;
+    let mut node =
+        TargetWriter::connect_to("source", primary, discovery_connection(options)).await?;
     let info = node.query(&[b"INFO".as_slice(), b"replication"]).await?;
     let text = info
         .as_bytes()
@@ -277,6 +303,17 @@ fn node_addresses(reply: &Frame, seed_host: &str) -> Vec<(String, u16)> {
         }
     }
     nodes
+}
+
+/// The connection options of the slot-map queries: the source's, with short waits
+/// (INFO and CLUSTER SLOTS answer at once; a node that does not is asked again, or
+/// another node is).
+fn discovery_connection(options: &SyncOptions) -> ApplyOptions {
+    let wait = std::time::Duration::from_secs(5);
+    let mut connection = options.source_connection();
+    connection.connect_timeout = connection.connect_timeout.min(wait);
+    connection.reply_timeout = connection.reply_timeout.min(wait);
+    connection
 }
 
 /// `base` (credentials, TLS) at another address, without a database.

@@ -203,6 +203,12 @@ impl From<LoadError> for SyncError {
 }
 
 impl SyncError {
+    /// Whether the task retries after this error (a connection fault, a side that
+    /// says "not now") rather than giving up at once.
+    pub fn is_retryable(&self) -> bool {
+        self.retry_class().is_some()
+    }
+
     /// Which retry window covers this error, if any.
     fn retry_class(&self) -> Option<RetryClass> {
         match self {
