@@ -13,6 +13,12 @@
 //! `scale >= dbs.len()` every database holds every family. Big keys (a string, hash,
 //! list, set and zset of about `big_key_bytes` each) go to the first database.
 //!
+//! [`DataSet::write_cluster`] writes the same data set into a Redis Cluster (database 0
+//! only): keys keep their names, so they fall on hash slots of every shard, and each
+//! command goes to the primary serving its key's slot (CRC16 with hash tags,
+//! [`crate::topology::key_slot`]), batched in one pipeline per primary. Every command
+//! of the data set names a single key, so none crosses slots.
+//!
 //! The churn workload ([`crate::churn`]) reuses the value generators and the version
 //! detection defined here.
 
@@ -26,6 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Pipeline};
 
+use crate::topology::{key_slot, Cluster, SLOT_COUNT};
 use crate::version::RedisVersion;
 
 /// Entries of a small hash/zset/set/list stay below every version's compact-encoding
@@ -283,7 +290,7 @@ pub struct WrittenKey {
     pub expiry: Expiry,
 }
 
-/// What [`DataSet::write`] wrote.
+/// What [`DataSet::write`] or [`DataSet::write_cluster`] wrote.
 #[derive(Clone, Debug)]
 pub struct DataReport {
     pub seed: u64,
@@ -377,19 +384,60 @@ impl DataSet {
     pub async fn write(client: &redis::Client, spec: &DataSpec) -> crate::Result<DataReport> {
         anyhow::ensure!(!spec.dbs.is_empty(), "DataSpec.dbs is empty");
         let started = Instant::now();
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .context("connecting the data set writer")?;
-        let version = server_version(&mut conn).await?;
+        let conn = connect(client).await?;
+        let writer = Writer::new(vec![("the server".to_owned(), conn)], None);
+        Self::fill(writer, spec, started).await
+    }
+
+    /// Writes the data set `spec` describes into a Redis Cluster: each command goes to
+    /// the primary serving its key's hash slot (as the cluster's layout stands when the
+    /// write starts), one connection and one pipeline per primary. Keys keep their
+    /// standalone names, so they spread over the slots of every shard; every command
+    /// of the data set names a single key, so none crosses slots. A cluster has
+    /// database 0 only: `spec.dbs` must be `[0]`. The report and the content are the
+    /// same as [`DataSet::write`] gives a standalone server for the same spec.
+    pub async fn write_cluster(cluster: &Cluster, spec: &DataSpec) -> crate::Result<DataReport> {
+        anyhow::ensure!(
+            spec.dbs == [0],
+            "a cluster has database 0 only, DataSpec.dbs is {:?}",
+            spec.dbs
+        );
+        let started = Instant::now();
+        let seed = cluster.nodes.first().context("the cluster has no nodes")?;
+        let mut owner = vec![usize::MAX; usize::from(SLOT_COUNT)];
+        let mut conns = Vec::new();
+        for view in cluster.node_views(seed).await? {
+            if !view.is_primary || view.slots.is_empty() {
+                continue;
+            }
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.port() == view.port)
+                .with_context(|| format!("primary on port {} is not ours", view.port))?;
+            for &(first, last) in &view.slots {
+                for slot in first..=last {
+                    owner[usize::from(slot)] = conns.len();
+                }
+            }
+            let conn = connect(&node.redis_client()?).await?;
+            conns.push((format!("primary {}", node.addr()), conn));
+        }
+        if let Some(slot) = owner.iter().position(|&o| o == usize::MAX) {
+            anyhow::bail!("slot {slot} is not served by any primary");
+        }
+        Self::fill(Writer::new(conns, Some(owner)), spec, started).await
+    }
+
+    /// Generates every family through `writer` and waits until all is answered.
+    async fn fill(
+        mut writer: Writer,
+        spec: &DataSpec,
+        started: Instant,
+    ) -> crate::Result<DataReport> {
+        let version = server_version(&mut writer.conns[0].1).await?;
         let mut loader = Loader {
-            writer: Writer {
-                conn,
-                batches: BTreeMap::new(),
-                bytes_sent: 0,
-                in_flight: None,
-            },
+            writer,
             spec,
             version,
             keys: Vec::new(),
@@ -409,6 +457,15 @@ impl DataSet {
             elapsed: started.elapsed(),
         })
     }
+}
+
+/// A connection without a response timeout: a pipeline of big keys may take a while.
+async fn connect(client: &redis::Client) -> crate::Result<MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .context("connecting the data set writer")
 }
 
 /// The version of the server behind `conn`, from `INFO server`.
@@ -552,15 +609,22 @@ fn family_rng(seed: u64, family: Family) -> ChaCha8Rng {
     rng
 }
 
-/// Pipelines per database, each opening with SELECT, sent when full.
+/// Pipelines per (connection, database), each opening with SELECT, sent when full.
 ///
-/// One pipeline is in flight while the next is built: the server executes one batch
-/// while this side generates the next.
+/// A standalone server has one connection; a cluster has one per primary and a
+/// slot table that says which connection serves each key. Per connection, one
+/// pipeline is in flight while the next is built (the server executes one batch
+/// while this side generates the next), and pipelines are answered in the order
+/// they were sent, so each key's commands apply in order.
 struct Writer {
-    conn: MultiplexedConnection,
-    batches: BTreeMap<i64, Batch>,
+    /// A name for messages and the connection, per server written to.
+    conns: Vec<(String, MultiplexedConnection)>,
+    /// For a cluster: the index in `conns` of the primary serving each hash slot.
+    slot_owner: Option<Vec<usize>>,
+    batches: BTreeMap<(usize, i64), Batch>,
     bytes_sent: u64,
-    in_flight: Option<tokio::task::JoinHandle<crate::Result<()>>>,
+    /// Per connection, the pipeline sent last, until it is answered.
+    in_flight: Vec<Option<tokio::task::JoinHandle<crate::Result<()>>>>,
 }
 
 struct Batch {
@@ -570,7 +634,23 @@ struct Batch {
 }
 
 impl Writer {
-    async fn push(&mut self, db: i64, cmd: Cmd) -> crate::Result<()> {
+    fn new(conns: Vec<(String, MultiplexedConnection)>, slot_owner: Option<Vec<usize>>) -> Writer {
+        let in_flight = conns.iter().map(|_| None).collect();
+        Writer {
+            conns,
+            slot_owner,
+            batches: BTreeMap::new(),
+            bytes_sent: 0,
+            in_flight,
+        }
+    }
+
+    /// Queues `cmd`, whose only key is `key`, for database `db`.
+    async fn push(&mut self, db: i64, key: &[u8], cmd: Cmd) -> crate::Result<()> {
+        let conn = match &self.slot_owner {
+            Some(owner) => owner[usize::from(key_slot(key))],
+            None => 0,
+        };
         let bytes: usize = cmd
             .args_iter()
             .map(|arg| match arg {
@@ -578,7 +658,7 @@ impl Writer {
                 _ => 0,
             })
             .sum();
-        let batch = self.batches.entry(db).or_insert_with(|| {
+        let batch = self.batches.entry((conn, db)).or_insert_with(|| {
             let mut pipe = redis::pipe();
             pipe.cmd("SELECT").arg(db).ignore();
             Batch {
@@ -591,25 +671,28 @@ impl Writer {
         batch.commands += 1;
         batch.bytes += bytes;
         if batch.commands >= BATCH_COMMANDS || batch.bytes >= BATCH_BYTES {
-            self.flush(db).await?;
+            self.flush((conn, db)).await?;
         }
         Ok(())
     }
 
-    async fn flush(&mut self, db: i64) -> crate::Result<()> {
-        let Some(batch) = self.batches.remove(&db) else {
+    async fn flush(&mut self, (index, db): (usize, i64)) -> crate::Result<()> {
+        let Some(batch) = self.batches.remove(&(index, db)) else {
             return Ok(());
         };
         // Order between pipelines is kept: the next one starts after the last answered.
-        self.wait_in_flight().await?;
+        self.wait_in_flight(index).await?;
         self.bytes_sent += batch.bytes as u64;
-        let mut conn = self.conn.clone();
-        self.in_flight = Some(tokio::spawn(async move {
+        let (name, conn) = &self.conns[index];
+        let (name, mut conn) = (name.clone(), conn.clone());
+        self.in_flight[index] = Some(tokio::spawn(async move {
             batch
                 .pipe
                 .query_async::<()>(&mut conn)
                 .await
-                .with_context(|| format!("writing {} commands to db {db}", batch.commands))
+                .with_context(|| {
+                    format!("writing {} commands to db {db} of {name}", batch.commands)
+                })
         }));
         // Let the request reach the socket before this task goes back to generating
         // (on a current-thread runtime nothing else runs until it yields).
@@ -619,19 +702,22 @@ impl Writer {
         Ok(())
     }
 
-    async fn wait_in_flight(&mut self) -> crate::Result<()> {
-        if let Some(sending) = self.in_flight.take() {
+    async fn wait_in_flight(&mut self, index: usize) -> crate::Result<()> {
+        if let Some(sending) = self.in_flight[index].take() {
             sending.await.context("the data set's pipeline task")??;
         }
         Ok(())
     }
 
     async fn flush_all(&mut self) -> crate::Result<()> {
-        let dbs: Vec<i64> = self.batches.keys().copied().collect();
-        for db in dbs {
-            self.flush(db).await?;
+        let batches: Vec<(usize, i64)> = self.batches.keys().copied().collect();
+        for batch in batches {
+            self.flush(batch).await?;
         }
-        self.wait_in_flight().await
+        for index in 0..self.in_flight.len() {
+            self.wait_in_flight(index).await?;
+        }
+        Ok(())
     }
 }
 
@@ -822,7 +908,7 @@ impl Loader<'_> {
         let encoding = string_encoding(self.version, &target, &value);
         let mut cmd = redis::cmd("SET");
         cmd.arg(&target.key).arg(value);
-        self.writer.push(target.db, cmd).await?;
+        self.writer.push(target.db, &target.key, cmd).await?;
         Ok(target.written(KeyType::String, encoding, 1))
     }
 
@@ -850,7 +936,7 @@ impl Loader<'_> {
             for (field, value) in chunk {
                 cmd.arg(field).arg(value);
             }
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         if field_ttls {
             self.expire_fields(rng, &target, &fields).await?;
@@ -883,7 +969,7 @@ impl Loader<'_> {
             for field in group {
                 cmd.arg(field.as_slice());
             }
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         Ok(())
     }
@@ -910,7 +996,7 @@ impl Loader<'_> {
             for (score, member) in chunk {
                 cmd.arg(*score).arg(member);
             }
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         let encoding = zset_encoding(self.version, count, max_len);
         Ok(target.written(KeyType::Zset, encoding, count))
@@ -931,7 +1017,7 @@ impl Loader<'_> {
         for chunk in elements.chunks(CHUNK_ELEMENTS) {
             let mut cmd = redis::cmd("RPUSH");
             cmd.arg(&target.key).arg(chunk);
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         let encoding = list_encoding(self.version, total_bytes);
         Ok(target.written(KeyType::List, encoding, count))
@@ -947,7 +1033,7 @@ impl Loader<'_> {
         for chunk in members.chunks(CHUNK_ELEMENTS) {
             let mut cmd = redis::cmd("SADD");
             cmd.arg(&target.key).arg(chunk);
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         let encoding = set_encoding(self.version, &members);
         Ok(target.written(KeyType::Set, encoding, members.len()))
@@ -971,7 +1057,7 @@ impl Loader<'_> {
             for field in 0..rng.random_range(1..=4) {
                 cmd.arg(format!("field{field}")).arg(text(rng, 1..=30));
             }
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         let alice_reads = rng.random_range(1..=entries / 2);
         let bob_reads = rng.random_range(1..=entries / 4);
@@ -1003,7 +1089,7 @@ impl Loader<'_> {
         xdel.arg(&target.key).arg(&deleted);
         commands.push(xdel);
         for cmd in commands {
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         Ok(target.written(KeyType::Stream, "stream", entries - deleted.len()))
     }
@@ -1019,7 +1105,7 @@ impl Loader<'_> {
         for chunk in elements.chunks(CHUNK_ELEMENTS) {
             let mut cmd = redis::cmd("PFADD");
             cmd.arg(&target.key).arg(chunk);
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         let mut written = target.written(KeyType::String, "raw", count);
         written.hll_representation = Some(representation);
@@ -1033,7 +1119,7 @@ impl Loader<'_> {
             cmd.arg(&target.key)
                 .arg(rng.random_range(400_u32..200_000))
                 .arg(1);
-            self.writer.push(target.db, cmd).await?;
+            self.writer.push(target.db, &target.key, cmd).await?;
         }
         Ok(target.written(KeyType::String, "raw", bits))
     }
@@ -1053,7 +1139,7 @@ impl Loader<'_> {
                 .arg(latitude)
                 .arg(format!("place{position}"));
         }
-        self.writer.push(target.db, cmd).await?;
+        self.writer.push(target.db, &target.key, cmd).await?;
         let encoding = zset_encoding(self.version, count, 0);
         Ok(target.written(KeyType::Zset, encoding, count))
     }
@@ -1076,7 +1162,7 @@ impl Loader<'_> {
         };
         let mut cmd = redis::cmd(command);
         cmd.arg(&written.key).arg(when);
-        self.writer.push(written.db, cmd).await?;
+        self.writer.push(written.db, &written.key, cmd).await?;
         written.expiry = expiry;
         Ok(written)
     }
@@ -1102,7 +1188,7 @@ impl Loader<'_> {
             written_bytes += chunk.len();
             let mut cmd = redis::cmd("APPEND");
             cmd.arg(&string.key).arg(chunk);
-            self.writer.push(db, cmd).await?;
+            self.writer.push(db, &string.key, cmd).await?;
         }
         self.keys.push(string.written(KeyType::String, "raw", 1));
 
@@ -1129,7 +1215,7 @@ impl Loader<'_> {
                     };
                     cmd.arg(element(rng, position));
                 }
-                self.writer.push(db, cmd).await?;
+                self.writer.push(db, &big.key, cmd).await?;
             }
             self.keys.push(big.written(key_type, encoding, count));
         }

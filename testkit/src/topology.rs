@@ -20,6 +20,39 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Redis Cluster's number of hash slots.
 pub const SLOT_COUNT: u16 = 16384;
 
+/// The hash slot of `key`, as `CLUSTER KEYSLOT` computes it: CRC16 (XMODEM) modulo
+/// 16384 of the key, or of its hash tag when it has one (the bytes between the first
+/// `{` and the first `}` after it, when there are any).
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16_xmodem(hashed) % SLOT_COUNT
+}
+
+/// CRC16-CCITT in the XMODEM variant (polynomial 0x1021, initial value 0), the
+/// checksum Redis Cluster hashes keys with.
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 /// Polls `check` until it returns `Ok(true)`, or fails after `timeout` with the last
 /// reason it gave.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
@@ -571,4 +604,27 @@ pub enum FailoverMode {
     Force,
     /// Without any agreement: the replica bumps its epoch and takes the slots.
     Takeover,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc16_is_the_xmodem_variant() {
+        // The check value of CRC-16/XMODEM, and the example of the cluster spec.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+    }
+
+    #[test]
+    fn hash_tags_follow_the_cluster_spec() {
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(
+            key_slot(b"foo{}{bar}"),
+            crc16_xmodem(b"foo{}{bar}") % SLOT_COUNT
+        );
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"{"), crc16_xmodem(b"{") % SLOT_COUNT);
+    }
 }

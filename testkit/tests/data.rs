@@ -2,12 +2,15 @@
 //! that every encoding the version offers was produced, each key has the type and
 //! encoding the report says, HyperLogLogs are sparse and dense as promised, big keys
 //! have their size, DBSIZE per database matches the report, and the same seed writes
-//! the same values.
+//! the same values. Written into a Redis Cluster, every key is on the primary that
+//! serves its slot (as the server computes it), with the same checks, and every
+//! primary holds keys.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use lockstep_testkit::data::{expected_encodings, DataReport, DataSet, DataSpec, Expiry, Family};
+use lockstep_testkit::topology::{key_slot, Cluster, ClusterSpec, SLOT_COUNT};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -39,7 +42,7 @@ async fn every_version_gets_every_encoding_it_offers_and_the_counts_the_report_s
         );
 
         let mut conn = server.client().await?;
-        let found = check_every_key(&mut conn, &report).await?;
+        let found = check_every_key(std::slice::from_mut(&mut conn), |_| 0, &report).await?;
         let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
         assert_eq!(
             found,
@@ -67,20 +70,23 @@ async fn every_version_gets_every_encoding_it_offers_and_the_counts_the_report_s
     Ok(())
 }
 
-/// Checks TYPE, OBJECT ENCODING, PFDEBUG ENCODING and TTL of every key; returns the
-/// encodings seen on the server.
+/// Checks TYPE, OBJECT ENCODING, PFDEBUG ENCODING and TTL of every key on
+/// `conns[route(key)]`; returns the encodings seen on the servers.
 async fn check_every_key(
-    conn: &mut MultiplexedConnection,
+    conns: &mut [MultiplexedConnection],
+    route: impl Fn(&[u8]) -> usize,
     report: &DataReport,
 ) -> anyhow::Result<BTreeSet<String>> {
     let version = report.version;
     let mut found = BTreeSet::new();
     let mut wrong = Vec::new();
-    let mut selected = None;
+    let mut selected = vec![None; conns.len()];
     for key in &report.keys {
-        if selected != Some(key.db) {
+        let index = route(&key.key);
+        let conn = &mut conns[index];
+        if selected[index] != Some(key.db) {
             select(conn, key.db).await?;
-            selected = Some(key.db);
+            selected[index] = Some(key.db);
         }
         let (key_type, encoding, pttl): (String, Option<String>, i64) = redis::pipe()
             .cmd("TYPE")
@@ -263,5 +269,115 @@ async fn keys_about_to_expire_are_gone_after_their_ttl_and_the_rest_stay() -> an
         let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await?;
         assert_eq!(size, written - soon_keys.len(), "db {db}");
     }
+    Ok(())
+}
+
+/// The data set written into a 3-primary cluster of every version: every key is on
+/// the primary serving the slot `CLUSTER KEYSLOT` gives it (testkit's own slot
+/// function agrees), with the type, encoding and TTL the report says; every primary
+/// holds keys, the primaries together hold exactly the report's keys, and their
+/// values are those the same spec writes into a standalone server.
+#[tokio::test]
+async fn a_cluster_gets_every_key_on_the_primary_serving_its_slot() -> anyhow::Result<()> {
+    for version in RedisVersion::ALL {
+        let cluster = Cluster::start(ClusterSpec::new(ServerConfig::new(version), 3, 0)).await?;
+        let spec = DataSpec::new(13, 20)
+            .dbs(&[0])
+            .big_keys(64 << 10)
+            .soon_ttl(Duration::from_secs(60));
+        let report = DataSet::write_cluster(&cluster, &spec).await?;
+        eprintln!("cluster: {report}");
+        assert_eq!(
+            report.keys_per_db().keys().copied().collect::<Vec<_>>(),
+            vec![0]
+        );
+
+        // Slots as the server computes them, and who serves each one.
+        let mut any = cluster.nodes[0].client().await?;
+        let mut ask = redis::pipe();
+        for key in &report.keys {
+            ask.cmd("CLUSTER").arg("KEYSLOT").arg(&key.key);
+        }
+        let slots: Vec<u16> = ask.query_async(&mut any).await?;
+        let slot_of: BTreeMap<Vec<u8>, u16> = report
+            .keys
+            .iter()
+            .map(|k| k.key.clone())
+            .zip(slots)
+            .collect();
+        for (key, slot) in &slot_of {
+            assert_eq!(key_slot(key), *slot, "{}", String::from_utf8_lossy(key));
+        }
+        let mut owner = vec![usize::MAX; usize::from(SLOT_COUNT)];
+        let mut conns = Vec::new();
+        let mut ports = Vec::new();
+        for view in cluster.node_views(&cluster.nodes[0]).await? {
+            if !view.is_primary {
+                continue;
+            }
+            for &(first, last) in &view.slots {
+                for slot in first..=last {
+                    owner[usize::from(slot)] = conns.len();
+                }
+            }
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.port() == view.port)
+                .ok_or_else(|| anyhow::anyhow!("primary {} is not ours", view.port))?;
+            conns.push(node.client().await?);
+            ports.push(view.port);
+        }
+        assert_eq!(conns.len(), 3);
+        let route = |key: &[u8]| owner[usize::from(slot_of[key])];
+        let found = check_every_key(&mut conns, route, &report).await?;
+        let found: BTreeSet<&str> = found.iter().map(String::as_str).collect();
+        assert_eq!(
+            found,
+            expected_encodings(version),
+            "{version}: on the cluster"
+        );
+        assert_eq!(report.encodings(), expected_encodings(version), "{version}");
+
+        let mut total = 0;
+        for (conn, port) in conns.iter_mut().zip(&ports) {
+            let size: usize = redis::cmd("DBSIZE").query_async(conn).await?;
+            let expected = report
+                .keys
+                .iter()
+                .filter(|k| ports[route(&k.key)] == *port)
+                .count();
+            assert!(size > 0, "{version}: primary {port} holds no key");
+            assert_eq!(size, expected, "{version}: DBSIZE of primary {port}");
+            total += size;
+        }
+        assert_eq!(total, report.keys.len(), "{version}");
+
+        // The same spec gives a standalone server the same keys and values.
+        let mut on_cluster = BTreeMap::new();
+        for conn in &mut conns {
+            on_cluster.extend(digests(conn, &[0]).await?);
+        }
+        let server = RedisServer::start(ServerConfig::new(version)).await?;
+        DataSet::write(&server.redis_client()?, &spec).await?;
+        let standalone = digests(&mut server.client().await?, &[0]).await?;
+        assert_eq!(on_cluster, standalone, "{version}: cluster vs standalone");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cluster_takes_database_0_only() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterSpec::new(
+        ServerConfig::new(RedisVersion::V7_0),
+        1,
+        0,
+    ))
+    .await?;
+    let err = DataSet::write_cluster(&cluster, &DataSpec::new(1, 2))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("dbs 0, 1, 5, 15 were accepted"))?;
+    assert!(err.to_string().contains("database 0 only"), "{err:#}");
     Ok(())
 }
