@@ -1,8 +1,11 @@
 //! What the sync end-to-end tests share: starting an engine task against testkit
 //! servers, waiting until the target has caught up, and checking equality with the
-//! verify crate (plain reads of both sides, never the sync's own state).
+//! verify crate (plain reads of both sides, never the sync's own state). [`cluster`]:
+//! the same for a cluster source.
 
 #![allow(dead_code)] // each test file uses its own part
+
+pub mod cluster;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
