@@ -391,11 +391,12 @@ impl DataSet {
 
     /// Writes the data set `spec` describes into a Redis Cluster: each command goes to
     /// the primary serving its key's hash slot (as the cluster's layout stands when the
-    /// write starts; no MOVED is followed), one connection and one pipeline per primary. Keys keep their
-    /// standalone names, so they spread over the slots of every shard; every command
-    /// of the data set names a single key, so none crosses slots. A cluster has
-    /// database 0 only: `spec.dbs` must be `[0]`. The report and the content are the
-    /// same as [`DataSet::write`] gives a standalone server for the same spec.
+    /// write starts; no MOVED is followed), one connection and one pipeline per
+    /// primary. Keys keep their standalone names, so they spread over the slots of
+    /// every shard; every command of the data set names a single key, so none crosses
+    /// slots. A cluster has database 0 only: `spec.dbs` must be `[0]`. The report and
+    /// the content are the same as [`DataSet::write`] gives a standalone server for
+    /// the same spec.
     pub async fn write_cluster(cluster: &Cluster, spec: &DataSpec) -> crate::Result<DataReport> {
         anyhow::ensure!(
             spec.dbs == [0],
