@@ -174,6 +174,31 @@ pub struct Position {
     pub db: u32,
 }
 
+/// What a primary of a cluster target answered with a redirection, for the router
+/// to send again where the slot now is (see [`crate::cluster`]).
+#[derive(Default)]
+struct Redirections {
+    /// Sequence numbers (in [`TargetWriter::commands_pushed`] terms) of the
+    /// redirected commands, with the reply.
+    replies: Vec<(u64, String)>,
+    /// A queued command of the open transaction was redirected: its EXECABORT is
+    /// part of the same redirection.
+    in_transaction: bool,
+    /// Positions reached while a redirected command waits to be sent again: the
+    /// writer does not count them as applied until the router says it is done.
+    held: Option<Position>,
+    holding: bool,
+}
+
+/// Replies that say a cluster's slot is elsewhere or moving, not that the command
+/// is wrong: MOVED, ASK, TRYAGAIN (a multi-key command in a migrating slot),
+/// CLUSTERDOWN and READONLY (a primary turned replica).
+pub(crate) fn is_redirection(reply: &str) -> bool {
+    ["MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "READONLY"]
+        .iter()
+        .any(|p| reply.starts_with(p))
+}
+
 /// A pipelined connection to the target.
 pub struct TargetWriter {
     endpoint: String,
@@ -193,6 +218,13 @@ pub struct TargetWriter {
     /// While above zero, `out` is held back: that many commands already sent must be
     /// answered first (see [`TargetWriter::hold_until_answered`]).
     gate_waiting: usize,
+    /// Commands pushed and replies read since the start (a cluster router maps
+    /// redirections back to what it sent by these sequence numbers).
+    pushed: u64,
+    answered: u64,
+    /// Set on a primary of a cluster target: redirections are recorded for the
+    /// router instead of failing the writer (see [`Redirections`]).
+    redirections: Option<Redirections>,
     options: ApplyOptions,
     /// Set when the target is a Redis Cluster: every call goes to the router, which
     /// writes through one plain writer per primary (see [`crate::cluster`]).
@@ -230,6 +262,9 @@ impl TargetWriter {
             applied_commands: 0,
             transaction: None,
             gate_waiting: 0,
+            pushed: 0,
+            answered: 0,
+            redirections: None,
             options,
             cluster: None,
         };
@@ -266,10 +301,10 @@ impl TargetWriter {
 
     /// The plain writers of a cluster target's primaries (none for a standalone
     /// target): for what must visit every node, such as a SCAN of all its keys.
-    pub(crate) fn cluster_primaries_mut(&mut self) -> &mut [TargetWriter] {
+    pub(crate) fn cluster_primaries_mut(&mut self) -> Vec<&mut TargetWriter> {
         match self.cluster.as_deref_mut() {
             Some(cluster) => cluster.primaries_mut(),
-            None => &mut [],
+            None => Vec::new(),
         }
     }
 
@@ -333,6 +368,7 @@ impl TargetWriter {
             position,
             role,
         });
+        self.pushed += 1;
         if self.out.len() >= self.options.batch_bytes_max {
             // Held bytes wait for their gate rather than grow without bound.
             self.open_gate().await?;
@@ -542,8 +578,10 @@ impl TargetWriter {
             self.reader.consume(len);
             return Ok(());
         };
+        let sequence = self.answered;
+        self.answered += 1;
         let reply = &self.reader.buffer()[..len];
-        let refused = match (reply.first(), pending.role) {
+        let mut refused = match (reply.first(), pending.role) {
             (Some(b'-'), _) => Some((pending.label, line_text(&reply[1..]))),
             (_, Role::Queued) => {
                 self.queued.push_back(pending.label);
@@ -572,11 +610,39 @@ impl TargetWriter {
                         }
                     }
                 }
+                if let Some(redirections) = self.redirections.as_mut() {
+                    redirections.in_transaction = false;
+                }
                 refused
             }
             _ => None,
         };
         self.reader.consume(len);
+        if let (Some(redirections), Some((label, message))) =
+            (self.redirections.as_mut(), refused.as_ref())
+        {
+            let redirected = is_redirection(message)
+                || (redirections.in_transaction && message.starts_with("EXECABORT"));
+            if redirected {
+                redirections.replies.push((sequence, message.clone()));
+                redirections.holding = true;
+                match pending.role {
+                    // Its EXEC pops it with the others of the transaction.
+                    Role::Queued => {
+                        self.queued.push_back(*label);
+                        redirections.in_transaction = true;
+                    }
+                    Role::Ends { queued, .. } => {
+                        for _ in 0..queued {
+                            self.queued.pop_front();
+                        }
+                        redirections.in_transaction = false;
+                    }
+                    Role::Plain => {}
+                }
+                refused = None;
+            }
+        }
         if let Some((label, message)) = refused {
             // The gate stays shut: nothing held behind a refusal is ever sent.
             return Err(self.rejected(&label, &message));
@@ -584,7 +650,66 @@ impl TargetWriter {
         self.gate_waiting = self.gate_waiting.saturating_sub(1);
         self.applied_commands += 1;
         if let Some(position) = pending.position {
+            match self.redirections.as_mut() {
+                Some(redirections) if redirections.holding => {
+                    redirections.held = Some(position);
+                }
+                _ => self.advance(position),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes this writer a primary of a cluster target: a redirection (see
+    /// [`is_redirection`]) no longer fails it but is kept for
+    /// [`TargetWriter::take_redirections`], and positions stop advancing until
+    /// [`TargetWriter::redirections_resolved`].
+    pub(crate) fn record_redirections(&mut self) {
+        self.redirections = Some(Redirections::default());
+    }
+
+    /// The redirected commands answered since the last call: their sequence numbers
+    /// (see [`TargetWriter::commands_pushed`]) and replies.
+    pub(crate) fn take_redirections(&mut self) -> Vec<(u64, String)> {
+        self.redirections
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.replies))
+            .unwrap_or_default()
+    }
+
+    /// The router has applied every redirected command elsewhere: positions held
+    /// back count again.
+    pub(crate) fn redirections_resolved(&mut self) {
+        let held = self.redirections.as_mut().and_then(|r| {
+            r.holding = false;
+            r.held.take()
+        });
+        if let Some(position) = held {
             self.advance(position);
+        }
+    }
+
+    /// Whether positions are held back behind a redirected command.
+    pub(crate) fn holds_positions(&self) -> bool {
+        self.redirections.as_ref().is_some_and(|r| r.holding)
+    }
+
+    /// How many commands were pushed: the next one's sequence number.
+    pub(crate) fn commands_pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// How many replies were read: every command with a lower sequence number is
+    /// answered.
+    pub(crate) fn commands_answered(&self) -> u64 {
+        self.answered
+    }
+
+    /// Sends what is buffered and reads one reply, if any is awaited.
+    pub(crate) async fn answer_one(&mut self) -> Result<(), ApplyError> {
+        self.flush_direct().await?;
+        if !self.pending.is_empty() {
+            self.read_one().await?;
         }
         Ok(())
     }

@@ -58,14 +58,44 @@
 //! with keys in a synchronized database not mapped to 0 (`--map-db N:0`, `--dbs 0`).
 //!
 //! # A changing target cluster
-//! MOVED, ASK and READONLY replies (a slot migrated, a primary failed over) end the
-//! session with [`ApplyError::Redirected`], a connection-class error: the next
-//! session reads the slot map again and resumes from the slots' checkpoints, so the
-//! command is retried exactly once where it now belongs. ASKING is not sent: during
-//! a slot migration the task retries (backing off) until the migration is done. A
-//! slot without its checkpoint while others have theirs (a crash between a FLUSHALL
-//! and the checkpoints written after it, or keys removed by hand) stops the task at
-//! the next start, saying so: the exact position is unknown and it never guesses.
+//! The router sends **units**: one command, or one slot's transaction (MULTI ...
+//! its checkpoint ... EXEC). Each is kept until its primary has answered it
+//! ([`UNANSWERED_BYTES_MAX`] bounds the copies; past it the router waits for
+//! replies). A primary's writer does not fail on a redirection
+//! (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY): it records it, and holds back the positions
+//! it reaches until the router has sent the redirected unit again, so nothing
+//! counts as applied, and no checkpoint is written, past a unit not yet applied.
+//! What is sent again, in the order first sent, at the next drain (before the
+//! next target transaction, or at the engine's next reply poll):
+//! - **ASK** (a slot migrating, the key already on the importing node): the unit
+//!   goes to that node after `ASKING` (the flag lasts through a MULTI ... EXEC).
+//! - **TRYAGAIN** (a multi-key unit whose keys are split between the two nodes,
+//!   which a slot transaction is while its keys move): after a pause (5 ms, doubling
+//!   to 100 ms) and a new slot map. A single multi-key command outside a
+//!   transaction (the full copy's MSET) is split into one command per key instead:
+//!   nothing asks for it to be atomic.
+//! - **MOVED** (a migration ended): to the slot's owner in a slot map read again.
+//!
+//! Units of different slots are independent; within one slot a drain happens
+//! around every broadcast (FLUSHALL...), so a slot has at most one transaction
+//! between drains and no later one can pass a redirected one. Why this is exact:
+//! a slot transaction runs whole or not at all (Redis checks every key of the
+//! EXEC on one node; keys split between two nodes give TRYAGAIN), ASK is only
+//! given for keys the migrating node does not have, and MIGRATE moves what that
+//! node applied. The waiting lasts [`MIGRATION_WAIT_MAX`] at most; then the session
+//! ends and the next one resumes from the slots' checkpoints (a checkpoint key
+//! that has already moved is read after ASKING).
+//!
+//! A **failover** is different: a primary that answered may have lost those
+//! writes to the replica that took over. When a new slot map shows a slot's old
+//! owner is no longer a primary (`ROLE`), or a primary closes the connection, the
+//! session ends with [`ApplyError::Redirected`], a connection-class error: the next
+//! session reads the slot map again and resumes from the checkpoints the new
+//! primaries hold, so each command is applied exactly once where it now belongs.
+//! A slot without its checkpoint while others have theirs (a crash between a
+//! FLUSHALL and the checkpoints written after it, or keys removed by hand) stops
+//! the task at the next start, saying so: the exact position is unknown and it
+//! never guesses.
 //!
 //! # Removing only some keys
 //! A full resync over stale data with key prefix rules, and the FLUSHALL of one shard
@@ -73,6 +103,7 @@
 //! ([`TargetWriter::cluster_primaries_mut`]) and its owned keys unlinked one per
 //! command (see [`crate::filter::Filter::clear_target`]).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -99,21 +130,19 @@ pub async fn connect_target(
     let slots = writer.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
     let shards = parse_cluster_slots(&slots, &endpoint.host).map_err(ApplyError::Cluster)?;
     let owners = slot_owners(&shards).map_err(ApplyError::Cluster)?;
-    let mut writers = Vec::with_capacity(shards.len());
+    let mut primaries = Vec::with_capacity(shards.len());
     for shard in &shards {
-        let mut node = endpoint.clone();
-        node.host = shard.host.clone();
-        node.port = shard.port;
-        node.db = None;
-        writers.push(TargetWriter::connect(&node, options.clone()).await?);
+        primaries.push(Primary::connect(endpoint, &options, &shard.host, shard.port).await?);
     }
     tracing::info!(
-        primaries = writers.len(),
+        primaries = primaries.len(),
         "the target is a Redis Cluster: routing by hash slot"
     );
     writer.route_through(ClusterTarget {
-        shards: writers,
+        shards: primaries,
         owners,
+        seed: endpoint.clone(),
+        options,
         checkpoint_key: checkpoint_key.to_vec(),
         slot_keys: slot_checkpoint_keys(checkpoint_key),
         holds_through: vec![-1; SLOTS],
@@ -126,6 +155,8 @@ pub async fn connect_target(
         db: 0,
         last_value: None,
         last_refresh: Instant::now(),
+        next_unit: 0,
+        failed: Vec::new(),
     });
     Ok(writer)
 }
@@ -208,13 +239,85 @@ fn slot_checkpoint_keys(checkpoint_key: &[u8]) -> Vec<Bytes> {
     keys.into_iter().flatten().collect()
 }
 
+/// A primary of the target cluster: its writer, its address, and what was sent to
+/// it and not yet answered, kept to be sent again if it is redirected.
+struct Primary {
+    writer: TargetWriter,
+    host: String,
+    port: u16,
+    /// Units sent and not wholly answered, in the order sent.
+    unanswered: VecDeque<Unit>,
+    unanswered_bytes: usize,
+    /// Redirections read whose unit is not wholly answered yet.
+    redirections: VecDeque<(u64, String)>,
+}
+
+impl Primary {
+    async fn connect(
+        seed: &Endpoint,
+        options: &ApplyOptions,
+        host: &str,
+        port: u16,
+    ) -> Result<Primary, ApplyError> {
+        let mut node = seed.clone();
+        node.host = host.to_owned();
+        node.port = port;
+        node.db = None;
+        let mut writer = TargetWriter::connect(&node, options.clone()).await?;
+        writer.record_redirections();
+        Ok(Primary {
+            writer,
+            host: host.to_owned(),
+            port,
+            unanswered: VecDeque::new(),
+            unanswered_bytes: 0,
+            redirections: VecDeque::new(),
+        })
+    }
+}
+
+/// What the router sends to a primary as a whole and sends again as a whole when
+/// redirected: one command, or one slot's transaction (MULTI ... EXEC).
+struct Unit {
+    /// In the order units were made: failed units are sent again in this order.
+    id: u64,
+    /// The slot its keys are in; `None` for keyless commands (FLUSHALL...).
+    slot: Option<u16>,
+    /// Its commands' sequence numbers on the primary: `first..end`.
+    first: u64,
+    end: u64,
+    commands: Vec<Vec<Bytes>>,
+    bytes: usize,
+}
+
+/// A unit a primary redirected, with the reply that says where to.
+struct Failed {
+    unit: Unit,
+    reply: String,
+}
+
+/// Most bytes of unanswered units kept per primary; past it the router waits for
+/// replies (the copies are what a redirected unit is sent again from).
+pub const UNANSWERED_BYTES_MAX: usize = 16 << 20;
+
+/// Failed units kept before the router stops to send them again.
+const FAILED_UNITS_MAX: usize = 1024;
+
+/// How long a session waits for a slot migration to let a unit through
+/// (TRYAGAIN: a multi-key transaction while its keys are split between the two
+/// nodes) before it ends and the next one starts from the slots' checkpoints.
+pub const MIGRATION_WAIT_MAX: Duration = Duration::from_secs(30);
+
 /// The router behind a [`TargetWriter`] whose target is a cluster (see the module
 /// doc).
 pub struct ClusterTarget {
     /// One plain writer per primary.
-    shards: Vec<TargetWriter>,
+    shards: Vec<Primary>,
     /// The shard serving each slot.
     owners: Vec<u16>,
+    /// The target URL, for connecting to primaries the cluster names later.
+    seed: Endpoint,
+    options: ApplyOptions,
     checkpoint_key: Vec<u8>,
     /// Each slot's checkpoint key.
     slot_keys: Vec<Bytes>,
@@ -237,12 +340,16 @@ pub struct ClusterTarget {
     /// The replid and db words of the last checkpoint value seen.
     last_value: Option<(String, String)>,
     last_refresh: Instant,
+    /// The id of the next unit.
+    next_unit: u64,
+    /// Units redirected and not yet sent again.
+    failed: Vec<Failed>,
 }
 
 impl ClusterTarget {
     /// The plain writer of every primary.
-    pub(crate) fn primaries_mut(&mut self) -> &mut [TargetWriter] {
-        &mut self.shards
+    pub(crate) fn primaries_mut(&mut self) -> Vec<&mut TargetWriter> {
+        self.shards.iter_mut().map(|p| &mut p.writer).collect()
     }
 
     pub(crate) fn set_stream_offset(&mut self, offset: i64) {
@@ -333,7 +440,6 @@ impl ClusterTarget {
     async fn close_slots(&mut self, checkpoint: Option<(i64, Bytes)>) -> Result<(), ApplyError> {
         for slot in std::mem::take(&mut self.queued_slots) {
             let commands = std::mem::take(&mut self.queued[usize::from(slot)]);
-            let shard = &mut self.shards[usize::from(self.owners[usize::from(slot)])];
             let mut transaction = Vec::with_capacity(commands.len() + 3);
             transaction.push(vec![Bytes::from_static(b"MULTI")]);
             transaction.extend(commands);
@@ -346,10 +452,257 @@ impl ClusterTarget {
                 self.written[usize::from(slot)] = *offset;
             }
             transaction.push(vec![Bytes::from_static(b"EXEC")]);
-            for argv in &transaction {
-                shard.push_direct(argv, None).await.map_err(redirected)?;
+            self.send_unit(Some(slot), transaction).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a unit to the primary serving its slot (the first one for a keyless
+    /// unit).
+    async fn send_unit(
+        &mut self,
+        slot: Option<u16>,
+        commands: Vec<Vec<Bytes>>,
+    ) -> Result<(), ApplyError> {
+        let shard = slot.map_or(0, |s| usize::from(self.owners[usize::from(s)]));
+        let id = self.next_unit;
+        self.next_unit += 1;
+        self.send_unit_to(shard, id, slot, commands, false).await
+    }
+
+    /// Sends a unit to `shard` (after ASKING when `asking`), keeps it until it is
+    /// answered, and sends again what was redirected once too much waits.
+    async fn send_unit_to(
+        &mut self,
+        shard: usize,
+        id: u64,
+        slot: Option<u16>,
+        commands: Vec<Vec<Bytes>>,
+        asking: bool,
+    ) -> Result<(), ApplyError> {
+        let primary = &mut self.shards[shard];
+        let first = primary.writer.commands_pushed();
+        if asking {
+            primary.writer.push_direct(&[b"ASKING"], None).await?;
+        }
+        let mut bytes = 0;
+        for argv in &commands {
+            bytes += argv.iter().map(Bytes::len).sum::<usize>();
+            primary.writer.push_direct(argv, None).await?;
+        }
+        let end = primary.writer.commands_pushed();
+        primary.unanswered.push_back(Unit {
+            id,
+            slot,
+            first,
+            end,
+            commands,
+            bytes,
+        });
+        primary.unanswered_bytes += bytes;
+        while self.shards[shard].unanswered_bytes > UNANSWERED_BYTES_MAX {
+            self.shards[shard].writer.answer_one().await?;
+            self.collect_answered(shard)?;
+        }
+        self.collect_answered(shard)?;
+        if self.failed.len() > FAILED_UNITS_MAX {
+            // Boxed: draining sends failed units again through here.
+            Box::pin(self.drain()).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the units `shard` has wholly answered, and keeps those it
+    /// redirected for sending again.
+    fn collect_answered(&mut self, shard: usize) -> Result<(), ApplyError> {
+        let primary = &mut self.shards[shard];
+        primary
+            .redirections
+            .extend(primary.writer.take_redirections());
+        let answered = primary.writer.commands_answered();
+        while primary
+            .unanswered
+            .front()
+            .is_some_and(|u| u.end <= answered)
+        {
+            let Some(unit) = primary.unanswered.pop_front() else {
+                break;
+            };
+            primary.unanswered_bytes -= unit.bytes;
+            let mut reply = None;
+            while let Some((sequence, message)) = primary.redirections.front() {
+                if *sequence >= unit.end {
+                    break;
+                }
+                if *sequence >= unit.first && reply.is_none() {
+                    reply = Some(message.clone());
+                }
+                primary.redirections.pop_front();
+            }
+            if let Some(reply) = reply {
+                self.failed.push(Failed { unit, reply });
             }
         }
+        // A redirection of what the router did not send (a SCAN+UNLINK on the
+        // primaries): nothing can send it again here.
+        let primary = &mut self.shards[shard];
+        if let Some((_, reply)) = primary.redirections.front() {
+            if primary
+                .unanswered
+                .front()
+                .is_none_or(|u| u.first > primary.redirections[0].0)
+            {
+                return Err(ApplyError::Redirected {
+                    endpoint: format!("target cluster node {}:{}", primary.host, primary.port),
+                    command: "a command sent outside the router".to_owned(),
+                    reply: reply.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the redirected units again where their replies say: to the node an ASK
+    /// names (after ASKING), to the slot's owner in a slot map read again after
+    /// MOVED, or (TRYAGAIN, CLUSTERDOWN) after a pause to the same place.
+    async fn send_failed_again(&mut self, pause: Duration) -> Result<(), ApplyError> {
+        let mut failed = std::mem::take(&mut self.failed);
+        failed.sort_by_key(|f| f.unit.id);
+        let must_wait = failed
+            .iter()
+            .any(|f| f.reply.starts_with("TRYAGAIN") || f.reply.starts_with("CLUSTERDOWN"));
+        if must_wait {
+            tokio::time::sleep(pause).await;
+        }
+        if failed.iter().any(|f| !f.reply.starts_with("ASK ")) {
+            self.reload_slot_map(&failed[0].reply).await?;
+        }
+        for Failed { unit, reply } in failed {
+            let Some(slot) = unit.slot else {
+                return Err(ApplyError::Redirected {
+                    endpoint: "target cluster".to_owned(),
+                    command: String::from_utf8_lossy(&unit.commands[0][0]).into_owned(),
+                    reply,
+                });
+            };
+            let commands = unit.commands;
+            if reply.starts_with("TRYAGAIN") && commands.len() == 1 {
+                // A multi-key command outside a transaction (the full copy's MSET)
+                // while its keys are split between the two nodes: nothing asks
+                // for it to be atomic, so each key goes on its own.
+                let next = std::cell::Cell::new(0u32);
+                let parts = split_into(&commands[0], |_| {
+                    next.set(next.get() + 1);
+                    next.get()
+                });
+                if let Some(parts) = parts.filter(|p| p.len() > 1) {
+                    for (_, part) in parts {
+                        let shard = usize::from(self.owners[usize::from(slot)]);
+                        self.send_unit_to(shard, unit.id, Some(slot), vec![part], false)
+                            .await?;
+                    }
+                    continue;
+                }
+            }
+            match ask_address(&reply) {
+                Some((host, port)) => {
+                    let shard = self.shard_at(&host, port).await?;
+                    self.send_unit_to(shard, unit.id, Some(slot), commands, true)
+                        .await?;
+                }
+                None => {
+                    let shard = usize::from(self.owners[usize::from(slot)]);
+                    self.send_unit_to(shard, unit.id, Some(slot), commands, false)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the primary at `host:port`, connected now if it is new.
+    async fn shard_at(&mut self, host: &str, port: u16) -> Result<usize, ApplyError> {
+        let host = if host.is_empty() || host == "?" {
+            self.seed.host.clone()
+        } else {
+            host.to_owned()
+        };
+        if let Some(index) = self
+            .shards
+            .iter()
+            .position(|p| p.host == host && p.port == port)
+        {
+            return Ok(index);
+        }
+        // Boxed: connecting pushes AUTH through a writer, which may route here.
+        let primary = Box::pin(Primary::connect(&self.seed, &self.options, &host, port)).await?;
+        tracing::info!(node = %format!("{host}:{port}"), "a new primary of the target cluster");
+        self.shards.push(primary);
+        Ok(self.shards.len() - 1)
+    }
+
+    /// Reads the slot map again (after MOVED: a slot finished migrating). A slot
+    /// whose old owner is no longer a primary means a failover: what that node
+    /// answered may not have reached the node that took over, so the session ends
+    /// and the next one resumes from the slots' checkpoints.
+    async fn reload_slot_map(&mut self, because: &str) -> Result<(), ApplyError> {
+        let mut reply = None;
+        for primary in &mut self.shards {
+            if let Ok(frame) = primary
+                .writer
+                .query_direct(&[b"CLUSTER".as_slice(), b"SLOTS"])
+                .await
+            {
+                if matches!(frame, Frame::Array(_)) {
+                    reply = Some(frame);
+                    break;
+                }
+            }
+        }
+        let changing = |detail: String| ApplyError::Redirected {
+            endpoint: "target cluster".to_owned(),
+            command: "CLUSTER SLOTS".to_owned(),
+            reply: format!("{because} ({detail})"),
+        };
+        let reply =
+            reply.ok_or_else(|| changing("no primary answered CLUSTER SLOTS".to_owned()))?;
+        let map = parse_cluster_slots(&reply, &self.seed.host).map_err(ApplyError::Cluster)?;
+        let map_owners = slot_owners(&map).map_err(&changing)?;
+        let mut owners = Vec::with_capacity(SLOTS);
+        let mut indices = Vec::with_capacity(map.len());
+        for shard in &map {
+            indices.push(self.shard_at(&shard.host, shard.port).await?);
+        }
+        for owner in map_owners {
+            owners.push(indices[usize::from(owner)] as u16);
+        }
+        let mut losers: Vec<u16> = self
+            .owners
+            .iter()
+            .zip(&owners)
+            .filter(|(old, new)| old != new)
+            .map(|(old, _)| *old)
+            .collect();
+        losers.sort_unstable();
+        losers.dedup();
+        for loser in losers {
+            let primary = &mut self.shards[usize::from(loser)];
+            let role = primary.writer.query_direct(&[b"ROLE".as_slice()]).await;
+            let still_primary = match &role {
+                Ok(Frame::Array(items)) => items
+                    .first()
+                    .and_then(Frame::as_bytes)
+                    .is_some_and(|r| r == b"master"),
+                _ => false,
+            };
+            if !still_primary {
+                return Err(changing(format!(
+                    "{}:{} is no longer a primary: a failover",
+                    primary.host, primary.port
+                )));
+            }
+        }
+        self.owners = owners;
         Ok(())
     }
 
@@ -367,18 +720,12 @@ impl ClusterTarget {
             if !which(slot) || offset <= self.holds_through[usize::from(slot)] {
                 continue;
             }
-            let shard = &mut self.shards[usize::from(self.owners[usize::from(slot)])];
-            shard
-                .push_direct(
-                    &[
-                        Bytes::from_static(b"SET"),
-                        self.slot_keys[usize::from(slot)].clone(),
-                        value.clone(),
-                    ],
-                    None,
-                )
-                .await
-                .map_err(redirected)?;
+            let set = vec![
+                Bytes::from_static(b"SET"),
+                self.slot_keys[usize::from(slot)].clone(),
+                value.clone(),
+            ];
+            self.send_unit(Some(slot), vec![set]).await?;
             self.written[usize::from(slot)] = offset;
         }
         Ok(())
@@ -448,8 +795,7 @@ impl ClusterTarget {
             self.queued[at].push(argv);
             return Ok(());
         }
-        let shard = &mut self.shards[usize::from(self.owners[at])];
-        shard.push_direct(&argv, None).await.map_err(redirected)
+        self.send_unit(Some(slot), vec![argv]).await
     }
 
     async fn keyless(&mut self, name: &str, argv: &[Bytes]) -> Result<(), ApplyError> {
@@ -463,10 +809,7 @@ impl ClusterTarget {
                 None => Ok(()),
             },
             "FLUSHALL" | "FLUSHDB" | "FUNCTION" | "SCRIPT" => self.broadcast(argv).await,
-            _ => {
-                let shard = &mut self.shards[0];
-                shard.push_direct(argv, None).await.map_err(redirected)
-            }
+            _ => self.send_unit(None, vec![argv.to_vec()]).await,
         }
     }
 
@@ -481,6 +824,8 @@ impl ClusterTarget {
                 (offset, Bytes::from(format!("{replid} {offset} {db}")))
             });
             self.close_slots(before).await?;
+            // Nothing of a slot may be sent again after what follows it.
+            self.drain().await?;
         }
         for index in 0..self.shards.len() {
             // A primary whose every slot is past this command has run it.
@@ -492,15 +837,16 @@ impl ClusterTarget {
                     .filter(|(owner, _)| usize::from(**owner) == index)
                     .all(|(_, held)| self.stream_offset <= *held);
             if !done {
-                self.shards[index]
-                    .push_direct(argv, None)
-                    .await
-                    .map_err(redirected)?;
+                let id = self.next_unit;
+                self.next_unit += 1;
+                self.send_unit_to(index, id, None, vec![argv.to_vec()], false)
+                    .await?;
             }
         }
         if in_stream {
             let offset = self.stream_offset;
             self.checkpoint_every_slot(offset, |_| true).await?;
+            self.drain().await?;
         }
         Ok(())
     }
@@ -510,38 +856,73 @@ impl ClusterTarget {
             // Where the stream starts: the entry before its first command.
             self.previous_offset = position.offset;
         }
-        for shard in &mut self.shards {
-            shard.mark_position(position);
+        for primary in &mut self.shards {
+            primary.writer.mark_position(position);
         }
     }
 
     pub(crate) async fn flush(&mut self) -> Result<(), ApplyError> {
-        for shard in &mut self.shards {
-            shard.flush_direct().await?;
+        for primary in &mut self.shards {
+            primary.writer.flush_direct().await?;
         }
         Ok(())
     }
 
     pub(crate) async fn poll_replies(&mut self) -> Result<(), ApplyError> {
-        for shard in &mut self.shards {
-            shard.poll_replies_direct().await.map_err(redirected)?;
+        for index in 0..self.shards.len() {
+            self.shards[index].writer.poll_replies_direct().await?;
+            self.collect_answered(index)?;
+        }
+        if !self.failed.is_empty() {
+            // Not left for the next transaction, which may not come for a while.
+            self.drain().await?;
         }
         Ok(())
     }
 
+    /// Waits until every primary has answered everything, sending redirected units
+    /// again (ASKING, a new slot map, a pause for TRYAGAIN) until none is left or a
+    /// migration has held a unit back for [`MIGRATION_WAIT_MAX`].
     pub(crate) async fn drain(&mut self) -> Result<(), ApplyError> {
-        self.flush().await?;
-        for shard in &mut self.shards {
-            shard.drain_direct().await.map_err(redirected)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            self.flush().await?;
+            for index in 0..self.shards.len() {
+                self.shards[index].writer.drain_direct().await?;
+                self.collect_answered(index)?;
+            }
+            let Some(first) = self.failed.first() else {
+                for primary in &mut self.shards {
+                    primary.writer.redirections_resolved();
+                }
+                return Ok(());
+            };
+            if started.elapsed() >= MIGRATION_WAIT_MAX {
+                return Err(ApplyError::Redirected {
+                    endpoint: "target cluster".to_owned(),
+                    command: format!("a unit of slot {:?}", first.unit.slot),
+                    reply: format!("{} for {MIGRATION_WAIT_MAX:?}", first.reply),
+                });
+            }
+            tracing::debug!(units = self.failed.len(), reply = %first.reply, "sending redirected units again");
+            self.send_failed_again(pause).await?;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
-        Ok(())
     }
 
     /// The position every primary has answered up to.
     pub(crate) fn applied(&self) -> Option<Position> {
         let mut lowest: Option<Position> = None;
-        for shard in &self.shards {
-            let applied = shard.applied()?;
+        for primary in &self.shards {
+            let Some(applied) = primary.writer.applied() else {
+                // A primary found later (ASK, a new slot map) may have no position
+                // yet: it holds nothing back unless it has units to answer.
+                if primary.unanswered.is_empty() && !primary.writer.holds_positions() {
+                    continue;
+                }
+                return None;
+            };
             if lowest.is_none_or(|l| applied.offset < l.offset) {
                 lowest = Some(applied);
             }
@@ -550,11 +931,14 @@ impl ClusterTarget {
     }
 
     pub(crate) fn applied_commands(&self) -> u64 {
-        self.shards.iter().map(TargetWriter::applied_commands).sum()
+        self.shards
+            .iter()
+            .map(|p| p.writer.applied_commands())
+            .sum()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.shards.iter().map(TargetWriter::in_flight).sum()
+        self.shards.iter().map(|p| p.writer.in_flight()).sum()
     }
 
     pub(crate) async fn query<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, ApplyError> {
@@ -586,6 +970,7 @@ impl ClusterTarget {
             None => 0,
         };
         self.shards[shard]
+            .writer
             .query_direct(&argv)
             .await
             .map_err(redirected)
@@ -605,10 +990,27 @@ impl ClusterTarget {
                 .map(|&s| vec![Bytes::from_static(b"GET"), self.slot_keys[s].clone()])
                 .collect();
             let replies = self.shards[index]
+                .writer
                 .query_pipelined(&gets)
                 .await
                 .map_err(redirected)?;
-            for (slot, reply) in slots.into_iter().zip(replies) {
+            for (slot, mut reply) in slots.into_iter().zip(replies) {
+                // A slot migrating: a key already moved is asked of its new node.
+                let asked = match &reply {
+                    Frame::Error(message) => ask_address(&String::from_utf8_lossy(message)),
+                    _ => None,
+                };
+                if let Some((host, port)) = asked {
+                    let node = self.shard_at(&host, port).await?;
+                    let asking = vec![Bytes::from_static(b"ASKING")];
+                    let get = vec![Bytes::from_static(b"GET"), self.slot_keys[slot].clone()];
+                    let replies = self.shards[node]
+                        .writer
+                        .query_pipelined(&[asking, get])
+                        .await
+                        .map_err(redirected)?;
+                    reply = replies.into_iter().nth(1).unwrap_or(Frame::NullBulk);
+                }
                 if let Frame::Error(message) = &reply {
                     // ASK/MOVED while a slot moves, TRYAGAIN, CLUSTERDOWN: not now.
                     return Err(redirected(ApplyError::Rejected {
@@ -653,6 +1055,13 @@ impl ClusterTarget {
             }
         }
     }
+}
+
+/// The node an `ASK <slot> <host>:<port>` reply names.
+fn ask_address(reply: &str) -> Option<(String, u16)> {
+    let address = reply.strip_prefix("ASK ")?.split_whitespace().nth(1)?;
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.to_owned(), port.parse().ok()?))
 }
 
 /// The offset in a checkpoint value `<replid> <offset> <db>`.
