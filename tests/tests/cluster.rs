@@ -7,19 +7,23 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::cluster::{
+    churn_every_shard, seed_url, spawn_shard_tasks, user_keys, verify, wait_consistent, Primaries,
+};
 use common::{caught_up, SyncTask};
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{Mode, SyncOptions};
 use lockstep_sync::slots::key_slot;
-use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::data::{DataSet, DataSpec};
 use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::canonical;
 use redis::aio::MultiplexedConnection;
+
+/// How long verify may take to find a target equal to a cluster source.
+const CONVERGE: Duration = Duration::from_secs(60);
 
 async fn cluster(version: RedisVersion) -> anyhow::Result<Cluster> {
     Cluster::start(ClusterSpec::new(ServerConfig::new(version), 3, 1)).await
@@ -32,59 +36,14 @@ fn options(
     cluster: &Cluster,
     dir: &std::path::Path,
 ) -> anyhow::Result<SyncOptions> {
-    let seed = cluster
-        .nodes
-        .last()
-        .map(RedisServer::url)
-        .unwrap_or_default();
     let mut options = SyncOptions::new(
         Endpoint::parse(&source.url())?,
-        Endpoint::parse(&seed)?,
+        Endpoint::parse(&seed_url(cluster))?,
         dir,
     );
     options.retry_window = Duration::from_secs(30);
     options.mode = Mode::FullAndIncremental;
     Ok(options)
-}
-
-/// Connections to every primary and which one serves each slot.
-struct Primaries {
-    by_port: BTreeMap<u16, MultiplexedConnection>,
-    owner: Vec<u16>,
-}
-
-impl Primaries {
-    async fn of(cluster: &Cluster) -> anyhow::Result<Primaries> {
-        let mut by_port = BTreeMap::new();
-        let mut owner = vec![0u16; 16384];
-        // Asked of the last node: the tests kill and fail over node 0's shard.
-        let seed = cluster
-            .nodes
-            .last()
-            .ok_or_else(|| anyhow::anyhow!("no nodes"))?;
-        for view in cluster.node_views(seed).await? {
-            if !view.is_primary || view.slots.is_empty() {
-                continue;
-            }
-            for &(first, last) in &view.slots {
-                for slot in first..=last {
-                    owner[usize::from(slot)] = view.port;
-                }
-            }
-            let node = cluster
-                .nodes
-                .iter()
-                .find(|n| n.port() == view.port)
-                .ok_or_else(|| anyhow::anyhow!("primary {} is not ours", view.port))?;
-            by_port.insert(view.port, node.client().await?);
-        }
-        Ok(Primaries { by_port, owner })
-    }
-
-    fn conn(&mut self, key: &[u8]) -> &mut MultiplexedConnection {
-        let port = self.owner[usize::from(key_slot(key))];
-        self.by_port.get_mut(&port).expect("every slot is served")
-    }
 }
 
 /// Every source key (db 0) has the same value and TTL (2 s tolerance) on the
@@ -116,11 +75,7 @@ async fn assert_cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow
             ));
         }
     }
-    let mut on_cluster = 0usize;
-    for conn in primaries.by_port.values_mut() {
-        let all: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
-        on_cluster += all.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count();
-    }
+    let on_cluster = user_keys(cluster).await?;
     assert!(
         differences.is_empty(),
         "{} differing keys, first: {:?}",
@@ -129,45 +84,11 @@ async fn assert_cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow
     );
     assert_eq!(
         on_cluster,
-        keys.len(),
+        keys.len() as u64,
         "the cluster holds keys the source does not"
     );
     assert!(!keys.is_empty(), "nothing was compared");
     Ok(keys.len())
-}
-
-/// One churn per primary: every key of a churn carries a hash tag (multi-key
-/// commands stay in one slot), and the three tags fall on the three shards.
-async fn churn_on_every_shard(
-    source: &RedisServer,
-    cluster: &Cluster,
-    seed: u64,
-) -> anyhow::Result<u64> {
-    let primaries = Primaries::of(cluster).await?;
-    let mut tags: BTreeMap<u16, String> = BTreeMap::new();
-    for n in 0.. {
-        let tag = format!("t{n}");
-        let port = primaries.owner[usize::from(key_slot(tag.as_bytes()))];
-        tags.entry(port).or_insert(tag);
-        if tags.len() == primaries.by_port.len() {
-            break;
-        }
-    }
-    let client = source.redis_client()?;
-    let mut runs = tokio::task::JoinSet::new();
-    for (i, tag) in tags.values().enumerate() {
-        let spec = ChurnSpec::new(seed + i as u64)
-            .rate(300.0)
-            .duration(Some(Duration::from_secs(2)))
-            .cluster_tag(tag);
-        let client = client.clone();
-        runs.spawn(async move { Churn::run(&client, &spec).await });
-    }
-    let mut ops = 0;
-    while let Some(report) = runs.join_next().await {
-        ops += report??.ops;
-    }
-    Ok(ops)
 }
 
 #[tokio::test]
@@ -219,7 +140,7 @@ async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result
     let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
     // Writes during the copy and the stream, and multi-key writes over many slots
     // (split by slot on the target).
-    let ops = churn_on_every_shard(&source, &cluster, 21).await?;
+    let ops = churn_every_shard(&cluster, Some(&source), 21, 300.0, Duration::from_secs(2)).await?;
     assert!(ops > 300, "{ops}");
     let mut conn = source.client().await?;
     let pairs: Vec<String> = (0..40)
@@ -239,7 +160,7 @@ async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result
     assert!(compared > 100, "{compared}");
 
     // Node 3 is the replica of node 0: a coordinated failover while writes go on.
-    let writes = churn_on_every_shard(&source, &cluster, 31);
+    let writes = churn_every_shard(&cluster, Some(&source), 31, 300.0, Duration::from_secs(2));
     let failover = cluster.failover(3, FailoverMode::Coordinated);
     let (ops, failed_over) = tokio::join!(writes, failover);
     ops?;
@@ -252,12 +173,7 @@ async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result
     }
     caught_up(&mut task, &source).await?;
     assert_cluster_equal(&source, &cluster).await?;
-    let target_url = cluster
-        .nodes
-        .last()
-        .map(RedisServer::url)
-        .unwrap_or_default();
-    let report = verify(&source.url(), &target_url).await?;
+    let report = verify(&source.url(), &seed_url(&cluster), &[0]).await?;
     assert!(
         report.is_consistent(),
         "verify, standalone -> cluster: {report}"
@@ -662,7 +578,7 @@ async fn standalone_into_6_2_and_8_2_clusters() -> anyhow::Result<()> {
         DataSet::write(&source.redis_client()?, &DataSpec::new(5, 10).dbs(&[0])).await?;
         let dir = tempfile::tempdir()?;
         let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
-        churn_on_every_shard(&source, &cluster, 41).await?;
+        churn_every_shard(&cluster, Some(&source), 41, 300.0, Duration::from_secs(2)).await?;
         caught_up(&mut task, &source).await?;
         assert_cluster_equal(&source, &cluster).await?;
         task.finish().await?;
@@ -792,26 +708,6 @@ async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
 
 // ---- A cluster as the source -------------------------------------------------
 
-/// One task per shard of `source_cluster` into `target_url`, spawned.
-async fn spawn_shard_tasks(
-    source_cluster: &Cluster,
-    target_url: &str,
-    dir: &std::path::Path,
-    from_replica: bool,
-) -> anyhow::Result<Vec<SyncTask>> {
-    // Any node's address will do: the last one is a replica.
-    let seed = source_cluster
-        .nodes
-        .last()
-        .map(RedisServer::url)
-        .unwrap_or_default();
-    let mut base = SyncOptions::new(Endpoint::parse(&seed)?, Endpoint::parse(target_url)?, dir);
-    base.retry_window = Duration::from_secs(30);
-    let shards = lockstep_sync::cluster_source::expand(base, from_replica).await?;
-    assert_eq!(shards.len(), 3, "one task per primary");
-    Ok(shards.into_iter().map(SyncTask::spawn).collect())
-}
-
 /// Writes into the source cluster: strings (some with TTLs), hashes, lists, sets
 /// and zsets over every slot range, and counters.
 async fn write_cluster(cluster: &Cluster, round: u32) -> anyhow::Result<()> {
@@ -856,63 +752,6 @@ async fn write_cluster(cluster: &Cluster, round: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (up to 60 s) until verify finds the target equal to the source cluster (in
-/// both directions: values, types, TTLs, no extra key); fails with its report, or at
-/// once with a task's error if one ends.
-async fn wait_cluster_equal(
-    cluster: &Cluster,
-    target_url: &str,
-    tasks: &mut [SyncTask],
-) -> anyhow::Result<()> {
-    let source_url = cluster
-        .nodes
-        .last()
-        .map(RedisServer::url)
-        .unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        for task in tasks.iter_mut() {
-            if task.handle.is_finished() {
-                let ended = (&mut task.handle).await?;
-                anyhow::bail!("a shard task ended: {ended:?}");
-            }
-        }
-        let report = verify(&source_url, target_url).await?;
-        if report.is_consistent() {
-            anyhow::ensure!(report.keys_compared > 0, "nothing was compared: {report}");
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("the target never equalled the source cluster: {report}");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// `lockstep verify` between any node of `source` and any node of `target` (either
-/// may be a cluster): its report.
-async fn verify(source_url: &str, target_url: &str) -> anyhow::Result<lockstep_verify::Report> {
-    verify_dbs(source_url, target_url, vec![0]).await
-}
-
-/// The same over databases `dbs`.
-async fn verify_dbs(
-    source_url: &str,
-    target_url: &str,
-    dbs: Vec<u32>,
-) -> anyhow::Result<lockstep_verify::Report> {
-    let options = lockstep_verify::CompareOptions {
-        dbs,
-        ..Default::default()
-    };
-    lockstep_verify::compare(
-        &redis::Client::open(source_url)?,
-        &redis::Client::open(target_url)?,
-        &options,
-    )
-    .await
-}
-
 /// A cluster source into a standalone target: one link per shard, a source failover
 /// followed without a full resync (the promoted replica continues the shard's
 /// history), and a FLUSHALL of one shard that removes that shard's keys only.
@@ -924,9 +763,11 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     let target = RedisServer::start(ServerConfig::new(version)).await?;
     write_cluster(&source, 0).await?;
     let dir = tempfile::tempdir()?;
+    let seed = seed_url(&source);
     let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
+    assert_eq!(tasks.len(), 3, "one task per primary");
     write_cluster(&source, 1).await?;
-    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
+    wait_consistent(&seed, &target.url(), &mut tasks, CONVERGE).await?;
 
     // Node 3 replicates node 0: a coordinated failover while writes go on.
     let writes = write_cluster(&source, 2);
@@ -935,7 +776,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     writes?;
     failed_over?;
     write_cluster(&source, 3).await?;
-    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
+    wait_consistent(&seed, &target.url(), &mut tasks, CONVERGE).await?;
     for task in &tasks {
         let progress = task.now();
         assert_eq!(
@@ -974,19 +815,14 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
         .query_async::<()>(&mut flushed.client().await?)
         .await?;
     write_cluster(&source, 4).await?;
-    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
+    wait_consistent(&seed, &target.url(), &mut tasks, CONVERGE).await?;
     for task in tasks {
         task.finish().await?;
     }
 
     // verify reads the cluster side through its primaries: consistent, then exactly
     // the differences made on the target.
-    let seed = source
-        .nodes
-        .last()
-        .map(RedisServer::url)
-        .unwrap_or_default();
-    let report = verify(&seed, &target.url()).await?;
+    let report = verify(&seed, &target.url(), &[0]).await?;
     assert!(report.is_consistent(), "{report}");
     assert!(report.keys_compared > 500, "{report}");
     let mut t = target.client().await?;
@@ -1004,7 +840,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
         .arg(1)
         .query_async::<()>(&mut t)
         .await?;
-    let report = verify(&seed, &target.url()).await?;
+    let report = verify(&seed, &target.url(), &[0]).await?;
     let mut found: Vec<(String, String)> = report
         .differences
         .iter()
@@ -1045,7 +881,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
         .arg(1)
         .query_async::<()>(&mut db1)
         .await?;
-    let report = verify_dbs(&seed, &target.url(), vec![1]).await?;
+    let report = verify(&seed, &target.url(), &[1]).await?;
     assert_eq!(report.differences.len(), 1, "{report}");
     assert_eq!(report.differences[0].db, 1);
     assert_eq!(report.differences[0].key, b"in:db1");
@@ -1065,22 +901,18 @@ async fn a_cluster_source_into_a_cluster_target() -> anyhow::Result<()> {
         let target = cluster(version).await?;
         write_cluster(&source, 0).await?;
         let dir = tempfile::tempdir()?;
-        let target_url = target.nodes[0].url();
+        let (seed, target_url) = (seed_url(&source), target.nodes[0].url());
         let mut tasks = spawn_shard_tasks(&source, &target_url, dir.path(), false).await?;
+        assert_eq!(tasks.len(), 3, "one task per primary");
         write_cluster(&source, 1).await?;
-        wait_cluster_equal(&source, &target_url, &mut tasks)
+        wait_consistent(&seed, &target_url, &mut tasks, CONVERGE)
             .await
             .map_err(|e| e.context(format!("{version:?}")))?;
         for task in tasks {
             task.finish().await?;
         }
         // Both sides clusters for verify too.
-        let seed = source
-            .nodes
-            .last()
-            .map(RedisServer::url)
-            .unwrap_or_default();
-        let report = verify(&seed, &target_url).await?;
+        let report = verify(&seed, &target_url, &[0]).await?;
         assert!(report.is_consistent(), "{version:?}: {report}");
     }
     Ok(())
@@ -1096,8 +928,9 @@ async fn a_cluster_source_read_from_its_replicas() -> anyhow::Result<()> {
     write_cluster(&source, 0).await?;
     let dir = tempfile::tempdir()?;
     let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), true).await?;
+    assert_eq!(tasks.len(), 3, "one task per primary");
     write_cluster(&source, 1).await?;
-    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
+    wait_consistent(&seed_url(&source), &target.url(), &mut tasks, CONVERGE).await?;
     for replica in source.replicas().await? {
         let info = replica.info("replication").await?;
         assert_eq!(
@@ -1154,11 +987,7 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
         .arg("x")
         .query_async::<()>(&mut conn)
         .await?;
-    let url = target
-        .nodes
-        .last()
-        .map(RedisServer::url)
-        .unwrap_or_default();
+    let url = seed_url(&target);
     let mut writer = lockstep_sync::cluster::connect_target(
         &Endpoint::parse(&url)?,
         lockstep_sync::apply::ApplyOptions::default(),
@@ -1215,7 +1044,8 @@ async fn a_source_reshard_while_streaming_stops_the_shards_it_concerns() -> anyh
     write_cluster(&source, 0).await?;
     let dir = tempfile::tempdir()?;
     let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
-    wait_cluster_equal(&source, &target.url(), &mut tasks).await?;
+    assert_eq!(tasks.len(), 3, "one task per primary");
+    wait_consistent(&seed_url(&source), &target.url(), &mut tasks, CONVERGE).await?;
     // Slot 100 is the first shard's; it moves to another primary.
     migrate_slot(&source, 100).await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

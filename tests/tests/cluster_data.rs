@@ -50,7 +50,7 @@ async fn data_set_from_a_cluster_source(version: RedisVersion) -> anyhow::Result
     let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
     let mut tasks = Vec::new();
     for ((_, url), dir) in targets.iter().zip(&dirs) {
-        let shard_tasks = spawn_shard_tasks(&source, url, dir.path()).await?;
+        let shard_tasks = spawn_shard_tasks(&source, url, dir.path(), false).await?;
         assert_eq!(shard_tasks.len(), 3, "{version}: one task per source shard");
         tasks.push(shard_tasks);
     }
@@ -66,7 +66,7 @@ async fn data_set_from_a_cluster_source(version: RedisVersion) -> anyhow::Result
     }
     let full_copy = started.elapsed();
 
-    let ops = churn_every_shard(&source, 23, 400.0, Duration::from_millis(1500)).await?;
+    let ops = churn_every_shard(&source, None, 23, 400.0, Duration::from_millis(1500)).await?;
     let expected = user_keys(&source).await?;
     for ((name, url), shard_tasks) in targets.iter().zip(&mut tasks) {
         let report = wait_consistent(&source_url, url, shard_tasks, CONVERGE)

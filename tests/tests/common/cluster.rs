@@ -1,6 +1,6 @@
-//! What end-to-end tests with a cluster source share: one sync task per source shard,
-//! verify between any two deployments (either side a cluster), waiting until verify
-//! finds them equal, and a churn on every shard of a source cluster.
+//! What end-to-end tests with a cluster on either side share: one sync task per source
+//! shard, verify between any two deployments (either side a cluster), waiting until
+//! verify finds them equal, a cluster's primaries by slot, and a churn on every shard.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,6 +11,7 @@ use lockstep_sync::engine::SyncOptions;
 use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::topology::{key_slot, Cluster};
 use lockstep_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
 
 use super::SyncTask;
 
@@ -24,12 +25,13 @@ pub fn seed_url(cluster: &Cluster) -> String {
         .unwrap_or_default()
 }
 
-/// One task per shard of `source` into `target_url`, spawned, with checkpoints
-/// under `dir`.
+/// One task per shard of `source` into `target_url`, spawned, with checkpoints under
+/// `dir`; each reads its shard's replica when `from_replica`.
 pub async fn spawn_shard_tasks(
     source: &Cluster,
     target_url: &str,
     dir: &Path,
+    from_replica: bool,
 ) -> anyhow::Result<Vec<SyncTask>> {
     let mut base = SyncOptions::new(
         Endpoint::parse(&seed_url(source))?,
@@ -37,27 +39,32 @@ pub async fn spawn_shard_tasks(
         dir,
     );
     base.retry_window = Duration::from_secs(30);
-    let shards = lockstep_sync::cluster_source::expand(base, false).await?;
+    let shards = lockstep_sync::cluster_source::expand(base, from_replica).await?;
     Ok(shards.into_iter().map(SyncTask::spawn).collect())
 }
 
-/// `lockstep verify` of database 0 between any node of the source and of the target
-/// (either may be a cluster): its report.
-pub async fn verify(source_url: &str, target_url: &str) -> anyhow::Result<lockstep_verify::Report> {
+/// `lockstep verify` of databases `dbs` between any node of the source and of the
+/// target (either may be a cluster): its report.
+pub async fn verify(
+    source_url: &str,
+    target_url: &str,
+    dbs: &[u32],
+) -> anyhow::Result<lockstep_verify::Report> {
     lockstep_verify::compare(
         &redis::Client::open(source_url)?,
         &redis::Client::open(target_url)?,
         &lockstep_verify::CompareOptions {
-            dbs: vec![0],
+            dbs: dbs.to_vec(),
             ..Default::default()
         },
     )
     .await
 }
 
-/// Waits (up to `timeout`) until verify finds the target equal to the source;
-/// returns that report, or fails with the last one, or at once with a task's error
-/// if one ends.
+/// Waits (up to `timeout`) until verify finds the target equal to the source in
+/// database 0 (both directions: values, types, TTLs, no extra key); returns that
+/// report, or fails with the last one, at once if it is equal with nothing compared,
+/// or at once with a task's error if one ends.
 pub async fn wait_consistent(
     source_url: &str,
     target_url: &str,
@@ -72,8 +79,9 @@ pub async fn wait_consistent(
                 anyhow::bail!("a shard task ended: {ended:?}");
             }
         }
-        let report = verify(source_url, target_url).await?;
+        let report = verify(source_url, target_url, &[0]).await?;
         if report.is_consistent() {
+            anyhow::ensure!(report.keys_compared > 0, "nothing was compared: {report}");
             return Ok(report);
         }
         if Instant::now() > deadline {
@@ -83,66 +91,104 @@ pub async fn wait_consistent(
     }
 }
 
+/// Connections to every primary of a cluster and which one serves each slot.
+pub struct Primaries {
+    pub by_port: BTreeMap<u16, MultiplexedConnection>,
+    pub clients: BTreeMap<u16, redis::Client>,
+    pub owner: Vec<u16>,
+}
+
+impl Primaries {
+    pub async fn of(cluster: &Cluster) -> anyhow::Result<Primaries> {
+        let mut by_port = BTreeMap::new();
+        let mut clients = BTreeMap::new();
+        let mut owner = vec![0u16; 16384];
+        // Asked of the last node: the tests kill and fail over node 0's shard.
+        let seed = cluster
+            .nodes
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("the cluster has no nodes"))?;
+        for view in cluster.node_views(seed).await? {
+            if !view.is_primary || view.slots.is_empty() {
+                continue;
+            }
+            for &(first, last) in &view.slots {
+                for slot in first..=last {
+                    owner[usize::from(slot)] = view.port;
+                }
+            }
+            let node = cluster
+                .nodes
+                .iter()
+                .find(|n| n.port() == view.port)
+                .ok_or_else(|| anyhow::anyhow!("primary {} is not ours", view.port))?;
+            by_port.insert(view.port, node.client().await?);
+            clients.insert(view.port, node.redis_client()?);
+        }
+        Ok(Primaries {
+            by_port,
+            clients,
+            owner,
+        })
+    }
+
+    /// The port of the primary serving `key`'s slot.
+    pub fn owner_of(&self, key: &[u8]) -> u16 {
+        self.owner[usize::from(key_slot(key))]
+    }
+
+    /// The connection to the primary serving `key`'s slot.
+    pub fn conn(&mut self, key: &[u8]) -> &mut MultiplexedConnection {
+        let port = self.owner_of(key);
+        self.by_port.get_mut(&port).expect("every slot is served")
+    }
+}
+
 /// Keys in the cluster's database 0 other than lockstep's own, summed over its
 /// primaries.
 pub async fn user_keys(cluster: &Cluster) -> anyhow::Result<u64> {
     let mut total = 0;
-    for node in cluster.primaries().await? {
-        let mut conn = node.client().await?;
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await?;
+    for conn in Primaries::of(cluster).await?.by_port.values_mut() {
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
         total += keys.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count() as u64;
     }
     Ok(total)
 }
 
-/// One churn per primary of `cluster`, at the same time, each on the primary that
-/// serves its hash tag (a churn's keys share one tag, so its multi-key commands stay
-/// in one slot), the tags chosen so that every primary gets one. Returns the ops sent.
+/// One churn per primary of `cluster`, at the same time, each with a hash tag that
+/// primary serves (a churn's keys share one tag, so its multi-key commands stay in
+/// one slot), the tags chosen so that every primary gets one. The churns write into
+/// `source` when given (a standalone source synced into `cluster`), else each into
+/// the primary serving its tag. Returns the ops sent.
 pub async fn churn_every_shard(
     cluster: &Cluster,
+    source: Option<&RedisServer>,
     seed: u64,
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<u64> {
-    let mut owner_port = vec![0u16; 16384];
-    let mut clients: BTreeMap<u16, redis::Client> = BTreeMap::new();
-    let seed_node = cluster
-        .nodes
-        .last()
-        .ok_or_else(|| anyhow::anyhow!("the cluster has no nodes"))?;
-    for view in cluster.node_views(seed_node).await? {
-        if !view.is_primary || view.slots.is_empty() {
-            continue;
-        }
-        for &(first, last) in &view.slots {
-            for slot in first..=last {
-                owner_port[usize::from(slot)] = view.port;
-            }
-        }
-        let node = cluster
-            .nodes
-            .iter()
-            .find(|n| n.port() == view.port)
-            .ok_or_else(|| anyhow::anyhow!("primary {} is not ours", view.port))?;
-        clients.insert(view.port, node.redis_client()?);
-    }
+    let primaries = Primaries::of(cluster).await?;
     let mut tags: BTreeMap<u16, String> = BTreeMap::new();
     for n in 0..10_000 {
         let tag = format!("t{n}");
-        tags.entry(owner_port[usize::from(key_slot(tag.as_bytes()))])
+        tags.entry(primaries.owner_of(tag.as_bytes()))
             .or_insert(tag);
-        if tags.len() == clients.len() {
+        if tags.len() == primaries.clients.len() {
             break;
         }
     }
-    anyhow::ensure!(tags.len() == clients.len(), "no hash tag for some primary");
+    anyhow::ensure!(
+        tags.len() == primaries.clients.len(),
+        "no hash tag for some primary"
+    );
+    let source = source.map(RedisServer::redis_client).transpose()?;
     let mut runs = tokio::task::JoinSet::new();
     for (i, (port, tag)) in tags.into_iter().enumerate() {
         let spec = ChurnSpec::new(seed + i as u64)
             .rate(rate)
             .duration(Some(duration))
             .cluster_tag(&tag);
-        let client = clients[&port].clone();
+        let client = source.as_ref().unwrap_or(&primaries.clients[&port]).clone();
         runs.spawn(async move { Churn::run(&client, &spec).await });
     }
     let mut ops = 0;
