@@ -309,11 +309,25 @@ impl TargetWriter {
     }
 
     /// Tells a cluster target the stream offset after the command about to be
-    /// pushed (it skips, per slot, what that slot's checkpoint already holds).
-    /// Nothing for a standalone target.
-    pub fn set_stream_offset(&mut self, offset: i64) {
+    /// pushed and the source database it runs in (it skips, per slot, what that
+    /// slot's checkpoint already holds, and copies keys from that database). Nothing
+    /// for a standalone target.
+    pub fn set_stream_position(&mut self, offset: i64, source_db: u32) {
         if let Some(cluster) = self.cluster.as_deref_mut() {
-            cluster.set_stream_offset(offset);
+            cluster.set_stream_position(offset, source_db);
+        }
+    }
+
+    /// Lets a cluster target apply cross-slot commands by copying their keys from
+    /// the source (see [`crate::cross_slot`]); skip entries go to `skip_key`'s
+    /// per-slot hashes. Nothing for a standalone target.
+    pub fn copy_cross_slot_from(
+        &mut self,
+        copier: crate::cross_slot::SourceCopier,
+        skip_key: &[u8],
+    ) {
+        if let Some(cluster) = self.cluster.as_deref_mut() {
+            cluster.copy_cross_slot_from(copier, skip_key);
         }
     }
 

@@ -103,12 +103,13 @@
 //! ([`TargetWriter::cluster_primaries_mut`]) and its owned keys unlinked one per
 //! command (see [`crate::filter::Filter::clear_target`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
+use crate::cross_slot::{Judgement, Skips, SourceCopier};
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
 use crate::keys::{key_indices, split_into, splittable, KeysError};
@@ -157,6 +158,11 @@ pub async fn connect_target(
         last_refresh: Instant::now(),
         next_unit: 0,
         failed: Vec::new(),
+        copier: None,
+        source_db: 0,
+        skips: Skips::default(),
+        skip_keys: Vec::new(),
+        skip_entries: HashMap::new(),
     });
     Ok(writer)
 }
@@ -344,6 +350,18 @@ pub struct ClusterTarget {
     next_unit: u64,
     /// Units redirected and not yet sent again.
     failed: Vec<Failed>,
+    /// Reads from the source what a cross-slot command wrote (see
+    /// [`crate::cross_slot`]); without it such a command stops the task.
+    copier: Option<SourceCopier>,
+    /// The source database of the command being applied.
+    source_db: u32,
+    /// Keys whose copy holds the stream up to an offset.
+    skips: Skips,
+    /// Each slot's skip hash, `LOCKSTEP_SKIP[:task]:{n}`.
+    skip_keys: Vec<Bytes>,
+    /// Entries written to (or read from) each slot's skip hash, to remove once the
+    /// slot's checkpoint has passed them.
+    skip_entries: HashMap<u16, Vec<(Bytes, i64)>>,
 }
 
 impl ClusterTarget {
@@ -352,11 +370,19 @@ impl ClusterTarget {
         self.shards.iter_mut().map(|p| &mut p.writer).collect()
     }
 
-    pub(crate) fn set_stream_offset(&mut self, offset: i64) {
+    pub(crate) fn set_stream_position(&mut self, offset: i64, source_db: u32) {
         if self.stream_offset != OUTSIDE_STREAM {
             self.previous_offset = self.stream_offset;
         }
         self.stream_offset = offset;
+        self.source_db = source_db;
+    }
+
+    /// Applies cross-slot commands by copying their keys from the source through
+    /// `copier`, with skip entries in `skip_key`'s per-slot hashes.
+    pub(crate) fn copy_cross_slot_from(&mut self, copier: SourceCopier, skip_key: &[u8]) {
+        self.copier = Some(copier);
+        self.skip_keys = slot_checkpoint_keys(skip_key);
     }
 
     pub(crate) async fn push<A: AsRef<[u8]>>(
@@ -418,6 +444,8 @@ impl ClusterTarget {
         self.last_value = Some((replid.to_owned(), db.to_owned()));
         if self.stream_offset == OUTSIDE_STREAM {
             self.holds_through.iter_mut().for_each(|h| *h = -1);
+            self.skips.clear();
+            self.skip_entries.clear();
             return self.checkpoint_every_slot(offset, |_| true).await;
         }
         self.close_slots(Some((offset, Bytes::copy_from_slice(value))))
@@ -444,6 +472,7 @@ impl ClusterTarget {
             transaction.push(vec![Bytes::from_static(b"MULTI")]);
             transaction.extend(commands);
             if let Some((offset, value)) = &checkpoint {
+                transaction.extend(self.passed_skip_entries(slot, *offset));
                 transaction.push(vec![
                     Bytes::from_static(b"SET"),
                     self.slot_keys[usize::from(slot)].clone(),
@@ -725,10 +754,49 @@ impl ClusterTarget {
                 self.slot_keys[usize::from(slot)].clone(),
                 value.clone(),
             ];
-            self.send_unit(Some(slot), vec![set]).await?;
+            let unit = if self.stream_offset == OUTSIDE_STREAM && !self.skip_keys.is_empty() {
+                // A new copy: no skip entry of an earlier one means anything.
+                let del = vec![
+                    Bytes::from_static(b"DEL"),
+                    self.skip_keys[usize::from(slot)].clone(),
+                ];
+                vec![set, del]
+            } else {
+                match self.passed_skip_entries(slot, offset) {
+                    // Removed only together with the checkpoint that passes them.
+                    Some(hdel) => vec![
+                        vec![Bytes::from_static(b"MULTI")],
+                        set,
+                        hdel,
+                        vec![Bytes::from_static(b"EXEC")],
+                    ],
+                    None => vec![set],
+                }
+            };
+            self.send_unit(Some(slot), unit).await?;
             self.written[usize::from(slot)] = offset;
         }
         Ok(())
+    }
+
+    /// An HDEL of `slot`'s skip entries that a checkpoint at `offset` passes.
+    fn passed_skip_entries(&mut self, slot: u16, offset: i64) -> Option<Vec<Bytes>> {
+        let entries = self.skip_entries.get_mut(&slot)?;
+        let mut hdel = vec![
+            Bytes::from_static(b"HDEL"),
+            self.skip_keys[usize::from(slot)].clone(),
+        ];
+        entries.retain(|(key, through)| {
+            let passed = *through <= offset;
+            if passed {
+                hdel.push(key.clone());
+            }
+            !passed
+        });
+        if entries.is_empty() {
+            self.skip_entries.remove(&slot);
+        }
+        (hdel.len() > 2).then_some(hdel)
     }
 
     async fn route(&mut self, argv: &[Bytes]) -> Result<(), ApplyError> {
@@ -757,6 +825,14 @@ impl ClusterTarget {
                 "{name} moves a key between databases, and a cluster has database 0 only"
             )));
         }
+        if !self.skips.is_empty() {
+            let keys = indices.clone().map(|i| &argv[i][..]);
+            match self.skips.judge(keys, self.stream_offset) {
+                Judgement::Apply => {}
+                Judgement::Drop => return Ok(()), // its effect is in the copies
+                Judgement::Copy => return self.copy_from_source(&name, argv).await,
+            }
+        }
         let mut slots: Vec<u16> = Vec::new();
         for i in indices.clone() {
             let slot = key_slot(&argv[i]);
@@ -768,15 +844,66 @@ impl ClusterTarget {
             return self.send(slot, argv.to_vec()).await;
         }
         if splittable(&argv[0]).is_none() {
-            let keys: Vec<String> = indices
-                .map(|i| String::from_utf8_lossy(&argv[i]).into_owned())
-                .collect();
-            return Err(ApplyError::Cluster(format!(
-                "{name} on keys {keys:?}, which fall in different hash slots: a cluster target cannot apply it as the source did (fix: give keys used together a common hash tag, e.g. user:{{42}}:a and user:{{42}}:b, or sync into a standalone target)"
-            )));
+            return self.copy_from_source(&name, argv).await;
         }
         for (slot, part) in split_into(argv, key_slot).unwrap_or_default() {
             self.send(slot, part).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `argv` by copying its keys from the source, each into its slot's
+    /// transaction with a skip entry (see [`crate::cross_slot`]).
+    async fn copy_from_source(&mut self, name: &str, argv: &[Bytes]) -> Result<(), ApplyError> {
+        let mut keys: Vec<Bytes> = Vec::new();
+        for i in key_indices(argv).map_err(|e| ApplyError::Cluster(e.to_string()))? {
+            if !keys.contains(&argv[i]) {
+                keys.push(argv[i].clone());
+            }
+        }
+        let in_stream = self.stream_offset != OUTSIDE_STREAM && self.in_multi;
+        let Some(copier) = self.copier.as_mut().filter(|_| in_stream) else {
+            let keys: Vec<String> = keys
+                .iter()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
+            return Err(ApplyError::Cluster(format!(
+                "{name} on keys {keys:?}, which fall in different hash slots: a cluster target cannot apply it as the source did, and its keys cannot be copied from the source here (fix: give keys used together a common hash tag, e.g. user:{{42}}:a and user:{{42}}:b, or sync into a standalone target)"
+            )));
+        };
+        let copied = copier.copy(self.source_db, &keys).await?;
+        if copied.offset < self.stream_offset {
+            return Err(ApplyError::Cluster(format!(
+                "copying the keys of {name} from the source: its replication offset {} is behind the stream's {} (the source was restarted or replaced); the next session starts again from the checkpoints",
+                copied.offset, self.stream_offset
+            )));
+        }
+        tracing::debug!(
+            command = name,
+            keys = keys.len(),
+            through = copied.offset,
+            "a cross-slot command copied from the source"
+        );
+        for (key, commands) in copied.keys {
+            let slot = key_slot(&key);
+            if self.stream_offset <= self.holds_through[usize::from(slot)] {
+                continue; // that slot holds this command and its own skip entry
+            }
+            for command in commands {
+                self.send(slot, command).await?;
+            }
+            let entry = vec![
+                Bytes::from_static(b"HSET"),
+                self.skip_keys[usize::from(slot)].clone(),
+                key.clone(),
+                Bytes::from(copied.offset.to_string()),
+            ];
+            self.send(slot, entry).await?;
+            self.skip_entries
+                .entry(slot)
+                .or_default()
+                .push((key.clone(), copied.offset));
+            self.skips.insert(key, copied.offset, self.stream_offset);
         }
         Ok(())
     }
@@ -808,7 +935,14 @@ impl ClusterTarget {
                 Some(channel) => self.send(key_slot(channel), argv.to_vec()).await,
                 None => Ok(()),
             },
-            "FLUSHALL" | "FLUSHDB" | "FUNCTION" | "SCRIPT" => self.broadcast(argv).await,
+            "FLUSHALL" | "FLUSHDB" => {
+                self.broadcast(argv).await?;
+                // The copies and their skip hashes are gone on both sides.
+                self.skips.clear();
+                self.skip_entries.clear();
+                Ok(())
+            }
+            "FUNCTION" | "SCRIPT" => self.broadcast(argv).await,
             _ => self.send_unit(None, vec![argv.to_vec()]).await,
         }
     }
@@ -976,52 +1110,45 @@ impl ClusterTarget {
             .map_err(redirected)
     }
 
-    /// Reads every slot's checkpoint: remembers each slot's offset (what it will
-    /// skip) and answers the lowest, where the stream must resume.
+    /// Reads every slot's checkpoint and skip entries: remembers each slot's offset
+    /// (what it will skip) and the entries past it, and answers the lowest
+    /// checkpoint, where the stream must resume.
     async fn read_checkpoints(&mut self) -> Result<Frame, ApplyError> {
         let mut lowest: Option<(i64, Bytes)> = None;
         let mut missing = 0usize;
+        let per_slot = if self.skip_keys.is_empty() { 1 } else { 2 };
+        self.skips.clear();
+        self.skip_entries.clear();
         for index in 0..self.shards.len() {
             let slots: Vec<usize> = (0..SLOTS)
                 .filter(|&s| usize::from(self.owners[s]) == index)
                 .collect();
-            let gets: Vec<Vec<Bytes>> = slots
-                .iter()
-                .map(|&s| vec![Bytes::from_static(b"GET"), self.slot_keys[s].clone()])
-                .collect();
+            let mut reads: Vec<Vec<Bytes>> = Vec::with_capacity(slots.len() * per_slot);
+            for &slot in &slots {
+                reads.push(vec![
+                    Bytes::from_static(b"GET"),
+                    self.slot_keys[slot].clone(),
+                ]);
+                if per_slot == 2 {
+                    reads.push(vec![
+                        Bytes::from_static(b"HGETALL"),
+                        self.skip_keys[slot].clone(),
+                    ]);
+                }
+            }
             let replies = self.shards[index]
                 .writer
-                .query_pipelined(&gets)
+                .query_pipelined(&reads)
                 .await
                 .map_err(redirected)?;
-            for (slot, mut reply) in slots.into_iter().zip(replies) {
-                // A slot migrating: a key already moved is asked of its new node.
-                let asked = match &reply {
-                    Frame::Error(message) => ask_address(&String::from_utf8_lossy(message)),
-                    _ => None,
+            let mut replies = replies.into_iter().zip(reads);
+            for slot in slots {
+                let (checkpoint, _) = self.read_reply(slot, replies.next()).await?;
+                let entries = match per_slot {
+                    2 => self.read_reply(slot, replies.next()).await?.0,
+                    _ => Frame::NullArray,
                 };
-                if let Some((host, port)) = asked {
-                    let node = self.shard_at(&host, port).await?;
-                    let asking = vec![Bytes::from_static(b"ASKING")];
-                    let get = vec![Bytes::from_static(b"GET"), self.slot_keys[slot].clone()];
-                    let replies = self.shards[node]
-                        .writer
-                        .query_pipelined(&[asking, get])
-                        .await
-                        .map_err(redirected)?;
-                    reply = replies.into_iter().nth(1).unwrap_or(Frame::NullBulk);
-                }
-                if let Frame::Error(message) = &reply {
-                    // ASK/MOVED while a slot moves, TRYAGAIN, CLUSTERDOWN: not now.
-                    return Err(redirected(ApplyError::Rejected {
-                        endpoint: format!("target cluster (slot {slot})"),
-                        command: "GET".to_owned(),
-                        key: String::from_utf8_lossy(&self.slot_keys[slot]).into_owned(),
-                        reply: String::from_utf8_lossy(message).into_owned(),
-                        hint: "",
-                    }));
-                }
-                let value = reply.as_bytes().map(Bytes::copy_from_slice);
+                let value = checkpoint.as_bytes().map(Bytes::copy_from_slice);
                 match value
                     .as_ref()
                     .and_then(|v| checkpoint_offset(v).map(|o| (o, v)))
@@ -1038,6 +1165,7 @@ impl ClusterTarget {
                         missing += 1;
                     }
                 }
+                self.load_skip_entries(slot as u16, entries);
             }
         }
         match lowest {
@@ -1053,6 +1181,73 @@ impl ClusterTarget {
                 }
                 Ok(Frame::Bulk(value))
             }
+        }
+    }
+
+    /// The reply to one read of `slot`'s own keys; when the slot is migrating and
+    /// the key has moved (ASK), the same read asked of its new node.
+    async fn read_reply(
+        &mut self,
+        slot: usize,
+        answered: Option<(Frame, Vec<Bytes>)>,
+    ) -> Result<(Frame, Vec<Bytes>), ApplyError> {
+        let Some((mut reply, read)) = answered else {
+            return Err(ApplyError::Cluster(format!(
+                "reading slot {slot}'s checkpoint: a reply is missing"
+            )));
+        };
+        let asked = match &reply {
+            Frame::Error(message) => ask_address(&String::from_utf8_lossy(message)),
+            _ => None,
+        };
+        if let Some((host, port)) = asked {
+            let node = self.shard_at(&host, port).await?;
+            let asking = vec![Bytes::from_static(b"ASKING")];
+            let replies = self.shards[node]
+                .writer
+                .query_pipelined(&[asking, read.clone()])
+                .await
+                .map_err(redirected)?;
+            reply = replies.into_iter().nth(1).unwrap_or(Frame::NullBulk);
+        }
+        if let Frame::Error(message) = &reply {
+            // MOVED while the map changes, TRYAGAIN, CLUSTERDOWN: not now.
+            return Err(redirected(ApplyError::Rejected {
+                endpoint: format!("target cluster (slot {slot})"),
+                command: String::from_utf8_lossy(&read[0]).into_owned(),
+                key: String::from_utf8_lossy(&read[1]).into_owned(),
+                reply: String::from_utf8_lossy(message).into_owned(),
+                hint: "",
+            }));
+        }
+        Ok((reply, read))
+    }
+
+    /// Keeps a slot's skip entries (an HGETALL reply): those past the slot's
+    /// checkpoint skip their key's commands; all are removed as checkpoints pass.
+    fn load_skip_entries(&mut self, slot: u16, entries: Frame) {
+        let Frame::Array(items) = entries else {
+            return;
+        };
+        for pair in items.chunks_exact(2) {
+            let (Some(key), Some(through)) = (
+                pair[0].as_bytes(),
+                pair[1]
+                    .as_bytes()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .and_then(|t| t.parse::<i64>().ok()),
+            ) else {
+                continue;
+            };
+            let key = Bytes::copy_from_slice(key);
+            if through > self.holds_through[usize::from(slot)] {
+                self.skips
+                    .insert(key.clone(), through, self.holds_through[usize::from(slot)]);
+            }
+            self.skip_entries
+                .entry(slot)
+                .or_default()
+                .push((key, through));
         }
     }
 }

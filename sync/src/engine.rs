@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::cluster_source::SourceCluster;
+use crate::cross_slot::SourceCopier;
 use crate::endpoint::Endpoint;
 use crate::filter::{Filter, FilterError, Verdict};
 use crate::link::{LinkError, LinkOptions, PsyncReply, ReplicaLink};
@@ -124,7 +125,7 @@ impl SyncOptions {
     }
 
     /// `prefix` for the default task, `prefix:<task name>` for a named one.
-    fn task_key(&self, prefix: &[u8]) -> Vec<u8> {
+    pub(crate) fn task_key(&self, prefix: &[u8]) -> Vec<u8> {
         let mut key = prefix.to_vec();
         if self.task_name != DEFAULT_TASK_NAME {
             key.push(b':');
@@ -395,14 +396,17 @@ async fn session(
         &options.checkpoint_key(),
     )
     .await?;
+    let target_rdb_version = target_rdb_version(&mut writer).await?;
     if writer.is_cluster() {
         let mut source =
             TargetWriter::connect_to("source", &options.source, options.source_connection())
                 .await?;
         let keyspace = info_text(source.query(&[b"INFO".as_slice(), b"keyspace"]).await?);
         crate::cluster::check_source_dbs(&keyspace, &options.filter).map_err(SyncError::Options)?;
+        // Cross-slot commands are applied by copying their keys from this source.
+        let copier = SourceCopier::new(source, target_rdb_version, options.filter.extend_ttl_ms());
+        writer.copy_cross_slot_from(copier, &options.task_key(SKIP_KEY));
     }
-    let target_rdb_version = target_rdb_version(&mut writer).await?;
     let mut link = ReplicaLink::connect(&options.source, &options.link).await?;
 
     // The target's own checkpoint key is exact (written with the data); the file may
@@ -653,7 +657,7 @@ async fn session(
                             Ok(None) => return Err(LinkError::Closed { endpoint: options.source.to_string(), during: "during the command stream" }.into()),
                             Err(source) => return Err(LinkError::Read { endpoint: options.source.to_string(), during: "the command stream", source }.into()),
                         };
-                        writer.set_stream_offset(offset);
+                        writer.set_stream_position(offset, here.db);
                         let mut pause = false;
                         if let Entry::Command(command) = entry {
                             if let Some(throttle) = throttle.as_mut() {
@@ -825,6 +829,11 @@ const BATCH_COMMANDS_MAX: usize = 1000;
 /// as the commands it accounts for, so it can never disagree with the data, whatever
 /// is killed when.
 pub const TARGET_CHECKPOINT_KEY: &[u8] = b"LOCKSTEP_CHECKPOINT";
+
+/// Name of the per-slot hashes (`<name>[:<task name>]:{<n>}`) of a cluster target
+/// that record which keys were copied from the source up to which offset (see
+/// [`crate::cross_slot`]).
+pub const SKIP_KEY: &[u8] = b"LOCKSTEP_SKIP";
 
 /// Groups the stream's commands into target transactions that end by recording the
 /// position they bring the target to.

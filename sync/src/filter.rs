@@ -226,7 +226,8 @@ impl Filter {
         expire_ms.saturating_add(self.extend_ttl_ms())
     }
 
-    fn extend_ttl_ms(&self) -> i64 {
+    /// How much `--extend-ttl` lengthens every expiry, in milliseconds.
+    pub fn extend_ttl_ms(&self) -> i64 {
         self.extend_ttl.as_millis() as i64
     }
 

@@ -22,6 +22,8 @@
 //! - [`keys`]: which arguments of a command are keys (the filter, cluster routing).
 //! - [`slots`] and [`cluster`]: a Redis Cluster target: CRC16 hash slots, the slot
 //!   map, routing per primary with one exact checkpoint per slot.
+//! - [`cross_slot`]: what a cluster target cannot split by slot (RENAME, SMOVE...
+//!   across slots), copied from the source with exact skip windows.
 //! - [`cluster_source`]: a Redis Cluster source: one task per shard, each scoped to
 //!   its slots on the shared target, following failovers.
 //! - [`precheck`]: what must hold on both sides before a sync, item by item (reads only).
@@ -32,6 +34,7 @@ pub mod apply;
 pub mod checkpoint;
 pub mod cluster;
 pub mod cluster_source;
+pub mod cross_slot;
 pub mod endpoint;
 pub mod engine;
 pub mod filter;

@@ -1,0 +1,292 @@
+//! Cross-slot commands into a cluster target: what cannot be split by slot is
+//! copied from the source instead.
+//!
+//! A Redis Cluster refuses a command whose keys fall in different hash slots
+//! (CROSSSLOT). The router ([`crate::cluster`]) splits what keeps its meaning when
+//! split (DEL, UNLINK, TOUCH, MSET, MSETNX). Any other such command (RENAME, SMOVE,
+//! SUNIONSTORE, LMOVE, COPY, a BITOP or ZUNIONSTORE over several slots...) is applied
+//! by **copying its keys from the source**:
+//!
+//! 1. [`SourceCopier::copy`] reads, in one MULTI/EXEC on a plain connection to the
+//!    source, `DUMP` and `PTTL` of every key of the command and `INFO replication`:
+//!    each key's value and TTL exactly as of the source's replication offset `p`
+//!    that the same transaction reports. `p` is at or past the command's own offset
+//!    `o` (the source has executed what it sent).
+//! 2. Each key is written into its slot's target transaction as `RESTORE ... REPLACE`
+//!    (the payload re-encoded when the target reads an older RDB version) or `DEL`
+//!    when the source no longer has it, together with a **skip entry** `HSET
+//!    LOCKSTEP_SKIP[:task]:{n} <key> <p>` in the same slot.
+//! 3. The copy holds every effect up to `p`, so stream commands on these keys at
+//!    offsets in `(o, p]` are skipped ([`Skips`]). A command in that window that
+//!    touches a skipped key and a key that is not is copied the same way, at a newer
+//!    offset. From `p` on, commands apply as usual.
+//!
+//! Crash safety: the skip entry is written in the same MULTI/EXEC as the copy and
+//! the slot's checkpoint, and is read back with the checkpoints when a session
+//! starts, so a restart from any slot checkpoint neither applies a window command
+//! twice nor misses one. Entries at or below their slot's checkpoint mean nothing
+//! and are removed with the next checkpoint of that slot. A FLUSHALL or FLUSHDB in
+//! the stream removes the copies and their entries on the target (and on the
+//! source), so every skip ends there: the commands after it build the keys again.
+//!
+//! Cost: one round trip to the source per such command, and its keys' whole values
+//! in memory once (a DUMP of a big key is big).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use crate::apply::{ApplyError, TargetWriter};
+use crate::rdb::dump::{decode_dump, DumpOptions};
+use crate::rdb::encode_dump;
+use crate::resp::Frame;
+
+/// Reads keys from the source for a cluster target (see the module doc).
+pub struct SourceCopier {
+    source: TargetWriter,
+    target_rdb_version: u16,
+    extend_ttl_ms: i64,
+}
+
+/// Keys read from the source as of its replication offset `offset`: per key, the
+/// commands that make the target's copy equal.
+pub struct Copied {
+    pub offset: i64,
+    pub keys: Vec<(Bytes, Vec<Vec<Bytes>>)>,
+}
+
+impl SourceCopier {
+    /// `source` is a plain connection to the source the stream comes from; values
+    /// are written for a target of `target_rdb_version`, and TTLs lengthened by
+    /// `extend_ttl_ms` as the filter does for the stream.
+    pub fn new(source: TargetWriter, target_rdb_version: u16, extend_ttl_ms: i64) -> SourceCopier {
+        SourceCopier {
+            source,
+            target_rdb_version,
+            extend_ttl_ms,
+        }
+    }
+
+    /// Reads `keys` of source database `db` in one transaction.
+    pub async fn copy(&mut self, db: u32, keys: &[Bytes]) -> Result<Copied, ApplyError> {
+        let mut commands: Vec<Vec<Bytes>> = Vec::with_capacity(keys.len() * 2 + 4);
+        commands.push(vec![
+            Bytes::from_static(b"SELECT"),
+            Bytes::from(db.to_string()),
+        ]);
+        commands.push(vec![Bytes::from_static(b"MULTI")]);
+        for key in keys {
+            commands.push(vec![Bytes::from_static(b"DUMP"), key.clone()]);
+            commands.push(vec![Bytes::from_static(b"PTTL"), key.clone()]);
+        }
+        commands.push(vec![
+            Bytes::from_static(b"INFO"),
+            Bytes::from_static(b"replication"),
+        ]);
+        commands.push(vec![Bytes::from_static(b"EXEC")]);
+        let mut replies = self.source.query_pipelined(&commands).await?;
+        let refused = |what: &str, reply: &Frame| {
+            ApplyError::Cluster(format!(
+            "copying {} from the source for a cross-slot command: the source answered {reply:?} to {what} (fix: the source user needs DUMP, PTTL and INFO)",
+            keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect::<Vec<_>>().join(", ")
+        ))
+        };
+        if let Some(error) = replies.iter().find(|r| matches!(r, Frame::Error(_))) {
+            return Err(refused("the transaction", error));
+        }
+        let exec = replies.pop().unwrap_or(Frame::NullBulk);
+        let Frame::Array(results) = &exec else {
+            return Err(refused("EXEC", &exec));
+        };
+        if results.len() != keys.len() * 2 + 1 {
+            return Err(refused("EXEC", &exec));
+        }
+        let info = results[keys.len() * 2]
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        let offset = replication_offset(&info).ok_or_else(|| refused("INFO replication", &exec))?;
+        let mut copied = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let dump = results[2 * i].as_bytes().map(Bytes::copy_from_slice);
+            let pttl = match &results[2 * i + 1] {
+                Frame::Integer(ms) => *ms,
+                other => return Err(refused("PTTL", other)),
+            };
+            let commands = self.restore_commands(key, dump, pttl)?;
+            copied.push((key.clone(), commands));
+        }
+        Ok(Copied {
+            offset,
+            keys: copied,
+        })
+    }
+
+    /// What makes the target's `key` equal to a source value `dump` (none: the key
+    /// does not exist) with `pttl` milliseconds left (negative: no expiry).
+    fn restore_commands(
+        &self,
+        key: &Bytes,
+        dump: Option<Bytes>,
+        pttl: i64,
+    ) -> Result<Vec<Vec<Bytes>>, ApplyError> {
+        let Some(payload) = dump else {
+            return Ok(vec![vec![Bytes::from_static(b"DEL"), key.clone()]]);
+        };
+        let payload = self.readable_payload(key, payload)?;
+        let ttl = if pttl > 0 {
+            pttl.saturating_add(self.extend_ttl_ms)
+        } else {
+            0
+        };
+        Ok(vec![vec![
+            Bytes::from_static(b"RESTORE"),
+            key.clone(),
+            Bytes::from(ttl.to_string()),
+            payload,
+            Bytes::from_static(b"REPLACE"),
+        ]])
+    }
+
+    /// The payload as is when the target reads its RDB version, else re-encoded.
+    fn readable_payload(&self, key: &Bytes, payload: Bytes) -> Result<Bytes, ApplyError> {
+        let version = payload
+            .len()
+            .checked_sub(10)
+            .map(|at| u16::from_le_bytes([payload[at], payload[at + 1]]))
+            .unwrap_or(0);
+        if version != 0 && version <= self.target_rdb_version {
+            return Ok(payload);
+        }
+        let unwritable = |detail: String| {
+            ApplyError::Cluster(format!(
+                "copying {:?} from the source for a cross-slot command: {detail}",
+                String::from_utf8_lossy(key)
+            ))
+        };
+        let dump = decode_dump(&payload, &DumpOptions::default())
+            .map_err(|e| unwritable(format!("its DUMP payload does not decode: {e}")))?;
+        let encoded = encode_dump(&dump.value, self.target_rdb_version).map_err(|e| {
+            unwritable(format!(
+                "the target (RDB version {}) cannot hold it: {e}",
+                self.target_rdb_version
+            ))
+        })?;
+        Ok(Bytes::from(encoded))
+    }
+}
+
+/// `master_repl_offset` in an `INFO replication` text.
+fn replication_offset(info: &str) -> Option<i64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Keys whose copy holds the stream up to an offset: their commands up to it are
+/// skipped (see the module doc).
+#[derive(Default)]
+pub struct Skips {
+    through: HashMap<Bytes, i64>,
+}
+
+/// What to do with a stream command, given the keys it touches.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// No key of it is skipped here.
+    Apply,
+    /// Every key of it holds its effect already.
+    Drop,
+    /// Some keys hold its effect and some do not: copy them all again.
+    Copy,
+}
+
+/// Entries kept before the ones that mean nothing any more are swept.
+const SKIPS_SWEEP_AT: usize = 4096;
+
+impl Skips {
+    pub fn is_empty(&self) -> bool {
+        self.through.is_empty()
+    }
+
+    /// Commands on `key` at offsets up to `offset` are in its copy; the stream is
+    /// at offset `at` (entries behind it mean nothing and may be swept).
+    pub fn insert(&mut self, key: Bytes, offset: i64, at: i64) {
+        let through = self.through.entry(key).or_insert(offset);
+        *through = (*through).max(offset);
+        if self.through.len() > SKIPS_SWEEP_AT {
+            self.through.retain(|_, o| *o >= at);
+        }
+    }
+
+    /// Judges a command at stream offset `at` by its `keys`.
+    pub fn judge<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>, at: i64) -> Judgement {
+        let (mut skipped, mut applied) = (0, 0);
+        for key in keys {
+            match self.through.get(key) {
+                Some(&through) if at <= through => skipped += 1,
+                Some(_) => {
+                    self.through.remove(key);
+                    applied += 1;
+                }
+                None => applied += 1,
+            }
+        }
+        match (skipped, applied) {
+            (0, _) => Judgement::Apply,
+            (_, 0) => Judgement::Drop,
+            _ => Judgement::Copy,
+        }
+    }
+
+    /// Forgets every entry (a FLUSHALL in the stream, a new full copy).
+    pub fn clear(&mut self) {
+        self.through.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_is_dropped_applied_or_copied_by_its_keys_windows() {
+        let mut skips = Skips::default();
+        skips.insert(Bytes::from_static(b"a"), 100, 50);
+        skips.insert(Bytes::from_static(b"b"), 150, 50);
+        let judge = |skips: &mut Skips, keys: &[&[u8]], at| skips.judge(keys.iter().copied(), at);
+        assert_eq!(judge(&mut skips, &[b"a"], 90), Judgement::Drop);
+        assert_eq!(judge(&mut skips, &[b"a"], 100), Judgement::Drop);
+        assert_eq!(judge(&mut skips, &[b"a", b"c"], 95), Judgement::Copy);
+        assert_eq!(judge(&mut skips, &[b"c"], 95), Judgement::Apply);
+        // Past its window a key applies again, and its entry goes.
+        assert_eq!(judge(&mut skips, &[b"a", b"b"], 120), Judgement::Copy);
+        assert_eq!(judge(&mut skips, &[b"a"], 130), Judgement::Apply);
+        assert_eq!(judge(&mut skips, &[b"b"], 151), Judgement::Apply);
+        assert!(skips.is_empty());
+    }
+
+    #[test]
+    fn a_later_copy_only_lengthens_a_window_and_old_entries_are_swept() {
+        let mut skips = Skips::default();
+        skips.insert(Bytes::from_static(b"a"), 200, 50);
+        skips.insert(Bytes::from_static(b"a"), 100, 50);
+        assert_eq!(skips.judge([&b"a"[..]].into_iter(), 150), Judgement::Drop);
+        for i in 0..=SKIPS_SWEEP_AT as i64 {
+            skips.insert(Bytes::from(format!("k{i}")), 1000 + i, 300);
+        }
+        // Only "a", behind the stream, was swept.
+        assert_eq!(skips.through.len(), SKIPS_SWEEP_AT + 1);
+        assert!(!skips.through.contains_key(&b"a"[..]));
+        skips.insert(Bytes::from_static(b"last"), 9000, 3000);
+        assert_eq!(skips.through.len(), 1 + 1 + (SKIPS_SWEEP_AT - 2000));
+        assert!(skips.through.contains_key(&b"k4096"[..]));
+    }
+
+    #[test]
+    fn the_offset_comes_from_info_replication() {
+        let info = "# Replication\r\nrole:master\r\nmaster_repl_offset:12345\r\n";
+        assert_eq!(replication_offset(info), Some(12345));
+        assert_eq!(replication_offset("role:master\r\n"), None);
+    }
+}
