@@ -18,7 +18,7 @@
 //! (in stream order within the slot) changes no outcome. A new session resumes from
 //! the **lowest** slot checkpoint, and a slot skips every stream command at or below
 //! its own checkpoint (the engine tells the router each command's offset,
-//! [`TargetWriter::set_stream_offset`]): nothing is applied twice (INCR stays exact)
+//! [`TargetWriter::set_stream_position`]): nothing is applied twice (INCR stays exact)
 //! and nothing is skipped, whatever is killed when. The checkpoint key lives in its
 //! slot, so it moves with the slot's keys when the slot migrates, and it replicates
 //! in the same transaction as the data, so a promoted replica that missed the last
@@ -44,13 +44,13 @@
 //! MSETNX over several slots are split into one command per slot
 //! ([`crate::keys::split_into`], shared with the filter); the full copy's MSET of
 //! strings likewise. Any other command over several slots (RENAME, SMOVE,
-//! SUNIONSTORE, ... without a common hash tag) stops the task with an error naming
-//! the command and keys: the target could not apply it as the source did (copying
-//! the resulting key from the source is not built). FLUSHALL, FLUSHDB, FUNCTION and
-//! SCRIPT go to every primary, after the slot transactions before them, and every
-//! slot's checkpoint is set right after them. Other keyless commands go to the first
-//! primary. A command that is not in the key table stops the task (its slot is
-//! unknown): drop it with `--drop-command` if it writes nothing the target needs.
+//! SUNIONSTORE, ... without a common hash tag) is applied by copying its keys from
+//! the source, with a skip window for the stream's commands on them
+//! ([`crate::cross_slot`]). FLUSHALL, FLUSHDB, FUNCTION and SCRIPT go to every
+//! primary, after the slot transactions before them, and every slot's checkpoint is
+//! set right after them. Other keyless commands go to the first primary. A command
+//! that is not in the key table stops the task (its slot is unknown): drop it with
+//! `--drop-command` if it writes nothing the target needs.
 //!
 //! # Databases
 //! A cluster has database 0 only. A keyed command while the stream is in another

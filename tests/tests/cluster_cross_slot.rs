@@ -12,6 +12,7 @@ use common::cluster::{seed_url, wait_consistent, Primaries};
 use common::{caught_up, SyncTask};
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{Mode, SyncOptions};
+use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::topology::{key_slot, Cluster, ClusterSpec};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
@@ -157,6 +158,48 @@ async fn cross_slot_commands_are_copied_from_the_source() -> anyhow::Result<()> 
             (1, 0),
             "{from}->{to}: {now:?}"
         );
+        task.finish().await?;
+    }
+    Ok(())
+}
+
+/// The churn workload without hash tags (its multi-key commands: RENAME, SMOVE,
+/// LMOVE, SUNIONSTORE, ZUNIONSTORE, BITOP, PFMERGE, COPY... over any slots, and
+/// FLUSHDB now and then) from a standalone source into clusters of 6.2, 7.0 and
+/// 8.2: the task never stops and verify finds every cluster equal.
+#[tokio::test]
+async fn the_untagged_churn_goes_into_clusters_of_every_version() -> anyhow::Result<()> {
+    for version in [RedisVersion::V6_2, RedisVersion::V7_0, RedisVersion::V8_2] {
+        let source = RedisServer::start(ServerConfig::new(version)).await?;
+        let cluster = Cluster::start(ClusterSpec::new(ServerConfig::new(version), 3, 0)).await?;
+        let client = source.redis_client()?;
+        let before = ChurnSpec::new(11)
+            .rate(2000.0)
+            .duration(Some(Duration::from_secs(1)));
+        Churn::run(&client, &before).await?;
+        let dir = tempfile::tempdir()?;
+        let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+        caught_up(&mut task, &source).await?;
+        let during = ChurnSpec::new(12)
+            .rate(1500.0)
+            .duration(Some(Duration::from_secs(3)))
+            .flushdb(true);
+        let report = Churn::run(&client, &during).await?;
+        caught_up(&mut task, &source).await?;
+        let verified = wait_consistent(
+            &source.url(),
+            &seed_url(&cluster),
+            std::slice::from_mut(&mut task),
+            Duration::from_secs(30),
+        )
+        .await?;
+        let now = task.now();
+        assert_eq!(
+            (now.full_syncs, now.partial_syncs),
+            (1, 0),
+            "{version}: the session ended: {now:?}"
+        );
+        eprintln!("{version}: {} churn ops, {verified}", report.ops);
         task.finish().await?;
     }
     Ok(())
