@@ -36,6 +36,7 @@ pub fn precheck_options(
         },
         source_tls: connection.tls(Side::Source),
         target_tls: connection.tls(Side::Target),
+        filter: None,
     }
 }
 

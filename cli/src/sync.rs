@@ -4,7 +4,7 @@
 //!
 //! Order: build every target's `SyncOptions` (errors in the options stop here); when
 //! the source is a Redis Cluster, one task per target and source shard (see
-//! `lockstep_sync::cluster_source`), in `<checkpoint-dir>/<task>-<i>/shard<first slot>`;
+//! `lockstep_sync::cluster_source`), in `<checkpoint-dir>/<task>-<i>/shard<slot ranges>`;
 //! run the precheck of each task unless `--skip-precheck` (a failing item stops
 //! with its reason and fix; warnings are logged); serve `--status-addr`; start the
 //! tasks. Each target has its own checkpoint directory `<checkpoint-dir>/<task>-<i>`.
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use lockstep_sync::checkpoint::CheckpointStore;
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{self, Mode, Progress, SyncError, SyncOptions};
-use lockstep_sync::precheck::{precheck, Outcome};
+use lockstep_sync::precheck::{precheck, Outcome, PrecheckOptions};
 use tokio::sync::watch;
 
 use crate::args::{ModeArg, SyncArgs};
@@ -205,13 +205,16 @@ async fn run_precheck(args: &SyncArgs, index: usize, options: &SyncOptions) -> a
         .iter()
         .map(|&db| options.filter.target_db(db))
         .collect();
-    let check = precheck_options(
-        options.source.clone(),
-        options.target.clone(),
-        &args.connection,
-        dbs,
-        args.conflict,
-    );
+    let check = PrecheckOptions {
+        filter: Some(options.filter.clone()),
+        ..precheck_options(
+            options.source.clone(),
+            options.target.clone(),
+            &args.connection,
+            dbs,
+            args.conflict,
+        )
+    };
     let items = precheck(&check).await;
     let target = &options.target;
     let mut failures = Vec::new();

@@ -201,11 +201,91 @@ async fn a_cluster_source_is_checked_and_copied_shard_by_shard() -> anyhow::Resu
     let mut t = target.client().await?;
     let keys: Vec<String> = redis::cmd("KEYS").arg("key:*").query_async(&mut t).await?;
     assert_eq!(keys.len(), 500, "every shard's keys on the target");
-    for shard in ["shard0", "shard5461", "shard10922"] {
+    for shard in ["shard0-5460", "shard5461-10921", "shard10922-16383"] {
         assert!(
             dir.path().join(format!("default-0/{shard}")).is_dir(),
             "no checkpoint directory for {shard}"
         );
     }
+    Ok(())
+}
+
+/// A cluster target gets its own item: it passes when every slot is served and the
+/// source writes database 0 only; a source with keys in database 3 fails it with
+/// the mapping fix, and `lockstep sync` with that mapping passes its precheck and
+/// copies database 3 into the cluster.
+#[tokio::test]
+async fn a_cluster_target_is_checked_for_slots_and_databases() -> anyhow::Result<()> {
+    use lockstep_testkit::topology::{Cluster, ClusterSpec};
+    let source = ready(RedisVersion::V7_0).await?;
+    let node = ServerConfig::new(RedisVersion::V7_0).set("maxmemory-policy", "noeviction");
+    let cluster = Cluster::start(ClusterSpec::new(node, 3, 0)).await?;
+    let target = cluster.nodes[1].url();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(["check", "--source", &source.url(), "--target", &target])
+            .args(extra)
+            .output()
+            .expect("lockstep runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("cluster target") && l.contains("every slot is served")),
+        "{text}"
+    );
+
+    let mut conn = source.client().await?;
+    redis::cmd("SELECT")
+        .arg(3)
+        .query_async::<()>(&mut conn)
+        .await?;
+    redis::cmd("SET")
+        .arg("in-db-3")
+        .arg(1)
+        .query_async::<()>(&mut conn)
+        .await?;
+    let (code, text) = run(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(
+        failed[0].contains("cluster target") && failed[0].contains("database 3"),
+        "{text}"
+    );
+    assert!(text.contains("--map-db 3:0"), "the fix is named: {text}");
+
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args([
+            "sync",
+            "--mode",
+            "full",
+            "--source",
+            &source.url(),
+            "--target",
+            &target,
+        ])
+        .args(["--dbs", "3", "--map-db", "3:0"])
+        .arg("--checkpoint-dir")
+        .arg(dir.path())
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut read = cluster.cluster_client().await?;
+    let copied: Option<i64> = redis::cmd("GET")
+        .arg("in-db-3")
+        .query_async(&mut read)
+        .await?;
+    assert_eq!(copied, Some(1));
     Ok(())
 }

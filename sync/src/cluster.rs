@@ -511,11 +511,15 @@ impl ClusterTarget {
     ) -> Result<(), ApplyError> {
         let primary = &mut self.shards[shard];
         let first = primary.writer.commands_pushed();
-        if asking {
-            primary.writer.push_direct(&[b"ASKING"], None).await?;
-        }
+        // ASKING lets the next command through, or a whole MULTI ... EXEC.
+        let transaction = commands
+            .first()
+            .is_some_and(|c| c[0].eq_ignore_ascii_case(b"MULTI"));
         let mut bytes = 0;
-        for argv in &commands {
+        for (i, argv) in commands.iter().enumerate() {
+            if asking && (i == 0 || !transaction) {
+                primary.writer.push_direct(&[b"ASKING"], None).await?;
+            }
             bytes += argv.iter().map(Bytes::len).sum::<usize>();
             primary.writer.push_direct(argv, None).await?;
         }

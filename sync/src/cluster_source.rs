@@ -5,11 +5,12 @@
 //! into one [`SyncOptions`] per shard of the source (its primaries, from `CLUSTER
 //! SLOTS`, which 6.2, 7.0 and 8.2 all answer), and the caller runs them side by side
 //! exactly like standalone tasks: each shard has its own replica link, its own
-//! checkpoint directory (`<checkpoint dir>/shard<first slot>`), its own checkpoint
-//! key on the target (task `<task>-shard<first slot>`) and its own heartbeat key,
-//! which carries a hash tag of one of the shard's slots so that the shard's primary
-//! accepts it. A shard is named by the first slot it serves: the name survives a
-//! failover, which changes the primary but not the slots.
+//! checkpoint directory (`<checkpoint dir>/shard<slot ranges>`, e.g. `shard0-5460`),
+//! its own checkpoint key on the target (task `<task>-shard<slot ranges>`) and its own
+//! heartbeat key, which carries a hash tag of one of the shard's slots so that the
+//! shard's primary accepts it. A shard is named by the slots it serves: the name
+//! survives a failover, which changes the primary but not the slots, and changes
+//! with a reshard (see below).
 //!
 //! # What the shards share: the target
 //! Every shard writes to the same target, so nothing a shard does may touch another
@@ -37,6 +38,12 @@
 //! independently could otherwise arrive on the target in the wrong order.
 //! While a shard streams, a watcher asks the same question every 5 s (the engine's
 //! `ReshardWatch`), so a reshard during the stream stops the shards it concerns too.
+//! Until it does, a moved key's RESTORE in the new owner's stream is outside that
+//! shard's slots and dropped, and the DEL that MIGRATE writes in the old owner's
+//! stream is applied: the key is missing from the target. So a shard whose slots
+//! changed is a new shard (its name is its slots): started again, it copies its
+//! slots afresh (removing their keys from the target first), while the shards
+//! whose slots did not change resume by PSYNC.
 //!
 //! # Reading from replicas
 //! With [`SourceCluster::from_replica`] (the DTS "use slave node" option) a shard
@@ -166,6 +173,33 @@ pub async fn expand_within(
     }
 }
 
+/// Longest shard name: it goes into a task name (`<task>-<shard>`, at most 64).
+const SHARD_NAME_MAX: usize = 32;
+
+/// A shard's name: its slot ranges (`shard0-5460`, `shard0-99_200-5460`), so a shard
+/// whose slots changed is a new task with its own checkpoint, copied again (scoped
+/// to its slots), never resumed past the commands its old scope dropped. Past
+/// [`SHARD_NAME_MAX`] characters the ranges are abbreviated with a hash of them all.
+fn shard_name(ranges: &[(u16, u16)]) -> String {
+    // Adjacent ranges listed apart are one range.
+    let mut merged: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if u32::from(last.1) + 1 >= u32::from(a) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let ranges = &merged[..];
+    let full: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+    let name = format!("shard{}", full.join("_"));
+    if name.len() <= SHARD_NAME_MAX {
+        return name;
+    }
+    let digest = crate::rdb::crc64::crc64(name.as_bytes()) as u32;
+    let (first, last) = ranges[0];
+    format!("shard{first}-{last}x{}-{digest:08x}", ranges.len())
+}
+
 /// The options of one shard's task.
 fn shard_options(
     base: &SyncOptions,
@@ -175,7 +209,7 @@ fn shard_options(
 ) -> SyncOptions {
     let mut slots = shard.ranges.clone();
     slots.sort_unstable();
-    let name = format!("shard{}", slots[0].0);
+    let name = shard_name(&slots);
     let mut options = base.clone();
     options.source = at(&base.source, &shard.host, shard.port);
     options.task_name = format!("{}-{name}", base.task_name);
@@ -341,4 +375,28 @@ fn ranges_text(ranges: &[(u16, u16)]) -> String {
 
 fn cluster_error(message: String) -> SyncError {
     SyncError::SourceTopology(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{shard_name, SHARD_NAME_MAX};
+
+    #[test]
+    fn a_shard_is_named_by_its_slots_merged_and_abbreviated_when_long() {
+        assert_eq!(shard_name(&[(0, 5460)]), "shard0-5460");
+        assert_eq!(shard_name(&[(0, 99), (100, 5460)]), "shard0-5460");
+        assert_eq!(
+            shard_name(&[(0, 99), (101, 5460), (16000, 16000)]),
+            "shard0-99_101-5460_16000-16000"
+        );
+        let scattered: Vec<(u16, u16)> = (0..40).map(|i| (i * 10, i * 10 + 1)).collect();
+        let name = shard_name(&scattered);
+        assert!(
+            name.starts_with("shard0-1x40-") && name.len() <= SHARD_NAME_MAX,
+            "{name}"
+        );
+        let mut other = scattered.clone();
+        other[39].1 += 1;
+        assert_ne!(shard_name(&other), name);
+    }
 }

@@ -27,6 +27,10 @@ pub struct PrecheckOptions {
     /// TLS settings of each side, for `rediss://` URLs.
     pub source_tls: TlsOptions,
     pub target_tls: TlsOptions,
+    /// The task's filter, when there is a task (`lockstep sync`): a cluster target
+    /// is then checked against its database selection and mapping exactly;
+    /// without it, against `dbs`.
+    pub filter: Option<crate::filter::Filter>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -103,7 +107,84 @@ pub async fn precheck(options: &PrecheckOptions) -> Vec<CheckItem> {
     items.push(free_memory(&mut source, &mut target).await);
     items.push(versions(&mut source, &mut target).await);
     items.push(target_empty(&mut target, options).await);
+    if let Ok(true) = crate::cluster::is_cluster_node(&mut target).await {
+        items.push(cluster_target(&mut source, &mut target, options).await);
+    }
     items
+}
+
+/// A Redis Cluster target: it serves every slot, the source has no keys in a
+/// database the task would write other than 0, and the source account may read
+/// what a cross-slot command wrote (DUMP, PTTL, INFO: see `crate::cross_slot`).
+async fn cluster_target(
+    source: &mut TargetWriter,
+    target: &mut TargetWriter,
+    options: &PrecheckOptions,
+) -> CheckItem {
+    const NAME: &str = "cluster target";
+    let state = text(target, &[b"CLUSTER".as_slice(), b"INFO"])
+        .await
+        .unwrap_or_default();
+    let ok = info_field(&state, "cluster_state").as_deref() == Some("ok");
+    let assigned = info_field(&state, "cluster_slots_assigned").unwrap_or_default();
+    if !ok || assigned != "16384" {
+        return CheckItem::new(
+            NAME,
+            Outcome::Fail,
+            format!(
+                "the cluster is not serving every slot (cluster_state {}, {assigned} of 16384 slots assigned)",
+                info_field(&state, "cluster_state").unwrap_or_default()
+            ),
+        )
+        .fix("assign every slot and wait for cluster_state:ok (redis-cli --cluster check)");
+    }
+    let keyspace = text(source, &[b"INFO".as_slice(), b"keyspace"])
+        .await
+        .unwrap_or_default();
+    let refused = match &options.filter {
+        Some(filter) => crate::cluster::check_source_dbs(&keyspace, filter).err(),
+        None => keyspace
+            .lines()
+            .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse::<u32>().ok())
+            .find(|&db| db != 0 && options.dbs.contains(&db))
+            .map(|db| format!(
+                "a cluster has database 0 only, and the source has keys in database {db} (fix: sync with --map-db {db}:0, or leave it out with --dbs; check with --dbs 0)"
+            )),
+    };
+    if let Some(message) = refused {
+        let (detail, fix) = message
+            .rsplit_once(" (fix: ")
+            .map(|(d, f)| (d.to_owned(), f.trim_end_matches(')').to_owned()))
+            .unwrap_or((message.clone(), String::new()));
+        return CheckItem::new(NAME, Outcome::Fail, detail).fix(fix);
+    }
+    if let Ok(user) = text(source, &[b"ACL".as_slice(), b"WHOAMI"]).await {
+        for (command, arg) in [
+            (&b"DUMP"[..], &b"k"[..]),
+            (b"PTTL", b"k"),
+            (b"INFO", b"replication"),
+        ] {
+            let argv: Vec<&[u8]> = vec![b"ACL", b"DRYRUN", user.as_bytes(), command, arg];
+            match text(source, &argv).await {
+                Ok(answer) if answer == "OK" => {}
+                // 6.2 has no DRYRUN: a copy will tell.
+                Err(_) => break,
+                Ok(answer) => {
+                    return CheckItem::new(
+                        NAME,
+                        Outcome::Warn,
+                        format!("user {user} may not read keys for cross-slot copies ({answer}): a command over several slots that cannot be split (RENAME, SMOVE...) will stop the task"),
+                    )
+                    .fix(format!("ACL SETUSER {user} +dump +pttl +info"))
+                }
+            }
+        }
+    }
+    CheckItem::new(
+        NAME,
+        Outcome::Pass,
+        "every slot is served; the source has keys in database 0 only (or mapped to it); cross-slot commands that cannot be split are copied from the source",
+    )
 }
 
 async fn connect(

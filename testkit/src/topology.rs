@@ -606,6 +606,107 @@ pub enum FailoverMode {
     Takeover,
 }
 
+/// A slot moving from its primary to another one, step by step the way redis-cli
+/// does it: IMPORTING/MIGRATING ([`SlotMigration::begin`]), MIGRATE of its keys
+/// ([`SlotMigration::migrate`], or all that are left by [`SlotMigration::finish`]),
+/// SETSLOT NODE on every primary. Between the steps the slot is half-moved: its
+/// old owner answers ASK for keys it no longer has, TRYAGAIN for multi-key
+/// commands over both.
+pub struct SlotMigration<'a> {
+    cluster: &'a Cluster,
+    slot: u16,
+    from: MultiplexedConnection,
+    to: &'a RedisServer,
+    to_id: String,
+}
+
+impl<'a> SlotMigration<'a> {
+    /// Marks `slot` as leaving its primary for another one.
+    pub async fn begin(cluster: &'a Cluster, slot: u16) -> anyhow::Result<SlotMigration<'a>> {
+        let from = cluster.node_for_slot(slot).await?;
+        let primaries = cluster.primaries().await?;
+        let to = *primaries
+            .iter()
+            .find(|n| n.port() != from.port())
+            .ok_or_else(|| anyhow::anyhow!("no other primary"))?;
+        let (from_id, to_id) = (cluster.node_id(from).await?, cluster.node_id(to).await?);
+        let (a, mut b) = (from.client().await?, to.client().await?);
+        let moving = SlotMigration {
+            cluster,
+            slot,
+            from: a,
+            to,
+            to_id,
+        };
+        moving
+            .setslot("IMPORTING", &from_id)
+            .query_async::<()>(&mut b)
+            .await?;
+        let mut a = moving.from.clone();
+        let to_id = moving.to_id.clone();
+        moving
+            .setslot("MIGRATING", &to_id)
+            .query_async::<()>(&mut a)
+            .await?;
+        Ok(moving)
+    }
+
+    fn setslot(&self, state: &str, id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SETSLOT").arg(self.slot).arg(state).arg(id);
+        cmd
+    }
+
+    /// The keys of the slot still on the old primary, at most `count`.
+    pub async fn keys_left(&mut self, count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+        Ok(redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(self.slot)
+            .arg(count)
+            .query_async(&mut self.from)
+            .await?)
+    }
+
+    pub async fn migrate(&mut self, keys: &[Vec<u8>]) -> anyhow::Result<()> {
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(self.to.port())
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("REPLACE")
+            .arg("KEYS")
+            .arg(keys)
+            .query_async::<()>(&mut self.from)
+            .await?;
+        Ok(())
+    }
+
+    /// Migrates every key left, 10 at a time with `pause` between batches, then
+    /// gives the slot to the new primary and waits until the cluster agrees.
+    /// Returns how many keys moved.
+    pub async fn finish(mut self, pause: Duration) -> anyhow::Result<usize> {
+        let mut moved = 0;
+        loop {
+            let keys = self.keys_left(10).await?;
+            if keys.is_empty() {
+                break;
+            }
+            moved += keys.len();
+            self.migrate(&keys).await?;
+            tokio::time::sleep(pause).await;
+        }
+        for node in self.cluster.primaries().await? {
+            let mut conn = node.client().await?;
+            self.setslot("NODE", &self.to_id)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        self.cluster.wait_converged().await?;
+        Ok(moved)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

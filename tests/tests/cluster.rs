@@ -17,7 +17,7 @@ use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{Mode, SyncOptions};
 use lockstep_sync::slots::key_slot;
 use lockstep_testkit::data::{DataSet, DataSpec};
-use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode};
+use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode, SlotMigration};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::canonical;
 use redis::aio::MultiplexedConnection;
@@ -257,106 +257,10 @@ async fn a_killed_task_resumes_exactly_into_a_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A slot moving from its primary to another one, step by step the way redis-cli
-/// does it: IMPORTING/MIGRATING, MIGRATE of its keys, SETSLOT NODE everywhere.
-struct SlotMove<'a> {
-    cluster: &'a Cluster,
-    slot: u16,
-    from: MultiplexedConnection,
-    to: &'a RedisServer,
-    to_id: String,
-}
-
-impl<'a> SlotMove<'a> {
-    /// Marks `slot` as leaving its primary for another one.
-    async fn begin(cluster: &'a Cluster, slot: u16) -> anyhow::Result<SlotMove<'a>> {
-        let from = cluster.node_for_slot(slot).await?;
-        let primaries = cluster.primaries().await?;
-        let to = *primaries
-            .iter()
-            .find(|n| n.port() != from.port())
-            .ok_or_else(|| anyhow::anyhow!("no other primary"))?;
-        let (from_id, to_id) = (cluster.node_id(from).await?, cluster.node_id(to).await?);
-        let (a, mut b) = (from.client().await?, to.client().await?);
-        let moving = SlotMove {
-            cluster,
-            slot,
-            from: a,
-            to,
-            to_id,
-        };
-        moving
-            .setslot("IMPORTING", &from_id)
-            .query_async::<()>(&mut b)
-            .await?;
-        let mut a = moving.from.clone();
-        let to_id = moving.to_id.clone();
-        moving
-            .setslot("MIGRATING", &to_id)
-            .query_async::<()>(&mut a)
-            .await?;
-        Ok(moving)
-    }
-
-    fn setslot(&self, state: &str, id: &str) -> redis::Cmd {
-        let mut cmd = redis::cmd("CLUSTER");
-        cmd.arg("SETSLOT").arg(self.slot).arg(state).arg(id);
-        cmd
-    }
-
-    /// The keys of the slot still on the old primary, at most `count`.
-    async fn keys_left(&mut self, count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-        Ok(redis::cmd("CLUSTER")
-            .arg("GETKEYSINSLOT")
-            .arg(self.slot)
-            .arg(count)
-            .query_async(&mut self.from)
-            .await?)
-    }
-
-    async fn migrate(&mut self, keys: &[Vec<u8>]) -> anyhow::Result<()> {
-        redis::cmd("MIGRATE")
-            .arg("127.0.0.1")
-            .arg(self.to.port())
-            .arg("")
-            .arg(0)
-            .arg(5000)
-            .arg("REPLACE")
-            .arg("KEYS")
-            .arg(keys)
-            .query_async::<()>(&mut self.from)
-            .await?;
-        Ok(())
-    }
-
-    /// Migrates every key left, 10 at a time with `pause` between batches, then
-    /// gives the slot to the new primary. Returns how many keys moved.
-    async fn finish(mut self, pause: Duration) -> anyhow::Result<usize> {
-        let mut moved = 0;
-        loop {
-            let keys = self.keys_left(10).await?;
-            if keys.is_empty() {
-                break;
-            }
-            moved += keys.len();
-            self.migrate(&keys).await?;
-            tokio::time::sleep(pause).await;
-        }
-        for node in self.cluster.primaries().await? {
-            let mut conn = node.client().await?;
-            self.setslot("NODE", &self.to_id)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        self.cluster.wait_converged().await?;
-        Ok(moved)
-    }
-}
-
 /// Moves `slot` to another primary, slowly, so that the sync writes into it while
 /// it moves. Returns how many keys moved.
 async fn migrate_slot(cluster: &Cluster, slot: u16) -> anyhow::Result<usize> {
-    SlotMove::begin(cluster, slot)
+    SlotMigration::begin(cluster, slot)
         .await?
         .finish(Duration::from_millis(20))
         .await
@@ -457,7 +361,7 @@ async fn a_task_started_during_a_target_slot_migration_follows_ask() -> anyhow::
             .query_async::<()>(&mut conn)
             .await?;
     }
-    let moving = SlotMove::begin(&cluster, slot).await?;
+    let moving = SlotMigration::begin(&cluster, slot).await?;
     let dir = tempfile::tempdir()?;
     let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
     caught_up(&mut task, &source).await?;
@@ -466,7 +370,7 @@ async fn a_task_started_during_a_target_slot_migration_follows_ask() -> anyhow::
     task.finish().await?;
 
     // Moving the slot back: its checkpoint key goes first, alone.
-    let mut back = SlotMove::begin(&cluster, slot).await?;
+    let mut back = SlotMigration::begin(&cluster, slot).await?;
     let checkpoint: Vec<Vec<u8>> = back
         .keys_left(1000)
         .await?
@@ -1043,20 +947,38 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
     Ok(())
 }
 
-/// A slot moving between two shards of the source while they stream: both shards'
-/// tasks stop with a message naming the slots and saying to start again (keys moving
-/// between two independently applied streams could otherwise land out of order).
+/// A slot of the last shard moves to the first while every shard streams: the two
+/// shards concerned stop, naming the fix; started again, the tasks follow the new
+/// layout and the target equals the source. The moved slot's keys were deleted
+/// from the target meanwhile (the old owner's stream carries MIGRATE's DEL, the new
+/// owner's RESTORE was outside that shard's slots): the first shard, whose first
+/// slot did not change, must not resume past them but copy its new slots again.
 #[tokio::test]
-async fn a_source_reshard_while_streaming_stops_the_shards_it_concerns() -> anyhow::Result<()> {
+async fn a_source_reshard_stops_the_shards_it_concerns_and_a_restart_loses_nothing(
+) -> anyhow::Result<()> {
     let source = cluster(RedisVersion::V7_0).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     write_cluster(&source, 0).await?;
+    let slot = 16000;
+    let tag = (0u32..)
+        .map(|n| format!("m{n}"))
+        .find(|t| key_slot(t.as_bytes()) == slot)
+        .unwrap_or_default();
+    let mut conn = source.cluster_client().await?;
+    for i in 0..50 {
+        redis::cmd("SET")
+            .arg(format!("{{{tag}}}:{i}"))
+            .arg(i)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
     let dir = tempfile::tempdir()?;
     let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
     assert_eq!(tasks.len(), 3, "one task per primary");
     wait_consistent(&seed_url(&source), &target.url(), &mut tasks, CONVERGE).await?;
-    // Slot 100 is the first shard's; it moves to another primary.
-    migrate_slot(&source, 100).await?;
+    // The last shard's slot goes to the first primary, whose first slot stays 0.
+    let moved = migrate_slot(&source, slot).await?;
+    assert!(moved >= 50, "{moved} keys moved");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut stopped: Vec<Option<String>> = vec![None; tasks.len()];
     while stopped.iter().flatten().count() < 2 && std::time::Instant::now() < deadline {
@@ -1070,17 +992,35 @@ async fn a_source_reshard_while_streaming_stops_the_shards_it_concerns() -> anyh
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let stopped: Vec<String> = stopped.into_iter().flatten().collect();
-    assert_eq!(
-        stopped.len(),
-        2,
-        "the two shards concerned stop: {stopped:?}"
-    );
-    for message in &stopped {
+    let ended: Vec<String> = stopped.iter().flatten().cloned().collect();
+    assert_eq!(ended.len(), 2, "the two shards concerned stop: {ended:?}");
+    for message in &ended {
         assert!(
             message.contains("resharded") && message.contains("start the task again"),
             "{message}"
         );
+    }
+    // The shard that did not change goes on; the others start again, as told.
+    let mut running: Vec<SyncTask> = tasks
+        .into_iter()
+        .zip(&stopped)
+        .filter(|(_, outcome)| outcome.is_none())
+        .map(|(task, _)| task)
+        .collect();
+    for task in running.drain(..) {
+        task.finish().await?;
+    }
+    write_cluster(&source, 1).await?;
+    let mut tasks = spawn_shard_tasks(&source, &target.url(), dir.path(), false).await?;
+    assert_eq!(tasks.len(), 3, "one task per primary");
+    wait_consistent(&seed_url(&source), &target.url(), &mut tasks, CONVERGE).await?;
+    let copied_again: u64 = tasks.iter().map(|t| t.now().full_syncs).sum();
+    assert_eq!(
+        copied_again, 2,
+        "the two shards whose slots changed copy again"
+    );
+    for task in tasks {
+        task.finish().await?;
     }
     Ok(())
 }

@@ -4,15 +4,18 @@
 //! documents that they fail with CROSSSLOT; lockstep splits the ones whose meaning
 //! allows it (MSET, DEL, UNLINK, TOUCH, MSETNX) into one command per slot, and
 //! copies the keys of the others (RENAME, SMOVE, SUNIONSTORE, LMOVE...) from the
-//! source, skipping the stream's commands on them up to the copy's offset.
+//! source, skipping the stream's commands on them up to the copy's offset. And a
+//! target cluster that changes under the sync: a slot migrating while the stream
+//! writes into it (DTS: the task may retry or fail), then a primary failing over
+//! (DTS: possible data loss).
 //!
-//! Both are checked with verify, which reads a cluster side through its primaries.
+//! All are checked with verify, which reads a cluster side through its primaries.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use lockstep_sync::slots::key_slot;
-use lockstep_testkit::topology::{Cluster, ClusterSpec};
+use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode, SlotMigration};
 use lockstep_testkit::{RedisServer, ServerConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +25,8 @@ use super::{Outcome, Pair, Scenario};
 
 const DOCUMENTED: &str = "A Redis cluster allows commands to operate on only a single slot. Multi-key commands across slots fail with CROSSSLOT Keys in request don't hash to the same slot. Run only single-key commands during synchronization.";
 
+const TARGET_CHANGES_DOCUMENTED: &str = "Endpoint changes: If the source or destination is a self-managed instance and its endpoint changes (for example, due to migration or failover) the task may retry, experience latency, or fail. Destination failover: If a failover occurs on the destination, data might be written only to memory without being persisted to the secondary database, which can cause data loss.";
+
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
@@ -30,6 +35,13 @@ pub fn scenarios() -> Vec<Scenario> {
             documented_short: "source failover: full resync",
             promise: "each shard has its own link and checkpoint; the failed-over shard follows its promoted replica by PSYNC (no full copy), counters over every shard exact, verify consistent",
             run: |pair, seed| Box::pin(cluster_source_failover(pair, seed)),
+        },
+        Scenario {
+            name: "target-cluster-changes",
+            documented: TARGET_CHANGES_DOCUMENTED,
+            documented_short: "target change: retry, fail, loss",
+            promise: "a target slot migrates while the stream writes into it (ASK, TRYAGAIN and MOVED followed in the same session), then a target primary fails over (the next session resumes from the slots' checkpoints): no full copy, counters exact, verify consistent",
+            run: |pair, seed| Box::pin(target_cluster_changes(pair, seed)),
         },
         Scenario {
         name: "cross-slot-into-cluster",
@@ -96,7 +108,7 @@ async fn cluster_source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcom
     failed_over?;
     // The cluster client follows the new primary (MOVED).
     incr(&mut conn, 5).await?;
-    let report = wait_verified(&seed_node.url(), &target, &mut engines).await?;
+    let report = wait_verified(&seed_node.url(), &target.url(), &mut engines).await?;
     for (i, counter) in counters.iter().enumerate() {
         let mut t = target.client().await?;
         let value: u64 = redis::cmd("GET").arg(counter).query_async(&mut t).await?;
@@ -124,11 +136,11 @@ async fn cluster_source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcom
     )))
 }
 
-/// Waits (up to 60 s) until verify finds the target equal to the cluster `source_url`
-/// names; fails at once if a shard task ends.
+/// Waits (up to 60 s) until verify finds the target equal to the source (either may
+/// be a cluster, named by any node); fails at once if a task ends.
 async fn wait_verified(
     source_url: &str,
-    target: &RedisServer,
+    target_url: &str,
     engines: &mut [Engine],
 ) -> anyhow::Result<lockstep_verify::Report> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -141,7 +153,7 @@ async fn wait_verified(
         }
         let report = lockstep_verify::compare(
             &redis::Client::open(source_url)?,
-            &target.redis_client()?,
+            &redis::Client::open(target_url)?,
             &lockstep_verify::CompareOptions::default(),
         )
         .await
@@ -154,6 +166,104 @@ async fn wait_verified(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// A standalone source into a 3x1 cluster target. Counters in one slot are
+/// incremented while that slot migrates to another primary (slowly: the stream
+/// meets ASK, TRYAGAIN and MOVED), then while a random primary fails over to its
+/// replica. Other keys are written on every slot throughout.
+async fn target_cluster_changes(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let source = RedisServer::start(ServerConfig::new(pair.source)).await?;
+    let cluster = Cluster::start(ClusterSpec::new(ServerConfig::new(pair.target), 3, 1)).await?;
+    harness::fill(&source, 0, "key:", 300).await?;
+    let tag = format!("t{}", rng.random_range(0..1000u32));
+    let counters: Vec<String> = (0..10).map(|i| format!("{{{tag}}}:counter:{i}")).collect();
+    let mut conn = source.client().await?;
+    for counter in &counters {
+        redis::cmd("SET")
+            .arg(counter)
+            .arg(0)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let seed_node = cluster.nodes.last().context("no cluster node")?;
+    let options = harness::options(&source.url(), &seed_node.url(), dir.path())?;
+    let mut engine = Engine::spawn(options);
+    engine.caught_up(&source).await?;
+    let mut done = 0;
+    let spread_seed = rng.random_range(0..1_000_000u32);
+    let mut writes = |rounds: i64| {
+        let spread = spread_seed + done as u32;
+        done += rounds;
+        let mut conn = conn.clone();
+        let counters = counters.clone();
+        async move {
+            for round in 0..rounds {
+                let mut pipe = redis::pipe();
+                for counter in &counters {
+                    pipe.cmd("INCR").arg(counter).ignore();
+                }
+                pipe.cmd("SET")
+                    .arg(format!("spread:{}", (spread as i64 + round) % 500))
+                    .arg(round)
+                    .ignore();
+                pipe.query_async::<()>(&mut conn).await?;
+                if round % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    let slot = key_slot(tag.as_bytes());
+    let migration = async {
+        SlotMigration::begin(&cluster, slot)
+            .await?
+            .finish(Duration::from_millis(10))
+            .await
+    };
+    let (written, moved) = tokio::join!(writes(300), migration);
+    written?;
+    let moved = moved?;
+    let sessions_before_failover = engine.now().partial_syncs;
+    // Nodes 3, 4, 5 replicate nodes 0, 1, 2.
+    let replica = 3 + rng.random_range(0..3usize);
+    let failover = cluster.failover(replica, FailoverMode::Coordinated);
+    let (written, failed_over) = tokio::join!(writes(300), failover);
+    written?;
+    failed_over?;
+    writes(50).await?;
+    engine.caught_up(&source).await?;
+    let report = wait_verified(
+        &source.url(),
+        &seed_node.url(),
+        std::slice::from_mut(&mut engine),
+    )
+    .await?;
+    let mut read = cluster.cluster_client().await?;
+    for counter in &counters {
+        let value: i64 = redis::cmd("GET")
+            .arg(counter)
+            .query_async(&mut read)
+            .await?;
+        if value != done {
+            bail!("{counter} is {value} on the target after {done} INCRs");
+        }
+    }
+    let now = engine.now();
+    if now.full_syncs != 1 {
+        bail!("the target's changes caused a full copy: {now:?}");
+    }
+    if sessions_before_failover != 0 {
+        bail!("the slot migration ended a session ({sessions_before_failover} partial resyncs)");
+    }
+    engine.finish().await?;
+    Ok(Outcome::new(format!(
+        "slot {slot} moved ({moved} keys) within the session, node {replica} promoted: {} partial / 0 extra full syncs, 10 counters at {done} exact, {} keys verified",
+        now.partial_syncs, report.keys_compared
+    )))
 }
 
 async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
