@@ -108,7 +108,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
+use crate::apply::{is_redirection, ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::cross_slot::{Judgement, Skips, SourceCopier};
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
@@ -203,7 +203,9 @@ const OUTSIDE_STREAM: i64 = i64::MAX;
 /// How often slots whose checkpoint lags get the position every primary answered.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// MOVED, ASK and READONLY say the cluster changed under the session.
+/// A redirection (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY: the cluster is
+/// changing or failing over) where the router does not send again by itself (the
+/// checkpoint reads at start, a query): the session ends and the next one retries.
 fn redirected(err: ApplyError) -> ApplyError {
     match err {
         ApplyError::Rejected {
@@ -211,16 +213,11 @@ fn redirected(err: ApplyError) -> ApplyError {
             command,
             reply,
             ..
-        } if ["MOVED", "ASK", "READONLY"]
-            .iter()
-            .any(|p| reply.starts_with(p)) =>
-        {
-            ApplyError::Redirected {
-                endpoint,
-                command,
-                reply,
-            }
-        }
+        } if is_redirection(&reply) => ApplyError::Redirected {
+            endpoint,
+            command,
+            reply,
+        },
         other => other,
     }
 }

@@ -10,11 +10,11 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    churn_every_shard, seed_url, spawn_shard_tasks, user_keys, verify, wait_consistent, Primaries,
+    churn_every_shard, into_cluster, seed_url, spawn_shard_tasks, user_keys, verify,
+    wait_consistent, Primaries,
 };
 use common::{caught_up, SyncTask};
 use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{Mode, SyncOptions};
 use lockstep_sync::slots::key_slot;
 use lockstep_testkit::data::{DataSet, DataSpec};
 use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode, SlotMigration};
@@ -27,23 +27,6 @@ const CONVERGE: Duration = Duration::from_secs(60);
 
 async fn cluster(version: RedisVersion) -> anyhow::Result<Cluster> {
     Cluster::start(ClusterSpec::new(ServerConfig::new(version), 3, 1)).await
-}
-
-/// A task from `source` into the cluster, given by the URL of one of its replicas:
-/// any node's address is enough.
-fn options(
-    source: &RedisServer,
-    cluster: &Cluster,
-    dir: &std::path::Path,
-) -> anyhow::Result<SyncOptions> {
-    let mut options = SyncOptions::new(
-        Endpoint::parse(&source.url())?,
-        Endpoint::parse(&seed_url(cluster))?,
-        dir,
-    );
-    options.retry_window = Duration::from_secs(30);
-    options.mode = Mode::FullAndIncremental;
-    Ok(options)
 }
 
 /// Every source key (db 0) has the same value and TTL (2 s tolerance) on the
@@ -137,7 +120,7 @@ async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result
     let cluster = cluster(version).await?;
     DataSet::write(&source.redis_client()?, &DataSpec::new(7, 20).dbs(&[0])).await?;
     let dir = tempfile::tempdir()?;
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     // Writes during the copy and the stream, and multi-key writes over many slots
     // (split by slot on the target).
     let ops = churn_every_shard(&cluster, Some(&source), 21, 300.0, Duration::from_secs(2)).await?;
@@ -199,7 +182,7 @@ async fn a_killed_task_resumes_exactly_into_a_cluster() -> anyhow::Result<()> {
     let cluster = cluster(version).await?;
     let mut conn = source.client().await?;
     let dir = tempfile::tempdir()?;
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     let round = |conn: &mut MultiplexedConnection| {
         let mut conn = conn.clone();
         async move {
@@ -226,7 +209,7 @@ async fn a_killed_task_resumes_exactly_into_a_cluster() -> anyhow::Result<()> {
     let (burst, ()) = tokio::join!(burst, kill);
     burst?;
     round(&mut conn).await?;
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     caught_up(&mut task, &source).await?;
     let progress = task.now();
     assert_eq!(
@@ -284,7 +267,7 @@ async fn a_slot_migrating_on_the_target_does_not_stop_the_sync() -> anyhow::Resu
             .await?;
     }
     let dir = tempfile::tempdir()?;
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     caught_up(&mut task, &source).await?;
     let writes = {
         let mut conn = conn.clone();
@@ -363,7 +346,7 @@ async fn a_task_started_during_a_target_slot_migration_follows_ask() -> anyhow::
     }
     let moving = SlotMigration::begin(&cluster, slot).await?;
     let dir = tempfile::tempdir()?;
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     caught_up(&mut task, &source).await?;
     assert_eq!(task.now().partial_syncs, 0, "{:?}", task.now());
     moving.finish(Duration::ZERO).await?;
@@ -385,7 +368,7 @@ async fn a_task_started_during_a_target_slot_migration_follows_ask() -> anyhow::
             .query_async::<()>(&mut conn)
             .await?;
     }
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     tokio::time::sleep(Duration::from_millis(500)).await;
     back.finish(Duration::from_millis(10)).await?;
     caught_up(&mut task, &source).await?;
@@ -433,13 +416,13 @@ async fn a_mapped_database_goes_into_a_cluster_and_cross_slot_copies_read_it() -
         .query_async::<()>(&mut conn)
         .await?;
     let dir = tempfile::tempdir()?;
-    let task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     let ended = tokio::time::timeout(Duration::from_secs(30), task.handle).await??;
     let message = ended.expect_err("db 3 into a cluster").to_string();
     assert!(message.contains("--map-db 3:0"), "{message}");
 
     // Selected and mapped to 0, it goes; a RENAME across slots is copied.
-    let mut options = options(&source, &cluster, dir.path())?;
+    let mut options = into_cluster(&source, &cluster, dir.path())?;
     options.filter.dbs = vec![3];
     options.filter.db_map = vec![(3, 0)];
     let mut task = SyncTask::spawn(options);
@@ -490,7 +473,7 @@ async fn standalone_into_6_2_and_8_2_clusters() -> anyhow::Result<()> {
         let cluster = cluster(version).await?;
         DataSet::write(&source.redis_client()?, &DataSpec::new(5, 10).dbs(&[0])).await?;
         let dir = tempfile::tempdir()?;
-        let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+        let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
         churn_every_shard(&cluster, Some(&source), 41, 300.0, Duration::from_secs(2)).await?;
         caught_up(&mut task, &source).await?;
         assert_cluster_equal(&source, &cluster).await?;
@@ -510,7 +493,7 @@ async fn a_killed_target_primary_and_a_forced_failover_keep_counters_exact() -> 
     let mut cluster = cluster(version).await?;
     let conn = source.client().await?;
     let dir = tempfile::tempdir()?;
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     let round = |conn: &MultiplexedConnection| {
         let mut conn = conn.clone();
         async move {
@@ -583,7 +566,7 @@ async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
     let cluster = cluster(version).await?;
     let mut conn = source.client().await?;
     let dir = tempfile::tempdir()?;
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     caught_up(&mut task, &source).await?;
     let mut pipe = redis::pipe();
     for i in 0..300 {
@@ -600,7 +583,7 @@ async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
     pipe.query_async::<()>(&mut conn).await?;
     caught_up(&mut task, &source).await?;
     task.handle.abort();
-    let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     for i in 0..100 {
         redis::cmd("INCR")
             .arg(format!("last:{}", i % 50))

@@ -8,29 +8,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{seed_url, wait_consistent, Primaries};
+use common::cluster::{into_cluster, seed_url, wait_consistent, Primaries};
 use common::{caught_up, SyncTask};
-use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{Mode, SyncOptions};
+use lockstep_sync::engine::SyncOptions;
 use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::topology::{key_slot, Cluster, ClusterSpec};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
-
-fn options(
-    source: &RedisServer,
-    cluster: &Cluster,
-    dir: &std::path::Path,
-) -> anyhow::Result<SyncOptions> {
-    let mut options = SyncOptions::new(
-        Endpoint::parse(&source.url())?,
-        Endpoint::parse(&seed_url(cluster))?,
-        dir,
-    );
-    options.retry_window = Duration::from_secs(30);
-    options.mode = Mode::FullAndIncremental;
-    Ok(options)
-}
 
 /// Two key names in different slots.
 fn apart(a: &str, b: &str) -> (String, String) {
@@ -132,7 +116,7 @@ async fn cross_slot_commands_are_copied_from_the_source() -> anyhow::Result<()> 
         let mut conn = source.client().await?;
         start_keys(&mut conn).await?;
         let dir = tempfile::tempdir()?;
-        let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+        let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
         caught_up(&mut task, &source).await?;
         for round in 0..300 {
             cross_slot_round(&mut conn, round).await?;
@@ -178,7 +162,7 @@ async fn the_untagged_churn_goes_into_clusters_of_every_version() -> anyhow::Res
             .duration(Some(Duration::from_secs(1)));
         Churn::run(&client, &before).await?;
         let dir = tempfile::tempdir()?;
-        let mut task = SyncTask::spawn(options(&source, &cluster, dir.path())?);
+        let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
         caught_up(&mut task, &source).await?;
         let during = ChurnSpec::new(12)
             .rate(1500.0)
@@ -249,7 +233,7 @@ async fn a_killed_task_keeps_cross_slot_copies_exact() -> anyhow::Result<()> {
     start_keys(&mut conn).await?;
     let dir = tempfile::tempdir()?;
     let throttled = || -> anyhow::Result<SyncOptions> {
-        let mut options = options(&source, &cluster, dir.path())?;
+        let mut options = into_cluster(&source, &cluster, dir.path())?;
         options.throttle.incremental_commands_per_sec = Some(2000);
         Ok(options)
     };

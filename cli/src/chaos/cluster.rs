@@ -312,17 +312,11 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
         .query_async::<()>(&mut conn)
         .await?;
     engine.caught_up(&source).await?;
-    let report = lockstep_verify::compare(
-        &source.redis_client()?,
-        &redis::Client::open(seed_node.url())?,
-        &lockstep_verify::CompareOptions::default(),
-    )
-    .await
-    .context("verify")?;
-    if !report.is_consistent() {
-        bail!("verify found differences: {report}");
-    }
-    let compared = report.keys_compared;
+    let target_url = seed_node.url();
+    let engines = std::slice::from_mut(&mut engine);
+    let compared = wait_verified(&source.url(), &target_url, engines)
+        .await?
+        .keys_compared;
 
     // Across slots, not splittable: copied from the source. Each is followed at
     // once by writes to its keys, which fall in the copy's skip window when the
@@ -366,16 +360,12 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
         pipe.query_async::<()>(&mut conn).await?;
     }
     engine.caught_up(&source).await?;
-    let report = lockstep_verify::compare(
-        &source.redis_client()?,
-        &redis::Client::open(seed_node.url())?,
-        &lockstep_verify::CompareOptions::default(),
+    let report = wait_verified(
+        &source.url(),
+        &target_url,
+        std::slice::from_mut(&mut engine),
     )
-    .await
-    .context("verify")?;
-    if !report.is_consistent() {
-        bail!("verify found differences after the cross-slot commands: {report}");
-    }
+    .await?;
     let mut cluster_conn = cluster.cluster_client().await?;
     let counter: i64 = redis::cmd("GET")
         .arg(from)

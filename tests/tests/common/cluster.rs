@@ -25,6 +25,23 @@ pub fn seed_url(cluster: &Cluster) -> String {
         .unwrap_or_default()
 }
 
+/// A task from a standalone `source` into `cluster`, given by the URL of its last
+/// node (any node's address is enough): full copy then stream, 30 s retry window.
+pub fn into_cluster(
+    source: &RedisServer,
+    cluster: &Cluster,
+    dir: &Path,
+) -> anyhow::Result<SyncOptions> {
+    let mut options = SyncOptions::new(
+        Endpoint::parse(&source.url())?,
+        Endpoint::parse(&seed_url(cluster))?,
+        dir,
+    );
+    options.retry_window = Duration::from_secs(30);
+    options.mode = lockstep_sync::engine::Mode::FullAndIncremental;
+    Ok(options)
+}
+
 /// One task per shard of `source` into `target_url`, spawned, with checkpoints under
 /// `dir`; each reads its shard's replica when `from_replica`.
 pub async fn spawn_shard_tasks(
