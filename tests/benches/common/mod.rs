@@ -64,6 +64,17 @@ impl Lockstep {
         checkpoint_dir: &Path,
         mode: &str,
     ) -> anyhow::Result<Lockstep> {
+        Lockstep::sync_urls(bin, &source.url(), &target.url(), checkpoint_dir, mode)
+    }
+
+    /// [`Lockstep::sync`] between any two URLs (a cluster is named by any node).
+    pub fn sync_urls(
+        bin: &Path,
+        source: &str,
+        target: &str,
+        checkpoint_dir: &Path,
+        mode: &str,
+    ) -> anyhow::Result<Lockstep> {
         let time_file = tempfile::NamedTempFile::new()?;
         let started = Instant::now();
         // `$LOCKSTEP_WRAP` (e.g. `perf record -g -o f --`) goes between time and lockstep.
@@ -75,7 +86,7 @@ impl Lockstep {
             .arg(time_file.path())
             .args(wrap.split_whitespace())
             .arg(bin)
-            .args(["sync", "--source", &source.url(), "--target", &target.url()])
+            .args(["sync", "--source", source, "--target", target])
             .arg("--checkpoint-dir")
             .arg(checkpoint_dir)
             .args(["--mode", mode])
