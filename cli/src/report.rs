@@ -80,19 +80,19 @@ impl Display {
     pub fn spawn(&self, task: Arc<Task>) -> tokio::task::JoinHandle<()> {
         let bars = self.bars.clone();
         tokio::spawn(async move {
-            let mut shown: Vec<Shown> = task
-                .targets
-                .iter()
-                .map(|view| Shown {
-                    view: view.clone(),
-                    bar: bars.as_ref().map(|b| b.add(ProgressBar::hidden())),
-                    phase: None,
-                    sample: (Instant::now(), 0),
-                    commands_per_second: 0.0,
-                })
-                .collect();
+            let mut shown: Vec<Shown> = Vec::new();
             let mut last_log = Instant::now();
             loop {
+                // Views added since (the shards of a resharded cluster source).
+                for view in task.views().into_iter().skip(shown.len()) {
+                    shown.push(Shown {
+                        view,
+                        bar: bars.as_ref().map(|b| b.add(ProgressBar::hidden())),
+                        phase: None,
+                        sample: (Instant::now(), 0),
+                        commands_per_second: 0.0,
+                    });
+                }
                 let log_now = last_log.elapsed() >= LOG_EVERY;
                 if log_now {
                     last_log = Instant::now();

@@ -47,7 +47,9 @@ pub struct Task {
     /// The source URL without its password.
     pub source: String,
     pub started: Instant,
-    pub targets: Vec<TaskView>,
+    /// One view per running or ended task; it grows when a resharded cluster source
+    /// brings new shards.
+    pub targets: std::sync::RwLock<Vec<TaskView>>,
 }
 
 /// `GET /status`. Field names and types are a contract (golden test:
@@ -137,9 +139,27 @@ impl TaskView {
 }
 
 impl Task {
-    pub fn document(&self) -> StatusDoc {
-        let phase = self
+    /// The views of every task so far.
+    pub fn views(&self) -> Vec<TaskView> {
+        self.targets
+            .read()
+            .map(|views| views.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Adds the view of a task started now; returns its position.
+    pub fn add_view(&self, view: TaskView) -> usize {
+        let mut views = self
             .targets
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        views.push(view);
+        views.len() - 1
+    }
+
+    pub fn document(&self) -> StatusDoc {
+        let views = self.views();
+        let phase = views
             .iter()
             .map(|t| t.progress.borrow().phase)
             .min_by_key(|phase| match phase {
@@ -154,7 +174,7 @@ impl Task {
             phase: phase_name(phase).to_owned(),
             uptime_seconds: self.started.elapsed().as_secs(),
             source: self.source.clone(),
-            targets: self.targets.iter().map(TaskView::status).collect(),
+            targets: views.iter().map(TaskView::status).collect(),
         }
     }
 
@@ -422,12 +442,12 @@ mod tests {
             name: "default".to_owned(),
             source: "redis://h:1".to_owned(),
             started: Instant::now(),
-            targets: vec![TaskView {
+            targets: std::sync::RwLock::new(vec![TaskView {
                 index: 0,
                 target: "redis://t:1".to_owned(),
                 progress,
                 state,
-            }],
+            }]),
         }
     }
 

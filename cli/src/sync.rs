@@ -8,6 +8,10 @@
 //! run the precheck of each task unless `--skip-precheck` (a failing item stops
 //! with its reason and fix; warnings are logged); serve `--status-addr`; start the
 //! tasks. Each target has its own checkpoint directory `<checkpoint-dir>/<task>-<i>`.
+//! A Redis Cluster source that is resharded ends the shard tasks whose slots changed
+//! (`SyncError::Resharded`); the process reads the new layout and, once every
+//! replaced shard has ended, starts the new shards (they copy their slots again)
+//! while the others stream on ([`Tasks::follow_reshard`]).
 //! A failing target does not stop the others; the process exits 1 naming every
 //! target that failed, 0 when all ended well (`--mode full` done, or stopped), 2 on
 //! bad options or a failed precheck.
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_sync::checkpoint::CheckpointStore;
 use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{self, Mode, Progress, SyncError, SyncOptions};
+use lockstep_sync::engine::{self, Mode, Progress, Summary, SyncError, SyncOptions};
 use lockstep_sync::precheck::{precheck, Outcome, PrecheckOptions};
 use tokio::sync::watch;
 
@@ -44,12 +48,15 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
         args.retry_minutes
     );
     let source = args.connection.endpoint(Side::Source, &args.source)?;
-    // (target index, options): one per target, or per target and source shard when
-    // the source is a cluster.
+    // Per target, the options a cluster source is expanded from (again after a
+    // reshard); then (target index, options): one per target, or per target and
+    // source shard when the source is a cluster.
+    let mut bases = Vec::new();
     let mut all_options = Vec::new();
     for (index, url) in args.target.iter().enumerate() {
         let target = args.connection.endpoint(Side::Target, url)?;
         let options = engine_options(&args, source.clone(), target, index)?;
+        bases.push(options.clone());
         // The precheck is to fail fast on an unreachable source; without it the task
         // waits for the source within its retry window, as its sessions would.
         let window = if args.skip_precheck {
@@ -77,76 +84,97 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     // (seen under load in CI: the first TERM ended it, with no drain).
     let signals = Signals::install();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut views = Vec::new();
-    let mut states = Vec::new();
-    let mut runs = Vec::new();
-    for (index, options) in all_options {
-        let (progress_tx, progress_rx) = watch::channel(Progress::default());
-        let (state_tx, state_rx) = watch::channel(TaskState::Running);
-        let target = match &options.source_cluster {
-            Some(_) => format!("{} (from source {})", options.target, options.task_name),
-            None => options.target.to_string(),
-        };
-        views.push(TaskView {
-            index,
-            target,
-            progress: progress_rx,
-            state: state_rx,
-        });
-        let state_tx = Arc::new(state_tx);
-        states.push(state_tx.clone());
-        let stop = stop_rx.clone();
-        tracing::info!(
-            task = options.task_name,
-            target = index,
-            checkpoint_dir = %options.checkpoint_dir.display(),
-            "syncing {} -> {}",
-            options.source,
-            options.target
-        );
-        runs.push(tokio::spawn(async move {
-            let outcome = engine::run(options, stop, progress_tx).await;
-            state_tx.send_replace(match &outcome {
-                Ok(_) | Err(SyncError::Stopped) => TaskState::Done,
-                Err(err) => TaskState::Failed(err.to_string()),
-            });
-            outcome
-        }));
-    }
     let task = Arc::new(Task {
         name: task_name(&args),
         source: source.to_string(),
         started: Instant::now(),
-        targets: views,
+        targets: std::sync::RwLock::new(Vec::new()),
     });
+    let mut tasks = Tasks {
+        status: task.clone(),
+        stop: stop_rx.clone(),
+        states: Arc::default(),
+        running: tokio::task::JoinSet::new(),
+        live: Vec::new(),
+    };
+    for (index, options) in all_options {
+        tasks.spawn(index, options);
+    }
     if let Some(addr) = &args.status_addr {
         let bound = crate::status::serve(crate::status::parse_addr(addr)?, task.clone()).await?;
         tracing::info!("status on http://{bound}/status and http://{bound}/metrics");
     }
-    tokio::spawn(stop_on_signals(signals, stop_tx, states));
+    tokio::spawn(stop_on_signals(signals, stop_tx, tasks.states.clone()));
     let shown = display.spawn(task.clone());
 
     let mut failed = Vec::new();
-    for (view, run) in task.targets.iter().zip(runs) {
-        let (index, target) = (view.index, &view.target);
-        match run.await {
-            Ok(Ok(summary)) => {
-                let p = &summary.progress;
-                tracing::info!(
-                    target = index,
-                    full_syncs = p.full_syncs,
-                    partial_syncs = p.partial_syncs,
-                    applied_offset = p.applied_offset,
-                    "sync of {target} finished"
-                );
+    // Targets whose cluster source was resharded, since when: their new shards start
+    // once every shard task the new layout replaces has ended.
+    let mut resharded: Vec<(usize, Instant)> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while !tasks.live.is_empty() || !resharded.is_empty() {
+        tokio::select! {
+            joined = tasks.running.join_next(), if !tasks.live.is_empty() => {
+                let Some(joined) = joined else { continue };
+                let (index, name, target, outcome) = match joined {
+                    Ok(ended) => ended,
+                    Err(err) => {
+                        failed.push(format!("a task ended: {err}"));
+                        continue;
+                    }
+                };
+                tasks.live.retain(|live| *live != (index, name.clone()));
+                match outcome {
+                    Ok(summary) => {
+                        let p = &summary.progress;
+                        tracing::info!(
+                            target = index,
+                            full_syncs = p.full_syncs,
+                            partial_syncs = p.partial_syncs,
+                            applied_offset = p.applied_offset,
+                            "sync of {target} finished"
+                        );
+                    }
+                    Err(SyncError::Stopped) => tracing::info!(
+                        target = index,
+                        "sync of {target} stopped during the full copy; the next start copies again"
+                    ),
+                    Err(SyncError::Resharded(message)) if !*stop_rx.borrow() => {
+                        tracing::warn!(target = index, "{target}: {message}");
+                        if !resharded.iter().any(|(i, _)| *i == index) {
+                            resharded.push((index, Instant::now()));
+                        }
+                    }
+                    Err(err) => failed.push(format!("target {index} ({target}): {err}")),
+                }
             }
-            Ok(Err(SyncError::Stopped)) => tracing::info!(
-                target = index,
-                "sync of {target} stopped during the full copy; the next start copies again"
-            ),
-            Ok(Err(err)) => failed.push(format!("target {index} ({target}): {err}")),
-            Err(err) => failed.push(format!("target {index} ({target}): task ended: {err}")),
+            _ = tick.tick(), if !resharded.is_empty() => {}
         }
+        if *stop_rx.borrow() {
+            resharded.clear();
+        }
+        let mut waiting = Vec::new();
+        for (index, since) in resharded.drain(..) {
+            match tasks
+                .follow_reshard(&bases[index], index, args.read_from_replicas)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) if since.elapsed() < bases[index].retry_window => {
+                    waiting.push((index, since))
+                }
+                Ok(false) => failed.push(format!(
+                    "target {index}: the source cluster's new layout never settled within {:?}",
+                    bases[index].retry_window
+                )),
+                Err(err) if since.elapsed() < bases[index].retry_window => {
+                    tracing::warn!(target = index, "reading the new layout: {err}; retrying");
+                    waiting.push((index, since));
+                }
+                Err(err) => failed.push(format!("target {index}: {err}")),
+            }
+        }
+        resharded = waiting;
     }
     shown.abort();
     display.finish();
@@ -156,10 +184,102 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     tracing::error!(
         "{} of {} target(s) failed: {}",
         failed.len(),
-        task.targets.len(),
+        task.views().len(),
         failed.join("; ")
     );
     Ok(ExitCode::from(1))
+}
+
+/// The running engine tasks of `lockstep sync`, and what the status endpoint, the
+/// display and the signal handler see of them.
+struct Tasks {
+    status: Arc<Task>,
+    stop: watch::Receiver<bool>,
+    states: Arc<std::sync::Mutex<Vec<Arc<watch::Sender<TaskState>>>>>,
+    /// Each ends with (target index, task name, target text, outcome).
+    running: tokio::task::JoinSet<(usize, String, String, Result<Summary, SyncError>)>,
+    /// (target index, task name) of the tasks not ended yet.
+    live: Vec<(usize, String)>,
+}
+
+impl Tasks {
+    fn spawn(&mut self, index: usize, options: SyncOptions) {
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let (state_tx, state_rx) = watch::channel(TaskState::Running);
+        let target = match &options.source_cluster {
+            Some(_) => format!("{} (from source {})", options.target, options.task_name),
+            None => options.target.to_string(),
+        };
+        self.status.add_view(TaskView {
+            index,
+            target: target.clone(),
+            progress: progress_rx,
+            state: state_rx,
+        });
+        let state_tx = Arc::new(state_tx);
+        self.states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(state_tx.clone());
+        let stop = self.stop.clone();
+        tracing::info!(
+            task = options.task_name,
+            target = index,
+            checkpoint_dir = %options.checkpoint_dir.display(),
+            "syncing {} -> {}",
+            options.source,
+            options.target
+        );
+        let name = options.task_name.clone();
+        self.live.push((index, name.clone()));
+        self.running.spawn(async move {
+            let outcome = engine::run(options, stop, progress_tx).await;
+            state_tx.send_replace(match &outcome {
+                Ok(_) | Err(SyncError::Stopped) => TaskState::Done,
+                Err(err) => TaskState::Failed(err.to_string()),
+            });
+            (index, name, target, outcome)
+        });
+    }
+
+    /// Reads the source cluster's layout for target `index` again and starts the
+    /// shards it does not run yet, once no task of a replaced shard is running (two
+    /// tasks writing the same slots could apply an older value over a newer copy).
+    /// The shards whose slots changed have new names: they copy their slots again.
+    /// `Ok(false)`: not yet (a replaced shard still runs).
+    async fn follow_reshard(
+        &mut self,
+        base: &SyncOptions,
+        index: usize,
+        from_replicas: bool,
+    ) -> anyhow::Result<bool> {
+        let shards = lockstep_sync::cluster_source::expand(base.clone(), from_replicas).await?;
+        let running: Vec<&String> = self
+            .live
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, name)| name)
+            .collect();
+        let replaced_still_runs = running
+            .iter()
+            .any(|name| !shards.iter().any(|s| &&s.task_name == name));
+        if replaced_still_runs {
+            return Ok(false);
+        }
+        let new: Vec<SyncOptions> = shards
+            .into_iter()
+            .filter(|s| !running.iter().any(|name| **name == s.task_name))
+            .collect();
+        tracing::info!(
+            target = index,
+            shards = new.len(),
+            "following the source cluster's new layout: starting the shards whose slots changed (each copies its slots again)"
+        );
+        for options in new {
+            self.spawn(index, options);
+        }
+        Ok(true)
+    }
 }
 
 /// The engine's options for target `index`.
@@ -294,12 +414,16 @@ impl Signals {
 async fn stop_on_signals(
     mut signals: Signals,
     stop: watch::Sender<bool>,
-    states: Vec<Arc<watch::Sender<TaskState>>>,
+    states: Arc<std::sync::Mutex<Vec<Arc<watch::Sender<TaskState>>>>>,
 ) {
     signals.next().await;
     tracing::info!(
         "stopping: draining the targets and storing the checkpoints (a second signal exits at once)"
     );
+    let states = states
+        .lock()
+        .map(|states| states.clone())
+        .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
     for state in &states {
         state.send_if_modified(|s| {
             let running = *s == TaskState::Running;

@@ -43,7 +43,10 @@
 //! stream is applied: the key is missing from the target. So a shard whose slots
 //! changed is a new shard (its name is its slots): started again, it copies its
 //! slots afresh (removing their keys from the target first), while the shards
-//! whose slots did not change resume by PSYNC.
+//! whose slots did not change resume by PSYNC. The task ends with
+//! [`SyncError::Resharded`]; `lockstep sync` then expands the task again and starts
+//! the new shards once the replaced ones have ended (two tasks writing the same
+//! slots could apply an older value over a newer copy).
 //!
 //! # Reading from replicas
 //! With [`SourceCluster::from_replica`] (the DTS "use slave node" option) a shard
@@ -275,8 +278,8 @@ impl SourceCluster {
         let mut ranges = owner.ranges.clone();
         ranges.sort_unstable();
         if ranges != self.slots {
-            return Err(SyncError::Options(format!(
-                "the source cluster was resharded: this shard served slots {} and its primary {}:{} now serves {}; start the task again to follow the new layout (each shard resumes from its checkpoint or copies again)",
+            return Err(SyncError::Resharded(format!(
+                "the source cluster was resharded: this shard served slots {} and its primary {}:{} now serves {}; start the task again to follow the new layout (`lockstep sync` does so by itself: the shards whose slots changed are copied again, the others resume)",
                 ranges_text(&self.slots),
                 owner.host,
                 owner.port,

@@ -186,6 +186,11 @@ pub enum SyncError {
     /// The source cluster's slot map could not be read or is in flux (retried).
     #[error("source cluster: {0}")]
     SourceTopology(String),
+    /// This shard's slots moved (a reshard of the source cluster): its task ends, and
+    /// the caller expands the task again into the new layout's shards (the `sync`
+    /// command does so by itself).
+    #[error("{0}")]
+    Resharded(String),
     #[error("internal: {0}")]
     Internal(String),
     /// The task was asked to stop (not an error to the caller).
@@ -601,7 +606,7 @@ async fn session(
                         return Err(SyncError::Stopped);
                     }
                 }
-                moved = reshard.moved() => return Err(SyncError::Options(moved)),
+                moved = reshard.moved() => return Err(SyncError::Resharded(moved)),
                 _ = ack_timer.tick() => {
                     writer.flush().await?;
                     writer.poll_replies().await?;
@@ -1208,7 +1213,7 @@ impl ReshardWatch {
                 tokio::time::sleep(RESHARD_POLL).await;
                 // A failover or an unreachable seed is the link's business; only a
                 // changed slot layout is this watcher's.
-                if let Err(SyncError::Options(message)) = cluster.current_nodes(&options).await {
+                if let Err(SyncError::Resharded(message)) = cluster.current_nodes(&options).await {
                     let _ = tell.send(message);
                     return;
                 }
