@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{sync_args, Lockstep};
-use lockstep_testkit::topology::{key_slot, wait_until, Cluster, ClusterSpec, SlotMigration};
+use lockstep_testkit::topology::{tag_for_slot, wait_until, Cluster, ClusterSpec, SlotMigration};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 
 async fn consistent(source: &str, target: &RedisServer) -> anyhow::Result<Result<(), String>> {
@@ -32,10 +32,7 @@ async fn sync_follows_a_source_reshard_by_itself() -> anyhow::Result<()> {
     let source = Cluster::start(ClusterSpec::new(node, 3, 0)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let slot = 16000;
-    let tag = (0u32..)
-        .map(|n| format!("m{n}"))
-        .find(|t| key_slot(t.as_bytes()) == slot)
-        .unwrap_or_default();
+    let tag = tag_for_slot(slot);
     let mut conn = source.cluster_client().await?;
     let write = |round: u32| {
         let mut conn = conn.clone();

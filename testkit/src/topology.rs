@@ -20,6 +20,15 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Redis Cluster's number of hash slots.
 pub const SLOT_COUNT: u16 = 16384;
 
+/// The shortest hash tag `m<n>` whose keys fall in `slot`: for tests that need
+/// keys in one given slot (write `{<tag>}:anything`).
+pub fn tag_for_slot(slot: u16) -> String {
+    (0u32..)
+        .map(|n| format!("m{n}"))
+        .find(|tag| key_slot(tag.as_bytes()) == slot)
+        .unwrap_or_default()
+}
+
 /// The hash slot of `key`, as `CLUSTER KEYSLOT` computes it: CRC16 (XMODEM) modulo
 /// 16384 of the key, or of its hash tag when it has one (the bytes between the first
 /// `{` and the first `}` after it, when there are any).

@@ -195,13 +195,7 @@ async fn measure(
         "lockstep sync --mode full: {}",
         copy.status
     );
-    let report = lockstep_verify::compare(
-        &source.redis_client()?,
-        &redis::Client::open(target.url.as_str())?,
-        &lockstep_verify::CompareOptions::default(),
-    )
-    .await?;
-    ensure!(report.is_consistent(), "after the full copy: {report}");
+    assert_equal(source, target, "after the full copy").await?;
 
     let stream = Lockstep::sync_urls(bin, &source.url(), &target.url, dir.path(), "incremental")?;
     // Connected and streaming: a first marker arrives.
@@ -267,16 +261,22 @@ async fn measure(
         "lockstep sync --mode incremental: {}",
         stopped.status
     );
+    assert_equal(source, target, "after the stream").await?;
+    Ok(Measured {
+        copy_s: copy.wall.as_secs_f64(),
+        copy_rss_mib: copy.max_rss_kib as f64 / 1024.0,
+        stream_s,
+    })
+}
+
+/// Verify (every key, both sides) finds the target equal to the source.
+async fn assert_equal(source: &RedisServer, target: &Target, when: &str) -> anyhow::Result<()> {
     let report = lockstep_verify::compare(
         &source.redis_client()?,
         &redis::Client::open(target.url.as_str())?,
         &lockstep_verify::CompareOptions::default(),
     )
     .await?;
-    ensure!(report.is_consistent(), "after the stream: {report}");
-    Ok(Measured {
-        copy_s: copy.wall.as_secs_f64(),
-        copy_rss_mib: copy.max_rss_kib as f64 / 1024.0,
-        stream_s,
-    })
+    ensure!(report.is_consistent(), "{when}: {report}");
+    Ok(())
 }

@@ -17,7 +17,7 @@ use common::{caught_up, SyncTask};
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::slots::key_slot;
 use lockstep_testkit::data::{DataSet, DataSpec};
-use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode, SlotMigration};
+use lockstep_testkit::topology::{tag_for_slot, Cluster, ClusterSpec, FailoverMode, SlotMigration};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::canonical;
 use redis::aio::MultiplexedConnection;
@@ -220,10 +220,7 @@ async fn a_killed_task_resumes_exactly_into_a_cluster() -> anyhow::Result<()> {
     let mut primaries = Primaries::of(&cluster).await?;
     for i in 0..30 {
         let key = format!("counter:{i}");
-        let counter: i64 = redis::cmd("GET")
-            .arg(&key)
-            .query_async(primaries.conn(key.as_bytes()))
-            .await?;
+        let counter = primaries.int(&key).await?;
         let list = format!("list:{i}");
         let len: i64 = redis::cmd("LLEN")
             .arg(&list)
@@ -307,10 +304,7 @@ async fn a_slot_migrating_on_the_target_does_not_stop_the_sync() -> anyhow::Resu
     let mut primaries = Primaries::of(&cluster).await?;
     for i in 0..10 {
         let key = format!("{{moving}}:counter:{i}");
-        let counter: i64 = redis::cmd("GET")
-            .arg(&key)
-            .query_async(primaries.conn(key.as_bytes()))
-            .await?;
+        let counter = primaries.int(&key).await?;
         assert_eq!(counter, 160, "{key}");
     }
     assert_cluster_equal(&source, &cluster).await?;
@@ -381,10 +375,7 @@ async fn a_task_started_during_a_target_slot_migration_follows_ask() -> anyhow::
     let mut primaries = Primaries::of(&cluster).await?;
     for i in 0..10 {
         let key = format!("{{moving}}:counter:{i}");
-        let counter: i64 = redis::cmd("GET")
-            .arg(&key)
-            .query_async(primaries.conn(key.as_bytes()))
-            .await?;
+        let counter = primaries.int(&key).await?;
         assert_eq!(counter, 30, "{key}");
     }
     assert_cluster_equal(&source, &cluster).await?;
@@ -540,10 +531,7 @@ async fn a_killed_target_primary_and_a_forced_failover_keep_counters_exact() -> 
     assert_eq!(primaries.by_port.len(), 3);
     for i in 0..30 {
         let key = format!("counter:{i}");
-        let counter: i64 = redis::cmd("GET")
-            .arg(&key)
-            .query_async(primaries.conn(key.as_bytes()))
-            .await?;
+        let counter = primaries.int(&key).await?;
         assert_eq!(counter, 60, "{key}: replayed or skipped commands");
     }
     let progress = task.now();
@@ -593,10 +581,7 @@ async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
     caught_up(&mut task, &source).await?;
     assert_eq!(assert_cluster_equal(&source, &cluster).await?, 50);
     let mut primaries = Primaries::of(&cluster).await?;
-    let counter: i64 = redis::cmd("GET")
-        .arg("last:7")
-        .query_async(primaries.conn(b"last:7"))
-        .await?;
+    let counter = primaries.int("last:7").await?;
     assert_eq!(counter, 8);
     task.finish().await?;
     Ok(())
@@ -943,10 +928,7 @@ async fn a_source_reshard_stops_the_shards_it_concerns_and_a_restart_loses_nothi
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     write_cluster(&source, 0).await?;
     let slot = 16000;
-    let tag = (0u32..)
-        .map(|n| format!("m{n}"))
-        .find(|t| key_slot(t.as_bytes()) == slot)
-        .unwrap_or_default();
+    let tag = tag_for_slot(slot);
     let mut conn = source.cluster_client().await?;
     for i in 0..50 {
         redis::cmd("SET")

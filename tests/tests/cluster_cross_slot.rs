@@ -131,10 +131,7 @@ async fn cross_slot_commands_are_copied_from_the_source() -> anyhow::Result<()> 
         .await?;
         assert!(report.keys_compared >= 8, "{from}->{to}: {report}");
         let mut primaries = Primaries::of(&cluster).await?;
-        let counter: i64 = redis::cmd("GET")
-            .arg("rename:a")
-            .query_async(primaries.conn(b"rename:a"))
-            .await?;
+        let counter = primaries.int("rename:a").await?;
         assert_eq!(counter, 600, "{from}->{to}: an INCR applied twice or lost");
         let now = task.now();
         assert_eq!(
@@ -282,17 +279,11 @@ async fn a_killed_task_keeps_cross_slot_copies_exact() -> anyhow::Result<()> {
     )
     .await?;
     let mut primaries = Primaries::of(&cluster).await?;
-    let counter: i64 = redis::cmd("GET")
-        .arg("rename:a")
-        .query_async(primaries.conn(b"rename:a"))
-        .await?;
+    let counter = primaries.int("rename:a").await?;
     assert_eq!(counter, 2 * round as i64, "an INCR applied twice or lost");
     for j in 0..50 {
         let key = format!("filler:{j}");
-        let filler: i64 = redis::cmd("GET")
-            .arg(&key)
-            .query_async(primaries.conn(key.as_bytes()))
-            .await?;
+        let filler = primaries.int(&key).await?;
         assert_eq!(filler, (round * fillers / 50) as i64, "{key}");
     }
     let now = task.now();

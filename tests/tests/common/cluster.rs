@@ -150,6 +150,16 @@ impl Primaries {
     }
 
     /// The port of the primary serving `key`'s slot.
+    /// The integer at `key`, read on the primary serving its slot (an error when
+    /// the key is missing or not an integer).
+    pub async fn int(&mut self, key: &str) -> anyhow::Result<i64> {
+        let value: Option<i64> = redis::cmd("GET")
+            .arg(key)
+            .query_async(self.conn(key.as_bytes()))
+            .await?;
+        value.ok_or_else(|| anyhow::anyhow!("{key} is missing on the cluster"))
+    }
+
     pub fn owner_of(&self, key: &[u8]) -> u16 {
         self.owner[usize::from(key_slot(key))]
     }
