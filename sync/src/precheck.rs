@@ -141,21 +141,14 @@ async fn cluster_target(
     let keyspace = text(source, &[b"INFO".as_slice(), b"keyspace"])
         .await
         .unwrap_or_default();
-    let refused = match &options.filter {
-        Some(filter) => crate::cluster::check_source_dbs(&keyspace, filter).err(),
-        None => keyspace
-            .lines()
-            .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse::<u32>().ok())
-            .find(|&db| db != 0 && options.dbs.contains(&db))
-            .map(|db| format!(
-                "a cluster has database 0 only, and the source has keys in database {db} (fix: sync with --map-db {db}:0, or leave it out with --dbs; check with --dbs 0)"
-            )),
+    let unmapped = match &options.filter {
+        Some(filter) => crate::cluster::unmapped_by_filter(&keyspace, filter),
+        None => {
+            crate::cluster::unmapped_source_db(&keyspace, |db| db != 0 && options.dbs.contains(&db))
+        }
     };
-    if let Some(message) = refused {
-        let (detail, fix) = message
-            .rsplit_once(" (fix: ")
-            .map(|(d, f)| (d.to_owned(), f.trim_end_matches(')').to_owned()))
-            .unwrap_or((message.clone(), String::new()));
+    if let Some(db) = unmapped {
+        let (detail, fix) = crate::cluster::unmapped_db_refusal(db);
         return CheckItem::new(NAME, Outcome::Fail, detail).fix(fix);
     }
     if let Ok(user) = text(source, &[b"ACL".as_slice(), b"WHOAMI"]).await {
