@@ -289,3 +289,39 @@ async fn a_cluster_target_is_checked_for_slots_and_databases() -> anyhow::Result
     assert_eq!(copied, Some(1));
     Ok(())
 }
+
+/// A source account that may not DUMP: the cluster target item warns that a
+/// cross-slot command would stop the task, and names the ACL fix.
+#[tokio::test]
+async fn a_source_account_without_dump_is_warned_about_for_a_cluster_target() -> anyhow::Result<()>
+{
+    use lockstep_testkit::topology::{Cluster, ClusterSpec};
+    let source = RedisServer::start(
+        ServerConfig::new(RedisVersion::V7_0)
+            .set("repl-timeout", "600")
+            .set("repl-backlog-size", "64mb")
+            .auth(Auth::acl_user()),
+    )
+    .await?;
+    let mut admin = source.client().await?;
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("lockstep")
+        .arg("-dump")
+        .query_async::<()>(&mut admin)
+        .await?;
+    let cluster = Cluster::start(ClusterSpec::new(
+        ServerConfig::new(RedisVersion::V7_0),
+        3,
+        0,
+    ))
+    .await?;
+    let (code, flagged) = check(&source.url(), &cluster.nodes[0].url(), &[]);
+    assert_eq!(code, Some(0), "a warning does not fail: {flagged:?}");
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert!(
+        flagged[0].contains("cluster target") && flagged[0].contains("cross-slot"),
+        "{flagged:?}"
+    );
+    Ok(())
+}
