@@ -317,6 +317,9 @@ pub struct VerifyArgs {
     /// counted (by kind) and re-checked in later rounds, but not listed.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_listed: usize,
+    /// Passwords from files or the environment, and TLS per side, as for `sync`.
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -77,6 +77,77 @@ impl ConnectionArgs {
     }
 }
 
+/// A redis-rs client for `endpoint` (verify's connections), built from the endpoint
+/// this module parsed, so every subcommand reads URLs with one parser and says the
+/// same things about them. `Endpoint::connect` first: an unreachable side gets the
+/// sync's message ("cannot connect to redis://host:port: ...").
+pub async fn redis_client(
+    side: Side,
+    endpoint: &Endpoint,
+    tls: &TlsOptions,
+) -> anyhow::Result<redis::Client> {
+    endpoint
+        .connect(tls, std::time::Duration::from_secs(10))
+        .await
+        .with_context(|| format!("the {}", side.name()))?;
+    let mut settings =
+        redis::RedisConnectionInfo::default().set_db(endpoint.db.unwrap_or(0).into());
+    if let Some(user) = &endpoint.user {
+        settings = settings.set_username(user);
+    }
+    if let Some(password) = &endpoint.password {
+        settings = settings.set_password(password);
+    }
+    // redis-rs's rustls has no "any host name, but a verified chain" mode: its
+    // `insecure` would accept any certificate at all, which the option never meant.
+    anyhow::ensure!(
+        !(endpoint.tls && tls.skip_verify_hostname),
+        "the {side} {endpoint}: verify cannot skip the host name check yet (it would \
+         have to skip the certificate check too); connect by a name the certificate \
+         carries",
+        side = side.name()
+    );
+    let addr = if endpoint.tls {
+        redis::ConnectionAddr::TcpTls {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        redis::ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
+    };
+    let info = redis::IntoConnectionInfo::into_connection_info(addr)
+        .map_err(|e| anyhow::anyhow!("the {} {endpoint}: {e}", side.name()))?
+        .set_redis_settings(settings);
+    let client = if endpoint.tls {
+        redis::Client::build_with_tls(info, tls_certificates(tls)?)
+    } else {
+        redis::Client::open(info)
+    };
+    client.map_err(|e| anyhow::anyhow!("the {} {endpoint}: {e}", side.name()))
+}
+
+/// The CA and client certificate files of `tls`, read for redis-rs.
+fn tls_certificates(tls: &TlsOptions) -> anyhow::Result<redis::TlsCertificates> {
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let client_tls = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert)?,
+            client_key: read(key)?,
+        }),
+        (None, None) => None,
+        _ => anyhow::bail!("a TLS client certificate needs both its cert and its key file"),
+    };
+    let root_cert = tls.ca_file.as_deref().map(read).transpose()?;
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
 /// The first line of a password file, without its line ending.
 fn read_password(path: &Path, flag: &str) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)

@@ -10,6 +10,7 @@ use anyhow::Context;
 use lockstep_verify::{compare, output, CompareOptions, KeyList, Sample};
 
 use crate::args::{VerifyArgs, VerifyModeArg};
+use crate::connection::{self, Side};
 
 /// The comparison's options from the flags (no I/O).
 fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
@@ -76,10 +77,17 @@ fn key_list(args: &VerifyArgs) -> anyhow::Result<(Vec<u32>, Option<KeyList>)> {
     Ok((dbs, None))
 }
 
+/// A client of one side, from its URL and the connection options, by the URL parser
+/// and the messages every subcommand shares.
+async fn client(args: &VerifyArgs, side: Side, url: &str) -> anyhow::Result<redis::Client> {
+    let endpoint = args.connection.endpoint(side, url)?;
+    connection::redis_client(side, &endpoint, &args.connection.tls(side)).await
+}
+
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let options = options(&args)?;
-    let source = redis::Client::open(args.source.as_str()).context("the source URL")?;
-    let target = redis::Client::open(args.target.as_str()).context("the target URL")?;
+    let source = client(&args, Side::Source, &args.source).await?;
+    let target = client(&args, Side::Target, &args.target).await?;
     let report = compare(&source, &target, &options)
         .await
         .context("could not verify")?;

@@ -135,5 +135,22 @@ async fn tls_options_per_side_and_hostname_verification() -> anyhow::Result<()> 
     let code = sync.exit_code(Duration::from_secs(30)).await?;
     assert_eq!(code, Some(0), "{}", sync.log_text());
     assert_equal(&source, &target, "a full copy over TLS").await?;
+
+    // verify reads both sides over TLS with the same options (and the same URL parser).
+    let named_source = format!("rediss://localhost:{}", source.port());
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args([
+            "verify",
+            "--source",
+            &named_source,
+            "--target",
+            &named_target,
+        ])
+        .args(["--source-tls-ca-file", &ca, "--source-tls-cert-file", &cert])
+        .args(["--source-tls-key-file", &key, "--target-tls-ca-file", &ca])
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "verify over TLS: {text}");
     Ok(())
 }
