@@ -49,6 +49,18 @@ pub enum CheckpointError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    /// The target's checkpoint key holds something else than a checkpoint. The task
+    /// stops: taken for "no checkpoint" it would clear the target and copy again,
+    /// taken for a guess it could skip or replay commands.
+    #[error(
+        "the target's {key} key holds {value}, which is not a checkpoint \
+         (\"<replid> <offset> <db>\"); the task stops instead of guessing, since \
+         resuming or clearing the target could lose data (fix: if the key was \
+         overwritten, stop every writer of this target and set it back from the \
+         checkpoint file's values; to copy everything again instead, delete the key \
+         and the checkpoint directory)"
+    )]
+    MalformedTargetKey { key: String, value: String },
     #[error("checkpoint would move backwards for replid {replid}: stored {stored}, new {new}")]
     Backwards {
         replid: String,
@@ -62,6 +74,41 @@ pub enum CheckpointError {
 pub struct CheckpointStore {
     dir: PathBuf,
     last: Option<Checkpoint>,
+}
+
+impl Checkpoint {
+    /// Parses the value of the target's checkpoint key `key`: `<replid> <offset>
+    /// <db>`, nothing more. Anything else is [`CheckpointError::MalformedTargetKey`],
+    /// never "no checkpoint".
+    pub fn parse_target_value(key: &[u8], value: &[u8]) -> Result<Checkpoint, CheckpointError> {
+        let parsed = std::str::from_utf8(value).ok().and_then(|text| {
+            let mut words = text.split_whitespace();
+            let checkpoint = Checkpoint {
+                replid: words.next()?.to_owned(),
+                offset: words.next()?.parse().ok().filter(|o: &i64| *o >= 0)?,
+                db: words.next()?.parse().ok()?,
+            };
+            words.next().is_none().then_some(checkpoint)
+        });
+        parsed.ok_or_else(|| CheckpointError::MalformedTargetKey {
+            key: String::from_utf8_lossy(key).into_owned(),
+            value: shown_value(value),
+        })
+    }
+}
+
+/// At most 120 bytes of a value, escaped, for a message.
+fn shown_value(value: &[u8]) -> String {
+    let shown: String = value
+        .iter()
+        .take(120)
+        .flat_map(|&b| std::ascii::escape_default(b))
+        .map(char::from)
+        .collect();
+    match value.len() > 120 {
+        true => format!("\"{shown}...\" ({} bytes)", value.len()),
+        false => format!("\"{shown}\""),
+    }
 }
 
 impl CheckpointStore {

@@ -109,6 +109,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::apply::{is_redirection, ApplyError, ApplyOptions, Position, TargetWriter};
+use crate::checkpoint::Checkpoint;
 use crate::cross_slot::{Judgement, Skips, SourceCopier};
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
@@ -1169,6 +1170,12 @@ impl ClusterTarget {
                     _ => Frame::NullArray,
                 };
                 let value = checkpoint.as_bytes().map(Bytes::copy_from_slice);
+                if let Some(value) = &value {
+                    // A value that is not a checkpoint is never "missing": that would
+                    // clear the target and copy again.
+                    Checkpoint::parse_target_value(&self.slot_keys[slot], value)
+                        .map_err(|e| ApplyError::Cluster(e.to_string()))?;
+                }
                 match value
                     .as_ref()
                     .and_then(|v| checkpoint_offset(v).map(|o| (o, v)))

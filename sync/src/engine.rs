@@ -952,27 +952,10 @@ async fn target_checkpoint(
         }
         .into());
     }
-    let Some(text) = value
-        .as_bytes()
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-    else {
-        return Ok(None);
-    };
-    let mut words = text.split_whitespace();
-    let parsed = (|| {
-        Some(Checkpoint {
-            replid: words.next()?.to_owned(),
-            offset: words.next()?.parse().ok()?,
-            db: words.next()?.parse().ok()?,
-        })
-    })();
-    if parsed.is_none() {
-        tracing::warn!(
-            "ignoring the target's {} key, which does not hold a checkpoint: {text:?}",
-            String::from_utf8_lossy(key)
-        );
+    match value.as_bytes() {
+        None => Ok(None),
+        Some(bytes) => Ok(Some(Checkpoint::parse_target_value(key, bytes)?)),
     }
-    Ok(parsed)
 }
 
 /// Records where the stream starts after a full resync (copied or skipped), on the
@@ -1416,7 +1399,9 @@ async fn full_copy(
     // thing received (measured: ~25 s stalls until the next PINGs, with stream bytes
     // taken for RDB bytes). The source waits for our first ACK after the mark.
     let ack_during_transfer = !transfer.is_diskless();
-    let reader_task = tokio::spawn(async move {
+    // Aborted when the copy is dropped (a stop, a failed session): it would otherwise
+    // go on reading the snapshot and hold the replica link open until the RDB ends.
+    let reader_task = AbortOnDrop::spawn(async move {
         let mut last_ack = Instant::now();
         while let Some(chunk) = link.next_rdb_chunk(&mut transfer).await? {
             bytes_counter.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -1455,6 +1440,9 @@ async fn full_copy(
         let mut batch = Vec::with_capacity(EVENT_BATCH_EVENTS);
         let mut batch_bytes = 0usize;
         loop {
+            if event_tx.is_closed() {
+                return; // the copy was dropped: stop parsing (the reader is aborted)
+            }
             match parser.next_event() {
                 Ok(Some(event)) => {
                     batch_bytes += event_bytes(&event);
@@ -1539,6 +1527,7 @@ async fn full_copy(
     drop(event_rx);
     let _ = parser_thread.await;
     let link = reader_task
+        .join()
         .await
         .map_err(|e| SyncError::Internal(format!("RDB reader task: {e}")))?;
     applied?;
@@ -1549,6 +1538,31 @@ async fn full_copy(
         "full copy written to the target"
     );
     Ok((link, loader))
+}
+
+/// A spawned task that is aborted when this handle is dropped before it is joined.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T: Send + 'static> AbortOnDrop<T> {
+    fn spawn(work: impl std::future::Future<Output = T> + Send + 'static) -> AbortOnDrop<T> {
+        AbortOnDrop(Some(tokio::spawn(work)))
+    }
+
+    /// Waits for the task's result.
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        match self.0.take() {
+            Some(handle) => handle.await,
+            None => unreachable!("joined once: join takes self"),
+        }
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            handle.abort();
+        }
+    }
 }
 
 /// `Read` over chunks arriving on a channel (the parser's side of the bridge).

@@ -1,0 +1,141 @@
+//! Findings of issue 14 read from the code, each with the test that failed before
+//! its fix: a target checkpoint key that does not parse stops the task and destroys
+//! nothing; a stopped full copy lets go of the source at once (its RDB reader and
+//! parser do not go on reading the snapshot).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{caught_up, options, SyncTask};
+use lockstep_sync::engine::{Phase, SyncError};
+use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+
+async fn set(server: &RedisServer, key: &str, value: &str) -> anyhow::Result<()> {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(&mut server.client().await?)
+        .await?;
+    Ok(())
+}
+
+async fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
+    Ok(redis::cmd("DBSIZE")
+        .query_async(&mut server.client().await?)
+        .await?)
+}
+
+#[tokio::test]
+async fn a_malformed_target_checkpoint_stops_the_task_and_clears_nothing() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    for i in 0..100 {
+        set(&source, &format!("k{i}"), "v").await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    caught_up(&mut task, &source).await?;
+    task.finish().await?;
+    // Someone overwrites lockstep's key; the checkpoint file still holds a position.
+    set(&target, "LOCKSTEP_CHECKPOINT", "not a checkpoint").await?;
+    set(&target, "only-on-target", "kept").await?;
+    let before = dbsize(&target).await?;
+
+    let task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    let ended = tokio::time::timeout(Duration::from_secs(30), task.handle).await??;
+    let err = ended.expect_err("the task must stop").to_string();
+    assert!(
+        err.contains("LOCKSTEP_CHECKPOINT")
+            && err.contains("not a checkpoint")
+            && err.contains("fix:"),
+        "names the key, its value and the fix: {err}"
+    );
+    assert_eq!(
+        dbsize(&target).await?,
+        before,
+        "nothing was removed from the target"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopped_full_copy_lets_go_of_the_source_at_once() -> anyhow::Result<()> {
+    // A diskless snapshot that sends one key every 3 s: after a stop, a reader that
+    // goes on waiting for the next piece keeps the replica link open that long.
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    // Incompressible values over the child's 16 KiB write buffer, so every key
+    // goes out as it is saved.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut conn = source.client().await?;
+    for i in 0..20 {
+        let value: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    for (name, value) in [
+        ("repl-diskless-sync", "yes"),
+        ("repl-diskless-sync-delay", "0"),
+        ("rdb-key-save-delay", "3000000"),
+    ] {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    wait_until("the full copy to start", Duration::from_secs(30), || {
+        let phase = task.now().phase;
+        let log = source.log_tail(8);
+        async move {
+            Ok(match phase {
+                Phase::FullCopy => Ok(()),
+                other => Err(format!("{other:?}, source log: {log}")),
+            })
+        }
+    })
+    .await?;
+    let replicas = || async {
+        let n: i64 = source.info("replication").await?.int("connected_slaves")?;
+        anyhow::Ok(n)
+    };
+    assert_eq!(replicas().await?, 1, "lockstep is the source's replica");
+    task.stop.send(true)?;
+    match tokio::time::timeout(Duration::from_secs(10), &mut task.handle).await?? {
+        Ok(_) | Err(SyncError::Stopped) => {}
+        Err(other) => anyhow::bail!("the task ended with {other}"),
+    }
+    let stopped = std::time::Instant::now();
+    wait_until(
+        "the source to see no replica",
+        Duration::from_secs(20),
+        || async {
+            Ok(match replicas().await? {
+                0 => Ok(()),
+                n => Err(format!("{n} replicas")),
+            })
+        },
+    )
+    .await?;
+    assert!(
+        stopped.elapsed() < Duration::from_millis(1500),
+        "the link stayed open {:?} after the stop",
+        stopped.elapsed()
+    );
+    Ok(())
+}
