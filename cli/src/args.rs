@@ -325,8 +325,10 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_listed: usize,
     /// Strings longer than this are never read whole: they are compared in GETRANGE
-    /// windows of this many bytes (memory stays bounded by the batches).
-    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=(1 << 30)))]
+    /// windows of this many bytes (memory stays bounded by the batches). 0: read every
+    /// string whole with one MGET per batch (faster on small strings; a long string
+    /// is then held whole).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=(1 << 30)))]
     pub long_string_bytes: u64,
 }
 

@@ -1,14 +1,18 @@
 //! The comparison: both key sets, per database, in both directions; then type, value
-//! and TTL of every key found on both sides.
+//! and TTL of every key found on both sides. The databases are chosen, and what was
+//! not covered is reported, by [`crate::coverage`].
 //!
 //! # How a database is walked
 //! - The source pass: SCAN batches of the source's keys. Per batch, on both sides at
-//!   once: one `MGET` of the whole batch, then `INFO keyspace` (is any key of the
-//!   database carrying a TTL?). A key that MGET returns on both sides is a string on
-//!   both, and its bytes are its value (whatever the encoding). Then one pipeline per
+//!   once: `GETRANGE key 0 limit` of every key ([`CompareOptions::long_string_bytes`];
+//!   0: one `MGET` of the whole batch), then `INFO keyspace` (is any key of the
+//!   database carrying a TTL?). A key that GETRANGE returns non-empty on both sides is
+//!   a string on both, and its bytes are its value (whatever the encoding); a reply of
+//!   `limit + 1` bytes is a long string, compared in windows ([`crate::long_string`]).
+//!   Then one pipeline per
 //!   side: `TYPE` and `PTTL` of the other keys, and `PTTL` of the strings, only on a
 //!   side whose database holds keys with a TTL (a key without one reads -1). Strings
-//!   thus cost one MGET element per side, plus one PTTL where TTLs exist, instead of
+//!   thus cost one GETRANGE per side, plus one PTTL where TTLs exist, instead of
 //!   TYPE + PTTL + DUMP (or a Lua call per key): the servers' CPU is the limit, and the
 //!   key lookups are what it is spent on. Collections of the same type: their lengths,
 //!   then `DUMP` of those of at most `dump_elements_max` elements (byte-equal payloads
@@ -117,7 +121,9 @@ pub struct CompareOptions {
     /// are kept as fingerprints and only counted.
     pub max_listed: usize,
     /// Strings longer than this many bytes are never read whole: they are compared
-    /// in `GETRANGE` windows of this size ([`crate::long_string`]).
+    /// in `GETRANGE` windows of this size ([`crate::long_string`]). 0: every string
+    /// is read whole by one `MGET` per batch (about 1.6 times faster on small
+    /// strings, but a long string is then held whole, on both sides).
     pub long_string_bytes: usize,
 }
 
@@ -489,6 +495,12 @@ impl Ctx {
         }
         self.threshold
             .is_none_or(|t| xxhash_rust::xxh3::xxh3_64(key) < t)
+    }
+
+    /// The length beyond which strings are read in windows; None (0 in the
+    /// options): strings are read whole by MGET.
+    fn long_string_limit(&self) -> Option<usize> {
+        (self.options.long_string_bytes > 0).then_some(self.options.long_string_bytes)
     }
 
     fn tolerance_ms(&self) -> i64 {
@@ -1091,9 +1103,16 @@ async fn first_read(
     ttls: &AtomicBool,
 ) -> anyhow::Result<FirstRead> {
     let mut pipe = redis::pipe();
-    let limit = ctx.options.long_string_bytes;
-    for key in keys {
-        pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit);
+    let limit = ctx.long_string_limit();
+    match limit {
+        Some(limit) => {
+            for key in keys {
+                pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit);
+            }
+        }
+        None => {
+            pipe.cmd("MGET").arg(keys);
+        }
     }
     let read_ttls = ttls.load(Ordering::Relaxed);
     if read_ttls {
@@ -1112,13 +1131,22 @@ async fn first_read(
         .context("GETRANGE")?;
     let now = unix_ms();
     let mut replies = replies.into_iter();
-    let mut values = Vec::with_capacity(keys.len());
-    for _ in keys {
-        values.push(match replies.next().context("GETRANGE: missing reply")? {
-            Ok(Reply::BulkString(bytes)) if !bytes.is_empty() => Some(bytes),
-            _ => None,
-        });
-    }
+    let values = match limit {
+        Some(_) => {
+            let mut values = Vec::with_capacity(keys.len());
+            for _ in keys {
+                values.push(match replies.next().context("GETRANGE: missing reply")? {
+                    Ok(Reply::BulkString(bytes)) if !bytes.is_empty() => Some(bytes),
+                    _ => None,
+                });
+            }
+            values
+        }
+        None => {
+            let reply = replies.next().context("MGET: no reply")?;
+            redis::from_redis_value(reply.context("MGET")?).context("MGET")?
+        }
+    };
     let pttls = if read_ttls {
         let mut pttls = Vec::with_capacity(keys.len());
         for _ in keys {
@@ -1372,7 +1400,7 @@ async fn compare_batch(
     // other keys: GETRANGE + EXISTS of strings (empty, or created after the first
     // read: EXISTS tells an empty string from a key deleted since), lengths of
     // collections.
-    let limit = ctx.options.long_string_bytes;
+    let limit = ctx.long_string_limit();
     let fast = ctx.dump_ok.load(Ordering::Relaxed);
     let mut pipe = tolerant_pipe();
     let mut second = Vec::new();
@@ -1388,7 +1416,10 @@ async fn compare_batch(
         match (sh[i].kind.as_str(), length_command(&sh[i].kind)) {
             ("string", _) if strings[i] => string_pairs.push((i, sv[i].take(), dv[i].take())),
             ("string", _) => {
-                pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit);
+                match limit {
+                    Some(limit) => pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit),
+                    None => pipe.cmd("GET").arg(key),
+                };
                 pipe.cmd("EXISTS").arg(key);
                 second.push(i);
             }
@@ -1428,7 +1459,9 @@ async fn compare_batch(
 
     let mut long_strings = Vec::new();
     for (i, a, b) in string_pairs {
-        let long = |v: &Option<Vec<u8>>| v.as_ref().is_some_and(|v| v.len() > limit);
+        let long = |v: &Option<Vec<u8>>| {
+            limit.is_some_and(|limit| v.as_ref().is_some_and(|v| v.len() > limit))
+        };
         if long(&a) || long(&b) {
             long_strings.push(i);
         } else if a.is_some() && a == b {
@@ -1442,7 +1475,8 @@ async fn compare_batch(
 
     for &i in &long_strings {
         out.counts.windowed += 1;
-        match compare_long_string(&src, &dst, &keys[i], limit).await? {
+        let window = limit.unwrap_or(usize::MAX);
+        match compare_long_string(&src, &dst, &keys[i], window).await? {
             None => {
                 out.counts.strings_equal += 1;
                 equal.push(i);

@@ -32,7 +32,7 @@ pub async fn compare_windows(
     }
     let mut start = 0u64;
     while start < a {
-        let end = start + window as u64 - 1;
+        let end = start.saturating_add(window as u64 - 1);
         let range = redis::cmd("GETRANGE").arg(key).arg(start).arg(end).clone();
         let (x, y): (Vec<u8>, Vec<u8>) =
             futures::try_join!(range.query_async(src), range.query_async(dst))?;
