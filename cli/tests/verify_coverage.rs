@@ -159,7 +159,8 @@ async fn restricted(server: &RedisServer, rules: &[&str]) -> anyhow::Result<Stri
 
 /// (c) Without `+info` and `+config` the databases are probed with SELECT + DBSIZE:
 /// database 20 is still compared. Without `+select` too, only database 0 can be read:
-/// exit 3, naming what could not be learned (never 0).
+/// exit 3, naming what could not be learned (never 0); with INFO but without SELECT,
+/// database 20 is named as not read.
 #[tokio::test]
 async fn an_account_without_info_probes_or_says_what_it_could_not_learn() -> anyhow::Result<()> {
     let source = server(RedisVersion::V7_0, 32).await?;
@@ -203,6 +204,30 @@ async fn an_account_without_info_probes_or_says_what_it_could_not_learn() -> any
     );
     let summary = read_summary(&json);
     assert_eq!(summary["coverage"]["complete"], false, "{summary}");
+
+    // INFO allowed, SELECT refused: database 20 is known to hold keys and named as
+    // not read, with the reason.
+    let (src, dst) = (
+        restricted(&source, &["-select"]).await?,
+        restricted(&target, &["-select"]).await?,
+    );
+    let (code, out, err) = verify(&src, &dst, &["--summary", json_arg]);
+    assert_eq!(code, Some(3), "{out}{err}");
+    let line = last_line(&out);
+    assert!(
+        line.contains("database 20 not read: the source refused it: SELECT 20"),
+        "{line}"
+    );
+    let summary = read_summary(&json);
+    assert_eq!(
+        summary["coverage"]["compared"],
+        serde_json::json!([0]),
+        "{summary}"
+    );
+    assert!(
+        summary["coverage"]["not_read"]["20"].is_string(),
+        "{summary}"
+    );
     Ok(())
 }
 
