@@ -33,7 +33,11 @@ pub enum Command {
     /// versions, empty target databases. Exit 0 when nothing fails.
     Check(CheckArgs),
     /// Compare source and target key by key, value by value and TTL by TTL, in both
-    /// directions. Exit code 0: consistent; 1: differences; 2: the check failed.
+    /// directions, in every database holding keys on either side. Exit code 0:
+    /// consistent over everything; 1: differences; 2: the check failed; 3: no
+    /// difference in what was read, but not everything was (a sample, databases with
+    /// keys outside --dbs, a database not readable, databases that could not be
+    /// learned): the summary line and the JSON summary's `coverage` say what.
     Verify(VerifyArgs),
     /// Print the live status of a running `lockstep sync` (its --status-addr).
     Status(StatusArgs),
@@ -261,7 +265,10 @@ pub struct VerifyArgs {
     /// Target URL, as for the source.
     #[arg(long, env = "LOCKSTEP_TARGET", hide_env_values = true)]
     pub target: String,
-    /// Databases to compare (comma-separated); all 16 by default.
+    /// Databases to compare (comma-separated); by default every database holding keys
+    /// on either side (INFO keyspace of both, bounded by CONFIG GET databases; probed
+    /// with SELECT when INFO is refused). Databases with keys left out are named, and
+    /// exit 3.
     #[arg(long, value_delimiter = ',')]
     pub dbs: Vec<u32>,
     /// Largest difference in absolute expiry time, in milliseconds, that still counts
@@ -305,8 +312,8 @@ pub struct VerifyArgs {
     #[arg(long, default_value_t = 0, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(0..=315_360_000))]
     pub extend_ttl: u64,
     /// Compare only the keys in this file, one per line, escaped as in the CSV report
-    /// (`base64:` + base64 for a binary key), in each database of --dbs; a key only on
-    /// the target is extra.
+    /// (`base64:` + base64 for a binary key), in each database of --dbs (by default
+    /// each database holding keys on either side); a key only on the target is extra.
     #[arg(long, value_name = "FILE", conflicts_with = "recheck")]
     pub keys_from: Option<PathBuf>,
     /// Re-check only the keys of an earlier CSV report (--report), each in its
@@ -317,6 +324,12 @@ pub struct VerifyArgs {
     /// counted (by kind) and re-checked in later rounds, but not listed.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub max_listed: usize,
+    /// Strings longer than this are never read whole: they are compared in GETRANGE
+    /// windows of this many bytes (memory stays bounded by the batches). 0: read every
+    /// string whole with one MGET per batch (faster on small strings; a long string
+    /// is then held whole).
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=(1 << 30)))]
+    pub long_string_bytes: u64,
     /// Passwords from files or the environment, and TLS per side, as for `sync`.
     #[command(flatten)]
     pub connection: ConnectionArgs,

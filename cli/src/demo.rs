@@ -121,14 +121,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "6. sync stopped cleanly; checkpoint {:?}",
         summary.checkpoint
     );
-    Ok(if report.is_consistent() {
-        println!("report: CONSISTENT: the target equals the source");
-        ExitCode::SUCCESS
-    } else {
-        println!(
-            "report: INCONSISTENT: {} differences",
-            report.differences.len()
-        );
-        ExitCode::from(1)
-    })
+    Ok(
+        if report.verdict() == lockstep_verify::Verdict::Consistent {
+            println!("report: CONSISTENT: the target equals the source");
+            ExitCode::SUCCESS
+        } else {
+            println!(
+                "report: INCONSISTENT or not all compared: {} differences; {}",
+                report.differences.len(),
+                report.coverage.gaps().join("; ")
+            );
+            ExitCode::from(1)
+        },
+    )
 }

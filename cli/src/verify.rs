@@ -1,18 +1,25 @@
 //! `lockstep verify`: runs the comparison, writes the reports and turns the outcome
-//! into an exit code (0 consistent, 1 differences found, 2 the check itself failed:
-//! the error and its cause chain are printed by `main`). Key lists (`--keys-from`,
+//! into an exit code: 0 consistent over everything, 1 differences found, 2 the check
+//! itself failed (the error and its cause chain are printed by `main`), 3 no
+//! difference in what was read but coverage is incomplete (a sample, databases with
+//! keys outside `--dbs`, a database a side refused, databases that could not be
+//! learned). The last line says which, and names what was compared and what was not:
+//! CONSISTENT is printed only when nothing was left out. Key lists (`--keys-from`,
 //! `--recheck`) are read here; verify itself never reads a file.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use lockstep_verify::{compare, output, CompareOptions, KeyList, Sample};
+use lockstep_verify::{compare, output, CompareOptions, KeyList, Report, Sample, Verdict};
 
 use crate::args::{VerifyArgs, VerifyModeArg};
 use crate::connection::{self, Side};
 
-/// The comparison's options from the flags (no I/O).
+/// Exit status: no difference in what was read, but not everything was read.
+const EXIT_INCOMPLETE: u8 = 3;
+
+/// The comparison's options from the flags (key lists aside: [`key_list`]).
 fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
     let defaults = CompareOptions::default();
     let sample = match (args.mode, args.sample_rate, args.sample_count) {
@@ -32,11 +39,11 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
         }
     };
     let mut ignore = defaults.ignore_prefixes.clone();
-    let (dbs, keys) = key_list(args)?;
     ignore.extend(args.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()));
     Ok(CompareOptions {
-        dbs,
-        keys,
+        dbs: args.dbs.clone(),
+        long_string_bytes: usize::try_from(args.long_string_bytes)
+            .context("--long-string-bytes")?,
         ttl_tolerance: Duration::from_millis(args.ttl_tolerance_ms),
         ttl_extension: Duration::from_secs(args.extend_ttl),
         max_listed: args.max_listed,
@@ -51,30 +58,95 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
     })
 }
 
-/// The databases to compare and, with `--keys-from` or `--recheck`, the keys.
-fn key_list(args: &VerifyArgs) -> anyhow::Result<(Vec<u32>, Option<KeyList>)> {
-    let dbs = if args.dbs.is_empty() {
-        CompareOptions::default().dbs
-    } else {
-        args.dbs.clone()
-    };
+/// With `--keys-from` or `--recheck`, the keys and their databases (a key file's keys
+/// are looked for in each database of `--dbs`, by default in each database holding
+/// keys on either side).
+async fn key_list(
+    args: &VerifyArgs,
+    source: &redis::Client,
+    target: &redis::Client,
+) -> anyhow::Result<Option<(Vec<u32>, KeyList)>> {
+    let dbs = args.dbs.clone();
     if let Some(path) = &args.keys_from {
         let file = std::fs::File::open(path)
             .with_context(|| format!("opening the key list {}", path.display()))?;
         let keys = output::read_key_lines(std::io::BufReader::new(file))
             .with_context(|| format!("reading the key list {}", path.display()))?;
+        let dbs = if dbs.is_empty() {
+            databases_with_keys(source, target).await?
+        } else {
+            dbs
+        };
         let list = dbs.iter().map(|&db| (db, keys.clone())).collect();
-        return Ok((dbs, Some(list)));
+        return Ok(Some((dbs, list)));
     }
     if let Some(path) = &args.recheck {
         let file = std::fs::File::open(path)
             .with_context(|| format!("opening the report {}", path.display()))?;
         let mut list = output::read_report_keys(std::io::BufReader::new(file))
             .with_context(|| format!("reading the report {}", path.display()))?;
-        list.retain(|db, _| dbs.contains(db));
-        return Ok((list.keys().copied().collect(), Some(list)));
+        if !dbs.is_empty() {
+            list.retain(|db, _| dbs.contains(db));
+        }
+        return Ok(Some((list.keys().copied().collect(), list)));
     }
-    Ok((dbs, None))
+    Ok(None)
+}
+
+/// Every database holding keys on either side.
+async fn databases_with_keys(
+    source: &redis::Client,
+    target: &redis::Client,
+) -> anyhow::Result<Vec<u32>> {
+    let (s, t) = tokio::try_join!(
+        lockstep_verify::coverage::learn(source),
+        lockstep_verify::coverage::learn(target)
+    )
+    .context("learning the databases for --keys-from")?;
+    Ok(s.with_keys.union(&t.with_keys).copied().collect())
+}
+
+/// The last line: what may be claimed, over what.
+fn verdict_line(report: &Report) -> (String, u8) {
+    let coverage = &report.coverage;
+    let gaps = coverage.gaps();
+    let gaps = if gaps.is_empty() {
+        String::new()
+    } else {
+        format!("; NOT COVERED: {}", gaps.join("; "))
+    };
+    match report.verdict() {
+        Verdict::Differences => (
+            format!(
+                "INCONSISTENT: {} differences in {}{gaps}",
+                report.difference_count(),
+                coverage.scope()
+            ),
+            1,
+        ),
+        Verdict::Consistent => (
+            format!(
+                "CONSISTENT: the target equals the source in {}",
+                coverage.scope()
+            ),
+            0,
+        ),
+        Verdict::Incomplete => {
+            let what = match coverage.sample {
+                Some(sample) => format!(
+                    "in a sample of {} keys (rate {:.6}) of {}; the rest was not compared",
+                    report.keys_compared,
+                    sample.rate,
+                    coverage.scope()
+                ),
+                None => format!("in {}", coverage.scope()),
+            };
+            (
+                format!("NO DIFFERENCES {what}{gaps}; not everything was compared (exit 3)"),
+                EXIT_INCOMPLETE,
+            )
+        }
+    }
 }
 
 /// A client of one side, from its URL and the connection options, by the URL parser
@@ -85,9 +157,13 @@ async fn client(args: &VerifyArgs, side: Side, url: &str) -> anyhow::Result<redi
 }
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let options = options(&args)?;
+    let mut options = options(&args)?;
     let source = client(&args, Side::Source, &args.source).await?;
     let target = client(&args, Side::Target, &args.target).await?;
+    if let Some((dbs, keys)) = key_list(&args, &source, &target).await? {
+        options.dbs = dbs;
+        options.keys = Some(keys);
+    }
     let report = compare(&source, &target, &options)
         .await
         .context("could not verify")?;
@@ -103,11 +179,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing the summary {}", path.display()))?;
     }
     println!("{report}");
-    Ok(if report.is_consistent() {
-        println!("CONSISTENT: the target equals the source");
-        ExitCode::SUCCESS
-    } else {
-        println!("INCONSISTENT: {} differences", report.difference_count());
-        ExitCode::from(1)
-    })
+    let (line, code) = verdict_line(&report);
+    println!("{line}");
+    Ok(ExitCode::from(code))
 }

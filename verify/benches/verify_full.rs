@@ -7,7 +7,8 @@
 //! `cargo bench -p lockstep-verify --bench verify_full`. Environment:
 //! `LOCKSTEP_BENCH_KEYS` (2 000 000 keys), `LOCKSTEP_BENCH_WORKERS` (4),
 //! `BENCH_RUNS` (3: verify runs, the median is reported), `LOCKSTEP_BENCH_BATCH`
-//! (1000 keys per SCAN batch), `LOCKSTEP_BENCH_NAIVE=0` (skip the naive baseline,
+//! (1000 keys per SCAN batch), `LOCKSTEP_BENCH_LONG_STRING_BYTES` (1 MiB: strings
+//! read by GETRANGE, long ones in windows; 0: by MGET, whole), `LOCKSTEP_BENCH_NAIVE=0` (skip the naive baseline,
 //! which takes about a minute), `LOCKSTEP_BENCH_TTL=1` (a
 //! one-hour TTL on every second key, so TTLs are read), `LOCKSTEP_BENCH_MISSING=1`
 //! (then one run with the target emptied: every key differs, memory stays bounded).
@@ -264,6 +265,7 @@ async fn main() -> anyhow::Result<()> {
         dbs: vec![0],
         workers,
         batch_keys: env_or("LOCKSTEP_BENCH_BATCH", 1000) as usize,
+        long_string_bytes: env_or("LOCKSTEP_BENCH_LONG_STRING_BYTES", 1 << 20) as usize,
         ..CompareOptions::default()
     };
     let (src, dst) = (source.redis_client()?, target.redis_client()?);

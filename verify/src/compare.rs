@@ -1,14 +1,18 @@
 //! The comparison: both key sets, per database, in both directions; then type, value
-//! and TTL of every key found on both sides.
+//! and TTL of every key found on both sides. The databases are chosen, and what was
+//! not covered is reported, by [`crate::coverage`].
 //!
 //! # How a database is walked
 //! - The source pass: SCAN batches of the source's keys. Per batch, on both sides at
-//!   once: one `MGET` of the whole batch, then `INFO keyspace` (is any key of the
-//!   database carrying a TTL?). A key that MGET returns on both sides is a string on
-//!   both, and its bytes are its value (whatever the encoding). Then one pipeline per
+//!   once: `GETRANGE key 0 limit` of every key ([`CompareOptions::long_string_bytes`];
+//!   0: one `MGET` of the whole batch), then `INFO keyspace` (is any key of the
+//!   database carrying a TTL?). A key that GETRANGE returns non-empty on both sides is
+//!   a string on both, and its bytes are its value (whatever the encoding); a reply of
+//!   `limit + 1` bytes is a long string, compared in windows ([`crate::long_string`]).
+//!   Then one pipeline per
 //!   side: `TYPE` and `PTTL` of the other keys, and `PTTL` of the strings, only on a
 //!   side whose database holds keys with a TTL (a key without one reads -1). Strings
-//!   thus cost one MGET element per side, plus one PTTL where TTLs exist, instead of
+//!   thus cost one GETRANGE per side, plus one PTTL where TTLs exist, instead of
 //!   TYPE + PTTL + DUMP (or a Lua call per key): the servers' CPU is the limit, and the
 //!   key lookups are what it is spent on. Collections of the same type: their lengths,
 //!   then `DUMP` of those of at most `dump_elements_max` elements (byte-equal payloads
@@ -55,8 +59,9 @@ use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use redis::Value as Reply;
 use roaring::RoaringBitmap;
 
-use crate::digest;
+use crate::coverage::{Coverage, SampleCoverage};
 use crate::track::{fingerprint, key_slot, Differences};
+use crate::{digest, long_string};
 
 /// Which keys to compare.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -80,7 +85,9 @@ pub const SYNC_CHECKPOINT_KEY: &str = "LOCKSTEP_CHECKPOINT";
 /// What to compare, and how hard to push the servers.
 #[derive(Clone, Debug)]
 pub struct CompareOptions {
-    /// Databases to compare.
+    /// Databases to compare; empty (the default): every database holding keys on
+    /// either side, learned from both ([`crate::coverage`]). An explicit list
+    /// restricts the scope, and the report names the databases with keys left out.
     pub dbs: Vec<u32>,
     /// Largest difference between the two sides' absolute expiry times that still
     /// counts as equal.
@@ -113,12 +120,17 @@ pub struct CompareOptions {
     /// Differences kept with their keys (reported one by one); further differing keys
     /// are kept as fingerprints and only counted.
     pub max_listed: usize,
+    /// Strings longer than this many bytes are never read whole: they are compared
+    /// in `GETRANGE` windows of this size ([`crate::long_string`]). 0: every string
+    /// is read whole by one `MGET` per batch (about 1.6 times faster on small
+    /// strings, but a long string is then held whole, on both sides).
+    pub long_string_bytes: usize,
 }
 
 impl Default for CompareOptions {
     fn default() -> CompareOptions {
         CompareOptions {
-            dbs: (0..16).collect(),
+            dbs: Vec::new(),
             ttl_tolerance: Duration::from_secs(2),
             ttl_extension: Duration::ZERO,
             ignore_prefixes: vec![b"LOCKSTEP_".to_vec()],
@@ -133,6 +145,7 @@ impl Default for CompareOptions {
             chunk_elements: 1000,
             dump_elements_max: 1024,
             max_listed: 100_000,
+            long_string_bytes: 1 << 20,
         }
     }
 }
@@ -172,6 +185,18 @@ pub struct Difference {
     pub target_type: String,
     pub source_pttl: i64,
     pub target_pttl: i64,
+}
+
+/// What a run may claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No difference, and everything was covered.
+    Consistent,
+    /// Differences were found.
+    Differences,
+    /// No difference in what was read, but not everything was (a sample, a database
+    /// not read or not asked, databases that could not be learned).
+    Incomplete,
 }
 
 /// How the extra keys of a database's target were looked for.
@@ -228,12 +253,30 @@ pub struct Report {
     /// Cluster hash slots of the keys read (a standalone server's keys map onto them
     /// too): which of the 16384 slots the run covered.
     pub slots_covered: RoaringBitmap,
+    /// Long strings compared in windows.
+    pub strings_windowed: u64,
+    /// Which databases were compared, and everything that was not.
+    pub coverage: Coverage,
     pub elapsed: Duration,
 }
 
 impl Report {
+    /// No difference in what was read. Whether that is everything: [`Report::verdict`]
+    /// and [`Report::coverage`].
     pub fn is_consistent(&self) -> bool {
         self.difference_count() == 0
+    }
+
+    /// What the run may claim: differences, none in everything, or none in what it
+    /// read (a sample, or a coverage with gaps).
+    pub fn verdict(&self) -> Verdict {
+        if !self.is_consistent() {
+            Verdict::Differences
+        } else if self.coverage.is_complete() {
+            Verdict::Consistent
+        } else {
+            Verdict::Incomplete
+        }
     }
 
     /// Every difference of the last round, listed or not.
@@ -287,7 +330,21 @@ impl std::fmt::Display for Report {
                 self.difference_count()
             )?;
         }
+        write!(f, "; compared {}", self.coverage.scope())?;
+        if self.strings_windowed > 0 {
+            write!(f, "; {} long strings in windows", self.strings_windowed)?;
+        }
         write!(f, ")")?;
+        for gap in self.coverage.gaps() {
+            write!(f, "\n  not covered: {gap}")?;
+        }
+        if let Some(sample) = self.coverage.sample {
+            write!(
+                f,
+                "\n  a sample (rate {:.6}): the rest was not compared",
+                sample.rate
+            )?;
+        }
         if !self.is_consistent() {
             write!(f, "\n  by kind {:?}", self.by_kind())?;
         }
@@ -323,9 +380,14 @@ pub async fn compare(
     options: &CompareOptions,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
+    let mut coverage = plan(source, target, options).await?;
+    let threshold = threshold(source, options, &coverage.compared).await?;
+    if let Some(rate) = threshold.map(|(rate, _)| rate) {
+        coverage.sample = Some(SampleCoverage { rate });
+    }
     let ctx = Arc::new(Ctx {
         options: options.clone(),
-        threshold: threshold(source, options).await?,
+        threshold: threshold.map(|(_, t)| t),
         dump_ok: AtomicBool::new(true),
         info_ok: AtomicBool::new(true),
         source_ttls: AtomicBool::new(false),
@@ -333,8 +395,15 @@ pub async fn compare(
     });
     let mut report = Report::default();
     let mut tally = Tally::new(options.max_listed);
-    for &db in &options.dbs {
-        let pools = Pools::connect(&ctx, source, target, db).await?;
+    for db in std::mem::take(&mut coverage.compared) {
+        let pools = match Pools::connect(&ctx, source, target, db).await? {
+            Ok(pools) => pools,
+            Err(why) => {
+                coverage.not_read.insert(db, why);
+                continue;
+            }
+        };
+        coverage.compared.push(db);
         match &options.keys {
             Some(list) => {
                 let keys = list.get(&db).cloned().unwrap_or_default();
@@ -365,7 +434,9 @@ pub async fn compare(
         let dbs: std::collections::BTreeSet<u32> =
             listed.keys().chain(unlisted.keys()).copied().collect();
         for db in dbs {
-            let pools = Pools::connect(&ctx, source, target, db).await?;
+            let pools = Pools::connect(&ctx, source, target, db)
+                .await?
+                .map_err(|why| anyhow::anyhow!("re-reading database {db}: {why}"))?;
             let keys = listed.remove(&db).unwrap_or_default();
             if let Some(fingerprints) = unlisted.get(&db) {
                 let known: HashSet<&[u8]> = keys.iter().map(Vec::as_slice).collect();
@@ -388,6 +459,8 @@ pub async fn compare(
     report.dump_equal = tally.counts.dump_equal;
     report.digests_compared = tally.counts.digests;
     report.slots_covered = tally.counts.slots;
+    report.strings_windowed = tally.counts.windowed;
+    report.coverage = coverage;
     report.differences_by_kind = tally.diffs.by_kind();
     report.unlisted_differences = tally.diffs.unlisted_count();
     report.differences = tally.diffs.into_listed();
@@ -422,6 +495,12 @@ impl Ctx {
         }
         self.threshold
             .is_none_or(|t| xxhash_rust::xxh3::xxh3_64(key) < t)
+    }
+
+    /// The length beyond which strings are read in windows; None (0 in the
+    /// options): strings are read whole by MGET.
+    fn long_string_limit(&self) -> Option<usize> {
+        (self.options.long_string_bytes > 0).then_some(self.options.long_string_bytes)
     }
 
     fn tolerance_ms(&self) -> i64 {
@@ -461,25 +540,86 @@ impl Ctx {
     }
 }
 
-/// The hash threshold of the sample, if any.
+/// The sample's rate and hash threshold, if any (a rate of 1 or more: every key).
 async fn threshold(
     source: &redis::Client,
     options: &CompareOptions,
-) -> anyhow::Result<Option<u64>> {
+    dbs: &[u32],
+) -> anyhow::Result<Option<(f64, u64)>> {
     let rate = match options.sample {
         Sample::All => return Ok(None),
         Sample::Rate(rate) => rate,
         Sample::Count(count) => {
             let mut total = 0u64;
-            for &db in &options.dbs {
-                let mut conn = connect(source, db, 1).await?.remove(0);
-                let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+            for &db in dbs {
+                let Ok(mut conns) = connect_db(source, db, 1).await? else {
+                    continue; // not readable: reported as such by the walk
+                };
+                let size: u64 = redis::cmd("DBSIZE")
+                    .query_async(&mut conns[0])
+                    .await
+                    .with_context(|| format!("DBSIZE of the source's database {db}"))?;
                 total += size;
             }
             count as f64 / total.max(1) as f64
         }
     };
-    Ok((rate < 1.0).then(|| (rate.max(0.0) * u64::MAX as f64) as u64))
+    Ok((rate < 1.0).then(|| (rate, (rate.max(0.0) * u64::MAX as f64) as u64)))
+}
+
+/// The databases to compare and what is known of both sides' databases: a key
+/// list's databases, the asked ones, or every database holding keys on either side.
+async fn plan(
+    source: &redis::Client,
+    target: &redis::Client,
+    options: &CompareOptions,
+) -> anyhow::Result<Coverage> {
+    if let Some(list) = &options.keys {
+        let dbs = if options.dbs.is_empty() {
+            list.keys().copied().collect()
+        } else {
+            options.dbs.clone()
+        };
+        return Ok(Coverage {
+            compared: dbs,
+            key_list: true,
+            ..Coverage::default()
+        });
+    }
+    let (s, t) = tokio::try_join!(
+        async {
+            crate::coverage::learn(source)
+                .await
+                .context("learning the source's databases")
+        },
+        async {
+            crate::coverage::learn(target)
+                .await
+                .context("learning the target's databases")
+        }
+    )?;
+    let with_keys: std::collections::BTreeSet<u32> =
+        s.with_keys.union(&t.with_keys).copied().collect();
+    let (asked, compared, not_asked) = if options.dbs.is_empty() {
+        (None, with_keys.into_iter().collect(), Vec::new())
+    } else {
+        let mut asked = options.dbs.clone();
+        asked.sort_unstable();
+        asked.dedup();
+        let left_out = with_keys
+            .into_iter()
+            .filter(|db| !asked.contains(db))
+            .collect();
+        (Some(asked.clone()), asked, left_out)
+    };
+    Ok(Coverage {
+        asked,
+        source: Some(s),
+        target: Some(t),
+        compared,
+        not_asked,
+        ..Coverage::default()
+    })
 }
 
 /// What batches found, besides differences.
@@ -495,6 +635,7 @@ struct Counts {
     strings_equal: u64,
     dump_equal: u64,
     digests: u64,
+    windowed: u64,
     slots: RoaringBitmap,
 }
 
@@ -510,6 +651,7 @@ impl Counts {
         self.strings_equal += other.strings_equal;
         self.dump_equal += other.dump_equal;
         self.digests += other.digests;
+        self.windowed += other.windowed;
         self.slots |= other.slots;
     }
 }
@@ -556,20 +698,24 @@ struct Pools {
 }
 
 impl Pools {
+    /// The connections, or why a side refused the database (then it is not read).
     async fn connect(
         ctx: &Ctx,
         source: &redis::Client,
         target: &redis::Client,
         db: u32,
-    ) -> anyhow::Result<Pools> {
+    ) -> anyhow::Result<Result<Pools, String>> {
         let workers = ctx.options.workers.max(1);
-        Ok(Pools {
-            src: connect(source, db, workers)
-                .await
-                .context("connecting to the source")?,
-            dst: connect(target, db, workers)
-                .await
-                .context("connecting to the target")?,
+        let src = connect_db(source, db, workers)
+            .await
+            .context("connecting to the source")?;
+        let dst = connect_db(target, db, workers)
+            .await
+            .context("connecting to the target")?;
+        Ok(match (src, dst) {
+            (Ok(src), Ok(dst)) => Ok(Pools { src, dst }),
+            (Err(why), _) => Err(format!("the source refused it: {why}")),
+            (_, Err(why)) => Err(format!("the target refused it: {why}")),
         })
     }
 }
@@ -841,8 +987,33 @@ async fn quiet_state(ctx: &Ctx, mut conn: Conn) -> anyhow::Result<QuietState> {
     })
 }
 
-async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Result<Vec<Conn>> {
-    crate::side::connect(client, db, n).await
+/// `n` connections to database `db`: an empty database ([`Conn::Absent`]) when the
+/// side has no such database ("DB index is out of range": its `databases` is smaller,
+/// so the other side's keys there are reported), the reason when the side refuses
+/// it (an ACL without SELECT), an error when the side cannot be reached.
+async fn connect_db(
+    client: &redis::Client,
+    db: u32,
+    n: usize,
+) -> anyhow::Result<Result<Vec<Conn>, String>> {
+    match crate::side::connect(client, db, n).await {
+        Ok(conns) => Ok(Ok(conns)),
+        Err(e) => {
+            let Some(refusal) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<redis::RedisError>())
+                .filter(|r| !r.is_io_error() && !r.is_unrecoverable_error())
+                .map(|r| r.to_string())
+            else {
+                return Err(e);
+            };
+            if refusal.contains("out of range") {
+                Ok(Ok(vec![Conn::Absent; n.max(1)]))
+            } else {
+                Ok(Err(format!("SELECT {db}: {refusal}")))
+            }
+        }
+    }
 }
 
 /// Batches of wanted keys for which `chosen` holds, SCAN by SCAN.
@@ -906,9 +1077,10 @@ struct Head {
     pttl: i64,
 }
 
-/// One side's first read of a batch: MGET of every key (Some: a string), PTTL of
-/// every key when the database was last seen holding TTLs, and whether it holds any
-/// key with a TTL right after.
+/// One side's first read of a batch: `GETRANGE 0 limit` of every key (Some: a
+/// non-empty string, whole when at most `limit` bytes, else its first `limit + 1`
+/// bytes: a long string), PTTL of every key when the database was last seen holding
+/// TTLs, and whether it holds any key with a TTL right after.
 struct FirstRead {
     values: Vec<Option<Vec<u8>>>,
     pttls: Option<Vec<i64>>,
@@ -917,10 +1089,12 @@ struct FirstRead {
     now: i64,
 }
 
-/// `MGET` of the batch, then (when `ttls` says this side had keys with a TTL at its
-/// last batch) `PTTL` of every key, then `INFO keyspace`, in one pipeline, so that the
-/// common case costs one round trip. When INFO is not permitted, TTLs are assumed to
-/// exist (and INFO is not asked again).
+/// `GETRANGE key 0 limit` of every key of the batch (no string is read whole beyond
+/// `limit`: [`crate::long_string`]), then (when `ttls` says this side had keys with a
+/// TTL at its last batch) `PTTL` of every key, then `INFO keyspace`, in one pipeline,
+/// so that the common case costs one round trip. An empty reply (no such key, an
+/// empty string) or an error (not a string) is None: TYPE tells. When INFO is not
+/// permitted, TTLs are assumed to exist (and INFO is not asked again).
 async fn first_read(
     ctx: &Ctx,
     mut conn: Conn,
@@ -929,7 +1103,17 @@ async fn first_read(
     ttls: &AtomicBool,
 ) -> anyhow::Result<FirstRead> {
     let mut pipe = redis::pipe();
-    pipe.cmd("MGET").arg(keys);
+    let limit = ctx.long_string_limit();
+    match limit {
+        Some(limit) => {
+            for key in keys {
+                pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit);
+            }
+        }
+        None => {
+            pipe.cmd("MGET").arg(keys);
+        }
+    }
     let read_ttls = ttls.load(Ordering::Relaxed);
     if read_ttls {
         for key in keys {
@@ -944,12 +1128,24 @@ async fn first_read(
         .ignore_errors()
         .query_async(&mut conn)
         .await
-        .context("MGET")?;
+        .context("GETRANGE")?;
     let now = unix_ms();
     let mut replies = replies.into_iter();
-    let values = match replies.next() {
-        Some(reply) => redis::from_redis_value(reply.context("MGET")?).context("MGET")?,
-        None => anyhow::bail!("MGET: no reply"),
+    let values = match limit {
+        Some(_) => {
+            let mut values = Vec::with_capacity(keys.len());
+            for _ in keys {
+                values.push(match replies.next().context("GETRANGE: missing reply")? {
+                    Ok(Reply::BulkString(bytes)) if !bytes.is_empty() => Some(bytes),
+                    _ => None,
+                });
+            }
+            values
+        }
+        None => {
+            let reply = replies.next().context("MGET: no reply")?;
+            redis::from_redis_value(reply.context("MGET")?).context("MGET")?
+        }
     };
     let pttls = if read_ttls {
         let mut pttls = Vec::with_capacity(keys.len());
@@ -1200,8 +1396,11 @@ async fn compare_batch(
         }
     }
 
-    // Strings read by MGET on both sides are compared by their bytes; other keys:
-    // GET of strings (created after the MGET), lengths of collections.
+    // Strings read by the first GETRANGE on both sides are compared by their bytes;
+    // other keys: GETRANGE + EXISTS of strings (empty, or created after the first
+    // read: EXISTS tells an empty string from a key deleted since), lengths of
+    // collections.
+    let limit = ctx.long_string_limit();
     let fast = ctx.dump_ok.load(Ordering::Relaxed);
     let mut pipe = tolerant_pipe();
     let mut second = Vec::new();
@@ -1217,7 +1416,11 @@ async fn compare_batch(
         match (sh[i].kind.as_str(), length_command(&sh[i].kind)) {
             ("string", _) if strings[i] => string_pairs.push((i, sv[i].take(), dv[i].take())),
             ("string", _) => {
-                pipe.cmd("GET").arg(key);
+                match limit {
+                    Some(limit) => pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit),
+                    None => pipe.cmd("GET").arg(key),
+                };
+                pipe.cmd("EXISTS").arg(key);
                 second.push(i);
             }
             (_, Some(len)) if fast => {
@@ -1229,10 +1432,19 @@ async fn compare_batch(
     }
     let (sr, dr) = tokio::try_join!(replies(src.clone(), &pipe), replies(dst.clone(), &pipe))?;
     let mut third = Vec::new();
-    for (&i, (a, b)) in second.iter().zip(sr.into_iter().zip(dr)) {
+    let (mut sr, mut dr) = (sr.into_iter(), dr.into_iter());
+    for &i in &second {
+        let (a, b) = (
+            sr.next().unwrap_or(Reply::Nil),
+            dr.next().unwrap_or(Reply::Nil),
+        );
         if sh[i].kind == "string" {
-            let bytes = |r: Reply| redis::from_redis_value::<Option<Vec<u8>>>(r).ok().flatten();
-            string_pairs.push((i, bytes(a), bytes(b)));
+            let (a_exists, b_exists) = (sr.next(), dr.next());
+            let bytes = |r: Reply, exists: Option<Reply>| match (r, exists) {
+                (Reply::BulkString(bytes), Some(Reply::Int(1))) => Some(bytes),
+                _ => None,
+            };
+            string_pairs.push((i, bytes(a, a_exists), bytes(b, b_exists)));
         } else {
             let (x, y) = (as_int(&a), as_int(&b));
             if x != y {
@@ -1245,13 +1457,31 @@ async fn compare_batch(
         }
     }
 
+    let mut long_strings = Vec::new();
     for (i, a, b) in string_pairs {
-        if a.is_some() && a == b {
+        let long = |v: &Option<Vec<u8>>| {
+            limit.is_some_and(|limit| v.as_ref().is_some_and(|v| v.len() > limit))
+        };
+        if long(&a) || long(&b) {
+            long_strings.push(i);
+        } else if a.is_some() && a == b {
             out.counts.strings_equal += 1;
             equal.push(i);
         } else {
             let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
             value_diffs.push((i, string_hint(&a, &b)));
+        }
+    }
+
+    for &i in &long_strings {
+        out.counts.windowed += 1;
+        let window = limit.unwrap_or(usize::MAX);
+        match compare_long_string(&src, &dst, &keys[i], window).await? {
+            None => {
+                out.counts.strings_equal += 1;
+                equal.push(i);
+            }
+            Some(detail) => value_diffs.push((i, detail)),
         }
     }
 
@@ -1353,6 +1583,28 @@ async fn compare_batch(
         }
     }
     Ok(out)
+}
+
+/// A long string on both sides compared in windows: None when equal, else a hint. A
+/// reply error (the key deleted or retyped during the read) is a difference that a
+/// later round re-reads; a failed connection ends the check.
+async fn compare_long_string(
+    src: &Conn,
+    dst: &Conn,
+    key: &[u8],
+    window: usize,
+) -> anyhow::Result<Option<String>> {
+    let (mut s, mut d) = (src.clone(), dst.clone());
+    match long_string::compare_windows(&mut s, &mut d, key, window).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) if e.is_io_error() || e.is_unrecoverable_error() => Err(e).with_context(|| {
+            format!(
+                "reading the long string {} in windows",
+                String::from_utf8_lossy(key)
+            )
+        }),
+        Err(e) => Ok(Some(format!("changed during the read: {e}"))),
+    }
 }
 
 fn as_int(reply: &Reply) -> i64 {

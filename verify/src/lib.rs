@@ -11,6 +11,12 @@
 //!   once, a DUMP fast path, a configurable number of workers, a rate limit, rounds
 //!   that re-check differing keys) and reports keys missing on the target, extra on
 //!   the target, and keys whose type, value or TTL differ.
+//! - [`coverage`]: which databases each side has and holds keys in (learned from both:
+//!   `INFO keyspace`, `CONFIG GET databases`, or probed with `SELECT`), which were
+//!   compared, and what was not (a database not read, not asked, a sample): verify
+//!   claims CONSISTENT only over what it read.
+//! - [`long_string`]: strings beyond a bound compared in `GETRANGE` windows, never
+//!   held whole.
 //! - [`digest`]: chunked, order-sensitive (lists, streams) or order-independent
 //!   (hashes, sets, zsets) xxh3 digests of values, read without holding them whole.
 //! - [`canonical`]: reads one key's whole value as an encoding-independent form (for
@@ -24,11 +30,15 @@
 
 pub mod canonical;
 pub mod compare;
+pub mod coverage;
 pub mod digest;
+pub mod long_string;
 pub mod output;
 pub mod side;
 pub mod track;
 
 pub use compare::{
     compare, CompareOptions, Difference, DifferenceKind, KeyList, Report, Sample, TargetPass,
+    Verdict,
 };
+pub use coverage::Coverage;

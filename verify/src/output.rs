@@ -1,5 +1,6 @@
-//! Machine-readable output: a CSV of every difference and a JSON summary, and the
-//! key lists read back from a file.
+//! Machine-readable output: a CSV of every difference and a JSON summary (with the
+//! run's `verdict` and its `coverage`: what was compared and what was not, see
+//! [`crate::coverage`]), and the key lists read back from a file.
 //!
 //! Keys are written losslessly: a key that is valid UTF-8 and does not start with
 //! `base64:` is written as is; any other key is written as `base64:` followed by the
@@ -14,7 +15,7 @@ use anyhow::Context;
 use base64::Engine;
 use serde_json::json;
 
-use crate::compare::{KeyList, Report, Sample};
+use crate::compare::{KeyList, Report, Sample, Verdict};
 use crate::CompareOptions;
 
 const BASE64_PREFIX: &str = "base64:";
@@ -79,8 +80,17 @@ pub fn summary(report: &Report, options: &CompareOptions) -> serde_json::Value {
         Sample::Rate(rate) => json!({"mode": "sample", "rate": rate}),
         Sample::Count(count) => json!({"mode": "sample", "count": count}),
     };
+    let verdict = match report.verdict() {
+        Verdict::Consistent => "consistent",
+        Verdict::Differences => "differences",
+        Verdict::Incomplete => "incomplete",
+    };
     json!({
-        "consistent": report.is_consistent(),
+        // True only when nothing was left out (see `coverage`).
+        "consistent": report.verdict() == Verdict::Consistent,
+        "verdict": verdict,
+        "no_differences_in_what_was_read": report.is_consistent(),
+        "coverage": report.coverage.to_json(),
         "keys_compared": report.keys_compared,
         "keys_per_type": report.keys_per_type,
         "target_keys_checked": report.target_keys_checked,
@@ -103,7 +113,9 @@ pub fn summary(report: &Report, options: &CompareOptions) -> serde_json::Value {
         "strings_equal_by_bytes": report.strings_equal,
         "elapsed_ms": report.elapsed.as_millis() as u64,
         "keys_per_second": report.keys_per_second().round(),
-        "dbs": options.dbs,
+        "dbs": report.coverage.compared,
+        "strings_compared_in_windows": report.strings_windowed,
+        "long_string_bytes": options.long_string_bytes,
         "sample": sample,
         "ttl_tolerance_ms": options.ttl_tolerance.as_millis() as u64,
         "ttl_extension_ms": options.ttl_extension.as_millis() as u64,

@@ -159,7 +159,7 @@ pub async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Resul
     Ok(vec![Conn::Cluster(cluster); n.max(1)])
 }
 
-async fn open(client: &redis::Client, db: u32) -> anyhow::Result<MultiplexedConnection> {
+pub(crate) async fn open(client: &redis::Client, db: u32) -> anyhow::Result<MultiplexedConnection> {
     let info = client.get_connection_info().clone();
     let settings = info.redis_settings().clone().set_db(i64::from(db));
     let client = redis::Client::open(info.set_redis_settings(settings))?;

@@ -211,6 +211,9 @@ pub async fn consistent(
     if !report.is_consistent() {
         bail!("verify found differences: {report}");
     }
+    if report.verdict() != lockstep_verify::Verdict::Consistent {
+        bail!("verify did not cover everything: {report}");
+    }
     if report.keys_compared < min_keys {
         bail!(
             "verify compared {} keys, expected at least {min_keys}: {report}",

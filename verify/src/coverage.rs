@@ -1,0 +1,345 @@
+//! What a comparison covered: which databases exist on each side and hold keys, how
+//! that was learned, which were compared, and everything that was not looked at.
+//!
+//! verify says CONSISTENT only about what it read. Before walking, [`learn`] asks each
+//! side which databases it has:
+//! - a Redis Cluster side (`INFO cluster`) has database 0 only;
+//! - a standalone side (Redis or Valkey alike) answers `INFO keyspace`: the databases
+//!   holding keys (only existing ones are listed, so `CONFIG GET databases`, an admin
+//!   command a read-only account lacks, is not asked). When INFO is refused (an
+//!   account without `+info`), the databases are *probed*: one pipeline of
+//!   `SELECT n` + `DBSIZE` for every n below `CONFIG GET databases`, or, when that is
+//!   refused too, up to [`PROBE_BOUND`] (a `SELECT` answering "out of range" ends the
+//!   count). A database whose DBSIZE is refused is compared anyway. What could not
+//!   be learned (SELECT refused, databases beyond the bound) is a gap of the coverage.
+//!
+//! By default every database holding keys on either side is compared (their union);
+//! an explicit list (`--dbs`) restricts the scope, and the databases outside it that
+//! hold keys are named. A database that exists on one side only (the other's
+//! `databases` is smaller) is compared against an empty one, so its keys are reported
+//! missing or extra. A database a side refuses to SELECT is "not read", with the reason.
+//!
+//! [`Coverage::is_complete`] is what the exit status distinguishes: no gap, no sample.
+//! A key list (`--keys-from`, `--recheck`) compares exactly the keys asked and is named
+//! as such; it is not a gap.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use redis::aio::MultiplexedConnection;
+use serde_json::json;
+
+/// How far databases are probed when neither INFO nor CONFIG may be read.
+pub const PROBE_BOUND: u32 = 256;
+
+/// How one side's databases were learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Learned {
+    /// A Redis Cluster: database 0 only.
+    Cluster,
+    /// From `INFO keyspace`.
+    InfoKeyspace,
+    /// INFO refused: by `SELECT n` + `DBSIZE`, for n below this.
+    Probed { below: u32 },
+}
+
+impl Learned {
+    pub fn describe(&self) -> String {
+        match self {
+            Learned::Cluster => "a cluster: database 0 only".into(),
+            Learned::InfoKeyspace => "from INFO keyspace".into(),
+            Learned::Probed { below } => {
+                format!(
+                    "INFO refused: probed with SELECT and DBSIZE, databases 0 to {}",
+                    below.saturating_sub(1)
+                )
+            }
+        }
+    }
+}
+
+/// What one side said about its databases.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SideDatabases {
+    pub learned: Learned,
+    /// `CONFIG GET databases`, when asked (INFO refused) and it could be read.
+    pub configured: Option<u32>,
+    /// Databases holding keys (or whose size could not be read).
+    pub with_keys: BTreeSet<u32>,
+    /// What could not be learned (a gap of the coverage).
+    pub unknown: Option<String>,
+}
+
+/// Asks one side (any node's URL) which databases it has and which hold keys.
+pub async fn learn(client: &redis::Client) -> anyhow::Result<SideDatabases> {
+    let mut conn = crate::side::open(client, 0).await?;
+    let info: Option<String> = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await
+        .ok();
+    if info
+        .as_deref()
+        .is_some_and(|i| i.lines().any(|l| l.trim() == "cluster_enabled:1"))
+    {
+        return Ok(SideDatabases {
+            learned: Learned::Cluster,
+            configured: Some(1),
+            with_keys: BTreeSet::from([0]),
+            unknown: None,
+        });
+    }
+    let keyspace: Option<String> = redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async(&mut conn)
+        .await
+        .ok();
+    if let Some(text) = keyspace.filter(|t| t.contains("# Keyspace")) {
+        // INFO lists only databases that exist: CONFIG (an admin command a read-only
+        // account lacks) is not needed to bound them.
+        return Ok(SideDatabases {
+            learned: Learned::InfoKeyspace,
+            configured: None,
+            with_keys: keyspace_databases(&text),
+            unknown: None,
+        });
+    }
+    let configured = configured_databases(&mut conn).await;
+    probe(&mut conn, configured).await
+}
+
+/// `CONFIG GET databases`, None when refused or unreadable.
+async fn configured_databases(conn: &mut MultiplexedConnection) -> Option<u32> {
+    let pairs: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("databases")
+        .query_async(conn)
+        .await
+        .ok()?;
+    pairs.get(1)?.parse().ok()
+}
+
+/// The databases an `INFO keyspace` reply lists (`db3:keys=1,...`).
+pub fn keyspace_databases(info: &str) -> BTreeSet<u32> {
+    info.lines()
+        .filter_map(|l| l.strip_prefix("db")?.split_once(':')?.0.parse().ok())
+        .collect()
+}
+
+/// INFO refused: `SELECT n` + `DBSIZE` for every n up to the configured count (or
+/// [`PROBE_BOUND`]), in one pipeline on a connection of its own.
+async fn probe(
+    conn: &mut MultiplexedConnection,
+    configured: Option<u32>,
+) -> anyhow::Result<SideDatabases> {
+    let bound = configured.unwrap_or(PROBE_BOUND);
+    let mut pipe = redis::pipe();
+    // The connection starts on database 0 (no SELECT needed: an account may not have
+    // it); one past the bound: does a database exist beyond it?
+    pipe.cmd("DBSIZE");
+    for db in 1..=bound {
+        pipe.cmd("SELECT").arg(db).cmd("DBSIZE");
+    }
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+        .ignore_errors()
+        .query_async(conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("probing the databases with SELECT and DBSIZE: {e}"))?;
+    let mut replies = replies.into_iter();
+    let mut with_keys = BTreeSet::new();
+    let mut unknown = None;
+    let mut below = bound;
+    for db in 0..=bound {
+        let select = if db == 0 {
+            Ok(redis::Value::Okay)
+        } else {
+            replies.next().unwrap_or(Ok(redis::Value::Nil))
+        };
+        let size = replies.next();
+        if let Err(e) = &select {
+            if e.to_string().contains("out of range") {
+                below = db;
+            } else {
+                below = db;
+                unknown = Some(format!(
+                    "databases from {db} up could not be learned: SELECT {db} refused ({})",
+                    first_line(&e.to_string())
+                ));
+            }
+            break;
+        }
+        if db == bound {
+            if configured.is_none() {
+                unknown = Some(format!(
+                    "databases from {bound} up were not probed (INFO and CONFIG refused)"
+                ));
+            }
+            break;
+        }
+        match &size {
+            Some(Ok(redis::Value::Int(0))) => {}
+            _ => {
+                with_keys.insert(db);
+            }
+        }
+    }
+    Ok(SideDatabases {
+        learned: Learned::Probed { below },
+        configured,
+        with_keys,
+        unknown,
+    })
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// What the run covered; reported with the differences.
+#[derive(Clone, Debug, Default)]
+pub struct Coverage {
+    /// The databases given explicitly (`--dbs`); None: every database with keys.
+    pub asked: Option<Vec<u32>>,
+    /// What each side said (None: a key list, nothing learned).
+    pub source: Option<SideDatabases>,
+    pub target: Option<SideDatabases>,
+    /// Databases walked (or whose listed keys were read).
+    pub compared: Vec<u32>,
+    /// Databases that could not be read, and why.
+    pub not_read: BTreeMap<u32, String>,
+    /// Databases holding keys on either side, outside the asked scope.
+    pub not_asked: Vec<u32>,
+    /// A sample: keys compared out of about how many (the source's DBSIZE).
+    pub sample: Option<SampleCoverage>,
+    /// Only the keys of a key list were read.
+    pub key_list: bool,
+}
+
+/// A sample's extent.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SampleCoverage {
+    /// The fraction of the key space (by key hash) compared.
+    pub rate: f64,
+}
+
+impl Coverage {
+    /// Nothing left out: every database with keys compared, every side's databases
+    /// learned, no sample.
+    pub fn is_complete(&self) -> bool {
+        self.gaps().is_empty() && self.sample.is_none()
+    }
+
+    /// Whatever was not covered, one sentence each (the sample aside).
+    pub fn gaps(&self) -> Vec<String> {
+        let mut gaps = Vec::new();
+        for (name, side) in [("source", &self.source), ("target", &self.target)] {
+            if let Some(unknown) = side.as_ref().and_then(|s| s.unknown.as_ref()) {
+                gaps.push(format!("{name}: {unknown}"));
+            }
+        }
+        for (db, why) in &self.not_read {
+            gaps.push(format!("database {db} not read: {why}"));
+        }
+        if !self.not_asked.is_empty() {
+            let verb = if self.not_asked.len() == 1 {
+                "holds keys and was"
+            } else {
+                "hold keys and were"
+            };
+            gaps.push(format!(
+                "{} {verb} not compared",
+                databases(&self.not_asked)
+            ));
+        }
+        gaps
+    }
+
+    /// The scope in words: "databases 0, 3 as asked", "databases 0, 20 (every
+    /// database holding keys)".
+    pub fn scope(&self) -> String {
+        let compared = if self.compared.is_empty() {
+            "no database (none holds keys)".to_owned()
+        } else {
+            databases(&self.compared)
+        };
+        if self.key_list {
+            format!("the listed keys of {compared}")
+        } else if self.asked.is_some() {
+            format!("{compared} as asked")
+        } else {
+            format!("{compared} (every database holding keys)")
+        }
+    }
+
+    /// The `coverage` object of the JSON summary.
+    pub fn to_json(&self) -> serde_json::Value {
+        let side = |s: &Option<SideDatabases>| {
+            s.as_ref().map(|s| {
+                json!({
+                    "learned": match &s.learned {
+                        Learned::Cluster => "cluster".to_owned(),
+                        Learned::InfoKeyspace => "info_keyspace".to_owned(),
+                        Learned::Probed { .. } => "probed".to_owned(),
+                    },
+                    "how": s.learned.describe(),
+                    "configured_databases": s.configured,
+                    "databases_with_keys": s.with_keys,
+                    "unknown": s.unknown,
+                })
+            })
+        };
+        json!({
+            "complete": self.is_complete(),
+            "scope": if self.key_list { "key_list" } else if self.asked.is_some() { "asked" } else { "every_database_with_keys" },
+            "asked": self.asked,
+            "compared": self.compared,
+            "not_read": self.not_read.iter().map(|(db, why)| (db.to_string(), why.clone())).collect::<BTreeMap<_, _>>(),
+            "not_asked_with_keys": self.not_asked,
+            "sample": self.sample.map(|s| json!({"rate": s.rate})),
+            "source": side(&self.source),
+            "target": side(&self.target),
+            "gaps": self.gaps(),
+        })
+    }
+}
+
+/// "database 3" or "databases 0, 3".
+fn databases(dbs: &[u32]) -> String {
+    let list: Vec<String> = dbs.iter().map(u32::to_string).collect();
+    match dbs.len() {
+        1 => format!("database {}", list[0]),
+        _ => format!("databases {}", list.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_lines_name_their_databases() {
+        let info = "# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\ndb20:keys=3,expires=1\r\n";
+        assert_eq!(keyspace_databases(info), BTreeSet::from([0, 20]));
+        assert!(keyspace_databases("# Keyspace\r\n").is_empty());
+    }
+
+    #[test]
+    fn gaps_name_every_database_left_out() {
+        let coverage = Coverage {
+            asked: Some(vec![0, 3]),
+            compared: vec![0, 3],
+            not_asked: vec![20, 31],
+            ..Coverage::default()
+        };
+        assert!(!coverage.is_complete());
+        assert_eq!(coverage.scope(), "databases 0, 3 as asked");
+        assert_eq!(
+            coverage.gaps(),
+            ["databases 20, 31 hold keys and were not compared"]
+        );
+        let sampled = Coverage {
+            sample: Some(SampleCoverage::default()),
+            ..Coverage::default()
+        };
+        assert!(sampled.gaps().is_empty() && !sampled.is_complete());
+    }
+}
