@@ -300,6 +300,8 @@ fn engine_options(
     args.task.apply_to(&mut options)?;
     options.heartbeat = !args.no_heartbeat;
     options.heartbeat_interval = Duration::from_secs(args.heartbeat_interval_secs);
+    options.link.read_timeout = Duration::from_secs(args.repl_timeout);
+    options.apply.reply_timeout = Duration::from_secs(args.target_timeout);
     options.link.tls = args.connection.tls(Side::Source);
     options.apply.tls = args.connection.tls(Side::Target);
     options.checkpoint_dir = args

@@ -10,9 +10,15 @@
 //! An error reply stops the writer: [`ApplyError::Rejected`] names the command, its
 //! key and the reply, and nothing after it counts as applied. `-OOM` on the target
 //! is such an error, so the checkpoint never advances past a write the target refused.
+//!
+//! A target that stops answering (a frozen host, a black-holed flow) is bounded by
+//! `reply_timeout` (`--target-timeout`): every wait for a reply and every write is,
+//! and [`TargetWriter::check_answering`] (the session loop's ACK tick) fails the
+//! writer when commands have waited that long with no byte from the target. Nothing
+//! unanswered is ever counted applied, so the next session resumes exactly.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
@@ -38,7 +44,7 @@ pub enum ApplyError {
     },
     #[error("the {endpoint} closed the connection")]
     Closed { endpoint: String },
-    #[error("the {endpoint} did not answer within {timeout:?}")]
+    #[error("the {endpoint} did not answer within {timeout:?}: the connection is presumed dead")]
     Timeout { endpoint: String, timeout: Duration },
     #[error("reading replies from the {endpoint}: {source}")]
     Read { endpoint: String, source: ReadError },
@@ -82,7 +88,8 @@ pub struct ApplyOptions {
     /// Bytes buffered before they are written even if more commands follow.
     pub batch_bytes_max: usize,
     pub connect_timeout: Duration,
-    /// Longest wait for one reply.
+    /// Longest wait for one reply, for one write, and longest silence while
+    /// commands are unanswered (`--target-timeout`).
     pub reply_timeout: Duration,
     pub tls: TlsOptions,
 }
@@ -215,6 +222,9 @@ pub struct TargetWriter {
     applied_commands: u64,
     /// Commands queued since a MULTI was sent, until its EXEC or DISCARD.
     transaction: Option<u32>,
+    /// When a command was pushed onto an empty queue: the target's silence counts
+    /// from the later of this and its last byte (see [`TargetWriter::check_answering`]).
+    waiting_since: Option<Instant>,
     /// While above zero, `out` is held back: that many commands already sent must be
     /// answered first (see [`TargetWriter::hold_until_answered`]).
     gate_waiting: usize,
@@ -261,6 +271,7 @@ impl TargetWriter {
             applied: None,
             applied_commands: 0,
             transaction: None,
+            waiting_since: None,
             gate_waiting: 0,
             pushed: 0,
             answered: 0,
@@ -359,6 +370,9 @@ impl TargetWriter {
                 self.read_one().await?;
                 self.flush_direct().await?; // what was held, once the gate opens
             }
+        }
+        if self.pending.is_empty() {
+            self.waiting_since = Some(Instant::now());
         }
         encode_command(&mut self.out, argv);
         let label = Label::of(argv);
@@ -459,15 +473,62 @@ impl TargetWriter {
             return Ok(());
         }
         let endpoint = &self.endpoint;
-        self.writer
-            .write_all(&self.out)
-            .await
-            .map_err(|source| ApplyError::Write {
+        // A frozen target stops reading: its socket buffer fills and the write
+        // would wait forever. (The timer costs a clock read when the write is done
+        // at once, as it is unless the target is slow.)
+        let timeout = self.options.reply_timeout;
+        match tokio::time::timeout(timeout, self.writer.write_all(&self.out)).await {
+            Ok(written) => written.map_err(|source| ApplyError::Write {
                 endpoint: endpoint.clone(),
                 source,
-            })?;
+            })?,
+            Err(_) => {
+                return Err(ApplyError::Timeout {
+                    endpoint: endpoint.clone(),
+                    timeout,
+                })
+            }
+        }
         self.out.clear();
         Ok(())
+    }
+
+    /// Fails with [`ApplyError::Timeout`] when commands sent to the target have been
+    /// waiting for `reply_timeout` and no byte has come from it meanwhile (replies
+    /// that have arrived must be read first: [`TargetWriter::poll_replies`]).
+    /// No clock read unless commands are waiting.
+    pub fn check_answering(&self) -> Result<(), ApplyError> {
+        if let Some(cluster) = self.cluster.as_deref() {
+            return cluster.check_answering();
+        }
+        self.check_answering_direct()
+    }
+
+    pub(crate) fn check_answering_direct(&self) -> Result<(), ApplyError> {
+        let Some(since) = self.waiting_since.filter(|_| !self.pending.is_empty()) else {
+            return Ok(());
+        };
+        let since = self
+            .reader
+            .last_read()
+            .map_or(since, |read| read.max(since));
+        let timeout = self.options.reply_timeout;
+        if since.elapsed() < timeout {
+            return Ok(());
+        }
+        Err(ApplyError::Timeout {
+            endpoint: self.endpoint.clone(),
+            timeout,
+        })
+    }
+
+    /// When a read last brought bytes from the target (the latest over a cluster's
+    /// primaries); `None` before any.
+    pub fn last_reply_at(&self) -> Option<Instant> {
+        match self.cluster.as_deref() {
+            Some(cluster) => cluster.last_reply_at(),
+            None => self.reader.last_read(),
+        }
     }
 
     /// Reads the replies that have already arrived, without waiting.

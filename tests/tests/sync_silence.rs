@@ -1,0 +1,249 @@
+//! A link that goes silent without closing (a flow dropped by a NAT or a firewall, a
+//! frozen host): a [`FaultProxy`] black-holes the path, the connection stays open and
+//! nothing arrives. The session must end within the configured silence
+//! (`link.read_timeout`, `--repl-timeout`; `apply.reply_timeout`, `--target-timeout`),
+//! and the next one resume exactly: by PSYNC in the stream (the source's own INFO
+//! counts the full and partial resyncs), by a new copy during a full copy. Checked
+//! with plain reads and the verify crate.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_equal, caught_up, options, SyncTask};
+use lockstep_sync::endpoint::Endpoint;
+use lockstep_sync::engine::Phase;
+use lockstep_testkit::proxy::FaultProxy;
+use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use redis::aio::MultiplexedConnection;
+
+/// The silence after which a side counts as dead in these tests.
+const SILENCE: Duration = Duration::from_secs(3);
+
+/// `sync_full` and `sync_partial_ok` from the source's INFO stats.
+async fn resyncs(source: &RedisServer) -> anyhow::Result<(i64, i64)> {
+    let stats = source.info("stats").await?;
+    Ok((stats.int("sync_full")?, stats.int("sync_partial_ok")?))
+}
+
+async fn incr(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
+    redis::cmd("INCR")
+        .arg("counter")
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
+/// How a silent session ended: after how long, with which error, how many INCRs
+/// were written meanwhile.
+struct Ended {
+    took: Duration,
+    error: String,
+    written: u64,
+}
+
+/// Writes to the source until the task reports a session ended by an error that
+/// contains `needle`; fails on another error first (its message says which).
+async fn write_until_session_ends(
+    task: &SyncTask,
+    conn: &mut MultiplexedConnection,
+    needle: &str,
+) -> anyhow::Result<Ended> {
+    let started = Instant::now();
+    let mut written = 0u64;
+    loop {
+        incr(conn).await?;
+        written += 1;
+        if let Some(error) = task.now().last_error {
+            anyhow::ensure!(
+                error.contains(needle),
+                "the session ended otherwise: {error}"
+            );
+            let took = started.elapsed();
+            eprintln!("the session ended after {took:?}: {error}");
+            return Ok(Ended {
+                took,
+                error,
+                written,
+            });
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(15),
+            "the session did not end within 15 s of silence (wanted an error with {needle:?}); progress: {:?}",
+            task.now()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn counter_on(server: &RedisServer) -> anyhow::Result<u64> {
+    let mut conn = server.client().await?;
+    Ok(redis::cmd("GET")
+        .arg("counter")
+        .query_async::<Option<u64>>(&mut conn)
+        .await?
+        .unwrap_or(0))
+}
+
+#[tokio::test]
+async fn a_silent_source_stream_is_dropped_and_resumed_by_psync() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let proxy = FaultProxy::start(source.addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.source = Endpoint::parse(&proxy.url_for(&source))?;
+    options.link.read_timeout = SILENCE;
+    let mut task = SyncTask::spawn(options);
+    let mut conn = source.client().await?;
+    for _ in 0..100 {
+        incr(&mut conn).await?;
+    }
+    caught_up(&mut task, &source).await?;
+    let before = resyncs(&source).await?;
+
+    proxy.black_hole();
+    let ended = write_until_session_ends(&task, &mut conn, "sent nothing for").await?;
+    let took = ended.took;
+    assert!(
+        took >= SILENCE - Duration::from_millis(500) && took <= SILENCE * 2,
+        "the silent stream ended after {took:?}, wanted about {SILENCE:?}"
+    );
+    assert!(
+        ended.error.contains("in the command stream"),
+        "{}",
+        ended.error
+    );
+    let written = ended.written;
+    proxy.restore();
+    for _ in 0..50 {
+        incr(&mut conn).await?;
+    }
+    wait_until("a partial resync", Duration::from_secs(30), || async {
+        let p = task.now();
+        Ok(if p.partial_syncs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        })
+    })
+    .await?;
+    caught_up(&mut task, &source).await?;
+    let after = resyncs(&source).await?;
+    assert_eq!(after.0, before.0, "the source served a full copy again");
+    assert!(
+        after.1 > before.1,
+        "no partial resync on the source: {before:?} -> {after:?}"
+    );
+    assert_eq!(counter_on(&target).await?, 100 + written + 50);
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_rdb_transfer_is_dropped_and_copied_again() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    let value = vec![b'v'; 1024];
+    for chunk in 0..40 {
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            pipe.cmd("SET")
+                .arg(format!("key:{chunk}:{i}"))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
+    }
+    let proxy = FaultProxy::start(source.addr()).await?;
+    // About 4 MB at 1 MB/s: the transfer is under way for seconds.
+    proxy.set_bandwidth(Some(1 << 20));
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.source = Endpoint::parse(&proxy.url_for(&source))?;
+    options.link.read_timeout = SILENCE;
+    let mut task = SyncTask::spawn(options);
+    wait_until(
+        "the RDB transfer under way",
+        Duration::from_secs(30),
+        || async {
+            let p = task.now();
+            Ok(if p.phase == Phase::FullCopy && p.bytes_copied > 0 {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            })
+        },
+    )
+    .await?;
+    proxy.black_hole();
+    let ended = write_until_session_ends(&task, &mut conn, "sent nothing for").await?;
+    assert!(
+        ended.took <= SILENCE * 2,
+        "the silent transfer ended after {:?}",
+        ended.took
+    );
+    assert!(ended.error.contains("RDB transfer"), "{}", ended.error);
+    proxy.set_bandwidth(None);
+    proxy.restore();
+    caught_up(&mut task, &source).await?;
+    assert_eq!(task.now().full_syncs, 1, "one copy completed");
+    assert_eq!(counter_on(&target).await?, counter_on(&source).await?);
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_target_ends_the_session_and_the_next_resumes_exactly() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let proxy = FaultProxy::start(target.addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.target = Endpoint::parse(&proxy.url_for(&target))?;
+    options.apply.reply_timeout = SILENCE;
+    let mut task = SyncTask::spawn(options);
+    let mut conn = source.client().await?;
+    for _ in 0..100 {
+        incr(&mut conn).await?;
+    }
+    caught_up(&mut task, &source).await?;
+    let before = resyncs(&source).await?;
+
+    proxy.black_hole();
+    let ended = write_until_session_ends(&task, &mut conn, "did not answer").await?;
+    assert!(
+        ended.took <= SILENCE * 2,
+        "the silent target ended the session after {:?}",
+        ended.took
+    );
+    let written = ended.written;
+    proxy.restore();
+    for _ in 0..50 {
+        incr(&mut conn).await?;
+    }
+    wait_until("a partial resync", Duration::from_secs(30), || async {
+        let p = task.now();
+        Ok(if p.partial_syncs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        })
+    })
+    .await?;
+    caught_up(&mut task, &source).await?;
+    assert_eq!(
+        resyncs(&source).await?.0,
+        before.0,
+        "the source served a full copy again"
+    );
+    // Exact: nothing swallowed by the black hole counted as applied, nothing twice.
+    assert_eq!(counter_on(&target).await?, 100 + written + 50);
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
