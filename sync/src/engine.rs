@@ -12,6 +12,12 @@
 //!    REPLCONF consumed, the heartbeat key filtered out; a checkpoint is stored every
 //!    `checkpoint_interval` at the last position the target has answered;
 //! 4. `REPLCONF ACK` with the applied offset every second, also during the full copy.
+//!    The same tick ends the session when the source has sent nothing for
+//!    `link.read_timeout` (`--repl-timeout`; a flow dropped by a firewall stays open
+//!    and silent) or the target has left commands unanswered for
+//!    `apply.reply_timeout` (`--target-timeout`); the lag published is measured from
+//!    the last heartbeat seen, so it grows while nothing arrives
+//!    ([`Progress::lag_ms`]).
 //!
 //! A transient failure (a cut connection, a restarting server) ends the session; the
 //! next one resumes from the checkpoint, within the retry window. A permanent one
