@@ -247,3 +247,45 @@ async fn a_silent_target_ends_the_session_and_the_next_resumes_exactly() -> anyh
     task.finish().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stalled_target_that_comes_back_late_applies_nothing_twice() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let proxy = FaultProxy::start(target.addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.target = Endpoint::parse(&proxy.url_for(&target))?;
+    options.apply.reply_timeout = SILENCE;
+    let mut task = SyncTask::spawn(options);
+    let mut conn = source.client().await?;
+    for _ in 0..100 {
+        incr(&mut conn).await?;
+    }
+    caught_up(&mut task, &source).await?;
+
+    // The stalled bytes (commands the old session sent and gave up on) are
+    // delivered when the path recovers, after the session was replaced.
+    proxy.stall();
+    let ended = write_until_session_ends(&task, &mut conn, "did not answer").await?;
+    let written = ended.written;
+    proxy.restore();
+    for _ in 0..50 {
+        incr(&mut conn).await?;
+    }
+    wait_until("a partial resync", Duration::from_secs(30), || async {
+        let p = task.now();
+        Ok(if p.partial_syncs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        })
+    })
+    .await?;
+    caught_up(&mut task, &source).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counter_on(&target).await?, 100 + written + 50);
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
