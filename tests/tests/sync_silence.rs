@@ -289,3 +289,36 @@ async fn a_stalled_target_that_comes_back_late_applies_nothing_twice() -> anyhow
     task.finish().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_source_that_prepares_its_snapshot_longer_than_the_timeout_is_alive() -> anyhow::Result<()>
+{
+    // A diskless source waits this long for more replicas before it starts the
+    // transfer, sending a newline every second meanwhile: slow, not silent.
+    let source = RedisServer::start(
+        ServerConfig::new(RedisVersion::V7_0)
+            .set("repl-diskless-sync", "yes")
+            .set("repl-diskless-sync-delay", "6"),
+    )
+    .await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    for _ in 0..10 {
+        incr(&mut conn).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.link.read_timeout = SILENCE;
+    let mut task = SyncTask::spawn(options);
+    caught_up(&mut task, &source).await?;
+    let p = task.now();
+    assert_eq!(
+        (p.full_syncs, p.last_error.as_deref()),
+        (1, None),
+        "the keepalives were not taken for life: {p:?}"
+    );
+    assert_eq!(resyncs(&source).await?.0, 1, "one full copy on the source");
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
