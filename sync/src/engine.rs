@@ -1668,3 +1668,23 @@ impl Read for ChannelReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_is_unknown_without_a_heartbeat_and_grows_from_the_last_one() {
+        let mut progress = Progress {
+            heartbeat_lag_ms: Some(1),
+            ..Progress::default()
+        };
+        assert_eq!(progress.lag_ms(1_000_000), None, "unknown, not zero");
+        progress.heartbeat_sent_unix_ms = Some(1_000_000);
+        assert_eq!(progress.lag_ms(1_000_001), Some(1));
+        // Nothing more arrives: the transit stays at 1 ms, the lag grows.
+        assert_eq!(progress.lag_ms(1_150_000), Some(150_000));
+        // A source clock ahead of lockstep's does not make a negative lag.
+        assert_eq!(progress.lag_ms(999_000), Some(0));
+    }
+}
