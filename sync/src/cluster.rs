@@ -1022,6 +1022,14 @@ impl ClusterTarget {
         Ok(())
     }
 
+    /// The identities of the primaries' connections.
+    pub(crate) fn identities(&self) -> Vec<crate::apply::ClientIdentity> {
+        self.shards
+            .iter()
+            .flat_map(|p| p.writer.identities())
+            .collect()
+    }
+
     /// [`TargetWriter::check_answering`] of every primary.
     pub(crate) fn check_answering(&self) -> Result<(), ApplyError> {
         self.shards

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
+use crate::apply::{ApplyError, ApplyOptions, ClientIdentity, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::cluster_source::SourceCluster;
 use crate::cross_slot::SourceCopier;
@@ -349,6 +349,8 @@ pub async fn run(
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     let mut options = options;
+    // The target connections of the last session, closed by the next one.
+    let mut fence: Vec<ClientIdentity> = Vec::new();
     loop {
         let before = progress.borrow().clone();
         let outcome = match options.source_cluster.clone() {
@@ -360,11 +362,11 @@ pub async fn run(
                     }
                     options.source = nodes.read;
                     options.heartbeat_at = Some(nodes.primary);
-                    session(&options, &mut store, stop.clone(), &progress).await
+                    session(&options, &mut store, &mut fence, stop.clone(), &progress).await
                 }
                 Err(err) => Err(err),
             },
-            None => session(&options, &mut store, stop.clone(), &progress).await,
+            None => session(&options, &mut store, &mut fence, stop.clone(), &progress).await,
         };
         let err = match outcome {
             Ok(()) => {
@@ -422,6 +424,7 @@ pub async fn run(
 async fn session(
     options: &SyncOptions,
     store: &mut CheckpointStore,
+    fence: &mut Vec<ClientIdentity>,
     mut stop: watch::Receiver<bool>,
     progress: &watch::Sender<Progress>,
 ) -> Result<(), SyncError> {
@@ -432,6 +435,10 @@ async fn session(
         &options.checkpoint_key(),
     )
     .await?;
+    // What the last session's connections sent must not land after the checkpoint
+    // is read below: close them first.
+    writer.fence(fence).await?;
+    *fence = writer.identities();
     let target_rdb_version = target_rdb_version(&mut writer).await?;
     if writer.is_cluster() {
         let mut source =

@@ -322,3 +322,77 @@ async fn a_source_that_prepares_its_snapshot_longer_than_the_timeout_is_alive() 
     task.finish().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn commands_of_an_abandoned_target_connection_arriving_late_apply_nothing_twice(
+) -> anyhow::Result<()> {
+    use lockstep_testkit::proxy::Direction;
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    // lockstep -> front -> late -> target: `late` holds the old connection's bytes
+    // while `front` sends the new session straight to the target.
+    let late = FaultProxy::start(target.addr()).await?;
+    let front = FaultProxy::start(late.local_addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.target = Endpoint::parse(&front.url_for(&target))?;
+    options.apply.reply_timeout = SILENCE;
+    let mut task = SyncTask::spawn(options);
+    let mut conn = source.client().await?;
+    for _ in 0..100 {
+        incr(&mut conn).await?;
+    }
+    caught_up(&mut task, &source).await?;
+
+    late.stall();
+    let mut written = 0u64;
+    let held = late.wait_for_stats(Duration::from_secs(10), |s| {
+        s.bytes_held(Direction::ClientToServer) > 0
+    });
+    tokio::pin!(held);
+    loop {
+        incr(&mut conn).await?;
+        written += 1;
+        tokio::select! {
+            stats = &mut held => {
+                stats.map_err(|s| anyhow::anyhow!("nothing held: {s:?}"))?;
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    // The path of the old connection is gone; new ones reach the target directly.
+    front.move_upstream(target.addr());
+    for _ in 0..50 {
+        incr(&mut conn).await?;
+    }
+    wait_until("a partial resync", Duration::from_secs(30), || async {
+        let p = task.now();
+        Ok(if p.partial_syncs >= 1 {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        })
+    })
+    .await?;
+    caught_up(&mut task, &source).await?;
+    // The old path recovers: what it held reaches the target now, late.
+    late.restore();
+    late.wait_for_stats(Duration::from_secs(10), |s| {
+        s.bytes_held(Direction::ClientToServer) == 0
+    })
+    .await
+    .map_err(|s| anyhow::anyhow!("still held: {s:?}"))?;
+    for _ in 0..10 {
+        incr(&mut conn).await?;
+    }
+    caught_up(&mut task, &source).await?;
+    assert_eq!(
+        counter_on(&target).await?,
+        100 + written + 50 + 10,
+        "the late transactions of the abandoned connection were applied again"
+    );
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
