@@ -106,6 +106,17 @@ pub struct SyncArgs {
     /// Seconds between two heartbeats (1 to 3600).
     #[arg(long, default_value_t = 1, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_interval_secs: u64,
+    /// Seconds the source may send nothing (not even its PING every
+    /// repl-ping-replica-period) before its link is presumed dead and replaced: in the
+    /// handshake, while it prepares the snapshot, during the transfer and in the
+    /// stream (1 to 3600; like Redis's repl-timeout).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub repl_timeout: u64,
+    /// Seconds the target may leave commands unanswered (or a connection, a write
+    /// unfinished) before its connection is presumed dead and the session restarts
+    /// (1 to 3600).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub target_timeout: u64,
     /// Serve GET /status (JSON) and GET /metrics (Prometheus) on this address
     /// (HOST:PORT, or PORT alone for 127.0.0.1:PORT).
     #[arg(long, value_name = "HOST:PORT")]

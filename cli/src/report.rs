@@ -113,6 +113,9 @@ impl Display {
     }
 }
 
+/// A source silent this long (seconds) is named on the live line.
+const SILENCE_SHOWN_SECS: u64 = 3;
+
 impl Shown {
     fn update(&mut self, task: &str, log_now: bool) {
         let p: Progress = self.view.progress.borrow().clone();
@@ -125,10 +128,12 @@ impl Shown {
         let changed = self.phase != Some(p.phase);
         self.phase = Some(p.phase);
         let lag_bytes = (p.received_offset - p.applied_offset).max(0);
-        let lag_ms = p
-            .heartbeat_lag_ms
+        // Honest lag: it grows while nothing arrives; unknown without a heartbeat.
+        let lag = p.lag_ms(lockstep_sync::engine::unix_ms());
+        let lag_ms = lag
             .map(|ms| format!("{ms} ms"))
-            .unwrap_or_else(|| "? ms".to_owned());
+            .unwrap_or_else(|| "unknown (no heartbeat seen)".to_owned());
+        let silent_s = p.source_byte_at.map(|at| at.elapsed().as_secs());
         let index = self.view.index;
         if changed || log_now {
             match p.phase {
@@ -147,8 +152,9 @@ impl Shown {
                     target = index,
                     phase = phase_name(p.phase),
                     commands_per_second = self.commands_per_second.round() as u64,
-                    lag_ms = p.heartbeat_lag_ms,
+                    lag_ms = lag,
                     lag_bytes,
+                    source_silent_s = silent_s,
                     applied_offset = p.applied_offset,
                     "incremental"
                 ),
@@ -184,8 +190,12 @@ impl Shown {
                 }
                 let text = match phase {
                     Phase::Incremental => format!(
-                        "incremental: {:.0} cmd/s, lag {lag_ms}, {lag_bytes} bytes",
-                        self.commands_per_second
+                        "incremental: {:.0} cmd/s, lag {lag_ms}, {lag_bytes} bytes{}",
+                        self.commands_per_second,
+                        silent_s
+                            .filter(|s| *s >= SILENCE_SHOWN_SECS)
+                            .map(|s| format!(", nothing from the source for {s} s"))
+                            .unwrap_or_default()
                     ),
                     other => phase_name(other).to_owned(),
                 };

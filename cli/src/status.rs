@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use lockstep_sync::engine::{Phase, Progress};
+use lockstep_sync::engine::{unix_ms, Phase, Progress};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -77,8 +77,16 @@ pub struct TargetStatus {
     pub applied_offset: i64,
     /// Bytes of the stream received and not yet applied on the target.
     pub lag_bytes: i64,
-    /// From the heartbeat key: source write to lockstep receipt; null without one.
+    /// Now minus the time the last heartbeat seen in the stream was written on the
+    /// source ([`Progress::lag_ms`]): it grows while nothing arrives. Null when no
+    /// heartbeat has been seen (`--no-heartbeat`, or not yet): unknown, not zero.
     pub lag_ms: Option<i64>,
+    /// Seconds since a read last brought bytes from the source (null before any).
+    pub source_silent_seconds: Option<f64>,
+    /// Seconds since the last heartbeat was seen in the stream (null before one).
+    pub heartbeat_age_seconds: Option<f64>,
+    /// Seconds since a read last brought a reply from the target (null before any).
+    pub target_silent_seconds: Option<f64>,
     pub keys_copied: u64,
     pub keys_total: Option<u64>,
     pub bytes_copied: u64,
@@ -125,7 +133,10 @@ impl TaskView {
             received_offset: p.received_offset,
             applied_offset: p.applied_offset,
             lag_bytes: (p.received_offset - p.applied_offset).max(0),
-            lag_ms: p.heartbeat_lag_ms,
+            lag_ms: p.lag_ms(unix_ms()),
+            source_silent_seconds: seconds_since(p.source_byte_at),
+            heartbeat_age_seconds: seconds_since(p.heartbeat_seen_at),
+            target_silent_seconds: seconds_since(p.target_reply_at),
             keys_copied: p.keys_copied,
             keys_total: p.keys_total,
             bytes_copied: p.bytes_copied,
@@ -136,6 +147,11 @@ impl TaskView {
             last_error,
         }
     }
+}
+
+/// Seconds (to the millisecond) since `at`.
+fn seconds_since(at: Option<Instant>) -> Option<f64> {
+    at.map(|at| at.elapsed().as_millis() as f64 / 1000.0)
 }
 
 impl Task {
@@ -189,7 +205,7 @@ impl Task {
             &'static str,
             fn(&TargetStatus) -> Option<f64>,
         );
-        let metrics: [Metric; 12] = [
+        let metrics: [Metric; 15] = [
             (
                 "lockstep_received_offset_bytes",
                 "gauge",
@@ -211,8 +227,26 @@ impl Task {
             (
                 "lockstep_lag_milliseconds",
                 "gauge",
-                "Heartbeat lag: source write to lockstep receipt.",
+                "Now minus the source time of the last heartbeat seen (absent when unknown).",
                 |t| t.lag_ms.map(|v| v as f64),
+            ),
+            (
+                "lockstep_source_silent_seconds",
+                "gauge",
+                "Seconds since the last byte from the source.",
+                |t| t.source_silent_seconds,
+            ),
+            (
+                "lockstep_heartbeat_age_seconds",
+                "gauge",
+                "Seconds since the last heartbeat seen in the stream.",
+                |t| t.heartbeat_age_seconds,
+            ),
+            (
+                "lockstep_target_silent_seconds",
+                "gauge",
+                "Seconds since the last reply from the target.",
+                |t| t.target_silent_seconds,
             ),
             (
                 "lockstep_keys_copied",
@@ -399,7 +433,16 @@ pub fn describe(doc: &StatusDoc) -> String {
             t.received_offset,
             t.applied_offset,
             t.lag_bytes,
-            t.lag_ms.map(|ms| format!(", {ms} ms")).unwrap_or_default()
+            t.lag_ms
+                .map(|ms| format!(", {ms} ms"))
+                .unwrap_or_else(|| ", ms unknown: no heartbeat seen".to_owned())
+        ));
+        let ago = |s: Option<f64>| s.map_or("never".to_owned(), |s| format!("{s:.1} s ago"));
+        out.push_str(&format!(
+            "  last byte from the source {}, last heartbeat {}, last reply from the target {}\n",
+            ago(t.source_silent_seconds),
+            ago(t.heartbeat_age_seconds),
+            ago(t.target_silent_seconds)
         ));
         if let Some(replid) = &t.replid {
             out.push_str(&format!("  replid: {replid}\n"));
@@ -431,6 +474,10 @@ mod tests {
             phase: Phase::Incremental,
             replid: filled.then(|| "a".repeat(40)),
             heartbeat_lag_ms: filled.then_some(3),
+            heartbeat_sent_unix_ms: filled.then(|| unix_ms() - 3_000),
+            heartbeat_seen_at: filled.then(Instant::now),
+            source_byte_at: filled.then(Instant::now),
+            target_reply_at: filled.then(Instant::now),
             keys_total: filled.then_some(10),
             bytes_total: filled.then_some(100),
             last_error: filled.then(|| "cut".to_owned()),
@@ -520,9 +567,21 @@ mod tests {
             text.contains("# TYPE lockstep_applied_offset_bytes gauge\n"),
             "{text}"
         );
+        let lag = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("lockstep_lag_milliseconds{task=\"default\",target=\"0\"} ")
+            })
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(lag.is_some_and(|ms| ms >= 3000.0), "{text}");
         assert!(
-            text.contains("lockstep_lag_milliseconds{task=\"default\",target=\"0\"} 3\n"),
+            text.contains("lockstep_source_silent_seconds{task=\"default\",target=\"0\"} "),
             "{text}"
+        );
+        let unknown = sample(false).metrics();
+        assert!(
+            !unknown.contains("lockstep_lag_milliseconds{"),
+            "no heartbeat seen: no lag figure\n{unknown}"
         );
         assert!(
             text.contains(

@@ -40,6 +40,9 @@ use crate::status::{Task, TaskState, TaskView};
 /// the keys it copied itself.
 const EMPTY_TARGET_ITEM: &str = "target databases are empty";
 
+/// Redis's default `repl-ping-replica-period`: how often an idle source PINGs.
+const REPL_PING_PERIOD_SECS: u64 = 10;
+
 pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         args.other_retry_minutes < args.retry_minutes,
@@ -47,6 +50,14 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
         args.other_retry_minutes,
         args.retry_minutes
     );
+    if args.no_heartbeat && args.repl_timeout <= REPL_PING_PERIOD_SECS {
+        // Without lockstep's own heartbeat an idle source sends only its PINGs.
+        tracing::warn!(
+            "--repl-timeout {} s is not above the source's repl-ping-replica-period ({REPL_PING_PERIOD_SECS} s by default) and --no-heartbeat is set: an idle source will look dead and its link be replaced every {} s",
+            args.repl_timeout,
+            args.repl_timeout
+        );
+    }
     let source = args.connection.endpoint(Side::Source, &args.source)?;
     // Per target, the options a cluster source is expanded from (again after a
     // reshard); then (target index, options): one per target, or per target and
@@ -300,6 +311,8 @@ fn engine_options(
     args.task.apply_to(&mut options)?;
     options.heartbeat = !args.no_heartbeat;
     options.heartbeat_interval = Duration::from_secs(args.heartbeat_interval_secs);
+    options.link.read_timeout = Duration::from_secs(args.repl_timeout);
+    options.apply.reply_timeout = Duration::from_secs(args.target_timeout);
     options.link.tls = args.connection.tls(Side::Source);
     options.apply.tls = args.connection.tls(Side::Target);
     options.checkpoint_dir = args

@@ -10,9 +10,22 @@
 //! An error reply stops the writer: [`ApplyError::Rejected`] names the command, its
 //! key and the reply, and nothing after it counts as applied. `-OOM` on the target
 //! is such an error, so the checkpoint never advances past a write the target refused.
+//!
+//! A target that stops answering (a frozen host, a black-holed flow) is bounded by
+//! `reply_timeout` (`--target-timeout`): every wait for a reply and every write is,
+//! and [`TargetWriter::check_answering`] (the session loop's ACK tick) fails the
+//! writer when commands have waited that long with no byte from the target. Nothing
+//! unanswered is ever counted applied, so the next session resumes exactly.
+//!
+//! An abandoned connection may still deliver what it sent (a path that recovers after
+//! the session gave up on it): a transaction arriving after the next session read the
+//! checkpoint would apply twice. So every target connection learns its identity
+//! (`CLIENT INFO`: id and address, as the target sees them), and the next session
+//! closes the previous session's connections ([`TargetWriter::fence`]) before it
+//! reads the checkpoint.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
@@ -38,7 +51,7 @@ pub enum ApplyError {
     },
     #[error("the {endpoint} closed the connection")]
     Closed { endpoint: String },
-    #[error("the {endpoint} did not answer within {timeout:?}")]
+    #[error("the {endpoint} did not answer within {timeout:?}: the connection is presumed dead")]
     Timeout { endpoint: String, timeout: Duration },
     #[error("reading replies from the {endpoint}: {source}")]
     Read { endpoint: String, source: ReadError },
@@ -82,7 +95,8 @@ pub struct ApplyOptions {
     /// Bytes buffered before they are written even if more commands follow.
     pub batch_bytes_max: usize,
     pub connect_timeout: Duration,
-    /// Longest wait for one reply.
+    /// Longest wait for one reply, for one write, and longest silence while
+    /// commands are unanswered (`--target-timeout`).
     pub reply_timeout: Duration,
     pub tls: TlsOptions,
 }
@@ -199,6 +213,30 @@ pub(crate) fn is_redirection(reply: &str) -> bool {
         .any(|p| reply.starts_with(p))
 }
 
+/// One connection as the target knows it, to close it from another
+/// ([`TargetWriter::fence`]): the node's name, `CLIENT INFO`'s `id` and `addr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    node: String,
+    id: String,
+    addr: String,
+}
+
+/// The `id` and `addr` fields of a `CLIENT INFO` line.
+fn parse_client_info(node: &str, line: &str) -> Option<ClientIdentity> {
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_owned)
+    };
+    let id = field("id").filter(|id| id.bytes().all(|b| b.is_ascii_digit()))?;
+    Some(ClientIdentity {
+        node: node.to_owned(),
+        id,
+        addr: field("addr")?,
+    })
+}
+
 /// A pipelined connection to the target.
 pub struct TargetWriter {
     endpoint: String,
@@ -215,6 +253,9 @@ pub struct TargetWriter {
     applied_commands: u64,
     /// Commands queued since a MULTI was sent, until its EXEC or DISCARD.
     transaction: Option<u32>,
+    /// When a command was pushed onto an empty queue: the target's silence counts
+    /// from the later of this and its last byte (see [`TargetWriter::check_answering`]).
+    waiting_since: Option<Instant>,
     /// While above zero, `out` is held back: that many commands already sent must be
     /// answered first (see [`TargetWriter::hold_until_answered`]).
     gate_waiting: usize,
@@ -229,6 +270,9 @@ pub struct TargetWriter {
     /// Set when the target is a Redis Cluster: every call goes to the router, which
     /// writes through one plain writer per primary (see [`crate::cluster`]).
     cluster: Option<Box<ClusterTarget>>,
+    /// This connection as the target knows it (none before Redis 6.2, which has
+    /// no `CLIENT INFO`, or when the account may not run it).
+    identity: Option<ClientIdentity>,
 }
 
 impl TargetWriter {
@@ -237,7 +281,65 @@ impl TargetWriter {
         endpoint: &Endpoint,
         options: ApplyOptions,
     ) -> Result<TargetWriter, ApplyError> {
-        TargetWriter::connect_to("target", endpoint, options).await
+        let mut writer = TargetWriter::connect_to("target", endpoint, options).await?;
+        let info = writer
+            .query_direct(&[b"CLIENT".as_slice(), b"INFO"])
+            .await?;
+        let line = info
+            .as_bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        writer.identity = line.and_then(|line| parse_client_info(&writer.endpoint, &line));
+        if writer.identity.is_none() {
+            tracing::debug!(target = %writer.endpoint, "CLIENT INFO gave no identity ({info:?}): this connection cannot be fenced by the next session");
+        }
+        Ok(writer)
+    }
+
+    /// The identities of this writer's connections (a cluster target's primaries).
+    pub fn identities(&self) -> Vec<ClientIdentity> {
+        let own = self.identity.iter().cloned();
+        match self.cluster.as_deref() {
+            Some(cluster) => own.chain(cluster.identities()).collect(),
+            None => own.collect(),
+        }
+    }
+
+    /// Closes the connections of an earlier session (`CLIENT KILL ID <id> ADDR
+    /// <addr>` on the node that had them): whatever they sent and the target has not
+    /// read yet is dropped, so it cannot apply after this session has read the
+    /// checkpoint. A connection already gone is fine; a refusal is logged.
+    pub async fn fence(&mut self, old: &[ClientIdentity]) -> Result<(), ApplyError> {
+        if self.cluster.is_some() {
+            for writer in self.cluster_primaries_mut() {
+                writer.fence_direct(old).await?;
+            }
+            return Ok(());
+        }
+        self.fence_direct(old).await
+    }
+
+    async fn fence_direct(&mut self, old: &[ClientIdentity]) -> Result<(), ApplyError> {
+        let node = self.endpoint.clone();
+        for gone in old.iter().filter(|gone| gone.node == node) {
+            let argv = [
+                b"CLIENT".as_slice(),
+                b"KILL",
+                b"ID",
+                gone.id.as_bytes(),
+                b"ADDR",
+                gone.addr.as_bytes(),
+            ];
+            match self.query_direct(&argv).await? {
+                Frame::Integer(closed) if closed > 0 => {
+                    tracing::info!(target = %self.endpoint, "closed the previous session's connection {}, still open on the target", gone.addr);
+                }
+                Frame::Error(reply) if !reply.starts_with(b"ERR No such client") => {
+                    tracing::warn!(target = %self.endpoint, "cannot close the previous session's connection ({}): a transaction it sent may still arrive late", String::from_utf8_lossy(&reply));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Connects to a Redis in another `role` ("source" for the heartbeat and the
@@ -261,12 +363,14 @@ impl TargetWriter {
             applied: None,
             applied_commands: 0,
             transaction: None,
+            waiting_since: None,
             gate_waiting: 0,
             pushed: 0,
             answered: 0,
             redirections: None,
             options,
             cluster: None,
+            identity: None,
         };
         match (&endpoint.user, &endpoint.password) {
             (Some(user), Some(password)) => {
@@ -359,6 +463,9 @@ impl TargetWriter {
                 self.read_one().await?;
                 self.flush_direct().await?; // what was held, once the gate opens
             }
+        }
+        if self.pending.is_empty() {
+            self.waiting_since = Some(Instant::now());
         }
         encode_command(&mut self.out, argv);
         let label = Label::of(argv);
@@ -459,15 +566,62 @@ impl TargetWriter {
             return Ok(());
         }
         let endpoint = &self.endpoint;
-        self.writer
-            .write_all(&self.out)
-            .await
-            .map_err(|source| ApplyError::Write {
+        // A frozen target stops reading: its socket buffer fills and the write
+        // would wait forever. (The timer costs a clock read when the write is done
+        // at once, as it is unless the target is slow.)
+        let timeout = self.options.reply_timeout;
+        match tokio::time::timeout(timeout, self.writer.write_all(&self.out)).await {
+            Ok(written) => written.map_err(|source| ApplyError::Write {
                 endpoint: endpoint.clone(),
                 source,
-            })?;
+            })?,
+            Err(_) => {
+                return Err(ApplyError::Timeout {
+                    endpoint: endpoint.clone(),
+                    timeout,
+                })
+            }
+        }
         self.out.clear();
         Ok(())
+    }
+
+    /// Fails with [`ApplyError::Timeout`] when commands sent to the target have been
+    /// waiting for `reply_timeout` and no byte has come from it meanwhile (replies
+    /// that have arrived must be read first: [`TargetWriter::poll_replies`]).
+    /// No clock read unless commands are waiting.
+    pub fn check_answering(&self) -> Result<(), ApplyError> {
+        if let Some(cluster) = self.cluster.as_deref() {
+            return cluster.check_answering();
+        }
+        self.check_answering_direct()
+    }
+
+    pub(crate) fn check_answering_direct(&self) -> Result<(), ApplyError> {
+        let Some(since) = self.waiting_since.filter(|_| !self.pending.is_empty()) else {
+            return Ok(());
+        };
+        let since = self
+            .reader
+            .last_read()
+            .map_or(since, |read| read.max(since));
+        let timeout = self.options.reply_timeout;
+        if since.elapsed() < timeout {
+            return Ok(());
+        }
+        Err(ApplyError::Timeout {
+            endpoint: self.endpoint.clone(),
+            timeout,
+        })
+    }
+
+    /// When a read last brought bytes from the target (the latest over a cluster's
+    /// primaries); `None` before any.
+    pub fn last_reply_at(&self) -> Option<Instant> {
+        match self.cluster.as_deref() {
+            Some(cluster) => cluster.last_reply_at(),
+            None => self.reader.last_read(),
+        }
     }
 
     /// Reads the replies that have already arrived, without waiting.
@@ -810,4 +964,27 @@ impl TargetWriter {
 fn line_text(line: &[u8]) -> String {
     let end = line.iter().position(|&b| b == b'\r').unwrap_or(line.len());
     String::from_utf8_lossy(&line[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_info_gives_the_id_and_the_address_the_target_sees() {
+        let line =
+            "id=27 addr=127.0.0.1:51234 laddr=127.0.0.1:6379 fd=9 name= age=0 idle=0 flags=N db=0";
+        assert_eq!(
+            parse_client_info("target t", line),
+            Some(ClientIdentity {
+                node: "target t".to_owned(),
+                id: "27".to_owned(),
+                addr: "127.0.0.1:51234".to_owned(),
+            })
+        );
+        // laddr is not addr; a garbled id or a missing field gives no identity.
+        assert_eq!(parse_client_info("t", "id=27 laddr=1.2.3.4:5"), None);
+        assert_eq!(parse_client_info("t", "id=2x addr=1.2.3.4:5"), None);
+        assert_eq!(parse_client_info("t", "ERR unknown subcommand"), None);
+    }
 }

@@ -1023,6 +1023,29 @@ impl ClusterTarget {
         Ok(())
     }
 
+    /// The identities of the primaries' connections.
+    pub(crate) fn identities(&self) -> Vec<crate::apply::ClientIdentity> {
+        self.shards
+            .iter()
+            .flat_map(|p| p.writer.identities())
+            .collect()
+    }
+
+    /// [`TargetWriter::check_answering`] of every primary.
+    pub(crate) fn check_answering(&self) -> Result<(), ApplyError> {
+        self.shards
+            .iter()
+            .try_for_each(|p| p.writer.check_answering_direct())
+    }
+
+    /// The latest byte from any primary.
+    pub(crate) fn last_reply_at(&self) -> Option<std::time::Instant> {
+        self.shards
+            .iter()
+            .filter_map(|p| p.writer.last_reply_at())
+            .max()
+    }
+
     pub(crate) async fn poll_replies(&mut self) -> Result<(), ApplyError> {
         for index in 0..self.shards.len() {
             self.shards[index].writer.poll_replies_direct().await?;

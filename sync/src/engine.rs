@@ -12,6 +12,12 @@
 //!    REPLCONF consumed, the heartbeat key filtered out; a checkpoint is stored every
 //!    `checkpoint_interval` at the last position the target has answered;
 //! 4. `REPLCONF ACK` with the applied offset every second, also during the full copy.
+//!    The same tick ends the session when the source has sent nothing for
+//!    `link.read_timeout` (`--repl-timeout`; a flow dropped by a firewall stays open
+//!    and silent) or the target has left commands unanswered for
+//!    `apply.reply_timeout` (`--target-timeout`); the lag published is measured from
+//!    the last heartbeat seen, so it grows while nothing arrives
+//!    ([`Progress::lag_ms`]).
 //!
 //! A transient failure (a cut connection, a restarting server) ends the session; the
 //! next one resumes from the checkpoint, within the retry window. A permanent one
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
+use crate::apply::{ApplyError, ApplyOptions, ClientIdentity, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::cluster_source::SourceCluster;
 use crate::cross_slot::SourceCopier;
@@ -265,8 +271,20 @@ pub struct Progress {
     pub partial_syncs: u64,
     /// Milliseconds between the source writing the last heartbeat and lockstep
     /// receiving it in the stream (clocks of one machine: lockstep's and the
-    /// source's; across machines their skew adds in).
+    /// source's; across machines their skew adds in). The transit of that one
+    /// heartbeat, frozen while nothing arrives: the lag is [`Progress::lag_ms`].
     pub heartbeat_lag_ms: Option<i64>,
+    /// The time (unix ms) the last heartbeat seen in the stream carries: when it
+    /// was written on the source. `None` before the first (or with no heartbeat).
+    pub heartbeat_sent_unix_ms: Option<i64>,
+    /// When lockstep last saw a heartbeat in the stream.
+    pub heartbeat_seen_at: Option<Instant>,
+    /// When a read last brought bytes from the source (published on the checkpoint
+    /// tick in the stream and per event batch in the full copy; `None` before any).
+    pub source_byte_at: Option<Instant>,
+    /// When a read last brought a reply from the target (published on the
+    /// checkpoint tick in the stream).
+    pub target_reply_at: Option<Instant>,
     /// Keys of the last full copy whose real TTL was restored after the stream
     /// caught up (the TTL race guard).
     pub ttls_settled: u64,
@@ -284,6 +302,19 @@ pub struct Progress {
     pub commands_applied: u64,
     /// The error that ended the last session, when the task is retrying.
     pub last_error: Option<String>,
+}
+
+impl Progress {
+    /// How far behind the source the stream may be, in milliseconds: `now` (unix
+    /// ms) minus the time the last heartbeat seen carries. Everything the source
+    /// wrote before that heartbeat has arrived, so the figure is an upper bound,
+    /// within one heartbeat interval of the truth while heartbeats flow, and it grows
+    /// while nothing arrives. `None` when no heartbeat has been seen (`--no-heartbeat`,
+    /// or not yet): unknown, not zero.
+    pub fn lag_ms(&self, now_unix_ms: i64) -> Option<i64> {
+        self.heartbeat_sent_unix_ms
+            .map(|sent| now_unix_ms.saturating_sub(sent).max(0))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -318,6 +349,8 @@ pub async fn run(
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     let mut options = options;
+    // The target connections of the last session, closed by the next one.
+    let mut fence: Vec<ClientIdentity> = Vec::new();
     loop {
         let before = progress.borrow().clone();
         let outcome = match options.source_cluster.clone() {
@@ -329,11 +362,11 @@ pub async fn run(
                     }
                     options.source = nodes.read;
                     options.heartbeat_at = Some(nodes.primary);
-                    session(&options, &mut store, stop.clone(), &progress).await
+                    session(&options, &mut store, &mut fence, stop.clone(), &progress).await
                 }
                 Err(err) => Err(err),
             },
-            None => session(&options, &mut store, stop.clone(), &progress).await,
+            None => session(&options, &mut store, &mut fence, stop.clone(), &progress).await,
         };
         let err = match outcome {
             Ok(()) => {
@@ -391,6 +424,7 @@ pub async fn run(
 async fn session(
     options: &SyncOptions,
     store: &mut CheckpointStore,
+    fence: &mut Vec<ClientIdentity>,
     mut stop: watch::Receiver<bool>,
     progress: &watch::Sender<Progress>,
 ) -> Result<(), SyncError> {
@@ -401,6 +435,10 @@ async fn session(
         &options.checkpoint_key(),
     )
     .await?;
+    // What the last session's connections sent must not land after the checkpoint
+    // is read below: close them first.
+    writer.fence(fence).await?;
+    *fence = writer.identities();
     let target_rdb_version = target_rdb_version(&mut writer).await?;
     if writer.is_cluster() {
         let mut source =
@@ -578,6 +616,9 @@ async fn session(
     });
     acker.ack(start_offset).await?;
     let mut ack_timer = tokio::time::interval(Duration::from_secs(1));
+    // The source's silence counts from here at the earliest: the last byte of a full
+    // copy may have arrived long before the target had written it all.
+    let stream_started = Instant::now();
     let mut checkpoint_timer = tokio::time::interval(options.checkpoint_interval);
     // Inside a MULTI/EXEC block of the source: its commands go into the same target
     // transaction, which is not closed before the block ends.
@@ -608,8 +649,10 @@ async fn session(
                 }
                 moved = reshard.moved() => return Err(SyncError::Resharded(moved)),
                 _ = ack_timer.tick() => {
+                    check_source_alive(&mut stream, &options.source, options.link.read_timeout, stream_started).await?;
                     writer.flush().await?;
                     writer.poll_replies().await?;
+                    writer.check_answering()?;
                     if let Some(applied) = writer.applied() {
                         acker.ack(applied.offset).await?;
                     }
@@ -626,9 +669,13 @@ async fn session(
                     // Progress is published here, not per command: a watch send per
                     // stream entry woke every status reader on the hot path.
                     let received = here.offset;
+                    let source_byte_at = stream.reader().last_read();
+                    let target_reply_at = writer.last_reply_at();
                     progress.send_modify(|p| {
                         p.received_offset = received;
                         p.commands_applied = commands_applied;
+                        p.source_byte_at = source_byte_at.or(p.source_byte_at);
+                        p.target_reply_at = target_reply_at.or(p.target_reply_at);
                     });
                     if let Some(applied) = writer.applied() {
                         progress.send_modify(|p| p.applied_offset = applied.offset);
@@ -694,7 +741,11 @@ async fn session(
                                 }
                                 Action::Heartbeat => {
                                     if let Some(sent_ms) = Heartbeat::sent_ms(&command) {
-                                        progress.send_modify(|p| p.heartbeat_lag_ms = Some(unix_ms() - sent_ms));
+                                        progress.send_modify(|p| {
+                                            p.heartbeat_lag_ms = Some(unix_ms() - sent_ms);
+                                            p.heartbeat_sent_unix_ms = Some(sent_ms);
+                                            p.heartbeat_seen_at = Some(Instant::now());
+                                        });
                                     }
                                 }
                                 Action::Skip => {}
@@ -774,6 +825,48 @@ async fn session(
                 other => Err(other),
             };
         }
+    }
+}
+
+/// Ends the session when the source has sent nothing for `timeout` (a frozen host,
+/// a flow dropped by a firewall: the connection stays open and silent) since the
+/// later of its last byte and `since`. A live source PINGs every
+/// repl-ping-replica-period, and lockstep's heartbeat writes every second. Bytes
+/// that wait unread in the socket (the loop was busy with the target, or paused by
+/// the throttle) count: a non-blocking read looks for them before the verdict.
+/// Called on the ACK tick (every second), so the session ends within a second
+/// after `timeout`; nothing per command.
+async fn check_source_alive<R: tokio::io::AsyncRead + Unpin>(
+    stream: &mut crate::resp::CommandStream<R>,
+    source: &Endpoint,
+    timeout: Duration,
+    since: Instant,
+) -> Result<(), SyncError> {
+    let last = stream
+        .reader()
+        .last_read()
+        .map_or(since, |at| at.max(since));
+    if last.elapsed() < timeout {
+        return Ok(());
+    }
+    let during = "in the command stream";
+    let probe = tokio::time::timeout(Duration::ZERO, stream.reader_mut().fill(0)).await;
+    let endpoint = source.to_string();
+    match probe {
+        Ok(Ok(0)) => Err(LinkError::Closed { endpoint, during }.into()),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(LinkError::Read {
+            endpoint,
+            during,
+            source: crate::resp::ReadError::Io(e),
+        }
+        .into()),
+        Err(_) => Err(LinkError::Timeout {
+            endpoint,
+            timeout,
+            during,
+        }
+        .into()),
     }
 }
 
@@ -1085,7 +1178,8 @@ impl Heartbeat {
     }
 }
 
-fn unix_ms() -> i64 {
+/// Milliseconds since the Unix epoch on this machine's clock (the heartbeat's).
+pub fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -1518,6 +1612,10 @@ async fn full_copy(
         progress.send_if_modified(|p| {
             let changed =
                 (p.keys_copied, p.bytes_copied, p.keys_total) != (loader.keys, bytes, keys_total);
+            if bytes != p.bytes_copied {
+                // To the batch: the reader task reads, this task publishes.
+                p.source_byte_at = Some(Instant::now());
+            }
             p.keys_copied = loader.keys;
             p.bytes_copied = bytes;
             p.keys_total = keys_total;
@@ -1530,8 +1628,15 @@ async fn full_copy(
         .join()
         .await
         .map_err(|e| SyncError::Internal(format!("RDB reader task: {e}")))?;
-    applied?;
-    let link = link?;
+    // A link that failed (silent, cut) ends the parser's input early: its error is
+    // the cause, the parser's "unexpected end" only the consequence.
+    let link = match (applied, link) {
+        (Err(SyncError::Rdb(RdbError::UnexpectedEof { .. })), Err(cause)) => {
+            return Err(cause.into())
+        }
+        (Err(err), _) => return Err(err),
+        (Ok(_), link) => link?,
+    };
     tracing::info!(
         keys = loader.keys,
         big_keys = loader.big_keys,
@@ -1582,5 +1687,25 @@ impl Read for ChannelReader {
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_is_unknown_without_a_heartbeat_and_grows_from_the_last_one() {
+        let mut progress = Progress {
+            heartbeat_lag_ms: Some(1),
+            ..Progress::default()
+        };
+        assert_eq!(progress.lag_ms(1_000_000), None, "unknown, not zero");
+        progress.heartbeat_sent_unix_ms = Some(1_000_000);
+        assert_eq!(progress.lag_ms(1_000_001), Some(1));
+        // Nothing more arrives: the transit stays at 1 ms, the lag grows.
+        assert_eq!(progress.lag_ms(1_150_000), Some(150_000));
+        // A source clock ahead of lockstep's does not make a negative lag.
+        assert_eq!(progress.lag_ms(999_000), Some(0));
     }
 }

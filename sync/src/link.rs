@@ -34,9 +34,12 @@ pub struct LinkOptions {
     /// Announced with `REPLCONF listening-port` (shows in the source's INFO).
     pub listening_port: u16,
     pub connect_timeout: Duration,
-    /// How long a read may wait for the source before the link counts as dead.
-    /// The source pings its replicas every 10 s (repl-ping-replica-period) and sends
-    /// keepalive newlines while it prepares an RDB, so silence beyond this is a fault.
+    /// How long the source may send nothing before the link counts as dead
+    /// (`--repl-timeout`, like Redis's own `repl-timeout`). The source pings its
+    /// replicas every 10 s (repl-ping-replica-period) and sends keepalive newlines
+    /// while it prepares an RDB, so silence beyond this is a fault. It bounds every
+    /// read of the handshake and of the RDB transfer here, and the command stream's
+    /// silence in the engine's session loop.
     pub read_timeout: Duration,
     pub tls: TlsOptions,
     pub limits: Limits,
@@ -82,7 +85,9 @@ pub enum LinkError {
         endpoint: String,
         during: &'static str,
     },
-    #[error("the source {endpoint} sent nothing for {timeout:?} {during}")]
+    /// No byte arrived for the link's `read_timeout` (`--repl-timeout`): a frozen
+    /// host or a flow dropped by a firewall keeps a connection open and silent.
+    #[error("the source {endpoint} sent nothing for {timeout:?} {during} (not even its PING every repl-ping-replica-period): the link is presumed dead; reconnecting")]
     Timeout {
         endpoint: String,
         timeout: Duration,
@@ -224,7 +229,7 @@ impl ReplicaLink {
         };
         self.send(&[b"PSYNC".as_slice(), replid.as_bytes(), offset.as_bytes()])
             .await?;
-        let reply = self.status_line("the PSYNC reply").await?;
+        let reply = self.status_line("waiting for the PSYNC reply").await?;
         if let Some(rest) = reply.strip_prefix("+FULLRESYNC ") {
             let mut words = rest.split_whitespace();
             let replid = words.next().filter(|id| id.len() == REPLID_LEN);
@@ -261,13 +266,16 @@ impl ReplicaLink {
         // PSYNC refused or unknown: the old SYNC answers with the RDB directly.
         tracing::warn!(source = %self.endpoint, "PSYNC refused ({reply}); falling back to SYNC, which cannot resume later");
         self.send(&[b"SYNC".as_slice()]).await?;
-        self.reader
-            .skip_newlines()
-            .await
-            .map_err(|e| self.read_error("waiting for the SYNC reply", e))?;
-        self.fill_if_empty("waiting for the SYNC reply").await?;
+        // Keepalive newlines until the first byte of the reply; each read is bounded.
+        loop {
+            self.reader.skip_buffered_newlines();
+            if !self.reader.buffer().is_empty() {
+                break;
+            }
+            self.fill("waiting for the SYNC reply").await?;
+        }
         if self.reader.buffer().first() == Some(&b'-') {
-            let sync = self.status_line("the SYNC reply").await?;
+            let sync = self.status_line("reading the SYNC reply").await?;
             return Err(LinkError::Refused {
                 endpoint: self.endpoint.to_string(),
                 psync: reply,
@@ -279,7 +287,9 @@ impl ReplicaLink {
 
     /// Reads the header of the RDB transfer that follows a full resync.
     pub async fn rdb_transfer(&mut self) -> Result<RdbTransfer, LinkError> {
-        let line = self.status_line("the RDB transfer header").await?;
+        let line = self
+            .status_line("waiting for the RDB transfer header (the source prepares its snapshot)")
+            .await?;
         if let Some(mark) = line.strip_prefix("$EOF:") {
             if mark.len() != REPLID_LEN {
                 return Err(self.protocol(line.clone(), "$EOF:<40-byte mark>"));
@@ -405,7 +415,7 @@ impl ReplicaLink {
             Err(_) => Err(LinkError::Timeout {
                 endpoint: self.endpoint.to_string(),
                 timeout,
-                during,
+                during: "in the handshake",
             }),
             Ok(Err(source)) => Err(self.read_error(during, source)),
             Ok(Ok(None)) => Err(LinkError::Closed {
@@ -418,33 +428,21 @@ impl ReplicaLink {
 
     /// One text line (`+...`, `-...`, `$...`) after any keepalive newlines, without
     /// its CRLF. Used where the next bytes are not a complete RESP value (the `$len`
-    /// header of an RDB, whose body is not followed by CRLF).
+    /// header of an RDB, whose body is not followed by CRLF). The timeout bounds each
+    /// read, not the wait: a source that takes minutes to prepare its snapshot sends
+    /// a newline every second meanwhile, and is alive.
     async fn status_line(&mut self, during: &'static str) -> Result<String, LinkError> {
-        let timeout = self.read_timeout;
-        let read = async {
-            self.reader.skip_newlines().await?;
-            self.reader.read_line().await
-        };
-        match tokio::time::timeout(timeout, read).await {
-            Err(_) => Err(LinkError::Timeout {
-                endpoint: self.endpoint.to_string(),
-                timeout,
-                during,
-            }),
-            Ok(Err(e)) => Err(self.read_error(during, e)),
-            Ok(Ok(None)) => Err(LinkError::Closed {
-                endpoint: self.endpoint.to_string(),
-                during,
-            }),
-            Ok(Ok(Some(line))) => Ok(String::from_utf8_lossy(&line).into_owned()),
-        }
-    }
-
-    async fn fill_if_empty(&mut self, during: &'static str) -> Result<(), LinkError> {
-        if self.reader.buffer().is_empty() {
+        loop {
+            self.reader.skip_buffered_newlines();
+            let line = self
+                .reader
+                .buffered_line()
+                .map_err(|e| self.read_error(during, e))?;
+            if let Some(line) = line {
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
             self.fill(during).await?;
         }
-        Ok(())
     }
 
     async fn fill(&mut self, during: &'static str) -> Result<(), LinkError> {

@@ -7,8 +7,13 @@
 //! and [`fill`](FrameReader::fill), then the command stream
 //! ([`read_entry`](FrameReader::read_entry), or a [`CommandStream`] that keeps the
 //! replication offset).
+//!
+//! Every reader remembers when its last read brought bytes
+//! ([`last_read`](FrameReader::last_read)): the replica link and the target writer
+//! tell a silent peer (a frozen host, a black-holed flow) from a busy one by it.
 
 use std::io;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -51,6 +56,8 @@ pub struct FrameReader<R> {
     /// whatever the caller consumed by hand.
     consumed_bytes: u64,
     read_chunk_bytes: usize,
+    /// When a read last brought bytes (none yet: `None`).
+    last_read: Option<Instant>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -68,6 +75,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             limits,
             consumed_bytes: 0,
             read_chunk_bytes: 64 * 1024,
+            last_read: None,
         }
     }
 
@@ -109,7 +117,47 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// of stream.
     pub async fn fill(&mut self, min_bytes: usize) -> io::Result<usize> {
         self.buf.reserve(self.read_chunk_bytes.max(min_bytes));
-        self.inner.read_buf(&mut self.buf).await
+        let read = self.inner.read_buf(&mut self.buf).await?;
+        if read > 0 {
+            // One clock read per read(2), not per value.
+            self.last_read = Some(Instant::now());
+        }
+        Ok(read)
+    }
+
+    /// When a read last brought bytes from the peer; `None` before the first.
+    pub fn last_read(&self) -> Option<Instant> {
+        self.last_read
+    }
+
+    /// Drops the bare `\n` / `\r\n` keepalives at the front of the buffer, without
+    /// reading; stops at the first other byte or at a `\r` that may be the start of
+    /// a `\r\n` still on its way.
+    pub fn skip_buffered_newlines(&mut self) {
+        loop {
+            match self.buf.first() {
+                Some(b'\n') => self.consume(1),
+                Some(b'\r') if self.buf.get(1) == Some(&b'\n') => self.consume(2),
+                _ => return,
+            }
+        }
+    }
+
+    /// The `\r\n`-terminated line at the front of the buffer without its `\r\n`, if
+    /// it is whole there (no read); see [`read_line`](Self::read_line).
+    pub fn buffered_line(&mut self) -> Result<Option<Bytes>, ReadError> {
+        self.commands.reset();
+        let mut cur = Cursor::new(&self.buf, 0, &self.limits);
+        match cur.line() {
+            Ok((start, end)) => {
+                let taken = cur.pos;
+                let line = self.buf.split_to(taken).freeze().slice(start..end);
+                self.consumed_bytes += taken as u64;
+                Ok(Some(line))
+            }
+            Err(Stop::Error(e)) => Err(e.shifted(self.consumed_bytes).into()),
+            Err(Stop::Incomplete) => Ok(None),
+        }
     }
 
     fn eof(&self) -> Result<(), ReadError> {
@@ -191,23 +239,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// protocol that are not RESP values (the `$<len>` or `$EOF:<mark>` header of the
     /// RDB transfer). A line over `line_bytes_max` is an error; `None` at end of stream.
     pub async fn read_line(&mut self) -> Result<Option<Bytes>, ReadError> {
-        self.commands.reset();
         loop {
-            let mut cur = Cursor::new(&self.buf, 0, &self.limits);
-            match cur.line() {
-                Ok((start, end)) => {
-                    let taken = cur.pos;
-                    let line = self.buf.split_to(taken).freeze().slice(start..end);
-                    self.consumed_bytes += taken as u64;
-                    return Ok(Some(line));
-                }
-                Err(Stop::Error(e)) => return Err(e.shifted(self.consumed_bytes).into()),
-                Err(Stop::Incomplete) => {
-                    if self.fill(0).await? == 0 {
-                        self.eof()?;
-                        return Ok(None);
-                    }
-                }
+            if let Some(line) = self.buffered_line()? {
+                return Ok(Some(line));
+            }
+            if self.fill(0).await? == 0 {
+                self.eof()?;
+                return Ok(None);
             }
         }
     }
@@ -302,6 +340,11 @@ impl<R: AsyncRead + Unpin> CommandStream<R> {
     pub fn next_buffered(&mut self) -> Result<Option<(Entry, i64)>, ReadError> {
         let entry = self.reader.buffered_entry()?;
         Ok(entry.map(|(entry, _len)| (entry, self.offset())))
+    }
+
+    /// The underlying reader.
+    pub fn reader(&self) -> &FrameReader<R> {
+        &self.reader
     }
 
     /// The underlying reader (to write ACKs on the same socket, keep it split).

@@ -494,3 +494,29 @@ async fn reader_reports_eof_inside_a_value_and_shifts_error_offsets() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn buffered_newlines_and_lines_never_read_and_last_read_moves_only_on_bytes() {
+    use tokio::io::AsyncWriteExt;
+    let (mut tx, rx) = tokio::io::duplex(1024);
+    let mut reader = FrameReader::new(rx, Limits::default());
+    assert_eq!(reader.last_read(), None);
+    // A keepalive, a \r whose \n is still on its way, then the rest.
+    tx.write_all(b"\n\r\n\r").await.expect("write");
+    assert!(reader.fill(0).await.expect("fill") > 0);
+    let first = reader.last_read().expect("bytes came");
+    reader.skip_buffered_newlines();
+    assert_eq!(&reader.buffer()[..], b"\r", "a lone \\r may start a \\r\\n");
+    assert_eq!(reader.buffered_line().expect("line"), None);
+    tx.write_all(b"\n\n$EOF:x\r\n").await.expect("write");
+    assert!(reader.fill(0).await.expect("fill") > 0);
+    assert!(reader.last_read().expect("bytes came") >= first);
+    reader.skip_buffered_newlines();
+    assert_eq!(reader.buffered_line().expect("line"), Some(b("$EOF:x")));
+    assert_eq!(reader.consumed_bytes(), 14);
+    // Nothing arrives: a read that brings nothing leaves the time alone.
+    let before = reader.last_read();
+    let idle = tokio::time::timeout(std::time::Duration::ZERO, reader.fill(0)).await;
+    assert!(idle.is_err(), "nothing to read");
+    assert_eq!(reader.last_read(), before);
+}
