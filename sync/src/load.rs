@@ -28,10 +28,20 @@
 //! key that expires within `ttl_guard` is written with a *guard expiry*:
 //! `GUARD_BASE_MS + t`, far in the future and unique to lockstep. Any TTL command
 //! from the source replaces it. Once the target has applied the stream up to a point
-//! taken after the copy, [`KeyLoader::settle_guarded_ttls`] sets every key that still
-//! has its guard expiry back to its real expiry `t` (a script checks and sets
-//! atomically). A key the source did not extend has expired on the source by then,
-//! or will: the target then drops it too, and the source's DEL finds nothing.
+//! taken after the copy, [`crate::ttl_guard`] sets every key that still has a guard
+//! expiry back to its real expiry `t`. A key the source did not extend has expired on
+//! the source by then, or will: the target then drops it too, and the source's DEL
+//! finds nothing.
+//!
+//! The settle does not use a list of the names written here: the stream moves
+//! expiries between keys and databases (RENAME, RENAMENX, MOVE, COPY with and without
+//! DB, SWAPDB; a slot migration of a cluster target), a restart forgets what memory
+//! held, and a list of names missed all of these (issue 14: renamed keys kept an
+//! expiry in the year 3000 for ever). The guard encodes `t` itself, so the settle
+//! finds the guards by scanning the task's scope on the target and reads `t` off
+//! each key's own expiry; the loader only counts how many keys it guarded (none: no
+//! settle). How the scan is scoped, kept atomic with the stream, persisted across
+//! restarts and what it costs: see [`crate::ttl_guard`].
 //!
 //! # The filter
 //! Keys the task's [`Filter`] does not keep (unselected databases, key prefixes,

@@ -40,8 +40,10 @@
 //!   settles, after a partial resync as after a new full copy (whose own marker
 //!   replaces it; a full resync that clears the target clears the old guards too).
 //!
-//! Cost (measured, see `docs/consistency.md`): one script per 1000 keys of the
-//! scope, once per full copy that guarded a key.
+//! Cost: one script per 1000 keys of the scope, once per full copy that guarded a
+//! key. Measured (release build, `sync/tests/ttl_guard_settle.rs`, ignored test):
+//! 500k keys of which 10% guarded, one pass 1.4 s on a 7.0 target, 2.0 s on 6.2,
+//! 0.85 s of the target's CPU; the stream waits meanwhile.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
