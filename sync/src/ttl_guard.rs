@@ -135,15 +135,7 @@ impl Settler<'_> {
         writer: &mut TargetWriter,
         ttl_guard: Duration,
     ) -> Result<Option<PendingSettle>, ApplyError> {
-        writer.query(&[b"SELECT".as_slice(), b"0"]).await?;
-        let reply = writer.query(&[b"GET".as_slice(), &self.marker_key]).await?;
-        if let Frame::Error(text) = &reply {
-            return Err(self.rejected("GET", text));
-        }
-        let Some(text) = reply
-            .as_bytes()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-        else {
+        let Some(text) = self.marker_value(writer).await? else {
             return Ok(None);
         };
         let mut words = text.split_whitespace().map(str::parse::<i64>);
@@ -161,6 +153,34 @@ impl Settler<'_> {
                 PendingSettle::after_copy(0, ttl_guard)
             }
         }))
+    }
+
+    /// The marker's text, if the target holds one. On a cluster target every primary
+    /// is asked (the one owning the key's slot answers; the others redirect).
+    async fn marker_value(&self, writer: &mut TargetWriter) -> Result<Option<String>, ApplyError> {
+        let get: [&[u8]; 2] = [b"GET", &self.marker_key];
+        let replies = if writer.is_cluster() {
+            writer.drain().await?;
+            let mut replies = Vec::new();
+            for node in writer.cluster_primaries_mut() {
+                replies.push(node.query(&get).await?);
+            }
+            replies
+        } else {
+            writer.query(&[b"SELECT".as_slice(), b"0"]).await?;
+            vec![writer.query(&get).await?]
+        };
+        let mut value = None;
+        for reply in replies {
+            match reply.as_error() {
+                Some(text) if crate::apply::is_redirection(&lossy(text)) => {}
+                Some(text) => return Err(self.rejected("GET", text)),
+                None => {
+                    value = value.or(reply.as_bytes().map(lossy));
+                }
+            }
+        }
+        Ok(value)
     }
 
     /// Writes the marker for `pending` (database 0 selected afterwards).

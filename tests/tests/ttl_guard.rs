@@ -10,11 +10,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::cluster::{into_cluster, seed_url, wait_consistent, Primaries};
 use common::{assert_equal, caught_up, options, SyncTask};
 use lockstep_sync::engine::Phase;
-use lockstep_testkit::guard::{assert_no_guard_expiry, on_server};
+use lockstep_testkit::guard::{
+    assert_no_guard_expiry, assert_no_guard_expiry_in_cluster, on_server,
+};
 use lockstep_testkit::info::config_set;
-use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::topology::{key_slot, wait_until, Cluster, ClusterSpec};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -120,6 +123,7 @@ async fn copying(task: &SyncTask) -> anyhow::Result<()> {
         "the full copy under way",
         Duration::from_secs(30),
         || async {
+            anyhow::ensure!(!task.handle.is_finished(), "the sync task ended");
             let p = task.now();
             Ok(match p.phase == Phase::FullCopy && p.keys_copied > 0 {
                 true => Ok(()),
@@ -224,6 +228,100 @@ async fn a_task_killed_between_the_copy_and_the_settle_settles_after_a_restart(
     assert_no_guard_expiry(&target, Duration::from_secs(30)).await?;
     same_expiries(&source, &target).await?;
     assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
+
+/// Into a cluster target (6.2: no PEXPIRETIME): a RENAME across slots (applied by
+/// copying the key from the source), a RENAME and a COPY within one slot (applied
+/// as they are, carrying the guard to another name) during the copy; afterwards no
+/// primary holds a guard expiry and every key expires when the source's does.
+#[tokio::test]
+async fn into_a_cluster_target_no_guard_survives_renames_within_and_across_slots(
+) -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let cluster = Cluster::start(ClusterSpec::new(
+        ServerConfig::new(RedisVersion::V6_2),
+        3,
+        0,
+    ))
+    .await?;
+    let mut conn = source.client().await?;
+    let mut pipe = redis::pipe();
+    let mut moves = redis::pipe();
+    let mut after = Vec::new();
+    for i in 0..KEYS {
+        let ttl_ms = 60_000 + i as u64 * 10_000;
+        let (from, to) = (format!("xs:{i}"), format!("xs-renamed:{i}"));
+        if key_slot(from.as_bytes()) != key_slot(to.as_bytes()) {
+            pipe.cmd("SET")
+                .arg(&from)
+                .arg(i)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore();
+            moves.cmd("RENAME").arg(&from).arg(&to).ignore();
+            after.push(to);
+        }
+        let tag = format!("{{t{i}}}");
+        pipe.cmd("SET")
+            .arg(format!("{tag}a"))
+            .arg(i)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+        pipe.cmd("SET")
+            .arg(format!("{tag}c"))
+            .arg(i)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore();
+        moves
+            .cmd("RENAME")
+            .arg(format!("{tag}a"))
+            .arg(format!("{tag}b"))
+            .ignore();
+        moves
+            .cmd("COPY")
+            .arg(format!("{tag}c"))
+            .arg(format!("{tag}d"))
+            .ignore();
+        after.extend([format!("{tag}b"), format!("{tag}c"), format!("{tag}d")]);
+    }
+    for i in 0..FILLER {
+        pipe.cmd("SET").arg(format!("filler:{i}")).arg(i).ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    config_set(&mut conn, "repl-diskless-sync", "yes").await?;
+    config_set(&mut conn, "repl-diskless-sync-delay", "0").await?;
+    config_set(&mut conn, "rdb-key-save-delay", "2000").await?;
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
+    copying(&task).await?;
+    moves.query_async::<()>(&mut conn).await?;
+    still_copying(&task);
+    caught_up(&mut task, &source).await?;
+    assert_no_guard_expiry_in_cluster(&cluster, Duration::from_secs(30)).await?;
+    let mut primaries = Primaries::of(&cluster).await?;
+    for key in &after {
+        let on_source: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await?;
+        let on_target: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(primaries.conn(key.as_bytes()))
+            .await?;
+        assert!(on_source > 0, "{key}: PTTL {on_source} on the source");
+        assert!(
+            (on_target - on_source).abs() <= 2_000,
+            "{key}: PTTL {on_target} ms on the target, {on_source} ms on the source"
+        );
+    }
+    wait_consistent(
+        &source.url(),
+        &seed_url(&cluster),
+        std::slice::from_mut(&mut task),
+        Duration::from_secs(30),
+    )
+    .await?;
     task.finish().await?;
     Ok(())
 }
