@@ -14,8 +14,8 @@
 //! and sets every key it finds in the guard range back to `expiry - GUARD_BASE_MS`.
 //!
 //! - **Scope**: the target databases that hold keys and that the task writes
-//!   ([`Filter::owned_target_dbs`]), the SCAN patterns of its key prefixes, and
-//!   [`Filter::owns_key`] (prefix rules, lockstep's own keys, a cluster source
+//!   (`Filter::owned_target_dbs`), the SCAN patterns of its key prefixes, and
+//!   `Filter::owns_key` (prefix rules, lockstep's own keys, a cluster source
 //!   shard's slots) for every key found: keys of other tasks sharing the target are
 //!   never touched. On a cluster target every primary is scanned (database 0).
 //! - **The guard range**: `GUARD_BASE_MS ..= GUARD_BASE_MS + guard_until`, where
