@@ -396,3 +396,72 @@ fn unix_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Frame {
+        Frame::Bulk(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    fn settler(filter: &Filter) -> Settler<'_> {
+        Settler {
+            filter,
+            marker_key: TTL_GUARD_KEY.to_vec(),
+            pexpiretime: true,
+        }
+    }
+
+    #[test]
+    fn the_find_reply_is_read_or_refused_whole() {
+        let filter = Filter::default();
+        let settler = settler(&filter);
+        let good = Frame::Array(vec![
+            bulk("17"),
+            Frame::Array(vec![bulk("a"), bulk("32503690000000")]),
+            Frame::Integer(1000),
+        ]);
+        let (cursor, found, scanned) = settler.find_reply(good).expect("well formed");
+        assert_eq!(cursor, b"17");
+        assert_eq!(found, vec![(Bytes::from_static(b"a"), 32_503_690_000_000)]);
+        assert_eq!(scanned, 1000);
+        // Anything else settles nothing: an expiry that is not a number, a key
+        // without its expiry, an error, another shape.
+        for bad in [
+            Frame::Array(vec![
+                bulk("0"),
+                Frame::Array(vec![bulk("a"), bulk("3.25e13")]),
+                Frame::Integer(1),
+            ]),
+            Frame::Array(vec![
+                bulk("0"),
+                Frame::Array(vec![bulk("a")]),
+                Frame::Integer(1),
+            ]),
+            Frame::Error(Bytes::from_static(b"ERR unknown command 'PEXPIRETIME'")),
+            Frame::Array(vec![bulk("0"), Frame::Array(vec![])]),
+            bulk("0"),
+        ] {
+            assert!(
+                settler.find_reply(bad.clone()).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_settle_is_due_once_the_copys_end_is_applied() {
+        let pending = PendingSettle::after_copy(1000, Duration::from_secs(3600));
+        assert!(!pending.is_due(999));
+        assert!(pending.is_due(1000));
+        let mut deferred = pending.clone();
+        deferred.not_before = Some(Instant::now() + Duration::from_secs(60));
+        assert!(
+            !deferred.is_due(2000),
+            "an untrusted pass waits before retrying"
+        );
+        let until = pending.guard_until_ms - unix_ms();
+        assert!((3_590_000..=3_600_000).contains(&until), "{until}");
+    }
+}
