@@ -325,3 +325,57 @@ async fn into_a_cluster_target_no_guard_survives_renames_within_and_across_slots
     task.finish().await?;
     Ok(())
 }
+
+/// A full resync that clears the target and copies again, while the first copy's
+/// guards were still unsettled (the task killed) and with keys renamed during the
+/// second copy too: no guard survives either copy.
+#[tokio::test]
+async fn a_full_resync_over_unsettled_guards_leaves_none() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    seed(&source).await?;
+    let mut conn = source.client().await?;
+    let dir = tempfile::tempdir()?;
+    let mut slow = options(&source, &target, dir.path())?;
+    slow.throttle.incremental_commands_per_sec = Some(5);
+    let task = SyncTask::spawn(slow);
+    copying(&task).await?;
+    move_everything(&mut conn).await?;
+    still_copying(&task);
+    wait_until("the copy ended", Duration::from_secs(60), || async {
+        Ok(match task.now().phase {
+            Phase::Incremental => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await?;
+    task.handle.abort();
+    let _ = task.handle.await;
+    // Overrun the source's backlog: the next PSYNC cannot continue.
+    config_set(&mut conn, "repl-backlog-size", "16384").await?;
+    let big = "x".repeat(8192);
+    for i in 0..100 {
+        redis::cmd("SET")
+            .arg(format!("overrun:{i}"))
+            .arg(&big)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    copying(&task).await?;
+    let mut pipe = redis::pipe();
+    for i in 0..KEYS {
+        pipe.cmd("RENAME")
+            .arg(format!("ren2:{i}"))
+            .arg(format!("ren3:{i}"))
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    still_copying(&task);
+    caught_up(&mut task, &source).await?;
+    assert_eq!(task.now().full_syncs, 1, "the restart did not copy again");
+    assert_no_guard_expiry(&target, Duration::from_secs(30)).await?;
+    assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}
