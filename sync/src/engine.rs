@@ -41,6 +41,7 @@ use crate::load::{KeyLoader, LoadError, LoadOptions};
 use crate::rdb::{Event, Limits, ParseOptions, RdbError, RdbParser};
 use crate::resp::{Command, Entry, Frame};
 use crate::throttle::ThrottleOptions;
+use crate::ttl_guard::{PendingSettle, Settled, Settler, TTL_GUARD_KEY};
 
 /// Keys whose name starts with this are lockstep's heartbeat keys on the source;
 /// they are never written to the target.
@@ -470,6 +471,17 @@ async fn session(
     // which never copies: there the file is the resume point.)
     let target_lost_data =
         on_target.is_none() && store.last().is_some() && options.mode != Mode::Incremental;
+    // The TTL guards of a full copy that were not settled yet (lockstep stopped or
+    // killed in between): settled once the stream passes the copy's end, whatever
+    // this session does (see crate::ttl_guard).
+    let settler = Settler {
+        filter: &options.filter,
+        marker_key: options.task_key(TTL_GUARD_KEY),
+        pexpiretime: target_rdb_version >= 10,
+    };
+    let mut settle = settler
+        .read_marker(&mut writer, options.load.ttl_guard)
+        .await?;
     if target_lost_data {
         store.clear()?;
     }
@@ -488,9 +500,6 @@ async fn session(
                 .map(|(id, offset, _)| (id.as_str(), *offset)),
         )
         .await?;
-    // A loader with keys under a TTL guard, and the source offset after which the
-    // guards can be settled.
-    let mut settle: Option<(KeyLoader, i64)> = None;
     let (replid, start_offset, db) = match reply {
         PsyncReply::Continue { replid } => {
             let (old_id, offset, db) = resume
@@ -576,26 +585,37 @@ async fn session(
             });
             if loader.guarded_ttls() > 0 {
                 let (_, after_copy, _) = source_position(options).await?;
-                settle = Some((loader, after_copy));
+                let pending = PendingSettle::after_copy(after_copy, options.load.ttl_guard);
+                settler.write_marker(&mut writer, &pending).await?;
+                settle = Some(pending);
+            } else if let Some(older) = settle.as_mut() {
+                // An older copy's marker: its offset may be of another history.
+                older.after_offset = offset;
             }
             (Some(replid), offset, 0)
         }
         PsyncReply::Sync => {
-            let (returned, _) = unless_stopped(
+            let (returned, loader) = unless_stopped(
                 &mut stop,
                 full_copy(link, &mut writer, target_rdb_version, 0, options, progress),
             )
             .await?;
             link = returned;
             writer.drain().await?;
+            if loader.guarded_ttls() > 0 {
+                // SYNC has no offsets: settled at the first checkpoint tick.
+                let pending = PendingSettle::after_copy(0, options.load.ttl_guard);
+                settler.write_marker(&mut writer, &pending).await?;
+                settle = Some(pending);
+            }
             (None, 0, 0)
         }
     };
     if options.mode == Mode::Full {
-        if let Some((mut loader, _)) = settle {
+        if let Some(mut pending) = settle {
             // Nothing more will be applied: give every key its real TTL now.
-            let settled = loader.settle_guarded_ttls(&mut writer, 0).await?;
-            progress.send_modify(|p| p.ttls_settled += settled);
+            let settled = settle_when_trusted(&settler, &mut writer, &mut pending).await?;
+            progress.send_modify(|p| p.ttls_settled += settled.keys);
         }
         return Ok(());
     }
@@ -679,12 +699,14 @@ async fn session(
                     });
                     if let Some(applied) = writer.applied() {
                         progress.send_modify(|p| p.applied_offset = applied.offset);
-                        let due = settle.as_ref().is_some_and(|(_, after)| applied.offset >= *after);
+                        let due = settle.as_ref().is_some_and(|pending| pending.is_due(applied.offset));
                         if due && !batch.open {
-                            if let Some((mut loader, _)) = settle.take() {
-                                let settled = loader.settle_guarded_ttls(&mut writer, options.filter.selectable_db(here.db)).await?;
-                                tracing::info!(settled, "TTL guards of the full copy settled");
-                                progress.send_modify(|p| p.ttls_settled += settled);
+                            if let Some(pending) = settle.as_mut() {
+                                if let Some(settled) = settler.settle(&mut writer, pending, options.filter.selectable_db(here.db)).await? {
+                                    tracing::info!(settled = settled.keys, scanned = settled.scanned, "TTL guards of the full copy settled");
+                                    progress.send_modify(|p| p.ttls_settled += settled.keys);
+                                    settle = None;
+                                }
                             }
                         }
                     }
@@ -814,7 +836,24 @@ async fn session(
                 }
                 batch.abandon_or_close(&mut writer, here, in_multi).await?;
                 writer.drain().await?;
-                save(store, &replid, &writer)
+                save(store, &replid, &writer)?;
+                // Asked to stop after the stream passed the copy's end: settle now
+                // rather than leave the guards to the next run.
+                let due = settle
+                    .as_ref()
+                    .zip(writer.applied())
+                    .is_some_and(|(p, a)| p.is_due(a.offset));
+                match settle.as_mut() {
+                    Some(pending) if due && matches!(err, SyncError::Stopped) => {
+                        let db = options.filter.selectable_db(here.db);
+                        settler
+                            .settle(&mut writer, pending, db)
+                            .await
+                            .map(|_| ())
+                            .map_err(SyncError::from)
+                    }
+                    _ => Ok(()),
+                }
             }
             .await;
             if let Err(lost) = finished.and(kept) {
@@ -868,6 +907,24 @@ async fn check_source_alive<R: tokio::io::AsyncRead + Unpin>(
         }
         .into()),
     }
+}
+
+/// Settles `pending` (a copy in mode `Full`, nothing follows): a pass the target
+/// cluster's slot migrations make untrusted is tried again, for a minute at most;
+/// after that the marker stays and the next run settles.
+async fn settle_when_trusted(
+    settler: &Settler<'_>,
+    writer: &mut TargetWriter,
+    pending: &mut PendingSettle,
+) -> Result<Settled, SyncError> {
+    for _ in 0..12 {
+        if let Some(settled) = settler.settle(writer, pending, 0).await? {
+            return Ok(settled);
+        }
+        tokio::time::sleep(crate::ttl_guard::RETRY_AFTER).await;
+    }
+    tracing::warn!("the TTL guards of the full copy are not settled: the target cluster kept migrating slots; the next run settles them");
+    Ok(Settled::default())
 }
 
 /// Stream entries handled in one go from what has arrived before the loop looks at

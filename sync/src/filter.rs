@@ -212,7 +212,7 @@ impl Filter {
 
     /// Does the task own this key on the target: it writes it (prefix rules, own
     /// keys) and, for a shard of a cluster source, it hashes into the shard's slots.
-    fn owns_key(&self, key: &[u8]) -> bool {
+    pub(crate) fn owns_key(&self, key: &[u8]) -> bool {
         self.keeps_key(key) && self.in_source_slots(crate::slots::key_slot(key))
     }
 
@@ -294,8 +294,26 @@ impl Filter {
         Ok(unlinked)
     }
 
+    /// The target databases that hold keys (`INFO keyspace`) and that the task writes
+    /// (all of them without database rules): where its keys may be now, after any
+    /// MOVE, COPY ... DB or SWAPDB of the stream (the TTL guard's settle scans them).
+    pub(crate) async fn owned_target_dbs(
+        &self,
+        writer: &mut TargetWriter,
+    ) -> Result<Vec<u32>, ApplyError> {
+        let written: Vec<u32> = self
+            .written_source_dbs()
+            .map(|d| self.target_db(d))
+            .collect();
+        let mut dbs = keyspace_dbs(writer).await?;
+        if self.has_db_rules() {
+            dbs.retain(|db| written.contains(db));
+        }
+        Ok(dbs)
+    }
+
     /// SCAN MATCH patterns covering the keys the task may own.
-    fn scan_patterns(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn scan_patterns(&self) -> Vec<Vec<u8>> {
         if self.include_prefixes.is_empty() {
             vec![b"*".to_vec()]
         } else {

@@ -12,7 +12,7 @@
 //! - [`engine`] (filter, orchestration): sessions, full copy, the incremental loop,
 //!   retries; drops PING/REPLCONF and the heartbeat key.
 //! - [`load`] (apply, full copy): parser events to RESTORE, big keys in batches, the
-//!   TTL-race guard.
+//!   TTL-race guard; [`ttl_guard`] settles it by scanning the target.
 //! - [`apply`] (apply): the pipelined, reply-checked writer to the target.
 //! - [`throttle`]: keys/s, commands/s and bytes/s limits of the two phases.
 //! - [`checkpoint`]: the exact (replid, offset, db) the target has reached, stored
@@ -46,3 +46,4 @@ pub mod rdb;
 pub mod resp;
 pub mod slots;
 pub mod throttle;
+pub mod ttl_guard;

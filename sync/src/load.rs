@@ -28,10 +28,20 @@
 //! key that expires within `ttl_guard` is written with a *guard expiry*:
 //! `GUARD_BASE_MS + t`, far in the future and unique to lockstep. Any TTL command
 //! from the source replaces it. Once the target has applied the stream up to a point
-//! taken after the copy, [`KeyLoader::settle_guarded_ttls`] sets every key that still
-//! has its guard expiry back to its real expiry `t` (a script checks and sets
-//! atomically). A key the source did not extend has expired on the source by then,
-//! or will: the target then drops it too, and the source's DEL finds nothing.
+//! taken after the copy, [`crate::ttl_guard`] sets every key that still has a guard
+//! expiry back to its real expiry `t`. A key the source did not extend has expired on
+//! the source by then, or will: the target then drops it too, and the source's DEL
+//! finds nothing.
+//!
+//! The settle does not use a list of the names written here: the stream moves
+//! expiries between keys and databases (RENAME, RENAMENX, MOVE, COPY with and without
+//! DB, SWAPDB; a slot migration of a cluster target), a restart forgets what memory
+//! held, and a list of names missed all of these (issue 14: renamed keys kept an
+//! expiry in the year 3000 for ever). The guard encodes `t` itself, so the settle
+//! finds the guards by scanning the task's scope on the target and reads `t` off
+//! each key's own expiry; the loader only counts how many keys it guarded (none: no
+//! settle). How the scan is scoped, kept atomic with the stream, persisted across
+//! restarts and what it costs: see [`crate::ttl_guard`].
 //!
 //! # The filter
 //! Keys the task's [`Filter`] does not keep (unselected databases, key prefixes,
@@ -47,15 +57,6 @@ use crate::rdb::{self, Elements, Event, HashField, KeyMeta, Kind, Value};
 
 /// Guard expiries are `GUARD_BASE_MS + t`: 3000-01-01T00:00:00Z plus the real expiry.
 pub const GUARD_BASE_MS: i64 = 32_503_680_000_000;
-
-/// Sets a key's expiry back to ARGV[2] if its current expiry is a guard (>= ARGV[1]).
-/// PTTL + TIME works on every version (PEXPIRETIME is 7.0+).
-const SETTLE_SCRIPT: &str = "local pttl = redis.call('PTTL', KEYS[1]) \
-if pttl < 0 then return 0 end \
-local t = redis.call('TIME') \
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
-if now + pttl >= tonumber(ARGV[1]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) return 1 end \
-return 0";
 
 /// Plain strings (no expiry) per MSET.
 pub const STRINGS_PER_MSET: usize = 512;
@@ -99,14 +100,6 @@ pub enum LoadError {
     OutOfOrder(&'static str),
 }
 
-/// A key written with a guard expiry, and its real one.
-#[derive(Clone, Debug)]
-struct GuardedTtl {
-    db: u64,
-    key: Vec<u8>,
-    expire_ms: i64,
-}
-
 /// The key being loaded.
 struct CurrentKey {
     meta: KeyMeta,
@@ -127,7 +120,8 @@ pub struct KeyLoader {
     source_rdb_version: u16,
     db: Option<u64>,
     current: Option<CurrentKey>,
-    guarded: Vec<GuardedTtl>,
+    /// Keys written with a guard expiry.
+    guarded: u64,
     /// Strings without expiry waiting for their MSET, and their key and value bytes.
     strings: Vec<(Vec<u8>, Vec<u8>)>,
     strings_bytes: usize,
@@ -150,7 +144,7 @@ impl KeyLoader {
             source_rdb_version: 0,
             db: None,
             current: None,
-            guarded: Vec::new(),
+            guarded: 0,
             strings: Vec::with_capacity(STRINGS_PER_MSET),
             strings_bytes: 0,
             keys: 0,
@@ -164,9 +158,9 @@ impl KeyLoader {
         self.db
     }
 
-    /// Keys waiting for [`KeyLoader::settle_guarded_ttls`].
-    pub fn guarded_ttls(&self) -> usize {
-        self.guarded.len()
+    /// Keys written with a guard expiry (settled by [`crate::ttl_guard`]).
+    pub fn guarded_ttls(&self) -> u64 {
+        self.guarded
     }
 
     /// Handles one parser event.
@@ -402,66 +396,15 @@ impl KeyLoader {
     }
 
     /// The absolute expiry to write for `meta`: its own, or a guard expiry when it runs
-    /// out within `ttl_guard` (remembered for settling).
+    /// out within `ttl_guard` (counted for settling).
     fn expiry_to_write(&mut self, meta: &KeyMeta) -> Option<i64> {
         let expire_ms = self.filter.extend_expiry(meta.expire_ms?);
         let guard_until = unix_ms() + self.options.ttl_guard.as_millis() as i64;
         if expire_ms > guard_until {
             return Some(expire_ms);
         }
-        self.guarded.push(GuardedTtl {
-            db: self.target_db(meta.db),
-            key: meta.key.clone(),
-            expire_ms,
-        });
+        self.guarded += 1;
         Some(GUARD_BASE_MS + expire_ms.max(0))
-    }
-
-    /// Gives every key that still has its guard expiry its real one. Call once the
-    /// target has applied the stream up to a point taken after the copy ended.
-    /// Leaves the writer with `current_db` selected again. Returns how many keys got
-    /// their real expiry back (the others were changed by the source meanwhile).
-    pub async fn settle_guarded_ttls(
-        &mut self,
-        writer: &mut TargetWriter,
-        current_db: u32,
-    ) -> Result<u64, LoadError> {
-        let guarded = std::mem::take(&mut self.guarded);
-        let mut selected = None;
-        let base = GUARD_BASE_MS.to_string();
-        for item in &guarded {
-            if selected != Some(item.db) {
-                writer
-                    .push(
-                        &[b"SELECT".as_slice(), item.db.to_string().as_bytes()],
-                        None,
-                    )
-                    .await?;
-                selected = Some(item.db);
-            }
-            let expire = item.expire_ms.to_string();
-            writer
-                .push(
-                    &[
-                        b"EVAL".as_slice(),
-                        SETTLE_SCRIPT.as_bytes(),
-                        b"1",
-                        &item.key,
-                        base.as_bytes(),
-                        expire.as_bytes(),
-                    ],
-                    None,
-                )
-                .await?;
-        }
-        writer
-            .push(
-                &[b"SELECT".as_slice(), current_db.to_string().as_bytes()],
-                None,
-            )
-            .await?;
-        writer.drain().await?;
-        Ok(guarded.len() as u64)
     }
 
     fn unwritable(&self, meta: &KeyMeta, reason: String) -> LoadError {

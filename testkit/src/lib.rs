@@ -17,10 +17,12 @@
 //! - [`data`]: a seeded data set of every type in every encoding each version offers.
 //! - [`churn`]: a seeded, rate-paced workload of every synchronized write command.
 //! - [`info`]: small helpers to read `INFO` fields.
+//! - [`guard`]: the TTL guard invariant: no key left with a guard expiry (year 3000).
 
 pub mod churn;
 pub mod data;
 pub mod faults;
+pub mod guard;
 pub mod info;
 pub mod proxy;
 pub mod server;

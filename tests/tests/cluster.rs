@@ -33,6 +33,9 @@ async fn cluster(version: RedisVersion) -> anyhow::Result<Cluster> {
 /// primary serving its slot, and the cluster holds no other key but lockstep's.
 /// Returns the number of keys compared.
 async fn assert_cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow::Result<usize> {
+    // The full copy's TTL guards are settled (waited for: the next checkpoint tick).
+    lockstep_testkit::guard::assert_no_guard_expiry_in_cluster(cluster, Duration::from_secs(30))
+        .await?;
     let mut src = source.client().await?;
     let mut primaries = Primaries::of(cluster).await?;
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut src).await?;

@@ -165,6 +165,7 @@ async fn wait_verified(
         .await
         .context("verify")?;
         if report.is_consistent() {
+            harness::no_guard_left(target_url).await?;
             return Ok(report);
         }
         if std::time::Instant::now() > deadline {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{self, Phase, Progress, Summary, SyncError, SyncOptions};
+use lockstep_testkit::guard::assert_no_guard_expiry_at;
 use lockstep_testkit::info::config_set;
 use lockstep_testkit::{RedisServer, ServerConfig};
 use lockstep_verify::{compare, CompareOptions, Report};
@@ -189,8 +190,9 @@ pub async fn keys(
     Ok(keys.into_iter().collect())
 }
 
-/// Runs verify between the two servers.
+/// Runs verify between the two servers, after [`no_guard_left`] on the target.
 pub async fn verify(source: &RedisServer, target: &RedisServer) -> anyhow::Result<Report> {
+    no_guard_left(&target.url()).await?;
     compare(
         &source.redis_client()?,
         &target.redis_client()?,
@@ -198,6 +200,16 @@ pub async fn verify(source: &RedisServer, target: &RedisServer) -> anyhow::Resul
     )
     .await
     .context("verify")
+}
+
+/// The TTL guard invariant, judged after every scenario: once the stream has passed
+/// the end of a full copy, no key of the target (a server or a cluster, by URL) keeps
+/// a guard expiry (the year 3000). Waits up to 30 s: the sync settles the guards on
+/// its next checkpoint tick after the stream passed the copy's end.
+pub async fn no_guard_left(target_url: &str) -> anyhow::Result<()> {
+    assert_no_guard_expiry_at(target_url, Duration::from_secs(30))
+        .await
+        .context("a key keeps the full copy's TTL guard expiry (it would never expire)")
 }
 
 /// Verify finds no difference (and compared at least `min_keys` keys); returns the

@@ -99,6 +99,8 @@ pub async fn wait_consistent(
         let report = verify(source_url, target_url, &[0]).await?;
         if report.is_consistent() {
             anyhow::ensure!(report.keys_compared > 0, "nothing was compared: {report}");
+            // The full copy's TTL guards are settled too (no year-3000 expiry left).
+            lockstep_testkit::guard::assert_no_guard_expiry_at(target_url, timeout).await?;
             return Ok(report);
         }
         if Instant::now() > deadline {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{self, Phase, Progress, Summary, SyncError, SyncOptions};
+use lockstep_testkit::guard::assert_no_guard_expiry;
 use lockstep_testkit::RedisServer;
 use lockstep_verify::{compare, CompareOptions};
 use tokio::sync::watch;
@@ -86,8 +87,12 @@ pub async fn caught_up(task: &mut SyncTask, source: &RedisServer) -> anyhow::Res
     }
 }
 
-/// Verify finds no difference between `source` and `target`.
+/// Verify finds no difference between `source` and `target`, and no key of the
+/// target is left with a TTL guard expiry (the full copy's guards are settled once
+/// the stream has passed the copy's end; waited for, as the settle runs on the
+/// sync's next checkpoint tick).
 pub async fn assert_equal(source: &RedisServer, target: &RedisServer) -> anyhow::Result<()> {
+    assert_no_guard_expiry(target, Duration::from_secs(30)).await?;
     let report = compare(
         &source.redis_client()?,
         &target.redis_client()?,
