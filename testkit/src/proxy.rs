@@ -19,7 +19,8 @@
 //! - [`ProxyHandle::drop_open_flows`]: a flow dropped by a NAT or a firewall. The
 //!   connections open now are black-holed for good (bytes swallowed, nothing closed);
 //!   connections made afterwards pass. Nothing lifts it: the old flows are dead, a
-//!   client that reconnects gets through.
+//!   client that reconnects gets through. A close or reset by either end is not
+//!   passed on either (a NAT drops those packets too); a cut still closes them.
 //! - refuse: new connections are closed (with a reset) right after `accept`; open
 //!   ones are untouched.
 //! - latency: a one-way delay per direction; each chunk is forwarded at its arrival
@@ -742,7 +743,13 @@ async fn read_side(
             .await
             .map_err(|_| gone("held-bytes semaphore"))?;
         let mut buffer = BytesMut::with_capacity(CHUNK_BYTES_MAX);
-        let read_bytes = source.read_buf(&mut buffer).await?;
+        let read = source.read_buf(&mut buffer).await;
+        if shared.is_dead(flow) && !matches!(read, Ok(n) if n > 0) {
+            // A dead flow carries no close or reset either: the other end never
+            // learns (until a cut or the proxy's end).
+            return std::future::pending().await;
+        }
+        let read_bytes = read?;
         if read_bytes == 0 {
             return Ok(());
         }
@@ -806,6 +813,10 @@ async fn write_side(
             shared.counters.forwarded[direction.index()]
                 .fetch_add(piece_len as u64, Ordering::Relaxed);
         }
+    }
+    if shared.is_dead(flow) {
+        // A dead flow does not pass the close on (see `read_side`).
+        return std::future::pending().await;
     }
     // The source reached EOF: pass the half-close on.
     sink.shutdown().await

@@ -337,6 +337,17 @@ async fn dropped_flows_stay_dead_while_new_connections_pass() -> anyhow::Result<
         rig.proxy.stats().bytes_dropped(Direction::ClientToServer),
         2 * PING.len() as u64
     );
+    // The server closing the dead flow (as a primary does after its repl-timeout)
+    // does not reach the client either.
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async::<i64>(&mut rig.direct)
+        .await?;
+    assert_silent(&mut old, "a dropped flow the server closed").await;
     Ok(())
 }
 
