@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lockstep_testkit::{Auth, FaultProxy, RedisServer, ServerConfig};
+use lockstep_testkit::{Auth, FaultProxy, RedisServer, ReplicaSet, ServerConfig};
 use tokio::sync::watch;
 
 use super::checker::{self, Snapshot};
@@ -27,7 +27,11 @@ const QUIESCE: Duration = Duration::from_secs(90);
 
 /// The processes and links of one episode.
 pub struct World {
-    pub source: RedisServer,
+    /// The source: a primary, and a replica when the plan fails over.
+    pub sources: ReplicaSet,
+    /// In front of the source for the workload and the clock (never faulted, moved
+    /// to the new primary by a failover, as a virtual IP would).
+    pub load_proxy: FaultProxy,
     pub target: RedisServer,
     pub source_proxy: FaultProxy,
     pub target_proxy: FaultProxy,
@@ -54,13 +58,14 @@ impl World {
         let target_config = ServerConfig::new(plan.pair.target)
             .persistence(plan.target_persistence)
             .set("databases", &databases);
-        let source = RedisServer::start(source_config)
+        let sources = ReplicaSet::start(source_config, plan.source_replicas)
             .await
             .context("starting the source")?;
         let target = RedisServer::start(target_config)
             .await
             .context("starting the target")?;
-        let source_proxy = FaultProxy::start(source.addr()).await?;
+        let source_proxy = FaultProxy::start(sources.primary().addr()).await?;
+        let load_proxy = FaultProxy::start(sources.primary().addr()).await?;
         let target_proxy = FaultProxy::start(target.addr()).await?;
         let dir = tempfile::tempdir()?;
         let status_port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -85,7 +90,8 @@ impl World {
         sync_args.push(format!("--full-keys-per-sec={}", plan.copy_keys_per_sec));
         sync_args.extend(plan.options.flags(true));
         Ok(World {
-            source,
+            sources,
+            load_proxy,
             target,
             source_proxy,
             target_proxy,
@@ -97,6 +103,21 @@ impl World {
             log: dir.path().join("lockstep.log"),
             _dir: dir,
         })
+    }
+
+    /// The source's primary now.
+    pub fn source(&self) -> &RedisServer {
+        self.sources.primary()
+    }
+
+    pub fn source_mut(&mut self) -> &mut RedisServer {
+        let primary = self.sources.primary_index();
+        &mut self.sources.servers[primary]
+    }
+
+    /// A client of the source through the load proxy (it follows a failover).
+    pub fn load_client(&self) -> anyhow::Result<redis::Client> {
+        Ok(redis::Client::open(self.load_proxy.url_for(self.source()))?)
     }
 
     /// Starts `lockstep sync` (this binary), its output appended to the log.
@@ -164,73 +185,90 @@ pub struct Verdict {
     pub summary: String,
 }
 
-/// Runs episode `plan` on real servers and judges it.
-pub async fn run(plan: &EpisodePlan) -> anyhow::Result<Verdict> {
-    let mut world = World::start(plan).await?;
-    workload::write_preload(&world.source.redis_client()?, &plan.preload).await?;
+/// The instruments that run until the judge is done: the clock key, the
+/// checkpoint sampler and the lag sampler (so a stuck target shows in the lag).
+struct Instruments {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    findings: Findings,
+}
+
+impl Instruments {
+    fn start(plan: &EpisodePlan, world: &World) -> anyhow::Result<Instruments> {
+        let (stop, stopped) = watch::channel(false);
+        let findings: Findings = Arc::new(Mutex::new(Vec::new()));
+        let tasks = vec![
+            tokio::spawn(workload::run_clock(world.load_client()?, stopped.clone())),
+            tokio::spawn(invariants::sample_checkpoints(
+                world.target.redis_client()?,
+                findings.clone(),
+                stopped.clone(),
+            )),
+            tokio::spawn(invariants::sample_lag(
+                world.load_client()?,
+                world.target.redis_client()?,
+                plan.options.target_db(0),
+                world.status_port,
+                findings.clone(),
+                stopped,
+            )),
+        ];
+        Ok(Instruments {
+            stop,
+            tasks,
+            findings,
+        })
+    }
+
+    async fn finish(self) -> Vec<String> {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.findings.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+/// The load and the faults at their instants; returns the load's report and a line
+/// per fault.
+async fn drive(
+    plan: &EpisodePlan,
+    world: &mut World,
+    start: Instant,
+) -> anyhow::Result<(workload::LoadReport, Vec<String>)> {
     let (stop, stopped) = watch::channel(false);
-    let findings: Findings = Arc::new(Mutex::new(Vec::new()));
-    world.start_sync()?;
-    let start = Instant::now();
     let load = tokio::spawn(workload::run_load(
-        world.source.redis_client()?,
+        world.load_client()?,
         plan.load.clone(),
         start,
-        stopped.clone(),
+        stopped,
     ));
-    let clock = tokio::spawn(workload::run_clock(
-        world.source.redis_client()?,
-        stopped.clone(),
-    ));
-    let samplers = [
-        tokio::spawn(invariants::sample_checkpoints(
-            world.target.redis_client()?,
-            findings.clone(),
-            stopped.clone(),
-        )),
-        tokio::spawn(invariants::sample_lag(
-            world.source.redis_client()?,
-            world.target.redis_client()?,
-            plan.options.target_db(0),
-            world.status_port,
-            findings.clone(),
-            stopped.clone(),
-        )),
-    ];
     let mut fault_log = Vec::new();
     for timed in &plan.faults {
         tokio::time::sleep_until((start + Duration::from_millis(timed.at_ms)).into()).await;
-        match faults::apply(&mut world, &timed.fault).await {
+        match faults::apply(world, &timed.fault).await {
             Ok(line) => fault_log.push(format!("{:.1}s {line}", start.elapsed().as_secs_f64())),
             Err(err) => fault_log.push(format!("{:?} failed: {err:#}", timed.fault)),
         }
     }
     tokio::time::sleep_until((start + Duration::from_millis(plan.load_ms)).into()).await;
     let _ = stop.send(true);
-    let load = load.await.unwrap_or_default();
-    let _ = clock.await;
+    Ok((load.await.unwrap_or_default(), fault_log))
+}
+
+/// Runs episode `plan` on real servers and judges it.
+pub async fn run(plan: &EpisodePlan) -> anyhow::Result<Verdict> {
+    let mut world = World::start(plan).await?;
+    workload::write_preload(&world.source().redis_client()?, &plan.preload).await?;
+    let instruments = Instruments::start(plan, &world)?;
+    world.start_sync()?;
+    let (load, fault_log) = drive(plan, &mut world, Instant::now()).await?;
     // Faults that can be lifted are; a dropped flow stays dead (nothing lifts a NAT's
     // drop), only a new connection gets through.
     world.source_proxy.restore();
     world.target_proxy.restore();
-    let (stop_samplers, samplers_stopped) = watch::channel(false);
-    let late_lag = tokio::spawn(invariants::sample_lag(
-        world.source.redis_client()?,
-        world.target.redis_client()?,
-        plan.options.target_db(0),
-        world.status_port,
-        findings.clone(),
-        samplers_stopped,
-    ));
     let mut verdict = judge(plan, &mut world).await?;
-    let _ = stop_samplers.send(true);
-    let _ = late_lag.await;
-    for sampler in samplers {
-        let _ = sampler.await;
-    }
-    if let Ok(found) = findings.lock() {
-        verdict.findings.extend(found.iter().cloned());
-    }
+    verdict.findings.extend(instruments.finish().await);
     if let Some(line) = invariants::password_in(&world.log_text(), plan.source_password.as_deref())
     {
         verdict.findings.push(line);
@@ -259,7 +297,7 @@ async fn quiesce(
     world: &mut World,
 ) -> anyhow::Result<(Snapshot, Vec<String>, Duration)> {
     let started = Instant::now();
-    let source = world.source.redis_client()?;
+    let source = world.source().redis_client()?;
     let target = world.target.redis_client()?;
     loop {
         let expected = checker::predict(&checker::snapshot(&source).await?, &plan.options);
@@ -309,7 +347,7 @@ async fn judge(plan: &EpisodePlan, world: &mut World) -> anyhow::Result<Verdict>
         findings.push(format!("guard-expiry: {line}"));
     }
     let source_keys = checker::predict(
-        &checker::snapshot(&world.source.redis_client()?).await?,
+        &checker::snapshot(&world.source().redis_client()?).await?,
         &plan.options,
     );
     let verify = super::verify::run(plan, world, &source_keys, differences.is_empty()).await;

@@ -37,6 +37,9 @@ pub enum Fault {
     RestartTarget,
     /// FLUSHALL on the source.
     FlushAllSource,
+    /// The source's replica is promoted (writes paused meanwhile, so none is lost);
+    /// the source's address (its proxy) moves to it, as a virtual IP would.
+    FailoverSource,
 }
 
 /// A fault and when it happens, in ms from the sync's start.
@@ -65,6 +68,7 @@ fn one(rng: &mut ChaCha8Rng) -> Fault {
         55..=66 => Fault::DropSourceFlows,
         67..=77 => Fault::RestartSource,
         78..=88 => Fault::RestartTarget,
+        89..=94 => Fault::FailoverSource,
         _ => Fault::FlushAllSource,
     }
 }
@@ -119,13 +123,14 @@ pub async fn apply(world: &mut World, fault: &Fault) -> anyhow::Result<String> {
             world.flows_dropped_at = Some(std::time::Instant::now());
         }
         Fault::RestartSource => {
-            world.source.restart().await?;
+            world.source_mut().restart().await?;
         }
         Fault::RestartTarget => {
             world.target.restart().await?;
         }
+        Fault::FailoverSource => failover(world).await?,
         Fault::FlushAllSource => {
-            let mut conn = world.source.client().await?;
+            let mut conn = world.source().client().await?;
             redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
         }
     }
@@ -137,4 +142,21 @@ fn restore_later(proxy: lockstep_testkit::proxy::ProxyHandle, ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         proxy.restore();
     });
+}
+
+/// Promotes the other server of the source's replica set with the load held (so
+/// no write is lost in the switch), then points both proxies at it.
+async fn failover(world: &mut World) -> anyhow::Result<()> {
+    world.load_proxy.stall();
+    let next = 1 - world.sources.primary_index().min(1);
+    let result = async {
+        world.sources.wait_in_sync().await?;
+        world.sources.failover_to(next).await
+    }
+    .await;
+    let primary = world.source().addr();
+    world.source_proxy.move_upstream(primary);
+    world.load_proxy.move_upstream(primary);
+    world.load_proxy.restore();
+    result
 }

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use lockstep_testkit::server::Persistence;
 use lockstep_testkit::RedisVersion;
 
-use super::faults::TimedFault;
+use super::faults::{Fault, TimedFault};
 use super::workload::{self, KeySpace, Op, TimedOp};
 use crate::chaos::Pair;
 
@@ -104,6 +104,8 @@ pub struct EpisodePlan {
     pub options: TaskOptions,
     pub source_persistence: Persistence,
     pub target_persistence: Persistence,
+    /// Replicas of the source: one when the plan fails over, else none.
+    pub source_replicas: usize,
     /// The source's password (an authenticated source), never to appear in a log.
     pub source_password: Option<String>,
     /// Written before the sync starts: what the full copy carries.
@@ -168,6 +170,7 @@ pub fn episode(seed: u64, index: u64) -> EpisodePlan {
     let load = workload::timed_load(&mut rng, &space, &options, load_ms);
     let faults = super::faults::choose(&mut rng, load_ms);
     let copy_keys_per_sec = rng.random_range(150..400);
+    let source_replicas = usize::from(faults.iter().any(|f| f.fault == Fault::FailoverSource));
     EpisodePlan {
         seed,
         index,
@@ -175,6 +178,7 @@ pub fn episode(seed: u64, index: u64) -> EpisodePlan {
         options,
         source_persistence,
         target_persistence,
+        source_replicas,
         source_password,
         preload,
         load,

@@ -10,6 +10,7 @@ use std::process::Command;
 use super::checker::Snapshot;
 use super::episode::World;
 use super::schedule::EpisodePlan;
+use super::workload::CLOCK_FAMILY;
 
 /// What verify said and what disagreed.
 pub struct VerifyOutcome {
@@ -50,9 +51,10 @@ pub async fn run(
     command
         .arg("verify")
         .args(plan.options.flags(false))
+        .arg(format!("--exclude-prefix={CLOCK_FAMILY}"))
         .env(
             "LOCKSTEP_SOURCE",
-            url(world.source.port(), plan.source_password.as_deref()),
+            url(world.source().port(), plan.source_password.as_deref()),
         )
         .env("LOCKSTEP_TARGET", url(world.target.port(), None));
     let output = match tokio::task::spawn_blocking(move || command.output()).await {
