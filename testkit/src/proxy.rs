@@ -16,6 +16,11 @@
 //!   Connections stay open, bytes are **held** (the proxy stops reading, so the
 //!   kernel's flow control pushes back on the sender) and are delivered in order
 //!   after [`ProxyHandle::restore`].
+//! - [`ProxyHandle::drop_open_flows`]: a flow dropped by a NAT or a firewall. The
+//!   connections open now are black-holed for good (bytes swallowed, nothing closed);
+//!   connections made afterwards pass. Nothing lifts it: the old flows are dead, a
+//!   client that reconnects gets through. A close or reset by either end is not
+//!   passed on either (a NAT drops those packets too); a cut still closes them.
 //! - refuse: new connections are closed (with a reset) right after `accept`; open
 //!   ones are untouched.
 //! - latency: a one-way delay per direction; each chunk is forwarded at its arrival
@@ -265,6 +270,11 @@ struct Shared {
     faults: watch::Sender<Faults>,
     /// Generation of cuts; every change closes the connections open at that moment.
     cuts: watch::Sender<u64>,
+    /// Id of the next accepted connection.
+    next_flow: AtomicU64,
+    /// Connections whose id is below this are dead flows (see
+    /// [`ProxyHandle::drop_open_flows`]).
+    dead_below: AtomicU64,
     counters: Counters,
     /// One bucket per direction, shared by all connections. A std `Mutex`: held for
     /// a few arithmetic operations, never across an `.await`.
@@ -305,6 +315,16 @@ impl ProxyHandle {
     /// Swallows bytes in both directions without closing anything.
     pub fn black_hole(&self) {
         self.set_path(PathMode::BlackHole);
+    }
+
+    /// Black-holes every connection open now, for good, without closing it (a flow a
+    /// NAT or firewall dropped); connections accepted afterwards pass. `restore` does
+    /// not revive them.
+    pub fn drop_open_flows(&self) {
+        let next = self.shared.next_flow.load(Ordering::SeqCst);
+        self.shared.dead_below.fetch_max(next, Ordering::SeqCst);
+        // Wakes the pumps so a chunk already waiting is checked again.
+        self.update(|_| {});
     }
 
     /// Holds bytes in both directions without closing anything.
@@ -418,6 +438,13 @@ fn lock(bucket: &Mutex<TokenBucket>) -> std::sync::MutexGuard<'_, TokenBucket> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl Shared {
+    /// Whether connection `flow` was dropped by [`ProxyHandle::drop_open_flows`].
+    fn is_dead(&self, flow: u64) -> bool {
+        flow < self.dead_below.load(Ordering::SeqCst)
+    }
+}
+
 /// A running proxy from a loopback port to `upstream`. Dereferences to its
 /// [`ProxyHandle`]; dropping it stops the proxy and closes every connection.
 pub struct FaultProxy {
@@ -437,6 +464,8 @@ impl FaultProxy {
             upstream: watch::Sender::new(upstream),
             faults: watch::Sender::new(Faults::default()),
             cuts: watch::Sender::new(0),
+            next_flow: AtomicU64::new(0),
+            dead_below: AtomicU64::new(0),
             counters: Counters::default(),
             buckets: Default::default(),
         });
@@ -542,7 +571,8 @@ async fn accept_loop(
                     // Subscribed here, so a cut issued from now on reaches it.
                     let cuts = shared.cuts.subscribe();
                     let upstream = *shared.upstream.borrow();
-                    connections.spawn(serve(client, upstream, shared.clone(), cuts));
+                    let flow = shared.next_flow.fetch_add(1, Ordering::SeqCst);
+                    connections.spawn(serve(client, upstream, shared.clone(), cuts, flow));
                 }
                 Err(error) => {
                     // E.g. out of file descriptors: back off instead of spinning.
@@ -563,13 +593,14 @@ async fn serve(
     upstream: SocketAddr,
     shared: Arc<Shared>,
     mut cuts: watch::Receiver<u64>,
+    flow: u64,
 ) {
     let _open = OpenGuard::new(shared.clone());
     tokio::select! {
         Ok(()) = cuts.changed() => {
             shared.counters.cut.fetch_add(1, Ordering::Relaxed);
         }
-        result = relay(client, upstream, &shared) => {
+        result = relay(client, upstream, &shared, flow) => {
             if let Err(error) = result {
                 tracing::debug!(%error, "fault proxy connection ended");
             }
@@ -578,7 +609,12 @@ async fn serve(
     // Returning drops both sockets: the client and the server each see a close.
 }
 
-async fn relay(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) -> io::Result<()> {
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    shared: &Arc<Shared>,
+    flow: u64,
+) -> io::Result<()> {
     let connect = tokio::time::timeout(
         Duration::from_millis(UPSTREAM_CONNECT_TIMEOUT_MS),
         TcpStream::connect(upstream),
@@ -609,8 +645,20 @@ async fn relay(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) ->
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     tokio::try_join!(
-        pump(client_read, server_write, Direction::ClientToServer, shared),
-        pump(server_read, client_write, Direction::ServerToClient, shared),
+        pump(
+            client_read,
+            server_write,
+            Direction::ClientToServer,
+            shared,
+            flow
+        ),
+        pump(
+            server_read,
+            client_write,
+            Direction::ServerToClient,
+            shared,
+            flow
+        ),
     )?;
     Ok(())
 }
@@ -658,12 +706,13 @@ async fn pump(
     sink: OwnedWriteHalf,
     direction: Direction,
     shared: &Arc<Shared>,
+    flow: u64,
 ) -> io::Result<()> {
     let (chunks_tx, chunks_rx) = mpsc::channel(HELD_CHUNKS_MAX);
     let held = Arc::new(Semaphore::new(HELD_BYTES_MAX));
     tokio::try_join!(
-        read_side(source, chunks_tx, held, direction, shared),
-        write_side(sink, chunks_rx, direction, shared),
+        read_side(source, chunks_tx, held, direction, shared, flow),
+        write_side(sink, chunks_rx, direction, shared, flow),
     )?;
     Ok(())
 }
@@ -678,6 +727,7 @@ async fn read_side(
     held: Arc<Semaphore>,
     direction: Direction,
     shared: &Arc<Shared>,
+    flow: u64,
 ) -> io::Result<()> {
     let mut faults = shared.faults.subscribe();
     let chunk_permits = u32::try_from(CHUNK_BYTES_MAX).map_err(|_| gone("chunk size"))?;
@@ -693,12 +743,18 @@ async fn read_side(
             .await
             .map_err(|_| gone("held-bytes semaphore"))?;
         let mut buffer = BytesMut::with_capacity(CHUNK_BYTES_MAX);
-        let read_bytes = source.read_buf(&mut buffer).await?;
+        let read = source.read_buf(&mut buffer).await;
+        if shared.is_dead(flow) && !matches!(read, Ok(n) if n > 0) {
+            // A dead flow carries no close or reset either: the other end never
+            // learns (until a cut or the proxy's end).
+            return std::future::pending().await;
+        }
+        let read_bytes = read?;
         if read_bytes == 0 {
             return Ok(());
         }
         let arrived = Instant::now();
-        if faults.borrow().path == PathMode::BlackHole {
+        if faults.borrow().path == PathMode::BlackHole || shared.is_dead(flow) {
             shared.counters.dropped[direction.index()]
                 .fetch_add(read_bytes as u64, Ordering::Relaxed);
             continue;
@@ -725,6 +781,7 @@ async fn write_side(
     mut chunks: mpsc::Receiver<Chunk>,
     direction: Direction,
     shared: &Shared,
+    flow: u64,
 ) -> io::Result<()> {
     let mut faults = shared.faults.subscribe();
     while let Some(chunk) = chunks.recv().await {
@@ -736,7 +793,7 @@ async fn write_side(
                 .wait_for(|f| f.path != PathMode::Stall)
                 .await
                 .map_err(|_| gone("proxy"))?;
-            if faults.borrow().path == PathMode::BlackHole {
+            if faults.borrow().path == PathMode::BlackHole || shared.is_dead(flow) {
                 shared.counters.dropped[direction.index()]
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 break;
@@ -756,6 +813,10 @@ async fn write_side(
             shared.counters.forwarded[direction.index()]
                 .fetch_add(piece_len as u64, Ordering::Relaxed);
         }
+    }
+    if shared.is_dead(flow) {
+        // A dead flow does not pass the close on (see `read_side`).
+        return std::future::pending().await;
     }
     // The source reached EOF: pass the half-close on.
     sink.shutdown().await

@@ -1,6 +1,6 @@
 //! The TCP fault proxy in front of a real redis-server (7.0): each fault is shown to
 //! do what it says, measured on the client, on the server and in the proxy's
-//! counters: clean relay, cut, black hole, stall, refuse, latency, bandwidth cap, and
+//! counters: clean relay, cut, black hole, dropped flows, stall, refuse, latency, bandwidth cap, and
 //! stopping the proxy.
 //!
 //! Timing assertions have a hard side and a soft side. The hard side is what the
@@ -312,6 +312,42 @@ async fn black_hole_swallows_bytes_without_closing_then_traffic_flows_again() ->
         2 * PING.len() as u64
     );
     assert_eq!(after.bytes_dropped(Direction::ServerToClient), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropped_flows_stay_dead_while_new_connections_pass() -> anyhow::Result<()> {
+    let mut rig = Rig::start().await?;
+    let mut old = rig.connect().await?;
+    round_trip(&mut old, PING, PONG).await?;
+
+    rig.proxy.drop_open_flows();
+    old.write_all(PING).await?;
+    assert_silent(&mut old, "a dropped flow").await;
+    // A new connection (a client that reconnects) gets through at once.
+    let mut new = rig.connect().await?;
+    round_trip(&mut new, PING, PONG).await?;
+    // Nothing was closed, and restore does not revive the dead flow.
+    assert_eq!(rig.proxied_clients_on_server().await?, 2);
+    rig.proxy.restore();
+    old.write_all(PING).await?;
+    assert_silent(&mut old, "a dropped flow after restore").await;
+    round_trip(&mut new, PING, PONG).await?;
+    assert_eq!(
+        rig.proxy.stats().bytes_dropped(Direction::ClientToServer),
+        2 * PING.len() as u64
+    );
+    // The server closing the dead flow (as a primary does after its repl-timeout)
+    // does not reach the client either.
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async::<i64>(&mut rig.direct)
+        .await?;
+    assert_silent(&mut old, "a dropped flow the server closed").await;
     Ok(())
 }
 

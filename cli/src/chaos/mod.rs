@@ -12,10 +12,13 @@
 //! printed with every failure so the run can be replayed with `--seed`.
 //! Redis binaries are the testkit's: `LOCKSTEP_REDIS_6_2`, `LOCKSTEP_REDIS_7_0` and
 //! `LOCKSTEP_REDIS_8_2` point at a user's own `redis-server` builds.
+//! `--explore` runs the seeded explorer instead ([`explore`]): random episodes that
+//! look between the catalog's statements.
 
 mod cluster;
 mod eviction;
 mod expiry;
+pub mod explore;
 mod flush;
 mod harness;
 mod load;
@@ -60,6 +63,8 @@ pub struct ChaosArgs {
     /// List the scenarios with the documented behaviour each answers, and exit.
     #[arg(long)]
     pub list: bool,
+    #[command(flatten)]
+    pub explore: explore::ExploreArgs,
 }
 
 /// A source and a target version.
@@ -138,14 +143,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let chosen = choose(&catalog, &args.scenarios)?;
-    let pairs = pairs(&args)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64 % 1_000_000)
             .unwrap_or(1)
     });
+    if args.explore.explore {
+        return explore::run(&args.explore, seed).await;
+    }
+    let chosen = choose(&catalog, &args.scenarios)?;
+    let pairs = pairs(&args)?;
     println!(
         "lockstep chaos: {} scenarios x {} version pairs, seed {seed}, {} at a time, budget {} s",
         chosen.len(),

@@ -1,0 +1,162 @@
+//! The explorer's faults: what can happen to an episode's processes and links, when
+//! (chosen by the schedule, in ms from the sync's start: the first one often lands
+//! in the full copy, which the copy throttle stretches over seconds), and how each is
+//! done to the real thing: kill -9 of the `lockstep sync` child, FaultProxy cuts,
+//! black holes, stalls and dropped flows, server restarts, FLUSHALL on the source.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::episode::World;
+
+/// One fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// kill -9 of lockstep, started again after `down_ms`.
+    KillSync { down_ms: u64 },
+    /// Every connection to the source closed (lockstep reconnects).
+    CutSourceLink,
+    /// Every connection to the target closed.
+    CutTargetLink,
+    /// The source link swallows bytes for `ms`, then passes again.
+    FreezeSourceLink { ms: u64 },
+    /// The source link holds bytes for `ms`, then delivers them.
+    StallSourceLink { ms: u64 },
+    /// The target link swallows bytes for `ms`, then passes again.
+    FreezeTargetLink { ms: u64 },
+    /// The open source connections die silently for good, as when a NAT drops the
+    /// flow; only a new connection gets through. Never lifted.
+    DropSourceFlows,
+    /// The source restarts (SIGTERM: with RDB persistence it saves and reloads; without
+    /// it comes back empty).
+    RestartSource,
+    /// The target restarts (with AOF it keeps every acknowledged write; without it
+    /// comes back empty and lockstep must copy again).
+    RestartTarget,
+    /// FLUSHALL on the source.
+    FlushAllSource,
+    /// The source's replica is promoted (writes paused meanwhile, so none is lost);
+    /// the source's address (its proxy) moves to it, as a virtual IP would.
+    FailoverSource,
+}
+
+/// A fault and when it happens, in ms from the sync's start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedFault {
+    pub at_ms: u64,
+    pub fault: Fault,
+}
+
+fn one(rng: &mut ChaCha8Rng) -> Fault {
+    match rng.random_range(0..100) {
+        0..=19 => Fault::KillSync {
+            down_ms: rng.random_range(200..3000),
+        },
+        20..=29 => Fault::CutSourceLink,
+        30..=34 => Fault::CutTargetLink,
+        35..=44 => Fault::FreezeSourceLink {
+            ms: rng.random_range(1000..5000),
+        },
+        45..=49 => Fault::StallSourceLink {
+            ms: rng.random_range(1000..5000),
+        },
+        50..=54 => Fault::FreezeTargetLink {
+            ms: rng.random_range(1000..4000),
+        },
+        55..=66 => Fault::DropSourceFlows,
+        67..=77 => Fault::RestartSource,
+        78..=88 => Fault::RestartTarget,
+        89..=94 => Fault::FailoverSource,
+        _ => Fault::FlushAllSource,
+    }
+}
+
+/// One to three faults at sorted instants within the load: the first in the full
+/// copy half of the time.
+pub fn choose(rng: &mut ChaCha8Rng, load_ms: u64) -> Vec<TimedFault> {
+    let mut faults = Vec::new();
+    for i in 0..rng.random_range(1..=3) {
+        let at_ms = if i == 0 && rng.random_bool(0.5) {
+            rng.random_range(300..2500)
+        } else {
+            rng.random_range(2500..load_ms.saturating_sub(3000).max(2501))
+        };
+        faults.push(TimedFault {
+            at_ms,
+            fault: one(rng),
+        });
+    }
+    faults.sort_by_key(|f| f.at_ms);
+    faults
+}
+
+/// Does `fault` to the episode's world; returns a line for the episode's log.
+pub async fn apply(world: &mut World, fault: &Fault) -> anyhow::Result<String> {
+    match fault {
+        Fault::KillSync { down_ms } => {
+            let phase = world.sync_phase().await;
+            world.kill_sync();
+            tokio::time::sleep(Duration::from_millis(*down_ms)).await;
+            world.start_sync()?;
+            return Ok(format!(
+                "killed lockstep -9 (phase {phase}), started it again"
+            ));
+        }
+        Fault::CutSourceLink => world.source_proxy.cut_all(),
+        Fault::CutTargetLink => world.target_proxy.cut_all(),
+        Fault::FreezeSourceLink { ms } => {
+            world.source_proxy.black_hole();
+            restore_later(world.source_proxy.handle(), *ms);
+        }
+        Fault::StallSourceLink { ms } => {
+            world.source_proxy.stall();
+            restore_later(world.source_proxy.handle(), *ms);
+        }
+        Fault::FreezeTargetLink { ms } => {
+            world.target_proxy.black_hole();
+            restore_later(world.target_proxy.handle(), *ms);
+        }
+        Fault::DropSourceFlows => {
+            world.source_proxy.drop_open_flows();
+            world.flows_dropped_at = Some(std::time::Instant::now());
+        }
+        Fault::RestartSource => {
+            world.source_mut().restart().await?;
+        }
+        Fault::RestartTarget => {
+            world.target.restart().await?;
+        }
+        Fault::FailoverSource => failover(world).await?,
+        Fault::FlushAllSource => {
+            let mut conn = world.source().client().await?;
+            redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
+        }
+    }
+    Ok(format!("{fault:?}"))
+}
+
+fn restore_later(proxy: lockstep_testkit::proxy::ProxyHandle, ms: u64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        proxy.restore();
+    });
+}
+
+/// Promotes the other server of the source's replica set with the load held (so
+/// no write is lost in the switch), then points both proxies at it.
+async fn failover(world: &mut World) -> anyhow::Result<()> {
+    world.load_proxy.stall();
+    let next = 1 - world.sources.primary_index().min(1);
+    let result = async {
+        world.sources.wait_in_sync().await?;
+        world.sources.failover_to(next).await
+    }
+    .await;
+    let primary = world.source().addr();
+    world.source_proxy.move_upstream(primary);
+    world.load_proxy.move_upstream(primary);
+    world.load_proxy.restore();
+    result
+}

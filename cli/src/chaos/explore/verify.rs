@@ -1,0 +1,136 @@
+//! Runs `lockstep verify` (this binary, as a user would) at the end of an episode
+//! with the episode's options, and holds its verdict against the checker's: a
+//! CONSISTENT over fewer keys than the source holds, or a verdict the checker does
+//! not share, is a finding. Verify has no database mapping, so an episode with one
+//! is not verified (and says so).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use super::checker::Snapshot;
+use super::episode::World;
+use super::schedule::EpisodePlan;
+use super::workload::CLOCK_FAMILY;
+
+/// What verify said and what disagreed.
+pub struct VerifyOutcome {
+    pub line: String,
+    pub findings: Vec<String>,
+}
+
+fn url(port: u16, password: Option<&str>) -> String {
+    let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
+    format!("redis://{auth}127.0.0.1:{port}")
+}
+
+/// `N keys compared, ...` -> N.
+fn keys_compared(stdout: &str) -> Option<usize> {
+    stdout
+        .lines()
+        .find_map(|line| line.split_once(" keys compared")?.0.trim().parse().ok())
+}
+
+/// Runs verify between the servers (not through the proxies); `expected` is the
+/// checker's prediction of the target, `checker_equal` its verdict.
+pub async fn run(
+    plan: &EpisodePlan,
+    world: &World,
+    expected: &Snapshot,
+    checker_equal: bool,
+) -> VerifyOutcome {
+    if !plan.options.map_db.is_empty() {
+        return VerifyOutcome {
+            line: "not run (verify has no database mapping)".to_owned(),
+            findings: Vec::new(),
+        };
+    }
+    let mut command = match std::env::current_exe() {
+        Ok(exe) => Command::new(exe),
+        Err(err) => return failed(format!("cannot find this binary: {err}")),
+    };
+    command
+        .arg("verify")
+        .args(plan.options.flags(false))
+        .arg(format!("--exclude-prefix={CLOCK_FAMILY}"))
+        .env(
+            "LOCKSTEP_SOURCE",
+            url(world.source().port(), plan.source_password.as_deref()),
+        )
+        .env("LOCKSTEP_TARGET", url(world.target.port(), None));
+    let output = match tokio::task::spawn_blocking(move || command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(err)) => return failed(format!("cannot run lockstep verify: {err}")),
+        Err(err) => return failed(format!("lockstep verify's runner: {err}")),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let verdict_line = stdout.lines().last().unwrap_or_default().to_owned();
+    let compared = keys_compared(&stdout);
+    let line = format!(
+        "exit {}, {} ({} keys compared)",
+        output
+            .status
+            .code()
+            .map_or("none".to_owned(), |c| c.to_string()),
+        verdict_line,
+        compared.map_or("?".to_owned(), |n| n.to_string())
+    );
+    let mut findings = Vec::new();
+    let code = output.status.code();
+    // A verdict over fewer keys than the source holds did not look at all of them,
+    // whatever it says.
+    if matches!(code, Some(0 | 1)) && compared.is_some_and(|n| n < expected.len()) {
+        findings.push(format!(
+            "verify-coverage: verify compared {} keys ({verdict_line}); the source holds {} synchronized keys, by database {}",
+            compared.unwrap_or_default(),
+            expected.len(),
+            keys_per_db(expected)
+        ));
+    }
+    match code {
+        Some(0) if !checker_equal => findings.push(format!(
+            "verify: says CONSISTENT ({line}) while the checker finds the target different"
+        )),
+        Some(0) => {}
+        Some(1) if checker_equal => findings.push(format!(
+            "verify: reports differences ({line}) the checker does not see"
+        )),
+        Some(1) => {}
+        _ => findings.push(format!(
+            "verify: failed ({line}): {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        )),
+    }
+    VerifyOutcome { line, findings }
+}
+
+fn failed(line: String) -> VerifyOutcome {
+    VerifyOutcome {
+        findings: vec![format!("verify: {line}")],
+        line,
+    }
+}
+
+/// `{db 0: 120, db 20: 35}`.
+fn keys_per_db(snapshot: &Snapshot) -> String {
+    let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+    for (db, _) in snapshot.keys() {
+        *counts.entry(*db).or_default() += 1;
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(db, n)| format!("db {db}: {n}"))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_count_is_read_from_the_report_line() {
+        let out = "812 keys compared, 0 differences (1.2s ...)\nCONSISTENT: the target equals the source\n";
+        assert_eq!(super::keys_compared(out), Some(812));
+    }
+}
