@@ -569,6 +569,20 @@ async fn session(
             .await?;
             link = returned;
             writer.drain().await?;
+            // The TTL guards' marker goes to the target before the checkpoint that
+            // says the copy is done: a session that ends in between (the source
+            // position below is one more connection to the source) copies again
+            // rather than resume with guards nobody will settle (found by the
+            // explorer: seed 20789 episode 0).
+            if loader.guarded_ttls() > 0 {
+                let (_, after_copy, _) = source_position(options).await?;
+                let pending = PendingSettle::after_copy(after_copy, options.load.ttl_guard);
+                settler.write_marker(&mut writer, &pending).await?;
+                settle = Some(pending);
+            } else if let Some(older) = settle.as_mut() {
+                // An older copy's marker: its offset may be of another history.
+                older.after_offset = offset;
+            }
             record_start(
                 &mut writer,
                 store,
@@ -583,15 +597,6 @@ async fn session(
                 p.received_offset = offset;
                 p.replid = Some(replid.clone());
             });
-            if loader.guarded_ttls() > 0 {
-                let (_, after_copy, _) = source_position(options).await?;
-                let pending = PendingSettle::after_copy(after_copy, options.load.ttl_guard);
-                settler.write_marker(&mut writer, &pending).await?;
-                settle = Some(pending);
-            } else if let Some(older) = settle.as_mut() {
-                // An older copy's marker: its offset may be of another history.
-                older.after_offset = offset;
-            }
             (Some(replid), offset, 0)
         }
         PsyncReply::Sync => {

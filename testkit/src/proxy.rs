@@ -312,7 +312,11 @@ impl ProxyHandle {
         self.shared.cuts.send_modify(|generation| *generation += 1);
     }
 
-    /// Swallows bytes in both directions without closing anything.
+    /// Swallows bytes in both directions without closing anything. A `restore`
+    /// afterwards lets the same connections carry bytes again with a gap in them,
+    /// which no TCP connection does: to model a frozen flow that recovers use
+    /// [`stall`](Self::stall); for one that does not, cut the connections before
+    /// restoring (or [`drop_open_flows`](Self::drop_open_flows)).
     pub fn black_hole(&self) {
         self.set_path(PathMode::BlackHole);
     }

@@ -139,3 +139,64 @@ async fn a_stopped_full_copy_lets_go_of_the_source_at_once() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// Found by the explorer (seed 20789 episode 0): the session ended between the
+/// checkpoint that says the copy is done and the TTL guards' marker (the source's
+/// position after the copy is read over one more connection, which failed), so the
+/// next session resumed by PSYNC and nobody settled the guards: keys with a TTL of a
+/// minute kept an expiry in the year 3000.
+#[tokio::test]
+async fn a_session_that_ends_right_after_the_copy_leaves_no_guard() -> anyhow::Result<()> {
+    use lockstep_testkit::proxy::FaultProxy;
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    for i in 0..300 {
+        redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(120)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let proxy = FaultProxy::start(source.addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut opts = options(&source, &target, dir.path())?;
+    opts.source = lockstep_sync::endpoint::Endpoint::parse(&proxy.url_for(&source))?;
+    opts.throttle.full_keys_per_sec = Some(300);
+    opts.heartbeat = false;
+    let mut task = SyncTask::spawn(opts);
+    wait_until("the copy under way", Duration::from_secs(30), || {
+        let p = task.now();
+        async move {
+            Ok(match p.phase == Phase::FullCopy && p.keys_copied > 0 {
+                true => Ok(()),
+                false => Err(format!("{p:?}")),
+            })
+        }
+    })
+    .await?;
+    // The replica link is open already; the next connection to the source (the
+    // position after the copy) is refused, and so is every reconnect for a while.
+    proxy.handle().refuse_new(true);
+    wait_until(
+        "the session to end after the copy",
+        Duration::from_secs(30),
+        || {
+            let p = task.now();
+            async move {
+                Ok(match p.phase == Phase::Connecting {
+                    true => Ok(()),
+                    false => Err(format!("{p:?}")),
+                })
+            }
+        },
+    )
+    .await?;
+    proxy.handle().refuse_new(false);
+    caught_up(&mut task, &source).await?;
+    lockstep_testkit::guard::assert_no_guard_expiry(&target, Duration::from_secs(20)).await?;
+    task.finish().await?;
+    Ok(())
+}

@@ -284,7 +284,7 @@ pub async fn run(plan: &EpisodePlan) -> anyhow::Result<Verdict> {
     if !verdict.findings.is_empty() {
         verdict.summary.push_str(&format!(
             "\n  lockstep log tail:\n    {}",
-            world.log_tail(8)
+            world.log_tail(log_lines())
         ));
     }
     Ok(verdict)
@@ -359,4 +359,13 @@ async fn judge(plan: &EpisodePlan, world: &mut World) -> anyhow::Result<Verdict>
     );
     findings.extend(verify.findings);
     Ok(Verdict { findings, summary })
+}
+
+/// Lines of lockstep's log shown with a failed episode: 8, or
+/// `LOCKSTEP_EXPLORE_LOG_LINES` (a replay that wants the whole story).
+fn log_lines() -> usize {
+    std::env::var("LOCKSTEP_EXPLORE_LOG_LINES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(8)
 }

@@ -20,11 +20,16 @@ pub enum Fault {
     CutSourceLink,
     /// Every connection to the target closed.
     CutTargetLink,
-    /// The source link swallows bytes for `ms`, then passes again.
+    /// The source link swallows bytes for `ms`, then its connections are reset (a
+    /// firewall that lost the flow's state). Never "then passes again" on the same
+    /// connection: TCP cannot lose bytes in the middle of a connection that goes on,
+    /// and a proxy that does so made the explorer report impossible corruptions
+    /// (seed 2 episodes 0 and 1, before this was changed).
     FreezeSourceLink { ms: u64 },
     /// The source link holds bytes for `ms`, then delivers them.
     StallSourceLink { ms: u64 },
-    /// The target link swallows bytes for `ms`, then passes again.
+    /// The target link swallows bytes for `ms`, then its connections are reset (as
+    /// for the source link).
     FreezeTargetLink { ms: u64 },
     /// The open source connections die silently for good, as when a NAT drops the
     /// flow; only a new connection gets through. Never lifted.
@@ -108,7 +113,7 @@ pub async fn apply(world: &mut World, fault: &Fault) -> anyhow::Result<String> {
         Fault::CutTargetLink => world.target_proxy.cut_all(),
         Fault::FreezeSourceLink { ms } => {
             world.source_proxy.black_hole();
-            restore_later(world.source_proxy.handle(), *ms);
+            reset_later(world.source_proxy.handle(), *ms);
         }
         Fault::StallSourceLink { ms } => {
             world.source_proxy.stall();
@@ -116,7 +121,7 @@ pub async fn apply(world: &mut World, fault: &Fault) -> anyhow::Result<String> {
         }
         Fault::FreezeTargetLink { ms } => {
             world.target_proxy.black_hole();
-            restore_later(world.target_proxy.handle(), *ms);
+            reset_later(world.target_proxy.handle(), *ms);
         }
         Fault::DropSourceFlows => {
             world.source_proxy.drop_open_flows();
@@ -140,6 +145,18 @@ pub async fn apply(world: &mut World, fault: &Fault) -> anyhow::Result<String> {
 fn restore_later(proxy: lockstep_testkit::proxy::ProxyHandle, ms: u64) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        proxy.restore();
+    });
+}
+
+/// After `ms`, closes the connections a black hole swallowed bytes of, then lets
+/// new ones pass.
+fn reset_later(proxy: lockstep_testkit::proxy::ProxyHandle, ms: u64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        proxy.cut_all();
+        // The pumps see the cut before anything passes again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         proxy.restore();
     });
 }

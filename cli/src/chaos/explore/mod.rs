@@ -43,6 +43,11 @@ pub struct ExploreArgs {
     /// Explorer: print each episode's plan (from the seed alone) without running it.
     #[arg(long)]
     pub plan_only: bool,
+    /// Explorer: run only the episodes whose source is one of these versions (e.g.
+    /// 7.0,8.2); the others are skipped, not re-drawn, so each episode's plan stays
+    /// what the seed says. Default: every version.
+    #[arg(long, value_delimiter = ',', value_name = "VERSION")]
+    pub source_versions: Vec<String>,
 }
 
 /// An episode that never finishes within this is a finding of its own.
@@ -56,6 +61,11 @@ pub async fn run(args: &ExploreArgs, seed: u64) -> anyhow::Result<ExitCode> {
         "lockstep chaos --explore: seed {seed}, from episode {}, for {} s",
         args.start_episode, args.duration
     );
+    let sources = args
+        .source_versions
+        .iter()
+        .map(|v| lockstep_testkit::RedisVersion::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut failed = Vec::new();
     let mut ran = 0u64;
     for index in args.start_episode.. {
@@ -65,8 +75,15 @@ pub async fn run(args: &ExploreArgs, seed: u64) -> anyhow::Result<ExitCode> {
         {
             break;
         }
-        ran += 1;
         let plan = schedule::episode(seed, index);
+        if !sources.is_empty() && !sources.contains(&plan.pair.source) {
+            println!(
+                "episode {index}: skipped ({}: its source is not in --source-versions)",
+                plan.pair
+            );
+            continue;
+        }
+        ran += 1;
         println!(
             "episode {index}: {} {}, source {:?} target {:?}{}, {} preload keys, {} ops over {:.0} s, faults {:?}",
             plan.pair,
