@@ -278,8 +278,8 @@ pub struct VerifyArgs {
     pub target: String,
     /// Databases to compare (comma-separated); by default every database holding keys
     /// on either side (INFO keyspace of both, bounded by CONFIG GET databases; probed
-    /// with SELECT when INFO is refused). Databases with keys left out are named, and
-    /// exit 3.
+    /// with SELECT when INFO is refused). Databases with keys left out of a list
+    /// given here are named in the last line (not a gap: this is the asked scope).
     #[arg(long, value_delimiter = ',')]
     pub dbs: Vec<u32>,
     /// Largest difference in absolute expiry time, in milliseconds, that still counts

@@ -20,6 +20,9 @@
 //! missing or extra. A database a side refuses to SELECT is "not read", with the reason.
 //!
 //! [`Coverage::is_complete`] is what the exit status distinguishes: no gap, no sample.
+//! Databases outside an explicit `--dbs` are the user's scope, not a gap: they are
+//! named in the scope ("databases 0, 3 as asked; database 20 holds keys and was not
+//! compared (not asked)"), so an audit of a filtered sync can exit 0.
 //! A key list (`--keys-from`, `--recheck`) compares exactly the keys asked and is named
 //! as such; it is not a gap.
 
@@ -239,18 +242,24 @@ impl Coverage {
         for (db, why) in &self.not_read {
             gaps.push(format!("database {db} not read: {why}"));
         }
-        if !self.not_asked.is_empty() {
-            let verb = if self.not_asked.len() == 1 {
-                "holds keys and was"
-            } else {
-                "hold keys and were"
-            };
-            gaps.push(format!(
-                "{} {verb} not compared",
-                databases(&self.not_asked)
-            ));
-        }
         gaps
+    }
+
+    /// The databases holding keys outside an explicit `--dbs`, in words: the user's
+    /// choice (a filtered sync), so not a gap, but never left unsaid.
+    pub fn outside_scope(&self) -> Option<String> {
+        if self.not_asked.is_empty() {
+            return None;
+        }
+        let verb = if self.not_asked.len() == 1 {
+            "holds keys and was"
+        } else {
+            "hold keys and were"
+        };
+        Some(format!(
+            "{} {verb} not compared (not asked)",
+            databases(&self.not_asked)
+        ))
     }
 
     /// The scope in words: "databases 0, 3 as asked", "databases 0, 20 (every
@@ -264,7 +273,10 @@ impl Coverage {
         if self.key_list {
             format!("the listed keys of {compared}")
         } else if self.asked.is_some() {
-            format!("{compared} as asked")
+            match self.outside_scope() {
+                Some(outside) => format!("{compared} as asked; {outside}"),
+                None => format!("{compared} as asked"),
+            }
         } else {
             format!("{compared} (every database holding keys)")
         }
@@ -323,19 +335,19 @@ mod tests {
     }
 
     #[test]
-    fn gaps_name_every_database_left_out() {
+    fn an_explicit_scope_names_the_databases_left_out() {
         let coverage = Coverage {
             asked: Some(vec![0, 3]),
             compared: vec![0, 3],
             not_asked: vec![20, 31],
             ..Coverage::default()
         };
-        assert!(!coverage.is_complete());
-        assert_eq!(coverage.scope(), "databases 0, 3 as asked");
+        assert!(coverage.is_complete(), "an explicit scope is not a gap");
         assert_eq!(
-            coverage.gaps(),
-            ["databases 20, 31 hold keys and were not compared"]
+            coverage.scope(),
+            "databases 0, 3 as asked; databases 20, 31 hold keys and were not compared (not asked)"
         );
+        assert!(coverage.gaps().is_empty());
         let sampled = Coverage {
             sample: Some(SampleCoverage::default()),
             ..Coverage::default()
