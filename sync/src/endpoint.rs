@@ -98,10 +98,7 @@ impl Endpoint {
         let password = parsed.password().map(decode).transpose()?;
         let db = match parsed.path().trim_start_matches('/') {
             "" => None,
-            text => Some(
-                text.parse()
-                    .map_err(|_| bad(&format!("database {text:?} is not a number")))?,
-            ),
+            text => Some(text.parse().map_err(|_| bad(&not_a_database(text)))?),
         };
         Ok(Endpoint {
             host,
@@ -277,6 +274,18 @@ impl rustls::client::danger::ServerCertVerifier for AnyHostName {
     }
 }
 
+/// Why the URL's path is no database. The path is shown, unless it has an `@`: then
+/// it is the end of a password with a `/` (`redis://u:12/secret@host`).
+fn not_a_database(path: &str) -> String {
+    if path.contains('@') {
+        "the path is not a database number (a password with a `/` must be \
+         percent-encoded as %2F)"
+            .to_owned()
+    } else {
+        format!("database {path:?} is not a number")
+    }
+}
+
 /// The URL with any password replaced by `***`, for messages. Works on URLs that do
 /// not parse, since those are the ones error messages show.
 pub fn redact(url: &str) -> String {
@@ -284,8 +293,10 @@ pub fn redact(url: &str) -> String {
         return url.to_owned();
     };
     let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
+    // The last `@` anywhere, not only in the authority: a password with a `/`, `?`
+    // or `#` not percent-encoded ends the authority early, and it must still be
+    // hidden. A path with an `@` (no real URL has one) is hidden too: safe side.
+    let Some(at) = rest.rfind('@') else {
         return url.to_owned();
     };
     match rest[..at].find(':') {
@@ -352,5 +363,26 @@ mod tests {
             assert!(err.contains("expected redis[s]://"), "{err}");
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    /// A password with a `/` (or a `?`, `#`) not percent-encoded ends the URL's
+    /// authority early, so the URL does not parse, and the redaction, which looked
+    /// for the `@` only before the first `/`, showed the password in the message.
+    #[test]
+    fn a_password_with_a_slash_is_redacted_too() {
+        for (url, shown) in [
+            ("redis://u:hunter/2@h:1", "redis://u:***@h:1"),
+            ("redis://:hun/ter2@h:1/0", "redis://:***@h:1/0"),
+            ("rediss://u:a/b@c@h", "rediss://u:***@h"),
+            ("redis://u:hunter2?x@h:1", "redis://u:***@h:1"),
+            ("redis://u:123/hunter@h:1", "redis://u:***@h:1"),
+        ] {
+            assert_eq!(redact(url), shown);
+            if let Err(err) = Endpoint::parse(url) {
+                let err = err.to_string();
+                assert!(!err.contains("hunter") && !err.contains("a/b"), "{err}");
+            }
+        }
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
     }
 }
