@@ -57,11 +57,7 @@ pub fn run(data: &[u8]) {
         assert!(part.len() > 1 && part.len() <= 1 + width * (argv.len() - 1));
     }
     let args: usize = parts.iter().map(|(_, p)| p.len() - 1).sum();
-    assert!(
-        args <= argv.len() - 1,
-        "{args} arguments from {}",
-        argv.len()
-    );
+    assert!(args < argv.len(), "{args} arguments from {}", argv.len());
     let kept = split_part(&argv, |key| key.len() % 2 == 0).expect("splittable");
     assert!(!kept.is_empty() && kept.len() <= argv.len());
 }

@@ -35,8 +35,11 @@ mod chaos {
     pub struct ChaosArgs {}
 }
 
+/// A target's body: one input, a panic when an assertion fails.
+pub type Body = fn(&[u8]);
+
 /// The targets by name, for the corpus test and the script's list.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("rdb_parser", rdb_parser::run),
     ("dump_decoder", dump_decoder::run),
     ("resp_decoder", resp_decoder::run),

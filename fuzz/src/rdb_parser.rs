@@ -24,20 +24,20 @@ pub fn limits() -> Limits {
 /// Options chosen from the input's length, so that one corpus covers them all.
 pub fn options(len: usize) -> ParseOptions {
     ParseOptions {
-        verify_checksum: len % 2 == 0,
-        module_policy: if len % 3 == 0 {
+        verify_checksum: len.is_multiple_of(2),
+        module_policy: if len.is_multiple_of(3) {
             ModulePolicy::Reject
         } else {
             ModulePolicy::Keep
         },
-        capture_raw: len % 5 != 0,
+        capture_raw: !len.is_multiple_of(5),
         limits: limits(),
     }
 }
 
 pub fn run(data: &[u8]) {
     let opts = options(data.len());
-    if data.len() % 7 == 0 {
+    if data.len().is_multiple_of(7) {
         // The tools' path: whole keys (bounded by the input, not by the batches).
         let _ = lockstep_sync::rdb::parse_all(data, opts);
         return;
