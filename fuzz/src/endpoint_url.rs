@@ -16,7 +16,7 @@ use lockstep_sync::endpoint::Endpoint;
 const FIXED_TEXT: &str =
     "bad Redis URL : (expected redis[s]://[[user]:password@]host[:port][/db]) \
      scheme is neither redis nor rediss no host user or password is not valid \
-     percent-encoded UTF-8 database is not a number";
+     percent-encoded UTF-8 database is not a number redis:// rediss://";
 
 /// The PASSWORD of `scheme://user:PASSWORD@rest`, and the input without it.
 pub fn password_of(url: &str) -> Option<(&str, String)> {
