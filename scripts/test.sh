@@ -16,3 +16,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@" -- --test-threads "$threads"
 fi
+# The fuzz targets' bodies over their checked-in corpora, without libFuzzer
+# (docs/fuzzing.md); the fuzz crate is outside the workspace.
+cargo test --manifest-path fuzz/Cargo.toml --quiet

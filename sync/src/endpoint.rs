@@ -481,6 +481,24 @@ mod tests {
     }
 
     #[test]
+    fn a_password_with_a_slash_is_redacted_too() {
+        for (url, shown) in [
+            ("redis://u:hunter/2@h:1", "redis://***@h:1"),
+            ("redis://:hun/ter2@h:1/0", "redis://***@h:1/0"),
+            ("rediss://u:a/b@c@h", "rediss://***@h"),
+            ("redis://u:hunter2?x@h:1", "redis://***@h:1"),
+            ("redis://u:123/hunter@h:1", "redis://***@h:1"),
+        ] {
+            assert_eq!(redact(url), shown);
+            if let Err(err) = Endpoint::parse(url) {
+                let err = err.to_string();
+                assert!(!err.contains("hunter") && !err.contains("a/b"), "{err}");
+            }
+        }
+        assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[test]
     fn bad_urls_say_what_is_wrong_without_leaking_the_password() {
         for url in [
             "http://h:1",

@@ -280,13 +280,17 @@ pub fn key_indices(argv: &[Bytes]) -> Result<KeyIndices, KeysError> {
                 .and_then(|a| std::str::from_utf8(a).ok())
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| malformed("the number of keys is not a number"))?;
-            if at + count >= len {
-                return Err(malformed("more keys announced than arguments given"));
-            }
+            // The count comes from the stream: checked, so that a huge one is this
+            // error, never an overflow (a panic, or a wrapped sum passing the check).
+            let end = at
+                .checked_add(1)
+                .and_then(|first| first.checked_add(count))
+                .filter(|&end| end <= len)
+                .ok_or_else(|| malformed("more keys announced than arguments given"))?;
             KeyIndices {
                 extra: dest.filter(|d| *d < len),
                 next: at + 1,
-                end: at + 1 + count,
+                end,
                 ..empty
             }
         }
@@ -457,5 +461,78 @@ pub(crate) mod tests {
         assert!(key_indices(&argv("set")).expect("known").is_empty());
         let long = "X".repeat(100);
         assert!(key_indices(&argv(&long)).is_err());
+    }
+
+    /// One argument of a random command: counts (small, huge, negative), the
+    /// keywords the table looks for, or any bytes.
+    fn any_argument() -> impl proptest::strategy::Strategy<Value = Bytes> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0usize..6).prop_map(|n| n.to_string()),
+            3 => prop_oneof![Just(usize::MAX), Just(usize::MAX - 1), any::<usize>()]
+                .prop_map(|n| n.to_string()),
+            1 => Just("-1".to_owned()),
+            1 => Just("STORE".to_owned()),
+            1 => Just("storedist".to_owned()),
+            2 => "[a-z]{0,3}",
+        ]
+        .prop_map(Bytes::from)
+    }
+
+    /// A command of the table, those with a count of keys as often as the others.
+    fn any_name() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        use proptest::prelude::*;
+        let counted: Vec<&str> = TABLE
+            .iter()
+            .filter(|(_, spec)| matches!(spec, KeySpec::NumKeys { .. }))
+            .map(|(name, _)| *name)
+            .collect();
+        let all: Vec<&str> = TABLE.iter().map(|(name, _)| *name).collect();
+        prop_oneof![
+            proptest::sample::select(counted),
+            proptest::sample::select(all)
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any command of the table over any arguments: no panic, and every key
+        /// position is an argument (never the name, never past the end).
+        #[test]
+        fn every_position_is_inside_argv(
+            name in any_name(),
+            args in proptest::collection::vec(any_argument(), 0..8),
+        ) {
+            let mut argv = vec![Bytes::from_static(name.as_bytes())];
+            argv.extend(args);
+            if let Ok(indices) = key_indices(&argv) {
+                let positions: Vec<usize> = indices.take(argv.len() + 1).collect();
+                proptest::prop_assert!(positions.len() < argv.len(), "{:?}", positions);
+                proptest::prop_assert!(
+                    positions.iter().all(|&i| (1..argv.len()).contains(&i)),
+                    "{:?} for {:?}", positions, argv
+                );
+            }
+            let _ = split_into(&argv, |key| key.len());
+        }
+    }
+
+    /// A numkeys from the stream near `usize::MAX` made `at + count` overflow: a
+    /// panic with overflow checks, and without them a wrapped sum that passed the
+    /// bounds check. It is the same error as any count beyond the arguments.
+    #[test]
+    fn a_huge_numkeys_is_an_error_not_an_overflow() {
+        for count in [usize::MAX, usize::MAX - 1, usize::MAX - 2] {
+            for command in ["eval s", "lmpop", "zunionstore d", "fcall f"] {
+                let line = format!("{command} {count} a b");
+                assert_eq!(
+                    key_indices(&argv(&line)).map(|k| k.collect::<Vec<_>>()),
+                    Err(KeysError::Malformed {
+                        command: command.split(' ').next().unwrap_or("").to_uppercase(),
+                        reason: "more keys announced than arguments given",
+                    }),
+                    "{line}"
+                );
+            }
+        }
     }
 }
