@@ -1240,13 +1240,7 @@ impl Heartbeat {
     }
 }
 
-/// Milliseconds since the Unix epoch on this machine's clock (the heartbeat's).
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_ms;
 
 /// What the engine does with one command of the stream.
 enum Action {

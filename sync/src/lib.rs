@@ -32,6 +32,7 @@
 
 pub mod apply;
 pub mod checkpoint;
+pub mod clock;
 pub mod cluster;
 pub mod cluster_source;
 pub mod cross_slot;

@@ -49,7 +49,9 @@
 //! their mapped database, with their expiry extended by the filter's TTL extension
 //! (the guard above then works on the extended expiry).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::unix_ms;
 
 use crate::apply::{ApplyError, TargetWriter};
 use crate::filter::Filter;
@@ -603,13 +605,6 @@ fn format_score(score: f64) -> String {
     } else {
         format!("{score}")
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
