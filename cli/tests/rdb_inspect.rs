@@ -9,7 +9,7 @@ use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/rdb")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/rdb")
 }
 
 fn inspect(file: &Path, format: &str) -> std::process::Output {

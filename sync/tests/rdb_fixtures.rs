@@ -1,4 +1,4 @@
-//! Every RDB fixture in ../shared/fixtures/rdb parses, or fails cleanly, and
+//! Every RDB fixture in fixtures/rdb parses, or fails cleanly, and
 //! known contents come out as documented by the fixtures' origins.
 
 use std::fs::File;
@@ -9,7 +9,7 @@ use lockstep_sync::rdb::{
     parse_all, Event, Item, Key, ModulePolicy, ParseOptions, RdbError, RdbParser, Value,
 };
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/rdb");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/rdb");
 
 fn all_fixtures() -> Vec<PathBuf> {
     let mut out = Vec::new();
