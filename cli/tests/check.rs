@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use lockstep_testkit::Run;
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
 
 /// Runs `lockstep check` and returns (exit code, the lines that are not `pass`).
@@ -72,11 +73,7 @@ async fn each_failing_item_is_reported_and_only_it() -> anyhow::Result<()> {
     // A non-empty target: fails naming keys; with --conflict ignore, only a warning.
     let busy = ready(RedisVersion::V8_2).await?;
     let mut conn = busy.client().await?;
-    redis::cmd("SET")
-        .arg("already-here")
-        .arg(1)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET already-here 1").await?;
     let (code, flagged) = check(&source.url(), &busy.url(), &[]);
     assert_eq!(code, Some(1));
     assert!(
@@ -153,11 +150,7 @@ async fn a_cluster_source_is_checked_and_copied_shard_by_shard() -> anyhow::Resu
     let target = ready(RedisVersion::V7_0).await?;
     let mut conn = source.cluster_client().await?;
     for i in 0..500 {
-        redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("SET", format!("key:{i}"), i)).await?;
     }
     // Any node's address will do: the last one is a replica.
     let seed = source
@@ -199,7 +192,7 @@ async fn a_cluster_source_is_checked_and_copied_shard_by_shard() -> anyhow::Resu
         String::from_utf8_lossy(&out.stderr)
     );
     let mut t = target.client().await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("key:*").query_async(&mut t).await?;
+    let keys: Vec<String> = t.run("KEYS key:*").await?;
     assert_eq!(keys.len(), 500, "every shard's keys on the target");
     for shard in ["shard0-5460", "shard5461-10921", "shard10922-16383"] {
         assert!(
@@ -241,15 +234,8 @@ async fn a_cluster_target_is_checked_for_slots_and_databases() -> anyhow::Result
     );
 
     let mut conn = source.client().await?;
-    redis::cmd("SELECT")
-        .arg(3)
-        .query_async::<()>(&mut conn)
-        .await?;
-    redis::cmd("SET")
-        .arg("in-db-3")
-        .arg(1)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SELECT 3").await?;
+    conn.run::<()>("SET in-db-3 1").await?;
     let (code, text) = run(&[]);
     assert_eq!(code, Some(1), "{text}");
     let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
@@ -282,10 +268,7 @@ async fn a_cluster_target_is_checked_for_slots_and_databases() -> anyhow::Result
         String::from_utf8_lossy(&out.stderr)
     );
     let mut read = cluster.cluster_client().await?;
-    let copied: Option<i64> = redis::cmd("GET")
-        .arg("in-db-3")
-        .query_async(&mut read)
-        .await?;
+    let copied: Option<i64> = read.run("GET in-db-3").await?;
     assert_eq!(copied, Some(1));
     Ok(())
 }
@@ -304,12 +287,7 @@ async fn a_source_account_without_dump_is_warned_about_for_a_cluster_target() ->
     )
     .await?;
     let mut admin = source.client().await?;
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("lockstep")
-        .arg("-dump")
-        .query_async::<()>(&mut admin)
-        .await?;
+    admin.run::<()>("ACL SETUSER lockstep -dump").await?;
     let cluster = Cluster::start(ClusterSpec::new(
         ServerConfig::new(RedisVersion::V7_0),
         3,

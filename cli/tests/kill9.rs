@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lockstep_testkit::data::{DataSet, DataSpec};
 use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::{compare, CompareOptions};
 use rand::{Rng, SeedableRng};
@@ -58,12 +59,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() -> anyhow::Resul
     )
     .await?;
     let mut conn = source.client().await?;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("rdb-key-save-delay")
-        .arg(200)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("CONFIG SET rdb-key-save-delay 200").await?;
 
     // The writer: INCR and RPUSH, counted.
     let writer_client = source.redis_client()?;
@@ -102,10 +98,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() -> anyhow::Resul
             wait_until("the full copy is done", Duration::from_secs(60), || {
                 let mut t = t.clone();
                 async move {
-                    let done: bool = redis::cmd("EXISTS")
-                        .arg("LOCKSTEP_CHECKPOINT")
-                        .query_async(&mut t)
-                        .await?;
+                    let done: bool = t.run("EXISTS LOCKSTEP_CHECKPOINT").await?;
                     Ok(if done {
                         Ok(())
                     } else {
@@ -136,8 +129,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() -> anyhow::Resul
         || {
             let mut t = t.clone();
             async move {
-                let counter: Option<u64> =
-                    redis::cmd("GET").arg("counter").query_async(&mut t).await?;
+                let counter: Option<u64> = t.run("GET counter").await?;
                 Ok(if counter == Some(sent) {
                     Ok(())
                 } else {
@@ -152,7 +144,7 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() -> anyhow::Resul
         let _ = last.kill();
         panic!("seed {seed}: {err:#}\nlockstep log:\n{log_text}");
     }
-    let len: u64 = redis::cmd("LLEN").arg("events").query_async(&mut t).await?;
+    let len: u64 = t.run("LLEN events").await?;
     assert_eq!(len, sent, "seed {seed}: list elements duplicated or lost");
     let report = compare(
         &source.redis_client()?,

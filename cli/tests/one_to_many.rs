@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{assert_equal, strings, sync_args, wait_counter, Lockstep, Writer};
 use lockstep_testkit::data::{DataSet, DataSpec};
+use lockstep_testkit::Run;
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
 
 #[tokio::test]
@@ -79,11 +80,7 @@ async fn a_failing_target_is_named_and_the_exit_code_is_not_zero() -> anyhow::Re
     let locked =
         RedisServer::start(ServerConfig::new(RedisVersion::V7_0).auth(Auth::password())).await?;
     let mut conn = source.client().await?;
-    redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET k v").await?;
     let dir = tempfile::tempdir()?;
     // No password for the locked target: its task fails, the other one finishes.
     let unauthenticated = format!("redis://127.0.0.1:{}", locked.port());
@@ -107,10 +104,7 @@ async fn a_failing_target_is_named_and_the_exit_code_is_not_zero() -> anyhow::Re
             "--log-format json wrote a line that is not JSON: {line}"
         );
     }
-    let value: Option<String> = redis::cmd("GET")
-        .arg("k")
-        .query_async(&mut good.client().await?)
-        .await?;
+    let value: Option<String> = good.run("GET k").await?;
     assert_eq!(
         value.as_deref(),
         Some("v"),

@@ -10,22 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{assert_equal, strings, Lockstep};
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig, TlsMaterial};
 
 #[tokio::test]
 async fn sync_runs_the_precheck_first_and_conflict_ignore_proceeds() -> anyhow::Result<()> {
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
-    redis::cmd("SET")
-        .arg("from-source")
-        .arg("1")
-        .query_async::<()>(&mut source.client().await?)
-        .await?;
-    redis::cmd("SET")
-        .arg("already-there")
-        .arg("1")
-        .query_async::<()>(&mut target.client().await?)
-        .await?;
+    source.run::<()>("SET from-source 1").await?;
+    target.run::<()>("SET already-there 1").await?;
     let dir = tempfile::tempdir()?;
     let args = |extra: &[&str]| {
         let mut args = strings(&["sync", "--source", &source.url(), "--target", &target.url()]);
@@ -43,10 +36,7 @@ async fn sync_runs_the_precheck_first_and_conflict_ignore_proceeds() -> anyhow::
         "the failing item and an example key are named: {log}"
     );
     assert!(log.contains("--skip-precheck"), "{log}");
-    let copied: Option<String> = redis::cmd("GET")
-        .arg("from-source")
-        .query_async(&mut target.client().await?)
-        .await?;
+    let copied: Option<String> = target.run("GET from-source").await?;
     assert_eq!(copied, None, "nothing is written when the precheck fails");
 
     let mut proceeds = Lockstep::start(
@@ -56,10 +46,7 @@ async fn sync_runs_the_precheck_first_and_conflict_ignore_proceeds() -> anyhow::
     )?;
     let code = proceeds.exit_code(Duration::from_secs(30)).await?;
     assert_eq!(code, Some(0), "{}", proceeds.log_text());
-    let copied: Option<String> = redis::cmd("GET")
-        .arg("from-source")
-        .query_async(&mut target.client().await?)
-        .await?;
+    let copied: Option<String> = target.run("GET from-source").await?;
     assert_eq!(copied.as_deref(), Some("1"));
     Ok(())
 }
@@ -71,11 +58,7 @@ async fn tls_options_per_side_and_hostname_verification() -> anyhow::Result<()> 
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0).tls(tls.clone())).await?;
     let mut conn = source.client().await?;
     for i in 0..50 {
-        redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("SET", format!("k{i}"), i)).await?;
     }
     let ca = tls.ca_path().to_string_lossy().into_owned();
     let cert = tls.dir().join("client.crt").to_string_lossy().into_owned();

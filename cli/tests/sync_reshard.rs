@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{sync_args, Lockstep};
 use lockstep_testkit::topology::{tag_for_slot, wait_until, Cluster, ClusterSpec, SlotMigration};
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 
 async fn consistent(source: &str, target: &RedisServer) -> anyhow::Result<Result<(), String>> {
@@ -39,14 +40,9 @@ async fn sync_follows_a_source_reshard_by_itself() -> anyhow::Result<()> {
         let tag = tag.clone();
         async move {
             for i in 0..200 {
-                redis::cmd("SET")
-                    .arg(format!("key:{round}:{i}"))
-                    .arg(i)
-                    .query_async::<()>(&mut conn)
+                conn.run_args::<()>(("SET", format!("key:{round}:{i}"), i))
                     .await?;
-                redis::cmd("INCR")
-                    .arg(format!("{{{tag}}}:counter:{}", i % 10))
-                    .query_async::<()>(&mut conn)
+                conn.run_args::<()>(("INCR", format!("{{{tag}}}:counter:{}", i % 10)))
                     .await?;
             }
             anyhow::Ok(())
@@ -80,11 +76,7 @@ async fn sync_follows_a_source_reshard_by_itself() -> anyhow::Result<()> {
         )
         .await?;
     write(2).await?;
-    redis::cmd("SET")
-        .arg("after")
-        .arg(1)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET after 1").await?;
     wait_until("equal after the reshard", Duration::from_secs(60), verified).await?;
     assert!(
         lockstep.child.try_wait()?.is_none(),
@@ -92,10 +84,7 @@ async fn sync_follows_a_source_reshard_by_itself() -> anyhow::Result<()> {
         lockstep.log_text()
     );
     let mut t = target.client().await?;
-    let counter: i64 = redis::cmd("GET")
-        .arg(format!("{{{tag}}}:counter:0"))
-        .query_async(&mut t)
-        .await?;
+    let counter: i64 = t.run_args(("GET", format!("{{{tag}}}:counter:0"))).await?;
     assert_eq!(counter, 60, "a counter of the moved slot");
     lockstep.signal("INT")?;
     assert_eq!(lockstep.exit_code(Duration::from_secs(30)).await?, Some(0));

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{assert_equal, free_port, strings, sync_args, wait_counter, Lockstep, Writer};
 use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::Run;
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig};
 
 const SOURCE_PASSWORD: &str = "src-Secret-4711";
@@ -190,10 +191,7 @@ async fn status_secrets_sigterm_and_resume() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = writer.stop().await?;
     wait_counter(&target, sent, Duration::from_secs(30)).await?;
-    let events: u64 = redis::cmd("LLEN")
-        .arg("events")
-        .query_async(&mut target.client().await?)
-        .await?;
+    let events: u64 = target.run("LLEN events").await?;
     assert_eq!(
         events, sent,
         "list elements lost or duplicated across the stop"
@@ -460,18 +458,9 @@ async fn a_terminal_gets_progress_bars_for_both_phases() -> anyhow::Result<()> {
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut conn = source.client().await?;
-    redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(10_000)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("DEBUG POPULATE 10000").await?;
     // A copy slow enough for the bar to be drawn (under a second).
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("rdb-key-save-delay")
-        .arg(20)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("CONFIG SET rdb-key-save-delay 20").await?;
     let dir = tempfile::tempdir()?;
     let args = sync_args(&source.url(), &[&target.url()], dir.path(), &[]);
     let command = format!(
@@ -514,11 +503,7 @@ async fn an_unreachable_source_fails_the_precheck_or_is_waited_for() -> anyhow::
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut conn = source.client().await?;
-    redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET k v").await?;
     let door = lockstep_testkit::FaultProxy::start(source.addr()).await?;
     door.refuse_new(true);
     let url = door.url_for(&source);
@@ -554,7 +539,7 @@ async fn an_unreachable_source_fails_the_precheck_or_is_waited_for() -> anyhow::
     let code = sync.exit_code(Duration::from_secs(30)).await?;
     assert_eq!(code, Some(0), "{}", sync.log_text());
     let mut t = target.client().await?;
-    let copied: Option<String> = redis::cmd("GET").arg("k").query_async(&mut t).await?;
+    let copied: Option<String> = t.run("GET k").await?;
     assert_eq!(copied.as_deref(), Some("v"));
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 use std::process::{Command, Stdio};
 
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 
 /// Exit code, stdout and stderr of `lockstep verify`.
@@ -141,17 +142,18 @@ async fn a_key_in_database_40_only_on_the_target_is_extra() -> anyhow::Result<()
 /// An account `rules` on both servers (the default user keeps every right, to write).
 async fn restricted(server: &RedisServer, rules: &[&str]) -> anyhow::Result<String> {
     let mut conn = server.client().await?;
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("audit")
-        .arg("reset")
-        .arg("on")
-        .arg(">audit-pass")
-        .arg("~*")
-        .arg("+@all")
-        .arg(rules)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run_args::<()>((
+        "ACL",
+        "SETUSER",
+        "audit",
+        "reset",
+        "on",
+        ">audit-pass",
+        "~*",
+        "+@all",
+        rules,
+    ))
+    .await?;
     Ok(server
         .url()
         .replacen("redis://", "redis://audit:audit-pass@", 1))
@@ -239,11 +241,7 @@ async fn a_sample_without_differences_says_sample_and_exits_3() -> anyhow::Resul
     let target = server(RedisVersion::V7_0, 16).await?;
     for s in [&source, &target] {
         let mut conn = s.client().await?;
-        redis::cmd("DEBUG")
-            .arg("POPULATE")
-            .arg(200)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run::<()>("DEBUG POPULATE 200").await?;
     }
     let dir = tempfile::tempdir()?;
     let json = dir.path().join("summary.json");

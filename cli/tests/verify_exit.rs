@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 
 fn verify(source: &str, target: &str, extra: &[&str]) -> (Option<i32>, String, String) {
@@ -42,11 +43,7 @@ async fn exit_codes_and_reports_say_what_an_audit_needs() -> anyhow::Result<()> 
 
     // A difference: exit 1, and the reports name the key and the kind.
     let mut conn = target.client().await?;
-    redis::cmd("RPUSH")
-        .arg("list")
-        .arg("extra")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("RPUSH list extra").await?;
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("differences.csv");
     let json = dir.path().join("summary.json");
@@ -139,11 +136,7 @@ async fn recheck_key_lists_and_ttl_extension_from_the_command_line() -> anyhow::
     let (code, out, err) = verify(&src, &dst, &["--recheck", &csv, "--report", &csv2]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert_eq!(std::fs::read_to_string(&csv2)?.lines().count(), 3, "{out}");
-    redis::cmd("SET")
-        .arg("bad")
-        .arg("a")
-        .query_async::<()>(&mut t)
-        .await?;
+    t.run::<()>("SET bad a").await?;
     let (code, out, err) = verify(&src, &dst, &["--recheck", &csv, "--extend-ttl", "3600"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(

@@ -11,6 +11,7 @@ use lockstep_testkit::churn::{
     commandstats_field, Churn, ChurnReport, ChurnSpec, OpKind, StopReason, EVAL_SCRIPT_CALLS,
     FUNCTION_CALLS,
 };
+use lockstep_testkit::Run;
 use lockstep_testkit::{Cluster, ClusterSpec, RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -137,7 +138,7 @@ async fn every_op_kind_is_sent_at_the_asked_rate_and_counted_by_the_server() -> 
 }
 
 async fn select(conn: &mut MultiplexedConnection, db: i64) -> anyhow::Result<()> {
-    redis::cmd("SELECT").arg(db).query_async::<()>(conn).await?;
+    conn.run_args::<()>(("SELECT", db)).await?;
     Ok(())
 }
 
@@ -149,7 +150,7 @@ async fn state(server: &RedisServer) -> anyhow::Result<BTreeMap<(i64, Vec<u8>), 
     let mut out = BTreeMap::new();
     for db in 0..16 {
         select(&mut conn, db).await?;
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await?;
+        let keys: Vec<Vec<u8>> = conn.run("KEYS *").await?;
         for key in keys {
             let (key_type, digest, pttl): (String, Vec<String>, i64) = redis::pipe()
                 .cmd("TYPE")
@@ -163,11 +164,8 @@ async fn state(server: &RedisServer) -> anyhow::Result<BTreeMap<(i64, Vec<u8>), 
                 .await?;
             let mut text = format!("{key_type} {} ttl={}", digest.concat(), pttl >= 0);
             if key_type == "stream" {
-                let groups: Vec<BTreeMap<String, redis::Value>> = redis::cmd("XINFO")
-                    .arg("GROUPS")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await?;
+                let groups: Vec<BTreeMap<String, redis::Value>> =
+                    conn.run_args(("XINFO", "GROUPS", &key)).await?;
                 for group in groups {
                     for field in ["name", "pending", "last-delivered-id"] {
                         text.push_str(&format!(" {field}={:?}", group.get(field)));
@@ -255,10 +253,8 @@ async fn with_a_cluster_tag_every_command_lands_in_one_slot_of_a_cluster() -> an
     let cluster = Cluster::start(ClusterSpec::new(ServerConfig::new(version), 3, 0)).await?;
     let tag = "churn-tag";
     let mut any_node = cluster.nodes[0].client().await?;
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(format!("{{{tag}}}"))
-        .query_async(&mut any_node)
+    let slot: u16 = any_node
+        .run_args(("CLUSTER", "KEYSLOT", format!("{{{tag}}}")))
         .await?;
     let owner = cluster.node_for_slot(slot).await?;
     let spec = ChurnSpec::new(9)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use lockstep_testkit::data::{expected_encodings, DataReport, DataSet, DataSpec, Expiry, Family};
 use lockstep_testkit::topology::{key_slot, Cluster, ClusterSpec, SLOT_COUNT};
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -20,7 +21,7 @@ const SCALE: usize = 12;
 const BIG_KEY_BYTES: usize = 1 << 20;
 
 async fn select(conn: &mut MultiplexedConnection, db: i64) -> anyhow::Result<()> {
-    redis::cmd("SELECT").arg(db).query_async::<()>(conn).await?;
+    conn.run_args::<()>(("SELECT", db)).await?;
     Ok(())
 }
 
@@ -58,7 +59,7 @@ async fn every_version_gets_every_encoding_it_offers_and_the_counts_the_report_s
         );
         for db in 0..16 {
             select(&mut conn, db).await?;
-            let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+            let size: usize = conn.run("DBSIZE").await?;
             assert_eq!(
                 size,
                 expected_dbs.remove(&db).unwrap_or(0),
@@ -117,11 +118,7 @@ async fn check_every_key(
             wrong.push(format!("{name}: PTTL {pttl} for {:?}", key.expiry));
         }
         if let Some(representation) = key.hll_representation {
-            let answer: String = redis::cmd("PFDEBUG")
-                .arg("ENCODING")
-                .arg(&key.key)
-                .query_async(conn)
-                .await?;
+            let answer: String = conn.run_args(("PFDEBUG", "ENCODING", &key.key)).await?;
             if answer != representation {
                 wrong.push(format!("{name}: HLL {answer}, expected {representation}"));
             }
@@ -187,13 +184,9 @@ async fn digests(
     let mut out = BTreeMap::new();
     for &db in dbs {
         select(conn, db).await?;
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
+        let keys: Vec<Vec<u8>> = conn.run("KEYS *").await?;
         for key in keys {
-            let digest: Vec<String> = redis::cmd("DEBUG")
-                .arg("DIGEST-VALUE")
-                .arg(&key)
-                .query_async(conn)
-                .await?;
+            let digest: Vec<String> = conn.run_args(("DEBUG", "DIGEST-VALUE", &key)).await?;
             out.insert((db, key), digest.concat());
         }
     }
@@ -263,10 +256,10 @@ async fn keys_about_to_expire_are_gone_after_their_ttl_and_the_rest_stay() -> an
             .map(|k| &k.key)
             .collect();
         for key in &soon_keys {
-            let exists: bool = redis::cmd("EXISTS").arg(key).query_async(&mut conn).await?;
+            let exists: bool = conn.run_args(("EXISTS", key)).await?;
             assert!(!exists, "{} outlived its TTL", String::from_utf8_lossy(key));
         }
-        let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        let size: usize = conn.run("DBSIZE").await?;
         assert_eq!(size, written - soon_keys.len(), "db {db}");
     }
     Ok(())
@@ -341,7 +334,7 @@ async fn a_cluster_gets_every_key_on_the_primary_serving_its_slot() -> anyhow::R
 
         let mut total = 0;
         for (conn, port) in conns.iter_mut().zip(&ports) {
-            let size: usize = redis::cmd("DBSIZE").query_async(conn).await?;
+            let size: usize = conn.run("DBSIZE").await?;
             let expected = report
                 .keys
                 .iter()

@@ -14,6 +14,7 @@ use lockstep_testkit::info;
 use lockstep_testkit::proxy::{
     Direction, PathMode, BANDWIDTH_BURST_MS, CHUNK_BYTES_MAX, HELD_BYTES_MAX,
 };
+use lockstep_testkit::Run;
 use lockstep_testkit::{Auth, FaultProxy, RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -189,15 +190,8 @@ async fn relays_redis_traffic_and_counts_every_byte() -> anyhow::Result<()> {
     // A real client library works through it too, and the write reached the server.
     let client = redis::Client::open(rig.proxy.url_for(&rig.server))?;
     let mut via_proxy = client.get_multiplexed_async_connection().await?;
-    redis::cmd("SET")
-        .arg("through")
-        .arg("proxy")
-        .query_async::<()>(&mut via_proxy)
-        .await?;
-    let seen: String = redis::cmd("GET")
-        .arg("through")
-        .query_async(&mut rig.direct)
-        .await?;
+    via_proxy.run::<()>("SET through proxy").await?;
+    let seen: String = rig.direct.run("GET through").await?;
     assert_eq!(seen, "proxy");
 
     // Closing the client closes the server side, and the open gauge follows.
@@ -226,7 +220,7 @@ async fn url_for_reaches_a_server_with_credentials_through_the_proxy() -> anyhow
         let mut conn = redis::Client::open(url)?
             .get_multiplexed_async_connection()
             .await?;
-        let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let pong: String = conn.run("PING").await?;
         assert_eq!(pong, "PONG", "{auth:?}");
         assert_eq!(proxy.stats().connections_open, 1);
     }
@@ -339,13 +333,8 @@ async fn dropped_flows_stay_dead_while_new_connections_pass() -> anyhow::Result<
     );
     // The server closing the dead flow (as a primary does after its repl-timeout)
     // does not reach the client either.
-    redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .arg("SKIPME")
-        .arg("yes")
-        .query_async::<i64>(&mut rig.direct)
+    rig.direct
+        .run::<i64>("CLIENT KILL TYPE normal SKIPME yes")
         .await?;
     assert_silent(&mut old, "a dropped flow the server closed").await;
     Ok(())
@@ -558,10 +547,7 @@ async fn bandwidth_cap_bounds_transfer_time_in_each_direction() -> anyhow::Resul
         stats.bytes_server_to_client,
         (b"+OK\r\n".len() + 2 * reply.len()) as u64
     );
-    let stored: Vec<u8> = redis::cmd("GET")
-        .arg("big")
-        .query_async(&mut rig.direct)
-        .await?;
+    let stored: Vec<u8> = rig.direct.run("GET big").await?;
     assert_eq!(stored, value);
     Ok(())
 }
@@ -571,11 +557,7 @@ async fn bandwidth_cap_is_shared_by_all_connections() -> anyhow::Result<()> {
     let rig = Rig::start().await?;
     let value = vec![b'y'; 32 * 1024];
     let mut direct = rig.server.client().await?;
-    redis::cmd("SET")
-        .arg("shared")
-        .arg(&value)
-        .query_async::<()>(&mut direct)
-        .await?;
+    direct.run_args::<()>(("SET", "shared", &value)).await?;
     let rate: u64 = 64 * 1024;
     let burst = rate * BANDWIDTH_BURST_MS / 1000;
     rig.proxy
@@ -691,10 +673,7 @@ async fn faults_switch_while_a_client_keeps_writing() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     handle.reset();
     let acked = writer.await?;
-    let counter: i64 = redis::cmd("GET")
-        .arg("counter")
-        .query_async(&mut rig.direct)
-        .await?;
+    let counter: i64 = rig.direct.run("GET counter").await?;
     let stats = handle.stats();
     eprintln!("acked {acked}, counter {counter}, {stats:?}");
     assert!(acked > 0);
@@ -745,10 +724,7 @@ async fn held_bytes_stay_within_the_bound_under_latency() -> anyhow::Result<()> 
     let mut reply = [0u8; 5];
     tokio::time::timeout(ARRIVAL_BOUND, read.read_exact(&mut reply)).await??;
     assert_eq!(&reply, b"+OK\r\n");
-    let len: usize = redis::cmd("STRLEN")
-        .arg("big")
-        .query_async(&mut rig.direct)
-        .await?;
+    let len: usize = rig.direct.run("STRLEN big").await?;
     assert_eq!(len, value_len);
     let stats = rig
         .proxy
@@ -781,7 +757,7 @@ async fn wait_for_link(replica: &RedisServer, status: &str, bound: Duration) -> 
 
 async fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
     let mut conn = server.client().await?;
-    Ok(redis::cmd("DBSIZE").query_async(&mut conn).await?)
+    conn.run("DBSIZE").await
 }
 
 /// The use the proxy is for: a replication link through it, cut and kept down while
@@ -796,20 +772,14 @@ async fn a_replica_behind_the_proxy_loses_its_link_on_cut_and_resyncs_partially(
             .await?;
     wait_for_link(&replica, "up", Duration::from_secs(10)).await?;
     let mut writes = primary.client().await?;
-    redis::cmd("SET")
-        .arg("before")
-        .arg(1)
-        .query_async::<()>(&mut writes)
-        .await?;
+    writes.run::<()>("SET before 1").await?;
 
     proxy.refuse_new(true);
     proxy.cut_all();
     wait_for_link(&replica, "down", ARRIVAL_BOUND).await?;
     for i in 0..100 {
-        redis::cmd("SET")
-            .arg(format!("during-{i}"))
-            .arg(i)
-            .query_async::<()>(&mut writes)
+        writes
+            .run_args::<()>(("SET", format!("during-{i}"), i))
             .await?;
     }
     // The replica retries about once a second; give it two tries.
@@ -887,11 +857,7 @@ async fn move_upstream_closes_open_connections_and_sends_new_ones_elsewhere() ->
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}", proxy.port()))?
         .get_multiplexed_async_connection()
         .await?;
-    let port: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("port")
-        .query_async(&mut conn)
-        .await?;
+    let port: Vec<String> = conn.run("CONFIG GET port").await?;
     assert_eq!(port[1], second.port().to_string());
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use lockstep_testkit::server::Persistence;
+use lockstep_testkit::Run;
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ServerConfig, TlsMaterial};
 
 fn process_alive(pid: u32) -> bool {
@@ -46,15 +47,11 @@ async fn restart_keeps_data_with_rdb_and_with_aof() -> anyhow::Result<()> {
             RedisServer::start(ServerConfig::new(version).persistence(persistence)).await?;
         let port = server.port();
         let mut conn = server.client().await?;
-        redis::cmd("SET")
-            .arg("k")
-            .arg("v")
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run::<()>("SET k v").await?;
         server.restart().await?;
         assert_eq!(server.port(), port, "restart keeps the port");
         let mut conn = server.client().await?;
-        let value: Option<String> = redis::cmd("GET").arg("k").query_async(&mut conn).await?;
+        let value: Option<String> = conn.run("GET k").await?;
         assert_eq!(
             value.as_deref(),
             Some("v"),
@@ -68,11 +65,7 @@ async fn restart_keeps_data_with_rdb_and_with_aof() -> anyhow::Result<()> {
 async fn without_persistence_a_kill9_and_start_comes_back_empty() -> anyhow::Result<()> {
     let mut server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut conn = server.client().await?;
-    redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET k v").await?;
     let pid = server.pid().expect("running");
     server.kill9();
     assert!(!process_alive(pid));
@@ -88,7 +81,7 @@ async fn without_persistence_a_kill9_and_start_comes_back_empty() -> anyhow::Res
     );
     server.start_again().await?;
     let mut conn = server.client().await?;
-    let size: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+    let size: i64 = conn.run("DBSIZE").await?;
     assert_eq!(size, 0);
     Ok(())
 }
@@ -111,7 +104,7 @@ async fn pause_stops_answers_and_resume_brings_them_back() -> anyhow::Result<()>
     assert!(started.elapsed() >= Duration::from_millis(500));
     server.resume();
     let mut conn = server.client().await?;
-    let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+    let pong: String = conn.run("PING").await?;
     assert_eq!(pong, "PONG");
     Ok(())
 }
@@ -122,10 +115,7 @@ async fn password_and_acl_user_variants_refuse_anonymous_clients() -> anyhow::Re
         for auth in [Auth::password(), Auth::acl_user()] {
             let server = RedisServer::start(ServerConfig::new(version).auth(auth.clone())).await?;
             let mut conn = server.client().await?;
-            let who: String = redis::cmd("ACL")
-                .arg("WHOAMI")
-                .query_async(&mut conn)
-                .await?;
+            let who: String = conn.run("ACL WHOAMI").await?;
             let expected = match &auth {
                 Auth::AclUser { user, .. } => user.as_str(),
                 _ => "default",
@@ -158,12 +148,8 @@ async fn tls_server_speaks_rediss_and_refuses_plaintext() -> anyhow::Result<()> 
     .await?;
     assert!(server.url().starts_with("rediss://"));
     let mut conn = server.client().await?;
-    redis::cmd("SET")
-        .arg("k")
-        .arg("over tls")
-        .query_async::<()>(&mut conn)
-        .await?;
-    let value: String = redis::cmd("GET").arg("k").query_async(&mut conn).await?;
+    conn.run_args::<()>(("SET", "k", "over tls")).await?;
+    let value: String = conn.run("GET k").await?;
     assert_eq!(value, "over tls");
     let plain = redis::Client::open(format!(
         "redis://:lockstep-test-pass@127.0.0.1:{}",
@@ -199,4 +185,25 @@ fn a_missing_version_says_how_to_install_it() {
         .server_binary_with(Some("/nonexistent/redis-server".into()))
         .expect_err("missing binary");
     assert!(format!("{err}").contains("LOCKSTEP_REDIS_8_2"), "{err}");
+}
+
+#[tokio::test]
+async fn run_answers_typed_and_a_failed_command_names_itself_and_the_server() -> anyhow::Result<()>
+{
+    let server = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    server.run::<()>("SET k v EX 100").await?;
+    let mut conn = server.client().await?;
+    conn.run_args::<()>(("SET", &b"bin\xff"[..], &b"\x00\x01"[..]))
+        .await?;
+    let value: Vec<u8> = conn.run_args(("GET", &b"bin\xff"[..])).await?;
+    assert_eq!(value, b"\x00\x01");
+    assert!((1..=100).contains(&server.run::<i64>("TTL k").await?));
+    let err = server
+        .run::<()>("INCR k")
+        .await
+        .expect_err("not an integer");
+    let text = format!("{err:#}");
+    assert!(text.contains("`INCR k` failed"), "{text}");
+    assert!(text.contains(&format!("port {}", server.port())), "{text}");
+    Ok(())
 }

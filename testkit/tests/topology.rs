@@ -1,6 +1,7 @@
 //! Topologies come up converged (measured on the servers) and go away without a trace.
 
 use lockstep_testkit::server::Auth;
+use lockstep_testkit::Run;
 use lockstep_testkit::{
     Cluster, ClusterSpec, FailoverMode, RedisServer, RedisVersion, ReplicaSet, ServerConfig,
     TlsMaterial,
@@ -23,15 +24,11 @@ async fn primary_with_two_replicas_replicates_and_fails_over() -> anyhow::Result
         let mut set =
             ReplicaSet::start(ServerConfig::new(version).auth(Auth::password()), 2).await?;
         let mut conn = set.primary().client().await?;
-        redis::cmd("SET")
-            .arg("k")
-            .arg("1")
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run::<()>("SET k 1").await?;
         set.wait_in_sync().await?;
         for replica in set.replicas() {
             let mut c = replica.client().await?;
-            let v: Option<String> = redis::cmd("GET").arg("k").query_async(&mut c).await?;
+            let v: Option<String> = c.run("GET k").await?;
             assert_eq!(
                 v.as_deref(),
                 Some("1"),
@@ -46,14 +43,10 @@ async fn primary_with_two_replicas_replicates_and_fails_over() -> anyhow::Result
             Some("master")
         );
         let mut conn = set.primary().client().await?;
-        redis::cmd("SET")
-            .arg("k")
-            .arg("2")
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run::<()>("SET k 2").await?;
         set.wait_in_sync().await?;
         let mut old = set.servers[0].client().await?;
-        let v: Option<String> = redis::cmd("GET").arg("k").query_async(&mut old).await?;
+        let v: Option<String> = old.run("GET k").await?;
         assert_eq!(
             v.as_deref(),
             Some("2"),
@@ -79,11 +72,7 @@ async fn a_three_by_one_cluster_comes_up_on_every_version_and_leaves_no_process(
         // Keys land on all three shards through a cluster client.
         let mut conn = cluster.cluster_client().await?;
         for i in 0..300 {
-            redis::cmd("SET")
-                .arg(format!("key:{i}"))
-                .arg(i)
-                .query_async::<()>(&mut conn)
-                .await?;
+            conn.run_args::<()>(("SET", format!("key:{i}"), i)).await?;
         }
         let counts = cluster.key_counts().await?;
         assert_eq!(counts.len(), 3);
@@ -139,11 +128,7 @@ async fn acl_and_tls_clusters_converge() -> anyhow::Result<()> {
     ))
     .await?;
     let mut conn = acl.cluster_client().await?;
-    redis::cmd("SET")
-        .arg("a")
-        .arg("b")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET a b").await?;
     let tls = std::sync::Arc::new(TlsMaterial::generate()?);
     let secure = Cluster::start(ClusterSpec::new(
         ServerConfig::new(RedisVersion::V7_0)
@@ -155,12 +140,8 @@ async fn acl_and_tls_clusters_converge() -> anyhow::Result<()> {
     .await?;
     assert!(secure.urls()[0].starts_with("rediss://"));
     let mut conn = secure.cluster_client().await?;
-    redis::cmd("SET")
-        .arg("a")
-        .arg("b")
-        .query_async::<()>(&mut conn)
-        .await?;
-    let value: String = redis::cmd("GET").arg("a").query_async(&mut conn).await?;
+    conn.run::<()>("SET a b").await?;
+    let value: String = conn.run("GET a").await?;
     assert_eq!(value, "b");
     Ok(())
 }
@@ -187,16 +168,12 @@ async fn writes_right_after_start_reach_the_replica_at_once() -> anyhow::Result<
             );
             let mut primary = set.primary().client().await?;
             for i in 0..200 {
-                redis::cmd("SET")
-                    .arg(format!("k{i}"))
-                    .arg(i)
-                    .query_async::<()>(&mut primary)
-                    .await?;
+                primary.run_args::<()>(("SET", format!("k{i}"), i)).await?;
             }
             let mut conn = replica.client().await?;
             let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
             loop {
-                let keys: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+                let keys: i64 = conn.run("DBSIZE").await?;
                 if keys == 200 {
                     break;
                 }

@@ -18,6 +18,7 @@ use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::slots::key_slot;
 use lockstep_testkit::data::{DataSet, DataSpec};
 use lockstep_testkit::topology::{tag_for_slot, Cluster, ClusterSpec, FailoverMode, SlotMigration};
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::canonical;
 use redis::aio::MultiplexedConnection;
@@ -38,7 +39,7 @@ async fn assert_cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow
         .await?;
     let mut src = source.client().await?;
     let mut primaries = Primaries::of(cluster).await?;
-    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(&mut src).await?;
+    let keys: Vec<Vec<u8>> = src.run("KEYS *").await?;
     let keys: Vec<Vec<u8>> = keys
         .into_iter()
         .filter(|k| !k.starts_with(b"LOCKSTEP_"))
@@ -50,8 +51,8 @@ async fn assert_cluster_equal(source: &RedisServer, cluster: &Cluster) -> anyhow
             canonical::read(&mut src, key).await?,
             canonical::read(dst, key).await?,
         );
-        let ttl_a: i64 = redis::cmd("PTTL").arg(key).query_async(&mut src).await?;
-        let ttl_b: i64 = redis::cmd("PTTL").arg(key).query_async(dst).await?;
+        let ttl_a: i64 = src.run_args(("PTTL", key)).await?;
+        let ttl_b: i64 = dst.run_args(("PTTL", key)).await?;
         let ttl_equal = (ttl_a < 0 && ttl_a == ttl_b)
             || (ttl_a >= 0 && ttl_b >= 0 && (ttl_a - ttl_b).abs() <= 2000);
         if a != b || !ttl_equal {
@@ -103,11 +104,7 @@ async fn hash_slots_agree_with_cluster_keyslot() -> anyhow::Result<()> {
     .chain((0..50u8).map(|i| vec![i, 255 - i, b'{', i, b'}']))
     .collect();
     for key in keys {
-        let slot: u16 = redis::cmd("CLUSTER")
-            .arg("KEYSLOT")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await?;
+        let slot: u16 = conn.run_args(("CLUSTER", "KEYSLOT", &key)).await?;
         assert_eq!(key_slot(&key), slot, "{key:?}");
     }
     Ok(())
@@ -132,15 +129,9 @@ async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result
     let pairs: Vec<String> = (0..40)
         .flat_map(|i| [format!("mset:{i}"), i.to_string()])
         .collect();
-    redis::cmd("MSET")
-        .arg(&pairs)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run_args::<()>(("MSET", &pairs)).await?;
     let some: Vec<String> = (0..40).step_by(3).map(|i| format!("mset:{i}")).collect();
-    redis::cmd("DEL")
-        .arg(&some)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run_args::<()>(("DEL", &some)).await?;
     caught_up(&mut task, &source).await?;
     let compared = assert_cluster_equal(&source, &cluster).await?;
     assert!(compared > 100, "{compared}");
@@ -152,9 +143,7 @@ async fn standalone_into_a_cluster_through_a_target_failover() -> anyhow::Result
     ops?;
     failed_over?;
     for i in 0..200 {
-        redis::cmd("INCR")
-            .arg(format!("after-failover:{}", i % 20))
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("INCR", format!("after-failover:{}", i % 20)))
             .await?;
     }
     caught_up(&mut task, &source).await?;
@@ -225,9 +214,9 @@ async fn a_killed_task_resumes_exactly_into_a_cluster() -> anyhow::Result<()> {
         let key = format!("counter:{i}");
         let counter = primaries.int(&key).await?;
         let list = format!("list:{i}");
-        let len: i64 = redis::cmd("LLEN")
-            .arg(&list)
-            .query_async(primaries.conn(list.as_bytes()))
+        let len: i64 = primaries
+            .conn(list.as_bytes())
+            .run_args(("LLEN", &list))
             .await?;
         assert_eq!(
             (counter, len),
@@ -260,10 +249,7 @@ async fn a_slot_migrating_on_the_target_does_not_stop_the_sync() -> anyhow::Resu
     let mut conn = source.client().await?;
     let slot = key_slot(b"moving");
     for i in 0..100 {
-        redis::cmd("SET")
-            .arg(format!("{{moving}}:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("{{moving}}:{i}"), i))
             .await?;
     }
     let dir = tempfile::tempdir()?;
@@ -273,9 +259,7 @@ async fn a_slot_migrating_on_the_target_does_not_stop_the_sync() -> anyhow::Resu
         let mut conn = conn.clone();
         async move {
             for i in 0..1500 {
-                redis::cmd("INCR")
-                    .arg(format!("{{moving}}:counter:{}", i % 10))
-                    .query_async::<()>(&mut conn)
+                conn.run_args::<()>(("INCR", format!("{{moving}}:counter:{}", i % 10)))
                     .await?;
                 if i % 100 == 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -290,9 +274,7 @@ async fn a_slot_migrating_on_the_target_does_not_stop_the_sync() -> anyhow::Resu
     assert!(moved >= 100, "{moved} keys moved");
     // After the move the old owner answers MOVED: the task reads the map again.
     for i in 0..100 {
-        redis::cmd("INCR")
-            .arg(format!("{{moving}}:counter:{}", i % 10))
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("INCR", format!("{{moving}}:counter:{}", i % 10)))
             .await?;
     }
     caught_up(&mut task, &source).await?;
@@ -330,15 +312,9 @@ async fn a_task_started_during_a_target_slot_migration_follows_ask() -> anyhow::
     let slot = key_slot(b"moving");
     for i in 0..200 {
         // Strings without expiry are copied by MSET, the others by RESTORE.
-        redis::cmd("SET")
-            .arg(format!("{{moving}}:s:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("{{moving}}:s:{i}"), i))
             .await?;
-        redis::cmd("RPUSH")
-            .arg(format!("{{moving}}:l:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("RPUSH", format!("{{moving}}:l:{i}"), i))
             .await?;
     }
     let moving = SlotMigration::begin(&cluster, slot).await?;
@@ -360,9 +336,7 @@ async fn a_task_started_during_a_target_slot_migration_follows_ask() -> anyhow::
     assert_eq!(checkpoint.len(), 1, "the slot's checkpoint key");
     back.migrate(&checkpoint).await?;
     for i in 0..300 {
-        redis::cmd("INCR")
-            .arg(format!("{{moving}}:counter:{}", i % 10))
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("INCR", format!("{{moving}}:counter:{}", i % 10)))
             .await?;
     }
     let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
@@ -396,19 +370,9 @@ async fn a_mapped_database_goes_into_a_cluster_and_cross_slot_copies_read_it() -
     let source = RedisServer::start(ServerConfig::new(version)).await?;
     let cluster = cluster(version).await?;
     let mut conn = source.client().await?;
-    redis::cmd("SELECT")
-        .arg(3)
-        .query_async::<()>(&mut conn)
-        .await?;
-    redis::cmd("SET")
-        .arg("in-db-3")
-        .arg(1)
-        .query_async::<()>(&mut conn)
-        .await?;
-    redis::cmd("SELECT")
-        .arg(0)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SELECT 3").await?;
+    conn.run::<()>("SET in-db-3 1").await?;
+    conn.run::<()>("SELECT 0").await?;
     let dir = tempfile::tempdir()?;
     let task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     let ended = tokio::time::timeout(Duration::from_secs(30), task.handle).await??;
@@ -422,36 +386,16 @@ async fn a_mapped_database_goes_into_a_cluster_and_cross_slot_copies_read_it() -
     let mut task = SyncTask::spawn(options);
     caught_up(&mut task, &source).await?;
     let mut primaries = Primaries::of(&cluster).await?;
-    let copied: Option<i64> = redis::cmd("GET")
-        .arg("in-db-3")
-        .query_async(primaries.conn(b"in-db-3"))
-        .await?;
+    let copied: Option<i64> = primaries.conn(b"in-db-3").run("GET in-db-3").await?;
     assert_eq!(copied, Some(1));
-    redis::cmd("SELECT")
-        .arg(3)
-        .query_async::<()>(&mut conn)
-        .await?;
-    redis::cmd("SET")
-        .arg("a")
-        .arg(1)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SELECT 3").await?;
+    conn.run::<()>("SET a 1").await?;
     assert_ne!(key_slot(b"a"), key_slot(b"b"));
-    redis::cmd("RENAME")
-        .arg("a")
-        .arg("b")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("RENAME a b").await?;
     caught_up(&mut task, &source).await?;
     let renamed: (Option<i64>, Option<i64>) = (
-        redis::cmd("GET")
-            .arg("a")
-            .query_async(primaries.conn(b"a"))
-            .await?,
-        redis::cmd("GET")
-            .arg("b")
-            .query_async(primaries.conn(b"b"))
-            .await?,
+        primaries.conn(b"a").run("GET a").await?,
+        primaries.conn(b"b").run("GET b").await?,
     );
     assert_eq!(renamed, (None, Some(1)), "RENAME a b across slots");
     task.finish().await?;
@@ -510,11 +454,7 @@ async fn a_killed_target_primary_and_a_forced_failover_keep_counters_exact() -> 
     burst?;
     // Node 3 replicates node 0.
     let mut replica = cluster.nodes[3].client().await?;
-    redis::cmd("CLUSTER")
-        .arg("FAILOVER")
-        .arg("FORCE")
-        .query_async::<()>(&mut replica)
-        .await?;
+    replica.run::<()>("CLUSTER FAILOVER FORCE").await?;
     lockstep_testkit::topology::wait_until(
         "node 3 is a primary",
         Duration::from_secs(30),
@@ -576,9 +516,7 @@ async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
     task.handle.abort();
     let mut task = SyncTask::spawn(into_cluster(&source, &cluster, dir.path())?);
     for i in 0..100 {
-        redis::cmd("INCR")
-            .arg(format!("last:{}", i % 50))
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("INCR", format!("last:{}", i % 50)))
             .await?;
     }
     caught_up(&mut task, &source).await?;
@@ -597,40 +535,19 @@ async fn flushall_in_the_stream_reaches_every_primary() -> anyhow::Result<()> {
 async fn write_cluster(cluster: &Cluster, round: u32) -> anyhow::Result<()> {
     let mut conn = cluster.cluster_client().await?;
     for i in 0..300u32 {
-        redis::cmd("SET")
-            .arg(format!("s:{round}:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("s:{round}:{i}"), i))
             .await?;
         if i % 5 == 0 {
-            redis::cmd("SET")
-                .arg(format!("ttl:{round}:{i}"))
-                .arg(i)
-                .arg("EX")
-                .arg(3600)
-                .query_async::<()>(&mut conn)
+            conn.run_args::<()>(("SET", format!("ttl:{round}:{i}"), i, "EX", 3600))
                 .await?;
         }
-        redis::cmd("HSET")
-            .arg(format!("h:{}", i % 40))
-            .arg(format!("f{round}:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("HSET", format!("h:{}", i % 40), format!("f{round}:{i}"), i))
             .await?;
-        redis::cmd("RPUSH")
-            .arg(format!("l:{}", i % 40))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("RPUSH", format!("l:{}", i % 40), i))
             .await?;
-        redis::cmd("ZADD")
-            .arg(format!("z:{}", i % 30))
-            .arg(i)
-            .arg(format!("m{round}:{i}"))
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("ZADD", format!("z:{}", i % 30), i, format!("m{round}:{i}")))
             .await?;
-        redis::cmd("INCR")
-            .arg(format!("counter:{}", i % 50))
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("INCR", format!("counter:{}", i % 50)))
             .await?;
     }
     Ok(())
@@ -695,9 +612,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     // A FLUSHALL on one primary empties that shard only; the target follows.
     let primaries = source.primaries().await?;
     let flushed = primaries.last().expect("three primaries");
-    redis::cmd("FLUSHALL")
-        .query_async::<()>(&mut flushed.client().await?)
-        .await?;
+    flushed.run::<()>("FLUSHALL").await?;
     write_cluster(&source, 4).await?;
     wait_consistent(&seed, &target.url(), &mut tasks, CONVERGE).await?;
     for task in tasks {
@@ -710,20 +625,9 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     assert!(report.is_consistent(), "{report}");
     assert!(report.keys_compared > 500, "{report}");
     let mut t = target.client().await?;
-    redis::cmd("SET")
-        .arg("s:4:7")
-        .arg("changed")
-        .query_async::<()>(&mut t)
-        .await?;
-    redis::cmd("DEL")
-        .arg("s:4:8")
-        .query_async::<()>(&mut t)
-        .await?;
-    redis::cmd("SET")
-        .arg("only:on:target")
-        .arg(1)
-        .query_async::<()>(&mut t)
-        .await?;
+    t.run::<()>("SET s:4:7 changed").await?;
+    t.run::<()>("DEL s:4:8").await?;
+    t.run::<()>("SET only:on:target 1").await?;
     let report = verify(&seed, &target.url(), &[0]).await?;
     let mut found: Vec<(String, String)> = report
         .differences
@@ -760,11 +664,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     let mut db1 = redis::Client::open(format!("{}/1", target.url()))?
         .get_multiplexed_async_connection()
         .await?;
-    redis::cmd("SET")
-        .arg("in:db1")
-        .arg(1)
-        .query_async::<()>(&mut db1)
-        .await?;
+    db1.run::<()>("SET in:db1 1").await?;
     let report = verify(&seed, &target.url(), &[1]).await?;
     assert_eq!(report.differences.len(), 1, "{report}");
     assert_eq!(report.differences[0].db, 1);
@@ -859,18 +759,11 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
     let mut conn = target.cluster_client().await?;
     for i in 0..300 {
         for prefix in ["a", "b"] {
-            redis::cmd("SET")
-                .arg(format!("{prefix}:{i}"))
-                .arg(i)
-                .query_async::<()>(&mut conn)
+            conn.run_args::<()>(("SET", format!("{prefix}:{i}"), i))
                 .await?;
         }
     }
-    redis::cmd("SET")
-        .arg("LOCKSTEP_CHECKPOINT:other")
-        .arg("x")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET LOCKSTEP_CHECKPOINT:other x").await?;
     let url = seed_url(&target);
     let mut writer = lockstep_sync::cluster::connect_target(
         &Endpoint::parse(&url)?,
@@ -883,7 +776,7 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
         let mut keys = Vec::new();
         for node in target.primaries().await? {
             let mut c = node.client().await?;
-            let some: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut c).await?;
+            let some: Vec<String> = c.run("KEYS *").await?;
             keys.extend(some);
         }
         keys.sort();
@@ -934,10 +827,7 @@ async fn a_source_reshard_stops_the_shards_it_concerns_and_a_restart_loses_nothi
     let tag = tag_for_slot(slot);
     let mut conn = source.cluster_client().await?;
     for i in 0..50 {
-        redis::cmd("SET")
-            .arg(format!("{{{tag}}}:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("{{{tag}}}:{i}"), i))
             .await?;
     }
     let dir = tempfile::tempdir()?;

@@ -13,6 +13,7 @@ use common::{caught_up, SyncTask};
 use lockstep_sync::engine::SyncOptions;
 use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::topology::{key_slot, Cluster, ClusterSpec};
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -93,11 +94,7 @@ async fn cross_slot_round(conn: &mut MultiplexedConnection, round: usize) -> any
 }
 
 async fn start_keys(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
-    redis::cmd("SET")
-        .arg("rename:a")
-        .arg(0)
-        .query_async::<()>(conn)
-        .await?;
+    conn.run::<()>("SET rename:a 0").await?;
     Ok(())
 }
 
@@ -192,18 +189,11 @@ async fn open_windows(cluster: &Cluster) -> anyhow::Result<usize> {
     let mut open = 0;
     for node in cluster.primaries().await? {
         let mut conn = node.client().await?;
-        let hashes: Vec<String> = redis::cmd("KEYS")
-            .arg("LOCKSTEP_SKIP*")
-            .query_async(&mut conn)
-            .await?;
+        let hashes: Vec<String> = conn.run("KEYS LOCKSTEP_SKIP*").await?;
         for hash in hashes {
-            let entries: Vec<(String, i64)> = redis::cmd("HGETALL")
-                .arg(&hash)
-                .query_async(&mut conn)
-                .await?;
-            let checkpoint: String = redis::cmd("GET")
-                .arg(hash.replace("LOCKSTEP_SKIP", "LOCKSTEP_CHECKPOINT"))
-                .query_async(&mut conn)
+            let entries: Vec<(String, i64)> = conn.run_args(("HGETALL", &hash)).await?;
+            let checkpoint: String = conn
+                .run_args(("GET", hash.replace("LOCKSTEP_SKIP", "LOCKSTEP_CHECKPOINT")))
                 .await?;
             let at: i64 = checkpoint
                 .split_whitespace()

@@ -9,6 +9,7 @@ use common::{assert_equal, caught_up, SyncTask};
 use lockstep_sync::engine::{Mode, Phase};
 use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::data::{DataSet, DataSpec};
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::{compare, CompareOptions};
 
@@ -36,19 +37,10 @@ async fn full_and_incremental(
         // own test (the task stops naming the key).
         let mut conn = source.client().await?;
         for db in 0..16 {
-            redis::cmd("SELECT")
-                .arg(db)
-                .query_async::<()>(&mut conn)
-                .await?;
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg("hash-field-ttl*")
-                .query_async(&mut conn)
-                .await?;
+            conn.run_args::<()>(("SELECT", db)).await?;
+            let keys: Vec<String> = conn.run("KEYS hash-field-ttl*").await?;
             for key in keys {
-                redis::cmd("DEL")
-                    .arg(key)
-                    .query_async::<()>(&mut conn)
-                    .await?;
+                conn.run_args::<()>(("DEL", key)).await?;
             }
         }
     }
@@ -90,20 +82,8 @@ async fn a_value_the_older_target_cannot_hold_stops_the_task_naming_the_key() ->
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V6_2)).await?;
     let mut conn = source.client().await?;
-    redis::cmd("HSET")
-        .arg("h")
-        .arg("f")
-        .arg("v")
-        .query_async::<()>(&mut conn)
-        .await?;
-    redis::cmd("HEXPIRE")
-        .arg("h")
-        .arg(3600)
-        .arg("FIELDS")
-        .arg(1)
-        .arg("f")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("HSET h f v").await?;
+    conn.run::<()>("HEXPIRE h 3600 FIELDS 1 f").await?;
     let dir = tempfile::tempdir()?;
     let task = start_sync(&source, &target, dir.path(), Mode::Full)?;
     let ended = tokio::time::timeout(Duration::from_secs(60), task.handle).await??;
@@ -124,29 +104,15 @@ async fn a_restarted_task_resumes_with_a_partial_resync_and_exact_counters() -> 
     let dir = tempfile::tempdir()?;
     let mut task = start_sync(&source, &target, dir.path(), Mode::FullAndIncremental)?;
     for _ in 0..500 {
-        redis::cmd("INCR")
-            .arg("counter")
-            .query_async::<()>(&mut conn)
-            .await?;
-        redis::cmd("RPUSH")
-            .arg("list")
-            .arg("x")
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run::<()>("INCR counter").await?;
+        conn.run::<()>("RPUSH list x").await?;
     }
     caught_up(&mut task, &source).await?;
     // Abort without a goodbye (like a kill), write more, start again.
     task.handle.abort();
     for _ in 0..500 {
-        redis::cmd("INCR")
-            .arg("counter")
-            .query_async::<()>(&mut conn)
-            .await?;
-        redis::cmd("RPUSH")
-            .arg("list")
-            .arg("x")
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run::<()>("INCR counter").await?;
+        conn.run::<()>("RPUSH list x").await?;
     }
     let mut task = start_sync(&source, &target, dir.path(), Mode::FullAndIncremental)?;
     caught_up(&mut task, &source).await?;
@@ -157,8 +123,8 @@ async fn a_restarted_task_resumes_with_a_partial_resync_and_exact_counters() -> 
         "{progress:?}"
     );
     let mut t = target.client().await?;
-    let counter: i64 = redis::cmd("GET").arg("counter").query_async(&mut t).await?;
-    let len: i64 = redis::cmd("LLEN").arg("list").query_async(&mut t).await?;
+    let counter: i64 = t.run("GET counter").await?;
+    let len: i64 = t.run("LLEN list").await?;
     assert_eq!((counter, len), (1000, 1000), "replayed or skipped commands");
     assert_equal(&source, &target).await?;
     Ok(())
@@ -211,14 +177,8 @@ async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Re
     // 1200 plain strings per db in dbs 0 and 3 (more than one MSET each), one string
     // with a TTL, one list.
     for db in [0, 3] {
-        redis::cmd("SELECT")
-            .arg(db)
-            .query_async::<()>(&mut s)
-            .await?;
-        redis::cmd("SELECT")
-            .arg(db)
-            .query_async::<()>(&mut t)
-            .await?;
+        s.run_args::<()>(("SELECT", db)).await?;
+        t.run_args::<()>(("SELECT", db)).await?;
         let mut pipe = redis::pipe();
         for i in 0..1200 {
             pipe.cmd("SET")
@@ -242,36 +202,22 @@ async fn the_full_copy_replaces_existing_target_keys_of_any_type() -> anyhow::Re
     let task = start_sync(&source, &target, dir.path(), Mode::Full)?;
     tokio::time::timeout(Duration::from_secs(60), task.handle).await???;
     for db in [0, 3] {
-        redis::cmd("SELECT")
-            .arg(db)
-            .query_async::<()>(&mut t)
-            .await?;
+        t.run_args::<()>(("SELECT", db)).await?;
         for i in [0, 7, 600, 1199] {
-            let value: String = redis::cmd("GET")
-                .arg(format!("s:{i}"))
-                .query_async(&mut t)
-                .await?;
+            let value: String = t.run_args(("GET", format!("s:{i}"))).await?;
             assert_eq!(value, format!("source {db} {i}"), "db {db} key s:{i}");
         }
-        let list: Vec<String> = redis::cmd("LRANGE")
-            .arg("list")
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut t)
-            .await?;
+        let list: Vec<String> = t.run("LRANGE list 0 -1").await?;
         assert_eq!(
             list,
             ["a", "b"],
             "db {db}: the list was replaced, not appended to"
         );
-        let ttl: i64 = redis::cmd("TTL").arg("ttl").query_async(&mut t).await?;
+        let ttl: i64 = t.run("TTL ttl").await?;
         assert!((4990..=5000).contains(&ttl), "db {db}: TTL {ttl}");
-        let kept: String = redis::cmd("GET")
-            .arg("target-only")
-            .query_async(&mut t)
-            .await?;
+        let kept: String = t.run("GET target-only").await?;
         assert_eq!(kept, "kept");
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut t).await?;
+        let keys: Vec<String> = t.run("KEYS *").await?;
         let data = keys.iter().filter(|k| !k.starts_with("LOCKSTEP_")).count();
         assert_eq!(data, 1203, "db {db}: 1202 source keys and the target's own");
     }

@@ -10,6 +10,7 @@ use common::{assert_equal, caught_up, options, SyncTask};
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{Mode, Phase, SyncOptions};
 use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::Run;
 use lockstep_testkit::{Auth, RedisServer, RedisVersion, ReplicaSet, ServerConfig};
 
 #[tokio::test]
@@ -19,37 +20,21 @@ async fn keys_extended_during_a_slow_full_copy_survive_and_the_others_expire() -
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
     let mut conn = source.client().await?;
     for i in 0..20 {
-        redis::cmd("SET")
-            .arg(format!("short:{i}"))
-            .arg(i)
-            .arg("PX")
-            .arg(2500)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("short:{i}"), i, "PX", 2500))
             .await?;
     }
     for i in 0..3000 {
-        redis::cmd("SET")
-            .arg(format!("filler:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("filler:{i}"), i))
             .await?;
     }
     // 1 ms per key: the snapshot takes about 3 s, longer than the short TTLs.
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("rdb-key-save-delay")
-        .arg(1000)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("CONFIG SET rdb-key-save-delay 1000").await?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
     let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for i in (0..20).step_by(2) {
-        redis::cmd("PEXPIRE")
-            .arg(format!("short:{i}"))
-            .arg(120_000)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("PEXPIRE", format!("short:{i}"), 120_000))
             .await?;
     }
     caught_up(&mut task, &source).await?;
@@ -63,10 +48,7 @@ async fn keys_extended_during_a_slow_full_copy_survive_and_the_others_expire() -
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut t = target.client().await?;
     for i in 0..20 {
-        let pttl: i64 = redis::cmd("PTTL")
-            .arg(format!("short:{i}"))
-            .query_async(&mut t)
-            .await?;
+        let pttl: i64 = t.run_args(("PTTL", format!("short:{i}"))).await?;
         if i % 2 == 0 {
             assert!(
                 (100_000..=120_000).contains(&pttl),
@@ -117,66 +99,34 @@ async fn big_keys_are_written_in_batches_and_end_equal() -> anyhow::Result<()> {
             }
             pipe.query_async::<()>(&mut conn).await?;
         }
-        redis::cmd("EXPIRE")
-            .arg("big:list")
-            .arg(7200)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run::<()>("EXPIRE big:list 7200").await?;
         // Big strings, written in pieces: two longer than a parser batch (they come
         // in pieces), one with an expiry, one without; one shorter (it comes whole).
         let big_string: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        redis::cmd("SET")
-            .arg("big:string")
-            .arg(&big_string)
-            .arg("EX")
-            .arg(7200)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", "big:string", &big_string, "EX", 7200))
             .await?;
-        redis::cmd("SET")
-            .arg("big:string2")
-            .arg(&big_string[..1_500_000])
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", "big:string2", &big_string[..1_500_000]))
             .await?;
-        redis::cmd("SET")
-            .arg("big:string3")
-            .arg(&big_string[..500_000])
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", "big:string3", &big_string[..500_000]))
             .await?;
         // A stale copy on the target must be replaced, not appended to.
         let mut t = target.client().await?;
-        redis::cmd("RPUSH")
-            .arg("big:list")
-            .arg("stale")
-            .query_async::<()>(&mut t)
-            .await?;
-        redis::cmd("SET")
-            .arg("big:string")
-            .arg("stale")
-            .query_async::<()>(&mut t)
-            .await?;
+        t.run::<()>("RPUSH big:list stale").await?;
+        t.run::<()>("SET big:string stale").await?;
         let dir = tempfile::tempdir()?;
         let mut options = options(&source, &target, dir.path())?;
         options.mode = Mode::Full;
         options.load.big_key_bytes = 64 << 10;
         let task = SyncTask::spawn(options);
         task.handle.await??;
-        let len: i64 = redis::cmd("LLEN")
-            .arg("big:list")
-            .query_async(&mut t)
-            .await?;
+        let len: i64 = t.run("LLEN big:list").await?;
         assert_eq!(
             len, 20_000,
             "{from} -> {to}: list elements duplicated or lost"
         );
-        let copied: Vec<u8> = redis::cmd("GET")
-            .arg("big:string")
-            .query_async(&mut t)
-            .await?;
+        let copied: Vec<u8> = t.run("GET big:string").await?;
         assert!(copied == big_string, "{from} -> {to}: big string differs");
-        let ttl: i64 = redis::cmd("TTL")
-            .arg("big:string")
-            .query_async(&mut t)
-            .await?;
+        let ttl: i64 = t.run("TTL big:string").await?;
         assert!((7000..=7200).contains(&ttl), "{from} -> {to}: TTL {ttl}");
         assert_equal(&source, &target).await?;
     }
@@ -208,13 +158,10 @@ async fn the_heartbeat_measures_latency_and_never_reaches_the_target() -> anyhow
         "heartbeat lag {lag} ms on loopback"
     );
     let mut s = source.client().await?;
-    let on_source: Vec<String> = redis::cmd("KEYS")
-        .arg("LOCKSTEP_HEARTBEAT*")
-        .query_async(&mut s)
-        .await?;
+    let on_source: Vec<String> = s.run("KEYS LOCKSTEP_HEARTBEAT*").await?;
     assert_eq!(on_source.len(), 1, "{on_source:?}");
     let mut t = target.client().await?;
-    let on_target: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut t).await?;
+    let on_target: Vec<String> = t.run("KEYS *").await?;
     // Only the sync's own checkpoint key is there.
     assert!(
         on_target == vec!["LOCKSTEP_CHECKPOINT".to_owned()],
@@ -230,11 +177,7 @@ async fn a_wrong_source_password_fails_at_once_and_writes_nothing() -> anyhow::R
         RedisServer::start(ServerConfig::new(RedisVersion::V7_0).auth(Auth::password())).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut s = source.client().await?;
-    redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query_async::<()>(&mut s)
-        .await?;
+    s.run::<()>("SET k v").await?;
     let dir = tempfile::tempdir()?;
     let url = format!("redis://:not-the-password@127.0.0.1:{}", source.port());
     let options = SyncOptions::new(
@@ -251,7 +194,7 @@ async fn a_wrong_source_password_fails_at_once_and_writes_nothing() -> anyhow::R
         "the password leaked: {err}"
     );
     let mut t = target.client().await?;
-    assert_eq!(redis::cmd("DBSIZE").query_async::<i64>(&mut t).await?, 0);
+    assert_eq!(t.run::<i64>("DBSIZE").await?, 0);
     Ok(())
 }
 
@@ -259,11 +202,7 @@ async fn a_wrong_source_password_fails_at_once_and_writes_nothing() -> anyhow::R
 async fn a_read_only_target_is_a_clear_error_naming_the_fix() -> anyhow::Result<()> {
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut s = source.client().await?;
-    redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .query_async::<()>(&mut s)
-        .await?;
+    s.run::<()>("SET k v").await?;
     let set = ReplicaSet::start(ServerConfig::new(RedisVersion::V7_0), 1).await?;
     let replica = set.replicas().next().expect("replica");
     let dir = tempfile::tempdir()?;
@@ -288,10 +227,7 @@ async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_k
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
     let mut conn = source.client().await?;
     for i in 0..100 {
-        redis::cmd("SET")
-            .arg(format!("doomed:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("doomed:{i}"), i))
             .await?;
     }
     let proxy = FaultProxy::start(source.addr()).await?;
@@ -306,17 +242,11 @@ async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_k
     proxy.refuse_new(true);
     proxy.cut_all();
     for i in 0..100 {
-        redis::cmd("DEL")
-            .arg(format!("doomed:{i}"))
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("DEL", format!("doomed:{i}"))).await?;
     }
     let filler = vec![b'x'; 1024];
     for i in 0..200 {
-        redis::cmd("SET")
-            .arg(format!("after:{i}"))
-            .arg(&filler)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("after:{i}"), &filler))
             .await?;
     }
     proxy.refuse_new(false);
@@ -331,10 +261,7 @@ async fn a_cut_longer_than_the_backlog_forces_a_full_resync_that_drops_deleted_k
     .await?;
     caught_up(&mut task, &source).await?;
     let mut t = target.client().await?;
-    let doomed: Vec<String> = redis::cmd("KEYS")
-        .arg("doomed:*")
-        .query_async(&mut t)
-        .await?;
+    let doomed: Vec<String> = t.run("KEYS doomed:*").await?;
     assert!(
         doomed.is_empty(),
         "keys deleted on the source survived the full resync: {}",
@@ -359,10 +286,7 @@ async fn a_short_cut_resumes_partially_without_replaying() -> anyhow::Result<()>
     caught_up(&mut task, &source).await?;
     for round in 1..=5u64 {
         for _ in 0..200 {
-            redis::cmd("INCR")
-                .arg("counter")
-                .query_async::<()>(&mut conn)
-                .await?;
+            conn.run::<()>("INCR counter").await?;
         }
         proxy.cut_all();
         wait_until(
@@ -383,7 +307,7 @@ async fn a_short_cut_resumes_partially_without_replaying() -> anyhow::Result<()>
     let p = task.progress.borrow().clone();
     assert_eq!((p.full_syncs, p.partial_syncs), (1, 5), "{p:?}");
     let mut t = target.client().await?;
-    let counter: i64 = redis::cmd("GET").arg("counter").query_async(&mut t).await?;
+    let counter: i64 = t.run("GET counter").await?;
     assert_eq!(counter, 1000, "INCRs replayed or lost across cuts");
     task.finish().await?;
     Ok(())
@@ -424,11 +348,7 @@ async fn mode_incremental_copies_only_what_is_written_after_it_starts() -> anyho
     let source = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
     let mut conn = source.client().await?;
-    redis::cmd("SET")
-        .arg("old")
-        .arg(1)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET old 1").await?;
     let dir = tempfile::tempdir()?;
     let mut options = options(&source, &target, dir.path())?;
     options.mode = Mode::Incremental;
@@ -446,11 +366,7 @@ async fn mode_incremental_copies_only_what_is_written_after_it_starts() -> anyho
         },
     )
     .await?;
-    redis::cmd("SET")
-        .arg("new")
-        .arg(2)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET new 2").await?;
     caught_up(&mut task, &source).await?;
     let mut t = target.client().await?;
     let (old, new): (Option<i64>, Option<i64>) = redis::pipe()
@@ -476,11 +392,7 @@ async fn a_target_out_of_memory_stops_the_task_without_advancing_the_checkpoint(
     .await?;
     let mut t = target.client().await?;
     let used = target.info("memory").await?.int("used_memory")?;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg(used + (256 << 10))
-        .query_async::<()>(&mut t)
+    t.run_args::<()>(("CONFIG", "SET", "maxmemory", used + (256 << 10)))
         .await?;
     let dir = tempfile::tempdir()?;
     let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
@@ -489,10 +401,7 @@ async fn a_target_out_of_memory_stops_the_task_without_advancing_the_checkpoint(
     let mut conn = source.client().await?;
     let value = vec![b'v'; 64 << 10];
     for i in 0..64 {
-        redis::cmd("SET")
-            .arg(format!("big:{i}"))
-            .arg(&value)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("big:{i}"), &value))
             .await?;
     }
     let ended = tokio::time::timeout(Duration::from_secs(20), task.handle).await??;

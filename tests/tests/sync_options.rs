@@ -13,6 +13,7 @@ use common::{assert_equal, caught_up, options, SyncTask};
 use lockstep_sync::engine::SyncError;
 use lockstep_sync::filter::Filter;
 use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,7 +37,7 @@ async fn db_conn(server: &RedisServer, db: u32) -> anyhow::Result<MultiplexedCon
 /// The key names of database `db`.
 async fn keys(server: &RedisServer, db: u32) -> anyhow::Result<BTreeSet<String>> {
     let mut conn = db_conn(server, db).await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await?;
+    let keys: Vec<String> = conn.run("KEYS *").await?;
     Ok(keys.into_iter().collect())
 }
 
@@ -100,7 +101,7 @@ async fn selected_databases_go_to_their_mapped_numbers_in_copy_and_stream() -> a
     assert!(keys(&target, 3).await?.is_empty());
     assert_eq!(keys(&target, 0).await?, set(&["LOCKSTEP_CHECKPOINT"]));
     let mut t5 = db_conn(&target, 5).await?;
-    let value: String = redis::cmd("GET").arg("a:7").query_async(&mut t5).await?;
+    let value: String = t5.run("GET a:7").await?;
     assert_eq!(value, "v7");
 
     // SWAPDB of two synced databases swaps their mapped numbers on the target.
@@ -170,7 +171,7 @@ async fn key_prefixes_filter_copy_and_stream_and_split_mixed_commands() -> anyho
         assert!(!on_target.contains(gone), "{gone} is still on the target");
     }
     let mut t = target.client().await?;
-    let m2: String = redis::cmd("GET").arg("in:m2").query_async(&mut t).await?;
+    let m2: String = t.run("GET in:m2").await?;
     assert_eq!(m2, "3");
 
     // A rename into the kept keys from a filtered key: the value is unknown.
@@ -242,8 +243,8 @@ async fn pttls(
     t: &mut MultiplexedConnection,
     key: &str,
 ) -> anyhow::Result<(i64, i64)> {
-    let on_source: i64 = redis::cmd("PTTL").arg(key).query_async(s).await?;
-    let on_target: i64 = redis::cmd("PTTL").arg(key).query_async(t).await?;
+    let on_source: i64 = s.run_args(("PTTL", key)).await?;
+    let on_target: i64 = t.run_args(("PTTL", key)).await?;
     Ok((on_source, on_target))
 }
 
@@ -372,7 +373,7 @@ async fn a_cascade_never_carries_lockstep_keys_and_named_tasks_keep_their_own_ch
     );
     assert_equal(&a, &c).await?;
     let mut t = c.client().await?;
-    let value: i64 = redis::cmd("GET").arg("k:7").query_async(&mut t).await?;
+    let value: i64 = t.run("GET k:7").await?;
     assert_eq!(value, 8);
 
     // The named task resumes from its own key.
@@ -390,7 +391,7 @@ async fn a_cascade_never_carries_lockstep_keys_and_named_tasks_keep_their_own_ch
         (0, 1),
         "the named task did not resume from its checkpoint key"
     );
-    let value: i64 = redis::cmd("GET").arg("k:7").query_async(&mut t).await?;
+    let value: i64 = t.run("GET k:7").await?;
     assert_eq!(value, 9);
     first.finish().await?;
     second.finish().await?;
@@ -405,7 +406,7 @@ async fn keys_per_second(target: &RedisServer, from: i64, to: i64) -> anyhow::Re
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut start: Option<(Instant, i64)> = None;
     loop {
-        let size: i64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+        let size: i64 = conn.run("DBSIZE").await?;
         let now = Instant::now();
         if start.is_none() && size >= from {
             start = Some((now, size));
@@ -529,10 +530,7 @@ async fn spoil_checkpoint(
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut conn = target.client().await?;
-    redis::cmd("SET")
-        .arg(key)
-        .arg(format!("{} 1000 0", "0".repeat(40)))
-        .query_async::<()>(&mut conn)
+    conn.run_args::<()>(("SET", key, format!("{} 1000 0", "0".repeat(40))))
         .await?;
     std::fs::remove_dir_all(dir)?;
     Ok(())

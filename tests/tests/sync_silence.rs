@@ -15,6 +15,7 @@ use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::Phase;
 use lockstep_testkit::proxy::FaultProxy;
 use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -28,10 +29,7 @@ async fn resyncs(source: &RedisServer) -> anyhow::Result<(i64, i64)> {
 }
 
 async fn incr(conn: &mut MultiplexedConnection) -> anyhow::Result<()> {
-    redis::cmd("INCR")
-        .arg("counter")
-        .query_async::<()>(conn)
-        .await?;
+    conn.run::<()>("INCR counter").await?;
     Ok(())
 }
 
@@ -79,11 +77,7 @@ async fn write_until_session_ends(
 
 async fn counter_on(server: &RedisServer) -> anyhow::Result<u64> {
     let mut conn = server.client().await?;
-    Ok(redis::cmd("GET")
-        .arg("counter")
-        .query_async::<Option<u64>>(&mut conn)
-        .await?
-        .unwrap_or(0))
+    Ok(conn.run::<Option<u64>>("GET counter").await?.unwrap_or(0))
 }
 
 #[tokio::test]

@@ -10,21 +10,15 @@ use std::time::Duration;
 use common::{caught_up, options, SyncTask};
 use lockstep_sync::engine::{Phase, SyncError};
 use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 
 async fn set(server: &RedisServer, key: &str, value: &str) -> anyhow::Result<()> {
-    redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .query_async::<()>(&mut server.client().await?)
-        .await?;
-    Ok(())
+    server.run_args(("SET", key, value)).await
 }
 
 async fn dbsize(server: &RedisServer) -> anyhow::Result<i64> {
-    Ok(redis::cmd("DBSIZE")
-        .query_async(&mut server.client().await?)
-        .await?)
+    server.run("DBSIZE").await
 }
 
 #[tokio::test]
@@ -79,23 +73,14 @@ async fn a_stopped_full_copy_lets_go_of_the_source_at_once() -> anyhow::Result<(
                 state as u8
             })
             .collect();
-        redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg(value)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("SET", format!("k{i}"), value)).await?;
     }
     for (name, value) in [
         ("repl-diskless-sync", "yes"),
         ("repl-diskless-sync-delay", "0"),
         ("rdb-key-save-delay", "3000000"),
     ] {
-        redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("CONFIG", "SET", name, value)).await?;
     }
     let dir = tempfile::tempdir()?;
     let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
@@ -152,12 +137,7 @@ async fn a_session_that_ends_right_after_the_copy_leaves_no_guard() -> anyhow::R
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut conn = source.client().await?;
     for i in 0..300 {
-        redis::cmd("SET")
-            .arg(format!("k{i}"))
-            .arg("v")
-            .arg("EX")
-            .arg(120)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("k{i}"), "v", "EX", 120))
             .await?;
     }
     let proxy = FaultProxy::start(source.addr()).await?;

@@ -18,6 +18,7 @@ use lockstep_testkit::guard::{
 };
 use lockstep_testkit::info::config_set;
 use lockstep_testkit::topology::{key_slot, wait_until, Cluster, ClusterSpec};
+use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
@@ -202,10 +203,7 @@ async fn a_task_killed_between_the_copy_and_the_settle_settles_after_a_restart(
     wait_until("the renames applied", Duration::from_secs(60), || {
         let mut t = t.clone();
         async move {
-            let exists: i64 = redis::cmd("EXISTS")
-                .arg("ren2:0")
-                .query_async(&mut t)
-                .await?;
+            let exists: i64 = t.run("EXISTS ren2:0").await?;
             Ok(if exists == 1 {
                 Ok(())
             } else {
@@ -304,10 +302,10 @@ async fn into_a_cluster_target_no_guard_survives_renames_within_and_across_slots
     assert_no_guard_expiry_in_cluster(&cluster, Duration::from_secs(30)).await?;
     let mut primaries = Primaries::of(&cluster).await?;
     for key in &after {
-        let on_source: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await?;
-        let on_target: i64 = redis::cmd("PTTL")
-            .arg(key)
-            .query_async(primaries.conn(key.as_bytes()))
+        let on_source: i64 = conn.run_args(("PTTL", key)).await?;
+        let on_target: i64 = primaries
+            .conn(key.as_bytes())
+            .run_args(("PTTL", key))
             .await?;
         assert!(on_source > 0, "{key}: PTTL {on_source} on the source");
         assert!(
@@ -355,10 +353,7 @@ async fn a_full_resync_over_unsettled_guards_leaves_none() -> anyhow::Result<()>
     config_set(&mut conn, "repl-backlog-size", "16384").await?;
     let big = "x".repeat(8192);
     for i in 0..100 {
-        redis::cmd("SET")
-            .arg(format!("overrun:{i}"))
-            .arg(&big)
-            .query_async::<()>(&mut conn)
+        conn.run_args::<()>(("SET", format!("overrun:{i}"), &big))
             .await?;
     }
     let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);

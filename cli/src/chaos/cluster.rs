@@ -22,6 +22,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::harness::{self, Engine};
 use super::{Outcome, Pair, Scenario};
+use lockstep_testkit::Run;
 
 const DOCUMENTED: &str = "A Redis cluster allows commands to operate on only a single slot. Multi-key commands across slots fail with CROSSSLOT Keys in request don't hash to the same slot. Run only single-key commands during synchronization.";
 
@@ -61,11 +62,7 @@ async fn cluster_source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcom
     let target = RedisServer::start(ServerConfig::new(pair.target)).await?;
     let mut conn = source.cluster_client().await?;
     for i in 0..600 {
-        redis::cmd("SET")
-            .arg(format!("key:{i}"))
-            .arg(i)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("SET", format!("key:{i}"), i)).await?;
     }
     let dir = tempfile::tempdir()?;
     let seed_node = source.nodes.last().context("no cluster node")?;
@@ -85,10 +82,7 @@ async fn cluster_source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcom
             let mut conn = conn;
             for _ in 0..rounds {
                 for counter in &counters {
-                    redis::cmd("INCR")
-                        .arg(counter)
-                        .query_async::<()>(&mut conn)
-                        .await?;
+                    conn.run_args::<()>(("INCR", counter)).await?;
                 }
             }
             anyhow::Ok(())
@@ -110,7 +104,7 @@ async fn cluster_source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcom
     let report = wait_verified(&seed_node.url(), &target.url(), &mut engines).await?;
     for (i, counter) in counters.iter().enumerate() {
         let mut t = target.client().await?;
-        let value: u64 = redis::cmd("GET").arg(counter).query_async(&mut t).await?;
+        let value: u64 = t.run_args(("GET", counter)).await?;
         if value != done {
             bail!("{counter} (#{i}) is {value} on the target after {done} INCRs");
         }
@@ -167,11 +161,7 @@ async fn target_cluster_changes(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     let counters: Vec<String> = (0..10).map(|i| format!("{{{tag}}}:counter:{i}")).collect();
     let mut conn = source.client().await?;
     for counter in &counters {
-        redis::cmd("SET")
-            .arg(counter)
-            .arg(0)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("SET", counter, 0)).await?;
     }
     let dir = tempfile::tempdir()?;
     let seed_node = cluster.nodes.last().context("no cluster node")?;
@@ -230,10 +220,7 @@ async fn target_cluster_changes(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     .await?;
     let mut read = cluster.cluster_client().await?;
     for counter in &counters {
-        let value: i64 = redis::cmd("GET")
-            .arg(counter)
-            .query_async(&mut read)
-            .await?;
+        let value: i64 = read.run_args(("GET", counter)).await?;
         if value != done {
             bail!("{counter} is {value} on the target after {done} INCRs");
         }
@@ -272,31 +259,17 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
         let pairs: Vec<String> = (0..width)
             .flat_map(|i| [format!("m:{round}:{i}"), rng.random::<u32>().to_string()])
             .collect();
-        redis::cmd("MSET")
-            .arg(&pairs)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>(("MSET", &pairs)).await?;
         let gone: Vec<String> = (0..rng.random_range(1..width))
             .map(|i| format!("m:{round}:{i}"))
             .collect();
         let command = if round % 2 == 0 { "DEL" } else { "UNLINK" };
-        redis::cmd(command)
-            .arg(&gone)
-            .query_async::<()>(&mut conn)
-            .await?;
+        conn.run_args::<()>((command, &gone)).await?;
         split += 2;
     }
     // Same hash tag: one slot, applied as it is.
-    redis::cmd("SET")
-        .arg("{tag}a")
-        .arg("moved")
-        .query_async::<()>(&mut conn)
-        .await?;
-    redis::cmd("RENAME")
-        .arg("{tag}a")
-        .arg("{tag}b")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("SET {tag}a moved").await?;
+    conn.run::<()>("RENAME {tag}a {tag}b").await?;
     engine.caught_up(&source).await?;
     let target_url = seed_node.url();
     let engines = std::slice::from_mut(&mut engine);
@@ -311,11 +284,7 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     if key_slot(from.as_bytes()) == key_slot(to.as_bytes()) {
         bail!("the scenario's keys share a slot");
     }
-    redis::cmd("SET")
-        .arg(from)
-        .arg(0)
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run_args::<()>(("SET", from, 0)).await?;
     let rounds = rng.random_range(100..200);
     for round in 0..rounds {
         let mut pipe = redis::pipe();
@@ -353,10 +322,7 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     )
     .await?;
     let mut cluster_conn = cluster.cluster_client().await?;
-    let counter: i64 = redis::cmd("GET")
-        .arg(from)
-        .query_async(&mut cluster_conn)
-        .await?;
+    let counter: i64 = cluster_conn.run_args(("GET", from)).await?;
     if counter != 2 * rounds {
         bail!(
             "the counter moved by RENAME is {counter}, not {}: a write applied twice or lost",

@@ -16,6 +16,7 @@ use lockstep_testkit::{RedisServer, ServerConfig};
 use lockstep_verify::Report;
 
 use super::Pair;
+use lockstep_testkit::Run;
 
 /// A running engine task (the testkit's shared harness).
 pub use lockstep_testkit::harness::SyncTask as Engine;
@@ -86,7 +87,7 @@ pub async fn incr(server: &RedisServer, key: &str, times: u64) -> anyhow::Result
 /// The integer at `key` on `server` (0 when absent).
 pub async fn read_int(server: &RedisServer, key: &str) -> anyhow::Result<i64> {
     let mut conn = server.client().await?;
-    let value: Option<i64> = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+    let value: Option<i64> = conn.run_args(("GET", key)).await?;
     Ok(value.unwrap_or(0))
 }
 

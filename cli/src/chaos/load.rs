@@ -11,6 +11,7 @@ use lockstep_testkit::{FaultProxy, RedisServer};
 use super::harness::{self, Engine};
 use super::restart::counted_writer;
 use super::{Outcome, Pair, Scenario};
+use lockstep_testkit::Run;
 
 const LOAD_DOCUMENTED: &str = "DTS uses resources from both source and destination during full synchronization, increasing server load.";
 const LIST_DOCUMENTED: &str = "When SYNC or PSYNC transfers LIST data, DTS does not clear existing data in the destination, which can cause duplicate records.";
@@ -104,10 +105,7 @@ async fn write_big_keys(source: &RedisServer, prefix: &str, elements: u64) -> an
         pipe.query_async::<()>(&mut conn).await?;
     }
     let big = vec![b's'; 2 << 20];
-    redis::cmd("SET")
-        .arg(format!("{prefix}:string"))
-        .arg(&big)
-        .query_async::<()>(&mut conn)
+    conn.run_args::<()>(("SET", format!("{prefix}:string"), &big))
         .await?;
     Ok(())
 }
@@ -160,11 +158,8 @@ async fn list_into_non_empty(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
     options.load.big_key_bytes = 16 << 10;
     let mut engine = Engine::spawn(options);
     engine.caught_up(&source).await?;
-    let small: i64 = redis::cmd("LLEN").arg("list:7").query_async(&mut t).await?;
-    let long: u64 = redis::cmd("LLEN")
-        .arg("list:big")
-        .query_async(&mut t)
-        .await?;
+    let small: i64 = t.run("LLEN list:7").await?;
+    let long: u64 = t.run("LLEN list:big").await?;
     if small != 3 || long != big {
         bail!("duplicates: list:7 has {small} elements (3 expected), list:big {long} ({big} expected)");
     }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use super::harness::{self, Engine};
 use super::{Outcome, Pair, Scenario};
+use lockstep_testkit::Run;
 
 const DOCUMENTED: &str = "If the synchronization instance includes both full and incremental tasks, restarting may cause both tasks to run again from the beginning.";
 
@@ -71,7 +72,7 @@ pub fn counted_writer(
 pub async fn counters_exact(target: &RedisServer, done: i64) -> anyhow::Result<()> {
     let counter = harness::read_int(target, "counter").await?;
     let mut conn = target.client().await?;
-    let len: i64 = redis::cmd("LLEN").arg("log").query_async(&mut conn).await?;
+    let len: i64 = conn.run("LLEN log").await?;
     if counter != done || len != done {
         bail!(
             "the source did {done} INCR+RPUSH; the target has counter {counter}, list length {len}"

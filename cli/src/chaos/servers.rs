@@ -16,6 +16,7 @@ use super::harness::{self, Engine};
 use super::network::FULL_RESYNC_DOCUMENTED;
 use super::restart::{counted_writer, counters_exact};
 use super::{Outcome, Pair, Scenario};
+use lockstep_testkit::Run;
 
 const TARGET_FAILOVER_DOCUMENTED: &str = "If a failover occurs on the destination, data might be written only to memory without being persisted to the secondary database, which can cause data loss.";
 
@@ -100,10 +101,7 @@ async fn source_restart(pair: Pair, seed: u64, persistent: bool) -> anyhow::Resu
     if let Err(err) = engine.caught_up(&source).await {
         let info = source.info("replication").await?;
         let mut t = target.client().await?;
-        let checkpoint: Option<String> = redis::cmd("GET")
-            .arg("LOCKSTEP_CHECKPOINT")
-            .query_async(&mut t)
-            .await?;
+        let checkpoint: Option<String> = t.run("GET LOCKSTEP_CHECKPOINT").await?;
         bail!(
             "{err:#}; the source is at {:?}:{:?}, the target's checkpoint {checkpoint:?}",
             info.get("master_replid"),
@@ -235,11 +233,7 @@ async fn target_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
     // The replica is promoted: from here on it gets nothing from the old primary,
     // which still takes the sync's writes for a while.
     let mut promoted = targets.servers[1].client().await?;
-    redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async::<()>(&mut promoted)
-        .await?;
+    promoted.run::<()>("REPLICAOF NO ONE").await?;
     tokio::time::sleep(Duration::from_millis(rng.random_range(200..600))).await;
     let old_counter = harness::read_int(&targets.servers[0], "counter").await?;
     let new_counter = harness::read_int(&targets.servers[1], "counter").await?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use lockstep_testkit::topology::wait_until;
 use lockstep_testkit::RedisServer;
+use lockstep_testkit::Run;
 
 /// A running `lockstep` process.
 pub struct Lockstep {
@@ -161,10 +162,7 @@ pub async fn wait_counter(
     wait_until("the target caught up with the writer", timeout, || {
         let mut conn = conn.clone();
         async move {
-            let counter: Option<u64> = redis::cmd("GET")
-                .arg("counter")
-                .query_async(&mut conn)
-                .await?;
+            let counter: Option<u64> = conn.run("GET counter").await?;
             Ok(if counter == Some(want) {
                 Ok(())
             } else {

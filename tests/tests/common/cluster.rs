@@ -14,6 +14,7 @@ use lockstep_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
 
 use super::SyncTask;
+use lockstep_testkit::Run;
 
 pub use lockstep_testkit::harness::seed_url;
 
@@ -121,10 +122,7 @@ impl Primaries {
     /// The integer at `key`, read on the primary serving its slot (an error when
     /// the key is missing or not an integer).
     pub async fn int(&mut self, key: &str) -> anyhow::Result<i64> {
-        let value: Option<i64> = redis::cmd("GET")
-            .arg(key)
-            .query_async(self.conn(key.as_bytes()))
-            .await?;
+        let value: Option<i64> = self.conn(key.as_bytes()).run_args(("GET", key)).await?;
         value.ok_or_else(|| anyhow::anyhow!("{key} is missing on the cluster"))
     }
 
@@ -144,7 +142,7 @@ impl Primaries {
 pub async fn user_keys(cluster: &Cluster) -> anyhow::Result<u64> {
     let mut total = 0;
     for conn in Primaries::of(cluster).await?.by_port.values_mut() {
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query_async(conn).await?;
+        let keys: Vec<Vec<u8>> = conn.run("KEYS *").await?;
         total += keys.iter().filter(|k| !k.starts_with(b"LOCKSTEP_")).count() as u64;
     }
     Ok(total)

@@ -15,6 +15,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::schedule::TaskOptions;
 use super::workload::{unix_ms, CLOCK_FAMILY};
+use lockstep_testkit::Run;
 
 /// A value, normalised so equal data compares equal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,11 +42,7 @@ pub type Snapshot = BTreeMap<(u32, Vec<u8>), Entry>;
 
 /// How many databases the server has.
 async fn databases(conn: &mut MultiplexedConnection) -> anyhow::Result<u32> {
-    let reply: Vec<String> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("databases")
-        .query_async(conn)
-        .await?;
+    let reply: Vec<String> = conn.run("CONFIG GET databases").await?;
     reply
         .get(1)
         .and_then(|n| n.parse().ok())
@@ -54,7 +51,7 @@ async fn databases(conn: &mut MultiplexedConnection) -> anyhow::Result<u32> {
 
 /// The databases `INFO keyspace` lists as holding keys (`db<N>:keys=...`).
 async fn databases_with_keys(conn: &mut MultiplexedConnection) -> anyhow::Result<Vec<u32>> {
-    let info: String = redis::cmd("INFO").arg("keyspace").query_async(conn).await?;
+    let info: String = conn.run("INFO keyspace").await?;
     Ok(info
         .lines()
         .filter_map(|line| line.strip_prefix("db")?.split_once(':')?.0.parse().ok())
@@ -80,15 +77,11 @@ async fn read_db(
     db: u32,
     out: &mut Snapshot,
 ) -> anyhow::Result<()> {
-    redis::cmd("SELECT").arg(db).query_async::<()>(conn).await?;
+    conn.run_args::<()>(("SELECT", db)).await?;
     let mut cursor = 0u64;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(conn)
-            .await?;
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            conn.run_args(("SCAN", cursor, "COUNT", 500)).await?;
         for key in keys {
             if let Some(entry) = read_key(conn, &key).await? {
                 out.insert((db, key), entry);
@@ -113,43 +106,21 @@ async fn read_key(conn: &mut MultiplexedConnection, key: &[u8]) -> anyhow::Resul
     let read_at = unix_ms();
     let value = match kind.as_str() {
         "none" => return Ok(None),
-        "string" => Value::String(redis::cmd("GET").arg(key).query_async(conn).await?),
-        "list" => Value::List(
-            redis::cmd("LRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .query_async(conn)
-                .await?,
-        ),
+        "string" => Value::String(conn.run_args(("GET", key)).await?),
+        "list" => Value::List(conn.run_args(("LRANGE", key, 0, -1)).await?),
         "set" => {
-            let mut members: Vec<Vec<u8>> =
-                redis::cmd("SMEMBERS").arg(key).query_async(conn).await?;
+            let mut members: Vec<Vec<u8>> = conn.run_args(("SMEMBERS", key)).await?;
             members.sort();
             Value::Set(members)
         }
-        "zset" => Value::ZSet(
-            redis::cmd("ZRANGE")
-                .arg(key)
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .query_async(conn)
-                .await?,
-        ),
+        "zset" => Value::ZSet(conn.run_args(("ZRANGE", key, 0, -1, "WITHSCORES")).await?),
         "hash" => {
-            let mut fields: Vec<(Vec<u8>, Vec<u8>)> =
-                redis::cmd("HGETALL").arg(key).query_async(conn).await?;
+            let mut fields: Vec<(Vec<u8>, Vec<u8>)> = conn.run_args(("HGETALL", key)).await?;
             fields.sort();
             Value::Hash(fields)
         }
         "stream" => {
-            let entries: redis::Value = redis::cmd("XRANGE")
-                .arg(key)
-                .arg("-")
-                .arg("+")
-                .query_async(conn)
-                .await?;
+            let entries: redis::Value = conn.run_args(("XRANGE", key, "-", "+")).await?;
             Value::Stream(format!("{entries:?}"))
         }
         other => Value::Other(other.to_owned()),

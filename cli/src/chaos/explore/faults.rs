@@ -10,6 +10,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::episode::World;
+use lockstep_testkit::Run;
 
 /// One fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,7 +137,7 @@ pub async fn apply(world: &mut World, fault: &Fault) -> anyhow::Result<String> {
         Fault::FailoverSource => failover(world).await?,
         Fault::FlushAllSource => {
             let mut conn = world.source().client().await?;
-            redis::cmd("FLUSHALL").query_async::<()>(&mut conn).await?;
+            conn.run::<()>("FLUSHALL").await?;
         }
     }
     Ok(format!("{fault:?}"))
