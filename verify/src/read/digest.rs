@@ -21,7 +21,7 @@ use redis::aio::ConnectionLike;
 use redis::Value as Reply;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use crate::canonical::{parse_score, stream_groups};
+use crate::read::canonical::{parse_score, stream_groups};
 
 /// A value's digest: its element count and a 128-bit hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,7 +1,7 @@
 //! One side of a comparison: a standalone Redis, or a Redis Cluster read through its
 //! primaries.
 //!
-//! [`Conn`] is what every read of [`crate::compare`] goes through. For a standalone
+//! [`Conn`] is what every read of a comparison goes through. For a standalone
 //! server it is a plain multiplexed connection. For a cluster (recognised from any
 //! node's URL: `INFO cluster` says `cluster_enabled:1`) it holds one connection per
 //! primary and the slot map from `CLUSTER SLOTS`, and gives every command the meaning
@@ -14,7 +14,7 @@
 //! - `SCAN` walks the primaries one after the other: the cursor carries the primary's
 //!   index in its top byte (a node's own cursor never reaches 2^56);
 //! - `DBSIZE` is the sum over the primaries; `INFO` is answered with an error, which
-//!   turns off the count proof of [`crate::compare`] (the target is then scanned).
+//!   turns off the count proof ([`crate::judge::counts`]) (the target is then scanned).
 //!
 //! A cluster has database 0 only: any other database of a cluster side is an empty
 //! one ([`Conn::Absent`]), so keys in it on the other side are reported as extra or
@@ -30,7 +30,7 @@ use anyhow::Context;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 
-use crate::track::{key_slot, SLOTS as SLOT_COUNT};
+use crate::read::slot::{key_slot, SLOTS as SLOT_COUNT};
 
 /// A connection to one side.
 #[derive(Clone)]
