@@ -57,8 +57,7 @@
 //!
 //! It must never write to either Redis, run a script, or claim more than was read.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,7 +65,7 @@ pub use crate::options::{CompareOptions, KeyList, Sample, SYNC_CHECKPOINT_KEY};
 pub use crate::report::difference::{Difference, DifferenceKind};
 pub use crate::report::run::{Report, TargetPass, Verdict};
 
-use crate::report::coverage::SampleCoverage;
+use crate::report::coverage::{Coverage, SampleCoverage};
 use crate::report::track::Differences;
 use crate::walk::context::Ctx;
 use crate::walk::passes::{check_keys, refind, walk_db};
@@ -86,37 +85,10 @@ pub async fn compare(
     if let Some(rate) = threshold.map(|(rate, _)| rate) {
         coverage.sample = Some(SampleCoverage { rate });
     }
-    let ctx = Arc::new(Ctx {
-        options: options.clone(),
-        threshold: threshold.map(|(_, t)| t),
-        dump_ok: AtomicBool::new(true),
-        info_ok: AtomicBool::new(true),
-        source_ttls: AtomicBool::new(false),
-        target_ttls: AtomicBool::new(false),
-    });
+    let ctx = Arc::new(Ctx::new(options, threshold.map(|(_, t)| t)));
     let mut report = Report::default();
     let mut tally = Tally::new(options.max_listed);
-    for db in std::mem::take(&mut coverage.compared) {
-        let pools = match Pools::connect(&ctx, source, target, db).await? {
-            Ok(pools) => pools,
-            Err(why) => {
-                coverage.not_read.insert(db, why);
-                continue;
-            }
-        };
-        coverage.compared.push(db);
-        match &options.keys {
-            Some(list) => {
-                let keys = list.get(&db).cloned().unwrap_or_default();
-                check_keys(&ctx, &pools, db, keys, &mut tally).await?;
-                report.target_pass.insert(db, TargetPass::KeyList);
-            }
-            None => {
-                let pass = walk_db(&ctx, &pools, db, &mut tally).await?;
-                report.target_pass.insert(db, pass);
-            }
-        }
-    }
+    first_round(&ctx, source, target, &mut coverage, &mut report, &mut tally).await?;
     report.fingerprint_bytes = tally.diffs.fingerprint_bytes();
     report.round_differences.push(tally.diffs.len());
     let first = tally.diffs.len();
@@ -126,45 +98,94 @@ pub async fn compare(
         }
         tokio::time::sleep(options.round_pause).await;
         let previous = std::mem::replace(&mut tally.diffs, Differences::new(0));
-        let mut round = Tally::new(options.max_listed);
-        let mut listed: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        for d in previous.listed() {
-            listed.entry(d.db).or_default().push(d.key.clone());
-        }
-        let unlisted = previous.unlisted_fingerprints();
-        let dbs: std::collections::BTreeSet<u32> =
-            listed.keys().chain(unlisted.keys()).copied().collect();
-        for db in dbs {
-            let pools = Pools::connect(&ctx, source, target, db)
-                .await?
-                .map_err(|why| anyhow::anyhow!("re-reading database {db}: {why}"))?;
-            let keys = listed.remove(&db).unwrap_or_default();
-            if let Some(fingerprints) = unlisted.get(&db) {
-                let known: HashSet<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                refind(&ctx, &pools, db, fingerprints, &known, &mut round).await?;
-            }
-            check_keys(&ctx, &pools, db, keys, &mut round).await?;
-        }
-        tally.diffs = round.diffs;
+        tally.diffs = next_round(&ctx, source, target, previous).await?;
         report.fingerprint_bytes = report
             .fingerprint_bytes
             .max(tally.diffs.fingerprint_bytes());
         report.round_differences.push(tally.diffs.len());
     }
     report.vanished = first.saturating_sub(tally.diffs.len());
-    tally.diffs.sort();
-    report.keys_compared = tally.counts.compared;
-    report.keys_per_type = tally.counts.per_type;
-    report.target_keys_checked = tally.counts.target_checked;
-    report.strings_equal = tally.counts.strings_equal;
-    report.dump_equal = tally.counts.dump_equal;
-    report.digests_compared = tally.counts.digests;
-    report.slots_covered = tally.counts.slots;
-    report.strings_windowed = tally.counts.windowed;
-    report.coverage = coverage;
-    report.differences_by_kind = tally.diffs.by_kind();
-    report.unlisted_differences = tally.diffs.unlisted_count();
-    report.differences = tally.diffs.into_listed();
+    fill(&mut report, tally, coverage);
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The first round: every planned database walked (or its listed keys read), or
+/// noted as not read when a side refuses it.
+async fn first_round(
+    ctx: &Arc<Ctx>,
+    source: &redis::Client,
+    target: &redis::Client,
+    coverage: &mut Coverage,
+    report: &mut Report,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    for db in std::mem::take(&mut coverage.compared) {
+        let pools = match Pools::connect(ctx, source, target, db).await? {
+            Ok(pools) => pools,
+            Err(why) => {
+                coverage.not_read.insert(db, why);
+                continue;
+            }
+        };
+        coverage.compared.push(db);
+        let pass = match &ctx.options.keys {
+            Some(list) => {
+                let keys = list.get(&db).cloned().unwrap_or_default();
+                check_keys(ctx, &pools, db, keys, tally).await?;
+                TargetPass::KeyList
+            }
+            None => walk_db(ctx, &pools, db, tally).await?,
+        };
+        report.target_pass.insert(db, pass);
+    }
+    Ok(())
+}
+
+/// A later round: only the differing keys of the previous one read again (the
+/// listed ones by key, the others found again by their fingerprints); what still
+/// differs.
+async fn next_round(
+    ctx: &Arc<Ctx>,
+    source: &redis::Client,
+    target: &redis::Client,
+    previous: Differences,
+) -> anyhow::Result<Differences> {
+    let mut round = Tally::new(ctx.options.max_listed);
+    let mut listed: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    for d in previous.listed() {
+        listed.entry(d.db).or_default().push(d.key.clone());
+    }
+    let unlisted = previous.unlisted_fingerprints();
+    let dbs: BTreeSet<u32> = listed.keys().chain(unlisted.keys()).copied().collect();
+    for db in dbs {
+        let pools = Pools::connect(ctx, source, target, db)
+            .await?
+            .map_err(|why| anyhow::anyhow!("re-reading database {db}: {why}"))?;
+        let keys = listed.remove(&db).unwrap_or_default();
+        if let Some(fingerprints) = unlisted.get(&db) {
+            let known: HashSet<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            refind(ctx, &pools, db, fingerprints, &known, &mut round).await?;
+        }
+        check_keys(ctx, &pools, db, keys, &mut round).await?;
+    }
+    Ok(round.diffs)
+}
+
+/// The report's counts, coverage and differences (of the last round, sorted).
+fn fill(report: &mut Report, tally: Tally, coverage: Coverage) {
+    let Tally { counts, mut diffs } = tally;
+    diffs.sort();
+    report.keys_compared = counts.compared;
+    report.keys_per_type = counts.per_type;
+    report.target_keys_checked = counts.target_checked;
+    report.strings_equal = counts.strings_equal;
+    report.dump_equal = counts.dump_equal;
+    report.digests_compared = counts.digests;
+    report.slots_covered = counts.slots;
+    report.strings_windowed = counts.windowed;
+    report.coverage = coverage;
+    report.differences_by_kind = diffs.by_kind();
+    report.unlisted_differences = diffs.unlisted_count();
+    report.differences = diffs.into_listed();
 }

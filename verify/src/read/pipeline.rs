@@ -43,3 +43,11 @@ pub(crate) fn length_command(kind: &str) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// An integer reply, or -1 for anything else (an error turned Nil, a missing reply).
+pub(crate) fn as_int(reply: &Reply) -> i64 {
+    match reply {
+        Reply::Int(n) => *n,
+        _ => -1,
+    }
+}

@@ -13,8 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use redis::Value as Reply;
 
-use crate::read::first::{first_read, heads, heads_after, FirstAsk, FirstRead};
-use crate::read::pipeline::{length_command, replies, tolerant_pipe};
+use crate::judge::key::{extra_on_target, presence, Presence};
+use crate::judge::ttl::TtlRules;
+use crate::judge::value::{self, Dumps, Lengths, Pair, ReadFailure, Strings};
+use crate::read::first::{first_read, heads, heads_after, FirstAsk, FirstRead, Head};
+use crate::read::pipeline::{as_int, length_command, replies, tolerant_pipe};
 use crate::read::side::Conn;
 use crate::read::slot::key_slot;
 use crate::read::{digest, long_string};
@@ -22,30 +25,381 @@ use crate::report::difference::{Difference, DifferenceKind};
 use crate::walk::context::Ctx;
 use crate::walk::tally::Outcome;
 
-/// The RDB version in a DUMP payload's trailer (2 bytes LE, then an 8-byte CRC64).
-pub(crate) fn rdb_version(payload: &[u8]) -> Option<u16> {
-    let n = payload.len();
-    (n >= 10).then(|| u16::from_le_bytes([payload[n - 10], payload[n - 9]]))
-}
-
-/// How two DUMP replies relate.
-pub(crate) enum Dumped {
-    Equal,
-    /// Different bytes: read the values.
-    Differ,
-}
-
-pub(crate) fn dumped(ctx: &Ctx, a: &Reply, b: &Reply) -> Dumped {
-    match (a, b) {
-        (Reply::BulkString(a), Reply::BulkString(b)) if a == b => Dumped::Equal,
-        (Reply::BulkString(a), Reply::BulkString(b)) => {
-            if rdb_version(a) != rdb_version(b) {
-                ctx.dump_ok.store(false, Ordering::Relaxed);
-            }
-            Dumped::Differ
-        }
-        _ => Dumped::Differ,
+/// Compares `keys` (of database `db`) on both sides. In the source pass a key gone
+/// from the source is skipped; in a re-check it is extra if the target has it.
+pub(crate) async fn compare_batch(
+    ctx: &Ctx,
+    src: Conn,
+    dst: Conn,
+    db: u32,
+    keys: Vec<Vec<u8>>,
+    recheck: bool,
+) -> anyhow::Result<Outcome> {
+    if keys.is_empty() {
+        return Ok(Outcome::default());
     }
+    let (mut batch, first_values) = SideBySide::read(ctx, src, dst, db, &keys).await?;
+    let same = batch.presences(recheck);
+    let (mut pending, pipe) = batch.plan_values(&same, first_values);
+    batch.second_reads(&pipe, &mut pending).await?;
+    let long = batch.judge_strings(std::mem::take(&mut pending.strings));
+    batch.long_strings(&long).await?;
+    batch.dumps(&mut pending).await?;
+    batch.digests(&pending.digests).await?;
+    batch.confirm_value_differences().await?;
+    batch.ttl_differences();
+    Ok(batch.out)
+}
+
+/// One batch read side by side: the keys, their heads on both sides, and what the
+/// value reads found so far.
+struct SideBySide<'a> {
+    ctx: &'a Ctx,
+    src: Conn,
+    dst: Conn,
+    db: u32,
+    keys: &'a [Vec<u8>],
+    source: Vec<Head>,
+    target: Vec<Head>,
+    /// When each side's PTTLs were read (unix ms).
+    source_now: i64,
+    target_now: i64,
+    out: Outcome,
+    /// Keys whose values are equal (their TTLs are compared last).
+    equal: Vec<usize>,
+    /// Values that differ, with a hint, before the expiry re-check.
+    differ: Vec<(usize, String)>,
+}
+
+/// The first read's string values of both sides (None: not a non-empty string).
+type FirstValues = (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>);
+
+/// A string as read on both sides: (index, source bytes, target bytes); None: not a
+/// string (gone or retyped since TYPE).
+type StringPair = (usize, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Keys of the same type whose values are still to be read, by how.
+#[derive(Default)]
+struct Pending {
+    /// Strings read on both sides: (index, source bytes, target bytes).
+    strings: Vec<StringPair>,
+    /// In the second pipeline: strings read again, collections' lengths.
+    second: Vec<usize>,
+    /// Collections small enough for DUMP.
+    dumps: Vec<usize>,
+    /// Collections read as chunked digests.
+    digests: Vec<usize>,
+}
+
+impl<'a> SideBySide<'a> {
+    /// The first reads of both sides, then the heads of what they left open.
+    async fn read(
+        ctx: &'a Ctx,
+        src: Conn,
+        dst: Conn,
+        db: u32,
+        keys: &'a [Vec<u8>],
+    ) -> anyhow::Result<(SideBySide<'a>, FirstValues)> {
+        let (sf, df) = tokio::try_join!(
+            first_read_on(ctx, src.clone(), db, keys, &ctx.source_ttls),
+            first_read_on(ctx, dst.clone(), db, keys, &ctx.target_ttls)
+        )?;
+        let strings = strings_on_both(&sf, &df);
+        let ((source, source_now), (target, target_now)) = tokio::try_join!(
+            heads_after(src.clone(), keys, &strings, &sf),
+            heads_after(dst.clone(), keys, &strings, &df)
+        )?;
+        let batch = SideBySide {
+            ctx,
+            src,
+            dst,
+            db,
+            keys,
+            source,
+            target,
+            source_now,
+            target_now,
+            out: Outcome::default(),
+            equal: Vec::new(),
+            differ: Vec::new(),
+        };
+        Ok((batch, (sf.values, df.values)))
+    }
+
+    fn difference(&self, i: usize, kind: DifferenceKind, detail: String) -> Difference {
+        Difference {
+            db: self.db,
+            key: self.keys[i].clone(),
+            kind,
+            detail,
+            source_type: self.source[i].kind.clone(),
+            target_type: self.target[i].kind.clone(),
+            source_pttl: self.source[i].pttl,
+            target_pttl: self.target[i].pttl,
+        }
+    }
+
+    fn report(&mut self, i: usize, kind: DifferenceKind, detail: String) {
+        let difference = self.difference(i, kind, detail);
+        self.out.diffs.push(difference);
+    }
+
+    /// Every key judged on its heads (missing, extra, type); the keys of the same
+    /// type on both sides, whose values are to be compared.
+    fn presences(&mut self, recheck: bool) -> Vec<usize> {
+        let mut same = Vec::new();
+        for i in 0..self.keys.len() {
+            let counts = &mut self.out.counts;
+            counts.slots.insert(u32::from(key_slot(&self.keys[i])));
+            let judged = presence(&self.source[i], &self.target[i], recheck, &self.ctx.ttl);
+            if judged.compared() {
+                counts.compared += 1;
+                *counts
+                    .per_type
+                    .entry(self.source[i].kind.clone())
+                    .or_insert(0) += 1;
+            }
+            if judged.on_both() {
+                counts.on_both += 1;
+            }
+            match judged {
+                Presence::NotOnSource { extra: true } => {
+                    self.report(i, DifferenceKind::ExtraOnTarget, String::new())
+                }
+                Presence::NotOnTarget { missing: true } => {
+                    self.report(i, DifferenceKind::MissingOnTarget, String::new())
+                }
+                Presence::TypesDiffer { detail } => self.report(i, DifferenceKind::Type, detail),
+                Presence::SameType => same.push(i),
+                Presence::NotOnSource { .. } | Presence::NotOnTarget { .. } => {}
+            }
+        }
+        same
+    }
+
+    /// How each value is read: strings read by the first GETRANGE on both sides are
+    /// compared by their bytes; other strings are read again with EXISTS (empty, or
+    /// created after the first read: EXISTS tells an empty string from a key deleted
+    /// since); collections' lengths first while DUMP is usable, else digests. The
+    /// second pipeline, in the order of `Pending::second`.
+    fn plan_values(&self, same: &[usize], first: FirstValues) -> (Pending, redis::Pipeline) {
+        let (mut sv, mut dv) = first;
+        let limit = self.ctx.long_string_limit();
+        let fast = self.ctx.dump_ok.load(Ordering::Relaxed);
+        let mut pending = Pending::default();
+        let mut pipe = tolerant_pipe();
+        for &i in same {
+            let key = &self.keys[i];
+            let kind = self.source[i].kind.as_str();
+            match (kind, length_command(kind)) {
+                ("string", _) if sv[i].is_some() && dv[i].is_some() => {
+                    pending.strings.push((i, sv[i].take(), dv[i].take()))
+                }
+                ("string", _) => {
+                    match limit {
+                        Some(limit) => pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit),
+                        None => pipe.cmd("GET").arg(key),
+                    };
+                    pipe.cmd("EXISTS").arg(key);
+                    pending.second.push(i);
+                }
+                (_, Some(len)) if fast => {
+                    pipe.cmd(len).arg(key);
+                    pending.second.push(i);
+                }
+                _ => pending.digests.push(i),
+            }
+        }
+        (pending, pipe)
+    }
+
+    /// The second pipeline on both sides: strings read again, collections' lengths
+    /// (different counts differ; small ones go to DUMP, others to digests).
+    async fn second_reads(
+        &mut self,
+        pipe: &redis::Pipeline,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
+        let (sr, dr) = tokio::try_join!(
+            replies(self.src.clone(), pipe),
+            replies(self.dst.clone(), pipe)
+        )?;
+        let (mut sr, mut dr) = (sr.into_iter(), dr.into_iter());
+        for &i in &pending.second {
+            let (a, b) = (
+                sr.next().unwrap_or(Reply::Nil),
+                dr.next().unwrap_or(Reply::Nil),
+            );
+            if self.source[i].kind == "string" {
+                let (a_exists, b_exists) = (sr.next(), dr.next());
+                let (a, b) = (
+                    value::reread_string(a, a_exists),
+                    value::reread_string(b, b_exists),
+                );
+                pending.strings.push((i, a, b));
+                continue;
+            }
+            let max = self.ctx.options.dump_elements_max;
+            match value::lengths(as_int(&a), as_int(&b), max) {
+                Lengths::Differ(detail) => self.differ.push((i, detail)),
+                Lengths::Dump => pending.dumps.push(i),
+                Lengths::Digest => pending.digests.push(i),
+            }
+        }
+        Ok(())
+    }
+
+    /// Strings read on both sides judged by their bytes; the long ones, to be read
+    /// in windows.
+    fn judge_strings(&mut self, strings: Vec<StringPair>) -> Vec<usize> {
+        let limit = self.ctx.long_string_limit();
+        let mut long = Vec::new();
+        for (i, a, b) in strings {
+            match value::strings(a.as_deref(), b.as_deref(), limit) {
+                Strings::Long => long.push(i),
+                Strings::Equal => {
+                    self.out.counts.strings_equal += 1;
+                    self.equal.push(i);
+                }
+                Strings::Differ(hint) => self.differ.push((i, hint)),
+            }
+        }
+        long
+    }
+
+    /// Long strings compared in windows of the first read's limit.
+    async fn long_strings(&mut self, long: &[usize]) -> anyhow::Result<()> {
+        let window = self.ctx.long_string_limit().unwrap_or(usize::MAX);
+        for &i in long {
+            self.out.counts.windowed += 1;
+            match compare_long_string(&self.src, &self.dst, &self.keys[i], window).await? {
+                None => {
+                    self.out.counts.strings_equal += 1;
+                    self.equal.push(i);
+                }
+                Some(detail) => self.differ.push((i, detail)),
+            }
+        }
+        Ok(())
+    }
+
+    /// DUMP of small collections: byte-equal payloads are equal values; any other
+    /// pair goes to digests (and two RDB versions turn DUMP off for the run).
+    async fn dumps(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        let mut pipe = tolerant_pipe();
+        for &i in &pending.dumps {
+            pipe.cmd("DUMP").arg(&self.keys[i]);
+        }
+        let (sr, dr) = tokio::try_join!(
+            replies(self.src.clone(), &pipe),
+            replies(self.dst.clone(), &pipe)
+        )?;
+        for (n, &i) in pending.dumps.iter().enumerate() {
+            let (a, b) = (
+                sr.get(n).unwrap_or(&Reply::Nil),
+                dr.get(n).unwrap_or(&Reply::Nil),
+            );
+            match value::dumps(a, b) {
+                Dumps::Equal => {
+                    self.out.counts.dump_equal += 1;
+                    self.equal.push(i);
+                }
+                Dumps::Differ { versions_differ } => {
+                    if versions_differ {
+                        self.ctx.dump_ok.store(false, Ordering::Relaxed);
+                    }
+                    pending.digests.push(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Chunked digests, key by key. A reply error (the key deleted or retyped during
+    /// the read) is a difference that a later round re-reads; a failed connection
+    /// ends the check.
+    async fn digests(&mut self, keys: &[usize]) -> anyhow::Result<()> {
+        let chunk = self.ctx.options.chunk_elements;
+        for &i in keys {
+            let (key, kind) = (&self.keys[i], self.source[i].kind.as_str());
+            let (mut s, mut d) = (self.src.clone(), self.dst.clone());
+            let (a, b) = tokio::join!(
+                digest::read(&mut s, key, kind, chunk),
+                digest::read(&mut d, key, kind, chunk)
+            );
+            let (a, b) = match value::pair(a, b) {
+                Pair::Read(a, b) => (a, b),
+                Pair::Failed(ReadFailure::Fatal, e) => {
+                    return Err(e).with_context(|| {
+                        format!("reading {} in chunks", String::from_utf8_lossy(key))
+                    });
+                }
+                Pair::Failed(ReadFailure::Changed(detail), _) => {
+                    self.differ.push((i, detail));
+                    continue;
+                }
+            };
+            self.out.counts.digests += 1;
+            match value::digests(&a, &b) {
+                None => self.equal.push(i),
+                Some(detail) => self.differ.push((i, detail)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A value that differs on a key with a TTL may have expired on one side during
+    /// the reads (each side expires on its own clock): its PTTL is read again, and a
+    /// key now gone or expiring on either side is not an inconsistency.
+    async fn confirm_value_differences(&mut self) -> anyhow::Result<()> {
+        let volatile: Vec<usize> = self
+            .differ
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|&i| TtlRules::volatile(self.source[i].pttl, self.target[i].pttl))
+            .collect();
+        let mut pipe = tolerant_pipe();
+        for &i in &volatile {
+            pipe.cmd("PTTL").arg(&self.keys[i]);
+        }
+        let (sr, dr) = tokio::try_join!(
+            replies(self.src.clone(), &pipe),
+            replies(self.dst.clone(), &pipe)
+        )?;
+        let expired: HashSet<usize> = volatile
+            .iter()
+            .zip(sr.iter().zip(&dr))
+            .filter(|(_, (a, b))| self.ctx.ttl.expired_between_reads(as_int(a), as_int(b)))
+            .map(|(&i, _)| i)
+            .collect();
+        for (i, detail) in std::mem::take(&mut self.differ) {
+            if !expired.contains(&i) {
+                self.report(i, DifferenceKind::Value, detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// The TTLs of equal values.
+    fn ttl_differences(&mut self) {
+        for i in std::mem::take(&mut self.equal) {
+            let (a, b) = (self.source[i].pttl, self.target[i].pttl);
+            let ttl = &self.ctx.ttl;
+            if let Some(detail) = ttl.difference(self.source_now, a, self.target_now, b) {
+                self.report(i, DifferenceKind::Ttl, detail);
+            }
+        }
+    }
+}
+
+/// Which keys the first reads found a non-empty string on both sides.
+fn strings_on_both(source: &FirstRead, target: &FirstRead) -> Vec<bool> {
+    source
+        .values
+        .iter()
+        .zip(&target.values)
+        .map(|(a, b)| a.is_some() && b.is_some())
+        .collect()
 }
 
 /// One side's first read ([`first_read`]), asked as this side's last batch showed
@@ -70,268 +424,10 @@ async fn first_read_on(
     Ok(first)
 }
 
-/// Compares `keys` (of database `db`) on both sides. In the source pass a key gone
-/// from the source is skipped; in a re-check it is extra if the target has it.
-pub(crate) async fn compare_batch(
-    ctx: &Ctx,
-    src: Conn,
-    dst: Conn,
-    db: u32,
-    keys: Vec<Vec<u8>>,
-    recheck: bool,
-) -> anyhow::Result<Outcome> {
-    let mut out = Outcome::default();
-    if keys.is_empty() {
-        return Ok(out);
-    }
-    let (mut sf, mut df) = tokio::try_join!(
-        first_read_on(ctx, src.clone(), db, &keys, &ctx.source_ttls),
-        first_read_on(ctx, dst.clone(), db, &keys, &ctx.target_ttls)
-    )?;
-    let strings: Vec<bool> = sf
-        .values
-        .iter()
-        .zip(&df.values)
-        .map(|(a, b)| a.is_some() && b.is_some())
-        .collect();
-    let ((sh, snow), (dh, dnow)) = tokio::try_join!(
-        heads_after(src.clone(), &keys, &strings, &sf),
-        heads_after(dst.clone(), &keys, &strings, &df)
-    )?;
-    let (sv, dv) = (&mut sf.values, &mut df.values);
-    let diff = |i: usize, kind: DifferenceKind, detail: String| Difference {
-        db,
-        key: keys[i].clone(),
-        kind,
-        detail,
-        source_type: sh[i].kind.clone(),
-        target_type: dh[i].kind.clone(),
-        source_pttl: sh[i].pttl,
-        target_pttl: dh[i].pttl,
-    };
-    // Keys of the same type on both sides, whose values are to be compared.
-    let mut same = Vec::new();
-    for (i, key) in keys.iter().enumerate() {
-        out.counts.slots.insert(u32::from(key_slot(key)));
-        let (s, d) = (&sh[i], &dh[i]);
-        if s.kind == "none" {
-            if recheck && d.kind != "none" && !ctx.expiring_on_target(d.pttl) {
-                out.diffs
-                    .push(diff(i, DifferenceKind::ExtraOnTarget, String::new()));
-            }
-            continue;
-        }
-        out.counts.compared += 1;
-        *out.counts.per_type.entry(s.kind.clone()).or_insert(0) += 1;
-        if d.kind == "none" {
-            if !ctx.expiring_on_source(s.pttl) {
-                out.diffs
-                    .push(diff(i, DifferenceKind::MissingOnTarget, String::new()));
-            }
-            continue;
-        }
-        out.counts.on_both += 1;
-        if s.kind != d.kind {
-            let detail = format!("{} vs {}", s.kind, d.kind);
-            out.diffs.push(diff(i, DifferenceKind::Type, detail));
-        } else {
-            same.push(i);
-        }
-    }
-
-    // Strings read by the first GETRANGE on both sides are compared by their bytes;
-    // other keys: GETRANGE + EXISTS of strings (empty, or created after the first
-    // read: EXISTS tells an empty string from a key deleted since), lengths of
-    // collections.
-    let limit = ctx.long_string_limit();
-    let fast = ctx.dump_ok.load(Ordering::Relaxed);
-    let mut pipe = tolerant_pipe();
-    let mut second = Vec::new();
-    let mut slow = Vec::new();
-    let mut equal = Vec::new();
-    // Strings read on both sides (None: gone or retyped since TYPE, a difference that
-    // is read again next round).
-    let mut string_pairs = Vec::new();
-    // Values that differ: (index, hint), reported after the expiry check below.
-    let mut value_diffs: Vec<(usize, String)> = Vec::new();
-    for &i in &same {
-        let key = &keys[i];
-        match (sh[i].kind.as_str(), length_command(&sh[i].kind)) {
-            ("string", _) if strings[i] => string_pairs.push((i, sv[i].take(), dv[i].take())),
-            ("string", _) => {
-                match limit {
-                    Some(limit) => pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit),
-                    None => pipe.cmd("GET").arg(key),
-                };
-                pipe.cmd("EXISTS").arg(key);
-                second.push(i);
-            }
-            (_, Some(len)) if fast => {
-                pipe.cmd(len).arg(key);
-                second.push(i);
-            }
-            _ => slow.push(i),
-        }
-    }
-    let (sr, dr) = tokio::try_join!(replies(src.clone(), &pipe), replies(dst.clone(), &pipe))?;
-    let mut third = Vec::new();
-    let (mut sr, mut dr) = (sr.into_iter(), dr.into_iter());
-    for &i in &second {
-        let (a, b) = (
-            sr.next().unwrap_or(Reply::Nil),
-            dr.next().unwrap_or(Reply::Nil),
-        );
-        if sh[i].kind == "string" {
-            let (a_exists, b_exists) = (sr.next(), dr.next());
-            let bytes = |r: Reply, exists: Option<Reply>| match (r, exists) {
-                (Reply::BulkString(bytes), Some(Reply::Int(1))) => Some(bytes),
-                _ => None,
-            };
-            string_pairs.push((i, bytes(a, a_exists), bytes(b, b_exists)));
-        } else {
-            let (x, y) = (as_int(&a), as_int(&b));
-            if x != y {
-                value_diffs.push((i, format!("source {x} elements, target {y}")));
-            } else if x as u64 <= ctx.options.dump_elements_max {
-                third.push(i);
-            } else {
-                slow.push(i);
-            }
-        }
-    }
-
-    let mut long_strings = Vec::new();
-    for (i, a, b) in string_pairs {
-        let long = |v: &Option<Vec<u8>>| {
-            limit.is_some_and(|limit| v.as_ref().is_some_and(|v| v.len() > limit))
-        };
-        if long(&a) || long(&b) {
-            long_strings.push(i);
-        } else if a.is_some() && a == b {
-            out.counts.strings_equal += 1;
-            equal.push(i);
-        } else {
-            let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
-            value_diffs.push((i, string_hint(&a, &b)));
-        }
-    }
-
-    for &i in &long_strings {
-        out.counts.windowed += 1;
-        let window = limit.unwrap_or(usize::MAX);
-        match compare_long_string(&src, &dst, &keys[i], window).await? {
-            None => {
-                out.counts.strings_equal += 1;
-                equal.push(i);
-            }
-            Some(detail) => value_diffs.push((i, detail)),
-        }
-    }
-
-    // Third pipeline: DUMP of small collections.
-    let mut pipe = tolerant_pipe();
-    for &i in &third {
-        pipe.cmd("DUMP").arg(&keys[i]);
-    }
-    let (sr, dr) = tokio::try_join!(replies(src.clone(), &pipe), replies(dst.clone(), &pipe))?;
-    for (n, &i) in third.iter().enumerate() {
-        match dumped(ctx, &sr[n], &dr[n]) {
-            Dumped::Equal => {
-                out.counts.dump_equal += 1;
-                equal.push(i);
-            }
-            Dumped::Differ => slow.push(i),
-        }
-    }
-
-    // The rest: chunked digests, key by key.
-    let chunk = ctx.options.chunk_elements;
-    for &i in &slow {
-        let (key, kind) = (&keys[i], sh[i].kind.as_str());
-        let (mut s, mut d) = (src.clone(), dst.clone());
-        let (a, b) = tokio::join!(
-            digest::read(&mut s, key, kind, chunk),
-            digest::read(&mut d, key, kind, chunk)
-        );
-        // A reply error (the key deleted or retyped during the read: XINFO's "no such
-        // key", WRONGTYPE) is a difference that a later round re-reads; a failed
-        // connection ends the check.
-        let (a, b) = match (a, b) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) if e.is_io_error() || e.is_unrecoverable_error() => {
-                return Err(e).with_context(|| {
-                    format!("reading {} in chunks", String::from_utf8_lossy(key))
-                });
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                value_diffs.push((i, format!("changed during the read: {e}")));
-                continue;
-            }
-        };
-        out.counts.digests += 1;
-        if a == b {
-            equal.push(i);
-        } else {
-            let detail = if a.elements == b.elements {
-                format!("{} elements on both sides, different digests", a.elements)
-            } else {
-                format!("source {} elements, target {}", a.elements, b.elements)
-            };
-            value_diffs.push((i, detail));
-        }
-    }
-
-    // A value that differs on a key with a TTL may have expired on one side during
-    // the reads (each side expires on its own clock): its PTTL is read again, and a key
-    // now gone or expiring on either side is not an inconsistency.
-    let volatile: Vec<usize> = value_diffs
-        .iter()
-        .map(|(i, _)| *i)
-        .filter(|&i| sh[i].pttl >= 0 || dh[i].pttl >= 0)
-        .collect();
-    let mut pipe = tolerant_pipe();
-    for &i in &volatile {
-        pipe.cmd("PTTL").arg(&keys[i]);
-    }
-    let (sr, dr) = tokio::try_join!(replies(src.clone(), &pipe), replies(dst.clone(), &pipe))?;
-    let expired: HashSet<usize> = volatile
-        .iter()
-        .zip(sr.iter().zip(&dr))
-        .filter(|(_, (a, b))| {
-            let (a, b) = (as_int(a), as_int(b));
-            a == -2 || b == -2 || ctx.expiring_on_source(a) || ctx.expiring_on_target(b)
-        })
-        .map(|(&i, _)| i)
-        .collect();
-    for (i, detail) in value_diffs {
-        if !expired.contains(&i) {
-            out.diffs.push(diff(i, DifferenceKind::Value, detail));
-        }
-    }
-
-    // TTLs of equal values.
-    for i in equal {
-        let (a, b) = (sh[i].pttl, dh[i].pttl);
-        if !ctx.ttls_agree(snow, a, dnow, b) {
-            let expiry = |now: i64, pttl: i64| (pttl >= 0).then_some(now + pttl);
-            let mut detail = format!(
-                "expiry (unix ms) {:?} vs {:?}",
-                expiry(snow, a),
-                expiry(dnow, b)
-            );
-            if ctx.extension_ms() > 0 {
-                detail.push_str(&format!(", extension {} ms expected", ctx.extension_ms()));
-            }
-            out.diffs.push(diff(i, DifferenceKind::Ttl, detail));
-        }
-    }
-    Ok(out)
-}
-
 /// A long string on both sides compared in windows: None when equal, else a hint. A
 /// reply error (the key deleted or retyped during the read) is a difference that a
 /// later round re-reads; a failed connection ends the check.
-pub(crate) async fn compare_long_string(
+async fn compare_long_string(
     src: &Conn,
     dst: &Conn,
     key: &[u8],
@@ -340,28 +436,15 @@ pub(crate) async fn compare_long_string(
     let (mut s, mut d) = (src.clone(), dst.clone());
     match long_string::compare_windows(&mut s, &mut d, key, window).await {
         Ok(outcome) => Ok(outcome),
-        Err(e) if e.is_io_error() || e.is_unrecoverable_error() => Err(e).with_context(|| {
-            format!(
-                "reading the long string {} in windows",
-                String::from_utf8_lossy(key)
-            )
-        }),
-        Err(e) => Ok(Some(format!("changed during the read: {e}"))),
-    }
-}
-
-pub(crate) fn as_int(reply: &Reply) -> i64 {
-    match reply {
-        Reply::Int(n) => *n,
-        _ => -1,
-    }
-}
-
-pub(crate) fn string_hint(a: &[u8], b: &[u8]) -> String {
-    if a.len() == b.len() {
-        format!("{} bytes on both sides, different bytes", a.len())
-    } else {
-        format!("source {} bytes, target {}", a.len(), b.len())
+        Err(e) => match value::read_failure(&e) {
+            ReadFailure::Fatal => Err(e).with_context(|| {
+                format!(
+                    "reading the long string {} in windows",
+                    String::from_utf8_lossy(key)
+                )
+            }),
+            ReadFailure::Changed(detail) => Ok(Some(detail)),
+        },
     }
 }
 
@@ -409,7 +492,7 @@ pub(crate) async fn extra_batch(
     }
     let (dh, _) = heads(dst, &absent).await?;
     for (key, d) in absent.into_iter().zip(dh) {
-        if d.kind != "none" && !ctx.expiring_on_target(d.pttl) {
+        if extra_on_target(&d, &ctx.ttl) {
             out.diffs.push(Difference {
                 db,
                 key,

@@ -6,11 +6,14 @@
 
 use std::sync::atomic::AtomicBool;
 
-use crate::options::{CompareOptions, Sample, SYNC_CHECKPOINT_KEY};
+use crate::judge::ttl::TtlRules;
+use crate::options::{CompareOptions, SYNC_CHECKPOINT_KEY};
 
 /// What every batch shares.
 pub(crate) struct Ctx {
     pub(crate) options: CompareOptions,
+    /// The TTL rules of [`crate::judge::ttl`], from the options.
+    pub(crate) ttl: TtlRules,
     /// Keys hashing below this are sampled; None: every key.
     pub(crate) threshold: Option<u64>,
     /// False once two DUMP payloads showed different RDB versions.
@@ -24,6 +27,20 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// A context for `options`, nothing learned yet; `threshold`: the sample's.
+    pub(crate) fn new(options: &CompareOptions, threshold: Option<u64>) -> Ctx {
+        Ctx {
+            options: options.clone(),
+            ttl: TtlRules::of(options),
+            threshold,
+            dump_ok: AtomicBool::new(true),
+            info_ok: AtomicBool::new(true),
+            source_ttls: AtomicBool::new(false),
+            target_ttls: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether `key` is compared: not ignored, included, and in the sample.
     pub(crate) fn wanted(&self, key: &[u8]) -> bool {
         let o = &self.options;
         if o.ignore_prefixes.iter().any(|p| key.starts_with(p)) {
@@ -43,42 +60,6 @@ impl Ctx {
         (self.options.long_string_bytes > 0).then_some(self.options.long_string_bytes)
     }
 
-    pub(crate) fn tolerance_ms(&self) -> i64 {
-        self.options.ttl_tolerance.as_millis() as i64
-    }
-
-    pub(crate) fn extension_ms(&self) -> i64 {
-        self.options.ttl_extension.as_millis() as i64
-    }
-
-    /// A source TTL short enough that the key may expire during the check.
-    pub(crate) fn expiring_on_source(&self, pttl: i64) -> bool {
-        (0..=self.tolerance_ms()).contains(&pttl)
-    }
-
-    /// A target key whose source copy may have expired already: within the tolerance
-    /// plus the TTL extension.
-    pub(crate) fn expiring_on_target(&self, pttl: i64) -> bool {
-        (0..=self.tolerance_ms() + self.extension_ms()).contains(&pttl)
-    }
-
-    /// Whether two TTLs, read at `snow` and `dnow` (unix ms), agree.
-    pub(crate) fn ttls_agree(&self, snow: i64, a: i64, dnow: i64, b: i64) -> bool {
-        match (a, b) {
-            (-1, -1) => true,
-            (a, b) if a >= 0 && b >= 0 => {
-                ((dnow + b) - (snow + a) - self.extension_ms()).abs() <= self.tolerance_ms()
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether counts may prove that the target has no extra key (every source key is
-    /// read, so the keys found on both sides are all the target's wanted keys).
-    pub(crate) fn counts_may_prove(&self) -> bool {
-        self.options.sample == Sample::All && self.options.include_prefixes.is_empty()
-    }
-
     /// Whether lockstep's checkpoint key is among the ignored keys (then the count
     /// proof counts it apart).
     pub(crate) fn own_checkpoint(&self) -> bool {
@@ -86,5 +67,35 @@ impl Ctx {
             .ignore_prefixes
             .iter()
             .any(|p| SYNC_CHECKPOINT_KEY.as_bytes().starts_with(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_keys_skip_ignored_prefixes_and_keep_included_ones() {
+        let all = Ctx::new(&CompareOptions::default(), None);
+        assert!(all.wanted(b"user:1"));
+        assert!(!all.wanted(b"LOCKSTEP_CHECKPOINT"), "the sync's own keys");
+        assert!(all.own_checkpoint());
+        let included = CompareOptions {
+            include_prefixes: vec![b"user:".to_vec()],
+            ignore_prefixes: Vec::new(),
+            ..CompareOptions::default()
+        };
+        let included = Ctx::new(&included, None);
+        assert!(included.wanted(b"user:1") && !included.wanted(b"order:1"));
+        assert!(!included.own_checkpoint());
+    }
+
+    #[test]
+    fn a_sample_keeps_the_keys_hashing_below_its_threshold() {
+        let key = b"user:1";
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
+        let options = CompareOptions::default();
+        assert!(Ctx::new(&options, Some(hash + 1)).wanted(key));
+        assert!(!Ctx::new(&options, Some(hash)).wanted(key));
     }
 }

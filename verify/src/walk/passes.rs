@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures::stream;
 use roaring::RoaringBitmap;
 
-use crate::read::quiet::{quiet_states, QuietState};
+use crate::judge::counts::{self, QuietStates, SourcePass};
+use crate::read::quiet::quiet_states;
 use crate::report::run::TargetPass;
 use crate::report::track::fingerprint;
 use crate::walk::batch::{compare_batch, extra_batch};
@@ -34,7 +35,7 @@ pub(crate) async fn walk_db(
     tally: &mut Tally,
 ) -> anyhow::Result<TargetPass> {
     const QUIET_POLL: Duration = Duration::from_millis(500);
-    let before = if ctx.counts_may_prove() {
+    let before = if counts::may_prove(&ctx.options) {
         quiet(ctx, pools).await
     } else {
         None
@@ -69,13 +70,14 @@ pub(crate) async fn walk_db(
     };
     let ((), target_done) = tokio::try_join!(source_pass, early_target_pass)?;
     if !target_done {
+        let pass = SourcePass {
+            scanned: tally.counts.scanned - scanned,
+            on_both: tally.counts.on_both - on_both,
+        };
         let proven = match before {
             Some(before) => {
                 let after = quiet(ctx, pools).await;
-                let (source, target) = &before;
-                after.as_ref() == Some(&before)
-                    && source.dbsize == tally.counts.scanned - scanned
-                    && target.dbsize == tally.counts.on_both - on_both + target.own_keys
+                counts::proves_no_extra_key(&before, after.as_ref(), pass)
             }
             None => false,
         };
@@ -159,7 +161,7 @@ pub(crate) async fn refind(
 
 /// The quiet states of both sides ([`quiet_states`]), read on each side's first
 /// connection.
-async fn quiet(ctx: &Ctx, pools: &Pools) -> Option<(QuietState, QuietState)> {
+async fn quiet(ctx: &Ctx, pools: &Pools) -> Option<QuietStates> {
     quiet_states(
         ctx.own_checkpoint(),
         pools.src[0].clone(),
