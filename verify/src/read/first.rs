@@ -229,3 +229,23 @@ pub(crate) fn unix_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_expires_reads_the_databases_line() {
+        let info =
+            "# Keyspace\r\ndb0:keys=10,expires=0,avg_ttl=0\r\ndb3:keys=5,expires=2,avg_ttl=9\r\n";
+        assert_eq!(keyspace_expires(info, 0), Some(0));
+        assert_eq!(keyspace_expires(info, 3), Some(2));
+        assert_eq!(
+            keyspace_expires(info, 5),
+            Some(0),
+            "an empty database is absent"
+        );
+        assert_eq!(keyspace_expires("", 0), None, "not a keyspace reply");
+        assert_eq!(keyspace_expires("# Keyspace\r\ndb0:keys=1\r\n", 0), None);
+    }
+}

@@ -199,3 +199,106 @@ impl std::fmt::Display for Report {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::coverage::{Learned, SampleCoverage, SideDatabases};
+    use crate::report::difference::DifferenceKind;
+
+    fn difference() -> Difference {
+        Difference {
+            db: 0,
+            key: b"k".to_vec(),
+            kind: DifferenceKind::Value,
+            detail: String::new(),
+            source_type: "string".into(),
+            target_type: "string".into(),
+            source_pttl: -1,
+            target_pttl: -1,
+        }
+    }
+
+    fn compared(dbs: Vec<u32>) -> Coverage {
+        Coverage {
+            compared: dbs,
+            ..Coverage::default()
+        }
+    }
+
+    #[test]
+    fn consistent_only_without_differences_over_a_complete_coverage() {
+        let report = Report {
+            coverage: compared(vec![0]),
+            ..Report::default()
+        };
+        assert_eq!(report.verdict(), Verdict::Consistent);
+        let asked = Report {
+            coverage: Coverage {
+                asked: Some(vec![0]),
+                not_asked: vec![3],
+                ..compared(vec![0])
+            },
+            ..Report::default()
+        };
+        assert_eq!(
+            asked.verdict(),
+            Verdict::Consistent,
+            "databases outside --dbs are the user's scope, not a gap"
+        );
+    }
+
+    #[test]
+    fn differences_win_over_any_gap_listed_or_counted_only() {
+        let listed = Report {
+            differences: vec![difference()],
+            coverage: Coverage {
+                sample: Some(SampleCoverage { rate: 0.1 }),
+                ..compared(vec![0])
+            },
+            ..Report::default()
+        };
+        assert_eq!(listed.verdict(), Verdict::Differences);
+        let counted = Report {
+            unlisted_differences: 7,
+            ..Report::default()
+        };
+        assert_eq!(counted.verdict(), Verdict::Differences);
+        assert_eq!(counted.difference_count(), 7);
+        assert!(!counted.is_consistent());
+    }
+
+    #[test]
+    fn a_sample_or_a_gap_without_differences_is_incomplete() {
+        let sampled = Report {
+            coverage: Coverage {
+                sample: Some(SampleCoverage { rate: 0.5 }),
+                ..compared(vec![0])
+            },
+            ..Report::default()
+        };
+        assert_eq!(sampled.verdict(), Verdict::Incomplete);
+        assert!(sampled.is_consistent(), "no difference in what was read");
+        let not_read = Report {
+            coverage: Coverage {
+                not_read: [(2, "the target refused it: NOPERM".to_owned())].into(),
+                ..compared(vec![0])
+            },
+            ..Report::default()
+        };
+        assert_eq!(not_read.verdict(), Verdict::Incomplete);
+        let unknown = Report {
+            coverage: Coverage {
+                source: Some(SideDatabases {
+                    learned: Learned::Probed { below: 256 },
+                    configured: None,
+                    with_keys: [0].into(),
+                    unknown: Some("databases from 256 up were not probed".into()),
+                }),
+                ..compared(vec![0])
+            },
+            ..Report::default()
+        };
+        assert_eq!(unknown.verdict(), Verdict::Incomplete);
+    }
+}
