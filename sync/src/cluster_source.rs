@@ -60,7 +60,7 @@
 
 use std::path::PathBuf;
 
-use crate::apply::{ApplyOptions, TargetWriter};
+use crate::conn::{ApplyOptions, Conn};
 use crate::endpoint::Endpoint;
 use crate::engine::{SyncError, SyncOptions};
 use crate::resp::Frame;
@@ -113,7 +113,7 @@ pub async fn discover(
     source: &Endpoint,
     connection: ApplyOptions,
 ) -> Result<Option<Discovery>, SyncError> {
-    let mut node = TargetWriter::connect_to("source", source, connection).await?;
+    let mut node = Conn::connect_to("source", source, connection).await?;
     if !crate::cluster::is_cluster_node(&mut node).await? {
         return Ok(None);
     }
@@ -235,7 +235,7 @@ impl SourceCluster {
         for seed in &self.seeds {
             let reply = async {
                 let mut node =
-                    TargetWriter::connect_to("source", seed, discovery_connection(options)).await?;
+                    Conn::connect_to("source", seed, discovery_connection(options)).await?;
                 Ok::<_, SyncError>(node.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?)
             }
             .await;
@@ -297,8 +297,7 @@ async fn online_replica_of(
     primary: &Endpoint,
     options: &SyncOptions,
 ) -> Result<Option<Endpoint>, SyncError> {
-    let mut node =
-        TargetWriter::connect_to("source", primary, discovery_connection(options)).await?;
+    let mut node = Conn::connect_to("source", primary, discovery_connection(options)).await?;
     let info = node.query(&[b"INFO".as_slice(), b"replication"]).await?;
     let text = info
         .as_bytes()

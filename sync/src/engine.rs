@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 use crate::apply::{ApplyError, ApplyOptions, ClientIdentity, Position, TargetWriter};
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::cluster_source::SourceCluster;
+use crate::conn::Conn;
 use crate::cross_slot::SourceCopier;
 use crate::endpoint::Endpoint;
 use crate::filter::{Filter, FilterError, Verdict};
@@ -430,7 +431,7 @@ async fn session(
     progress: &watch::Sender<Progress>,
 ) -> Result<(), SyncError> {
     progress.send_modify(|p| p.phase = Phase::Connecting);
-    let mut writer = crate::cluster::connect_target(
+    let mut writer = crate::target::Target::connect(
         &options.target,
         options.apply.clone(),
         &options.checkpoint_key(),
@@ -443,8 +444,7 @@ async fn session(
     let target_rdb_version = target_rdb_version(&mut writer).await?;
     if writer.is_cluster() {
         let mut source =
-            TargetWriter::connect_to("source", &options.source, options.source_connection())
-                .await?;
+            Conn::connect_to("source", &options.source, options.source_connection()).await?;
         let keyspace = info_text(source.query(&[b"INFO".as_slice(), b"keyspace"]).await?);
         crate::cluster::check_source_dbs(&keyspace, &options.filter).map_err(SyncError::Options)?;
         // Cross-slot commands are applied by copying their keys from this source.
@@ -551,7 +551,11 @@ async fn session(
             };
             if let Some(why) = stale {
                 tracing::warn!("full resync: {why}; removing the task's keys from the target first so it ends equal to the source, not a superset");
-                options.filter.clear_target(&mut writer).await?;
+                writer
+                    .clear(&options.filter.clear_scope(), |k| {
+                        options.filter.owns_key(k)
+                    })
+                    .await?;
                 store.clear()?;
             }
             store.set_full_copy_in_progress(true)?;
@@ -792,7 +796,7 @@ async fn session(
                                     commands_applied += 1;
                                     batch.close(&mut writer, here).await?;
                                     writer.drain().await?;
-                                    let removed = options.filter.clear_target(&mut writer).await?;
+                                    let removed = writer.clear(&options.filter.clear_scope(), |k| options.filter.owns_key(k)).await?;
                                     tracing::info!(removed, "the source shard flushed: its keys removed from the target");
                                     let target_db = options.filter.selectable_db(here.db);
                                     writer.push(&[b"SELECT".as_slice(), target_db.to_string().as_bytes()], None).await?;
@@ -1153,7 +1157,7 @@ async fn store_target_checkpoint(
 /// The heartbeat: a key on the source, rewritten every second with the time, whose
 /// arrival in the stream measures end-to-end latency. Never written to the target.
 struct Heartbeat {
-    connection: TargetWriter,
+    connection: Conn,
     key: Vec<u8>,
     interval: Duration,
     /// Seconds the key lives (SETEX).
@@ -1171,7 +1175,7 @@ impl Heartbeat {
             key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
         }
         let at = options.heartbeat_at.as_ref().unwrap_or(&options.source);
-        match TargetWriter::connect_to("source", at, options.source_connection()).await {
+        match Conn::connect_to("source", at, options.source_connection()).await {
             Ok(connection) => Some(Heartbeat {
                 connection,
                 key,
@@ -1430,7 +1434,7 @@ impl BackgroundSaver {
 /// no checkpoint: it starts from now).
 async fn source_position(options: &SyncOptions) -> Result<(String, i64, u32), SyncError> {
     let mut client =
-        TargetWriter::connect_to("source", &options.source, options.source_connection()).await?;
+        Conn::connect_to("source", &options.source, options.source_connection()).await?;
     let info = info_text(client.query(&[b"INFO".as_slice(), b"replication"]).await?);
     let field = |name: &str| {
         info.lines()

@@ -103,74 +103,76 @@
 //! ([`TargetWriter::cluster_primaries_mut`]) and its owned keys unlinked one per
 //! command (see [`crate::filter::Filter::clear_target`]).
 
+pub mod cross_slot;
+
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::apply::{is_redirection, ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::checkpoint::Checkpoint;
-use crate::cross_slot::{Judgement, Skips, SourceCopier};
+use crate::conn::{is_redirection, ApplyError, ApplyOptions, Conn, Position};
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
 use crate::keys::{key_indices, split_into, splittable, KeysError};
 use crate::resp::Frame;
 use crate::slots::{key_slot, parse_cluster_slots, slot_owners, SLOTS};
+use cross_slot::{Judgement, Skips, SourceCopier};
 
-/// Connects to the target; when it is a cluster node, to every primary of its
-/// cluster, and returns a writer that routes by slot. `checkpoint_key` is the
-/// task's checkpoint key name, which the router gives a hash tag per shard.
-pub async fn connect_target(
-    endpoint: &Endpoint,
-    options: ApplyOptions,
-    checkpoint_key: &[u8],
-) -> Result<TargetWriter, ApplyError> {
-    let mut writer = TargetWriter::connect(endpoint, options.clone()).await?;
-    if !is_cluster_node(&mut writer).await? {
-        return Ok(writer);
+impl ClusterTarget {
+    /// Reads the slot map through `entry` (a connection to any node of the cluster,
+    /// kept open as today's sessions keep it) and connects to every primary.
+    /// `checkpoint_key` is the task's checkpoint key name, which the router gives a
+    /// hash tag per slot.
+    pub(crate) async fn connect(
+        mut entry: Conn,
+        endpoint: &Endpoint,
+        options: ApplyOptions,
+        checkpoint_key: &[u8],
+    ) -> Result<ClusterTarget, ApplyError> {
+        let slots = entry.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
+        let shards = parse_cluster_slots(&slots, &endpoint.host).map_err(ApplyError::Cluster)?;
+        let owners = slot_owners(&shards).map_err(ApplyError::Cluster)?;
+        let mut primaries = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            primaries.push(Primary::connect(endpoint, &options, &shard.host, shard.port).await?);
+        }
+        tracing::info!(
+            primaries = primaries.len(),
+            "the target is a Redis Cluster: routing by hash slot"
+        );
+        Ok(ClusterTarget {
+            entry,
+            shards: primaries,
+            owners,
+            seed: endpoint.clone(),
+            options,
+            checkpoint_key: checkpoint_key.to_vec(),
+            slot_keys: slot_checkpoint_keys(checkpoint_key),
+            holds_through: vec![-1; SLOTS],
+            written: vec![-1; SLOTS],
+            stream_offset: OUTSIDE_STREAM,
+            previous_offset: OUTSIDE_STREAM,
+            in_multi: false,
+            queued: vec![Vec::new(); SLOTS],
+            queued_slots: Vec::new(),
+            db: 0,
+            last_value: None,
+            last_refresh: Instant::now(),
+            next_unit: 0,
+            failed: Vec::new(),
+            copier: None,
+            source_db: 0,
+            skips: Skips::default(),
+            skip_keys: Vec::new(),
+            skip_entries: HashMap::new(),
+        })
     }
-    let slots = writer.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
-    let shards = parse_cluster_slots(&slots, &endpoint.host).map_err(ApplyError::Cluster)?;
-    let owners = slot_owners(&shards).map_err(ApplyError::Cluster)?;
-    let mut primaries = Vec::with_capacity(shards.len());
-    for shard in &shards {
-        primaries.push(Primary::connect(endpoint, &options, &shard.host, shard.port).await?);
-    }
-    tracing::info!(
-        primaries = primaries.len(),
-        "the target is a Redis Cluster: routing by hash slot"
-    );
-    writer.route_through(ClusterTarget {
-        shards: primaries,
-        owners,
-        seed: endpoint.clone(),
-        options,
-        checkpoint_key: checkpoint_key.to_vec(),
-        slot_keys: slot_checkpoint_keys(checkpoint_key),
-        holds_through: vec![-1; SLOTS],
-        written: vec![-1; SLOTS],
-        stream_offset: OUTSIDE_STREAM,
-        previous_offset: OUTSIDE_STREAM,
-        in_multi: false,
-        queued: vec![Vec::new(); SLOTS],
-        queued_slots: Vec::new(),
-        db: 0,
-        last_value: None,
-        last_refresh: Instant::now(),
-        next_unit: 0,
-        failed: Vec::new(),
-        copier: None,
-        source_db: 0,
-        skips: Skips::default(),
-        skip_keys: Vec::new(),
-        skip_entries: HashMap::new(),
-    });
-    Ok(writer)
 }
 
 /// Whether the server `node` is connected to is a node of a Redis Cluster (`INFO
 /// cluster` says `cluster_enabled:1`): how both sides recognise a cluster.
-pub(crate) async fn is_cluster_node(node: &mut TargetWriter) -> Result<bool, ApplyError> {
+pub(crate) async fn is_cluster_node(node: &mut Conn) -> Result<bool, ApplyError> {
     let info = node.query(&[b"INFO".as_slice(), b"cluster"]).await?;
     Ok(info.as_bytes().is_some_and(|text| {
         text.split(|&b| b == b'\n')
@@ -265,7 +267,7 @@ fn slot_checkpoint_keys(checkpoint_key: &[u8]) -> Vec<Bytes> {
 /// A primary of the target cluster: its writer, its address, and what was sent to
 /// it and not yet answered, kept to be sent again if it is redirected.
 struct Primary {
-    writer: TargetWriter,
+    writer: Conn,
     host: String,
     port: u16,
     /// Units sent and not wholly answered, in the order sent.
@@ -286,7 +288,7 @@ impl Primary {
         node.host = host.to_owned();
         node.port = port;
         node.db = None;
-        let mut writer = TargetWriter::connect(&node, options.clone()).await?;
+        let mut writer = Conn::connect(&node, options.clone()).await?;
         writer.record_redirections();
         Ok(Primary {
             writer,
@@ -334,6 +336,9 @@ pub const MIGRATION_WAIT_MAX: Duration = Duration::from_secs(30);
 /// The router behind a [`TargetWriter`] whose target is a cluster (see the module
 /// doc).
 pub struct ClusterTarget {
+    /// The connection the cluster was found through (its identity is fenced by the
+    /// next session with the primaries').
+    entry: Conn,
     /// One plain writer per primary.
     shards: Vec<Primary>,
     /// The shard serving each slot.
@@ -383,7 +388,7 @@ pub struct ClusterTarget {
 
 impl ClusterTarget {
     /// The plain writer of every primary.
-    pub(crate) fn primaries_mut(&mut self) -> Vec<&mut TargetWriter> {
+    pub(crate) fn primaries_mut(&mut self) -> Vec<&mut Conn> {
         self.shards.iter_mut().map(|p| &mut p.writer).collect()
     }
 
@@ -535,10 +540,10 @@ impl ClusterTarget {
         let mut bytes = 0;
         for (i, argv) in commands.iter().enumerate() {
             if asking && (i == 0 || !transaction) {
-                primary.writer.push_direct(&[b"ASKING"], None).await?;
+                primary.writer.push(&[b"ASKING"], None).await?;
             }
             bytes += argv.iter().map(Bytes::len).sum::<usize>();
-            primary.writer.push_direct(argv, None).await?;
+            primary.writer.push(argv, None).await?;
         }
         let end = primary.writer.commands_pushed();
         primary.unanswered.push_back(Unit {
@@ -700,7 +705,7 @@ impl ClusterTarget {
         for primary in &mut self.shards {
             if let Ok(frame) = primary
                 .writer
-                .query_direct(&[b"CLUSTER".as_slice(), b"SLOTS"])
+                .query(&[b"CLUSTER".as_slice(), b"SLOTS"])
                 .await
             {
                 if matches!(frame, Frame::Array(_)) {
@@ -737,7 +742,7 @@ impl ClusterTarget {
         losers.dedup();
         for loser in losers {
             let primary = &mut self.shards[usize::from(loser)];
-            let role = primary.writer.query_direct(&[b"ROLE".as_slice()]).await;
+            let role = primary.writer.query(&[b"ROLE".as_slice()]).await;
             let still_primary = match &role {
                 Ok(Frame::Array(items)) => items
                     .first()
@@ -1018,24 +1023,26 @@ impl ClusterTarget {
 
     pub(crate) async fn flush(&mut self) -> Result<(), ApplyError> {
         for primary in &mut self.shards {
-            primary.writer.flush_direct().await?;
+            primary.writer.flush().await?;
         }
         Ok(())
     }
 
     /// The identities of the primaries' connections.
-    pub(crate) fn identities(&self) -> Vec<crate::apply::ClientIdentity> {
-        self.shards
+    pub(crate) fn identities(&self) -> Vec<crate::conn::ClientIdentity> {
+        let entry = self.entry.identity().cloned();
+        let primaries = self
+            .shards
             .iter()
-            .flat_map(|p| p.writer.identities())
-            .collect()
+            .filter_map(|p| p.writer.identity().cloned());
+        entry.into_iter().chain(primaries).collect()
     }
 
     /// [`TargetWriter::check_answering`] of every primary.
     pub(crate) fn check_answering(&self) -> Result<(), ApplyError> {
         self.shards
             .iter()
-            .try_for_each(|p| p.writer.check_answering_direct())
+            .try_for_each(|p| p.writer.check_answering())
     }
 
     /// The latest byte from any primary.
@@ -1048,7 +1055,7 @@ impl ClusterTarget {
 
     pub(crate) async fn poll_replies(&mut self) -> Result<(), ApplyError> {
         for index in 0..self.shards.len() {
-            self.shards[index].writer.poll_replies_direct().await?;
+            self.shards[index].writer.poll_replies().await?;
             self.collect_answered(index)?;
         }
         if !self.failed.is_empty() {
@@ -1067,7 +1074,7 @@ impl ClusterTarget {
         loop {
             self.flush().await?;
             for index in 0..self.shards.len() {
-                self.shards[index].writer.drain_direct().await?;
+                self.shards[index].writer.drain().await?;
                 self.collect_answered(index)?;
             }
             let Some(first) = self.failed.first() else {
@@ -1149,7 +1156,7 @@ impl ClusterTarget {
         };
         self.shards[shard]
             .writer
-            .query_direct(&argv)
+            .query(&argv)
             .await
             .map_err(redirected)
     }
