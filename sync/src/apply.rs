@@ -3,4 +3,3 @@
 //! [`crate::conn`], the target (standalone or cluster) [`crate::target`].
 
 pub use crate::conn::{ApplyError, ApplyOptions, ClientIdentity, Position};
-pub use crate::target::Target as TargetWriter;

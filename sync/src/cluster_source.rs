@@ -62,23 +62,11 @@ use std::path::PathBuf;
 
 use crate::conn::{ApplyOptions, Conn};
 use crate::endpoint::Endpoint;
-use crate::engine::{SyncError, SyncOptions};
+use crate::engine::error::SyncError;
+pub use crate::engine::options::SourceCluster;
+use crate::engine::options::SyncOptions;
 use crate::resp::Frame;
 use crate::slots::{node_address, parse_cluster_slots, Shard};
-
-/// Where a shard task finds its cluster and which slots are its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceCluster {
-    /// Nodes to ask for the slot map (any one that answers will do).
-    pub seeds: Vec<Endpoint>,
-    /// The shard's slot ranges at discovery (inclusive).
-    pub slots: Vec<(u16, u16)>,
-    /// Replicate from one of the shard's replicas instead of its primary (the DTS
-    /// "use slave node" option: the primary serves no full-sync snapshot); the
-    /// heartbeat is still written on the primary. A shard without a replica is read
-    /// from its primary, with a warning.
-    pub from_replica: bool,
-}
 
 /// Where a shard task reads and where it writes its heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 //! its key and the reply, and nothing after it counts as applied. `-OOM` on the
 //! target is such an error, so the checkpoint never advances past a write the
 //! target refused. (A primary of a cluster target records redirections instead,
-//! [`Conn::record_redirections`], for its router to send again.)
+//! `Conn::record_redirections`, for its router to send again.)
 //!
 //! A server that stops answering (a frozen host, a black-holed flow) is bounded by
 //! `reply_timeout` (`--target-timeout`): every wait for a reply and every write is,
@@ -32,7 +32,7 @@
 //!
 //! Never: count a position applied before its reply arrived, send what a gate
 //! holds before the gate opens, or put a password in a message (AUTH's arguments
-//! never reach a [`Label`]).
+//! never reach a `Label`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -77,6 +77,9 @@ pub enum ApplyError {
         command: String,
         reply: String,
     },
+    /// The target's checkpoint key holds something else than a checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// What a cluster target cannot take (see [`crate::cluster`]).
     #[error("cluster target: {0}")]
     Cluster(String),

@@ -162,17 +162,13 @@ impl Settler<'_> {
     /// is asked (the one owning the key's slot answers; the others redirect).
     async fn marker_value(&self, writer: &mut Target) -> Result<Option<String>, ApplyError> {
         let get: [&[u8]; 2] = [b"GET", &self.marker_key];
-        let replies = if writer.is_cluster() {
-            writer.drain().await?;
-            let mut replies = Vec::new();
-            for node in writer.cluster_primaries_mut() {
-                replies.push(node.query(&get).await?);
-            }
-            replies
-        } else {
-            writer.query(&[b"SELECT".as_slice(), b"0"]).await?;
-            vec![writer.query(&get).await?]
-        };
+        // Database 0 on a standalone target; every primary of a cluster.
+        writer.select(0).await?;
+        writer.drain().await?;
+        let mut replies = Vec::new();
+        for node in writer.nodes_mut() {
+            replies.push(node.query(&get).await?);
+        }
         let mut value = None;
         for reply in replies {
             match reply.as_error() {
@@ -193,12 +189,9 @@ impl Settler<'_> {
         pending: &PendingSettle,
     ) -> Result<(), ApplyError> {
         let value = format!("{} {}", pending.after_offset, pending.guard_until_ms);
-        writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+        writer.select(0).await?;
         writer
-            .push(
-                &[b"SET".as_slice(), &self.marker_key, value.as_bytes()],
-                None,
-            )
+            .write(&[b"SET".as_slice(), &self.marker_key, value.as_bytes()])
             .await?;
         writer.drain().await
     }
@@ -227,18 +220,11 @@ impl Settler<'_> {
                 "the target cluster is migrating slots: the TTL guards are settled once it is not"
             );
         }
-        writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+        writer.select(0).await?;
         if settled.is_some() {
-            writer
-                .push(&[b"DEL".as_slice(), &self.marker_key], None)
-                .await?;
+            writer.write(&[b"DEL".as_slice(), &self.marker_key]).await?;
         }
-        writer
-            .push(
-                &[b"SELECT".as_slice(), current_db.to_string().as_bytes()],
-                None,
-            )
-            .await?;
+        writer.select(current_db).await?;
         writer.drain().await?;
         Ok(settled)
     }
@@ -251,9 +237,7 @@ impl Settler<'_> {
         let mut total = Settled::default();
         let holding_keys = writer.keyspace_dbs().await?;
         for db in self.filter.owned_target_dbs(holding_keys) {
-            writer
-                .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
-                .await?;
+            writer.select(db).await?;
             for pattern in self.filter.scan_patterns() {
                 for node in writer.nodes_mut() {
                     total = add(total, self.settle_scan(node, &pattern, range).await?);
@@ -270,7 +254,7 @@ impl Settler<'_> {
     ) -> Result<Option<Settled>, ApplyError> {
         writer.drain().await?;
         let mut total = Settled::default();
-        for node in writer.cluster_primaries_mut() {
+        for node in writer.nodes_mut() {
             if is_migrating(node).await? {
                 return Ok(None);
             }

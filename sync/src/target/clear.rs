@@ -28,23 +28,23 @@ impl Target {
     ) -> Result<u64, ApplyError> {
         match scope {
             ClearScope::Everything => {
-                self.push(&[b"FLUSHALL".as_slice()], None).await?;
+                self.write(&[b"FLUSHALL".as_slice()]).await?;
                 self.drain().await?;
                 Ok(0)
             }
             ClearScope::Databases(dbs) => {
                 for db in dbs {
-                    self.query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
-                        .await?;
-                    self.push(&[b"FLUSHDB".as_slice()], None).await?;
+                    self.select(*db).await?;
+                    self.write(&[b"FLUSHDB".as_slice()]).await?;
                 }
-                self.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+                self.select(0).await?;
                 self.drain().await?;
                 Ok(0)
             }
             ClearScope::Keys { dbs, patterns } => match self {
-                Target::Standalone(conn) => {
-                    clear_keys_standalone(conn, dbs.as_deref(), patterns, &owns_key).await
+                Target::Standalone(_) => {
+                    self.clear_keys_standalone(dbs.as_deref(), patterns, &owns_key)
+                        .await
                 }
                 Target::Cluster(_) => self.clear_keys_cluster(patterns, &owns_key).await,
             },
@@ -68,34 +68,35 @@ impl Target {
         Ok(unlinked)
     }
 
+    async fn clear_keys_standalone(
+        &mut self,
+        dbs: Option<&[u32]>,
+        patterns: &[Vec<u8>],
+        owns_key: &impl Fn(&[u8]) -> bool,
+    ) -> Result<u64, ApplyError> {
+        let dbs = match dbs {
+            Some(dbs) => dbs.to_vec(),
+            None => self.keyspace_dbs().await?,
+        };
+        let mut unlinked = 0;
+        for db in dbs {
+            self.select(db).await?;
+            for node in self.nodes_mut() {
+                for pattern in patterns {
+                    unlinked += unlink_owned(node, pattern, false, owns_key).await?;
+                }
+            }
+        }
+        self.select(0).await?;
+        self.drain().await?;
+        Ok(unlinked)
+    }
+
     /// The databases of the target that hold keys (`INFO keyspace`).
     pub(crate) async fn keyspace_dbs(&mut self) -> Result<Vec<u32>, ApplyError> {
         let info = self.query(&[b"INFO".as_slice(), b"keyspace"]).await?;
         Ok(keyspace_dbs_of(&info))
     }
-}
-
-async fn clear_keys_standalone(
-    conn: &mut Conn,
-    dbs: Option<&[u32]>,
-    patterns: &[Vec<u8>],
-    owns_key: &impl Fn(&[u8]) -> bool,
-) -> Result<u64, ApplyError> {
-    let dbs = match dbs {
-        Some(dbs) => dbs.to_vec(),
-        None => keyspace_dbs_of(&conn.query(&[b"INFO".as_slice(), b"keyspace"]).await?),
-    };
-    let mut unlinked = 0;
-    for db in dbs {
-        conn.query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
-            .await?;
-        for pattern in patterns {
-            unlinked += unlink_owned(conn, pattern, false, owns_key).await?;
-        }
-    }
-    conn.push(&[b"SELECT".as_slice(), b"0"], None).await?;
-    conn.drain().await?;
-    Ok(unlinked)
 }
 
 /// The databases an `INFO keyspace` reply lists.

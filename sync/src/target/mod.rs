@@ -14,11 +14,17 @@
 //! bookkeeping (checkpoint keys, skip entries); count a position applied before
 //! the target answered everything up to it.
 
+mod batch;
 mod clear;
 pub mod cluster;
+mod standalone;
+
+pub use batch::{record_start, TargetBatch, BATCH_COMMANDS_MAX};
+pub use standalone::Standalone;
 
 use std::time::Instant;
 
+use crate::checkpoint::Checkpoint;
 use crate::conn::{ApplyError, ApplyOptions, ClientIdentity, Conn, Position};
 use crate::endpoint::Endpoint;
 use crate::resp::Frame;
@@ -30,7 +36,7 @@ use cluster::ClusterTarget;
 // per command); the router is boxed.
 #[allow(clippy::large_enum_variant)]
 pub enum Target {
-    Standalone(Conn),
+    Standalone(Standalone),
     Cluster(Box<ClusterTarget>),
 }
 
@@ -45,7 +51,7 @@ impl Target {
     ) -> Result<Target, ApplyError> {
         let mut conn = Conn::connect(endpoint, options.clone()).await?;
         if !cluster::is_cluster_node(&mut conn).await? {
-            return Ok(Target::Standalone(conn));
+            return Ok(Target::Standalone(Standalone::new(conn, checkpoint_key)));
         }
         let router = ClusterTarget::connect(conn, endpoint, options, checkpoint_key).await?;
         Ok(Target::Cluster(Box::new(router)))
@@ -59,7 +65,7 @@ impl Target {
     /// The identities of the target's connections (a cluster target's primaries).
     pub fn identities(&self) -> Vec<ClientIdentity> {
         match self {
-            Target::Standalone(conn) => conn.identity().cloned().into_iter().collect(),
+            Target::Standalone(s) => s.conn.identity().cloned().into_iter().collect(),
             Target::Cluster(cluster) => cluster.identities(),
         }
     }
@@ -76,16 +82,7 @@ impl Target {
     /// Every connection that writes: the standalone one, or each primary's.
     pub(crate) fn nodes_mut(&mut self) -> Vec<&mut Conn> {
         match self {
-            Target::Standalone(conn) => vec![conn],
-            Target::Cluster(cluster) => cluster.primaries_mut(),
-        }
-    }
-
-    /// The plain connections of a cluster target's primaries (none for a standalone
-    /// target): for what must visit every node, such as a SCAN of all its keys.
-    pub(crate) fn cluster_primaries_mut(&mut self) -> Vec<&mut Conn> {
-        match self {
-            Target::Standalone(_) => Vec::new(),
+            Target::Standalone(s) => vec![&mut s.conn],
             Target::Cluster(cluster) => cluster.primaries_mut(),
         }
     }
@@ -109,30 +106,94 @@ impl Target {
         }
     }
 
-    /// Queues one command; `position` marks it as completing that stream position.
-    pub async fn push<A: AsRef<[u8]>>(
-        &mut self,
-        argv: &[A],
-        position: Option<Position>,
-    ) -> Result<(), ApplyError> {
+    /// Opens a target transaction. The policy is the target's own: a standalone
+    /// target holds the new transaction back until the last one is answered (a
+    /// refused transaction is never followed by one that went through); a cluster
+    /// target drains first (its transactions are per slot, one per slot between
+    /// drains).
+    pub async fn begin(&mut self) -> Result<(), ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.push(argv, position).await,
-            Target::Cluster(cluster) => cluster.push(argv, position).await,
+            Target::Standalone(s) => s.begin().await,
+            Target::Cluster(cluster) => {
+                cluster.drain().await?;
+                cluster.begin();
+                Ok(())
+            }
         }
     }
 
-    /// See [`Conn::hold_until_answered`]; a cluster target drains instead.
-    pub async fn hold_until_answered(&mut self) -> Result<(), ApplyError> {
+    /// Selects target database `db` for the commands that follow.
+    pub async fn select(&mut self, db: u32) -> Result<(), ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.hold_until_answered().await,
-            Target::Cluster(cluster) => cluster.drain().await,
+            Target::Standalone(s) => s.select(db).await,
+            Target::Cluster(cluster) => {
+                cluster.select(db);
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes one command (inside the open transaction, if any). Waits for replies
+    /// when too many commands are unanswered.
+    pub async fn write<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<(), ApplyError> {
+        match self {
+            Target::Standalone(s) => s.conn.push(argv, None).await,
+            Target::Cluster(cluster) => cluster.write(argv).await,
+        }
+    }
+
+    /// Commits the open transaction at stream position `at`, with `checkpoint`
+    /// recorded inside it (none when the stream has no replication id: SYNC).
+    pub async fn commit(
+        &mut self,
+        checkpoint: Option<&Checkpoint>,
+        at: Position,
+    ) -> Result<(), ApplyError> {
+        match self {
+            Target::Standalone(s) => s.commit(checkpoint, at).await,
+            Target::Cluster(cluster) => cluster.commit(checkpoint, at).await,
+        }
+    }
+
+    /// Drops the open transaction.
+    pub async fn discard(&mut self) -> Result<(), ApplyError> {
+        match self {
+            Target::Standalone(s) => s.discard().await,
+            Target::Cluster(cluster) => {
+                cluster.discard();
+                Ok(())
+            }
+        }
+    }
+
+    /// Records `checkpoint` outside the stream (after a full copy: every slot of a
+    /// cluster starts from it) and waits until it is written. Leaves database 0
+    /// selected.
+    pub async fn record_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        match self {
+            Target::Standalone(s) => s.record_checkpoint(checkpoint).await,
+            Target::Cluster(cluster) => cluster.record_checkpoint(checkpoint).await,
+        }
+    }
+
+    /// The checkpoint the target holds (a cluster's lowest slot checkpoint), if
+    /// any. A value that is not a checkpoint, or an error reply, is an error,
+    /// never "no checkpoint". Leaves database 0 selected.
+    pub async fn read_checkpoint(&mut self, key: &[u8]) -> Result<Option<Checkpoint>, ApplyError> {
+        let value = match self {
+            Target::Standalone(s) => s.read_checkpoint().await?,
+            Target::Cluster(cluster) => cluster.read_checkpoint().await?,
+        };
+        match value {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(Checkpoint::parse_target_value(key, &bytes)?)),
         }
     }
 
     /// Whether commands are held back waiting for replies.
     pub fn is_holding(&self) -> bool {
         match self {
-            Target::Standalone(conn) => conn.is_holding(),
+            Target::Standalone(s) => s.conn.is_holding(),
             Target::Cluster(_) => false,
         }
     }
@@ -141,7 +202,7 @@ impl Target {
     /// (cancel-safe, for `select!`); never for a target that holds nothing back.
     pub async fn replies_arrived(&mut self) -> Result<(), ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.replies_arrived().await,
+            Target::Standalone(s) => s.conn.replies_arrived().await,
             Target::Cluster(_) => std::future::pending().await,
         }
     }
@@ -149,7 +210,7 @@ impl Target {
     /// Marks `position` as reached once everything queued so far is answered.
     pub fn mark_position(&mut self, position: Position) {
         match self {
-            Target::Standalone(conn) => conn.mark_position(position),
+            Target::Standalone(s) => s.conn.mark_position(position),
             Target::Cluster(cluster) => cluster.mark_position(position),
         }
     }
@@ -157,7 +218,7 @@ impl Target {
     /// Writes what is buffered.
     pub async fn flush(&mut self) -> Result<(), ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.flush().await,
+            Target::Standalone(s) => s.conn.flush().await,
             Target::Cluster(cluster) => cluster.flush().await,
         }
     }
@@ -165,7 +226,7 @@ impl Target {
     /// Fails when commands have waited `reply_timeout` with no byte from the target.
     pub fn check_answering(&self) -> Result<(), ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.check_answering(),
+            Target::Standalone(s) => s.conn.check_answering(),
             Target::Cluster(cluster) => cluster.check_answering(),
         }
     }
@@ -174,7 +235,7 @@ impl Target {
     /// primaries); `None` before any.
     pub fn last_reply_at(&self) -> Option<Instant> {
         match self {
-            Target::Standalone(conn) => conn.last_reply_at(),
+            Target::Standalone(s) => s.conn.last_reply_at(),
             Target::Cluster(cluster) => cluster.last_reply_at(),
         }
     }
@@ -182,7 +243,7 @@ impl Target {
     /// Reads the replies that have already arrived, without waiting.
     pub async fn poll_replies(&mut self) -> Result<(), ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.poll_replies().await,
+            Target::Standalone(s) => s.conn.poll_replies().await,
             Target::Cluster(cluster) => cluster.poll_replies().await,
         }
     }
@@ -190,7 +251,7 @@ impl Target {
     /// Flushes and waits until everything queued is answered.
     pub async fn drain(&mut self) -> Result<(), ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.drain().await,
+            Target::Standalone(s) => s.conn.drain().await,
             Target::Cluster(cluster) => cluster.drain().await,
         }
     }
@@ -198,7 +259,7 @@ impl Target {
     /// Position of the last command (or marked entry) the target has answered.
     pub fn applied(&self) -> Option<Position> {
         match self {
-            Target::Standalone(conn) => conn.applied(),
+            Target::Standalone(s) => s.conn.applied(),
             Target::Cluster(cluster) => cluster.applied(),
         }
     }
@@ -206,7 +267,7 @@ impl Target {
     /// Commands answered since the start.
     pub fn applied_commands(&self) -> u64 {
         match self {
-            Target::Standalone(conn) => conn.applied_commands(),
+            Target::Standalone(s) => s.conn.applied_commands(),
             Target::Cluster(cluster) => cluster.applied_commands(),
         }
     }
@@ -214,7 +275,7 @@ impl Target {
     /// Commands sent (or queued) and not yet answered.
     pub fn in_flight(&self) -> usize {
         match self {
-            Target::Standalone(conn) => conn.in_flight(),
+            Target::Standalone(s) => s.conn.in_flight(),
             Target::Cluster(cluster) => cluster.in_flight(),
         }
     }
@@ -223,7 +284,7 @@ impl Target {
     /// queued before it.
     pub async fn query<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<Frame, ApplyError> {
         match self {
-            Target::Standalone(conn) => conn.query(argv).await,
+            Target::Standalone(s) => s.conn.query(argv).await,
             Target::Cluster(cluster) => cluster.query(argv).await,
         }
     }

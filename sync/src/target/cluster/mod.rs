@@ -2,11 +2,13 @@
 //! connection per primary, with an exact checkpoint per slot.
 //!
 //! A cluster is recognised from the URL of any of its nodes (`INFO cluster` says
-//! `cluster_enabled:1`); no option is needed. [`connect_target`] then reads the slot
-//! map (`CLUSTER SLOTS`, which 6.2, 7.0 and 8.2 all answer), opens a plain
-//! [`TargetWriter`] to every primary and turns the writer it returns into a router:
-//! the engine, the full copy and the filter write to it exactly as to a standalone
-//! target, and [`ClusterTarget`] gives every command the meaning it needs here.
+//! `cluster_enabled:1`); no option is needed. [`crate::target::Target::connect`] then reads the slot
+//! map (`CLUSTER SLOTS`, which 6.2, 7.0 and 8.2 all answer) and opens a plain
+//! [`Conn`] to every primary. The engine and the full copy hold a
+//! [`crate::target::Target`] and call its explicit operations (begin, select,
+//! write, commit, discard, record and read the checkpoint); [`ClusterTarget`] is
+//! what they become here. It routes the units it is told about and never reads
+//! the caller's intent back out of the commands.
 //!
 //! # Exactness: one checkpoint per slot
 //! A standalone target records the stream position in the same MULTI/EXEC as the
@@ -18,7 +20,7 @@
 //! (in stream order within the slot) changes no outcome. A new session resumes from
 //! the **lowest** slot checkpoint, and a slot skips every stream command at or below
 //! its own checkpoint (the engine tells the router each command's offset,
-//! [`TargetWriter::set_stream_position`]): nothing is applied twice (INCR stays exact)
+//! [`crate::target::Target::set_stream_position`]): nothing is applied twice (INCR stays exact)
 //! and nothing is skipped, whatever is killed when. The checkpoint key lives in its
 //! slot, so it moves with the slot's keys when the slot migrates, and it replicates
 //! in the same transaction as the data, so a promoted replica that missed the last
@@ -100,8 +102,7 @@
 //! # Removing only some keys
 //! A full resync over stale data with key prefix rules, and the FLUSHALL of one shard
 //! of a cluster source, remove only the task's keys: every primary is scanned
-//! ([`TargetWriter::cluster_primaries_mut`]) and its owned keys unlinked one per
-//! command (see [`crate::filter::Filter::clear_target`]).
+//! and its owned keys unlinked one per command (see [`crate::target::Target::clear`]).
 
 pub mod cross_slot;
 
@@ -147,7 +148,6 @@ impl ClusterTarget {
             owners,
             seed: endpoint.clone(),
             options,
-            checkpoint_key: checkpoint_key.to_vec(),
             slot_keys: slot_checkpoint_keys(checkpoint_key),
             holds_through: vec![-1; SLOTS],
             written: vec![-1; SLOTS],
@@ -333,7 +333,7 @@ const FAILED_UNITS_MAX: usize = 1024;
 /// nodes) before it ends and the next one starts from the slots' checkpoints.
 pub const MIGRATION_WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// The router behind a [`TargetWriter`] whose target is a cluster (see the module
+/// The router of a [`crate::target::Target`] that is a cluster (see the module
 /// doc).
 pub struct ClusterTarget {
     /// The connection the cluster was found through (its identity is fenced by the
@@ -346,7 +346,6 @@ pub struct ClusterTarget {
     /// The target URL, for connecting to primaries the cluster names later.
     seed: Endpoint,
     options: ApplyOptions,
-    checkpoint_key: Vec<u8>,
     /// Each slot's checkpoint key.
     slot_keys: Vec<Bytes>,
     /// Per slot, the offset of its checkpoint when the session started: stream
@@ -407,71 +406,91 @@ impl ClusterTarget {
         self.skip_keys = slot_checkpoint_keys(skip_key);
     }
 
-    pub(crate) async fn push<A: AsRef<[u8]>>(
+    /// Opens a target transaction: from now on each slot's commands are queued in
+    /// that slot's transaction until [`ClusterTarget::commit`]. (The caller drains
+    /// first: a slot has at most one transaction between drains.)
+    pub(crate) fn begin(&mut self) {
+        debug_assert!(
+            self.queued_slots.is_empty(),
+            "a transaction is already open"
+        );
+        self.in_multi = true;
+    }
+
+    /// The target database the stream has selected (a keyed command outside
+    /// database 0 stops the task: a cluster has no other).
+    pub(crate) fn select(&mut self, db: u32) {
+        self.db = db;
+    }
+
+    /// Routes one command by its keys' slots.
+    pub(crate) async fn write<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<(), ApplyError> {
+        let argv: Vec<Bytes> = argv
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_ref()))
+            .collect();
+        self.route(&argv).await
+    }
+
+    /// Sends the open transaction as one transaction per slot it wrote, each with
+    /// that slot's checkpoint when given; `at` counts as applied once every
+    /// primary has answered it.
+    pub(crate) async fn commit(
         &mut self,
-        argv: &[A],
-        position: Option<Position>,
+        checkpoint: Option<&Checkpoint>,
+        at: Position,
     ) -> Result<(), ApplyError> {
-        let name = argv.first().map_or(&[][..], |a| a.as_ref());
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is("MULTI") {
-            self.in_multi = true;
-        } else if is("EXEC") {
-            // A checkpoint normally closed the slots' transactions already.
-            self.close_slots(None).await?;
-            self.in_multi = false;
-        } else if is("DISCARD") {
-            for slot in std::mem::take(&mut self.queued_slots) {
-                self.queued[usize::from(slot)].clear();
-            }
-            self.in_multi = false;
-        } else if is("SELECT") {
-            self.db = argv
-                .get(1)
-                .and_then(|a| std::str::from_utf8(a.as_ref()).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(u32::MAX);
-        } else if is("SET")
-            && argv
-                .get(1)
-                .is_some_and(|k| k.as_ref() == self.checkpoint_key)
-        {
-            let value = argv.get(2).map_or(&[][..], |v| v.as_ref());
-            self.write_checkpoint(value).await?;
-        } else {
-            let argv: Vec<Bytes> = argv
-                .iter()
-                .map(|a| Bytes::copy_from_slice(a.as_ref()))
-                .collect();
-            self.route(&argv).await?;
+        if let Some(checkpoint) = checkpoint {
+            self.write_checkpoint(checkpoint).await?;
         }
-        if let Some(position) = position {
-            self.mark_position(position);
-        }
+        self.close_slots(None).await?;
+        self.in_multi = false;
+        self.mark_position(at);
         Ok(())
+    }
+
+    /// Forgets the open transaction's commands (a source transaction that did
+    /// not arrive whole).
+    pub(crate) fn discard(&mut self) {
+        for slot in std::mem::take(&mut self.queued_slots) {
+            self.queued[usize::from(slot)].clear();
+        }
+        self.in_multi = false;
+    }
+
+    /// Records `checkpoint` in every slot outside the stream (after a full copy)
+    /// and waits for it.
+    pub(crate) async fn record_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ApplyError> {
+        self.db = 0;
+        self.write_checkpoint(checkpoint).await?;
+        self.drain().await
+    }
+
+    /// The lowest slot checkpoint's value (where the stream resumes), after reading
+    /// every slot's checkpoint and skip entries.
+    pub(crate) async fn read_checkpoint(&mut self) -> Result<Option<Vec<u8>>, ApplyError> {
+        self.drain().await?;
+        self.db = 0;
+        let lowest = self.read_checkpoints().await?;
+        Ok(lowest.as_bytes().map(<[u8]>::to_vec))
     }
 
     /// A checkpoint from the engine: inside the stream it closes every slot's
     /// transaction with it; outside (after a full copy) every slot starts from it.
-    async fn write_checkpoint(&mut self, value: &[u8]) -> Result<(), ApplyError> {
-        let text = String::from_utf8_lossy(value).into_owned();
-        let mut words = text.split_whitespace();
-        let (Some(replid), Some(offset), Some(db)) = (
-            words.next(),
-            words.next().and_then(|o| o.parse::<i64>().ok()),
-            words.next(),
-        ) else {
-            return Err(ApplyError::Cluster(format!("not a checkpoint: {text:?}")));
-        };
-        self.last_value = Some((replid.to_owned(), db.to_owned()));
+    async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let value = crate::target::standalone::checkpoint_value(checkpoint);
+        let offset = checkpoint.offset;
+        self.last_value = Some((checkpoint.replid.clone(), checkpoint.db.to_string()));
         if self.stream_offset == OUTSIDE_STREAM {
             self.holds_through.iter_mut().for_each(|h| *h = -1);
             self.skips.clear();
             self.skip_entries.clear();
             return self.checkpoint_every_slot(offset, |_| true).await;
         }
-        self.close_slots(Some((offset, Bytes::copy_from_slice(value))))
-            .await?;
+        self.close_slots(Some((offset, Bytes::from(value)))).await?;
         if self.last_refresh.elapsed() >= REFRESH_INTERVAL {
             self.last_refresh = Instant::now();
             if let Some(answered) = self.applied() {
@@ -1038,7 +1057,7 @@ impl ClusterTarget {
         entry.into_iter().chain(primaries).collect()
     }
 
-    /// [`TargetWriter::check_answering`] of every primary.
+    /// [`Conn::check_answering`] of every primary.
     pub(crate) fn check_answering(&self) -> Result<(), ApplyError> {
         self.shards
             .iter()
@@ -1130,17 +1149,6 @@ impl ClusterTarget {
         self.drain().await?;
         let name = argv.first().map_or(&[][..], |a| a.as_ref());
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is("SELECT") {
-            self.push(argv, None).await?;
-            return Ok(Frame::Simple(Bytes::from_static(b"OK")));
-        }
-        if is("GET")
-            && argv
-                .get(1)
-                .is_some_and(|k| k.as_ref() == self.checkpoint_key)
-        {
-            return self.read_checkpoints().await;
-        }
         if is("SCAN") || is("KEYS") {
             return Err(ApplyError::Cluster(
                 "the target's keys cannot be listed as one keyspace here (a full resync with key prefix rules into a cluster target is not supported: empty the target's task keys by hand)".to_owned(),
