@@ -420,6 +420,13 @@ impl Conn {
             role,
         });
         self.pushed += 1;
+        // Invariant: the window is bounded (the refill above keeps it so).
+        debug_assert!(
+            self.pending.len() <= self.options.in_flight_max.max(1),
+            "{} commands in flight, at most {}",
+            self.pending.len(),
+            self.options.in_flight_max
+        );
         if self.out.len() >= self.options.batch_bytes_max {
             // Held bytes wait for their gate rather than grow without bound.
             self.open_gate().await?;

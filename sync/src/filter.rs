@@ -790,6 +790,30 @@ mod tests {
     }
 
     #[test]
+    fn the_clear_scope_follows_the_rules() {
+        assert_eq!(Filter::default().clear_scope(), ClearScope::Everything);
+        let dbs = Filter {
+            dbs: vec![2],
+            db_map: vec![(2, 5)],
+            ..Filter::default()
+        };
+        assert_eq!(dbs.clear_scope(), ClearScope::Databases(vec![5]));
+        assert_eq!(dbs.owned_target_dbs(vec![0, 5, 7]), vec![5]);
+        assert_eq!(Filter::default().owned_target_dbs(vec![0, 7]), vec![0, 7]);
+        let prefix = Filter {
+            include_prefixes: vec![b"a:".to_vec()],
+            ..Filter::default()
+        };
+        assert_eq!(
+            prefix.clear_scope(),
+            ClearScope::Keys {
+                dbs: None,
+                patterns: vec![b"a:*".to_vec()]
+            }
+        );
+    }
+
+    #[test]
     fn prefixes_become_escaped_scan_patterns() {
         assert_eq!(glob_prefix(b"user:"), b"user:*");
         assert_eq!(glob_prefix(b"a*b?[c]\\"), b"a\\*b\\?\\[c\\]\\\\*");
