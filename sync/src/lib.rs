@@ -33,9 +33,8 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod clock;
-pub mod cluster;
 pub mod cluster_source;
-pub mod cross_slot;
+pub mod conn;
 pub mod endpoint;
 pub mod engine;
 pub mod filter;
@@ -46,5 +45,10 @@ pub mod precheck;
 pub mod rdb;
 pub mod resp;
 pub mod slots;
+pub mod target;
 pub mod throttle;
 pub mod ttl_guard;
+
+// The old paths of the target's modules.
+pub use target::cluster;
+pub use target::cluster::cross_slot;
