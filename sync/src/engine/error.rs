@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::apply::ApplyError;
 use crate::checkpoint::CheckpointError;
 use crate::filter::FilterError;
-use crate::link::LinkError;
 use crate::load::LoadError;
 use crate::rdb::RdbError;
+use crate::source::replica::LinkError;
 
 /// Why the task stopped with an error.
 #[derive(Debug, thiserror::Error)]

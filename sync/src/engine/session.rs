@@ -16,8 +16,8 @@ use crate::apply::{ClientIdentity, Position, TargetWriter};
 use crate::checkpoint::CheckpointStore;
 use crate::cross_slot::SourceCopier;
 use crate::endpoint::Endpoint;
-use crate::link::{LinkError, PsyncReply, ReplicaLink};
 use crate::resp::Entry;
+use crate::source::replica::{LinkError, PsyncReply, ReplicaLink};
 use crate::ttl_guard::{PendingSettle, Settled, Settler, TTL_GUARD_KEY};
 
 use super::batch::{record_start, target_checkpoint, TargetBatch, BATCH_COMMANDS_MAX};
