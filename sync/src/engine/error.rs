@@ -104,3 +104,53 @@ fn is_passing_refusal(reply: &str) -> bool {
         .iter()
         .any(|p| reply.starts_with(p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(reply: &str) -> SyncError {
+        SyncError::Apply(ApplyError::Rejected {
+            endpoint: "target".into(),
+            command: "SET".into(),
+            key: "k".into(),
+            reply: reply.into(),
+            hint: "",
+        })
+    }
+
+    #[test]
+    fn passing_refusals_are_retried_in_the_other_window_and_the_rest_end_the_task() {
+        for reply in [
+            "LOADING x",
+            "BUSY y",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "CLUSTERDOWN z",
+        ] {
+            assert_eq!(
+                rejected(reply).retry_class(),
+                Some(RetryClass::Other),
+                "{reply}"
+            );
+        }
+        for reply in [
+            "OOM command not allowed",
+            "WRONGTYPE",
+            "ERR unknown command",
+        ] {
+            assert!(!rejected(reply).is_retryable(), "{reply}");
+        }
+        assert_eq!(
+            SyncError::SourceTopology("no primary".into()).retry_class(),
+            Some(RetryClass::Connection)
+        );
+        for fatal in [
+            SyncError::Options("x".into()),
+            SyncError::Resharded("moved".into()),
+            SyncError::Stopped,
+        ] {
+            assert!(!fatal.is_retryable(), "{fatal}");
+        }
+    }
+}
