@@ -10,9 +10,9 @@ use std::time::Duration;
 use crate::apply::ApplyError;
 use crate::checkpoint::CheckpointError;
 use crate::filter::FilterError;
-use crate::link::LinkError;
 use crate::load::LoadError;
 use crate::rdb::RdbError;
+use crate::source::replica::LinkError;
 
 /// Why the task stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -103,4 +103,54 @@ fn is_passing_refusal(reply: &str) -> bool {
     ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"]
         .iter()
         .any(|p| reply.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(reply: &str) -> SyncError {
+        SyncError::Apply(ApplyError::Rejected {
+            endpoint: "target".into(),
+            command: "SET".into(),
+            key: "k".into(),
+            reply: reply.into(),
+            hint: "",
+        })
+    }
+
+    #[test]
+    fn passing_refusals_are_retried_in_the_other_window_and_the_rest_end_the_task() {
+        for reply in [
+            "LOADING x",
+            "BUSY y",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "CLUSTERDOWN z",
+        ] {
+            assert_eq!(
+                rejected(reply).retry_class(),
+                Some(RetryClass::Other),
+                "{reply}"
+            );
+        }
+        for reply in [
+            "OOM command not allowed",
+            "WRONGTYPE",
+            "ERR unknown command",
+        ] {
+            assert!(!rejected(reply).is_retryable(), "{reply}");
+        }
+        assert_eq!(
+            SyncError::SourceTopology("no primary".into()).retry_class(),
+            Some(RetryClass::Connection)
+        );
+        for fatal in [
+            SyncError::Options("x".into()),
+            SyncError::Resharded("moved".into()),
+            SyncError::Stopped,
+        ] {
+            assert!(!fatal.is_retryable(), "{fatal}");
+        }
+    }
 }

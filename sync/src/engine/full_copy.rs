@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::link::{LinkError, ReplicaLink};
 use crate::load::KeyLoader;
 use crate::rdb::{Event, Limits, ParseOptions, RdbError, RdbParser};
+use crate::source::replica::{LinkError, ReplicaLink};
 use crate::target::Target;
 
 use super::error::SyncError;
@@ -78,8 +78,8 @@ pub(super) async fn full_copy(
 ) -> Result<(ReplicaLink, KeyLoader), SyncError> {
     let mut transfer = link.rdb_transfer().await?;
     let bytes_total = match &transfer {
-        crate::link::RdbTransfer::Sized { remaining } => Some(*remaining),
-        crate::link::RdbTransfer::Diskless { .. } => None,
+        crate::source::replica::RdbTransfer::Sized { remaining } => Some(*remaining),
+        crate::source::replica::RdbTransfer::Diskless { .. } => None,
     };
     progress.send_modify(|p| {
         p.phase = Phase::FullCopy;

@@ -71,3 +71,27 @@ pub(super) fn info_text(frame: Frame) -> String {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rdb_versions_follow_the_redis_releases_and_garbage_reads_as_the_oldest() {
+        let cases = [
+            ("2.4.0", 5),
+            ("2.8.24", 6),
+            ("3.2.1", 7),
+            ("4.0.14", 8),
+            ("6.2.5", 9),
+            ("7.0.15", 10),
+            ("7.2.4", 11),
+            ("8.2.3", 12),
+            ("", 5),
+            ("x.y", 5),
+        ];
+        for (version, rdb) in cases {
+            assert_eq!(rdb_version_of(version), rdb, "{version}");
+        }
+    }
+}

@@ -30,6 +30,7 @@
 //! - this file: [`run`], the retry loop that starts one session after another;
 //! - `session`: one session, from PSYNC to stop or failure;
 //! - `full_copy`: the RDB through the parser into the target;
+//! - `resume`: the resume decision, pure (from checkpoints and the PSYNC answer);
 //! - `classify`, `heartbeat`, `reshard`, `saver`, `info`: the session's helpers.
 
 mod classify;
@@ -40,6 +41,7 @@ mod info;
 pub(crate) mod options;
 mod progress;
 mod reshard;
+mod resume;
 mod saver;
 mod session;
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use crate::apply::ApplyOptions;
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
-use crate::link::LinkOptions;
 use crate::load::LoadOptions;
+use crate::source::replica::LinkOptions;
 use crate::throttle::ThrottleOptions;
 
 /// What the task does.
@@ -62,7 +62,7 @@ pub struct SyncOptions {
     /// How often the heartbeat is written (whole seconds: it rides the ACK tick);
     /// its key lives three intervals, at least 60 s.
     pub heartbeat_interval: Duration,
-    /// Set for one shard of a cluster source (see [`crate::cluster_source`]): before
+    /// Set for one shard of a cluster source (see [`crate::source::cluster`]): before
     /// each session the task asks the cluster which primary serves its slots now.
     pub source_cluster: Option<SourceCluster>,
     /// Where the heartbeat is written when not on `source` (a shard read from its

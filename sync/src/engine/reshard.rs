@@ -1,5 +1,5 @@
 //! For a shard of a cluster source: a watcher that ends the stream when the shard's
-//! slots move (see [`crate::cluster_source`]).
+//! slots move (see [`crate::source::cluster`]).
 //!
 //! It only asks the cluster and tells the session; it never changes the task's
 //! endpoints (the retry loop does, before each session) and stops with the session.
@@ -12,7 +12,7 @@ use super::options::SyncOptions;
 /// For a shard of a cluster source: a task that asks the cluster every
 /// [`RESHARD_POLL`] whether the shard still serves exactly its slots, so that a
 /// reshard while the stream runs stops the task with the message of
-/// [`crate::cluster_source::SourceCluster::current_nodes`] instead of applying moved keys out of order.
+/// [`crate::source::cluster::SourceCluster::current_nodes`] instead of applying moved keys out of order.
 /// Stopped when dropped (the session ends).
 pub(super) struct ReshardWatch {
     moved: Option<tokio::sync::oneshot::Receiver<String>>,

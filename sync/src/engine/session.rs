@@ -16,8 +16,8 @@ use crate::checkpoint::CheckpointStore;
 use crate::conn::Conn;
 use crate::cross_slot::SourceCopier;
 use crate::endpoint::Endpoint;
-use crate::link::{LinkError, PsyncReply, ReplicaLink};
 use crate::resp::Entry;
+use crate::source::replica::{LinkError, ReplicaLink};
 use crate::target::Target;
 use crate::ttl_guard::{PendingSettle, Settled, Settler, TTL_GUARD_KEY};
 
@@ -29,6 +29,7 @@ use super::info::{info_text, source_position, target_rdb_version};
 use super::options::{Mode, SyncOptions, SKIP_KEY};
 use super::progress::{Phase, Progress};
 use super::reshard::ReshardWatch;
+use super::resume::{FileFix, Known, ResumePlan, Start};
 use super::saver::{save, BackgroundSaver};
 use crate::clock::unix_ms;
 use crate::target::{record_start, TargetBatch, BATCH_COMMANDS_MAX};
@@ -65,23 +66,15 @@ pub(super) async fn session(
     let mut link = ReplicaLink::connect(&options.source, &options.link).await?;
 
     // The target's own checkpoint key is exact (written with the data); the file may
-    // lag it by up to one checkpoint interval.
-    let on_target = writer.read_checkpoint(&options.checkpoint_key()).await?;
-    if let Some(exact) = &on_target {
-        if store.last() != Some(exact) {
-            // The file may hold a later offset of entries that applied nothing (PING):
-            // the target's position is the one to resume from and to count up from.
-            store.clear()?;
-            store.store(exact.clone())?;
-        }
-    }
-    // The file says a checkpoint was written, yet the target has no checkpoint key:
-    // the target lost what was written with it (restarted without persistence, or
-    // flushed). Resuming from the file would leave all of that missing, silently; so
-    // the task copies again, after clearing its keys. (Not in incremental-only mode,
-    // which never copies: there the file is the resume point.)
-    let target_lost_data =
-        on_target.is_none() && store.last().is_some() && options.mode != Mode::Incremental;
+    // lag it by up to one checkpoint interval (see super::resume for the decision).
+    let plan = ResumePlan::new(
+        Known {
+            on_target: writer.read_checkpoint(&options.checkpoint_key()).await?,
+            in_file: store.last().cloned(),
+            full_copy_interrupted: store.full_copy_interrupted(),
+        },
+        options.mode,
+    );
     // The TTL guards of a full copy that were not settled yet (lockstep stopped or
     // killed in between): settled once the stream passes the copy's end, whatever
     // this session does (see crate::ttl_guard).
@@ -93,29 +86,21 @@ pub(super) async fn session(
     let mut settle = settler
         .read_marker(&mut writer, options.load.ttl_guard)
         .await?;
-    if target_lost_data {
-        store.clear()?;
+    match &plan.file {
+        FileFix::Keep => {}
+        FileFix::Replace(exact) => {
+            store.clear()?;
+            store.store(exact.clone())?;
+        }
+        FileFix::Clear => store.clear()?,
     }
-    let resume = on_target
-        .as_ref()
-        .or(store.last())
-        .map(|cp| (cp.replid.clone(), cp.offset, cp.db));
-    // An incremental-only task with nowhere to resume from asks for a full resync
-    // (a source with no replica yet has no backlog to PSYNC into) and drops the
-    // snapshot: only what is written from then on is applied.
-    let skip_snapshot = resume.is_none() && options.mode == Mode::Incremental;
-    let reply = link
-        .psync(
-            resume
-                .as_ref()
-                .map(|(id, offset, _)| (id.as_str(), *offset)),
-        )
-        .await?;
-    let (replid, start_offset, db) = match reply {
-        PsyncReply::Continue { replid } => {
-            let (old_id, offset, db) = resume
-                .ok_or_else(|| SyncError::Internal("+CONTINUE without a resume point".into()))?;
-            let id = replid.unwrap_or(old_id);
+    let reply = link.psync(plan.psync_from()).await?;
+    let (replid, start_offset, db) = match plan.start(reply)? {
+        Start::Continue {
+            replid: id,
+            offset,
+            db,
+        } => {
             tracing::info!(
                 offset,
                 db,
@@ -129,7 +114,7 @@ pub(super) async fn session(
             writer.select(target_db).await?;
             (Some(id), offset, db)
         }
-        PsyncReply::FullResync { replid, offset } if skip_snapshot => {
+        Start::SkipSnapshot { replid, offset } => {
             let mut transfer = link.rdb_transfer().await?;
             while link.next_rdb_chunk(&mut transfer).await?.is_some() {}
             record_start(&mut writer, store, &replid, offset).await?;
@@ -139,15 +124,11 @@ pub(super) async fn session(
             );
             (Some(replid), offset, 0)
         }
-        PsyncReply::FullResync { replid, offset } => {
-            // The target may hold keys the source no longer has: from a checkpoint
-            // the source can no longer continue, or from a copy cut short.
-            let stale = match &resume {
-                Some((old_id, old_offset, _)) => Some(format!("the source could not continue from {old_id}:{old_offset} (backlog overrun or new history)")),
-                None if target_lost_data => Some("the target no longer holds lockstep's checkpoint key, which the checkpoint file says was written: it lost data (restarted without persistence, or flushed)".to_owned()),
-                None if store.full_copy_interrupted() => Some("an earlier full copy was cut short".to_owned()),
-                None => None,
-            };
+        Start::FullCopy {
+            replid,
+            offset,
+            stale,
+        } => {
             if let Some(why) = stale {
                 tracing::warn!("full resync: {why}; removing the task's keys from the target first so it ends equal to the source, not a superset");
                 writer
@@ -195,7 +176,7 @@ pub(super) async fn session(
             });
             (Some(replid), offset, 0)
         }
-        PsyncReply::Sync => {
+        Start::CopyWithoutPositions => {
             let (returned, loader) = unless_stopped(
                 &mut stop,
                 full_copy(link, &mut writer, target_rdb_version, 0, options, progress),
