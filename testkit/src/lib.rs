@@ -16,13 +16,20 @@
 //! - [`proxy`]: a TCP fault proxy (cut, black-hole, latency, bandwidth cap).
 //! - [`data`]: a seeded data set of every type in every encoding each version offers.
 //! - [`churn`]: a seeded, rate-paced workload of every synchronized write command.
+//! - [`command`]: "run this command line on this server" ([`Run`] on a connection,
+//!   [`RedisServer::run`]), a typed reply and an error naming the command.
 //! - [`info`]: small helpers to read `INFO` fields.
 //! - [`guard`]: the TTL guard invariant: no key left with a guard expiry (year 3000).
+//! - `harness` (feature `harness`): an engine task run in-process, catch-up waits and
+//!   verify's verdicts, shared by the chaos catalog and the end-to-end tests.
 
 pub mod churn;
+pub mod command;
 pub mod data;
 pub mod faults;
 pub mod guard;
+#[cfg(feature = "harness")]
+pub mod harness;
 pub mod info;
 pub mod proxy;
 pub mod server;
@@ -30,6 +37,7 @@ pub mod tls;
 pub mod topology;
 pub mod version;
 
+pub use command::Run;
 pub use proxy::FaultProxy;
 pub use server::{Auth, RedisServer, ServerConfig};
 pub use tls::TlsMaterial;

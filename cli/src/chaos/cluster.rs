@@ -70,11 +70,10 @@ async fn cluster_source_failover(pair: Pair, seed: u64) -> anyhow::Result<Outcom
     let dir = tempfile::tempdir()?;
     let seed_node = source.nodes.last().context("no cluster node")?;
     let base = harness::options(&seed_node.url(), &target.url(), dir.path())?;
-    let shards = lockstep_sync::cluster_source::expand(base, false).await?;
-    if shards.len() != 3 {
-        bail!("{} shard tasks for 3 primaries", shards.len());
+    let mut engines = lockstep_testkit::harness::spawn_shard_tasks(base, false).await?;
+    if engines.len() != 3 {
+        bail!("{} shard tasks for 3 primaries", engines.len());
     }
-    let mut engines: Vec<Engine> = shards.into_iter().map(Engine::spawn).collect();
     // Counters on every shard, before, during and after the failover.
     let counters: Vec<String> = (0..30).map(|i| format!("counter:{i}")).collect();
     let mut done = 0u64;
@@ -149,30 +148,10 @@ async fn wait_verified(
     target_url: &str,
     engines: &mut [Engine],
 ) -> anyhow::Result<lockstep_verify::Report> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        for engine in engines.iter_mut() {
-            if engine.handle.is_finished() {
-                let ended = (&mut engine.handle).await;
-                bail!("a shard task ended: {ended:?}");
-            }
-        }
-        let report = lockstep_verify::compare(
-            &redis::Client::open(source_url)?,
-            &redis::Client::open(target_url)?,
-            &lockstep_verify::CompareOptions::default(),
-        )
+    let options = lockstep_verify::CompareOptions::default();
+    let timeout = Duration::from_secs(60);
+    lockstep_testkit::harness::wait_consistent(source_url, target_url, engines, &options, timeout)
         .await
-        .context("verify")?;
-        if report.is_consistent() {
-            harness::no_guard_left(target_url).await?;
-            return Ok(report);
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("verify still finds differences after 60 s: {report}");
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// A standalone source into a 3x1 cluster target. Counters in one slot are

@@ -1,105 +1,24 @@
-//! What the chaos scenarios share: an engine task run in-process (stopped cleanly or
-//! dropped abruptly), waiting for the target to catch up, pipelined writes, a slow
-//! snapshot, and the verdicts (verify finds nothing, or exactly the expected keys).
-//! The checker is always verify or plain reads of the servers, never the sync's state.
+//! What the chaos scenarios share: the testkit's sync harness ([`Engine`], an engine
+//! task run in-process, and its verdicts) with the catalog's 30 s retry window, plus
+//! pipelined writes, a slow snapshot, and the verdicts (verify finds nothing, or
+//! exactly the expected keys). The checker is always verify or plain reads of the
+//! servers, never the sync's state.
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{self, Phase, Progress, Summary, SyncError, SyncOptions};
-use lockstep_testkit::guard::assert_no_guard_expiry_at;
+use lockstep_sync::engine::SyncOptions;
+use lockstep_testkit::harness;
 use lockstep_testkit::info::config_set;
 use lockstep_testkit::{RedisServer, ServerConfig};
-use lockstep_verify::{compare, CompareOptions, Report};
-use tokio::sync::watch;
+use lockstep_verify::Report;
 
 use super::Pair;
 
-/// A running engine task.
-pub struct Engine {
-    stop: watch::Sender<bool>,
-    pub progress: watch::Receiver<Progress>,
-    pub handle: tokio::task::JoinHandle<Result<Summary, SyncError>>,
-}
-
-impl Engine {
-    pub fn spawn(options: SyncOptions) -> Engine {
-        let (stop, stop_rx) = watch::channel(false);
-        let (progress_tx, progress) = watch::channel(Progress::default());
-        let handle = tokio::spawn(engine::run(options, stop_rx, progress_tx));
-        Engine {
-            stop,
-            progress,
-            handle,
-        }
-    }
-
-    pub fn now(&self) -> Progress {
-        self.progress.borrow().clone()
-    }
-
-    /// Asks the task to stop and returns how it ended.
-    pub async fn finish(self) -> anyhow::Result<Summary> {
-        let _ = self.stop.send(true);
-        Ok(self.handle.await.context("the sync task")??)
-    }
-
-    /// Ends the task abruptly, as a kill would: its future is dropped wherever it is.
-    pub async fn kill(self) {
-        self.handle.abort();
-        let _ = self.handle.await;
-    }
-
-    /// Waits until `ready` holds for the progress; fails with the task's error if the
-    /// task ends first.
-    pub async fn wait_for(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        ready: impl Fn(&Progress) -> bool,
-    ) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.handle.is_finished() {
-                let ended = (&mut self.handle).await;
-                bail!("the sync task ended while waiting for {what}: {ended:?}");
-            }
-            let p = self.now();
-            if ready(&p) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{what}: not within {timeout:?}; progress {p:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until the target has applied everything `source` has written so far
-    /// (offsets of the source's current history: after a restart or a failover, wait
-    /// for the new session first).
-    pub async fn caught_up(&mut self, source: &RedisServer) -> anyhow::Result<()> {
-        let wanted = source
-            .info("replication")
-            .await?
-            .int("master_repl_offset")?;
-        self.wait_for("the target caught up", Duration::from_secs(60), |p| {
-            p.phase == Phase::Incremental && p.applied_offset >= wanted
-        })
-        .await
-    }
-
-    /// Waits until the full copy has written at least one key.
-    pub async fn copying(&mut self) -> anyhow::Result<()> {
-        self.wait_for("the full copy under way", Duration::from_secs(20), |p| {
-            p.phase == Phase::FullCopy && p.keys_copied > 0
-        })
-        .await
-    }
-}
+/// A running engine task (the testkit's shared harness).
+pub use lockstep_testkit::harness::SyncTask as Engine;
 
 /// A source and a target of `pair`, each from its config.
 pub async fn start_pair(
@@ -118,9 +37,7 @@ pub async fn start_pair(
 
 /// Options of a task from `source` to `target` (URLs) with a 30 s retry window.
 pub fn options(source: &str, target: &str, dir: &Path) -> anyhow::Result<SyncOptions> {
-    let mut options = SyncOptions::new(Endpoint::parse(source)?, Endpoint::parse(target)?, dir);
-    options.retry_window = Duration::from_secs(30);
-    Ok(options)
+    harness::options(source, target, dir, Duration::from_secs(30))
 }
 
 /// Writes `count` string keys `<prefix><i>` (value `v<i>`) into db `db`, pipelined.
@@ -192,14 +109,7 @@ pub async fn keys(
 
 /// Runs verify between the two servers, after [`no_guard_left`] on the target.
 pub async fn verify(source: &RedisServer, target: &RedisServer) -> anyhow::Result<Report> {
-    no_guard_left(&target.url()).await?;
-    compare(
-        &source.redis_client()?,
-        &target.redis_client()?,
-        &CompareOptions::default(),
-    )
-    .await
-    .context("verify")
+    harness::verify_settled(source, target).await
 }
 
 /// The TTL guard invariant, judged after every scenario: once the stream has passed
@@ -207,9 +117,7 @@ pub async fn verify(source: &RedisServer, target: &RedisServer) -> anyhow::Resul
 /// a guard expiry (the year 3000). Waits up to 30 s: the sync settles the guards on
 /// its next checkpoint tick after the stream passed the copy's end.
 pub async fn no_guard_left(target_url: &str) -> anyhow::Result<()> {
-    assert_no_guard_expiry_at(target_url, Duration::from_secs(30))
-        .await
-        .context("a key keeps the full copy's TTL guard expiry (it would never expire)")
+    harness::no_guard_left(target_url, harness::GUARD_SETTLE_TIMEOUT).await
 }
 
 /// Verify finds no difference (and compared at least `min_keys` keys); returns the

@@ -4,26 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::SyncOptions;
 use lockstep_testkit::churn::{Churn, ChurnSpec};
+use lockstep_testkit::harness;
 use lockstep_testkit::topology::{key_slot, Cluster};
 use lockstep_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
 
 use super::SyncTask;
 
-/// The URL of the cluster's last node (a replica when the cluster has replicas): any
-/// node's address is enough for lockstep and verify.
-pub fn seed_url(cluster: &Cluster) -> String {
-    cluster
-        .nodes
-        .last()
-        .map(RedisServer::url)
-        .unwrap_or_default()
-}
+pub use lockstep_testkit::harness::seed_url;
 
 /// A task from a standalone `source` into `cluster`, given by the URL of its last
 /// node (any node's address is enough): full copy then stream, 30 s retry window.
@@ -32,12 +24,8 @@ pub fn into_cluster(
     cluster: &Cluster,
     dir: &Path,
 ) -> anyhow::Result<SyncOptions> {
-    let mut options = SyncOptions::new(
-        Endpoint::parse(&source.url())?,
-        Endpoint::parse(&seed_url(cluster))?,
-        dir,
-    );
-    options.retry_window = Duration::from_secs(30);
+    let retry_window = Duration::from_secs(30);
+    let mut options = harness::options(&source.url(), &seed_url(cluster), dir, retry_window)?;
     options.mode = lockstep_sync::engine::Mode::FullAndIncremental;
     Ok(options)
 }
@@ -50,14 +38,9 @@ pub async fn spawn_shard_tasks(
     dir: &Path,
     from_replica: bool,
 ) -> anyhow::Result<Vec<SyncTask>> {
-    let mut base = SyncOptions::new(
-        Endpoint::parse(&seed_url(source))?,
-        Endpoint::parse(target_url)?,
-        dir,
-    );
-    base.retry_window = Duration::from_secs(30);
-    let shards = lockstep_sync::cluster_source::expand(base, from_replica).await?;
-    Ok(shards.into_iter().map(SyncTask::spawn).collect())
+    let retry_window = Duration::from_secs(30);
+    let base = harness::options(&seed_url(source), target_url, dir, retry_window)?;
+    harness::spawn_shard_tasks(base, from_replica).await
 }
 
 /// `lockstep verify` of databases `dbs` between any node of the source and of the
@@ -67,47 +50,30 @@ pub async fn verify(
     target_url: &str,
     dbs: &[u32],
 ) -> anyhow::Result<lockstep_verify::Report> {
-    lockstep_verify::compare(
-        &redis::Client::open(source_url)?,
-        &redis::Client::open(target_url)?,
-        &lockstep_verify::CompareOptions {
-            dbs: dbs.to_vec(),
-            ..Default::default()
-        },
-    )
-    .await
+    let options = lockstep_verify::CompareOptions {
+        dbs: dbs.to_vec(),
+        ..Default::default()
+    };
+    harness::verify_urls(source_url, target_url, &options).await
 }
 
 /// Waits (up to `timeout`) until verify finds the target equal to the source in
-/// database 0 (both directions: values, types, TTLs, no extra key); returns that
-/// report, or fails with the last one, at once if it is equal with nothing compared,
-/// or at once with a task's error if one ends.
+/// database 0 (both directions: values, types, TTLs, no extra key) and no TTL guard
+/// is left; returns that report, or fails with the last one, if it is equal with
+/// nothing compared, or at once with a task's error if one ends.
 pub async fn wait_consistent(
     source_url: &str,
     target_url: &str,
     tasks: &mut [SyncTask],
     timeout: Duration,
 ) -> anyhow::Result<lockstep_verify::Report> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        for task in tasks.iter_mut() {
-            if task.handle.is_finished() {
-                let ended = (&mut task.handle).await?;
-                anyhow::bail!("a shard task ended: {ended:?}");
-            }
-        }
-        let report = verify(source_url, target_url, &[0]).await?;
-        if report.is_consistent() {
-            anyhow::ensure!(report.keys_compared > 0, "nothing was compared: {report}");
-            // The full copy's TTL guards are settled too (no year-3000 expiry left).
-            lockstep_testkit::guard::assert_no_guard_expiry_at(target_url, timeout).await?;
-            return Ok(report);
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("{target_url} never equalled {source_url} within {timeout:?}: {report}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let options = lockstep_verify::CompareOptions {
+        dbs: vec![0],
+        ..Default::default()
+    };
+    let report = harness::wait_consistent(source_url, target_url, tasks, &options, timeout).await?;
+    anyhow::ensure!(report.keys_compared > 0, "nothing was compared: {report}");
+    Ok(report)
 }
 
 /// Connections to every primary of a cluster and which one serves each slot.
