@@ -45,7 +45,8 @@
 //!
 //! # A full resync over stale data
 //! When the source cannot continue from the checkpoint, the engine removes what the
-//! task owns on the target before copying again ([`Filter::clear_target`]): FLUSHALL
+//! task owns on the target before copying again ([`Filter::clear_scope`], done by
+//! [`crate::target::Target::clear`]): FLUSHALL
 //! without rules, FLUSHDB of the task's target databases with db rules, and with
 //! prefix rules only the keys the filter keeps (found by SCAN), so tasks that share a
 //! target (fan-in by database or by prefix) never wipe each other's keys.
@@ -57,9 +58,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::apply::{ApplyError, TargetWriter};
 use crate::keys::{key_indices, split_part, KeysError};
-use crate::resp::Frame;
+
+/// What a full resync over stale data removes from the target, as the filter
+/// decides it (see the module doc, "A full resync over stale data").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClearScope {
+    /// Everything (FLUSHALL): no database or key rules.
+    Everything,
+    /// These target databases whole (FLUSHDB each): database rules only.
+    Databases(Vec<u32>),
+    /// The keys the filter owns ([`Filter::owns_key`]) among those matching
+    /// `patterns`, in `dbs` (none: every database that holds keys).
+    Keys {
+        dbs: Option<Vec<u32>>,
+        patterns: Vec<Vec<u8>>,
+    },
+}
 
 /// Keys starting with this belong to lockstep and are never written to a target.
 pub const OWN_KEY_PREFIX: &[u8] = b"LOCKSTEP_";
@@ -104,7 +119,7 @@ pub enum Verdict {
     Drop,
     /// Apply these commands instead, in order.
     Rewrite(Vec<Vec<Bytes>>),
-    /// Remove the task's own keys from the target ([`Filter::clear_target`]): a
+    /// Remove the task's own keys from the target ([`Filter::clear_scope`]): a
     /// FLUSHALL or FLUSHDB of one shard of a cluster source.
     ClearOwnKeys,
 }
@@ -212,7 +227,7 @@ impl Filter {
 
     /// Does the task own this key on the target: it writes it (prefix rules, own
     /// keys) and, for a shard of a cluster source, it hashes into the shard's slots.
-    pub(crate) fn owns_key(&self, key: &[u8]) -> bool {
+    pub fn owns_key(&self, key: &[u8]) -> bool {
         self.keeps_key(key) && self.in_source_slots(crate::slots::key_slot(key))
     }
 
@@ -245,71 +260,41 @@ impl Filter {
             .chain(listed.filter(move |_| !all))
     }
 
-    /// Removes the task's keys from the target before a full resync (see the module
-    /// doc). Returns how many keys were unlinked one by one (0 after a flush). Leaves
-    /// database 0 selected.
-    pub async fn clear_target(&self, writer: &mut TargetWriter) -> Result<u64, ApplyError> {
+    /// What the target must remove before a full resync over stale data (see the
+    /// module doc); the target does it ([`crate::target::Target::clear`]), asking
+    /// [`Filter::owns_key`] of every key it finds when the scope is by key.
+    pub fn clear_scope(&self) -> ClearScope {
         let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
         // Key by key: with prefix rules, or for one shard of a cluster source.
         let by_key = prefix_rules || !self.source_slots.is_empty();
-        let patterns = self.scan_patterns();
-        if by_key && writer.is_cluster() {
-            // Every primary is scanned; a cluster has database 0 only.
-            let mut unlinked = 0;
-            for node in writer.cluster_primaries_mut() {
-                for pattern in &patterns {
-                    unlinked += self.unlink_owned(node, pattern, true).await?;
-                }
-                node.drain().await?;
-            }
-            return Ok(unlinked);
+        let written = || self.written_target_dbs();
+        match (by_key, self.has_db_rules()) {
+            (false, false) => ClearScope::Everything,
+            (false, true) => ClearScope::Databases(written()),
+            (true, rules) => ClearScope::Keys {
+                dbs: rules.then(written),
+                patterns: self.scan_patterns(),
+            },
         }
-        if !by_key && !self.has_db_rules() {
-            writer.push(&[b"FLUSHALL".as_slice()], None).await?;
-            writer.drain().await?;
-            return Ok(0);
-        }
-        let dbs: Vec<u32> = if self.has_db_rules() {
-            self.written_source_dbs()
-                .map(|d| self.target_db(d))
-                .collect()
-        } else {
-            keyspace_dbs(writer).await?
-        };
-        let mut unlinked = 0;
-        for db in dbs {
-            writer
-                .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
-                .await?;
-            if !by_key {
-                writer.push(&[b"FLUSHDB".as_slice()], None).await?;
-                continue;
-            }
-            for pattern in &patterns {
-                unlinked += self.unlink_owned(writer, pattern, false).await?;
-            }
-        }
-        writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
-        writer.drain().await?;
-        Ok(unlinked)
     }
 
-    /// The target databases that hold keys (`INFO keyspace`) and that the task writes
-    /// (all of them without database rules): where its keys may be now, after any
-    /// MOVE, COPY ... DB or SWAPDB of the stream (the TTL guard's settle scans them).
-    pub(crate) async fn owned_target_dbs(
-        &self,
-        writer: &mut TargetWriter,
-    ) -> Result<Vec<u32>, ApplyError> {
-        let written: Vec<u32> = self
-            .written_source_dbs()
+    /// The target databases the task writes to.
+    fn written_target_dbs(&self) -> Vec<u32> {
+        self.written_source_dbs()
             .map(|d| self.target_db(d))
-            .collect();
-        let mut dbs = keyspace_dbs(writer).await?;
+            .collect()
+    }
+
+    /// Of the target databases `holding_keys` (`INFO keyspace`), those the task
+    /// writes (all of them without database rules): where its keys may be now,
+    /// after any MOVE, COPY ... DB or SWAPDB of the stream (the TTL guard's settle
+    /// scans them).
+    pub(crate) fn owned_target_dbs(&self, mut holding_keys: Vec<u32>) -> Vec<u32> {
         if self.has_db_rules() {
-            dbs.retain(|db| written.contains(db));
+            let written = self.written_target_dbs();
+            holding_keys.retain(|db| written.contains(db));
         }
-        Ok(dbs)
+        holding_keys
     }
 
     /// SCAN MATCH patterns covering the keys the task may own.
@@ -321,47 +306,6 @@ impl Filter {
                 .iter()
                 .map(|p| glob_prefix(p))
                 .collect()
-        }
-    }
-
-    /// SCANs `node`'s selected database for `pattern` and UNLINKs the keys the task
-    /// owns ([`Filter::owns_key`]): in one command per SCAN batch, or one per key on
-    /// a cluster node (a multi-key command must stay in one slot). Returns how many.
-    async fn unlink_owned(
-        &self,
-        node: &mut TargetWriter,
-        pattern: &[u8],
-        one_per_command: bool,
-    ) -> Result<u64, ApplyError> {
-        let mut unlinked = 0;
-        let mut cursor = b"0".to_vec();
-        loop {
-            let reply = node
-                .query(&[
-                    b"SCAN".as_slice(),
-                    &cursor,
-                    b"MATCH",
-                    pattern,
-                    b"COUNT",
-                    b"1000",
-                ])
-                .await?;
-            let (next, keys) = scan_reply(reply);
-            let owned: Vec<Bytes> = keys.into_iter().filter(|k| self.owns_key(k)).collect();
-            unlinked += owned.len() as u64;
-            if one_per_command {
-                for key in &owned {
-                    node.push(&[b"UNLINK".as_slice(), key], None).await?;
-                }
-            } else if !owned.is_empty() {
-                let mut argv: Vec<Bytes> = vec![Bytes::from_static(b"UNLINK")];
-                argv.extend(owned);
-                node.push(&argv, None).await?;
-            }
-            match next {
-                Some(next) if next != b"0" => cursor = next,
-                _ => return Ok(unlinked),
-            }
         }
     }
 
@@ -640,32 +584,6 @@ fn extend_ttl(argv: &[Bytes], extend_ms: i64) -> Option<Vec<Bytes>> {
     Some(out)
 }
 
-/// The databases of the target that hold keys (`INFO keyspace`).
-async fn keyspace_dbs(writer: &mut TargetWriter) -> Result<Vec<u32>, ApplyError> {
-    let info = writer.query(&[b"INFO".as_slice(), b"keyspace"]).await?;
-    let text = info.as_bytes().map(lossy).unwrap_or_default();
-    Ok(text
-        .lines()
-        .filter_map(|l| l.strip_prefix("db")?.split(':').next()?.parse().ok())
-        .collect())
-}
-
-/// A SCAN reply: the next cursor (none when the reply is not one) and the keys.
-fn scan_reply(reply: Frame) -> (Option<Vec<u8>>, Vec<Bytes>) {
-    let Frame::Array(mut parts) = reply else {
-        return (None, Vec::new());
-    };
-    let keys = match parts.pop() {
-        Some(Frame::Array(keys)) => keys
-            .into_iter()
-            .filter_map(|k| k.as_bytes().map(Bytes::copy_from_slice))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let cursor = parts.pop().and_then(|c| c.as_bytes().map(<[u8]>::to_vec));
-    (cursor, keys)
-}
-
 /// A SCAN MATCH pattern for keys starting with `prefix` (glob characters escaped).
 fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
     let mut pattern = Vec::with_capacity(prefix.len() + 1);
@@ -869,6 +787,30 @@ mod tests {
             assert_eq!(f.command(&argv(same), 0), Ok(Verdict::Keep), "{same}");
         }
         assert_eq!(f.extend_expiry(1000), 61_000);
+    }
+
+    #[test]
+    fn the_clear_scope_follows_the_rules() {
+        assert_eq!(Filter::default().clear_scope(), ClearScope::Everything);
+        let dbs = Filter {
+            dbs: vec![2],
+            db_map: vec![(2, 5)],
+            ..Filter::default()
+        };
+        assert_eq!(dbs.clear_scope(), ClearScope::Databases(vec![5]));
+        assert_eq!(dbs.owned_target_dbs(vec![0, 5, 7]), vec![5]);
+        assert_eq!(Filter::default().owned_target_dbs(vec![0, 7]), vec![0, 7]);
+        let prefix = Filter {
+            include_prefixes: vec![b"a:".to_vec()],
+            ..Filter::default()
+        };
+        assert_eq!(
+            prefix.clear_scope(),
+            ClearScope::Keys {
+                dbs: None,
+                patterns: vec![b"a:*".to_vec()]
+            }
+        );
     }
 
     #[test]

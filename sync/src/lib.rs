@@ -5,8 +5,10 @@
 //! # Layout
 //! The modules follow the data flow:
 //! - [`endpoint`]: `redis[s]://` URLs and connected byte streams (TCP or TLS).
-//! - [`link`] (source): lockstep posing as a replica: handshake, PSYNC/SYNC, the RDB
-//!   transfer in pieces, then the command stream and `REPLCONF ACK`.
+//! - [`source`] (source): where data comes from, behind one contract; its first
+//!   implementation is [`source::replica`], lockstep posing as a replica: handshake,
+//!   PSYNC/SYNC, the RDB transfer in pieces, then the command stream and
+//!   `REPLCONF ACK` ([`link`] is its old path).
 //! - [`rdb`] and [`resp`] (parse): the streaming RDB parser and DUMP codec; the RESP
 //!   codec with exact byte counts (the replication offset counts bytes).
 //! - [`engine`] (filter, orchestration): sessions, full copy, the incremental loop,
@@ -24,7 +26,7 @@
 //!   map, routing per primary with one exact checkpoint per slot.
 //! - [`cross_slot`]: what a cluster target cannot split by slot (RENAME, SMOVE...
 //!   across slots), copied from the source with exact skip windows.
-//! - [`cluster_source`]: a Redis Cluster source: one task per shard, each scoped to
+//! - [`source::cluster`] ([`cluster_source`]): a Redis Cluster source: one task per shard, each scoped to
 //!   its slots on the shared target, following failovers.
 //! - [`precheck`]: what must hold on both sides before a sync, item by item (reads only).
 //!
@@ -33,18 +35,29 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod clock;
-pub mod cluster;
-pub mod cluster_source;
-pub mod cross_slot;
+/// The old path of [`source::cluster`], kept for callers.
+pub mod cluster_source {
+    pub use crate::source::cluster::*;
+}
+pub mod conn;
 pub mod endpoint;
 pub mod engine;
 pub mod filter;
 pub mod keys;
-pub mod link;
+/// The old path of [`source::replica`], kept for callers.
+pub mod link {
+    pub use crate::source::replica::*;
+}
 pub mod load;
 pub mod precheck;
 pub mod rdb;
 pub mod resp;
 pub mod slots;
+pub mod source;
+pub mod target;
 pub mod throttle;
 pub mod ttl_guard;
+
+// The old paths of the target's modules.
+pub use target::cluster;
+pub use target::cluster::cross_slot;

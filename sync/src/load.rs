@@ -53,9 +53,10 @@ use std::time::Duration;
 
 use crate::clock::unix_ms;
 
-use crate::apply::{ApplyError, TargetWriter};
+use crate::apply::ApplyError;
 use crate::filter::Filter;
 use crate::rdb::{self, Elements, Event, HashField, KeyMeta, Kind, Value};
+use crate::target::Target;
 
 /// Guard expiries are `GUARD_BASE_MS + t`: 3000-01-01T00:00:00Z plus the real expiry.
 pub const GUARD_BASE_MS: i64 = 32_503_680_000_000;
@@ -166,11 +167,7 @@ impl KeyLoader {
     }
 
     /// Handles one parser event.
-    pub async fn on_event(
-        &mut self,
-        event: Event,
-        writer: &mut TargetWriter,
-    ) -> Result<(), LoadError> {
+    pub async fn on_event(&mut self, event: Event, writer: &mut Target) -> Result<(), LoadError> {
         match event {
             Event::Header { version } => self.source_rdb_version = version as u16,
             Event::KeyStart(meta) => {
@@ -206,7 +203,7 @@ impl KeyLoader {
             Event::End { .. } => self.flush_strings(writer).await?,
             Event::Function { code } => {
                 writer
-                    .push(&[b"FUNCTION".as_slice(), b"LOAD", b"REPLACE", &code], None)
+                    .write(&[b"FUNCTION".as_slice(), b"LOAD", b"REPLACE", &code])
                     .await?;
             }
             _ => {}
@@ -219,23 +216,18 @@ impl KeyLoader {
         u32::try_from(db).map_or(db, |db| u64::from(self.filter.target_db(db)))
     }
 
-    async fn select(&mut self, db: u64, writer: &mut TargetWriter) -> Result<(), LoadError> {
+    async fn select(&mut self, db: u64, writer: &mut Target) -> Result<(), LoadError> {
         if self.db != Some(db) {
             // The pending strings belong to the database selected now.
             self.flush_strings(writer).await?;
-            writer
-                .push(&[b"SELECT".as_slice(), db.to_string().as_bytes()], None)
-                .await?;
+            // A number past u32 is refused by the target as by the router.
+            writer.select(u32::try_from(db).unwrap_or(u32::MAX)).await?;
             self.db = Some(db);
         }
         Ok(())
     }
 
-    async fn on_batch(
-        &mut self,
-        batch: Elements,
-        writer: &mut TargetWriter,
-    ) -> Result<(), LoadError> {
+    async fn on_batch(&mut self, batch: Elements, writer: &mut Target) -> Result<(), LoadError> {
         let big_key_bytes = self.options.big_key_bytes;
         let current = self
             .current
@@ -279,7 +271,7 @@ impl KeyLoader {
             let kind = current.value.kind();
             let held = std::mem::replace(&mut current.value, Value::empty(kind));
             writer
-                .push(&[b"DEL".as_slice(), &current.meta.key], None)
+                .write(&[b"DEL".as_slice(), &current.meta.key])
                 .await?;
             if let Some(batch) = value_as_batch(held) {
                 write_batch(&current.meta, batch, self.target_rdb_version, writer).await?;
@@ -292,7 +284,7 @@ impl KeyLoader {
         &mut self,
         current: CurrentKey,
         raw: Option<Vec<u8>>,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
     ) -> Result<(), LoadError> {
         let expire = self.expiry_to_write(&current.meta);
         let current = match (expire, current.value) {
@@ -323,7 +315,7 @@ impl KeyLoader {
             argv.push(b"ABSTTL");
         }
         self.bytes += (meta.key.len() + payload.len()) as u64;
-        writer.push(&argv, None).await?;
+        writer.write(&argv).await?;
         Ok(())
     }
 
@@ -335,7 +327,7 @@ impl KeyLoader {
         meta: KeyMeta,
         value: Vec<u8>,
         expire: Option<i64>,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
     ) -> Result<(), LoadError> {
         self.big_keys += 1;
         self.bytes += (meta.key.len() + value.len()) as u64;
@@ -354,7 +346,7 @@ impl KeyLoader {
         &mut self,
         key: Vec<u8>,
         value: Vec<u8>,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
     ) -> Result<(), LoadError> {
         let size = key.len() + value.len();
         if self.strings_bytes + size > MSET_BYTES_MAX {
@@ -370,7 +362,7 @@ impl KeyLoader {
     }
 
     /// Sends the pending strings as one MSET.
-    async fn flush_strings(&mut self, writer: &mut TargetWriter) -> Result<(), LoadError> {
+    async fn flush_strings(&mut self, writer: &mut Target) -> Result<(), LoadError> {
         if self.strings.is_empty() {
             return Ok(());
         }
@@ -380,7 +372,7 @@ impl KeyLoader {
             argv.push(key);
             argv.push(value);
         }
-        writer.push(&argv, None).await?;
+        writer.write(&argv).await?;
         self.strings.clear();
         self.strings_bytes = 0;
         Ok(())
@@ -389,7 +381,7 @@ impl KeyLoader {
     async fn finish_streamed(
         &mut self,
         current: CurrentKey,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
     ) -> Result<(), LoadError> {
         if let Some(at) = self.expiry_to_write(&current.meta) {
             push_pexpireat(&current.meta.key, at, writer).await?;
@@ -424,7 +416,7 @@ async fn write_batch(
     meta: &KeyMeta,
     batch: Elements,
     target_rdb_version: u16,
-    writer: &mut TargetWriter,
+    writer: &mut Target,
 ) -> Result<(), LoadError> {
     let key = meta.key.as_slice();
     match batch {
@@ -471,7 +463,7 @@ async fn write_field_ttls(
     meta: &KeyMeta,
     fields: &[HashField],
     target_rdb_version: u16,
-    writer: &mut TargetWriter,
+    writer: &mut Target,
 ) -> Result<(), LoadError> {
     for field in fields {
         if let Some(at) = field.expire_ms {
@@ -485,17 +477,14 @@ async fn write_field_ttls(
             }
             let at = at.to_string();
             writer
-                .push(
-                    &[
-                        b"HPEXPIREAT".as_slice(),
-                        &meta.key,
-                        at.as_bytes(),
-                        b"FIELDS",
-                        b"1",
-                        &field.field,
-                    ],
-                    None,
-                )
+                .write(&[
+                    b"HPEXPIREAT".as_slice(),
+                    &meta.key,
+                    at.as_bytes(),
+                    b"FIELDS",
+                    b"1",
+                    &field.field,
+                ])
                 .await?;
         }
     }
@@ -503,7 +492,7 @@ async fn write_field_ttls(
 }
 
 async fn push_variadic<'a>(
-    writer: &mut TargetWriter,
+    writer: &mut Target,
     command: &'static [u8],
     key: &'a [u8],
     args: impl Iterator<Item = &'a [u8]>,
@@ -511,7 +500,7 @@ async fn push_variadic<'a>(
     let mut argv: Vec<&[u8]> = vec![command, key];
     argv.extend(args);
     if argv.len() > 2 {
-        writer.push(&argv, None).await?;
+        writer.write(&argv).await?;
     }
     Ok(())
 }
@@ -523,20 +512,17 @@ async fn push_variadic<'a>(
 async fn begin_big_string(
     key: &[u8],
     total_len: u64,
-    writer: &mut TargetWriter,
+    writer: &mut Target,
 ) -> Result<(), LoadError> {
-    writer.push(&[b"DEL".as_slice(), key], None).await?;
+    writer.write(&[b"DEL".as_slice(), key]).await?;
     if let Some(last) = total_len.checked_sub(1) {
         writer
-            .push(
-                &[
-                    b"SETRANGE".as_slice(),
-                    key,
-                    last.to_string().as_bytes(),
-                    b"\0",
-                ],
-                None,
-            )
+            .write(&[
+                b"SETRANGE".as_slice(),
+                key,
+                last.to_string().as_bytes(),
+                b"\0",
+            ])
             .await?;
     }
     Ok(())
@@ -547,28 +533,22 @@ async fn write_string_piece(
     key: &[u8],
     offset: u64,
     piece: &[u8],
-    writer: &mut TargetWriter,
+    writer: &mut Target,
 ) -> Result<(), LoadError> {
     writer
-        .push(
-            &[
-                b"SETRANGE".as_slice(),
-                key,
-                offset.to_string().as_bytes(),
-                piece,
-            ],
-            None,
-        )
+        .write(&[
+            b"SETRANGE".as_slice(),
+            key,
+            offset.to_string().as_bytes(),
+            piece,
+        ])
         .await?;
     Ok(())
 }
 
-async fn push_pexpireat(key: &[u8], at: i64, writer: &mut TargetWriter) -> Result<(), LoadError> {
+async fn push_pexpireat(key: &[u8], at: i64, writer: &mut Target) -> Result<(), LoadError> {
     writer
-        .push(
-            &[b"PEXPIREAT".as_slice(), key, at.to_string().as_bytes()],
-            None,
-        )
+        .write(&[b"PEXPIREAT".as_slice(), key, at.to_string().as_bytes()])
         .await?;
     Ok(())
 }

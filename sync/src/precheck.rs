@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::apply::{ApplyOptions, TargetWriter};
+use crate::conn::{ApplyOptions, Conn};
 use crate::endpoint::{Endpoint, TlsOptions};
 use crate::engine::rdb_version_of;
 use crate::resp::Frame;
@@ -117,8 +117,8 @@ pub async fn precheck(options: &PrecheckOptions) -> Vec<CheckItem> {
 /// database the task would write other than 0, and the source account may read
 /// what a cross-slot command wrote (DUMP, PTTL, INFO: see `crate::cross_slot`).
 async fn cluster_target(
-    source: &mut TargetWriter,
-    target: &mut TargetWriter,
+    source: &mut Conn,
+    target: &mut Conn,
     options: &PrecheckOptions,
 ) -> CheckItem {
     const NAME: &str = "cluster target";
@@ -185,9 +185,9 @@ async fn connect(
     endpoint: &Endpoint,
     options: &ApplyOptions,
     items: &mut Vec<CheckItem>,
-) -> Option<TargetWriter> {
+) -> Option<Conn> {
     let attempt = async {
-        let mut conn = TargetWriter::connect_to(
+        let mut conn = Conn::connect_to(
             name.trim_end_matches(" connection"),
             endpoint,
             options.clone(),
@@ -227,7 +227,7 @@ async fn connect(
     }
 }
 
-async fn text(conn: &mut TargetWriter, argv: &[&[u8]]) -> Result<String, String> {
+async fn text(conn: &mut Conn, argv: &[&[u8]]) -> Result<String, String> {
     match conn.query(argv).await {
         Ok(Frame::Error(e)) => Err(String::from_utf8_lossy(&e).into_owned()),
         Ok(frame) => Ok(frame_text(&frame)),
@@ -253,7 +253,7 @@ fn info_field(info: &str, name: &str) -> Option<String> {
     })
 }
 
-async fn config_get(conn: &mut TargetWriter, name: &str) -> Result<String, String> {
+async fn config_get(conn: &mut Conn, name: &str) -> Result<String, String> {
     let reply = text(conn, &[b"CONFIG".as_slice(), b"GET", name.as_bytes()]).await?;
     reply
         .split_whitespace()
@@ -264,7 +264,7 @@ async fn config_get(conn: &mut TargetWriter, name: &str) -> Result<String, Strin
 
 /// The source account may run PSYNC and SYNC (ACL DRYRUN on 7.0+; on 6.2 the
 /// user's ACL rules are read when the account may, else the item warns).
-async fn replication_right(source: &mut TargetWriter) -> CheckItem {
+async fn replication_right(source: &mut Conn) -> CheckItem {
     const NAME: &str = "source account may replicate (PSYNC/SYNC)";
     let user = match text(source, &[b"ACL".as_slice(), b"WHOAMI"]).await {
         Ok(user) => user,
@@ -332,7 +332,7 @@ async fn replication_right(source: &mut TargetWriter) -> CheckItem {
     )
 }
 
-async fn repl_timeout(source: &mut TargetWriter) -> CheckItem {
+async fn repl_timeout(source: &mut Conn) -> CheckItem {
     const NAME: &str = "source repl-timeout >= 600 s";
     match config_get(source, "repl-timeout")
         .await
@@ -356,7 +356,7 @@ async fn repl_timeout(source: &mut TargetWriter) -> CheckItem {
     }
 }
 
-async fn backlog(source: &mut TargetWriter, window: Duration) -> CheckItem {
+async fn backlog(source: &mut Conn, window: Duration) -> CheckItem {
     const NAME: &str = "source repl-backlog-size covers a minute of writes";
     let offset =
         |info: &str| info_field(info, "master_repl_offset").and_then(|v| v.parse::<i64>().ok());
@@ -396,7 +396,7 @@ async fn backlog(source: &mut TargetWriter, window: Duration) -> CheckItem {
     }
 }
 
-async fn eviction_policy(target: &mut TargetWriter) -> CheckItem {
+async fn eviction_policy(target: &mut Conn) -> CheckItem {
     const NAME: &str = "target maxmemory-policy is noeviction";
     match config_get(target, "maxmemory-policy").await {
         Ok(policy) if policy == "noeviction" => CheckItem::new(NAME, Outcome::Pass, "noeviction"),
@@ -412,7 +412,7 @@ async fn eviction_policy(target: &mut TargetWriter) -> CheckItem {
     }
 }
 
-async fn free_memory(source: &mut TargetWriter, target: &mut TargetWriter) -> CheckItem {
+async fn free_memory(source: &mut Conn, target: &mut Conn) -> CheckItem {
     const NAME: &str = "target has room for the source's data";
     let used =
         |info: &str, field: &str| info_field(info, field).and_then(|v| v.parse::<u64>().ok());
@@ -462,7 +462,7 @@ async fn free_memory(source: &mut TargetWriter, target: &mut TargetWriter) -> Ch
     }
 }
 
-async fn versions(source: &mut TargetWriter, target: &mut TargetWriter) -> CheckItem {
+async fn versions(source: &mut Conn, target: &mut Conn) -> CheckItem {
     const NAME: &str = "source version not newer than target";
     let version = |info: &str| info_field(info, "redis_version").unwrap_or_default();
     let (Ok(src), Ok(dst)) = (
@@ -483,7 +483,7 @@ async fn versions(source: &mut TargetWriter, target: &mut TargetWriter) -> Check
     }
 }
 
-async fn target_empty(target: &mut TargetWriter, options: &PrecheckOptions) -> CheckItem {
+async fn target_empty(target: &mut Conn, options: &PrecheckOptions) -> CheckItem {
     const NAME: &str = "target databases are empty";
     let Ok(keyspace) = text(target, &[b"INFO".as_slice(), b"keyspace"]).await else {
         return CheckItem::new(NAME, Outcome::Warn, "cannot read INFO keyspace");

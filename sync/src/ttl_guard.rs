@@ -14,7 +14,7 @@
 //! and sets every key it finds in the guard range back to `expiry - GUARD_BASE_MS`.
 //!
 //! - **Scope**: the target databases that hold keys and that the task writes
-//!   (`Filter::owned_target_dbs`), the SCAN patterns of its key prefixes, and
+//!   (`Filter::owned_target_dbs` of `Target::keyspace_dbs`), the SCAN patterns of its key prefixes, and
 //!   `Filter::owns_key` (prefix rules, lockstep's own keys, a cluster source
 //!   shard's slots) for every key found: keys of other tasks sharing the target are
 //!   never touched. On a cluster target every primary is scanned (database 0).
@@ -51,10 +51,11 @@ use crate::clock::unix_ms;
 
 use bytes::Bytes;
 
-use crate::apply::{ApplyError, TargetWriter};
+use crate::conn::{is_redirection, ApplyError, Conn};
 use crate::filter::Filter;
 use crate::load::GUARD_BASE_MS;
 use crate::resp::Frame;
+use crate::target::Target;
 
 /// Name of the marker key (a named task appends `:<task name>`), in database 0.
 pub const TTL_GUARD_KEY: &[u8] = b"LOCKSTEP_TTL_GUARDS";
@@ -134,7 +135,7 @@ impl Settler<'_> {
     /// parse is settled at once, with the widest guard range a copy could have left.
     pub async fn read_marker(
         &self,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
         ttl_guard: Duration,
     ) -> Result<Option<PendingSettle>, ApplyError> {
         let Some(text) = self.marker_value(writer).await? else {
@@ -159,23 +160,19 @@ impl Settler<'_> {
 
     /// The marker's text, if the target holds one. On a cluster target every primary
     /// is asked (the one owning the key's slot answers; the others redirect).
-    async fn marker_value(&self, writer: &mut TargetWriter) -> Result<Option<String>, ApplyError> {
+    async fn marker_value(&self, writer: &mut Target) -> Result<Option<String>, ApplyError> {
         let get: [&[u8]; 2] = [b"GET", &self.marker_key];
-        let replies = if writer.is_cluster() {
-            writer.drain().await?;
-            let mut replies = Vec::new();
-            for node in writer.cluster_primaries_mut() {
-                replies.push(node.query(&get).await?);
-            }
-            replies
-        } else {
-            writer.query(&[b"SELECT".as_slice(), b"0"]).await?;
-            vec![writer.query(&get).await?]
-        };
+        // Database 0 on a standalone target; every primary of a cluster.
+        writer.select(0).await?;
+        writer.drain().await?;
+        let mut replies = Vec::new();
+        for node in writer.nodes_mut() {
+            replies.push(node.query(&get).await?);
+        }
         let mut value = None;
         for reply in replies {
             match reply.as_error() {
-                Some(text) if crate::apply::is_redirection(&lossy(text)) => {}
+                Some(text) if is_redirection(&lossy(text)) => {}
                 Some(text) => return Err(self.rejected("GET", text)),
                 None => {
                     value = value.or(reply.as_bytes().map(lossy));
@@ -188,16 +185,13 @@ impl Settler<'_> {
     /// Writes the marker for `pending` (database 0 selected afterwards).
     pub async fn write_marker(
         &self,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
         pending: &PendingSettle,
     ) -> Result<(), ApplyError> {
         let value = format!("{} {}", pending.after_offset, pending.guard_until_ms);
-        writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+        writer.select(0).await?;
         writer
-            .push(
-                &[b"SET".as_slice(), &self.marker_key, value.as_bytes()],
-                None,
-            )
+            .write(&[b"SET".as_slice(), &self.marker_key, value.as_bytes()])
             .await?;
         writer.drain().await
     }
@@ -207,7 +201,7 @@ impl Settler<'_> {
     /// then waits [`RETRY_AFTER`] and the marker stays.
     pub async fn settle(
         &self,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
         pending: &mut PendingSettle,
         current_db: u32,
     ) -> Result<Option<Settled>, ApplyError> {
@@ -226,34 +220,28 @@ impl Settler<'_> {
                 "the target cluster is migrating slots: the TTL guards are settled once it is not"
             );
         }
-        writer.push(&[b"SELECT".as_slice(), b"0"], None).await?;
+        writer.select(0).await?;
         if settled.is_some() {
-            writer
-                .push(&[b"DEL".as_slice(), &self.marker_key], None)
-                .await?;
+            writer.write(&[b"DEL".as_slice(), &self.marker_key]).await?;
         }
-        writer
-            .push(
-                &[b"SELECT".as_slice(), current_db.to_string().as_bytes()],
-                None,
-            )
-            .await?;
+        writer.select(current_db).await?;
         writer.drain().await?;
         Ok(settled)
     }
 
     async fn settle_standalone(
         &self,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
         range: (i64, i64),
     ) -> Result<Settled, ApplyError> {
         let mut total = Settled::default();
-        for db in self.filter.owned_target_dbs(writer).await? {
-            writer
-                .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
-                .await?;
+        let holding_keys = writer.keyspace_dbs().await?;
+        for db in self.filter.owned_target_dbs(holding_keys) {
+            writer.select(db).await?;
             for pattern in self.filter.scan_patterns() {
-                total = add(total, self.settle_scan(writer, &pattern, range).await?);
+                for node in writer.nodes_mut() {
+                    total = add(total, self.settle_scan(node, &pattern, range).await?);
+                }
             }
         }
         Ok(total)
@@ -261,12 +249,12 @@ impl Settler<'_> {
 
     async fn settle_cluster(
         &self,
-        writer: &mut TargetWriter,
+        writer: &mut Target,
         range: (i64, i64),
     ) -> Result<Option<Settled>, ApplyError> {
         writer.drain().await?;
         let mut total = Settled::default();
-        for node in writer.cluster_primaries_mut() {
+        for node in writer.nodes_mut() {
             if is_migrating(node).await? {
                 return Ok(None);
             }
@@ -285,7 +273,7 @@ impl Settler<'_> {
     /// for `pattern` and gives each owned guarded key its real expiry.
     async fn settle_scan(
         &self,
-        node: &mut TargetWriter,
+        node: &mut Conn,
         pattern: &[u8],
         (low, high): (i64, i64),
     ) -> Result<Settled, ApplyError> {
@@ -372,7 +360,7 @@ impl Settler<'_> {
 }
 
 /// Does this primary's own line of `CLUSTER NODES` show a slot migrating or importing?
-async fn is_migrating(node: &mut TargetWriter) -> Result<bool, ApplyError> {
+async fn is_migrating(node: &mut Conn) -> Result<bool, ApplyError> {
     let reply = node.query(&[b"CLUSTER".as_slice(), b"NODES"]).await?;
     let text = reply.as_bytes().map(lossy).unwrap_or_default();
     Ok(text

@@ -3,13 +3,14 @@
 //! queue time inside a transaction, or inside an EXEC's array of replies; positions
 //! advance only with answered commands.
 
-use lockstep_sync::apply::{ApplyError, ApplyOptions, Position, TargetWriter};
+use lockstep_sync::apply::{ApplyError, ApplyOptions, Position};
+use lockstep_sync::conn::Conn;
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 
-async fn writer(server: &RedisServer) -> anyhow::Result<TargetWriter> {
+async fn writer(server: &RedisServer) -> anyhow::Result<Conn> {
     let endpoint = Endpoint::parse(&server.url())?;
-    Ok(TargetWriter::connect(&endpoint, ApplyOptions::default()).await?)
+    Ok(Conn::connect(&endpoint, ApplyOptions::default()).await?)
 }
 
 fn at(offset: i64) -> Option<Position> {

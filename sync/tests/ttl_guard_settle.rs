@@ -7,10 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use lockstep_sync::apply::{ApplyOptions, TargetWriter};
+use lockstep_sync::apply::ApplyOptions;
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::filter::Filter;
 use lockstep_sync::load::GUARD_BASE_MS;
+use lockstep_sync::target::Target;
 use lockstep_sync::ttl_guard::{PendingSettle, Settler};
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use redis::aio::MultiplexedConnection;
@@ -61,8 +62,12 @@ async fn settle_once(
     target: &RedisServer,
     filter: &Filter,
 ) -> anyhow::Result<lockstep_sync::ttl_guard::Settled> {
-    let mut writer =
-        TargetWriter::connect(&Endpoint::parse(&target.url())?, ApplyOptions::default()).await?;
+    let mut writer = Target::connect(
+        &Endpoint::parse(&target.url())?,
+        ApplyOptions::default(),
+        b"LOCKSTEP_CHECKPOINT",
+    )
+    .await?;
     let settler = Settler {
         filter,
         marker_key: b"LOCKSTEP_TTL_GUARDS".to_vec(),

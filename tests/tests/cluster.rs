@@ -765,7 +765,7 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
     }
     conn.run::<()>("SET LOCKSTEP_CHECKPOINT:other x").await?;
     let url = seed_url(&target);
-    let mut writer = lockstep_sync::cluster::connect_target(
+    let mut writer = lockstep_sync::target::Target::connect(
         &Endpoint::parse(&url)?,
         lockstep_sync::apply::ApplyOptions::default(),
         b"LOCKSTEP_CHECKPOINT",
@@ -787,7 +787,9 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
         include_prefixes: vec![b"a:".to_vec()],
         ..Filter::default()
     };
-    let removed = by_prefix.clear_target(&mut writer).await?;
+    let removed = writer
+        .clear(&by_prefix.clear_scope(), |k| by_prefix.owns_key(k))
+        .await?;
     assert_eq!(removed, 300);
     let left = all_keys().await?;
     assert!(left.iter().all(|k| !k.starts_with("a:")), "a:* left");
@@ -800,7 +802,9 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
     let expected = (0..300)
         .filter(|i| key_slot(format!("b:{i}").as_bytes()) <= 8000)
         .count() as u64;
-    let removed = shard.clear_target(&mut writer).await?;
+    let removed = writer
+        .clear(&shard.clear_scope(), |k| shard.owns_key(k))
+        .await?;
     assert_eq!(removed, expected);
     let left = all_keys().await?;
     assert!(left

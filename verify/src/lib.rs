@@ -6,39 +6,48 @@
 //! payload is only ever compared byte for byte with the other side's, never decoded).
 //! Verify never writes to either Redis.
 //!
-//! # Layout
-//! - [`compare`]: walks both sides (SCAN batches, pipelined reads on both sides at
-//!   once, a DUMP fast path, a configurable number of workers, a rate limit, rounds
-//!   that re-check differing keys) and reports keys missing on the target, extra on
-//!   the target, and keys whose type, value or TTL differ.
-//! - [`coverage`]: which databases each side has and holds keys in (learned from both:
-//!   `INFO keyspace`, `CONFIG GET databases`, or probed with `SELECT`), which were
-//!   compared, and what was not (a database not read, not asked, a sample): verify
-//!   claims CONSISTENT only over what it read.
-//! - [`long_string`]: strings beyond a bound compared in `GETRANGE` windows, never
-//!   held whole.
-//! - [`digest`]: chunked, order-sensitive (lists, streams) or order-independent
-//!   (hashes, sets, zsets) xxh3 digests of values, read without holding them whole.
-//! - [`canonical`]: reads one key's whole value as an encoding-independent form (for
-//!   tests and small values).
-//! - [`track`]: compact sets (roaring bitmaps): fingerprints of differing keys beyond
-//!   the listed ones, and the cluster hash slots a run covered.
-//! - [`side`]: a connection to one side, standalone or a Redis Cluster read through
-//!   its primaries (commands routed by slot, SCAN over every primary).
-//! - [`output`]: the CSV of differences (keys written losslessly), the JSON summary,
-//!   and reading key lists back (`--keys-from`, `--recheck`).
+//! # Layout: walk → read → judge → report
+//! - [`compare`]: the run end to end (plan, the passes of every database, the rounds,
+//!   the report); the only module that knows the order of the stages.
+//! - [`options`]: what a comparison is asked to do ([`CompareOptions`]).
+//! - `walk/`: which keys, in which batches, on which connections, how fast: the plan,
+//!   the connection pools, SCAN batches at a bounded rate, the scheduler (`workers`
+//!   batches in flight), the source, target and key-list passes, one batch's reads in
+//!   order, and the tally.
+//! - [`read`]: what one side answers, as plain data: [`side`] (standalone or a Redis
+//!   Cluster read through its primaries), the first reads and heads of a batch,
+//!   [`long_string`] (`GETRANGE` windows), [`digest`] (chunked xxh3 digests),
+//!   [`canonical`] (a whole value, for tests and small values), the quiet states of
+//!   the count proof, and which databases a side has.
+//! - `judge/`: what the answers mean, pure and unit-tested: presence and type, values
+//!   (strings, lengths, DUMP payloads, digests), TTLs within the tolerance, keys that
+//!   expired between two reads, and the count proof.
+//! - [`report`]: [`Report`] and its [`Verdict`], [`Difference`], the [`coverage`],
+//!   [`track`] (roaring-bitmap sets of differing keys and covered slots) and
+//!   [`output`] (the CSV of differences, the JSON summary, key lists read back).
+//!
+//! No module imports a module that imports it back: `compare` → `walk` → `read`,
+//! `judge`, `report`; `judge` → `read`'s data and `report`'s types; `read` → `report`'s
+//! coverage types only; `report` → `options` only.
 
-pub mod canonical;
 pub mod compare;
-pub mod coverage;
-pub mod digest;
-pub mod long_string;
-pub mod output;
-pub mod side;
-pub mod track;
+pub(crate) mod judge;
+pub mod options;
+pub mod read;
+pub mod report;
+pub(crate) mod walk;
 
 pub use compare::{
     compare, CompareOptions, Difference, DifferenceKind, KeyList, Report, Sample, TargetPass,
     Verdict,
 };
-pub use coverage::Coverage;
+pub use read::{canonical, digest, long_string, side};
+pub use report::coverage::Coverage;
+pub use report::{output, track};
+
+/// What a comparison covered ([`report::coverage`]) and how each side's databases are
+/// learned ([`read::databases`]), under the one path the command line uses.
+pub mod coverage {
+    pub use crate::read::databases::{keyspace_databases, learn, PROBE_BOUND};
+    pub use crate::report::coverage::*;
+}

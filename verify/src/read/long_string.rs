@@ -1,8 +1,8 @@
 //! Strings read in bounded pieces, so that a string of any length is compared without
 //! being held whole on either side.
 //!
-//! The first read of a batch ([`crate::compare`]) asks each key for
-//! `GETRANGE key 0 limit` (`limit` = [`crate::CompareOptions::long_string_bytes`]): in
+//! The first read of a batch ([`crate::read::first`]) asks each key for
+//! `GETRANGE key 0 limit` (`limit` = [`crate::options::CompareOptions::long_string_bytes`]): in
 //! the same pipeline, at the price of one command per key instead of one MGET element,
 //! it yields the whole value of every string up to `limit` bytes and tells a longer
 //! one by its reply of `limit + 1` bytes, without a round trip more (a STRLEN first

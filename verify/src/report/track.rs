@@ -7,31 +7,18 @@
 //!   a key), plus a count per kind. A later round finds those keys again by walking the
 //!   key space and re-reading only keys whose fingerprint is in the set: a fingerprint
 //!   shared by another key only costs that key a re-read, never a wrong report.
-//! - [`key_slot`]: the Redis Cluster hash slot of a key (CRC16 of the hash tag), so a
-//!   run can report which of the 16384 slots it covered (a roaring bitmap).
+//! - [`key_slot`] (from [`crate::read::slot`], kept here under its old path): the Redis
+//!   Cluster hash slot of a key, so a run can report which of the 16384 slots it
+//!   covered (a roaring bitmap).
+//!
+//! Plain sets; it must never read either side.
 
 use std::collections::BTreeMap;
 
 use roaring::RoaringBitmap;
 
-use crate::compare::{Difference, DifferenceKind};
-
-/// The number of hash slots of Redis Cluster.
-pub const SLOTS: u32 = 16384;
-
-/// The hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag (the bytes
-/// between the first `{` and the next `}`, when not empty), modulo 16384.
-pub fn key_slot(key: &[u8]) -> u16 {
-    const CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_XMODEM);
-    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let rest = &key[open + 1..];
-        rest.iter()
-            .position(|&b| b == b'}')
-            .filter(|&close| close > 0)
-            .map(|close| &rest[..close])
-    });
-    CRC16.checksum(tagged.unwrap_or(key)) % SLOTS as u16
-}
+pub use crate::read::slot::{key_slot, SLOTS};
+use crate::report::difference::{Difference, DifferenceKind};
 
 /// The fingerprint under which a differing key is remembered when it is not listed.
 pub fn fingerprint(key: &[u8]) -> u32 {
@@ -151,16 +138,6 @@ mod tests {
             source_pttl: -1,
             target_pttl: -2,
         }
-    }
-
-    #[test]
-    fn slots_follow_redis_cluster() {
-        // Values from CLUSTER KEYSLOT.
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
-        assert_eq!(key_slot(b"{}foo"), key_slot(b"{}foo"));
-        assert_ne!(key_slot(b"{}foo"), key_slot(b"foo"));
     }
 
     #[test]

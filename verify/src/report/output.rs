@@ -1,6 +1,6 @@
 //! Machine-readable output: a CSV of every difference and a JSON summary (with the
 //! run's `verdict` and its `coverage`: what was compared and what was not, see
-//! [`crate::coverage`]), and the key lists read back from a file.
+//! [`crate::report::coverage`]), and the key lists read back from a file.
 //!
 //! Keys are written losslessly: a key that is valid UTF-8 and does not start with
 //! `base64:` is written as is; any other key is written as `base64:` followed by the
@@ -15,8 +15,8 @@ use anyhow::Context;
 use base64::Engine;
 use serde_json::json;
 
-use crate::compare::{KeyList, Report, Sample, Verdict};
-use crate::CompareOptions;
+use crate::options::{CompareOptions, KeyList, Sample};
+use crate::report::run::{Report, Verdict};
 
 const BASE64_PREFIX: &str = "base64:";
 

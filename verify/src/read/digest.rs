@@ -21,7 +21,7 @@ use redis::aio::ConnectionLike;
 use redis::Value as Reply;
 use xxhash_rust::xxh3::{xxh3_128, Xxh3};
 
-use crate::canonical::{parse_score, stream_groups};
+use crate::read::canonical::{parse_score, stream_groups};
 
 /// A value's digest: its element count and a 128-bit hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,25 +145,7 @@ pub async fn read(
             }
             acc.finish()
         }
-        "list" => {
-            let mut acc = Ordered::default();
-            let mut start = 0usize;
-            loop {
-                let window: Vec<Vec<u8>> = redis::cmd("LRANGE")
-                    .arg(key)
-                    .arg(start)
-                    .arg(start + chunk - 1)
-                    .query_async(conn)
-                    .await?;
-                for e in &window {
-                    acc.add(&[e]);
-                }
-                if window.len() < chunk {
-                    break acc.finish();
-                }
-                start += chunk;
-            }
-        }
+        "list" => list(conn, key, chunk).await?,
         "set" => {
             let mut acc = Unordered::default();
             scan_each(conn, "SSCAN", key, chunk, |items| {
@@ -186,27 +168,7 @@ pub async fn read(
             .await?;
             acc.finish()
         }
-        "zset" => {
-            // By rank windows: ZRANGE has no duplicates while the key is unchanged.
-            let mut acc = Unordered::default();
-            let mut start = 0usize;
-            loop {
-                let window: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE")
-                    .arg(key)
-                    .arg(start)
-                    .arg(start + chunk - 1)
-                    .arg("WITHSCORES")
-                    .query_async(conn)
-                    .await?;
-                for (m, s) in &window {
-                    acc.add(&[m, &parse_score(s).to_bits().to_le_bytes()]);
-                }
-                if window.len() < chunk {
-                    break acc.finish();
-                }
-                start += chunk;
-            }
-        }
+        "zset" => zset(conn, key, chunk).await?,
         "stream" => stream(conn, key, chunk).await?,
         other => {
             // A module type: compared by TYPE only.
@@ -215,6 +177,58 @@ pub async fn read(
             acc.finish()
         }
     })
+}
+
+/// A list by LRANGE windows of `chunk` elements, in order.
+async fn list(
+    conn: &mut (impl ConnectionLike + Send),
+    key: &[u8],
+    chunk: usize,
+) -> redis::RedisResult<Digest> {
+    let mut acc = Ordered::default();
+    let mut start = 0usize;
+    loop {
+        let window: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(key)
+            .arg(start)
+            .arg(start + chunk - 1)
+            .query_async(conn)
+            .await?;
+        for e in &window {
+            acc.add(&[e]);
+        }
+        if window.len() < chunk {
+            return Ok(acc.finish());
+        }
+        start += chunk;
+    }
+}
+
+/// A sorted set by ZRANGE rank windows, members with their exact score bits.
+async fn zset(
+    conn: &mut (impl ConnectionLike + Send),
+    key: &[u8],
+    chunk: usize,
+) -> redis::RedisResult<Digest> {
+    // By rank windows: ZRANGE has no duplicates while the key is unchanged.
+    let mut acc = Unordered::default();
+    let mut start = 0usize;
+    loop {
+        let window: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(start)
+            .arg(start + chunk - 1)
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await?;
+        for (m, s) in &window {
+            acc.add(&[m, &parse_score(s).to_bits().to_le_bytes()]);
+        }
+        if window.len() < chunk {
+            return Ok(acc.finish());
+        }
+        start += chunk;
+    }
 }
 
 /// Runs an SSCAN/HSCAN to its end, handing each batch of items to `each`.

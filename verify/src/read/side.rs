@@ -1,7 +1,7 @@
 //! One side of a comparison: a standalone Redis, or a Redis Cluster read through its
 //! primaries.
 //!
-//! [`Conn`] is what every read of [`crate::compare`] goes through. For a standalone
+//! [`Conn`] is what every read of a comparison goes through. For a standalone
 //! server it is a plain multiplexed connection. For a cluster (recognised from any
 //! node's URL: `INFO cluster` says `cluster_enabled:1`) it holds one connection per
 //! primary and the slot map from `CLUSTER SLOTS`, and gives every command the meaning
@@ -14,7 +14,7 @@
 //! - `SCAN` walks the primaries one after the other: the cursor carries the primary's
 //!   index in its top byte (a node's own cursor never reaches 2^56);
 //! - `DBSIZE` is the sum over the primaries; `INFO` is answered with an error, which
-//!   turns off the count proof of [`crate::compare`] (the target is then scanned).
+//!   turns off the count proof ([`crate::judge::counts`]) (the target is then scanned).
 //!
 //! A cluster has database 0 only: any other database of a cluster side is an empty
 //! one ([`Conn::Absent`]), so keys in it on the other side are reported as extra or
@@ -30,7 +30,7 @@ use anyhow::Context;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Cmd, ConnectionAddr, Pipeline, RedisFuture, Value};
 
-use crate::track::{key_slot, SLOTS as SLOT_COUNT};
+use crate::read::slot::{key_slot, SLOTS as SLOT_COUNT};
 
 /// A connection to one side.
 #[derive(Clone)]
@@ -86,16 +86,35 @@ pub async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Resul
         .query_async(&mut probe)
         .await
         .context("CLUSTER SLOTS")?;
-    let mut addresses: Vec<(String, u16)> = Vec::new();
-    let mut owners = vec![u16::MAX; SLOTS];
-    let Value::Array(ranges) = slots else {
-        anyhow::bail!("CLUSTER SLOTS answered {slots:?}");
-    };
     let seed_host = match client.get_connection_info().addr() {
         ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
         other => anyhow::bail!("a cluster reached through {other:?}"),
     };
-    for range in &ranges {
+    let map = slot_map(&slots, &seed_host)?;
+    let cluster = ClusterConn {
+        primaries: Arc::new(open_primaries(client, &map.primaries).await?),
+        owners: Arc::new(map.owners),
+    };
+    // The primaries' connections are multiplexed: the workers share them.
+    Ok(vec![Conn::Cluster(cluster); n.max(1)])
+}
+
+/// A cluster's primaries (host, port) and the index of the one serving each slot.
+#[derive(Debug, PartialEq, Eq)]
+struct SlotMap {
+    primaries: Vec<(String, u16)>,
+    owners: Vec<u16>,
+}
+
+/// The slot map a `CLUSTER SLOTS` reply describes; a primary announced without a
+/// host (empty or `?`) is on `seed_host`. Every slot must have a primary.
+fn slot_map(slots: &Value, seed_host: &str) -> anyhow::Result<SlotMap> {
+    let mut primaries: Vec<(String, u16)> = Vec::new();
+    let mut owners = vec![u16::MAX; SLOTS];
+    let Value::Array(ranges) = slots else {
+        anyhow::bail!("CLUSTER SLOTS answered {slots:?}");
+    };
+    for range in ranges {
         let Value::Array(fields) = range else {
             anyhow::bail!("a CLUSTER SLOTS entry is {range:?}");
         };
@@ -108,17 +127,17 @@ pub async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Resul
             Some(Value::BulkString(h)) if !h.is_empty() && h.as_slice() != b"?" => {
                 String::from_utf8_lossy(h).into_owned()
             }
-            _ => seed_host.clone(),
+            _ => seed_host.to_owned(),
         };
         let Some(Value::Int(port)) = primary.get(1) else {
             anyhow::bail!("a CLUSTER SLOTS primary without a port: {primary:?}");
         };
         let address = (host, u16::try_from(*port).context("a primary's port")?);
-        let index = match addresses.iter().position(|a| *a == address) {
+        let index = match primaries.iter().position(|a| *a == address) {
             Some(index) => index,
             None => {
-                addresses.push(address);
-                addresses.len() - 1
+                primaries.push(address);
+                primaries.len() - 1
             }
         };
         for slot in *first..=(*last).min(SLOTS as i64 - 1) {
@@ -128,8 +147,16 @@ pub async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Resul
     if let Some(slot) = owners.iter().position(|&o| o == u16::MAX) {
         anyhow::bail!("slot {slot} is served by no primary of the cluster");
     }
+    Ok(SlotMap { primaries, owners })
+}
+
+/// One connection per primary, with the seed's settings (TLS, credentials).
+async fn open_primaries(
+    client: &redis::Client,
+    addresses: &[(String, u16)],
+) -> anyhow::Result<Vec<MultiplexedConnection>> {
     let mut primaries = Vec::with_capacity(addresses.len());
-    for (host, port) in &addresses {
+    for (host, port) in addresses {
         let info = client.get_connection_info().clone();
         let addr = match info.addr() {
             ConnectionAddr::TcpTls {
@@ -151,12 +178,7 @@ pub async fn connect(client: &redis::Client, db: u32, n: usize) -> anyhow::Resul
                 .with_context(|| format!("the cluster primary {host}:{port}"))?,
         );
     }
-    let cluster = ClusterConn {
-        primaries: Arc::new(primaries),
-        owners: Arc::new(owners),
-    };
-    // The primaries' connections are multiplexed: the workers share them.
-    Ok(vec![Conn::Cluster(cluster); n.max(1)])
+    Ok(primaries)
 }
 
 pub(crate) async fn open(client: &redis::Client, db: u32) -> anyhow::Result<MultiplexedConnection> {
@@ -423,5 +445,49 @@ impl ConnectionLike for Conn {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(_) | Conn::Absent => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(first: i64, last: i64, host: &[u8], port: i64) -> Value {
+        Value::Array(vec![
+            Value::Int(first),
+            Value::Int(last),
+            Value::Array(vec![Value::BulkString(host.to_vec()), Value::Int(port)]),
+        ])
+    }
+
+    #[test]
+    fn cluster_slots_give_every_slot_a_primary() {
+        let reply = Value::Array(vec![
+            range(0, 8191, b"10.0.0.1", 7000),
+            range(8192, 16383, b"", 7001),
+            range(100, 200, b"10.0.0.1", 7000),
+        ]);
+        let map = slot_map(&reply, "seed").expect("a full map");
+        assert_eq!(
+            map.primaries,
+            vec![("10.0.0.1".to_owned(), 7000), ("seed".to_owned(), 7001)]
+        );
+        assert_eq!(
+            (map.owners[0], map.owners[8191], map.owners[8192]),
+            (0, 0, 1)
+        );
+        assert_eq!(map.owners[16383], 1);
+    }
+
+    #[test]
+    fn a_slot_without_a_primary_or_a_malformed_entry_is_an_error() {
+        let partial = Value::Array(vec![range(0, 16000, b"h", 1)]);
+        let error = slot_map(&partial, "seed").unwrap_err().to_string();
+        assert!(
+            error.contains("slot 16001 is served by no primary"),
+            "{error}"
+        );
+        assert!(slot_map(&Value::Nil, "seed").is_err());
+        assert!(slot_map(&Value::Array(vec![Value::Int(1)]), "seed").is_err());
     }
 }

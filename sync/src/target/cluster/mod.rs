@@ -2,11 +2,13 @@
 //! connection per primary, with an exact checkpoint per slot.
 //!
 //! A cluster is recognised from the URL of any of its nodes (`INFO cluster` says
-//! `cluster_enabled:1`); no option is needed. [`connect_target`] then reads the slot
-//! map (`CLUSTER SLOTS`, which 6.2, 7.0 and 8.2 all answer), opens a plain
-//! [`TargetWriter`] to every primary and turns the writer it returns into a router:
-//! the engine, the full copy and the filter write to it exactly as to a standalone
-//! target, and [`ClusterTarget`] gives every command the meaning it needs here.
+//! `cluster_enabled:1`); no option is needed. [`crate::target::Target::connect`] then reads the slot
+//! map (`CLUSTER SLOTS`, which 6.2, 7.0 and 8.2 all answer) and opens a plain
+//! [`Conn`] to every primary. The engine and the full copy hold a
+//! [`crate::target::Target`] and call its explicit operations (begin, select,
+//! write, commit, discard, record and read the checkpoint); [`ClusterTarget`] is
+//! what they become here. It routes the units it is told about and never reads
+//! the caller's intent back out of the commands.
 //!
 //! # Exactness: one checkpoint per slot
 //! A standalone target records the stream position in the same MULTI/EXEC as the
@@ -18,7 +20,7 @@
 //! (in stream order within the slot) changes no outcome. A new session resumes from
 //! the **lowest** slot checkpoint, and a slot skips every stream command at or below
 //! its own checkpoint (the engine tells the router each command's offset,
-//! [`TargetWriter::set_stream_position`]): nothing is applied twice (INCR stays exact)
+//! [`crate::target::Target::set_stream_position`]): nothing is applied twice (INCR stays exact)
 //! and nothing is skipped, whatever is killed when. The checkpoint key lives in its
 //! slot, so it moves with the slot's keys when the slot migrates, and it replicates
 //! in the same transaction as the data, so a promoted replica that missed the last
@@ -100,77 +102,77 @@
 //! # Removing only some keys
 //! A full resync over stale data with key prefix rules, and the FLUSHALL of one shard
 //! of a cluster source, remove only the task's keys: every primary is scanned
-//! ([`TargetWriter::cluster_primaries_mut`]) and its owned keys unlinked one per
-//! command (see [`crate::filter::Filter::clear_target`]).
+//! and its owned keys unlinked one per command (see [`crate::target::Target::clear`]).
+
+pub mod cross_slot;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::apply::{is_redirection, ApplyError, ApplyOptions, Position, TargetWriter};
 use crate::checkpoint::Checkpoint;
-use crate::cross_slot::{Judgement, Skips, SourceCopier};
+use crate::conn::{is_redirection, ApplyError, ApplyOptions, Conn, Position};
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
 use crate::keys::{key_indices, split_into, splittable, KeysError};
 use crate::resp::Frame;
 use crate::slots::{key_slot, parse_cluster_slots, slot_owners, SLOTS};
+use cross_slot::{Judgement, Skips, SourceCopier};
 
-/// Connects to the target; when it is a cluster node, to every primary of its
-/// cluster, and returns a writer that routes by slot. `checkpoint_key` is the
-/// task's checkpoint key name, which the router gives a hash tag per shard.
-pub async fn connect_target(
-    endpoint: &Endpoint,
-    options: ApplyOptions,
-    checkpoint_key: &[u8],
-) -> Result<TargetWriter, ApplyError> {
-    let mut writer = TargetWriter::connect(endpoint, options.clone()).await?;
-    if !is_cluster_node(&mut writer).await? {
-        return Ok(writer);
+impl ClusterTarget {
+    /// Reads the slot map through `entry` (a connection to any node of the cluster,
+    /// kept open as today's sessions keep it) and connects to every primary.
+    /// `checkpoint_key` is the task's checkpoint key name, which the router gives a
+    /// hash tag per slot.
+    pub(crate) async fn connect(
+        mut entry: Conn,
+        endpoint: &Endpoint,
+        options: ApplyOptions,
+        checkpoint_key: &[u8],
+    ) -> Result<ClusterTarget, ApplyError> {
+        let slots = entry.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
+        let shards = parse_cluster_slots(&slots, &endpoint.host).map_err(ApplyError::Cluster)?;
+        let owners = slot_owners(&shards).map_err(ApplyError::Cluster)?;
+        let mut primaries = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            primaries.push(Primary::connect(endpoint, &options, &shard.host, shard.port).await?);
+        }
+        tracing::info!(
+            primaries = primaries.len(),
+            "the target is a Redis Cluster: routing by hash slot"
+        );
+        Ok(ClusterTarget {
+            entry,
+            shards: primaries,
+            owners,
+            seed: endpoint.clone(),
+            options,
+            slot_keys: slot_checkpoint_keys(checkpoint_key),
+            holds_through: vec![-1; SLOTS],
+            written: vec![-1; SLOTS],
+            stream_offset: OUTSIDE_STREAM,
+            previous_offset: OUTSIDE_STREAM,
+            in_multi: false,
+            queued: vec![Vec::new(); SLOTS],
+            queued_slots: Vec::new(),
+            db: 0,
+            last_value: None,
+            last_refresh: Instant::now(),
+            next_unit: 0,
+            failed: Vec::new(),
+            copier: None,
+            source_db: 0,
+            skips: Skips::default(),
+            skip_keys: Vec::new(),
+            skip_entries: HashMap::new(),
+        })
     }
-    let slots = writer.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?;
-    let shards = parse_cluster_slots(&slots, &endpoint.host).map_err(ApplyError::Cluster)?;
-    let owners = slot_owners(&shards).map_err(ApplyError::Cluster)?;
-    let mut primaries = Vec::with_capacity(shards.len());
-    for shard in &shards {
-        primaries.push(Primary::connect(endpoint, &options, &shard.host, shard.port).await?);
-    }
-    tracing::info!(
-        primaries = primaries.len(),
-        "the target is a Redis Cluster: routing by hash slot"
-    );
-    writer.route_through(ClusterTarget {
-        shards: primaries,
-        owners,
-        seed: endpoint.clone(),
-        options,
-        checkpoint_key: checkpoint_key.to_vec(),
-        slot_keys: slot_checkpoint_keys(checkpoint_key),
-        holds_through: vec![-1; SLOTS],
-        written: vec![-1; SLOTS],
-        stream_offset: OUTSIDE_STREAM,
-        previous_offset: OUTSIDE_STREAM,
-        in_multi: false,
-        queued: vec![Vec::new(); SLOTS],
-        queued_slots: Vec::new(),
-        db: 0,
-        last_value: None,
-        last_refresh: Instant::now(),
-        next_unit: 0,
-        failed: Vec::new(),
-        copier: None,
-        source_db: 0,
-        skips: Skips::default(),
-        skip_keys: Vec::new(),
-        skip_entries: HashMap::new(),
-    });
-    Ok(writer)
 }
 
 /// Whether the server `node` is connected to is a node of a Redis Cluster (`INFO
 /// cluster` says `cluster_enabled:1`): how both sides recognise a cluster.
-pub(crate) async fn is_cluster_node(node: &mut TargetWriter) -> Result<bool, ApplyError> {
+pub(crate) async fn is_cluster_node(node: &mut Conn) -> Result<bool, ApplyError> {
     let info = node.query(&[b"INFO".as_slice(), b"cluster"]).await?;
     Ok(info.as_bytes().is_some_and(|text| {
         text.split(|&b| b == b'\n')
@@ -265,7 +267,7 @@ fn slot_checkpoint_keys(checkpoint_key: &[u8]) -> Vec<Bytes> {
 /// A primary of the target cluster: its writer, its address, and what was sent to
 /// it and not yet answered, kept to be sent again if it is redirected.
 struct Primary {
-    writer: TargetWriter,
+    writer: Conn,
     host: String,
     port: u16,
     /// Units sent and not wholly answered, in the order sent.
@@ -286,7 +288,7 @@ impl Primary {
         node.host = host.to_owned();
         node.port = port;
         node.db = None;
-        let mut writer = TargetWriter::connect(&node, options.clone()).await?;
+        let mut writer = Conn::connect(&node, options.clone()).await?;
         writer.record_redirections();
         Ok(Primary {
             writer,
@@ -331,9 +333,12 @@ const FAILED_UNITS_MAX: usize = 1024;
 /// nodes) before it ends and the next one starts from the slots' checkpoints.
 pub const MIGRATION_WAIT_MAX: Duration = Duration::from_secs(30);
 
-/// The router behind a [`TargetWriter`] whose target is a cluster (see the module
+/// The router of a [`crate::target::Target`] that is a cluster (see the module
 /// doc).
 pub struct ClusterTarget {
+    /// The connection the cluster was found through (its identity is fenced by the
+    /// next session with the primaries').
+    entry: Conn,
     /// One plain writer per primary.
     shards: Vec<Primary>,
     /// The shard serving each slot.
@@ -341,7 +346,6 @@ pub struct ClusterTarget {
     /// The target URL, for connecting to primaries the cluster names later.
     seed: Endpoint,
     options: ApplyOptions,
-    checkpoint_key: Vec<u8>,
     /// Each slot's checkpoint key.
     slot_keys: Vec<Bytes>,
     /// Per slot, the offset of its checkpoint when the session started: stream
@@ -383,7 +387,7 @@ pub struct ClusterTarget {
 
 impl ClusterTarget {
     /// The plain writer of every primary.
-    pub(crate) fn primaries_mut(&mut self) -> Vec<&mut TargetWriter> {
+    pub(crate) fn primaries_mut(&mut self) -> Vec<&mut Conn> {
         self.shards.iter_mut().map(|p| &mut p.writer).collect()
     }
 
@@ -402,71 +406,91 @@ impl ClusterTarget {
         self.skip_keys = slot_checkpoint_keys(skip_key);
     }
 
-    pub(crate) async fn push<A: AsRef<[u8]>>(
+    /// Opens a target transaction: from now on each slot's commands are queued in
+    /// that slot's transaction until [`ClusterTarget::commit`]. (The caller drains
+    /// first: a slot has at most one transaction between drains.)
+    pub(crate) fn begin(&mut self) {
+        debug_assert!(
+            self.queued_slots.is_empty(),
+            "a transaction is already open"
+        );
+        self.in_multi = true;
+    }
+
+    /// The target database the stream has selected (a keyed command outside
+    /// database 0 stops the task: a cluster has no other).
+    pub(crate) fn select(&mut self, db: u32) {
+        self.db = db;
+    }
+
+    /// Routes one command by its keys' slots.
+    pub(crate) async fn write<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<(), ApplyError> {
+        let argv: Vec<Bytes> = argv
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_ref()))
+            .collect();
+        self.route(&argv).await
+    }
+
+    /// Sends the open transaction as one transaction per slot it wrote, each with
+    /// that slot's checkpoint when given; `at` counts as applied once every
+    /// primary has answered it.
+    pub(crate) async fn commit(
         &mut self,
-        argv: &[A],
-        position: Option<Position>,
+        checkpoint: Option<&Checkpoint>,
+        at: Position,
     ) -> Result<(), ApplyError> {
-        let name = argv.first().map_or(&[][..], |a| a.as_ref());
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is("MULTI") {
-            self.in_multi = true;
-        } else if is("EXEC") {
-            // A checkpoint normally closed the slots' transactions already.
-            self.close_slots(None).await?;
-            self.in_multi = false;
-        } else if is("DISCARD") {
-            for slot in std::mem::take(&mut self.queued_slots) {
-                self.queued[usize::from(slot)].clear();
-            }
-            self.in_multi = false;
-        } else if is("SELECT") {
-            self.db = argv
-                .get(1)
-                .and_then(|a| std::str::from_utf8(a.as_ref()).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(u32::MAX);
-        } else if is("SET")
-            && argv
-                .get(1)
-                .is_some_and(|k| k.as_ref() == self.checkpoint_key)
-        {
-            let value = argv.get(2).map_or(&[][..], |v| v.as_ref());
-            self.write_checkpoint(value).await?;
-        } else {
-            let argv: Vec<Bytes> = argv
-                .iter()
-                .map(|a| Bytes::copy_from_slice(a.as_ref()))
-                .collect();
-            self.route(&argv).await?;
+        if let Some(checkpoint) = checkpoint {
+            self.write_checkpoint(checkpoint).await?;
         }
-        if let Some(position) = position {
-            self.mark_position(position);
-        }
+        self.close_slots(None).await?;
+        self.in_multi = false;
+        self.mark_position(at);
         Ok(())
+    }
+
+    /// Forgets the open transaction's commands (a source transaction that did
+    /// not arrive whole).
+    pub(crate) fn discard(&mut self) {
+        for slot in std::mem::take(&mut self.queued_slots) {
+            self.queued[usize::from(slot)].clear();
+        }
+        self.in_multi = false;
+    }
+
+    /// Records `checkpoint` in every slot outside the stream (after a full copy)
+    /// and waits for it.
+    pub(crate) async fn record_checkpoint(
+        &mut self,
+        checkpoint: &Checkpoint,
+    ) -> Result<(), ApplyError> {
+        self.db = 0;
+        self.write_checkpoint(checkpoint).await?;
+        self.drain().await
+    }
+
+    /// The lowest slot checkpoint's value (where the stream resumes), after reading
+    /// every slot's checkpoint and skip entries.
+    pub(crate) async fn read_checkpoint(&mut self) -> Result<Option<Vec<u8>>, ApplyError> {
+        self.drain().await?;
+        self.db = 0;
+        let lowest = self.read_checkpoints().await?;
+        Ok(lowest.as_bytes().map(<[u8]>::to_vec))
     }
 
     /// A checkpoint from the engine: inside the stream it closes every slot's
     /// transaction with it; outside (after a full copy) every slot starts from it.
-    async fn write_checkpoint(&mut self, value: &[u8]) -> Result<(), ApplyError> {
-        let text = String::from_utf8_lossy(value).into_owned();
-        let mut words = text.split_whitespace();
-        let (Some(replid), Some(offset), Some(db)) = (
-            words.next(),
-            words.next().and_then(|o| o.parse::<i64>().ok()),
-            words.next(),
-        ) else {
-            return Err(ApplyError::Cluster(format!("not a checkpoint: {text:?}")));
-        };
-        self.last_value = Some((replid.to_owned(), db.to_owned()));
+    async fn write_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), ApplyError> {
+        let value = crate::target::standalone::checkpoint_value(checkpoint);
+        let offset = checkpoint.offset;
+        self.last_value = Some((checkpoint.replid.clone(), checkpoint.db.to_string()));
         if self.stream_offset == OUTSIDE_STREAM {
             self.holds_through.iter_mut().for_each(|h| *h = -1);
             self.skips.clear();
             self.skip_entries.clear();
             return self.checkpoint_every_slot(offset, |_| true).await;
         }
-        self.close_slots(Some((offset, Bytes::copy_from_slice(value))))
-            .await?;
+        self.close_slots(Some((offset, Bytes::from(value)))).await?;
         if self.last_refresh.elapsed() >= REFRESH_INTERVAL {
             self.last_refresh = Instant::now();
             if let Some(answered) = self.applied() {
@@ -535,10 +559,10 @@ impl ClusterTarget {
         let mut bytes = 0;
         for (i, argv) in commands.iter().enumerate() {
             if asking && (i == 0 || !transaction) {
-                primary.writer.push_direct(&[b"ASKING"], None).await?;
+                primary.writer.push(&[b"ASKING"], None).await?;
             }
             bytes += argv.iter().map(Bytes::len).sum::<usize>();
-            primary.writer.push_direct(argv, None).await?;
+            primary.writer.push(argv, None).await?;
         }
         let end = primary.writer.commands_pushed();
         primary.unanswered.push_back(Unit {
@@ -700,7 +724,7 @@ impl ClusterTarget {
         for primary in &mut self.shards {
             if let Ok(frame) = primary
                 .writer
-                .query_direct(&[b"CLUSTER".as_slice(), b"SLOTS"])
+                .query(&[b"CLUSTER".as_slice(), b"SLOTS"])
                 .await
             {
                 if matches!(frame, Frame::Array(_)) {
@@ -737,7 +761,7 @@ impl ClusterTarget {
         losers.dedup();
         for loser in losers {
             let primary = &mut self.shards[usize::from(loser)];
-            let role = primary.writer.query_direct(&[b"ROLE".as_slice()]).await;
+            let role = primary.writer.query(&[b"ROLE".as_slice()]).await;
             let still_primary = match &role {
                 Ok(Frame::Array(items)) => items
                     .first()
@@ -1018,24 +1042,26 @@ impl ClusterTarget {
 
     pub(crate) async fn flush(&mut self) -> Result<(), ApplyError> {
         for primary in &mut self.shards {
-            primary.writer.flush_direct().await?;
+            primary.writer.flush().await?;
         }
         Ok(())
     }
 
     /// The identities of the primaries' connections.
-    pub(crate) fn identities(&self) -> Vec<crate::apply::ClientIdentity> {
-        self.shards
+    pub(crate) fn identities(&self) -> Vec<crate::conn::ClientIdentity> {
+        let entry = self.entry.identity().cloned();
+        let primaries = self
+            .shards
             .iter()
-            .flat_map(|p| p.writer.identities())
-            .collect()
+            .filter_map(|p| p.writer.identity().cloned());
+        entry.into_iter().chain(primaries).collect()
     }
 
-    /// [`TargetWriter::check_answering`] of every primary.
+    /// [`Conn::check_answering`] of every primary.
     pub(crate) fn check_answering(&self) -> Result<(), ApplyError> {
         self.shards
             .iter()
-            .try_for_each(|p| p.writer.check_answering_direct())
+            .try_for_each(|p| p.writer.check_answering())
     }
 
     /// The latest byte from any primary.
@@ -1048,7 +1074,7 @@ impl ClusterTarget {
 
     pub(crate) async fn poll_replies(&mut self) -> Result<(), ApplyError> {
         for index in 0..self.shards.len() {
-            self.shards[index].writer.poll_replies_direct().await?;
+            self.shards[index].writer.poll_replies().await?;
             self.collect_answered(index)?;
         }
         if !self.failed.is_empty() {
@@ -1067,7 +1093,7 @@ impl ClusterTarget {
         loop {
             self.flush().await?;
             for index in 0..self.shards.len() {
-                self.shards[index].writer.drain_direct().await?;
+                self.shards[index].writer.drain().await?;
                 self.collect_answered(index)?;
             }
             let Some(first) = self.failed.first() else {
@@ -1123,17 +1149,6 @@ impl ClusterTarget {
         self.drain().await?;
         let name = argv.first().map_or(&[][..], |a| a.as_ref());
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if is("SELECT") {
-            self.push(argv, None).await?;
-            return Ok(Frame::Simple(Bytes::from_static(b"OK")));
-        }
-        if is("GET")
-            && argv
-                .get(1)
-                .is_some_and(|k| k.as_ref() == self.checkpoint_key)
-        {
-            return self.read_checkpoints().await;
-        }
         if is("SCAN") || is("KEYS") {
             return Err(ApplyError::Cluster(
                 "the target's keys cannot be listed as one keyspace here (a full resync with key prefix rules into a cluster target is not supported: empty the target's task keys by hand)".to_owned(),
@@ -1149,7 +1164,7 @@ impl ClusterTarget {
         };
         self.shards[shard]
             .writer
-            .query_direct(&argv)
+            .query(&argv)
             .await
             .map_err(redirected)
     }

@@ -36,14 +36,14 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use crate::apply::{ApplyError, TargetWriter};
+use crate::conn::{ApplyError, Conn};
 use crate::rdb::dump::{decode_dump, DumpOptions};
 use crate::rdb::encode_dump;
 use crate::resp::Frame;
 
 /// Reads keys from the source for a cluster target (see the module doc).
 pub struct SourceCopier {
-    source: TargetWriter,
+    source: Conn,
     target_rdb_version: u16,
     extend_ttl_ms: i64,
 }
@@ -59,7 +59,7 @@ impl SourceCopier {
     /// `source` is a plain connection to the source the stream comes from; values
     /// are written for a target of `target_rdb_version`, and TTLs lengthened by
     /// `extend_ttl_ms` as the filter does for the stream.
-    pub fn new(source: TargetWriter, target_rdb_version: u16, extend_ttl_ms: i64) -> SourceCopier {
+    pub fn new(source: Conn, target_rdb_version: u16, extend_ttl_ms: i64) -> SourceCopier {
         SourceCopier {
             source,
             target_rdb_version,

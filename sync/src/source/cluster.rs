@@ -60,25 +60,13 @@
 
 use std::path::PathBuf;
 
-use crate::apply::{ApplyOptions, TargetWriter};
+use crate::conn::{ApplyOptions, Conn};
 use crate::endpoint::Endpoint;
-use crate::engine::{SyncError, SyncOptions};
+use crate::engine::error::SyncError;
+pub use crate::engine::options::SourceCluster;
+use crate::engine::options::SyncOptions;
 use crate::resp::Frame;
 use crate::slots::{node_address, parse_cluster_slots, Shard};
-
-/// Where a shard task finds its cluster and which slots are its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceCluster {
-    /// Nodes to ask for the slot map (any one that answers will do).
-    pub seeds: Vec<Endpoint>,
-    /// The shard's slot ranges at discovery (inclusive).
-    pub slots: Vec<(u16, u16)>,
-    /// Replicate from one of the shard's replicas instead of its primary (the DTS
-    /// "use slave node" option: the primary serves no full-sync snapshot); the
-    /// heartbeat is still written on the primary. A shard without a replica is read
-    /// from its primary, with a warning.
-    pub from_replica: bool,
-}
 
 /// Where a shard task reads and where it writes its heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,7 +101,7 @@ pub async fn discover(
     source: &Endpoint,
     connection: ApplyOptions,
 ) -> Result<Option<Discovery>, SyncError> {
-    let mut node = TargetWriter::connect_to("source", source, connection).await?;
+    let mut node = Conn::connect_to("source", source, connection).await?;
     if !crate::cluster::is_cluster_node(&mut node).await? {
         return Ok(None);
     }
@@ -235,7 +223,7 @@ impl SourceCluster {
         for seed in &self.seeds {
             let reply = async {
                 let mut node =
-                    TargetWriter::connect_to("source", seed, discovery_connection(options)).await?;
+                    Conn::connect_to("source", seed, discovery_connection(options)).await?;
                 Ok::<_, SyncError>(node.query(&[b"CLUSTER".as_slice(), b"SLOTS"]).await?)
             }
             .await;
@@ -297,8 +285,7 @@ async fn online_replica_of(
     primary: &Endpoint,
     options: &SyncOptions,
 ) -> Result<Option<Endpoint>, SyncError> {
-    let mut node =
-        TargetWriter::connect_to("source", primary, discovery_connection(options)).await?;
+    let mut node = Conn::connect_to("source", primary, discovery_connection(options)).await?;
     let info = node.query(&[b"INFO".as_slice(), b"replication"]).await?;
     let text = info
         .as_bytes()

@@ -1,0 +1,152 @@
+//! The sync engine: drives a replica link, the RDB parser and the target writer so
+//! that the target becomes and stays a copy of the source, checkpointing exactly how
+//! far the target has got.
+//!
+//! One *session* is one connection to each side:
+//! 1. connect to the source as a replica and PSYNC from the checkpoint (or `? -1`);
+//! 2. on `+FULLRESYNC`: stream the RDB from the socket through the parser (on a
+//!    blocking thread, fed by bounded channels) into the target, key by key, as
+//!    RESTORE payloads: the raw object bytes when the target's RDB version reads
+//!    them, re-encoded for the target's version otherwise;
+//! 3. then apply the command stream, MULTI/EXEC blocks whole, SELECT tracked, PING and
+//!    REPLCONF consumed, the heartbeat key filtered out; a checkpoint is stored every
+//!    `checkpoint_interval` at the last position the target has answered;
+//! 4. `REPLCONF ACK` with the applied offset every second, also during the full copy.
+//!    The same tick ends the session when the source has sent nothing for
+//!    `link.read_timeout` (`--repl-timeout`; a flow dropped by a firewall stays open
+//!    and silent) or the target has left commands unanswered for
+//!    `apply.reply_timeout` (`--target-timeout`); the lag published is measured from
+//!    the last heartbeat seen, so it grows while nothing arrives
+//!    ([`Progress::lag_ms`]).
+//!
+//! A transient failure (a cut connection, a restarting server) ends the session; the
+//! next one resumes from the checkpoint, within the retry window. A permanent one
+//! (a refused password, a command the target rejects) ends the task with an error.
+//!
+//! # Code map
+//! - `options`: what a task is told ([`SyncOptions`], [`Mode`], the task's key names);
+//! - `error`: why it stopped ([`SyncError`]) and which failures are retried;
+//! - `progress`: what it publishes ([`Progress`], [`Phase`], [`Summary`]);
+//! - this file: [`run`], the retry loop that starts one session after another;
+//! - `session`: one session, from PSYNC to stop or failure;
+//! - `full_copy`: the RDB through the parser into the target;
+//! - `resume`: the resume decision, pure (from checkpoints and the PSYNC answer);
+//! - `classify`, `heartbeat`, `reshard`, `saver`, `info`: the session's helpers.
+
+mod classify;
+pub(crate) mod error;
+mod full_copy;
+mod heartbeat;
+mod info;
+pub(crate) mod options;
+mod progress;
+mod reshard;
+mod resume;
+mod saver;
+mod session;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::apply::{ApplyError, ClientIdentity};
+use crate::checkpoint::CheckpointStore;
+
+pub use crate::clock::unix_ms;
+pub use error::SyncError;
+pub use heartbeat::HEARTBEAT_PREFIX;
+pub use info::rdb_version_of;
+pub use options::{
+    validate_task_name, Mode, SyncOptions, DEFAULT_TASK_NAME, SKIP_KEY, TARGET_CHECKPOINT_KEY,
+};
+pub use progress::{Phase, Progress, Summary};
+
+use error::RetryClass;
+use session::session;
+
+/// Runs the task until it is done (mode `Full`), `stop` becomes true, or it fails.
+pub async fn run(
+    options: SyncOptions,
+    stop: watch::Receiver<bool>,
+    progress: watch::Sender<Progress>,
+) -> Result<Summary, SyncError> {
+    validate_task_name(&options.task_name).map_err(SyncError::Options)?;
+    options
+        .filter
+        .validate()
+        .map_err(|e| SyncError::Options(e.to_string()))?;
+    let mut store = CheckpointStore::open(&options.checkpoint_dir)?;
+    // When the current run of failures began, per window; reset by any progress.
+    let mut failing_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut options = options;
+    // The target connections of the last session, closed by the next one.
+    let mut fence: Vec<ClientIdentity> = Vec::new();
+    loop {
+        let before = progress.borrow().clone();
+        let outcome = match options.source_cluster.clone() {
+            // A shard of a cluster source: its primary may have changed (failover).
+            Some(cluster) => match cluster.current_nodes(&options).await {
+                Ok(nodes) => {
+                    if nodes.read != options.source {
+                        tracing::info!(from = %options.source, to = %nodes.read, "the shard's node changed: following it");
+                    }
+                    options.source = nodes.read;
+                    options.heartbeat_at = Some(nodes.primary);
+                    session(&options, &mut store, &mut fence, stop.clone(), &progress).await
+                }
+                Err(err) => Err(err),
+            },
+            None => session(&options, &mut store, &mut fence, stop.clone(), &progress).await,
+        };
+        let err = match outcome {
+            Ok(()) => {
+                progress.send_modify(|p| p.phase = Phase::Done);
+                return Ok(Summary {
+                    progress: progress.borrow().clone(),
+                    checkpoint: store.last().cloned(),
+                });
+            }
+            Err(err) => err,
+        };
+        let class = match err.retry_class() {
+            Some(class) if !*stop.borrow() => class,
+            _ => return Err(err),
+        };
+        let now = progress.borrow().clone();
+        let progressed = (now.full_syncs, now.partial_syncs, now.applied_offset)
+            != (
+                before.full_syncs,
+                before.partial_syncs,
+                before.applied_offset,
+            );
+        if progressed {
+            failing_since = None;
+            backoff = Duration::from_millis(100);
+        }
+        let window = match class {
+            RetryClass::Connection => options.retry_window,
+            RetryClass::Other => options.other_retry_window,
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > window {
+            return Err(SyncError::GaveUp {
+                window,
+                last: Box::new(err),
+            });
+        }
+        progress.send_modify(|p| p.last_error = Some(err.to_string()));
+        tracing::warn!("sync session ended: {err}; retrying in {backoff:?} (giving up {:?} after the failures began)", window);
+        tokio::time::sleep(backoff).await;
+        // A cluster that is moving (a slot migration on the target, a failover on the
+        // source) is asked again at least every second: it settles in seconds, and a
+        // 10 s back-off would hold the sync that long after it has.
+        let ceiling = match &err {
+            SyncError::Apply(ApplyError::Redirected { .. }) | SyncError::SourceTopology(_) => {
+                Duration::from_secs(1)
+            }
+            _ => Duration::from_secs(10),
+        };
+        backoff = (backoff * 2).min(ceiling);
+    }
+}

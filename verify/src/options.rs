@@ -1,0 +1,95 @@
+//! What a comparison is asked to do: the databases, the keys (prefixes, a sample, a
+//! key list), the TTL rules, and how hard to push the servers.
+//!
+//! Plain data read by every stage (walk, read, judge, report); it imports nothing of
+//! the crate, and must never hold a connection or any state of a run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Which keys to compare.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sample {
+    /// Every key.
+    All,
+    /// Keys whose xxh3-64 hash falls below this fraction (0..=1) of the hash space:
+    /// the same keys in every run.
+    Rate(f64),
+    /// About this many keys over all chosen databases (a rate from the source's DBSIZE).
+    Count(u64),
+}
+
+/// Keys to compare, per database.
+pub type KeyList = BTreeMap<u32, Vec<Vec<u8>>>;
+
+/// The key lockstep's sync keeps its position in, on the target (db 0); ignored like
+/// every `LOCKSTEP_` key, and counted as such when counts prove the target pass.
+pub const SYNC_CHECKPOINT_KEY: &str = "LOCKSTEP_CHECKPOINT";
+
+/// What to compare, and how hard to push the servers.
+#[derive(Clone, Debug)]
+pub struct CompareOptions {
+    /// Databases to compare; empty (the default): every database holding keys on
+    /// either side, learned from both ([`crate::coverage`]). An explicit list
+    /// restricts the scope, and the report names the databases with keys left out.
+    pub dbs: Vec<u32>,
+    /// Largest difference between the two sides' absolute expiry times that still
+    /// counts as equal.
+    pub ttl_tolerance: Duration,
+    /// The target's expiries are expected this much later than the source's (the
+    /// sync's `--extend-ttl`); zero: the same.
+    pub ttl_extension: Duration,
+    /// Keys starting with any of these are ignored: by default `LOCKSTEP_`, the sync's
+    /// own keys (the heartbeat on the source, the checkpoint on the target).
+    pub ignore_prefixes: Vec<Vec<u8>>,
+    /// When not empty, only keys starting with one of these are compared.
+    pub include_prefixes: Vec<Vec<u8>>,
+    pub sample: Sample,
+    /// Only these keys, instead of walking both key spaces (still filtered by the
+    /// prefixes and the sample).
+    pub keys: Option<KeyList>,
+    /// Batches in flight at once (and connections per side).
+    pub workers: usize,
+    /// Keys per SCAN batch (the SCAN COUNT hint).
+    pub batch_keys: usize,
+    /// Keys scanned per second on each side, at most; None: as fast as possible.
+    pub keys_per_second: Option<u64>,
+    /// Rounds: after the first, only differing keys are read again.
+    pub rounds: u32,
+    pub round_pause: Duration,
+    /// Elements per command when a collection is read in chunks.
+    pub chunk_elements: usize,
+    /// Collections of at most this many elements are compared by DUMP first.
+    pub dump_elements_max: u64,
+    /// Differences kept with their keys (reported one by one); further differing keys
+    /// are kept as fingerprints and only counted.
+    pub max_listed: usize,
+    /// Strings longer than this many bytes are never read whole: they are compared
+    /// in `GETRANGE` windows of this size ([`crate::long_string`]). 0: every string
+    /// is read whole by one `MGET` per batch (about 1.6 times faster on small
+    /// strings, but a long string is then held whole, on both sides).
+    pub long_string_bytes: usize,
+}
+
+impl Default for CompareOptions {
+    fn default() -> CompareOptions {
+        CompareOptions {
+            dbs: Vec::new(),
+            ttl_tolerance: Duration::from_secs(2),
+            ttl_extension: Duration::ZERO,
+            ignore_prefixes: vec![b"LOCKSTEP_".to_vec()],
+            include_prefixes: Vec::new(),
+            sample: Sample::All,
+            keys: None,
+            workers: 4,
+            batch_keys: 1000,
+            keys_per_second: None,
+            rounds: 1,
+            round_pause: Duration::from_secs(1),
+            chunk_elements: 1000,
+            dump_elements_max: 1024,
+            max_listed: 100_000,
+            long_string_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! What a run found and may claim: the differences ([`difference`]), the report and
+//! its verdict ([`run`]), the coverage ([`coverage`]), the compact sets of differing
+//! keys and covered slots ([`track`]), and the CSV and JSON outputs ([`output`]).
+//!
+//! Plain data and its formatting; it must never read either side.
+
+pub mod coverage;
+pub mod difference;
+pub mod output;
+pub mod run;
+pub mod track;

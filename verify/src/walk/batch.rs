@@ -1,0 +1,509 @@
+//! One batch of keys compared on both sides: the first reads, the heads, the value
+//! reads (second pipeline, long strings in windows, DUMP, chunked digests), the
+//! expiry re-check, and the TTLs of equal values; and the target pass's batch (extra
+//! keys).
+//!
+//! The order of the reads is this module's; what each answer means is
+//! [`crate::judge`]'s. It must never write, and never turn a parse failure or a
+//! reply error into "equal".
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use redis::Value as Reply;
+
+use crate::judge::key::{extra_on_target, presence, Presence};
+use crate::judge::ttl::TtlRules;
+use crate::judge::value::{self, Dumps, Lengths, Pair, ReadFailure, Strings};
+use crate::read::first::{first_read, heads, heads_after, FirstAsk, FirstRead, Head};
+use crate::read::pipeline::{as_int, length_command, replies, tolerant_pipe};
+use crate::read::side::Conn;
+use crate::read::slot::key_slot;
+use crate::read::{digest, long_string};
+use crate::report::difference::{Difference, DifferenceKind};
+use crate::walk::context::Ctx;
+use crate::walk::tally::Outcome;
+
+/// Compares `keys` (of database `db`) on both sides. In the source pass a key gone
+/// from the source is skipped; in a re-check it is extra if the target has it.
+pub(crate) async fn compare_batch(
+    ctx: &Ctx,
+    src: Conn,
+    dst: Conn,
+    db: u32,
+    keys: Vec<Vec<u8>>,
+    recheck: bool,
+) -> anyhow::Result<Outcome> {
+    if keys.is_empty() {
+        return Ok(Outcome::default());
+    }
+    let (mut batch, first_values) = SideBySide::read(ctx, src, dst, db, &keys).await?;
+    let same = batch.presences(recheck);
+    let (mut pending, pipe) = batch.plan_values(&same, first_values);
+    batch.second_reads(&pipe, &mut pending).await?;
+    let long = batch.judge_strings(std::mem::take(&mut pending.strings));
+    batch.long_strings(&long).await?;
+    batch.dumps(&mut pending).await?;
+    batch.digests(&pending.digests).await?;
+    batch.confirm_value_differences().await?;
+    batch.ttl_differences();
+    Ok(batch.out)
+}
+
+/// One batch read side by side: the keys, their heads on both sides, and what the
+/// value reads found so far.
+struct SideBySide<'a> {
+    ctx: &'a Ctx,
+    src: Conn,
+    dst: Conn,
+    db: u32,
+    keys: &'a [Vec<u8>],
+    source: Vec<Head>,
+    target: Vec<Head>,
+    /// When each side's PTTLs were read (unix ms).
+    source_now: i64,
+    target_now: i64,
+    out: Outcome,
+    /// Keys whose values are equal (their TTLs are compared last).
+    equal: Vec<usize>,
+    /// Values that differ, with a hint, before the expiry re-check.
+    differ: Vec<(usize, String)>,
+}
+
+/// The first read's string values of both sides (None: not a non-empty string).
+type FirstValues = (Vec<Option<Vec<u8>>>, Vec<Option<Vec<u8>>>);
+
+/// A string as read on both sides: (index, source bytes, target bytes); None: not a
+/// string (gone or retyped since TYPE).
+type StringPair = (usize, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Keys of the same type whose values are still to be read, by how.
+#[derive(Default)]
+struct Pending {
+    /// Strings read on both sides: (index, source bytes, target bytes).
+    strings: Vec<StringPair>,
+    /// In the second pipeline: strings read again, collections' lengths.
+    second: Vec<usize>,
+    /// Collections small enough for DUMP.
+    dumps: Vec<usize>,
+    /// Collections read as chunked digests.
+    digests: Vec<usize>,
+}
+
+impl<'a> SideBySide<'a> {
+    /// The first reads of both sides, then the heads of what they left open.
+    async fn read(
+        ctx: &'a Ctx,
+        src: Conn,
+        dst: Conn,
+        db: u32,
+        keys: &'a [Vec<u8>],
+    ) -> anyhow::Result<(SideBySide<'a>, FirstValues)> {
+        let (sf, df) = tokio::try_join!(
+            first_read_on(ctx, src.clone(), db, keys, &ctx.source_ttls),
+            first_read_on(ctx, dst.clone(), db, keys, &ctx.target_ttls)
+        )?;
+        let strings = strings_on_both(&sf, &df);
+        let ((source, source_now), (target, target_now)) = tokio::try_join!(
+            heads_after(src.clone(), keys, &strings, &sf),
+            heads_after(dst.clone(), keys, &strings, &df)
+        )?;
+        let batch = SideBySide {
+            ctx,
+            src,
+            dst,
+            db,
+            keys,
+            source,
+            target,
+            source_now,
+            target_now,
+            out: Outcome::default(),
+            equal: Vec::new(),
+            differ: Vec::new(),
+        };
+        Ok((batch, (sf.values, df.values)))
+    }
+
+    fn difference(&self, i: usize, kind: DifferenceKind, detail: String) -> Difference {
+        Difference {
+            db: self.db,
+            key: self.keys[i].clone(),
+            kind,
+            detail,
+            source_type: self.source[i].kind.clone(),
+            target_type: self.target[i].kind.clone(),
+            source_pttl: self.source[i].pttl,
+            target_pttl: self.target[i].pttl,
+        }
+    }
+
+    fn report(&mut self, i: usize, kind: DifferenceKind, detail: String) {
+        let difference = self.difference(i, kind, detail);
+        self.out.diffs.push(difference);
+    }
+
+    /// Every key judged on its heads (missing, extra, type); the keys of the same
+    /// type on both sides, whose values are to be compared.
+    fn presences(&mut self, recheck: bool) -> Vec<usize> {
+        let mut same = Vec::new();
+        for i in 0..self.keys.len() {
+            let counts = &mut self.out.counts;
+            counts.slots.insert(u32::from(key_slot(&self.keys[i])));
+            let judged = presence(&self.source[i], &self.target[i], recheck, &self.ctx.ttl);
+            if judged.compared() {
+                counts.compared += 1;
+                *counts
+                    .per_type
+                    .entry(self.source[i].kind.clone())
+                    .or_insert(0) += 1;
+            }
+            if judged.on_both() {
+                counts.on_both += 1;
+            }
+            match judged {
+                Presence::NotOnSource { extra: true } => {
+                    self.report(i, DifferenceKind::ExtraOnTarget, String::new())
+                }
+                Presence::NotOnTarget { missing: true } => {
+                    self.report(i, DifferenceKind::MissingOnTarget, String::new())
+                }
+                Presence::TypesDiffer { detail } => self.report(i, DifferenceKind::Type, detail),
+                Presence::SameType => same.push(i),
+                Presence::NotOnSource { .. } | Presence::NotOnTarget { .. } => {}
+            }
+        }
+        same
+    }
+
+    /// How each value is read: strings read by the first GETRANGE on both sides are
+    /// compared by their bytes; other strings are read again with EXISTS (empty, or
+    /// created after the first read: EXISTS tells an empty string from a key deleted
+    /// since); collections' lengths first while DUMP is usable, else digests. The
+    /// second pipeline, in the order of `Pending::second`.
+    fn plan_values(&self, same: &[usize], first: FirstValues) -> (Pending, redis::Pipeline) {
+        let (mut sv, mut dv) = first;
+        let limit = self.ctx.long_string_limit();
+        let fast = self.ctx.dump_ok.load(Ordering::Relaxed);
+        let mut pending = Pending::default();
+        let mut pipe = tolerant_pipe();
+        for &i in same {
+            let key = &self.keys[i];
+            let kind = self.source[i].kind.as_str();
+            match (kind, length_command(kind)) {
+                ("string", _) if sv[i].is_some() && dv[i].is_some() => {
+                    pending.strings.push((i, sv[i].take(), dv[i].take()))
+                }
+                ("string", _) => {
+                    match limit {
+                        Some(limit) => pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit),
+                        None => pipe.cmd("GET").arg(key),
+                    };
+                    pipe.cmd("EXISTS").arg(key);
+                    pending.second.push(i);
+                }
+                (_, Some(len)) if fast => {
+                    pipe.cmd(len).arg(key);
+                    pending.second.push(i);
+                }
+                _ => pending.digests.push(i),
+            }
+        }
+        (pending, pipe)
+    }
+
+    /// The second pipeline on both sides: strings read again, collections' lengths
+    /// (different counts differ; small ones go to DUMP, others to digests).
+    async fn second_reads(
+        &mut self,
+        pipe: &redis::Pipeline,
+        pending: &mut Pending,
+    ) -> anyhow::Result<()> {
+        let (sr, dr) = tokio::try_join!(
+            replies(self.src.clone(), pipe),
+            replies(self.dst.clone(), pipe)
+        )?;
+        let (mut sr, mut dr) = (sr.into_iter(), dr.into_iter());
+        for &i in &pending.second {
+            let (a, b) = (
+                sr.next().unwrap_or(Reply::Nil),
+                dr.next().unwrap_or(Reply::Nil),
+            );
+            if self.source[i].kind == "string" {
+                let (a_exists, b_exists) = (sr.next(), dr.next());
+                let (a, b) = (
+                    value::reread_string(a, a_exists),
+                    value::reread_string(b, b_exists),
+                );
+                pending.strings.push((i, a, b));
+                continue;
+            }
+            let max = self.ctx.options.dump_elements_max;
+            match value::lengths(as_int(&a), as_int(&b), max) {
+                Lengths::Differ(detail) => self.differ.push((i, detail)),
+                Lengths::Dump => pending.dumps.push(i),
+                Lengths::Digest => pending.digests.push(i),
+            }
+        }
+        Ok(())
+    }
+
+    /// Strings read on both sides judged by their bytes; the long ones, to be read
+    /// in windows.
+    fn judge_strings(&mut self, strings: Vec<StringPair>) -> Vec<usize> {
+        let limit = self.ctx.long_string_limit();
+        let mut long = Vec::new();
+        for (i, a, b) in strings {
+            match value::strings(a.as_deref(), b.as_deref(), limit) {
+                Strings::Long => long.push(i),
+                Strings::Equal => {
+                    self.out.counts.strings_equal += 1;
+                    self.equal.push(i);
+                }
+                Strings::Differ(hint) => self.differ.push((i, hint)),
+            }
+        }
+        long
+    }
+
+    /// Long strings compared in windows of the first read's limit.
+    async fn long_strings(&mut self, long: &[usize]) -> anyhow::Result<()> {
+        let window = self.ctx.long_string_limit().unwrap_or(usize::MAX);
+        for &i in long {
+            self.out.counts.windowed += 1;
+            match compare_long_string(&self.src, &self.dst, &self.keys[i], window).await? {
+                None => {
+                    self.out.counts.strings_equal += 1;
+                    self.equal.push(i);
+                }
+                Some(detail) => self.differ.push((i, detail)),
+            }
+        }
+        Ok(())
+    }
+
+    /// DUMP of small collections: byte-equal payloads are equal values; any other
+    /// pair goes to digests (and two RDB versions turn DUMP off for the run).
+    async fn dumps(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        let mut pipe = tolerant_pipe();
+        for &i in &pending.dumps {
+            pipe.cmd("DUMP").arg(&self.keys[i]);
+        }
+        let (sr, dr) = tokio::try_join!(
+            replies(self.src.clone(), &pipe),
+            replies(self.dst.clone(), &pipe)
+        )?;
+        for (n, &i) in pending.dumps.iter().enumerate() {
+            let (a, b) = (
+                sr.get(n).unwrap_or(&Reply::Nil),
+                dr.get(n).unwrap_or(&Reply::Nil),
+            );
+            match value::dumps(a, b) {
+                Dumps::Equal => {
+                    self.out.counts.dump_equal += 1;
+                    self.equal.push(i);
+                }
+                Dumps::Differ { versions_differ } => {
+                    if versions_differ {
+                        self.ctx.dump_ok.store(false, Ordering::Relaxed);
+                    }
+                    pending.digests.push(i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Chunked digests, key by key. A reply error (the key deleted or retyped during
+    /// the read) is a difference that a later round re-reads; a failed connection
+    /// ends the check.
+    async fn digests(&mut self, keys: &[usize]) -> anyhow::Result<()> {
+        let chunk = self.ctx.options.chunk_elements;
+        for &i in keys {
+            let (key, kind) = (&self.keys[i], self.source[i].kind.as_str());
+            let (mut s, mut d) = (self.src.clone(), self.dst.clone());
+            let (a, b) = tokio::join!(
+                digest::read(&mut s, key, kind, chunk),
+                digest::read(&mut d, key, kind, chunk)
+            );
+            let (a, b) = match value::pair(a, b) {
+                Pair::Read(a, b) => (a, b),
+                Pair::Failed(ReadFailure::Fatal, e) => {
+                    return Err(e).with_context(|| {
+                        format!("reading {} in chunks", String::from_utf8_lossy(key))
+                    });
+                }
+                Pair::Failed(ReadFailure::Changed(detail), _) => {
+                    self.differ.push((i, detail));
+                    continue;
+                }
+            };
+            self.out.counts.digests += 1;
+            match value::digests(&a, &b) {
+                None => self.equal.push(i),
+                Some(detail) => self.differ.push((i, detail)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A value that differs on a key with a TTL may have expired on one side during
+    /// the reads (each side expires on its own clock): its PTTL is read again, and a
+    /// key now gone or expiring on either side is not an inconsistency.
+    async fn confirm_value_differences(&mut self) -> anyhow::Result<()> {
+        let volatile: Vec<usize> = self
+            .differ
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|&i| TtlRules::volatile(self.source[i].pttl, self.target[i].pttl))
+            .collect();
+        let mut pipe = tolerant_pipe();
+        for &i in &volatile {
+            pipe.cmd("PTTL").arg(&self.keys[i]);
+        }
+        let (sr, dr) = tokio::try_join!(
+            replies(self.src.clone(), &pipe),
+            replies(self.dst.clone(), &pipe)
+        )?;
+        let expired: HashSet<usize> = volatile
+            .iter()
+            .zip(sr.iter().zip(&dr))
+            .filter(|(_, (a, b))| self.ctx.ttl.expired_between_reads(as_int(a), as_int(b)))
+            .map(|(&i, _)| i)
+            .collect();
+        for (i, detail) in std::mem::take(&mut self.differ) {
+            if !expired.contains(&i) {
+                self.report(i, DifferenceKind::Value, detail);
+            }
+        }
+        Ok(())
+    }
+
+    /// The TTLs of equal values.
+    fn ttl_differences(&mut self) {
+        for i in std::mem::take(&mut self.equal) {
+            let (a, b) = (self.source[i].pttl, self.target[i].pttl);
+            let ttl = &self.ctx.ttl;
+            if let Some(detail) = ttl.difference(self.source_now, a, self.target_now, b) {
+                self.report(i, DifferenceKind::Ttl, detail);
+            }
+        }
+    }
+}
+
+/// Which keys the first reads found a non-empty string on both sides.
+fn strings_on_both(source: &FirstRead, target: &FirstRead) -> Vec<bool> {
+    source
+        .values
+        .iter()
+        .zip(&target.values)
+        .map(|(a, b)| a.is_some() && b.is_some())
+        .collect()
+}
+
+/// One side's first read ([`first_read`]), asked as this side's last batch showed
+/// (TTLs present, INFO permitted), and what it showed kept for the next batch.
+async fn first_read_on(
+    ctx: &Ctx,
+    conn: Conn,
+    db: u32,
+    keys: &[Vec<u8>],
+    ttls: &AtomicBool,
+) -> anyhow::Result<FirstRead> {
+    let ask = FirstAsk {
+        limit: ctx.long_string_limit(),
+        read_ttls: ttls.load(Ordering::Relaxed),
+        ask_info: ctx.info_ok.load(Ordering::Relaxed),
+    };
+    let first = first_read(conn, db, keys, ask).await?;
+    if first.info_refused {
+        ctx.info_ok.store(false, Ordering::Relaxed);
+    }
+    ttls.store(first.ttls_exist, Ordering::Relaxed);
+    Ok(first)
+}
+
+/// A long string on both sides compared in windows: None when equal, else a hint. A
+/// reply error (the key deleted or retyped during the read) is a difference that a
+/// later round re-reads; a failed connection ends the check.
+async fn compare_long_string(
+    src: &Conn,
+    dst: &Conn,
+    key: &[u8],
+    window: usize,
+) -> anyhow::Result<Option<String>> {
+    let (mut s, mut d) = (src.clone(), dst.clone());
+    match long_string::compare_windows(&mut s, &mut d, key, window).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => match value::read_failure(&e) {
+            ReadFailure::Fatal => Err(e).with_context(|| {
+                format!(
+                    "reading the long string {} in windows",
+                    String::from_utf8_lossy(key)
+                )
+            }),
+            ReadFailure::Changed(detail) => Ok(Some(detail)),
+        },
+    }
+}
+
+/// Target keys absent from the source (one multi-key EXISTS on the source); those
+/// still on the target, and not about to expire, are extra.
+pub(crate) async fn extra_batch(
+    ctx: &Ctx,
+    src: Conn,
+    dst: Conn,
+    db: u32,
+    keys: Vec<Vec<u8>>,
+) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    out.counts.target_checked = keys.len() as u64;
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    for key in &keys {
+        out.counts.slots.insert(u32::from(key_slot(key)));
+    }
+    // One multi-key EXISTS answers for the whole batch when every key exists (the
+    // common case); only otherwise is each key asked about.
+    let mut src = src;
+    let all: i64 = redis::cmd("EXISTS")
+        .arg(&keys)
+        .query_async(&mut src)
+        .await
+        .context("EXISTS")?;
+    if all == keys.len() as i64 {
+        return Ok(out);
+    }
+    let mut pipe = redis::pipe();
+    for k in &keys {
+        pipe.cmd("EXISTS").arg(k);
+    }
+    let exists: Vec<i64> = pipe.query_async(&mut src).await.context("EXISTS")?;
+    let absent: Vec<Vec<u8>> = keys
+        .into_iter()
+        .zip(exists)
+        .filter(|(_, e)| *e == 0)
+        .map(|(k, _)| k)
+        .collect();
+    if absent.is_empty() {
+        return Ok(out);
+    }
+    let (dh, _) = heads(dst, &absent).await?;
+    for (key, d) in absent.into_iter().zip(dh) {
+        if extra_on_target(&d, &ctx.ttl) {
+            out.diffs.push(Difference {
+                db,
+                key,
+                kind: DifferenceKind::ExtraOnTarget,
+                detail: String::new(),
+                source_type: "none".into(),
+                target_type: d.kind,
+                source_pttl: -2,
+                target_pttl: d.pttl,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,101 @@
+//! What every batch of a run shares: the options, the sample's threshold, and what the
+//! run learned about the sides (DUMP usable, INFO permitted, TTLs present).
+//!
+//! The learned flags only ever turn a cheaper read off or a safer read on; they must
+//! never change what counts as a difference (that is [`crate::judge`]'s).
+
+use std::sync::atomic::AtomicBool;
+
+use crate::judge::ttl::TtlRules;
+use crate::options::{CompareOptions, SYNC_CHECKPOINT_KEY};
+
+/// What every batch shares.
+pub(crate) struct Ctx {
+    pub(crate) options: CompareOptions,
+    /// The TTL rules of [`crate::judge::ttl`], from the options.
+    pub(crate) ttl: TtlRules,
+    /// Keys hashing below this are sampled; None: every key.
+    pub(crate) threshold: Option<u64>,
+    /// False once two DUMP payloads showed different RDB versions.
+    pub(crate) dump_ok: AtomicBool,
+    /// False once `INFO keyspace` failed (not permitted): TTLs are then always read.
+    pub(crate) info_ok: AtomicBool,
+    /// Whether each side's database held keys with a TTL at the last batch read: then
+    /// PTTLs are read in the batch's first pipeline.
+    pub(crate) source_ttls: AtomicBool,
+    pub(crate) target_ttls: AtomicBool,
+}
+
+impl Ctx {
+    /// A context for `options`, nothing learned yet; `threshold`: the sample's.
+    pub(crate) fn new(options: &CompareOptions, threshold: Option<u64>) -> Ctx {
+        Ctx {
+            options: options.clone(),
+            ttl: TtlRules::of(options),
+            threshold,
+            dump_ok: AtomicBool::new(true),
+            info_ok: AtomicBool::new(true),
+            source_ttls: AtomicBool::new(false),
+            target_ttls: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether `key` is compared: not ignored, included, and in the sample.
+    pub(crate) fn wanted(&self, key: &[u8]) -> bool {
+        let o = &self.options;
+        if o.ignore_prefixes.iter().any(|p| key.starts_with(p)) {
+            return false;
+        }
+        if !o.include_prefixes.is_empty() && !o.include_prefixes.iter().any(|p| key.starts_with(p))
+        {
+            return false;
+        }
+        self.threshold
+            .is_none_or(|t| xxhash_rust::xxh3::xxh3_64(key) < t)
+    }
+
+    /// The length beyond which strings are read in windows; None (0 in the
+    /// options): strings are read whole by MGET.
+    pub(crate) fn long_string_limit(&self) -> Option<usize> {
+        (self.options.long_string_bytes > 0).then_some(self.options.long_string_bytes)
+    }
+
+    /// Whether lockstep's checkpoint key is among the ignored keys (then the count
+    /// proof counts it apart).
+    pub(crate) fn own_checkpoint(&self) -> bool {
+        self.options
+            .ignore_prefixes
+            .iter()
+            .any(|p| SYNC_CHECKPOINT_KEY.as_bytes().starts_with(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wanted_keys_skip_ignored_prefixes_and_keep_included_ones() {
+        let all = Ctx::new(&CompareOptions::default(), None);
+        assert!(all.wanted(b"user:1"));
+        assert!(!all.wanted(b"LOCKSTEP_CHECKPOINT"), "the sync's own keys");
+        assert!(all.own_checkpoint());
+        let included = CompareOptions {
+            include_prefixes: vec![b"user:".to_vec()],
+            ignore_prefixes: Vec::new(),
+            ..CompareOptions::default()
+        };
+        let included = Ctx::new(&included, None);
+        assert!(included.wanted(b"user:1") && !included.wanted(b"order:1"));
+        assert!(!included.own_checkpoint());
+    }
+
+    #[test]
+    fn a_sample_keeps_the_keys_hashing_below_its_threshold() {
+        let key = b"user:1";
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
+        let options = CompareOptions::default();
+        assert!(Ctx::new(&options, Some(hash + 1)).wanted(key));
+        assert!(!Ctx::new(&options, Some(hash)).wanted(key));
+    }
+}
