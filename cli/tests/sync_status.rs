@@ -316,11 +316,7 @@ async fn a_signal_during_the_full_copy_stops_it_and_the_next_start_copies_again(
     let save_delay = |micros: u32| {
         let mut conn = conn.clone();
         async move {
-            redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("rdb-key-save-delay")
-                .arg(micros)
-                .query_async::<()>(&mut conn)
+            conn.run_args::<()>(("CONFIG", "SET", "rdb-key-save-delay", micros))
                 .await
         }
     };

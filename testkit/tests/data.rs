@@ -224,12 +224,7 @@ async fn loads_millions_of_elements_and_big_keys() -> anyhow::Result<()> {
     eprintln!("{report}");
     assert!(report.elements() > 2_000_000);
     let mut conn = server.client().await?;
-    let used: String = redis::cmd("MEMORY")
-        .arg("USAGE")
-        .arg("big:hash")
-        .query_async(&mut conn)
-        .await
-        .map(|n: u64| n.to_string())?;
+    let used: u64 = conn.run("MEMORY USAGE big:hash").await?;
     eprintln!("big:hash uses {used} bytes");
     Ok(())
 }

@@ -654,8 +654,7 @@ async fn faults_switch_while_a_client_keeps_writing() -> anyhow::Result<()> {
                 continue;
             };
             while Instant::now() < deadline {
-                let mut incr = redis::cmd("INCR");
-                let incr = incr.arg("counter").query_async::<i64>(&mut conn);
+                let incr = conn.run::<i64>("INCR counter");
                 match tokio::time::timeout(Duration::from_millis(300), incr).await {
                     Ok(Ok(_)) => acked += 1,
                     _ => break,

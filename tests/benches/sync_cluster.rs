@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use common::{dbsize, runs, spread, Lockstep};
 use lockstep_testkit::topology::{Cluster, ClusterSpec};
-use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use lockstep_testkit::{RedisServer, RedisVersion, Run, ServerConfig};
 
 /// One target of a round: the URL lockstep is given and a reader of its keys.
 struct Target {
@@ -58,15 +58,15 @@ impl Target {
 
     /// The marker's value on the target, read through a cluster-aware client.
     async fn marker(&self) -> anyhow::Result<Option<i64>> {
-        let value = match &self.cluster {
+        let value: Option<i64> = match &self.cluster {
             Some(cluster) => {
                 let mut conn = cluster.cluster_client().await?;
-                redis::cmd("GET").arg(MARKER).query_async(&mut conn).await?
+                conn.run_args(("GET", MARKER)).await?
             }
             None => {
                 let client = redis::Client::open(self.url.as_str())?;
                 let mut conn = client.get_multiplexed_async_connection().await?;
-                redis::cmd("GET").arg(MARKER).query_async(&mut conn).await?
+                conn.run_args(("GET", MARKER)).await?
             }
         };
         Ok(value)
@@ -94,12 +94,7 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..runs() {
         let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
         let mut src = common::patient(&source).await?;
-        redis::cmd("DEBUG")
-            .arg("POPULATE")
-            .arg(keys)
-            .arg("key")
-            .arg(100)
-            .query_async::<()>(&mut src)
+        src.run_args::<()>(("DEBUG", "POPULATE", keys, "key", 100))
             .await?;
         ensure!(dbsize(&mut src).await? == keys, "the source was not filled");
         let order = if round % 2 == 0 {
@@ -202,11 +197,7 @@ async fn measure(
     let mut src = common::patient(source).await?;
     let ready = Instant::now();
     loop {
-        redis::cmd("SET")
-            .arg(MARKER)
-            .arg(0)
-            .query_async::<()>(&mut src)
-            .await?;
+        src.run_args::<()>(("SET", MARKER, 0)).await?;
         if target.marker().await? == Some(0) {
             break;
         }
@@ -242,11 +233,7 @@ async fn measure(
     while let Some(done) = tasks.join_next().await {
         done??;
     }
-    redis::cmd("SET")
-        .arg(MARKER)
-        .arg(1)
-        .query_async::<()>(&mut src)
-        .await?;
+    src.run_args::<()>(("SET", MARKER, 1)).await?;
     while target.marker().await? != Some(1) {
         ensure!(
             started.elapsed() < Duration::from_secs(300),

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure};
 use common::{cpu_seconds, dbsize, info, runs, sample_strings_equal, spread, Lockstep};
 
-use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use lockstep_testkit::{RedisServer, RedisVersion, Run, ServerConfig};
 
 /// Which data the source holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,12 +153,7 @@ async fn fill(
 ) -> anyhow::Result<()> {
     match dataset {
         Dataset::Strings => {
-            redis::cmd("DEBUG")
-                .arg("POPULATE")
-                .arg(keys)
-                .arg("key")
-                .arg(100)
-                .query_async::<()>(src)
+            src.run_args::<()>(("DEBUG", "POPULATE", keys, "key", 100))
                 .await?
         }
         Dataset::Mixed => {
@@ -176,13 +171,7 @@ async fn fill(
             let mut from = 0;
             while from < keys {
                 let to = (from + 10_000).min(keys) - 1;
-                redis::cmd("EVAL")
-                    .arg(MIXED)
-                    .arg(0)
-                    .arg(from)
-                    .arg(to)
-                    .query_async::<()>(src)
-                    .await?;
+                src.run_args::<()>(("EVAL", MIXED, 0, from, to)).await?;
                 from = to + 1;
             }
         }
@@ -194,10 +183,7 @@ async fn fill(
                     // A string grown by APPEND in 1 MB steps.
                     let chunk = vec![b's'; 1_000_000];
                     for _ in 0..big_mb() {
-                        redis::cmd("APPEND")
-                            .arg(format!("big:{i}"))
-                            .arg(&chunk)
-                            .query_async::<()>(src)
+                        src.run_args::<()>(("APPEND", format!("big:{i}"), &chunk))
                             .await?;
                     }
                 } else {
@@ -223,10 +209,7 @@ async fn native_replica(source: &RedisServer, keys: i64) -> anyhow::Result<Durat
     let mut conn = common::patient(&replica).await?;
     let cpu_before = (cpu_seconds(source.pid()), cpu_seconds(replica.pid()));
     let started = Instant::now();
-    redis::cmd("REPLICAOF")
-        .arg(source.addr().ip().to_string())
-        .arg(source.port())
-        .query_async::<()>(&mut conn)
+    conn.run_args::<()>(("REPLICAOF", source.addr().ip().to_string(), source.port()))
         .await?;
     loop {
         let up = info(&mut conn, "replication")
@@ -249,11 +232,7 @@ async fn native_replica(source: &RedisServer, keys: i64) -> anyhow::Result<Durat
         cpu_seconds(replica.pid()) - cpu_before.1,
         cpu_seconds(source.pid()) - cpu_before.0
     );
-    redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query_async::<()>(&mut conn)
-        .await?;
+    conn.run::<()>("REPLICAOF NO ONE").await?;
     Ok(took)
 }
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use common::{calls, cpu_seconds, info, quantile, runs, spread, subfield, Lockstep};
-use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use lockstep_testkit::{RedisServer, RedisVersion, Run, ServerConfig};
 use redis::aio::MultiplexedConnection;
 
 const WRITES: &[&str] = &["set", "incr", "lpush", "hset"];
@@ -171,13 +171,7 @@ async fn one_round(
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut src = common::patient(&source).await?;
     let mut dst = common::patient(&target).await?;
-    redis::cmd("DEBUG")
-        .arg("POPULATE")
-        .arg(100_000)
-        .arg("key")
-        .arg(100)
-        .query_async::<()>(&mut src)
-        .await?;
+    src.run::<()>("DEBUG POPULATE 100000 key 100").await?;
     let dir = tempfile::tempdir()?;
     let run = match follower {
         Follower::Lockstep => Some(Lockstep::sync(
@@ -188,10 +182,7 @@ async fn one_round(
             "full+incremental",
         )?),
         Follower::Native => {
-            redis::cmd("REPLICAOF")
-                .arg(source.addr().ip().to_string())
-                .arg(source.port())
-                .query_async::<()>(&mut dst)
+            dst.run_args::<()>(("REPLICAOF", source.addr().ip().to_string(), source.port()))
                 .await?;
             None
         }
@@ -199,18 +190,10 @@ async fn one_round(
 
     // In the incremental phase when a write made now shows up on the target.
     let ready_by = Instant::now() + Duration::from_secs(120);
-    let _: () = redis::cmd("SET")
-        .arg("bench:ready")
-        .arg(1)
-        .query_async(&mut src)
-        .await?;
+    src.run::<()>("SET bench:ready 1").await?;
     loop {
         // A native replica answers -LOADING until it has loaded the snapshot.
-        let seen: Option<i64> = redis::cmd("GET")
-            .arg("bench:ready")
-            .query_async(&mut dst)
-            .await
-            .unwrap_or(None);
+        let seen: Option<i64> = dst.run("GET bench:ready").await.unwrap_or(None);
         if seen.is_some() {
             break;
         }
@@ -410,11 +393,7 @@ async fn write_stamps(
         tick.tick().await;
         let ts = now_us();
         unresolved.lock().unwrap().push_back(ts);
-        let _: () = redis::cmd("SET")
-            .arg("bench:ts")
-            .arg(ts)
-            .query_async(&mut conn)
-            .await?;
+        conn.run_args::<()>(("SET", "bench:ts", ts)).await?;
     }
     Ok(())
 }
@@ -429,10 +408,7 @@ async fn read_stamps(
     let origin_us = now_us() - origin.elapsed().as_micros() as i64;
     let mut lags = vec![];
     while !stop.load(Ordering::Relaxed) {
-        let seen: Option<i64> = redis::cmd("GET")
-            .arg("bench:ts")
-            .query_async(&mut conn)
-            .await?;
+        let seen: Option<i64> = conn.run("GET bench:ts").await?;
         let now = now_us();
         if let Some(seen) = seen {
             let mut queue = unresolved.lock().unwrap();

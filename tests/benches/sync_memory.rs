@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use common::{dbsize, info, runs, spread, Lockstep};
-use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use lockstep_testkit::{RedisServer, RedisVersion, Run, ServerConfig};
 
 const ELEMENT_BYTES: usize = 10_000;
 const BIG_KEY: &str = "bench:biglist";
@@ -43,12 +43,7 @@ async fn main() -> anyhow::Result<()> {
         let elements = big_mb * 1_000_000 / ELEMENT_BYTES;
         fill_big_list(&mut src, elements).await?;
         let rest_keys = (total_mb.saturating_sub(big_mb)) * 1000;
-        redis::cmd("DEBUG")
-            .arg("POPULATE")
-            .arg(rest_keys)
-            .arg("key")
-            .arg(1000)
-            .query_async::<()>(&mut src)
+        src.run_args::<()>(("DEBUG", "POPULATE", rest_keys, "key", 1000))
             .await?;
         let used = info(&mut src, "memory").await?.int("used_memory")?;
 
@@ -65,25 +60,14 @@ async fn main() -> anyhow::Result<()> {
         let mut dst = common::patient(&target).await?;
         let (a, b) = (dbsize(&mut src).await?, dbsize(&mut dst).await?);
         ensure!(a == b, "DBSIZE: source {a}, target {b}");
-        let len: usize = redis::cmd("LLEN")
-            .arg(BIG_KEY)
-            .query_async(&mut dst)
-            .await?;
+        let len: usize = dst.run_args(("LLEN", BIG_KEY)).await?;
         ensure!(
             len == elements,
             "LLEN {BIG_KEY}: target {len}, source {elements}"
         );
         for index in [0, elements / 2, elements - 1] {
-            let x: Vec<u8> = redis::cmd("LINDEX")
-                .arg(BIG_KEY)
-                .arg(index)
-                .query_async(&mut src)
-                .await?;
-            let y: Vec<u8> = redis::cmd("LINDEX")
-                .arg(BIG_KEY)
-                .arg(index)
-                .query_async(&mut dst)
-                .await?;
+            let x: Vec<u8> = src.run_args(("LINDEX", BIG_KEY, index)).await?;
+            let y: Vec<u8> = dst.run_args(("LINDEX", BIG_KEY, index)).await?;
             ensure!(x == y, "LINDEX {BIG_KEY} {index} differs");
         }
         let mib = done.max_rss_kib as f64 / 1024.0;

@@ -20,12 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs one command written as words.
 async fn run(conn: &mut MultiplexedConnection, line: &str) -> anyhow::Result<redis::Value> {
-    let mut words = line.split_whitespace();
-    let mut cmd = redis::cmd(words.next().unwrap_or("PING"));
-    for w in words {
-        cmd.arg(w);
-    }
-    Ok(cmd.query_async(conn).await?)
+    conn.run(line).await
 }
 
 /// A connection to database `db` of `server`.

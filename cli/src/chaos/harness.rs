@@ -75,11 +75,7 @@ pub async fn slow_snapshot(source: &RedisServer, micros_per_key: u64) -> anyhow:
 pub async fn incr(server: &RedisServer, key: &str, times: u64) -> anyhow::Result<()> {
     let mut conn = server.client().await?;
     for _ in 0..times {
-        redis::cmd("INCR")
-            .arg(key)
-            .query_async::<()>(&mut conn)
-            .await
-            .with_context(|| format!("INCR {key}"))?;
+        conn.run_args::<()>(("INCR", key)).await?;
     }
     Ok(())
 }

@@ -5,6 +5,10 @@
 //! The binary is `$LOCKSTEP_BIN` when set, else `<target dir>/release/lockstep`, built
 //! first with `cargo build --release -p lockstep` (the target dir is
 //! `$CARGO_TARGET_DIR`, or `target/` at the workspace root).
+//!
+//! A benchmark measures, it does not judge equality by the sync's own word: the
+//! sample check reads both servers, and these helpers must never run the unoptimised
+//! binary (the release build is made first, or `$LOCKSTEP_BIN` names the binary).
 
 #![allow(dead_code)] // each bench uses its own part
 
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use lockstep_testkit::info::Info;
 use lockstep_testkit::version::workspace_root;
-use lockstep_testkit::RedisServer;
+use lockstep_testkit::{RedisServer, Run};
 use redis::aio::MultiplexedConnection;
 
 /// The release `lockstep` binary to measure.
@@ -179,7 +183,7 @@ impl Drop for Lockstep {
 
 /// `INFO section` over an existing connection (no new connection per sample).
 pub async fn info(conn: &mut MultiplexedConnection, section: &str) -> anyhow::Result<Info> {
-    let text: String = redis::cmd("INFO").arg(section).query_async(conn).await?;
+    let text: String = conn.run_args(("INFO", section)).await?;
     Ok(Info::parse(&text))
 }
 
@@ -202,9 +206,9 @@ pub async fn sample_strings_equal(
     samples: usize,
 ) -> anyhow::Result<()> {
     for _ in 0..samples {
-        let key: Vec<u8> = redis::cmd("RANDOMKEY").query_async(source).await?;
-        let a: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(source).await?;
-        let b: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(target).await?;
+        let key: Vec<u8> = source.run("RANDOMKEY").await?;
+        let a: Option<Vec<u8>> = source.run_args(("GET", &key)).await?;
+        let b: Option<Vec<u8>> = target.run_args(("GET", &key)).await?;
         if a != b {
             bail!(
                 "key {:?} differs: source {:?} bytes, target {:?} bytes",
