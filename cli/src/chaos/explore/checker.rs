@@ -7,14 +7,16 @@
 //! target applies the options: selected databases and their mapping, prefix rules,
 //! lockstep's own `LOCKSTEP_` keys left out, expiries later by the TTL extension. The
 //! explorer's clock key (`clk:`), which changes all the time, is left out too.
+//!
+//! It must never import verify or sync, nor read lockstep's state: its agreement with
+//! verify is one of the explorer's checks.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
 use redis::aio::MultiplexedConnection;
 
-use super::schedule::TaskOptions;
-use super::workload::{unix_ms, CLOCK_FAMILY};
+use super::shared::{unix_ms, TaskOptions, CLOCK_FAMILY};
 use lockstep_testkit::Run;
 
 /// A value, normalised so equal data compares equal.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::checker::{show_key, Snapshot};
-use super::workload::CLOCK_KEY;
+use super::shared::CLOCK_KEY;
 
 /// 3000-01-01T00:00:00Z in unix ms: the base of the full copy's guard expiries.
 pub const GUARD_BASE_MS: i64 = 32_503_680_000_000;
@@ -213,7 +213,7 @@ pub fn password_in(log: &str, password: Option<&str>) -> Option<String> {
 mod tests {
     use super::*;
     use crate::chaos::explore::checker::{Entry, Value};
-    use crate::chaos::explore::workload::unix_ms;
+    use crate::chaos::explore::shared::unix_ms;
 
     #[test]
     fn a_year_3000_expiry_is_a_guard_left_behind() {

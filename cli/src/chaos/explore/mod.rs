@@ -7,19 +7,25 @@
 //! independent plain-read checker and invariants (no guard expiry left, checkpoints
 //! monotone, an honest lag, no password printed).
 //!
-//! Files: [`schedule`] (seed -> plan, pure), [`workload`] (commands and their runner),
-//! [`faults`], [`episode`] (servers, the `lockstep sync` child process, the judge),
-//! [`checker`] (shares no code with verify or sync), [`invariants`], [`verify`] (the
-//! binary's verdict against the checker's). A failure prints its seed, its episode
-//! and a one-line replay command.
+//! Files, from the bottom up (no module imports a module that imports it back):
+//! [`shared`] (task options, database count, clock key, unix ms), [`faults`] (what
+//! can happen and when, pure), [`workload`] (commands and their runner), [`checker`]
+//! (shares no code with verify or sync), [`invariants`], [`schedule`] (seed -> plan,
+//! pure), [`world`] (servers, proxies, the `lockstep sync` child process),
+//! [`inject`] (each fault done to the world), [`verify`] (the binary's verdict
+//! against the checker's), [`episode`] (one episode run and judged). A failure
+//! prints its seed, its episode and a one-line replay command.
 
 mod checker;
 mod episode;
 mod faults;
+mod inject;
 mod invariants;
 mod schedule;
+mod shared;
 mod verify;
 mod workload;
+mod world;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -84,18 +90,7 @@ pub async fn run(args: &ExploreArgs, seed: u64) -> anyhow::Result<ExitCode> {
             continue;
         }
         ran += 1;
-        println!(
-            "episode {index}: {} {}, source {:?} target {:?}{}, {} preload keys, {} ops over {:.0} s, faults {:?}",
-            plan.pair,
-            plan.options.describe(),
-            plan.source_persistence,
-            plan.target_persistence,
-            if plan.source_password.is_some() { ", source with a password" } else { "" },
-            plan.preload.len(),
-            plan.load.len(),
-            plan.load_ms as f64 / 1000.0,
-            plan.faults.iter().map(|f| (f.at_ms, &f.fault)).collect::<Vec<_>>()
-        );
+        print_plan(index, &plan);
         if args.plan_only {
             continue;
         }
@@ -120,7 +115,38 @@ pub async fn run(args: &ExploreArgs, seed: u64) -> anyhow::Result<ExitCode> {
         println!("  replay: {}", plan.replay_command());
         failed.push((plan, findings));
     }
-    for (plan, findings) in &failed {
+    print_failures(seed, &failed);
+    println!(
+        "\n{} of {ran} episodes held (seed {seed}, {:.0} s)",
+        ran - failed.len() as u64,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The episode's header: what its plan decided, from the seed alone.
+fn print_plan(index: u64, plan: &schedule::EpisodePlan) {
+    println!(
+        "episode {index}: {} {}, source {:?} target {:?}{}, {} preload keys, {} ops over {:.0} s, faults {:?}",
+        plan.pair,
+        plan.options.describe(),
+        plan.source_persistence,
+        plan.target_persistence,
+        if plan.source_password.is_some() { ", source with a password" } else { "" },
+        plan.preload.len(),
+        plan.load.len(),
+        plan.load_ms as f64 / 1000.0,
+        plan.faults.iter().map(|f| (f.at_ms, &f.fault)).collect::<Vec<_>>()
+    );
+}
+
+/// Each failed episode: the checks that failed, the first finding, the replay.
+fn print_failures(seed: u64, failed: &[(schedule::EpisodePlan, Vec<String>)]) {
+    for (plan, findings) in failed {
         let checks: Vec<&str> = findings
             .iter()
             .filter_map(|f| f.split(':').next())
@@ -135,14 +161,4 @@ pub async fn run(args: &ExploreArgs, seed: u64) -> anyhow::Result<ExitCode> {
             plan.replay_command()
         );
     }
-    println!(
-        "\n{} of {ran} episodes held (seed {seed}, {:.0} s)",
-        ran - failed.len() as u64,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }

@@ -3,6 +3,8 @@
 //! written before the sync starts, the timed workload and the timed faults. Nothing
 //! here does I/O or reads a clock, so a replay with the same seed makes the same
 //! decisions (wall-clock effects, such as which write lands during the copy, differ).
+//!
+//! It must never do I/O or read a clock.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -11,89 +13,9 @@ use lockstep_testkit::server::Persistence;
 use lockstep_testkit::RedisVersion;
 
 use super::faults::{Fault, TimedFault};
+use super::shared::{TaskOptions, CLOCK_FAMILY, DATABASES};
 use super::workload::{self, KeySpace, Op, TimedOp};
 use crate::chaos::Pair;
-
-/// Databases of every server of an episode (`databases 64`).
-pub const DATABASES: u32 = 64;
-
-/// The task's options, as `lockstep sync` flags (and the checker's prediction).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct TaskOptions {
-    /// `--dbs`; empty: all.
-    pub dbs: Vec<u32>,
-    /// `--map-db SRC:DST`.
-    pub map_db: Vec<(u32, u32)>,
-    /// `--prefix`.
-    pub prefix: Vec<String>,
-    /// `--exclude-prefix`.
-    pub exclude_prefix: Vec<String>,
-    /// `--extend-ttl` seconds.
-    pub extend_ttl: u64,
-}
-
-impl TaskOptions {
-    /// Whether source database `db` is synchronized.
-    pub fn keeps_db(&self, db: u32) -> bool {
-        self.dbs.is_empty() || self.dbs.contains(&db)
-    }
-
-    /// The target database of source database `db`.
-    pub fn target_db(&self, db: u32) -> u32 {
-        self.map_db
-            .iter()
-            .find(|(from, _)| *from == db)
-            .map_or(db, |(_, to)| *to)
-    }
-
-    /// Whether a key is synchronized by the prefix rules (lockstep's own never is).
-    pub fn keeps_key(&self, key: &[u8]) -> bool {
-        if key.starts_with(b"LOCKSTEP_") {
-            return false;
-        }
-        let included =
-            self.prefix.is_empty() || self.prefix.iter().any(|p| key.starts_with(p.as_bytes()));
-        included
-            && !self
-                .exclude_prefix
-                .iter()
-                .any(|p| key.starts_with(p.as_bytes()))
-    }
-
-    /// The options as `lockstep sync` (and, without the mapping, `verify`) flags.
-    pub fn flags(&self, with_mapping: bool) -> Vec<String> {
-        let mut flags = Vec::new();
-        if !self.dbs.is_empty() {
-            let dbs: Vec<String> = self.dbs.iter().map(u32::to_string).collect();
-            flags.push(format!("--dbs={}", dbs.join(",")));
-        }
-        if with_mapping {
-            for (from, to) in &self.map_db {
-                flags.push(format!("--map-db={from}:{to}"));
-            }
-        }
-        for p in &self.prefix {
-            flags.push(format!("--prefix={p}"));
-        }
-        for p in &self.exclude_prefix {
-            flags.push(format!("--exclude-prefix={p}"));
-        }
-        if self.extend_ttl > 0 {
-            flags.push(format!("--extend-ttl={}", self.extend_ttl));
-        }
-        flags
-    }
-
-    /// One line for the episode's header.
-    pub fn describe(&self) -> String {
-        let flags = self.flags(true);
-        if flags.is_empty() {
-            "no task options".to_owned()
-        } else {
-            flags.join(" ")
-        }
-    }
-}
 
 /// Everything one episode decides, from the seed.
 #[derive(Clone, Debug, PartialEq)]
@@ -225,7 +147,7 @@ fn task_options(rng: &mut ChaCha8Rng, space: &KeySpace) -> TaskOptions {
         0..=5 => {}
         6..=7 => {
             // The clock's family is always included.
-            options.prefix.push(workload::CLOCK_FAMILY.to_owned());
+            options.prefix.push(CLOCK_FAMILY.to_owned());
             for family in workload::FAMILIES {
                 if rng.random_bool(0.5) {
                     options.prefix.push(family.to_owned());

@@ -3,14 +3,15 @@
 //! CONSISTENT over fewer keys than the source holds, or a verdict the checker does
 //! not share, is a finding. Verify has no database mapping, so an episode with one
 //! is not verified (and says so).
+//!
+//! It must never soften verify's verdict: an exit code it does not expect is a finding.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use super::checker::Snapshot;
-use super::episode::World;
 use super::schedule::EpisodePlan;
-use super::workload::CLOCK_FAMILY;
+use super::shared::CLOCK_FAMILY;
 
 /// What verify said and what disagreed.
 pub struct VerifyOutcome {
@@ -30,11 +31,17 @@ fn keys_compared(stdout: &str) -> Option<usize> {
         .find_map(|line| line.split_once(" keys compared")?.0.trim().parse().ok())
 }
 
-/// Runs verify between the servers (not through the proxies); `expected` is the
-/// checker's prediction of the target, `checker_equal` its verdict.
+/// The servers verify compares, by port (not the proxies).
+pub struct Ports {
+    pub source: u16,
+    pub target: u16,
+}
+
+/// Runs verify between the servers at `ports`; `expected` is the checker's prediction
+/// of the target, `checker_equal` its verdict.
 pub async fn run(
     plan: &EpisodePlan,
-    world: &World,
+    ports: Ports,
     expected: &Snapshot,
     checker_equal: bool,
 ) -> VerifyOutcome {
@@ -54,9 +61,9 @@ pub async fn run(
         .arg(format!("--exclude-prefix={CLOCK_FAMILY}"))
         .env(
             "LOCKSTEP_SOURCE",
-            url(world.source().port(), plan.source_password.as_deref()),
+            url(ports.source, plan.source_password.as_deref()),
         )
-        .env("LOCKSTEP_TARGET", url(world.target.port(), None));
+        .env("LOCKSTEP_TARGET", url(ports.target, None));
     let output = match tokio::task::spawn_blocking(move || command.output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(err)) => return failed(format!("cannot run lockstep verify: {err}")),

@@ -9,24 +9,23 @@
 //! rule keeps both keys or neither; a command across databases stays among the
 //! synchronized ones or among the others: what lockstep's filter supports (a MOVE
 //! into the selection from outside stops the task, by design).
+//!
+//! Generation must never read a reply or a clock (a replay sends the same commands);
+//! only the runner talks to the source, and a refused single command is counted,
+//! not fatal.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::watch;
 
-use super::schedule::{TaskOptions, DATABASES};
+use super::shared::{unix_ms, TaskOptions, CLOCK_KEY, DATABASES};
 
 /// The key families; a key is `<family><n>` (binary bytes after `bin:`).
 pub const FAMILIES: [&str; 8] = [
     "str:", "cnt:", "lst:", "set:", "zst:", "hsh:", "xst:", "bin:",
 ];
-/// The family of the clock key, always synchronized.
-pub const CLOCK_FAMILY: &str = "clk:";
-/// The clock key (db 0): the source's unix time in ms, written every 100 ms, so the
-/// target's copy tells how old the target's data is.
-pub const CLOCK_KEY: &str = "clk:now";
 
 /// One command in one database.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -332,13 +331,6 @@ pub async fn write_preload(source: &redis::Client, ops: &[Op]) -> anyhow::Result
         let _ = pipe.query_async::<redis::Value>(&mut conn).await;
     }
     Ok(())
-}
-
-/// The source's unix time in ms.
-pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Writes [`CLOCK_KEY`] into db 0 of the source every 100 ms until stopped.
