@@ -21,6 +21,10 @@
 //!
 //! The churn workload ([`crate::churn`]) reuses the value generators and the version
 //! detection defined here.
+//!
+//! It is test input, not an oracle: it must never read anything back through lockstep's
+//! crates (it depends on none), and a test checks what a sync made of it on the
+//! servers themselves.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -831,17 +835,7 @@ impl Loader<'_> {
                 let count = rng.random_range(1000..=2000);
                 self.list(rng, target, count, 20..=100, text).await?
             }
-            Family::SetInt => {
-                let count = rng.random_range(5..=200);
-                let members = (0..count)
-                    .map(|_| {
-                        rng.random_range(-1_000_000_i64..1_000_000)
-                            .to_string()
-                            .into_bytes()
-                    })
-                    .collect();
-                self.set(target, members).await?
-            }
+            Family::SetInt => self.int_set(rng, target).await?,
             Family::SetSmall => {
                 let members = (0..small).map(|_| text(rng, 1..=40)).collect();
                 self.set(target, members).await?
@@ -868,23 +862,45 @@ impl Loader<'_> {
                 };
                 self.geo(rng, target, count).await?
             }
-            Family::Volatile => {
-                let key_type = KeyType::CYCLE[index % KeyType::CYCLE.len()];
-                let written = self.of_type(rng, target, key_type, small, text).await?;
-                let expiry = match index % 8 {
-                    0..=2 => Expiry::Seconds,
-                    3..=5 => Expiry::Millis,
-                    6 => Expiry::FarFuture,
-                    _ => Expiry::Soon,
-                };
-                self.expire(rng, written, expiry).await?
-            }
+            Family::Volatile => self.volatile(rng, target, index, small).await?,
             Family::Binary => {
                 let key_type = KeyType::CYCLE[index % KeyType::CYCLE.len()];
                 self.of_type(rng, target, key_type, small, binary).await?
             }
             Family::Big => anyhow::bail!("big keys are written by write_big_keys, not per index"),
         })
+    }
+
+    /// A set of `5..=200` integers (an intset).
+    async fn int_set(&mut self, rng: &mut ChaCha8Rng, target: Target) -> crate::Result<WrittenKey> {
+        let count = rng.random_range(5..=200);
+        let members = (0..count)
+            .map(|_| {
+                rng.random_range(-1_000_000_i64..1_000_000)
+                    .to_string()
+                    .into_bytes()
+            })
+            .collect();
+        self.set(target, members).await
+    }
+
+    /// A small key of the type `index` picks, with the expiry `index` picks.
+    async fn volatile(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        target: Target,
+        index: usize,
+        small: usize,
+    ) -> crate::Result<WrittenKey> {
+        let key_type = KeyType::CYCLE[index % KeyType::CYCLE.len()];
+        let written = self.of_type(rng, target, key_type, small, text).await?;
+        let expiry = match index % 8 {
+            0..=2 => Expiry::Seconds,
+            3..=5 => Expiry::Millis,
+            6 => Expiry::FarFuture,
+            _ => Expiry::Soon,
+        };
+        self.expire(rng, written, expiry).await
     }
 
     /// A small key of `key_type` with elements from `element` (text or binary).

@@ -10,6 +10,9 @@
 //! (DTS: possible data loss).
 //!
 //! All are checked with verify, which reads a cluster side through its primaries.
+//!
+//! It must never judge by the sync's state (verify and plain reads only), and each
+//! scenario draws its random parts from the run's seed alone.
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use lockstep_testkit::topology::{Cluster, ClusterSpec, FailoverMode, SlotMigrati
 use lockstep_testkit::{RedisServer, ServerConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use redis::aio::MultiplexedConnection;
 
 use super::harness::{self, Engine};
 use super::{Outcome, Pair, Scenario};
@@ -173,25 +177,7 @@ async fn target_cluster_changes(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     let mut writes = |rounds: i64| {
         let spread = spread_seed + done as u32;
         done += rounds;
-        let mut conn = conn.clone();
-        let counters = counters.clone();
-        async move {
-            for round in 0..rounds {
-                let mut pipe = redis::pipe();
-                for counter in &counters {
-                    pipe.cmd("INCR").arg(counter).ignore();
-                }
-                pipe.cmd("SET")
-                    .arg(format!("spread:{}", (spread as i64 + round) % 500))
-                    .arg(round)
-                    .ignore();
-                pipe.query_async::<()>(&mut conn).await?;
-                if round % 20 == 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            anyhow::Ok(())
-        }
+        write_counter_rounds(conn.clone(), counters.clone(), spread, rounds)
     };
     let slot = key_slot(tag.as_bytes());
     let migration = async {
@@ -239,6 +225,31 @@ async fn target_cluster_changes(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     )))
 }
 
+/// `rounds` pipelined rounds of one INCR of every counter and a SET of a key spread
+/// over every slot (from `spread` on), with a short pause every 20 rounds.
+async fn write_counter_rounds(
+    mut conn: MultiplexedConnection,
+    counters: Vec<String>,
+    spread: u32,
+    rounds: i64,
+) -> anyhow::Result<()> {
+    for round in 0..rounds {
+        let mut pipe = redis::pipe();
+        for counter in &counters {
+            pipe.cmd("INCR").arg(counter).ignore();
+        }
+        pipe.cmd("SET")
+            .arg(format!("spread:{}", (spread as i64 + round) % 500))
+            .arg(round)
+            .ignore();
+        pipe.query_async::<()>(&mut conn).await?;
+        if round % 20 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
+}
+
 async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let source = RedisServer::start(ServerConfig::new(pair.source)).await?;
@@ -251,25 +262,8 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     let mut engine = Engine::spawn(options);
     engine.caught_up(&source).await?;
 
-    // Multi-key writes over many slots, during the stream.
     let mut conn = source.client().await?;
-    let mut split = 0;
-    for round in 0..40 {
-        let width = rng.random_range(2..12);
-        let pairs: Vec<String> = (0..width)
-            .flat_map(|i| [format!("m:{round}:{i}"), rng.random::<u32>().to_string()])
-            .collect();
-        conn.run_args::<()>(("MSET", &pairs)).await?;
-        let gone: Vec<String> = (0..rng.random_range(1..width))
-            .map(|i| format!("m:{round}:{i}"))
-            .collect();
-        let command = if round % 2 == 0 { "DEL" } else { "UNLINK" };
-        conn.run_args::<()>((command, &gone)).await?;
-        split += 2;
-    }
-    // Same hash tag: one slot, applied as it is.
-    conn.run::<()>("SET {tag}a moved").await?;
-    conn.run::<()>("RENAME {tag}a {tag}b").await?;
+    let split = write_multi_key_rounds(&mut conn, &mut rng).await?;
     engine.caught_up(&source).await?;
     let target_url = seed_node.url();
     let engines = std::slice::from_mut(&mut engine);
@@ -286,6 +280,67 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
     }
     conn.run_args::<()>(("SET", from, 0)).await?;
     let rounds = rng.random_range(100..200);
+    write_cross_slot_rounds(&mut conn, &mut rng, (from, to), rounds).await?;
+    engine.caught_up(&source).await?;
+    let report = wait_verified(
+        &source.url(),
+        &target_url,
+        std::slice::from_mut(&mut engine),
+    )
+    .await?;
+    let mut cluster_conn = cluster.cluster_client().await?;
+    let counter: i64 = cluster_conn.run_args(("GET", from)).await?;
+    if counter != 2 * rounds {
+        bail!(
+            "the counter moved by RENAME is {counter}, not {}: a write applied twice or lost",
+            2 * rounds
+        );
+    }
+    if engine.handle.is_finished() {
+        bail!("the task stopped");
+    }
+    Ok(Outcome::new(format!(
+        "{split} MSET/DEL/UNLINK over many slots split per slot: {compared} keys equal; {rounds} rounds of RENAME/SMOVE/SUNIONSTORE/LMOVE across slots copied from the source: {} keys equal, counter exact",
+        report.keys_compared
+    )))
+}
+
+/// Multi-key writes over many slots, during the stream: 40 rounds of MSET then DEL
+/// or UNLINK of some of its keys, then a RENAME within one hash tag (one slot,
+/// applied as it is). Returns how many of the commands span several slots.
+async fn write_multi_key_rounds(
+    conn: &mut MultiplexedConnection,
+    rng: &mut ChaCha8Rng,
+) -> anyhow::Result<u32> {
+    let mut split = 0;
+    for round in 0..40 {
+        let width = rng.random_range(2..12);
+        let pairs: Vec<String> = (0..width)
+            .flat_map(|i| [format!("m:{round}:{i}"), rng.random::<u32>().to_string()])
+            .collect();
+        conn.run_args::<()>(("MSET", &pairs)).await?;
+        let gone: Vec<String> = (0..rng.random_range(1..width))
+            .map(|i| format!("m:{round}:{i}"))
+            .collect();
+        let command = if round % 2 == 0 { "DEL" } else { "UNLINK" };
+        conn.run_args::<()>((command, &gone)).await?;
+        split += 2;
+    }
+    conn.run::<()>("SET {tag}a moved").await?;
+    conn.run::<()>("RENAME {tag}a {tag}b").await?;
+    Ok(split)
+}
+
+/// `rounds` pipelined rounds of commands across slots that cannot be split (RENAME
+/// back and forth between `from` and `to` with an INCR after each, SMOVE,
+/// SUNIONSTORE, LMOVE), so that the task lags and the writes after each land in
+/// the copy's skip window.
+async fn write_cross_slot_rounds(
+    conn: &mut MultiplexedConnection,
+    rng: &mut ChaCha8Rng,
+    (from, to): (&str, &str),
+    rounds: i64,
+) -> anyhow::Result<()> {
     for round in 0..rounds {
         let mut pipe = redis::pipe();
         pipe.cmd("RENAME").arg(from).arg(to).ignore();
@@ -312,28 +367,7 @@ async fn multi_key_into_cluster(pair: Pair, seed: u64) -> anyhow::Result<Outcome
             .arg("LEFT")
             .arg("RIGHT")
             .ignore();
-        pipe.query_async::<()>(&mut conn).await?;
+        pipe.query_async::<()>(conn).await?;
     }
-    engine.caught_up(&source).await?;
-    let report = wait_verified(
-        &source.url(),
-        &target_url,
-        std::slice::from_mut(&mut engine),
-    )
-    .await?;
-    let mut cluster_conn = cluster.cluster_client().await?;
-    let counter: i64 = cluster_conn.run_args(("GET", from)).await?;
-    if counter != 2 * rounds {
-        bail!(
-            "the counter moved by RENAME is {counter}, not {}: a write applied twice or lost",
-            2 * rounds
-        );
-    }
-    if engine.handle.is_finished() {
-        bail!("the task stopped");
-    }
-    Ok(Outcome::new(format!(
-        "{split} MSET/DEL/UNLINK over many slots split per slot: {compared} keys equal; {rounds} rounds of RENAME/SMOVE/SUNIONSTORE/LMOVE across slots copied from the source: {} keys equal, counter exact",
-        report.keys_compared
-    )))
+    Ok(())
 }

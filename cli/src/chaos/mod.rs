@@ -14,6 +14,9 @@
 //! `LOCKSTEP_REDIS_8_2` point at a user's own `redis-server` builds.
 //! `--explore` runs the seeded explorer instead ([`explore`]): random episodes that
 //! look between the catalog's statements.
+//!
+//! The catalog must never mock a server, and no scenario may judge by the sync's own
+//! state.
 
 mod cluster;
 mod eviction;
@@ -135,20 +138,10 @@ struct Row {
 pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let catalog = catalog();
     if args.list {
-        for s in &catalog {
-            println!(
-                "{}\n  documented: \"{}\"\n  lockstep:   {}\n",
-                s.name, s.documented, s.promise
-            );
-        }
+        print_list(&catalog);
         return Ok(ExitCode::SUCCESS);
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64 % 1_000_000)
-            .unwrap_or(1)
-    });
+    let seed = args.seed.unwrap_or_else(seed_from_the_clock);
     if args.explore.explore {
         return explore::run(&args.explore, seed).await;
     }
@@ -166,45 +159,90 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let mut jobs = JoinSet::new();
     for &pair in &pairs {
         for &index in &chosen {
-            let permits = permits.clone();
-            let run = catalog[index].run;
-            jobs.spawn(async move {
-                let started = Instant::now();
-                let result = match permits.acquire_owned().await {
-                    Err(_) => Err("the scheduler closed".to_owned()),
-                    Ok(_permit) => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            Err("not run: the --budget-secs ran out".to_owned())
-                        } else {
-                            let started = Instant::now();
-                            let outcome =
-                                tokio::time::timeout(left, tokio::spawn(run(pair, seed))).await;
-                            let elapsed = started.elapsed();
-                            let result = match outcome {
-                                Err(_) => Err("stopped: the --budget-secs ran out".to_owned()),
-                                Ok(Err(join)) => Err(format!("panicked: {join}")),
-                                Ok(Ok(Err(err))) => Err(format!("{err:#}")),
-                                Ok(Ok(Ok(outcome))) => Ok(outcome),
-                            };
-                            return Row {
-                                index,
-                                pair,
-                                result,
-                                elapsed,
-                            };
-                        }
-                    }
-                };
-                Row {
-                    index,
-                    pair,
-                    result,
-                    elapsed: started.elapsed(),
-                }
-            });
+            let job = Job {
+                index,
+                pair,
+                seed,
+                run: catalog[index].run,
+            };
+            jobs.spawn(job.run(permits.clone(), deadline));
         }
     }
+    let mut rows = collect_rows(&catalog, jobs).await?;
+    rows.sort_by_key(|r| (r.index, pairs.iter().position(|p| *p == r.pair)));
+    print_table(&catalog, &rows);
+    Ok(report_failures(&catalog, &rows, seed))
+}
+
+/// `--list`: every scenario with the documented sentence and lockstep's promise.
+fn print_list(catalog: &[Scenario]) {
+    for s in catalog {
+        println!(
+            "{}\n  documented: \"{}\"\n  lockstep:   {}\n",
+            s.name, s.documented, s.promise
+        );
+    }
+}
+
+/// A seed when none is given: the clock's nanoseconds, below a million.
+fn seed_from_the_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 % 1_000_000)
+        .unwrap_or(1)
+}
+
+/// One scenario on one pair, waiting for its permit and bounded by the budget.
+struct Job {
+    index: usize,
+    pair: Pair,
+    seed: u64,
+    run: fn(Pair, u64) -> ScenarioFuture,
+}
+
+impl Job {
+    async fn run(self, permits: Arc<Semaphore>, deadline: Instant) -> Row {
+        let started = Instant::now();
+        let (result, elapsed) = match permits.acquire_owned().await {
+            Err(_) => (Err("the scheduler closed".to_owned()), started.elapsed()),
+            Ok(_permit) => self.run_within(deadline, started).await,
+        };
+        Row {
+            index: self.index,
+            pair: self.pair,
+            result,
+            elapsed,
+        }
+    }
+
+    /// The scenario's result and how long it ran, or why it did not run (and how
+    /// long it waited since `queued`).
+    async fn run_within(
+        &self,
+        deadline: Instant,
+        queued: Instant,
+    ) -> (Result<Outcome, String>, Duration) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let result = Err("not run: the --budget-secs ran out".to_owned());
+            return (result, queued.elapsed());
+        }
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(left, tokio::spawn((self.run)(self.pair, self.seed))).await;
+        let elapsed = started.elapsed();
+        let result = match outcome {
+            Err(_) => Err("stopped: the --budget-secs ran out".to_owned()),
+            Ok(Err(join)) => Err(format!("panicked: {join}")),
+            Ok(Ok(Err(err))) => Err(format!("{err:#}")),
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+        };
+        (result, elapsed)
+    }
+}
+
+/// Every job's row as it finishes, with a line each.
+async fn collect_rows(catalog: &[Scenario], mut jobs: JoinSet<Row>) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     while let Some(row) = jobs.join_next().await {
         let row = row.context("a scenario's runner")?;
@@ -221,8 +259,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         );
         rows.push(row);
     }
-    rows.sort_by_key(|r| (r.index, pairs.iter().position(|p| *p == r.pair)));
-    print_table(&catalog, &rows);
+    Ok(rows)
+}
+
+/// Each failure with its replay command, then the count; exit 1 when any failed.
+fn report_failures(catalog: &[Scenario], rows: &[Row], seed: u64) -> ExitCode {
     let failed: Vec<&Row> = rows.iter().filter(|r| r.result.is_err()).collect();
     for row in &failed {
         let name = catalog[row.index].name;
@@ -239,11 +280,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         rows.len() - failed.len(),
         rows.len()
     );
-    Ok(if failed.is_empty() {
+    if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 /// Indexes of the named scenarios (all when none is named).
