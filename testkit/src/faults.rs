@@ -5,6 +5,9 @@
 //! [`RedisServer`]; failovers are methods of the topologies; network faults live in
 //! [`crate::proxy`]. Each fault here returns what the servers measured, so a test can
 //! show that the fault happened rather than assume it.
+//!
+//! It must never read the sync's state: a fault is done and measured on the servers
+//! alone.
 
 use std::time::Duration;
 

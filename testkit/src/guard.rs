@@ -7,6 +7,8 @@
 //!
 //! The reads are plain SCAN + PTTL + TIME (every version; 6.2 has no PEXPIRETIME),
 //! independent of the sync's own code and state: this is an oracle.
+//!
+//! It must never use lockstep's code or a sync's own state.
 
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! Reading `INFO` and `CONFIG GET` answers: the measurements the testkit's
 //! waits and the fault tests are judged by.
+//!
+//! Reads only: nothing here changes a server except [`config_set`], which a test
+//! calls by name, and it must never retry or hide an error reply.
 
 use std::collections::HashMap;
 

@@ -46,6 +46,9 @@
 //! chunk's due time, applies stall / black hole again, then the bandwidth cap),
 //! joined by a bounded channel. Faults live in a [`watch`] channel that every task
 //! reads; a cut is a generation counter in another.
+//!
+//! The proxy works on bytes, below any protocol: it must never parse, rewrite or
+//! invent the bytes it relays (a fault drops, holds, delays or closes them).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};

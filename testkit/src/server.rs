@@ -12,6 +12,9 @@
 //! [`RedisServer::pause`] / [`RedisServer::resume`] (SIGSTOP / SIGCONT) and
 //! [`RedisServer::restart`] on the same port and directory, which reloads its RDB or
 //! AOF when persistence is on.
+//!
+//! Every server of every test is one of these. It must never outlive its test (the
+//! process dies with the value, or with the test process).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

@@ -4,6 +4,9 @@
 //! `localhost` and a client certificate, all signed by that CA, and writes them as
 //! PEM files into a temporary directory that redis-server reads. Only the 7.0 build
 //! (Debian's) has TLS; asking another version for TLS is an error at start.
+//!
+//! The material is for tests only: it must never be written outside its temporary
+//! directory nor trusted by anything but the test's own clients and servers.
 
 use std::path::{Path, PathBuf};
 

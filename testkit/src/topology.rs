@@ -5,6 +5,9 @@
 //! have `master_link_status:up` and the primary's offset; cluster nodes all report
 //! `cluster_state:ok` and agree on who serves which slots. Faults that change the
 //! roles (failovers) are methods here because they must leave the topology converged.
+//!
+//! It must never hand a test a topology that has not converged, nor call a failover
+//! done before the servers say so.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

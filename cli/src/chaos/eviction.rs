@@ -3,6 +3,9 @@
 //! against the target's own `evicted` keyspace notifications). Under `noeviction`
 //! the write fails: the task stops naming OOM, its checkpoint stays before the refused
 //! write, and a restart with room resumes with nothing lost.
+//!
+//! Like every scenario, it must never judge by the sync's state: verify, the servers'
+//! own notifications and plain reads are the oracle.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

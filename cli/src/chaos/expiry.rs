@@ -2,6 +2,9 @@
 //! and TTLs extended on the source while the copy still holds the old expiry (the
 //! copy's TTL race guard). DTS says the target may end with fewer keys; lockstep's
 //! target holds exactly the source's keys once the expiries have passed.
+//!
+//! Like every scenario, it must never judge by the sync's state: verify and plain
+//! reads of the target are the oracle.
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! FLUSHALL and FLUSHDB on the source while the full copy runs and while the stream
 //! is applied. DTS says not to run them; lockstep replicates them (a FLUSHALL that
 //! kills the source's snapshot child makes the copy start again, on a cleared target).
+//!
+//! Like every scenario, it must never judge by the sync's state: verify is the oracle.
 
 use lockstep_testkit::faults;
 use rand::{Rng, SeedableRng};

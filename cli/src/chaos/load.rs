@@ -1,6 +1,9 @@
 //! Load on the sync: a slow target (FaultProxy latency and a bandwidth cap), a burst
 //! of big keys while the stream is applied, and lists copied into a target that
 //! already holds lists under the same names (DTS documents duplicates there).
+//!
+//! Like every scenario, it must never judge by the sync's state: verify and plain
+//! reads of the target are the oracle.
 
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! more than the source's replication backlog holds. A short cut resumes partially
 //! (PSYNC +CONTINUE) with counters exact; a long one forces a full resync, which first
 //! clears the target so keys deleted during the cut do not survive.
+//!
+//! Like every scenario, it must never judge by the sync's state beyond its reported
+//! resync counts: verify and the target's counters are the oracle.
 
 use std::time::Duration;
 

@@ -2,6 +2,9 @@
 //! stands (as a kill -9 would end it; `cli/tests/kill9.rs` does the same to the
 //! process), then started again on the same checkpoint directory. A counted writer
 //! (INCR + RPUSH) runs meanwhile: a replayed or skipped command shows in the count.
+//!
+//! Like every scenario, it must never judge by the sync's state: the counted writer's
+//! count is read from the target.
 
 use std::time::Duration;
 

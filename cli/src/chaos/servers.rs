@@ -3,6 +3,9 @@
 //! replica that missed its last writes, and the source failed over to its replica
 //! with the sync pointed at the new primary. lockstep promises the target ends equal
 //! to the source, with counters exact wherever the source kept its history.
+//!
+//! Like every scenario, it must never judge by the sync's state: verify and plain
+//! reads of the target are the oracle.
 
 use std::time::Duration;
 

@@ -1,6 +1,10 @@
 //! Helpers of the `lockstep` binary's tests: run it as a child process with its
 //! stderr in a log file, send it signals, and a counted writer on a source (INCR +
 //! RPUSH) whose final count the target must reach exactly.
+//!
+//! The binary is driven as a user would drive it (arguments, environment, signals);
+//! these helpers must never reach into its state, and the counted writer's count is
+//! read from the target, never from the binary's output.
 
 #![allow(dead_code)] // each test file uses a part
 

@@ -1,6 +1,9 @@
 //! What end-to-end tests with a cluster on either side share: one sync task per source
 //! shard, verify between any two deployments (either side a cluster), waiting until
 //! verify finds them equal, a cluster's primaries by slot, and a churn on every shard.
+//!
+//! It must never judge a result by the sync's own state: equality is verify's or plain
+//! reads of the primaries.
 
 use std::collections::BTreeMap;
 use std::path::Path;
