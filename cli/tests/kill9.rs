@@ -65,7 +65,12 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() -> anyhow::Resul
     let writer_client = source.redis_client()?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn(async move {
-        let mut conn = writer_client.get_multiplexed_async_connection().await?;
+        let mut conn =
+            writer_client
+                .get_multiplexed_async_connection_with_config(
+                    &lockstep_testkit::server::client_config(),
+                )
+                .await?;
         let mut sent = 0u64;
         while !*stop_rx.borrow_and_update() {
             let mut pipe = redis::pipe();

@@ -79,7 +79,9 @@ pub async fn on_cluster(cluster: &Cluster) -> anyhow::Result<Vec<GuardedKey>> {
 /// clusters).
 pub async fn on_url(url: &str) -> anyhow::Result<Vec<GuardedKey>> {
     let client = redis::Client::open(url).with_context(|| format!("opening {url}"))?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&crate::server::client_config())
+        .await?;
     if info(&mut conn, "cluster").await?.get("cluster_enabled") != Some("1") {
         return keys_with_guard_expiry(&mut conn).await;
     }
@@ -98,7 +100,9 @@ pub async fn on_url(url: &str) -> anyhow::Result<Vec<GuardedKey>> {
         }
         let addr = addr.split('@').next().unwrap_or(addr);
         let node = redis::Client::open(format!("redis://{addr}"))?;
-        let mut node = node.get_multiplexed_async_connection().await?;
+        let mut node = node
+            .get_multiplexed_async_connection_with_config(&crate::server::client_config())
+            .await?;
         found.extend(keys_with_guard_expiry(&mut node).await?);
     }
     Ok(found)

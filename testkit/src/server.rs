@@ -36,6 +36,20 @@ use crate::version::RedisVersion;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lines of the log shown when a test fails.
 const LOG_TAIL_LINES: usize = 40;
+
+/// How long a test client waits for a reply before it fails the command.
+/// redis-rs's default (500 ms) is shorter than a loaded 2-core CI machine's
+/// occasional stall, which failed tests with "timed out" on commands that were
+/// merely late. A test that means to see a frozen server fail bounds its wait
+/// itself (`tokio::time::timeout`), so a longer default hides no fault.
+pub const CLIENT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The redis-rs connection settings of every test client.
+pub fn client_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(CLIENT_RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CLIENT_RESPONSE_TIMEOUT))
+}
 /// Ports are drawn from [PORT_MIN, PORT_MAX); the cluster bus port (+10000) then stays
 /// below Linux's ephemeral range (32768+), so outgoing connections never take it.
 const PORT_MIN: u16 = 10_000;
@@ -379,7 +393,7 @@ impl RedisServer {
     pub async fn client(&self) -> anyhow::Result<MultiplexedConnection> {
         let client = self.redis_client()?;
         client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&client_config())
             .await
             .with_context(|| format!("connecting to redis {} at {}", self.version(), self.addr()))
     }

@@ -525,7 +525,9 @@ impl Cluster {
 
     /// A cluster-aware redis-rs connection (follows MOVED/ASK).
     pub async fn cluster_client(&self) -> anyhow::Result<redis::cluster_async::ClusterConnection> {
-        let mut builder = redis::cluster::ClusterClientBuilder::new(self.urls());
+        let mut builder = redis::cluster::ClusterClientBuilder::new(self.urls())
+            .response_timeout(crate::server::CLIENT_RESPONSE_TIMEOUT)
+            .connection_timeout(crate::server::CLIENT_RESPONSE_TIMEOUT);
         if let Some(tls) = &self.spec.node.tls {
             builder = builder.certs(redis::TlsCertificates {
                 client_tls: Some(redis::ClientTlsConfig {

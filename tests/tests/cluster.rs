@@ -662,7 +662,7 @@ async fn a_cluster_source_into_a_standalone_target_through_a_source_failover() -
     // A cluster has database 0 only: a key in another database of the standalone
     // side is extra, not skipped.
     let mut db1 = redis::Client::open(format!("{}/1", target.url()))?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&lockstep_testkit::server::client_config())
         .await?;
     db1.run::<()>("SET in:db1 1").await?;
     let report = verify(&seed, &target.url(), &[1]).await?;

@@ -26,7 +26,9 @@ async fn run(conn: &mut MultiplexedConnection, line: &str) -> anyhow::Result<red
 /// A connection to database `db` of `server`.
 async fn db_conn(server: &RedisServer, db: u32) -> anyhow::Result<MultiplexedConnection> {
     let client = redis::Client::open(format!("{}/{db}", server.url()))?;
-    Ok(client.get_multiplexed_async_connection().await?)
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&lockstep_testkit::server::client_config())
+        .await?)
 }
 
 /// The key names of database `db`.

@@ -132,7 +132,11 @@ impl Writer {
         let client = source.redis_client()?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let mut conn = client.get_multiplexed_async_connection().await?;
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(
+                    &lockstep_testkit::server::client_config(),
+                )
+                .await?;
             let mut sent = 0u64;
             while !*stopped.borrow_and_update() {
                 let mut pipe = redis::pipe();
