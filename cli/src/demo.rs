@@ -3,6 +3,10 @@
 //! with the testkit's data set (every type, every encoding, several databases, TTLs),
 //! runs a sync (full copy, then the stream) while a churn workload writes to the
 //! source, waits until the target has caught up, verifies, and prints a report.
+//!
+//! How it fits: `main` runs it for `lockstep demo`; it uses the same engine and
+//! verify calls as `sync` and `verify`. It must never touch a server it did not
+//! start itself, and prints CONSISTENT only from verify's verdict.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

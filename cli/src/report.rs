@@ -6,6 +6,10 @@
 //!
 //! Log lines and bars share stderr: while bars are drawn, each log line is written
 //! through `MultiProgress::suspend`, so neither garbles the other.
+//!
+//! How it fits: `main` installs it once; `sync.rs` spawns the display over its
+//! [`Task`]. It only reads the watches: it must never block the engine, and never
+//! show a lag it did not measure ("unknown" when no heartbeat was seen).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;

@@ -7,6 +7,10 @@
 //! per target); each view watches the engine's `Progress` and the target's
 //! [`TaskState`]. Everything served is read from those watches when asked, so the
 //! engine pays nothing for the endpoint. URLs are shown without passwords.
+//!
+//! How it fits: `sync.rs` builds the [`Task`] and serves it; `lockstep status`
+//! fetches it. It must never write to the engine's state, never show a password,
+//! and never report a figure it does not know (absent, not zero).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -19,6 +19,12 @@
 //! Signals: the first SIGINT or SIGTERM asks every task to stop reading, drain what
 //! is in flight and store its checkpoint; a second one exits at once with code 130
 //! (the checkpoints still mark only what the targets acknowledged).
+//!
+//! Code map: [`run`] (the order above), `check_args`, `expand_targets`,
+//! `run_precheck`, `Tasks` (spawn, `supervise` with `record_end` and
+//! `follow_reshards`), `Signals` and `stop_on_signals`. It must never run two
+//! tasks over the same slots of a target at once (see `follow_reshard`), and
+//! never exit 0 when a target failed.
 
 use std::process::ExitCode;
 use std::sync::Arc;

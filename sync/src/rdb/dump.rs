@@ -10,6 +10,12 @@
 //! strings, lists, sets, zsets and hashes (every version converts them to its
 //! own compact encodings on load), type 24 for a hash with field TTLs (RDB
 //! 12), and stream listpacks of the newest stream type the version knows.
+//!
+//! How it fits: the full copy (`load.rs`) re-encodes a value for an older target
+//! with [`encode_dump`], and the cluster target's cross-slot path decodes a
+//! source's DUMP and encodes it for the target. It must never accept a payload
+//! whose checksum does not match, and never encode a value the target version
+//! cannot hold exactly: it fails with [`RdbError::Encode`] instead.
 
 use super::crc64::crc64;
 use super::error::RdbError;

@@ -4,6 +4,12 @@
 //! Layout: u32 LE total bytes, u16 LE element count (65535: unknown), the
 //! elements, 0xFF. Each element is an encoding byte (plus length/data) and a
 //! 1-5 byte "backlen" holding the element's size for reverse traversal.
+//!
+//! How it fits: `compact` (hashes, sets, zsets), the parser's quicklist2 nodes and
+//! `stream` nodes decode with it; the DUMP and stream encoders build with
+//! [`ListpackWriter`]. The decoder reads only the blob it is given, never panics
+//! and never allocates; every inconsistency (lengths, backlen, end marker,
+//! header count) is a [`BlobError`] at its byte offset.
 
 use super::elem::{canonical_int, Elem};
 use super::error::BlobError;

@@ -38,6 +38,12 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! How it fits: the full copy (`load.rs`) pulls events from a replica link's RDB
+//! transfer, the DUMP codec pulls one object's events, and `lockstep rdb inspect`
+//! pulls items from a file. It only reads and decodes: it never writes anywhere,
+//! never holds more than one batch of a key, and never panics on any input
+//! (every failure is an [`RdbError`] naming its offset).
 
 use std::io::Read;
 

@@ -8,6 +8,11 @@
 //! field count and field-value pairs; and finally the entry's element count
 //! ("lp-count", for backward traversal). Entries with the DELETED flag are
 //! tombstones and are skipped.
+//!
+//! How it fits: the parser decodes each stream node with [`decode_node`]; the DUMP
+//! encoder builds nodes with [`encode_nodes`]. Element positions in its errors are
+//! element indexes of the node. It never panics, and an entry count that does
+//! not match the master entry is an error, never a silently short stream.
 
 use super::elem::Elem;
 use super::error::BlobError;

@@ -6,6 +6,11 @@
 //! if < 254, else 0xFE and u32 LE), an encoding (strings: 00pppppp,
 //! 01pppppp qqqqqqqq big-endian, 0x80 + u32 BE; integers: 0xC0 i16, 0xD0 i32,
 //! 0xE0 i64, 0xF0 i24, 0xFE i8, 0xF1-0xFD the values 0-12), then the data.
+//!
+//! How it fits: `compact` (lists, hashes, zsets before 7.0) and the parser's
+//! quicklist nodes decode with it. The decoder reads only the blob it is given,
+//! never panics and never allocates; every inconsistency (prevlen, lengths, end
+//! marker, header count) is a [`BlobError`] at its byte offset.
 
 use super::elem::{canonical_int, Elem};
 use super::error::BlobError;

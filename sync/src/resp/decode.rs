@@ -8,6 +8,10 @@
 //!
 //! Every length is checked against [`Limits`] before anything is reserved, and no
 //! vector is pre-sized beyond what the bytes present could fill.
+//!
+//! How it fits: [`super::FrameReader`] decodes replies with it (the handshake's and
+//! the target's replies). It never panics and never reserves memory for a length before
+//! checking it against [`Limits`].
 
 use bytes::{Bytes, BytesMut};
 
