@@ -1,4 +1,9 @@
 //! Command-line arguments as typed values (parsing only, no I/O).
+//!
+//! How it fits: `main` parses the command line into these structs and hands each
+//! subcommand its own; `config.rs` fills `SyncArgs` from a TOML file through the
+//! same definitions, and the help goldens under `cli/tests/golden` pin their text.
+//! It must never do I/O nor hold a password in a default or a help text.
 
 use std::path::PathBuf;
 

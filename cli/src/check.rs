@@ -1,5 +1,9 @@
 //! `lockstep check`: runs the precheck and prints one line per item with its outcome,
 //! reason and fix. Exit 0 when nothing fails, 1 when an item fails.
+//!
+//! How it fits: `main` runs it for `lockstep check`; `sync.rs` reuses
+//! [`precheck_options`] so both check the same things. It only reads both sides:
+//! it never writes to the source or the target.
 
 use std::process::ExitCode;
 use std::time::Duration;

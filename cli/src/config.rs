@@ -15,6 +15,10 @@
 //! (required arguments, ranges, enums). Each file value is first checked by its
 //! argument's value parser, so an error names the key and the file. Unknown keys are
 //! errors. Values never appear in messages (a password may be one of them).
+//!
+//! How it fits: `main` calls it before dispatching `sync`; the fuzz crate compiles
+//! this file (`fuzz/fuzz_targets/config_file.rs`), so it must depend on nothing
+//! but clap, toml and `args.rs`. It never prints a value from the file.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! the engine's endpoints and TLS settings: a password from a file or the environment
 //! fills a URL that has none, so a password never has to be on the command line.
 //! Nothing here puts a password into a message.
+//!
+//! How it fits: `sync.rs`, `check.rs` and `verify.rs` build their endpoints
+//! through it. It must never log, print or put a password in an error.
 
 use std::path::Path;
 

@@ -3,6 +3,10 @@
 //! with the testkit's data set (every type, every encoding, several databases, TTLs),
 //! runs a sync (full copy, then the stream) while a churn workload writes to the
 //! source, waits until the target has caught up, verifies, and prints a report.
+//!
+//! How it fits: `main` runs it for `lockstep demo`; it uses the same engine and
+//! verify calls as `sync` and `verify`. It must never touch a server it did not
+//! start itself, and prints CONSISTENT only from verify's verdict.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,27 +25,7 @@ use crate::args::DemoArgs;
 
 /// Runs the demo; exit code 0 when the target ends equal to the source.
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let source_version = RedisVersion::parse(&args.source_version)?;
-    let target_version = RedisVersion::parse(&args.target_version)?;
-
-    println!("lockstep demo: starting a throwaway source (Redis {source_version}) and target (Redis {target_version})");
-    let source = RedisServer::start(ServerConfig::new(source_version))
-        .await
-        .context("starting the source")?;
-    let target = RedisServer::start(ServerConfig::new(target_version))
-        .await
-        .context("starting the target")?;
-    println!(
-        "  source {}  (dir {})",
-        source.url(),
-        source.dir().display()
-    );
-    println!(
-        "  target {}  (dir {})",
-        target.url(),
-        target.dir().display()
-    );
-
+    let (source, target) = start_servers(&args).await?;
     let data = DataSet::write(
         &source.redis_client()?,
         &DataSpec::new(args.seed, args.scale),
@@ -65,6 +49,59 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         checkpoint_dir.path().display()
     );
 
+    churn_source(&source, &args).await?;
+    wait_caught_up(&source, &task, &progress).await?;
+    let p = progress.borrow().clone();
+    println!(
+        "4. the target caught up at offset {} after {:.2?} ({} keys in the full copy)",
+        p.applied_offset,
+        started.elapsed(),
+        p.keys_copied
+    );
+
+    let report = compare(
+        &source.redis_client()?,
+        &target.redis_client()?,
+        &CompareOptions::default(),
+    )
+    .await?;
+    println!("5. verify (independent reads of both sides): {report}");
+    let _ = stop_tx.send(true);
+    let summary = task.await.context("the sync task")??;
+    println!(
+        "6. sync stopped cleanly; checkpoint {:?}",
+        summary.checkpoint
+    );
+    Ok(verdict(&report))
+}
+
+/// The throwaway source and target, of the versions asked for.
+async fn start_servers(args: &DemoArgs) -> anyhow::Result<(RedisServer, RedisServer)> {
+    let source_version = RedisVersion::parse(&args.source_version)?;
+    let target_version = RedisVersion::parse(&args.target_version)?;
+
+    println!("lockstep demo: starting a throwaway source (Redis {source_version}) and target (Redis {target_version})");
+    let source = RedisServer::start(ServerConfig::new(source_version))
+        .await
+        .context("starting the source")?;
+    let target = RedisServer::start(ServerConfig::new(target_version))
+        .await
+        .context("starting the target")?;
+    println!(
+        "  source {}  (dir {})",
+        source.url(),
+        source.dir().display()
+    );
+    println!(
+        "  target {}  (dir {})",
+        target.url(),
+        target.dir().display()
+    );
+    Ok((source, target))
+}
+
+/// The churn workload on the source while the sync runs.
+async fn churn_source(source: &RedisServer, args: &DemoArgs) -> anyhow::Result<()> {
     let spec = ChurnSpec::new(args.seed)
         .rate(500.0)
         .duration(Some(Duration::from_secs(args.churn_seconds)));
@@ -77,7 +114,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         churn.ops_by_kind.len(),
         churn.ops as f64 / churn.elapsed.as_secs_f64().max(0.001)
     );
+    Ok(())
+}
 
+/// Waits until the sync streams and its target acknowledged the source's
+/// current replication offset.
+async fn wait_caught_up<T>(
+    source: &RedisServer,
+    task: &tokio::task::JoinHandle<T>,
+    progress: &watch::Receiver<Progress>,
+) -> anyhow::Result<()> {
     let wanted = source
         .info("replication")
         .await?
@@ -100,38 +146,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
-    let p = progress.borrow().clone();
-    println!(
-        "4. the target caught up at offset {} after {:.2?} ({} keys in the full copy)",
-        p.applied_offset,
-        started.elapsed(),
-        p.keys_copied
-    );
+    Ok(())
+}
 
-    let report = compare(
-        &source.redis_client()?,
-        &target.redis_client()?,
-        &CompareOptions::default(),
-    )
-    .await?;
-    println!("5. verify (independent reads of both sides): {report}");
-    let _ = stop_tx.send(true);
-    let summary = task.await.context("the sync task")??;
-    println!(
-        "6. sync stopped cleanly; checkpoint {:?}",
-        summary.checkpoint
-    );
-    Ok(
-        if report.verdict() == lockstep_verify::Verdict::Consistent {
-            println!("report: CONSISTENT: the target equals the source");
-            ExitCode::SUCCESS
-        } else {
-            println!(
-                "report: INCONSISTENT or not all compared: {} differences; {}",
-                report.differences.len(),
-                report.coverage.gaps().join("; ")
-            );
-            ExitCode::from(1)
-        },
-    )
+/// Prints the verdict; exit code 0 only when the target equals the source.
+fn verdict(report: &lockstep_verify::Report) -> ExitCode {
+    if report.verdict() == lockstep_verify::Verdict::Consistent {
+        println!("report: CONSISTENT: the target equals the source");
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "report: INCONSISTENT or not all compared: {} differences; {}",
+            report.differences.len(),
+            report.coverage.gaps().join("; ")
+        );
+        ExitCode::from(1)
+    }
 }

@@ -2,6 +2,8 @@
 //! Run the tests with `UPDATE_GOLDEN=1` to rewrite the files from the actual output
 //! (then review the diff with `git diff cli/tests/golden`). Shared by the unit tests
 //! of the binary and the integration tests (`#[path]`-included there).
+//!
+//! It is test support only: the binary never reads a golden file.
 
 /// Compares `actual` with the file at `path`, or rewrites the file when
 /// `UPDATE_GOLDEN=1`.

@@ -4,6 +4,8 @@
 //! subcommand builds its real objects and runs. Errors are printed once, prefixed
 //! with the program name, with their whole cause chain; the exit code says whether
 //! anything failed. Only this crate prints.
+//!
+//! It must hold no logic of a subcommand: each lives in its own module.
 
 mod args;
 mod chaos;

@@ -21,6 +21,10 @@
 //!
 //! Non-key records (aux fields, functions, module aux) are printed as
 //! `{"aux": B, "value": B}`, `{"function": B}`, `{"module_aux": name}`.
+//!
+//! How it fits: `main` runs it for `lockstep rdb`; it reads through
+//! `lockstep_sync::rdb` only. It never writes to the file it reads and never
+//! connects to a server.
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -6,6 +6,10 @@
 //!
 //! Log lines and bars share stderr: while bars are drawn, each log line is written
 //! through `MultiProgress::suspend`, so neither garbles the other.
+//!
+//! How it fits: `main` installs it once; `sync.rs` spawns the display over its
+//! [`Task`]. It only reads the watches: it must never block the engine, and never
+//! show a lag it did not measure ("unknown" when no heartbeat was seen).
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -116,93 +120,132 @@ impl Display {
 /// A source silent this long (seconds) is named on the live line.
 const SILENCE_SHOWN_SECS: u64 = 3;
 
+/// The lag figures of one progress sample, as shown and logged.
+struct Lag {
+    /// Now minus the source time of the last heartbeat; None when unknown.
+    ms: Option<i64>,
+    /// Stream bytes received and not yet applied.
+    bytes: i64,
+    /// Seconds since the last byte from the source; None before the first.
+    silent_s: Option<u64>,
+}
+
+impl Lag {
+    fn of(p: &Progress) -> Lag {
+        Lag {
+            // Honest lag: it grows while nothing arrives; unknown without a heartbeat.
+            ms: p.lag_ms(lockstep_sync::engine::unix_ms()),
+            bytes: (p.received_offset - p.applied_offset).max(0),
+            silent_s: p.source_byte_at.map(|at| at.elapsed().as_secs()),
+        }
+    }
+}
+
 impl Shown {
     fn update(&mut self, task: &str, log_now: bool) {
         let p: Progress = self.view.progress.borrow().clone();
-        let elapsed = self.sample.0.elapsed();
-        if elapsed >= Duration::from_secs(1) {
-            let done = p.commands_applied.saturating_sub(self.sample.1);
-            self.commands_per_second = done as f64 / elapsed.as_secs_f64();
-            self.sample = (Instant::now(), p.commands_applied);
-        }
+        self.sample_rate(&p);
         let changed = self.phase != Some(p.phase);
         self.phase = Some(p.phase);
-        let lag_bytes = (p.received_offset - p.applied_offset).max(0);
-        // Honest lag: it grows while nothing arrives; unknown without a heartbeat.
-        let lag = p.lag_ms(lockstep_sync::engine::unix_ms());
-        let lag_ms = lag
-            .map(|ms| format!("{ms} ms"))
-            .unwrap_or_else(|| "unknown (no heartbeat seen)".to_owned());
-        let silent_s = p.source_byte_at.map(|at| at.elapsed().as_secs());
-        let index = self.view.index;
+        let lag = Lag::of(&p);
         if changed || log_now {
-            match p.phase {
-                Phase::FullCopy => tracing::info!(
-                    task,
-                    target = index,
-                    phase = phase_name(p.phase),
-                    keys = p.keys_copied,
-                    keys_total = p.keys_total,
-                    bytes = p.bytes_copied,
-                    bytes_total = p.bytes_total,
-                    "full copy"
-                ),
-                Phase::Incremental => tracing::info!(
-                    task,
-                    target = index,
-                    phase = phase_name(p.phase),
-                    commands_per_second = self.commands_per_second.round() as u64,
-                    lag_ms = lag,
-                    lag_bytes,
-                    source_silent_s = silent_s,
-                    applied_offset = p.applied_offset,
-                    "incremental"
-                ),
-                other => tracing::info!(task, target = index, phase = phase_name(other)),
-            }
+            self.log(task, &p, &lag);
         }
         let Some(bar) = &self.bar else { return };
-        let prefix = format!("{task}[{index}]");
+        let prefix = format!("{task}[{}]", self.view.index);
         match p.phase {
-            Phase::FullCopy => {
-                let of = p.keys_total.map(|t| format!("/{t}")).unwrap_or_default();
-                bar.set_message(format!("{}{of} keys", p.keys_copied));
-                if changed {
-                    let template = match p.bytes_total {
-                        Some(_) => "{prefix} full copy [{bar:30}] {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
-                        None => "{prefix} full copy {bytes} {msg} {binary_bytes_per_sec}",
-                    };
-                    if let Ok(style) = ProgressStyle::with_template(template) {
-                        bar.set_style(style.progress_chars("=> "));
-                    }
-                    bar.reset();
-                }
-                if let Some(total) = p.bytes_total {
-                    bar.set_length(total);
-                }
-                bar.set_position(p.bytes_copied);
-            }
+            Phase::FullCopy => draw_full_copy(bar, &p, changed),
             phase => {
                 if changed {
                     if let Ok(style) = ProgressStyle::with_template("{prefix} {msg}") {
                         bar.set_style(style);
                     }
                 }
-                let text = match phase {
-                    Phase::Incremental => format!(
-                        "incremental: {:.0} cmd/s, lag {lag_ms}, {lag_bytes} bytes{}",
-                        self.commands_per_second,
-                        silent_s
-                            .filter(|s| *s >= SILENCE_SHOWN_SECS)
-                            .map(|s| format!(", nothing from the source for {s} s"))
-                            .unwrap_or_default()
-                    ),
-                    other => phase_name(other).to_owned(),
-                };
-                bar.set_message(text);
+                bar.set_message(self.live_line(phase, &lag));
                 bar.tick();
             }
         }
         bar.set_prefix(prefix);
     }
+
+    /// Refreshes the applied commands per second, at most once a second.
+    fn sample_rate(&mut self, p: &Progress) {
+        let elapsed = self.sample.0.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let done = p.commands_applied.saturating_sub(self.sample.1);
+            self.commands_per_second = done as f64 / elapsed.as_secs_f64();
+            self.sample = (Instant::now(), p.commands_applied);
+        }
+    }
+
+    /// One log line of the target's progress.
+    fn log(&self, task: &str, p: &Progress, lag: &Lag) {
+        let index = self.view.index;
+        match p.phase {
+            Phase::FullCopy => tracing::info!(
+                task,
+                target = index,
+                phase = phase_name(p.phase),
+                keys = p.keys_copied,
+                keys_total = p.keys_total,
+                bytes = p.bytes_copied,
+                bytes_total = p.bytes_total,
+                "full copy"
+            ),
+            Phase::Incremental => tracing::info!(
+                task,
+                target = index,
+                phase = phase_name(p.phase),
+                commands_per_second = self.commands_per_second.round() as u64,
+                lag_ms = lag.ms,
+                lag_bytes = lag.bytes,
+                source_silent_s = lag.silent_s,
+                applied_offset = p.applied_offset,
+                "incremental"
+            ),
+            other => tracing::info!(task, target = index, phase = phase_name(other)),
+        }
+    }
+
+    /// The live line's text outside the full copy.
+    fn live_line(&self, phase: Phase, lag: &Lag) -> String {
+        match phase {
+            Phase::Incremental => {
+                let lag_ms = lag
+                    .ms
+                    .map(|ms| format!("{ms} ms"))
+                    .unwrap_or_else(|| "unknown (no heartbeat seen)".to_owned());
+                format!(
+                    "incremental: {:.0} cmd/s, lag {lag_ms}, {} bytes{}",
+                    self.commands_per_second,
+                    lag.bytes,
+                    lag.silent_s
+                        .filter(|s| *s >= SILENCE_SHOWN_SECS)
+                        .map(|s| format!(", nothing from the source for {s} s"))
+                        .unwrap_or_default()
+                )
+            }
+            other => phase_name(other).to_owned(),
+        }
+    }
+}
+
+/// The full copy's bar: bytes of the total (when announced), keys, rate, ETA.
+fn draw_full_copy(bar: &ProgressBar, p: &Progress, changed: bool) {
+    let of = p.keys_total.map(|t| format!("/{t}")).unwrap_or_default();
+    bar.set_message(format!("{}{of} keys", p.keys_copied));
+    if changed {
+        let template = match p.bytes_total {
+            Some(_) => "{prefix} full copy [{bar:30}] {bytes}/{total_bytes} {msg} {binary_bytes_per_sec} eta {eta}",
+            None => "{prefix} full copy {bytes} {msg} {binary_bytes_per_sec}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.reset();
+    }
+    if let Some(total) = p.bytes_total {
+        bar.set_length(total);
+    }
+    bar.set_position(p.bytes_copied);
 }

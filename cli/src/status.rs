@@ -7,6 +7,10 @@
 //! per target); each view watches the engine's `Progress` and the target's
 //! [`TaskState`]. Everything served is read from those watches when asked, so the
 //! engine pays nothing for the endpoint. URLs are shown without passwords.
+//!
+//! How it fits: `sync.rs` builds the [`Task`] and serves it; `lockstep status`
+//! fetches it. It must never write to the engine's state, never show a password,
+//! and never report a figure it does not know (absent, not zero).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -199,105 +203,7 @@ impl Task {
         let doc = self.document();
         let mut out = String::new();
         let labels = |t: &TargetStatus| format!("task=\"{}\",target=\"{}\"", doc.task, t.index);
-        type Metric = (
-            &'static str,
-            &'static str,
-            &'static str,
-            fn(&TargetStatus) -> Option<f64>,
-        );
-        let metrics: [Metric; 15] = [
-            (
-                "lockstep_received_offset_bytes",
-                "gauge",
-                "Replication offset received from the source.",
-                |t| Some(t.received_offset as f64),
-            ),
-            (
-                "lockstep_applied_offset_bytes",
-                "gauge",
-                "Replication offset the target has acknowledged.",
-                |t| Some(t.applied_offset as f64),
-            ),
-            (
-                "lockstep_lag_bytes",
-                "gauge",
-                "Stream bytes received and not yet applied.",
-                |t| Some(t.lag_bytes as f64),
-            ),
-            (
-                "lockstep_lag_milliseconds",
-                "gauge",
-                "Now minus the source time of the last heartbeat seen (absent when unknown).",
-                |t| t.lag_ms.map(|v| v as f64),
-            ),
-            (
-                "lockstep_source_silent_seconds",
-                "gauge",
-                "Seconds since the last byte from the source.",
-                |t| t.source_silent_seconds,
-            ),
-            (
-                "lockstep_heartbeat_age_seconds",
-                "gauge",
-                "Seconds since the last heartbeat seen in the stream.",
-                |t| t.heartbeat_age_seconds,
-            ),
-            (
-                "lockstep_target_silent_seconds",
-                "gauge",
-                "Seconds since the last reply from the target.",
-                |t| t.target_silent_seconds,
-            ),
-            (
-                "lockstep_keys_copied",
-                "gauge",
-                "Keys written by the current full copy.",
-                |t| Some(t.keys_copied as f64),
-            ),
-            (
-                "lockstep_keys_total",
-                "gauge",
-                "Keys the RDB announced (RESIZEDB hints).",
-                |t| t.keys_total.map(|v| v as f64),
-            ),
-            (
-                "lockstep_rdb_bytes_copied",
-                "gauge",
-                "RDB bytes received by the current full copy.",
-                |t| Some(t.bytes_copied as f64),
-            ),
-            (
-                "lockstep_rdb_bytes_total",
-                "gauge",
-                "Size of the RDB the source announced.",
-                |t| t.bytes_total.map(|v| v as f64),
-            ),
-            (
-                "lockstep_commands_applied_total",
-                "counter",
-                "Stream commands sent to the target.",
-                |t| Some(t.commands_applied as f64),
-            ),
-            (
-                "lockstep_full_syncs_total",
-                "counter",
-                "Full resyncs.",
-                |t| Some(t.full_syncs as f64),
-            ),
-            (
-                "lockstep_partial_syncs_total",
-                "counter",
-                "Partial resyncs.",
-                |t| Some(t.partial_syncs as f64),
-            ),
-            (
-                "lockstep_failed",
-                "gauge",
-                "1 when the target's task has failed.",
-                |t| Some(f64::from(u8::from(t.state == "failed"))),
-            ),
-        ];
-        for (name, kind, help, value) in metrics {
+        for (name, kind, help, value) in METRICS {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             for target in &doc.targets {
                 if let Some(v) = value(target) {
@@ -319,6 +225,109 @@ impl Task {
         out
     }
 }
+
+/// One series of `/metrics`: name, type, help, and its value for a target
+/// (None: absent, the value is not known).
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TargetStatus) -> Option<f64>,
+);
+
+/// Every per-target series of `/metrics` but the phase, in the order served.
+const METRICS: [Metric; 15] = [
+    (
+        "lockstep_received_offset_bytes",
+        "gauge",
+        "Replication offset received from the source.",
+        |t| Some(t.received_offset as f64),
+    ),
+    (
+        "lockstep_applied_offset_bytes",
+        "gauge",
+        "Replication offset the target has acknowledged.",
+        |t| Some(t.applied_offset as f64),
+    ),
+    (
+        "lockstep_lag_bytes",
+        "gauge",
+        "Stream bytes received and not yet applied.",
+        |t| Some(t.lag_bytes as f64),
+    ),
+    (
+        "lockstep_lag_milliseconds",
+        "gauge",
+        "Now minus the source time of the last heartbeat seen (absent when unknown).",
+        |t| t.lag_ms.map(|v| v as f64),
+    ),
+    (
+        "lockstep_source_silent_seconds",
+        "gauge",
+        "Seconds since the last byte from the source.",
+        |t| t.source_silent_seconds,
+    ),
+    (
+        "lockstep_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since the last heartbeat seen in the stream.",
+        |t| t.heartbeat_age_seconds,
+    ),
+    (
+        "lockstep_target_silent_seconds",
+        "gauge",
+        "Seconds since the last reply from the target.",
+        |t| t.target_silent_seconds,
+    ),
+    (
+        "lockstep_keys_copied",
+        "gauge",
+        "Keys written by the current full copy.",
+        |t| Some(t.keys_copied as f64),
+    ),
+    (
+        "lockstep_keys_total",
+        "gauge",
+        "Keys the RDB announced (RESIZEDB hints).",
+        |t| t.keys_total.map(|v| v as f64),
+    ),
+    (
+        "lockstep_rdb_bytes_copied",
+        "gauge",
+        "RDB bytes received by the current full copy.",
+        |t| Some(t.bytes_copied as f64),
+    ),
+    (
+        "lockstep_rdb_bytes_total",
+        "gauge",
+        "Size of the RDB the source announced.",
+        |t| t.bytes_total.map(|v| v as f64),
+    ),
+    (
+        "lockstep_commands_applied_total",
+        "counter",
+        "Stream commands sent to the target.",
+        |t| Some(t.commands_applied as f64),
+    ),
+    (
+        "lockstep_full_syncs_total",
+        "counter",
+        "Full resyncs.",
+        |t| Some(t.full_syncs as f64),
+    ),
+    (
+        "lockstep_partial_syncs_total",
+        "counter",
+        "Partial resyncs.",
+        |t| Some(t.partial_syncs as f64),
+    ),
+    (
+        "lockstep_failed",
+        "gauge",
+        "1 when the target's task has failed.",
+        |t| Some(f64::from(u8::from(t.state == "failed"))),
+    ),
+];
 
 /// `HOST:PORT`, or `PORT` alone for 127.0.0.1.
 pub fn parse_addr(text: &str) -> anyhow::Result<SocketAddr> {

@@ -19,6 +19,12 @@
 //! Signals: the first SIGINT or SIGTERM asks every task to stop reading, drain what
 //! is in flight and store its checkpoint; a second one exits at once with code 130
 //! (the checkpoints still mark only what the targets acknowledged).
+//!
+//! Code map: [`run`] (the order above), `check_args`, `expand_targets`,
+//! `run_precheck`, `Tasks` (spawn, `supervise` with `record_end` and
+//! `follow_reshards`), `Signals` and `stop_on_signals`. It must never run two
+//! tasks over the same slots of a target at once (see `follow_reshard`), and
+//! never exit 0 when a target failed.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -44,45 +50,9 @@ const EMPTY_TARGET_ITEM: &str = "target databases are empty";
 const REPL_PING_PERIOD_SECS: u64 = 10;
 
 pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.other_retry_minutes < args.retry_minutes,
-        "--other-retry-minutes ({}) must be less than --retry-minutes ({})",
-        args.other_retry_minutes,
-        args.retry_minutes
-    );
-    if args.no_heartbeat && args.repl_timeout <= REPL_PING_PERIOD_SECS {
-        // Without lockstep's own heartbeat an idle source sends only its PINGs.
-        tracing::warn!(
-            "--repl-timeout {} s is not above the source's repl-ping-replica-period ({REPL_PING_PERIOD_SECS} s by default) and --no-heartbeat is set: an idle source will look dead and its link be replaced every {} s",
-            args.repl_timeout,
-            args.repl_timeout
-        );
-    }
+    check_args(&args)?;
     let source = args.connection.endpoint(Side::Source, &args.source)?;
-    // Per target, the options a cluster source is expanded from (again after a
-    // reshard); then (target index, options): one per target, or per target and
-    // source shard when the source is a cluster.
-    let mut bases = Vec::new();
-    let mut all_options = Vec::new();
-    for (index, url) in args.target.iter().enumerate() {
-        let target = args.connection.endpoint(Side::Target, url)?;
-        let options = engine_options(&args, source.clone(), target, index)?;
-        bases.push(options.clone());
-        // The precheck is to fail fast on an unreachable source; without it the task
-        // waits for the source within its retry window, as its sessions would.
-        let window = if args.skip_precheck {
-            options.retry_window
-        } else {
-            Duration::ZERO
-        };
-        let shards =
-            lockstep_sync::cluster_source::expand_within(options, args.read_from_replicas, window)
-                .await
-                .map_err(|err| {
-                    anyhow::anyhow!("cannot learn whether the source {source} is a cluster: {err}")
-                })?;
-        all_options.extend(shards.into_iter().map(|options| (index, options)));
-    }
+    let (bases, all_options) = expand_targets(&args, &source).await?;
     if !args.skip_precheck {
         // For a cluster source: every primary, each with the same credentials.
         for (index, options) in &all_options {
@@ -117,76 +87,7 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     }
     tokio::spawn(stop_on_signals(signals, stop_tx, tasks.states.clone()));
     let shown = display.spawn(task.clone());
-
-    let mut failed = Vec::new();
-    // Targets whose cluster source was resharded, since when: their new shards start
-    // once every shard task the new layout replaces has ended.
-    let mut resharded: Vec<(usize, Instant)> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    while !tasks.live.is_empty() || !resharded.is_empty() {
-        tokio::select! {
-            joined = tasks.running.join_next(), if !tasks.live.is_empty() => {
-                let Some(joined) = joined else { continue };
-                let (index, name, target, outcome) = match joined {
-                    Ok(ended) => ended,
-                    Err(err) => {
-                        failed.push(format!("a task ended: {err}"));
-                        continue;
-                    }
-                };
-                tasks.live.retain(|live| *live != (index, name.clone()));
-                match outcome {
-                    Ok(summary) => {
-                        let p = &summary.progress;
-                        tracing::info!(
-                            target = index,
-                            full_syncs = p.full_syncs,
-                            partial_syncs = p.partial_syncs,
-                            applied_offset = p.applied_offset,
-                            "sync of {target} finished"
-                        );
-                    }
-                    Err(SyncError::Stopped) => tracing::info!(
-                        target = index,
-                        "sync of {target} stopped during the full copy; the next start copies again"
-                    ),
-                    Err(SyncError::Resharded(message)) if !*stop_rx.borrow() => {
-                        tracing::warn!(target = index, "{target}: {message}");
-                        if !resharded.iter().any(|(i, _)| *i == index) {
-                            resharded.push((index, Instant::now()));
-                        }
-                    }
-                    Err(err) => failed.push(format!("target {index} ({target}): {err}")),
-                }
-            }
-            _ = tick.tick(), if !resharded.is_empty() => {}
-        }
-        if *stop_rx.borrow() {
-            resharded.clear();
-        }
-        let mut waiting = Vec::new();
-        for (index, since) in resharded.drain(..) {
-            match tasks
-                .follow_reshard(&bases[index], index, args.read_from_replicas)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) if since.elapsed() < bases[index].retry_window => {
-                    waiting.push((index, since))
-                }
-                Ok(false) => failed.push(format!(
-                    "target {index}: the source cluster's new layout never settled within {:?}",
-                    bases[index].retry_window
-                )),
-                Err(err) if since.elapsed() < bases[index].retry_window => {
-                    tracing::warn!(target = index, "reading the new layout: {err}; retrying");
-                    waiting.push((index, since));
-                }
-                Err(err) => failed.push(format!("target {index}: {err}")),
-            }
-        }
-        resharded = waiting;
-    }
+    let failed = tasks.supervise(&bases, args.read_from_replicas).await;
     shown.abort();
     display.finish();
     if failed.is_empty() {
@@ -201,14 +102,67 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
+/// Refuses retry windows in the wrong order; warns of a link timeout an idle
+/// source cannot meet.
+fn check_args(args: &SyncArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.other_retry_minutes < args.retry_minutes,
+        "--other-retry-minutes ({}) must be less than --retry-minutes ({})",
+        args.other_retry_minutes,
+        args.retry_minutes
+    );
+    if args.no_heartbeat && args.repl_timeout <= REPL_PING_PERIOD_SECS {
+        // Without lockstep's own heartbeat an idle source sends only its PINGs.
+        tracing::warn!(
+            "--repl-timeout {} s is not above the source's repl-ping-replica-period ({REPL_PING_PERIOD_SECS} s by default) and --no-heartbeat is set: an idle source will look dead and its link be replaced every {} s",
+            args.repl_timeout,
+            args.repl_timeout
+        );
+    }
+    Ok(())
+}
+
+/// Per target, the options a cluster source is expanded from (again after a
+/// reshard); then (target index, options): one per target, or per target and
+/// source shard when the source is a cluster.
+async fn expand_targets(
+    args: &SyncArgs,
+    source: &Endpoint,
+) -> anyhow::Result<(Vec<SyncOptions>, Vec<(usize, SyncOptions)>)> {
+    let mut bases = Vec::new();
+    let mut all_options = Vec::new();
+    for (index, url) in args.target.iter().enumerate() {
+        let target = args.connection.endpoint(Side::Target, url)?;
+        let options = engine_options(args, source.clone(), target, index)?;
+        bases.push(options.clone());
+        // The precheck is to fail fast on an unreachable source; without it the task
+        // waits for the source within its retry window, as its sessions would.
+        let window = if args.skip_precheck {
+            options.retry_window
+        } else {
+            Duration::ZERO
+        };
+        let shards =
+            lockstep_sync::cluster_source::expand_within(options, args.read_from_replicas, window)
+                .await
+                .map_err(|err| {
+                    anyhow::anyhow!("cannot learn whether the source {source} is a cluster: {err}")
+                })?;
+        all_options.extend(shards.into_iter().map(|options| (index, options)));
+    }
+    Ok((bases, all_options))
+}
+
+/// How an engine task ended: (target index, task name, target text, outcome).
+type TaskEnd = (usize, String, String, Result<Summary, SyncError>);
+
 /// The running engine tasks of `lockstep sync`, and what the status endpoint, the
 /// display and the signal handler see of them.
 struct Tasks {
     status: Arc<Task>,
     stop: watch::Receiver<bool>,
     states: Arc<std::sync::Mutex<Vec<Arc<watch::Sender<TaskState>>>>>,
-    /// Each ends with (target index, task name, target text, outcome).
-    running: tokio::task::JoinSet<(usize, String, String, Result<Summary, SyncError>)>,
+    running: tokio::task::JoinSet<TaskEnd>,
     /// (target index, task name) of the tasks not ended yet.
     live: Vec<(usize, String)>,
 }
@@ -251,6 +205,103 @@ impl Tasks {
             });
             (index, name, target, outcome)
         });
+    }
+
+    /// Waits for every task to end, following the reshards of a cluster source
+    /// (`bases`: each target's options before expansion); the failures, one line
+    /// per failed target.
+    async fn supervise(&mut self, bases: &[SyncOptions], from_replicas: bool) -> Vec<String> {
+        let mut failed = Vec::new();
+        // Targets whose cluster source was resharded, since when: their new shards start
+        // once every shard task the new layout replaces has ended.
+        let mut resharded: Vec<(usize, Instant)> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while !self.live.is_empty() || !resharded.is_empty() {
+            tokio::select! {
+                joined = self.running.join_next(), if !self.live.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    self.record_end(joined, &mut failed, &mut resharded);
+                }
+                _ = tick.tick(), if !resharded.is_empty() => {}
+            }
+            if *self.stop.borrow() {
+                resharded.clear();
+            }
+            resharded = self
+                .follow_reshards(resharded, bases, from_replicas, &mut failed)
+                .await;
+        }
+        failed
+    }
+
+    /// Logs how one task ended: a failure goes to `failed`, a reshard (unless
+    /// stopping) to `resharded`.
+    fn record_end(
+        &mut self,
+        joined: Result<TaskEnd, tokio::task::JoinError>,
+        failed: &mut Vec<String>,
+        resharded: &mut Vec<(usize, Instant)>,
+    ) {
+        let (index, name, target, outcome) = match joined {
+            Ok(ended) => ended,
+            Err(err) => {
+                failed.push(format!("a task ended: {err}"));
+                return;
+            }
+        };
+        self.live.retain(|live| *live != (index, name.clone()));
+        match outcome {
+            Ok(summary) => {
+                let p = &summary.progress;
+                tracing::info!(
+                    target = index,
+                    full_syncs = p.full_syncs,
+                    partial_syncs = p.partial_syncs,
+                    applied_offset = p.applied_offset,
+                    "sync of {target} finished"
+                );
+            }
+            Err(SyncError::Stopped) => tracing::info!(
+                target = index,
+                "sync of {target} stopped during the full copy; the next start copies again"
+            ),
+            Err(SyncError::Resharded(message)) if !*self.stop.borrow() => {
+                tracing::warn!(target = index, "{target}: {message}");
+                if !resharded.iter().any(|(i, _)| *i == index) {
+                    resharded.push((index, Instant::now()));
+                }
+            }
+            Err(err) => failed.push(format!("target {index} ({target}): {err}")),
+        }
+    }
+
+    /// Tries [`Tasks::follow_reshard`] for each resharded target; gives back those
+    /// still waiting within their retry window, and adds the others that failed
+    /// to `failed`.
+    async fn follow_reshards(
+        &mut self,
+        resharded: Vec<(usize, Instant)>,
+        bases: &[SyncOptions],
+        from_replicas: bool,
+        failed: &mut Vec<String>,
+    ) -> Vec<(usize, Instant)> {
+        let mut waiting = Vec::new();
+        for (index, since) in resharded {
+            let window = bases[index].retry_window;
+            match self.follow_reshard(&bases[index], index, from_replicas).await {
+                Ok(true) => {}
+                Ok(false) if since.elapsed() < window => waiting.push((index, since)),
+                Ok(false) => failed.push(format!(
+                    "target {index}: the source cluster's new layout never settled within {window:?}"
+                )),
+                Err(err) if since.elapsed() < window => {
+                    tracing::warn!(target = index, "reading the new layout: {err}; retrying");
+                    waiting.push((index, since));
+                }
+                Err(err) => failed.push(format!("target {index}: {err}")),
+            }
+        }
+        waiting
     }
 
     /// Reads the source cluster's layout for target `index` again and starts the

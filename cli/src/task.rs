@@ -1,5 +1,9 @@
 //! From the task arguments of `lockstep sync` (`TaskArgs`: name, objects, throttles)
 //! to the engine's `SyncOptions::{task_name, filter, throttle}`.
+//!
+//! How it fits: `sync.rs` (`engine_options`) applies it to each target's options.
+//! It only builds values: no I/O, and a filter the engine would refuse
+//! (`Filter::validate`) is an error here, never a silent default.
 
 use std::time::Duration;
 

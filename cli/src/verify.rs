@@ -6,6 +6,9 @@
 //! learned). The last line says which, and names what was compared and what was not:
 //! CONSISTENT is printed only when nothing was left out. Key lists (`--keys-from`,
 //! `--recheck`) are read here; verify itself never reads a file.
+//!
+//! How it fits: `main` runs it for `lockstep verify`; the comparison itself is
+//! `lockstep_verify`. It must never write to either side.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -15,6 +15,12 @@
 //! With init 0, a running state `c` is the same as xoring `c` into the next 8
 //! message bytes, which is how the folding path continues a running CRC.
 //! Measured in `benches/rdb_parse.rs` (docs/benchmarks.md).
+//!
+//! How it fits: the parser's byte layer (`reader`) feeds it every byte of an RDB
+//! before the EOF opcode and compares at the end; the DUMP codec checks and signs
+//! payloads with it. It must never give another value than Redis's CRC64 for any
+//! input or split of the input (tests: the check value, the `crc` crate at every
+//! length, incremental equals one shot).
 
 /// The polynomial, normal (MSB-first) form.
 const POLY: u64 = 0xad93_d235_94c9_35a9;

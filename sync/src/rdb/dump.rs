@@ -10,12 +10,18 @@
 //! strings, lists, sets, zsets and hashes (every version converts them to its
 //! own compact encodings on load), type 24 for a hash with field TTLs (RDB
 //! 12), and stream listpacks of the newest stream type the version knows.
+//!
+//! How it fits: the full copy (`load.rs`) re-encodes a value for an older target
+//! with [`encode_dump`], and the cluster target's cross-slot path decodes a
+//! source's DUMP and encodes it for the target. It must never accept a payload
+//! whose checksum does not match, and never encode a value the target version
+//! cannot hold exactly: it fails with [`RdbError::Encode`] instead.
 
 use super::crc64::crc64;
 use super::error::RdbError;
 use super::parser::{Event, ParseOptions, RdbParser};
 use super::stream::encode_nodes;
-use super::value::{RdbType, Stream, Value};
+use super::value::{HashField, RdbType, Stream, Value};
 use super::writer::{write_len, write_string, write_string_double};
 use super::RDB_VERSION_MAX;
 
@@ -185,73 +191,13 @@ pub fn encode_object(
             out.push(RdbType::String.as_u8());
             write_string(out, s);
         }
-        Value::List(v) | Value::Set(v) => {
-            let t = if matches!(value, Value::List(_)) {
-                RdbType::List
-            } else {
-                RdbType::Set
-            };
-            out.push(t.as_u8());
-            write_len(out, v.len() as u64);
-            for e in v {
-                write_string(out, e);
-            }
-        }
-        Value::ZSet(v) => {
-            let binary = target_version >= 8;
-            out.push(
-                if binary {
-                    RdbType::ZSet2
-                } else {
-                    RdbType::ZSet
-                }
-                .as_u8(),
-            );
-            write_len(out, v.len() as u64);
-            for (m, score) in v {
-                if score.is_nan() {
-                    return Err(RdbError::Encode {
-                        what: "zset",
-                        detail: "a NaN score".into(),
-                    });
-                }
-                write_string(out, m);
-                if binary {
-                    out.extend_from_slice(&score.to_le_bytes());
-                } else {
-                    write_string_double(out, *score);
-                }
-            }
-        }
-        Value::Hash(fields) => {
-            let min = fields.iter().filter_map(|f| f.expire_ms).min();
-            match min {
-                None => {
-                    out.push(RdbType::Hash.as_u8());
-                    write_len(out, fields.len() as u64);
-                    for f in fields {
-                        write_string(out, &f.field);
-                        write_string(out, &f.value);
-                    }
-                }
-                Some(min) => {
-                    if target_version < 12 {
-                        return Err(RdbError::Encode {
-                            what: "hash with field TTLs",
-                            detail: format!("RDB version {target_version} has no field TTLs (needs 12, Redis 7.4+)"),
-                        });
-                    }
-                    out.push(RdbType::HashMetadata.as_u8());
-                    out.extend_from_slice(&min.to_le_bytes());
-                    write_len(out, fields.len() as u64);
-                    for f in fields {
-                        write_len(out, f.expire_ms.map_or(0, |e| e - min + 1));
-                        write_string(out, &f.field);
-                        write_string(out, &f.value);
-                    }
-                }
-            }
-        }
+        Value::List(v) => encode_strings(RdbType::List, v, out),
+        Value::Set(v) => encode_strings(RdbType::Set, v, out),
+        Value::ZSet(v) => encode_zset(v, target_version, out)?,
+        Value::Hash(fields) => match fields.iter().filter_map(|f| f.expire_ms).min() {
+            None => encode_hash(fields, out),
+            Some(min) => encode_hash_ttl(fields, min, target_version, out)?,
+        },
         Value::Stream(s) => encode_stream(s, target_version, out)?,
         Value::Module(m) => {
             if target_version < 8 {
@@ -264,6 +210,83 @@ pub fn encode_object(
             write_len(out, m.module_id);
             out.extend_from_slice(&m.raw);
         }
+    }
+    Ok(())
+}
+
+/// A list or set of type `t`, element by element.
+fn encode_strings(t: RdbType, v: &[Vec<u8>], out: &mut Vec<u8>) {
+    out.push(t.as_u8());
+    write_len(out, v.len() as u64);
+    for e in v {
+        write_string(out, e);
+    }
+}
+
+/// A zset: binary scores from RDB 8, scores as strings before.
+fn encode_zset(
+    v: &[(Vec<u8>, f64)],
+    target_version: u16,
+    out: &mut Vec<u8>,
+) -> Result<(), RdbError> {
+    let binary = target_version >= 8;
+    let t = if binary {
+        RdbType::ZSet2
+    } else {
+        RdbType::ZSet
+    };
+    out.push(t.as_u8());
+    write_len(out, v.len() as u64);
+    for (m, score) in v {
+        if score.is_nan() {
+            return Err(RdbError::Encode {
+                what: "zset",
+                detail: "a NaN score".into(),
+            });
+        }
+        write_string(out, m);
+        if binary {
+            out.extend_from_slice(&score.to_le_bytes());
+        } else {
+            write_string_double(out, *score);
+        }
+    }
+    Ok(())
+}
+
+/// A hash with no field TTL.
+fn encode_hash(fields: &[HashField], out: &mut Vec<u8>) {
+    out.push(RdbType::Hash.as_u8());
+    write_len(out, fields.len() as u64);
+    for f in fields {
+        write_string(out, &f.field);
+        write_string(out, &f.value);
+    }
+}
+
+/// A hash with field TTLs (RDB 12): the min expire, then each field's TTL
+/// relative to it (0: no TTL).
+fn encode_hash_ttl(
+    fields: &[HashField],
+    min: u64,
+    target_version: u16,
+    out: &mut Vec<u8>,
+) -> Result<(), RdbError> {
+    if target_version < 12 {
+        return Err(RdbError::Encode {
+            what: "hash with field TTLs",
+            detail: format!(
+                "RDB version {target_version} has no field TTLs (needs 12, Redis 7.4+)"
+            ),
+        });
+    }
+    out.push(RdbType::HashMetadata.as_u8());
+    out.extend_from_slice(&min.to_le_bytes());
+    write_len(out, fields.len() as u64);
+    for f in fields {
+        write_len(out, f.expire_ms.map_or(0, |e| e - min + 1));
+        write_string(out, &f.field);
+        write_string(out, &f.value);
     }
     Ok(())
 }

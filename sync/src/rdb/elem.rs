@@ -5,6 +5,10 @@
 //! integer; to a client it is still that string. [`Elem::to_bytes`] gives the
 //! client's view, and [`canonical_int`] is the test Redis applies (string2ll)
 //! when deciding to store a string as an integer.
+//!
+//! How it fits: every compact decoder hands out [`Elem`]s; `compact` and the
+//! parser turn them into the bytes of [`super::value::Elements`]. It does no I/O
+//! and never changes what a client would read back.
 
 use super::reader::{int_bytes, push_int};
 

@@ -3,6 +3,12 @@
 //! Every variant that comes from the input names the byte offset where the
 //! problem was found (offsets count from the first byte of the file, or of the
 //! DUMP payload), so a corrupt file can be inspected with `xxd -s OFFSET`.
+//!
+//! How it fits: the parser, the byte layer, the compact decoders (through
+//! [`BlobError`], placed at the blob's offset by the parser) and the DUMP codec
+//! return these; the engine's retry classes decide what a sync does with them.
+//! An error never carries a value's bytes (it may name a key or quote the
+//! header), and a fault of the input is never a panic.
 
 use std::io;
 

@@ -2,6 +2,10 @@
 //!
 //! Layout: u32 LE element width (2, 4 or 8), u32 LE count, then the sorted
 //! little-endian signed integers.
+//!
+//! How it fits: `compact` decodes a set of type 11 with it. It reads only the blob
+//! it is given, never panics, and rejects a width or a count that does not fill
+//! the blob exactly.
 
 use super::error::BlobError;
 

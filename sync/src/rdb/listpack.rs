@@ -4,6 +4,12 @@
 //! Layout: u32 LE total bytes, u16 LE element count (65535: unknown), the
 //! elements, 0xFF. Each element is an encoding byte (plus length/data) and a
 //! 1-5 byte "backlen" holding the element's size for reverse traversal.
+//!
+//! How it fits: `compact` (hashes, sets, zsets), the parser's quicklist2 nodes and
+//! `stream` nodes decode with it; the DUMP and stream encoders build with
+//! [`ListpackWriter`]. The decoder reads only the blob it is given, never panics
+//! and never allocates; every inconsistency (lengths, backlen, end marker,
+//! header count) is a [`BlobError`] at its byte offset.
 
 use super::elem::{canonical_int, Elem};
 use super::error::BlobError;
@@ -39,6 +45,30 @@ pub fn decode<'a>(
     blob: &'a [u8],
     mut f: impl FnMut(Elem<'a>) -> Result<(), BlobError>,
 ) -> Result<usize, BlobError> {
+    let count_hdr = check_header(blob)?;
+    let mut p = HEADER;
+    let mut count = 0usize;
+    loop {
+        need(blob, p, 1)?;
+        if blob[p] == EOF {
+            break;
+        }
+        let start = p;
+        let (elem, next) = read_element(blob, p)?;
+        p = next;
+        let bl = backlen_size(p - start);
+        need(blob, p, bl)?;
+        p += bl;
+        count += 1;
+        f(elem)?;
+    }
+    check_end(blob, p, count_hdr, count)?;
+    Ok(count)
+}
+
+/// Checks the blob is at least a header and as long as its header says;
+/// returns the header's element count.
+fn check_header(blob: &[u8]) -> Result<u16, BlobError> {
     if blob.len() < HEADER + 1 {
         return Err(BlobError::new(
             WHAT,
@@ -54,93 +84,84 @@ pub fn decode<'a>(
             format!("header says {total} bytes, blob has {}", blob.len()),
         ));
     }
-    let count_hdr = u16::from_le_bytes([blob[4], blob[5]]);
-    let mut p = HEADER;
-    let mut count = 0usize;
-    loop {
-        need(blob, p, 1)?;
-        let b = blob[p];
-        if b == EOF {
-            break;
-        }
-        let start = p;
-        let elem = if b & 0x80 == 0 {
-            p += 1;
-            Elem::Int((b & 0x7f) as i64)
-        } else if b & 0xc0 == 0x80 {
-            let len = (b & 0x3f) as usize;
-            need(blob, p + 1, len)?;
-            p += 1 + len;
-            Elem::Str(&blob[start + 1..p])
-        } else if b & 0xe0 == 0xc0 {
-            need(blob, p, 2)?;
-            let uv = (((b & 0x1f) as u16) << 8) | blob[p + 1] as u16;
-            p += 2;
-            let v = if uv >= 1 << 12 {
-                uv as i64 - (1 << 13)
-            } else {
-                uv as i64
-            };
-            Elem::Int(v)
-        } else if b & 0xf0 == 0xe0 {
-            need(blob, p, 2)?;
-            let len = (((b & 0x0f) as usize) << 8) | blob[p + 1] as usize;
-            need(blob, p + 2, len)?;
-            p += 2 + len;
-            Elem::Str(&blob[start + 2..p])
+    Ok(u16::from_le_bytes([blob[4], blob[5]]))
+}
+
+/// Reads the element whose encoding byte is at `p` (not its backlen): the
+/// element and the offset just past its data.
+#[inline]
+fn read_element(blob: &[u8], p: usize) -> Result<(Elem<'_>, usize), BlobError> {
+    let b = blob[p];
+    if b & 0x80 == 0 {
+        Ok((Elem::Int((b & 0x7f) as i64), p + 1))
+    } else if b & 0xc0 == 0x80 {
+        read_str(blob, p, 1, (b & 0x3f) as usize)
+    } else if b & 0xe0 == 0xc0 {
+        need(blob, p, 2)?;
+        let uv = (((b & 0x1f) as u16) << 8) | blob[p + 1] as u16;
+        let v = if uv >= 1 << 12 {
+            uv as i64 - (1 << 13)
         } else {
-            match b {
-                0xf0 => {
-                    need(blob, p, 5)?;
-                    let len =
-                        u32::from_le_bytes([blob[p + 1], blob[p + 2], blob[p + 3], blob[p + 4]])
-                            as usize;
-                    need(blob, p + 5, len)?;
-                    p += 5 + len;
-                    Elem::Str(&blob[start + 5..p])
-                }
-                0xf1 => {
-                    need(blob, p, 3)?;
-                    let v = i16::from_le_bytes([blob[p + 1], blob[p + 2]]);
-                    p += 3;
-                    Elem::Int(v as i64)
-                }
-                0xf2 => {
-                    need(blob, p, 4)?;
-                    // Sign-extend 24 bits.
-                    let v = i32::from_le_bytes([0, blob[p + 1], blob[p + 2], blob[p + 3]]) >> 8;
-                    p += 4;
-                    Elem::Int(v as i64)
-                }
-                0xf3 => {
-                    need(blob, p, 5)?;
-                    let v =
-                        i32::from_le_bytes([blob[p + 1], blob[p + 2], blob[p + 3], blob[p + 4]]);
-                    p += 5;
-                    Elem::Int(v as i64)
-                }
-                0xf4 => {
-                    need(blob, p, 9)?;
-                    let mut b8 = [0u8; 8];
-                    b8.copy_from_slice(&blob[p + 1..p + 9]);
-                    p += 9;
-                    Elem::Int(i64::from_le_bytes(b8))
-                }
-                other => {
-                    return Err(BlobError::new(
-                        WHAT,
-                        p,
-                        format!("invalid encoding byte 0x{other:02x}"),
-                    ));
-                }
-            }
+            uv as i64
         };
-        let bl = backlen_size(p - start);
-        need(blob, p, bl)?;
-        p += bl;
-        count += 1;
-        f(elem)?;
+        Ok((Elem::Int(v), p + 2))
+    } else if b & 0xf0 == 0xe0 {
+        need(blob, p, 2)?;
+        let len = (((b & 0x0f) as usize) << 8) | blob[p + 1] as usize;
+        read_str(blob, p, 2, len)
+    } else if b == 0xf0 {
+        need(blob, p, 5)?;
+        let len = u32::from_le_bytes([blob[p + 1], blob[p + 2], blob[p + 3], blob[p + 4]]);
+        read_str(blob, p, 5, len as usize)
+    } else {
+        read_wide_int(blob, p, b)
     }
+}
+
+/// The string of `len` bytes after a `header`-byte encoding at `p`.
+#[inline]
+fn read_str(
+    blob: &[u8],
+    p: usize,
+    header: usize,
+    len: usize,
+) -> Result<(Elem<'_>, usize), BlobError> {
+    let data = p + header;
+    need(blob, data, len)?;
+    Ok((Elem::Str(&blob[data..data + len]), data + len))
+}
+
+/// The 16, 24, 32 or 64-bit integer whose encoding byte `b` (0xf1-0xf4) is at `p`.
+#[inline]
+fn read_wide_int(blob: &[u8], p: usize, b: u8) -> Result<(Elem<'_>, usize), BlobError> {
+    let size = match b {
+        0xf1 => 2,
+        0xf2 => 3,
+        0xf3 => 4,
+        0xf4 => 8,
+        other => {
+            return Err(BlobError::new(
+                WHAT,
+                p,
+                format!("invalid encoding byte 0x{other:02x}"),
+            ))
+        }
+    };
+    need(blob, p, 1 + size)?;
+    let d = &blob[p + 1..p + 1 + size];
+    let v = match size {
+        2 => i16::from_le_bytes([d[0], d[1]]) as i64,
+        // Sign-extend 24 bits.
+        3 => (i32::from_le_bytes([0, d[0], d[1], d[2]]) >> 8) as i64,
+        4 => i32::from_le_bytes([d[0], d[1], d[2], d[3]]) as i64,
+        _ => i64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]),
+    };
+    Ok((Elem::Int(v), p + 1 + size))
+}
+
+/// Checks the end marker is the blob's last byte and the header's count
+/// (unless 65535, "unknown") matches the elements found.
+fn check_end(blob: &[u8], p: usize, count_hdr: u16, count: usize) -> Result<(), BlobError> {
     if p + 1 != blob.len() {
         return Err(BlobError::new(
             WHAT,
@@ -155,7 +176,7 @@ pub fn decode<'a>(
             format!("header counts {count_hdr} elements, found {count}"),
         ));
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Decodes all elements into a vector (for tests and small blobs).

@@ -9,6 +9,10 @@
 //! follows. Otherwise a back reference: length `c >> 5` (7 means: add the
 //! next byte), plus 2; offset `((c & 31) << 8) + next byte + 1` back from the
 //! end of the output.
+//!
+//! How it fits: the byte layer (`reader`) decompresses LZF strings with it, whole
+//! or in pieces. It must never write more than the announced raw length nor read a
+//! back reference before the start of the output: both are errors, not panics.
 
 /// Why a compressed string does not decompress.
 #[derive(Debug, Clone, PartialEq, Eq)]

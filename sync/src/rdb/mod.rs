@@ -10,6 +10,7 @@
 //!   target RDB version.
 //! - `reader` (private): the byte layer: offsets, lengths, strings, LZF,
 //!   CRC feeding, raw capture. [`writer`]: the same primitives, encoding.
+//! - `compact` (private): a value stored as one blob turned into one batch.
 //! - Compact encodings, each a decoder and an encoder: [`ziplist`],
 //!   [`listpack`], [`intset`], [`zipmap`], and [`stream`] nodes.
 //! - [`crc64`]: Redis's CRC64. [`lzf`]: LZF decompression.
@@ -20,6 +21,7 @@
 //!   naming the byte offset.
 //! - The parser never holds a whole key: see [`parser`] for the batch bound.
 
+mod compact;
 pub mod crc64;
 pub mod dump;
 pub mod elem;

@@ -38,18 +38,24 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! How it fits: the full copy (`load.rs`) pulls events from a replica link's RDB
+//! transfer, the DUMP codec pulls one object's events, and `lockstep rdb inspect`
+//! pulls items from a file. It only reads and decodes: it never writes anywhere,
+//! never holds more than one batch of a key, and never panics on any input
+//! (every failure is an [`RdbError`] naming its offset).
 
 use std::io::Read;
 
 use super::elem::Elem;
-use super::error::{BlobError, RdbError};
-use super::reader::{parse_f64, Input, StringPieces};
+use super::error::RdbError;
+use super::reader::{Input, StringPieces};
 use super::value::{
     module_name, Consumer, Elements, HashField, Key, KeyMeta, ModuleValue, PendingEntry, RdbType,
     StreamEntry, StreamGroup, StreamId, StreamMeta, Value,
 };
 use super::writer::{write_len, write_string};
-use super::{intset, listpack, stream, ziplist, zipmap, RDB_VERSION_MAX};
+use super::{compact, listpack, stream, ziplist, RDB_VERSION_MAX};
 
 /// Limits on what one length field or one batch may make the parser hold.
 #[derive(Debug, Clone)]
@@ -441,47 +447,52 @@ impl<R: Read> RdbParser<R> {
                     let code = self.input.read_string("FUNCTION2 library code")?;
                     return Ok(Event::Function { code });
                 }
-                0xf4 => {
-                    let slot = self.input.read_len("SLOT_INFO slot")?;
-                    let size = self.input.read_len("SLOT_INFO size")?;
-                    let expires_size = self.input.read_len("SLOT_INFO expires size")?;
-                    return Ok(Event::SlotInfo {
-                        slot,
-                        size,
-                        expires_size,
-                    });
-                }
-                t => {
-                    let rdb_type =
-                        RdbType::from_u8(t).ok_or(RdbError::UnknownType { offset, byte: t })?;
-                    if rdb_type == RdbType::ModulePreGa {
-                        return Err(RdbError::Unsupported {
-                            offset,
-                            what: "pre-GA module value (type 6, Redis 4.0 RC)",
-                        });
-                    }
-                    let key = self.input.read_string("key")?;
-                    if self.opts.capture_raw {
-                        self.input
-                            .start_capture(&[t], self.opts.limits.raw_capture_bytes_max);
-                    }
-                    self.cur_type = rdb_type;
-                    self.cur_key.clear();
-                    self.cur_key.extend_from_slice(&key);
-                    self.cur_offset = offset;
-                    self.state = State::Value(Step::Begin);
-                    return Ok(Event::KeyStart(KeyMeta {
-                        db: self.db,
-                        key,
-                        rdb_type,
-                        expire_ms: self.expire_ms.take(),
-                        lru_idle_secs: self.lru_idle.take(),
-                        lfu_freq: self.lfu_freq.take(),
-                        offset,
-                    }));
-                }
+                0xf4 => return self.read_slot_info(),
+                t => return self.start_key(offset, t),
             }
         }
+    }
+
+    fn read_slot_info(&mut self) -> Result<Event, RdbError> {
+        let slot = self.input.read_len("SLOT_INFO slot")?;
+        let size = self.input.read_len("SLOT_INFO size")?;
+        let expires_size = self.input.read_len("SLOT_INFO expires size")?;
+        Ok(Event::SlotInfo {
+            slot,
+            size,
+            expires_size,
+        })
+    }
+
+    /// Reads the key of an object whose type byte `t` is at `offset`, takes
+    /// the pending expiry, LRU and LFU, and enters its value.
+    fn start_key(&mut self, offset: u64, t: u8) -> Result<Event, RdbError> {
+        let rdb_type = RdbType::from_u8(t).ok_or(RdbError::UnknownType { offset, byte: t })?;
+        if rdb_type == RdbType::ModulePreGa {
+            return Err(RdbError::Unsupported {
+                offset,
+                what: "pre-GA module value (type 6, Redis 4.0 RC)",
+            });
+        }
+        let key = self.input.read_string("key")?;
+        if self.opts.capture_raw {
+            self.input
+                .start_capture(&[t], self.opts.limits.raw_capture_bytes_max);
+        }
+        self.cur_type = rdb_type;
+        self.cur_key.clear();
+        self.cur_key.extend_from_slice(&key);
+        self.cur_offset = offset;
+        self.state = State::Value(Step::Begin);
+        Ok(Event::KeyStart(KeyMeta {
+            db: self.db,
+            key,
+            rdb_type,
+            expire_ms: self.expire_ms.take(),
+            lru_idle_secs: self.lru_idle.take(),
+            lfu_freq: self.lfu_freq.take(),
+            offset,
+        }))
     }
 
     fn read_eof(&mut self) -> Result<Event, RdbError> {
@@ -574,154 +585,194 @@ impl<R: Read> RdbParser<R> {
 
     /// Advances the current value; Some(batch) or None when the value is complete.
     fn value_step(&mut self, step: Step) -> Result<Option<Elements>, RdbError> {
-        use RdbType as T;
-        let ty = self.cur_type;
         match step {
             Step::Finished => Ok(None),
-            Step::Begin => {
-                let next = match ty {
-                    T::String => {
-                        const WHAT: &str = "string value";
-                        let head = self.input.read_string_head(WHAT)?;
-                        let total_len = head.body_len();
-                        if total_len <= self.opts.limits.batch_bytes_max {
-                            let mut s = Vec::new();
-                            self.input.read_string_body(head, &mut s, WHAT)?;
-                            self.state = State::Value(Step::Finished);
-                            return Ok(Some(Elements::String(s)));
-                        }
-                        // Longer than a batch: pieces, never the whole string at once.
-                        self.pieces = Some(head.into_pieces(WHAT));
-                        Step::StringPieces {
-                            offset: 0,
-                            total_len: total_len as u64,
-                        }
-                    }
-                    T::List | T::Set | T::ZSet | T::ZSet2 | T::Hash => Step::Plain {
-                        remaining: self.input.read_len("collection length")?,
-                    },
-                    T::HashMetadata | T::HashMetadataPreGa => {
-                        let min_expire = if ty == T::HashMetadata {
-                            Some(self.input.read_u64_le("hash min expire")?)
-                        } else {
-                            None
-                        };
-                        Step::HashTtl {
-                            remaining: self.input.read_len("hash length")?,
-                            min_expire,
-                        }
-                    }
-                    T::ListQuicklist | T::ListQuicklist2 => Step::Quicklist {
-                        remaining: self.input.read_len("quicklist node count")?,
-                        v2: ty == T::ListQuicklist2,
-                    },
-                    T::StreamListpacks | T::StreamListpacks2 | T::StreamListpacks3 => {
-                        Step::StreamNodes {
-                            remaining: self.input.read_len("stream node count")?,
-                        }
-                    }
-                    T::Module2 => {
-                        let m = self.read_module_value()?;
-                        self.state = State::Value(Step::Finished);
-                        return Ok(Some(Elements::Module(Box::new(m))));
-                    }
-                    T::ModulePreGa => {
-                        return Err(RdbError::Unsupported {
-                            offset: self.cur_offset,
-                            what: "pre-GA module value (type 6)",
-                        })
-                    }
-                    _ => {
-                        let batch = self.read_compact()?;
-                        self.state = State::Value(Step::Finished);
-                        return Ok(batch);
-                    }
-                };
-                self.state = State::Value(next);
-                self.value_step(next)
-            }
-            Step::Plain { remaining } => {
-                if remaining == 0 {
-                    return Ok(None);
-                }
-                let (batch, left) = self.read_plain_batch(remaining)?;
-                self.state = State::Value(Step::Plain { remaining: left });
-                Ok(Some(batch))
-            }
+            Step::Begin => self.begin_value(),
+            Step::Plain { remaining } => self.next_plain_batch(remaining),
             Step::HashTtl {
                 remaining,
                 min_expire,
-            } => {
-                if remaining == 0 {
-                    return Ok(None);
-                }
-                let (batch, left) = self.read_hash_ttl_batch(remaining, min_expire)?;
-                self.state = State::Value(Step::HashTtl {
-                    remaining: left,
-                    min_expire,
-                });
-                Ok(Some(batch))
-            }
-            Step::Quicklist { remaining, v2 } => {
-                if remaining == 0 {
-                    return Ok(None);
-                }
-                let (batch, left) = self.read_quicklist_batch(remaining, v2)?;
-                self.state = State::Value(Step::Quicklist {
-                    remaining: left,
-                    v2,
-                });
-                Ok(Some(batch))
-            }
-            Step::StreamNodes { remaining } => {
-                if remaining == 0 {
-                    self.state = State::Value(Step::StreamMeta);
-                    return self.value_step(Step::StreamMeta);
-                }
-                let (batch, left) = self.read_stream_nodes(remaining)?;
-                self.state = State::Value(Step::StreamNodes { remaining: left });
-                Ok(Some(batch))
-            }
-            Step::StreamMeta => {
-                let meta = self.read_stream_meta()?;
-                let groups = self.input.read_len("stream group count")?;
-                self.state = State::Value(Step::StreamGroups { remaining: groups });
-                Ok(Some(Elements::StreamMeta(Box::new(meta))))
-            }
-            Step::StringPieces { offset, total_len } => {
-                let Some(pieces) = self.pieces.as_mut() else {
-                    return Ok(None);
-                };
-                if pieces.raw_left == 0 {
-                    self.pieces = None;
-                    return Ok(None);
-                }
-                let bytes = self
-                    .input
-                    .read_string_piece(pieces, self.opts.limits.batch_bytes_max)?;
-                let next = offset + bytes.len() as u64;
-                debug_assert!(next <= total_len);
-                self.state = State::Value(Step::StringPieces {
-                    offset: next,
-                    total_len,
-                });
-                Ok(Some(Elements::StringPiece {
-                    offset,
-                    total_len,
-                    bytes,
-                }))
-            }
-            Step::StreamGroups { remaining } => {
-                if remaining == 0 {
-                    return Ok(None);
-                }
-                let group = self.read_stream_group()?;
-                self.state = State::Value(Step::StreamGroups {
-                    remaining: remaining - 1,
-                });
-                Ok(Some(Elements::StreamGroup(Box::new(group))))
-            }
+            } => self.next_hash_ttl_batch(remaining, min_expire),
+            Step::Quicklist { remaining, v2 } => self.next_quicklist_batch(remaining, v2),
+            Step::StreamNodes { remaining } => self.next_stream_nodes(remaining),
+            Step::StreamMeta => self.stream_meta_batch(),
+            Step::StringPieces { offset, total_len } => self.next_string_piece(offset, total_len),
+            Step::StreamGroups { remaining } => self.next_stream_group(remaining),
         }
+    }
+
+    /// Reads the head of the current value: a whole small value (one blob,
+    /// a short string, a module value), or the length that starts its batches.
+    fn begin_value(&mut self) -> Result<Option<Elements>, RdbError> {
+        use RdbType as T;
+        let ty = self.cur_type;
+        let next = match ty {
+            T::String => return self.begin_string(),
+            T::List | T::Set | T::ZSet | T::ZSet2 | T::Hash => Step::Plain {
+                remaining: self.input.read_len("collection length")?,
+            },
+            T::HashMetadata | T::HashMetadataPreGa => self.begin_hash_ttl(ty)?,
+            T::ListQuicklist | T::ListQuicklist2 => Step::Quicklist {
+                remaining: self.input.read_len("quicklist node count")?,
+                v2: ty == T::ListQuicklist2,
+            },
+            T::StreamListpacks | T::StreamListpacks2 | T::StreamListpacks3 => Step::StreamNodes {
+                remaining: self.input.read_len("stream node count")?,
+            },
+            T::Module2 => {
+                let m = self.read_module_value()?;
+                self.state = State::Value(Step::Finished);
+                return Ok(Some(Elements::Module(Box::new(m))));
+            }
+            T::ModulePreGa => {
+                return Err(RdbError::Unsupported {
+                    offset: self.cur_offset,
+                    what: "pre-GA module value (type 6)",
+                })
+            }
+            _ => {
+                let batch = self.read_compact()?;
+                self.state = State::Value(Step::Finished);
+                return Ok(batch);
+            }
+        };
+        self.state = State::Value(next);
+        self.value_step(next)
+    }
+
+    /// A string value: whole when it fits a batch, else the first piece.
+    fn begin_string(&mut self) -> Result<Option<Elements>, RdbError> {
+        const WHAT: &str = "string value";
+        let head = self.input.read_string_head(WHAT)?;
+        let total_len = head.body_len();
+        if total_len <= self.opts.limits.batch_bytes_max {
+            let mut s = Vec::new();
+            self.input.read_string_body(head, &mut s, WHAT)?;
+            self.state = State::Value(Step::Finished);
+            return Ok(Some(Elements::String(s)));
+        }
+        // Longer than a batch: pieces, never the whole string at once.
+        self.pieces = Some(head.into_pieces(WHAT));
+        let next = Step::StringPieces {
+            offset: 0,
+            total_len: total_len as u64,
+        };
+        self.state = State::Value(next);
+        self.value_step(next)
+    }
+
+    /// The head of a hash with field TTLs: its min expire (type 24 only) and length.
+    fn begin_hash_ttl(&mut self, ty: RdbType) -> Result<Step, RdbError> {
+        let min_expire = if ty == RdbType::HashMetadata {
+            Some(self.input.read_u64_le("hash min expire")?)
+        } else {
+            None
+        };
+        Ok(Step::HashTtl {
+            remaining: self.input.read_len("hash length")?,
+            min_expire,
+        })
+    }
+
+    #[inline]
+    fn next_plain_batch(&mut self, remaining: u64) -> Result<Option<Elements>, RdbError> {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let (batch, left) = self.read_plain_batch(remaining)?;
+        self.state = State::Value(Step::Plain { remaining: left });
+        Ok(Some(batch))
+    }
+
+    fn next_hash_ttl_batch(
+        &mut self,
+        remaining: u64,
+        min_expire: Option<u64>,
+    ) -> Result<Option<Elements>, RdbError> {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let (batch, left) = self.read_hash_ttl_batch(remaining, min_expire)?;
+        self.state = State::Value(Step::HashTtl {
+            remaining: left,
+            min_expire,
+        });
+        Ok(Some(batch))
+    }
+
+    #[inline]
+    fn next_quicklist_batch(
+        &mut self,
+        remaining: u64,
+        v2: bool,
+    ) -> Result<Option<Elements>, RdbError> {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let (batch, left) = self.read_quicklist_batch(remaining, v2)?;
+        self.state = State::Value(Step::Quicklist {
+            remaining: left,
+            v2,
+        });
+        Ok(Some(batch))
+    }
+
+    /// A batch of stream entries; after the last node, the stream's metadata.
+    fn next_stream_nodes(&mut self, remaining: u64) -> Result<Option<Elements>, RdbError> {
+        if remaining == 0 {
+            self.state = State::Value(Step::StreamMeta);
+            return self.value_step(Step::StreamMeta);
+        }
+        let (batch, left) = self.read_stream_nodes(remaining)?;
+        self.state = State::Value(Step::StreamNodes { remaining: left });
+        Ok(Some(batch))
+    }
+
+    /// The stream's metadata, then its consumer groups.
+    fn stream_meta_batch(&mut self) -> Result<Option<Elements>, RdbError> {
+        let meta = self.read_stream_meta()?;
+        let groups = self.input.read_len("stream group count")?;
+        self.state = State::Value(Step::StreamGroups { remaining: groups });
+        Ok(Some(Elements::StreamMeta(Box::new(meta))))
+    }
+
+    fn next_string_piece(
+        &mut self,
+        offset: u64,
+        total_len: u64,
+    ) -> Result<Option<Elements>, RdbError> {
+        let Some(pieces) = self.pieces.as_mut() else {
+            return Ok(None);
+        };
+        if pieces.raw_left == 0 {
+            self.pieces = None;
+            return Ok(None);
+        }
+        let bytes = self
+            .input
+            .read_string_piece(pieces, self.opts.limits.batch_bytes_max)?;
+        let next = offset + bytes.len() as u64;
+        debug_assert!(next <= total_len);
+        self.state = State::Value(Step::StringPieces {
+            offset: next,
+            total_len,
+        });
+        Ok(Some(Elements::StringPiece {
+            offset,
+            total_len,
+            bytes,
+        }))
+    }
+
+    fn next_stream_group(&mut self, remaining: u64) -> Result<Option<Elements>, RdbError> {
+        if remaining == 0 {
+            return Ok(None);
+        }
+        let group = self.read_stream_group()?;
+        self.state = State::Value(Step::StreamGroups {
+            remaining: remaining - 1,
+        });
+        Ok(Some(Elements::StreamGroup(Box::new(group))))
     }
 
     fn read_plain_batch(&mut self, mut remaining: u64) -> Result<(Elements, u64), RdbError> {
@@ -864,138 +915,19 @@ impl<R: Read> RdbParser<R> {
 
     /// Values stored as one blob: zipmap, ziplist, intset, listpack (+ex).
     fn read_compact(&mut self) -> Result<Option<Elements>, RdbError> {
-        use RdbType as T;
         let ty = self.cur_type;
-        if ty == T::HashListpackEx {
+        if ty == RdbType::HashListpackEx {
             // Min expire of the fields: informative, recomputed by the loader.
             self.input.read_u64_le("hash min expire")?;
         }
         let (at, blob) = self.read_blob(ty.encoding_name())?;
-        let err = |e: BlobError| e.into_rdb(at);
-        let batch = match ty {
-            T::HashZipmap => {
-                let mut v = Vec::new();
-                zipmap::decode(&blob, |f, x| {
-                    v.push(HashField {
-                        field: f.to_vec(),
-                        value: x.to_vec(),
-                        expire_ms: None,
-                    });
-                    Ok(())
-                })
-                .map_err(err)?;
-                Elements::Hash(v)
-            }
-            T::SetIntset => {
-                let mut v = Vec::new();
-                intset::decode(&blob, |x| {
-                    v.push(Elem::Int(x).to_bytes());
-                    Ok(())
-                })
-                .map_err(err)?;
-                Elements::Set(v)
-            }
-            T::ListZiplist | T::SetListpack => {
-                let mut v = Vec::new();
-                let push = |e: Elem<'_>| {
-                    v.push(e.to_bytes());
-                    Ok(())
-                };
-                if ty == T::ListZiplist {
-                    ziplist::decode(&blob, push).map_err(err)?;
-                    Elements::List(v)
-                } else {
-                    listpack::decode(&blob, push).map_err(err)?;
-                    Elements::Set(v)
-                }
-            }
-            T::ZSetZiplist | T::ZSetListpack => {
-                let elems = if ty == T::ZSetZiplist {
-                    ziplist::decode_all(&blob)
-                } else {
-                    listpack::decode_all(&blob)
-                }
-                .map_err(err)?;
-                if elems.len() % 2 != 0 {
-                    return Err(err(BlobError::new(
-                        "zset pairs",
-                        0,
-                        "odd number of elements",
-                    )));
-                }
-                let mut v = Vec::with_capacity(elems.len() / 2);
-                for (i, pair) in elems.chunks_exact(2).enumerate() {
-                    let score = match pair[1] {
-                        Elem::Int(x) => x as f64,
-                        Elem::Str(s) => parse_f64(s).ok_or_else(|| {
-                            err(BlobError::new(
-                                "zset score",
-                                i * 2 + 1,
-                                "score is not a number",
-                            ))
-                        })?,
-                    };
-                    v.push((pair[0].to_bytes(), score));
-                }
-                Elements::ZSet(v)
-            }
-            T::HashZiplist | T::HashListpack => {
-                let elems = if ty == T::HashZiplist {
-                    ziplist::decode_all(&blob)
-                } else {
-                    listpack::decode_all(&blob)
-                }
-                .map_err(err)?;
-                if elems.len() % 2 != 0 {
-                    return Err(err(BlobError::new(
-                        "hash pairs",
-                        0,
-                        "odd number of elements",
-                    )));
-                }
-                let v = elems
-                    .chunks_exact(2)
-                    .map(|p| HashField {
-                        field: p[0].to_bytes(),
-                        value: p[1].to_bytes(),
-                        expire_ms: None,
-                    })
-                    .collect();
-                Elements::Hash(v)
-            }
-            T::HashListpackEx | T::HashListpackExPreGa => {
-                let elems = listpack::decode_all(&blob).map_err(err)?;
-                if elems.len() % 3 != 0 {
-                    return Err(err(BlobError::new(
-                        "hash triplets",
-                        0,
-                        "element count not a multiple of 3",
-                    )));
-                }
-                let mut v = Vec::with_capacity(elems.len() / 3);
-                for (i, t) in elems.chunks_exact(3).enumerate() {
-                    let ttl = t[2].as_int().ok_or_else(|| {
-                        err(BlobError::new(
-                            "hash field TTL",
-                            i * 3 + 2,
-                            "TTL is not an integer",
-                        ))
-                    })?;
-                    v.push(HashField {
-                        field: t[0].to_bytes(),
-                        value: t[1].to_bytes(),
-                        expire_ms: if ttl == 0 { None } else { Some(ttl as u64) },
-                    });
-                }
-                Elements::Hash(v)
-            }
-            other => {
-                return Err(RdbError::UnknownType {
-                    offset: self.cur_offset,
-                    byte: other.as_u8(),
-                })
-            }
+        let Some(decoded) = compact::decode(ty, &blob) else {
+            return Err(RdbError::UnknownType {
+                offset: self.cur_offset,
+                byte: ty.as_u8(),
+            });
         };
+        let batch = decoded.map_err(|e| e.into_rdb(at))?;
         Ok(if batch.is_empty() { None } else { Some(batch) })
     }
 

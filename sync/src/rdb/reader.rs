@@ -12,6 +12,10 @@
 //! Allocation is bounded by bytes actually present: a string's buffer grows as
 //! its bytes arrive (in steps of at most [`GROW_STEP`]), so a corrupt length of
 //! 500 MB in a 1 KB file fails with `UnexpectedEof`, not with a 500 MB allocation.
+//!
+//! How it fits: only the parser uses it (private to `rdb`). It must never reserve
+//! memory for a length before the bytes are there, and never let a byte escape the
+//! CRC or the raw capture.
 
 use std::io::{self, Read};
 

@@ -8,6 +8,11 @@
 //! field count and field-value pairs; and finally the entry's element count
 //! ("lp-count", for backward traversal). Entries with the DELETED flag are
 //! tombstones and are skipped.
+//!
+//! How it fits: the parser decodes each stream node with [`decode_node`]; the DUMP
+//! encoder builds nodes with [`encode_nodes`]. Element positions in its errors are
+//! element indexes of the node. It never panics, and an entry count that does
+//! not match the master entry is an error, never a silently short stream.
 
 use super::elem::Elem;
 use super::error::BlobError;
@@ -77,62 +82,16 @@ pub fn decode_node(
     let mut c = Cursor { elems, i: 0 };
     let live = c.count("live count")?;
     let deleted = c.count("deleted count")?;
-    let nmaster = c.count("master field count")?;
-    let mut master_fields = Vec::with_capacity(nmaster);
-    for _ in 0..nmaster {
-        master_fields.push(c.next("master field")?);
-    }
-    if c.int("master terminator")? != 0 {
-        return Err(BlobError::new(
-            WHAT,
-            c.i - 1,
-            "master entry not terminated by 0",
-        ));
-    }
+    let master_fields = read_master_fields(&mut c)?;
     let total = live
         .checked_add(deleted)
         .ok_or_else(|| BlobError::new(WHAT, 0, "entry counts overflow"))?;
     let mut seen_live = 0;
     for _ in 0..total {
-        let start = c.i;
-        let flags = c.int("entry flags")?;
-        let ms_delta = c.int("ms delta")?;
-        let seq_delta = c.int("seq delta")?;
-        let id = StreamId {
-            ms: master.ms.wrapping_add(ms_delta as u64),
-            seq: master.seq.wrapping_add(seq_delta as u64),
-        };
-        let same = flags & FLAG_SAMEFIELDS != 0;
-        let nfields = if same {
-            nmaster
-        } else {
-            c.count("entry field count")?
-        };
-        let mut fields = Vec::with_capacity(nfields);
-        if same {
-            for master_field in &master_fields {
-                let value = c.next("entry value")?.to_bytes();
-                fields.push((master_field.to_bytes(), value));
-            }
-        } else {
-            for _ in 0..nfields {
-                let field = c.next("entry field")?.to_bytes();
-                let value = c.next("entry value")?.to_bytes();
-                fields.push((field, value));
-            }
-        }
-        let lp_count = c.int("entry lp-count")?;
-        let expect = if same { nfields + 3 } else { 2 * nfields + 4 };
-        if lp_count as usize != expect || c.i - start != expect + 1 {
-            return Err(BlobError::new(
-                WHAT,
-                c.i - 1,
-                format!("entry lp-count {lp_count}, expected {expect}"),
-            ));
-        }
-        if flags & FLAG_DELETED == 0 {
+        let (entry, deleted) = read_entry(&mut c, master, &master_fields)?;
+        if !deleted {
             seen_live += 1;
-            out.push(StreamEntry { id, fields });
+            out.push(entry);
         }
     }
     if c.i != c.elems.len() {
@@ -146,6 +105,67 @@ pub fn decode_node(
         ));
     }
     Ok(())
+}
+
+/// The master entry's field names, through its 0 terminator.
+fn read_master_fields<'a>(c: &mut Cursor<'a>) -> Result<Vec<Elem<'a>>, BlobError> {
+    let nmaster = c.count("master field count")?;
+    let mut master_fields = Vec::with_capacity(nmaster);
+    for _ in 0..nmaster {
+        master_fields.push(c.next("master field")?);
+    }
+    if c.int("master terminator")? != 0 {
+        return Err(BlobError::new(
+            WHAT,
+            c.i - 1,
+            "master entry not terminated by 0",
+        ));
+    }
+    Ok(master_fields)
+}
+
+/// One entry (live or tombstone) and whether it is deleted; checks its lp-count.
+fn read_entry(
+    c: &mut Cursor<'_>,
+    master: StreamId,
+    master_fields: &[Elem<'_>],
+) -> Result<(StreamEntry, bool), BlobError> {
+    let start = c.i;
+    let flags = c.int("entry flags")?;
+    let ms_delta = c.int("ms delta")?;
+    let seq_delta = c.int("seq delta")?;
+    let id = StreamId {
+        ms: master.ms.wrapping_add(ms_delta as u64),
+        seq: master.seq.wrapping_add(seq_delta as u64),
+    };
+    let same = flags & FLAG_SAMEFIELDS != 0;
+    let mut fields;
+    if same {
+        fields = Vec::with_capacity(master_fields.len());
+        for master_field in master_fields {
+            let value = c.next("entry value")?.to_bytes();
+            fields.push((master_field.to_bytes(), value));
+        }
+    } else {
+        let nfields = c.count("entry field count")?;
+        fields = Vec::with_capacity(nfields);
+        for _ in 0..nfields {
+            let field = c.next("entry field")?.to_bytes();
+            let value = c.next("entry value")?.to_bytes();
+            fields.push((field, value));
+        }
+    }
+    let nfields = fields.len();
+    let lp_count = c.int("entry lp-count")?;
+    let expect = if same { nfields + 3 } else { 2 * nfields + 4 };
+    if lp_count as usize != expect || c.i - start != expect + 1 {
+        return Err(BlobError::new(
+            WHAT,
+            c.i - 1,
+            format!("entry lp-count {lp_count}, expected {expect}"),
+        ));
+    }
+    Ok((StreamEntry { id, fields }, flags & FLAG_DELETED != 0))
 }
 
 /// Encodes entries (sorted by ID) as nodes of at most `NODE_ENTRIES_MAX` entries:

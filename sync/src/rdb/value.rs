@@ -6,6 +6,11 @@
 //! strings) is given as its decimal string, which is what a client sees; the
 //! storage encoding is still known from [`RdbType`]. Scores are `f64`
 //! including the infinities (and NaN, which only old type-3 zsets can spell).
+//!
+//! How it fits: the parser produces it, the DUMP codec reads and writes it, the
+//! full copy (`load.rs`) turns batches into commands, and `lockstep rdb inspect`
+//! prints it. It holds data only: no I/O, and it must never lose a byte, an
+//! encoding or a TTL that the file held.
 
 use std::fmt;
 

@@ -1,5 +1,9 @@
 //! Encoders for the RDB primitives: lengths, strings, doubles. Used by the
 //! DUMP encoder and to re-serialize module payloads.
+//!
+//! How it fits: the inverse of the byte layer's primitives, used by `dump` and by
+//! the parser to re-serialize module payloads. It never fails and never writes a
+//! form the parser would read back differently.
 
 /// Appends an RDB length in the shortest form.
 pub fn write_len(out: &mut Vec<u8>, v: u64) {

@@ -6,6 +6,11 @@
 //! if < 254, else 0xFE and u32 LE), an encoding (strings: 00pppppp,
 //! 01pppppp qqqqqqqq big-endian, 0x80 + u32 BE; integers: 0xC0 i16, 0xD0 i32,
 //! 0xE0 i64, 0xF0 i24, 0xFE i8, 0xF1-0xFD the values 0-12), then the data.
+//!
+//! How it fits: `compact` (lists, hashes, zsets before 7.0) and the parser's
+//! quicklist nodes decode with it. The decoder reads only the blob it is given,
+//! never panics and never allocates; every inconsistency (prevlen, lengths, end
+//! marker, header count) is a [`BlobError`] at its byte offset.
 
 use super::elem::{canonical_int, Elem};
 use super::error::BlobError;
@@ -30,6 +35,30 @@ pub fn decode<'a>(
     blob: &'a [u8],
     mut f: impl FnMut(Elem<'a>) -> Result<(), BlobError>,
 ) -> Result<usize, BlobError> {
+    let zllen = check_header(blob)?;
+    let mut p = HEADER;
+    let mut count = 0usize;
+    let mut prev_size = 0usize;
+    loop {
+        need(blob, p, 1)?;
+        if blob[p] == END {
+            break;
+        }
+        let start = p;
+        p = check_prevlen(blob, p, prev_size)?;
+        let (elem, next) = read_entry(blob, p)?;
+        p = next;
+        prev_size = p - start;
+        count += 1;
+        f(elem)?;
+    }
+    check_end(blob, p, zllen, count)?;
+    Ok(count)
+}
+
+/// Checks the blob is at least a header and as long as its header says;
+/// returns the header's entry count (zllen).
+fn check_header(blob: &[u8]) -> Result<u16, BlobError> {
     if blob.len() < HEADER + 1 {
         return Err(BlobError::new(
             WHAT,
@@ -45,119 +74,92 @@ pub fn decode<'a>(
             format!("header says {zlbytes} bytes, blob has {}", blob.len()),
         ));
     }
-    let zllen = u16::from_le_bytes([blob[8], blob[9]]);
-    let mut p = HEADER;
-    let mut count = 0usize;
-    let mut prev_size = 0usize;
-    loop {
-        need(blob, p, 1)?;
-        if blob[p] == END {
-            break;
-        }
-        let start = p;
-        // prevlen
-        let prevlen = if blob[p] < 254 {
-            p += 1;
-            blob[start] as usize
-        } else if blob[p] == 254 {
-            need(blob, p, 5)?;
-            p += 5;
-            u32::from_le_bytes([
-                blob[start + 1],
-                blob[start + 2],
-                blob[start + 3],
-                blob[start + 4],
-            ]) as usize
-        } else {
-            return Err(BlobError::new(WHAT, p, "invalid prevlen byte 0xff"));
-        };
-        if prevlen != prev_size {
-            return Err(BlobError::new(
-                WHAT,
-                start,
-                format!("prevlen {prevlen} but previous entry has {prev_size} bytes"),
-            ));
-        }
-        need(blob, p, 1)?;
-        let e = blob[p];
-        let elem = match e >> 6 {
-            0 => {
-                let len = (e & 0x3f) as usize;
-                need(blob, p + 1, len)?;
-                p += 1 + len;
-                Elem::Str(&blob[p - len..p])
-            }
-            1 => {
-                need(blob, p, 2)?;
-                let len = (((e & 0x3f) as usize) << 8) | blob[p + 1] as usize;
-                need(blob, p + 2, len)?;
-                p += 2 + len;
-                Elem::Str(&blob[p - len..p])
-            }
-            2 => {
-                if e != 0x80 {
-                    return Err(BlobError::new(
-                        WHAT,
-                        p,
-                        format!("invalid encoding byte 0x{e:02x}"),
-                    ));
-                }
-                need(blob, p, 5)?;
-                let len = u32::from_be_bytes([blob[p + 1], blob[p + 2], blob[p + 3], blob[p + 4]])
-                    as usize;
-                need(blob, p + 5, len)?;
-                p += 5 + len;
-                Elem::Str(&blob[p - len..p])
-            }
-            _ => {
-                let (size, v) = match e {
-                    0xc0 => {
-                        need(blob, p, 3)?;
-                        (2, i16::from_le_bytes([blob[p + 1], blob[p + 2]]) as i64)
-                    }
-                    0xd0 => {
-                        need(blob, p, 5)?;
-                        (
-                            4,
-                            i32::from_le_bytes([blob[p + 1], blob[p + 2], blob[p + 3], blob[p + 4]])
-                                as i64,
-                        )
-                    }
-                    0xe0 => {
-                        need(blob, p, 9)?;
-                        let mut b8 = [0u8; 8];
-                        b8.copy_from_slice(&blob[p + 1..p + 9]);
-                        (8, i64::from_le_bytes(b8))
-                    }
-                    0xf0 => {
-                        need(blob, p, 4)?;
-                        (
-                            3,
-                            (i32::from_le_bytes([0, blob[p + 1], blob[p + 2], blob[p + 3]]) >> 8)
-                                as i64,
-                        )
-                    }
-                    0xfe => {
-                        need(blob, p, 2)?;
-                        (1, blob[p + 1] as i8 as i64)
-                    }
-                    0xf1..=0xfd => (0, ((e & 0x0f) - 1) as i64),
-                    _ => {
-                        return Err(BlobError::new(
-                            WHAT,
-                            p,
-                            format!("invalid encoding byte 0x{e:02x}"),
-                        ))
-                    }
-                };
-                p += 1 + size;
-                Elem::Int(v)
-            }
-        };
-        prev_size = p - start;
-        count += 1;
-        f(elem)?;
+    Ok(u16::from_le_bytes([blob[8], blob[9]]))
+}
+
+/// Reads the prevlen of the entry at `p`, checks it against the previous
+/// entry's size, and returns the offset of the entry's encoding byte.
+#[inline]
+fn check_prevlen(blob: &[u8], p: usize, prev_size: usize) -> Result<usize, BlobError> {
+    let (prevlen, next) = if blob[p] < 254 {
+        (blob[p] as usize, p + 1)
+    } else if blob[p] == 254 {
+        need(blob, p, 5)?;
+        let v = u32::from_le_bytes([blob[p + 1], blob[p + 2], blob[p + 3], blob[p + 4]]);
+        (v as usize, p + 5)
+    } else {
+        return Err(BlobError::new(WHAT, p, "invalid prevlen byte 0xff"));
+    };
+    if prevlen != prev_size {
+        return Err(BlobError::new(
+            WHAT,
+            p,
+            format!("prevlen {prevlen} but previous entry has {prev_size} bytes"),
+        ));
     }
+    Ok(next)
+}
+
+/// Reads the entry whose encoding byte is at `p`: the element and the offset
+/// just past it.
+#[inline]
+fn read_entry(blob: &[u8], p: usize) -> Result<(Elem<'_>, usize), BlobError> {
+    need(blob, p, 1)?;
+    let e = blob[p];
+    let (header, len) = match e >> 6 {
+        0 => (1, (e & 0x3f) as usize),
+        1 => {
+            need(blob, p, 2)?;
+            (2, (((e & 0x3f) as usize) << 8) | blob[p + 1] as usize)
+        }
+        2 if e == 0x80 => {
+            need(blob, p, 5)?;
+            let len = u32::from_be_bytes([blob[p + 1], blob[p + 2], blob[p + 3], blob[p + 4]]);
+            (5, len as usize)
+        }
+        2 => return Err(invalid_encoding(p, e)),
+        _ => {
+            let (size, v) = read_int(blob, p, e)?;
+            return Ok((Elem::Int(v), p + 1 + size));
+        }
+    };
+    let data = p + header;
+    need(blob, data, len)?;
+    Ok((Elem::Str(&blob[data..data + len]), data + len))
+}
+
+/// Reads the integer of the entry whose encoding byte `e` is at `p`: the
+/// integer's size in bytes after the encoding byte, and its value.
+#[inline]
+fn read_int(blob: &[u8], p: usize, e: u8) -> Result<(usize, i64), BlobError> {
+    let size = match e {
+        0xc0 => 2,
+        0xd0 => 4,
+        0xe0 => 8,
+        0xf0 => 3,
+        0xfe => 1,
+        0xf1..=0xfd => return Ok((0, ((e & 0x0f) - 1) as i64)),
+        _ => return Err(invalid_encoding(p, e)),
+    };
+    need(blob, p, 1 + size)?;
+    let b = &blob[p + 1..p + 1 + size];
+    let v = match size {
+        1 => b[0] as i8 as i64,
+        2 => i16::from_le_bytes([b[0], b[1]]) as i64,
+        3 => (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as i64,
+        4 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64,
+        _ => i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+    };
+    Ok((size, v))
+}
+
+fn invalid_encoding(p: usize, e: u8) -> BlobError {
+    BlobError::new(WHAT, p, format!("invalid encoding byte 0x{e:02x}"))
+}
+
+/// Checks the end marker is the blob's last byte and the header's count
+/// (unless 65535, "count by walking") matches the entries found.
+fn check_end(blob: &[u8], p: usize, zllen: u16, count: usize) -> Result<(), BlobError> {
     if p + 1 != blob.len() {
         return Err(BlobError::new(
             WHAT,
@@ -172,7 +174,7 @@ pub fn decode<'a>(
             format!("header counts {zllen} entries, found {count}"),
         ));
     }
-    Ok(count)
+    Ok(())
 }
 
 /// Decodes all entries into a vector.

@@ -3,6 +3,9 @@
 //! Layout: zmlen byte, then `<len>key<len><free>value<free bytes>` pairs, then
 //! 0xFF. A length below 254 is one byte; 254 is followed by a u32 LE length.
 //! `free` is one byte: unused bytes after the value.
+//!
+//! How it fits: `compact` decodes a hash of type 9 with it. It reads only the blob
+//! it is given and never panics.
 
 use super::error::BlobError;
 

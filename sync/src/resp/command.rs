@@ -14,6 +14,10 @@
 //! empty inline line is a keepalive newline. We are stricter in one place: the `\r\n`
 //! after a bulk payload is checked (Redis skips two bytes blindly), because on a
 //! replication link a wrong byte there means the offsets are already out of step.
+//!
+//! How it fits: [`super::io`] (the replica link's [`super::CommandStream`])
+//! decodes commands with it. It must never miscount a byte (the offset is a
+//! claim about the source) and never copy an argument.
 
 use bytes::{Buf, Bytes, BytesMut};
 

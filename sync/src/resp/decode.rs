@@ -8,6 +8,10 @@
 //!
 //! Every length is checked against [`Limits`] before anything is reserved, and no
 //! vector is pre-sized beyond what the bytes present could fill.
+//!
+//! How it fits: [`super::FrameReader`] decodes replies with it (the handshake's and
+//! the target's replies). It never panics and never reserves memory for a length before
+//! checking it against [`Limits`].
 
 use bytes::{Bytes, BytesMut};
 
@@ -253,49 +257,11 @@ impl Cursor<'_> {
                     Head::BlobError(s, e)
                 }
             },
-            b'=' => match self.length("bulk_bytes_max", bulk_max)? {
-                None => return fail(at + 1, RespErrorKind::UnexpectedNull),
-                Some(len) => {
-                    let (s, e) = self.payload(len)?;
-                    if len < 4 || self.buf[s + 3] != b':' {
-                        return fail(s, RespErrorKind::BadVerbatim);
-                    }
-                    Head::Verbatim(s, e)
-                }
-            },
-            b'(' => {
-                let (s, e) = self.line()?;
-                let digits = self.buf[s..e].strip_prefix(b"-").unwrap_or(&self.buf[s..e]);
-                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                    return fail(s, RespErrorKind::BadInteger);
-                }
-                Head::BigNumber(s, e)
-            }
-            b',' => {
-                let (s, e) = self.line()?;
-                let parsed = std::str::from_utf8(&self.buf[s..e])
-                    .ok()
-                    .and_then(|t| t.parse::<f64>().ok());
-                match parsed {
-                    Some(d) => Head::Double(d),
-                    None => return fail(s, RespErrorKind::BadDouble),
-                }
-            }
-            b'#' => {
-                let (s, e) = self.line()?;
-                match &self.buf[s..e] {
-                    b"t" => Head::Boolean(true),
-                    b"f" => Head::Boolean(false),
-                    _ => return fail(s, RespErrorKind::BadBoolean),
-                }
-            }
-            b'_' => {
-                let (s, e) = self.line()?;
-                if s != e {
-                    return fail(s, RespErrorKind::BadNull);
-                }
-                Head::Null
-            }
+            b'=' => self.verbatim(at)?,
+            b'(' => self.big_number()?,
+            b',' => self.double()?,
+            b'#' => self.boolean()?,
+            b'_' => self.null()?,
             b'*' => match self.length("array_len_max", agg_max)? {
                 None => Head::NullArray,
                 Some(n) => Head::Aggregate(Agg::Array, n),
@@ -314,6 +280,61 @@ impl Cursor<'_> {
                 )
             }
         })
+    }
+
+    /// A verbatim string (`=`): a bulk whose first 4 bytes are `xxx:`.
+    fn verbatim(&mut self, at: usize) -> Step<Head> {
+        match self.length("bulk_bytes_max", self.limits.bulk_bytes_max)? {
+            None => fail(at + 1, RespErrorKind::UnexpectedNull),
+            Some(len) => {
+                let (s, e) = self.payload(len)?;
+                if len < 4 || self.buf[s + 3] != b':' {
+                    return fail(s, RespErrorKind::BadVerbatim);
+                }
+                Ok(Head::Verbatim(s, e))
+            }
+        }
+    }
+
+    /// A big number (`(`): an optional minus and at least one digit.
+    fn big_number(&mut self) -> Step<Head> {
+        let (s, e) = self.line()?;
+        let digits = self.buf[s..e].strip_prefix(b"-").unwrap_or(&self.buf[s..e]);
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return fail(s, RespErrorKind::BadInteger);
+        }
+        Ok(Head::BigNumber(s, e))
+    }
+
+    /// A double (`,`).
+    fn double(&mut self) -> Step<Head> {
+        let (s, e) = self.line()?;
+        let parsed = std::str::from_utf8(&self.buf[s..e])
+            .ok()
+            .and_then(|t| t.parse::<f64>().ok());
+        match parsed {
+            Some(d) => Ok(Head::Double(d)),
+            None => fail(s, RespErrorKind::BadDouble),
+        }
+    }
+
+    /// A boolean (`#t` or `#f`).
+    fn boolean(&mut self) -> Step<Head> {
+        let (s, e) = self.line()?;
+        match &self.buf[s..e] {
+            b"t" => Ok(Head::Boolean(true)),
+            b"f" => Ok(Head::Boolean(false)),
+            _ => fail(s, RespErrorKind::BadBoolean),
+        }
+    }
+
+    /// The RESP3 null (`_`), an empty line.
+    fn null(&mut self) -> Step<Head> {
+        let (s, e) = self.line()?;
+        if s != e {
+            return fail(s, RespErrorKind::BadNull);
+        }
+        Ok(Head::Null)
     }
 
     fn aggregate(&mut self, at: usize, agg: Agg, max: usize) -> Step<Head> {

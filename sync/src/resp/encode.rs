@@ -3,6 +3,10 @@
 //!
 //! Appending never allocates once the buffer has grown to the size of the largest
 //! pipeline written through it: integers are formatted on the stack.
+//!
+//! How it fits: the target connection (`conn.rs`), the replica link
+//! (`source/replica.rs`) and [`super::io`] write commands through it. It never fails and never writes a length other than the bytes
+//! that follow.
 
 use std::fmt::Write as _;
 

@@ -2,6 +2,10 @@
 //! where it was found.
 //!
 //! Running out of bytes is not here: that is [`Status::Incomplete`](super::Status).
+//!
+//! How it fits: the decoders return it and [`super::io`] passes it on to the
+//! link or connection that read the bytes. A message never holds more of the
+//! input than the byte at fault.
 
 use std::fmt;
 

@@ -3,6 +3,9 @@
 //!
 //! Strings are `Bytes` slices of the buffer they were read from (no copy), so a frame
 //! keeps that buffer alive until it is dropped.
+//!
+//! How it fits: [`super::decode`] builds frames, [`super::encode`] writes them,
+//! callers read replies through them. Data only: no I/O.
 
 use bytes::Bytes;
 

@@ -11,6 +11,10 @@
 //! Every reader remembers when its last read brought bytes
 //! ([`last_read`](FrameReader::last_read)): the replica link and the target writer
 //! tell a silent peer (a frozen host, a black-holed flow) from a busy one by it.
+//!
+//! How it fits: the replica link and the target connection read and write through
+//! these types. They never interpret a command (that is the engine's job) and
+//! never drop or reorder bytes between the RESP and the RDB phases of a link.
 
 use std::io;
 use std::time::Instant;

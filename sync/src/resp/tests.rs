@@ -1,5 +1,8 @@
 //! Unit tests of the decoder, the command fast path and the encoders: each type, each
 //! error with its offset, and the limits.
+//!
+//! How it fits: compiled only under `cfg(test)`; the property and real-server tests
+//! are in `sync/tests/resp_*.rs`. No test here talks to a server.
 
 use bytes::{Bytes, BytesMut};
 
