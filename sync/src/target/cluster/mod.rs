@@ -132,6 +132,8 @@ mod discovery;
 mod primary;
 mod replay;
 mod routing;
+#[cfg(test)]
+mod sim;
 mod skips;
 mod slot_state;
 mod units;
