@@ -30,6 +30,9 @@
 //! closes the previous session's connections ([`Conn::fence`]) before it
 //! reads the checkpoint.
 //!
+//! The gate's bookkeeping is plain state in `gate.rs` ([`gate::Gate`]: at most one
+//! transaction in flight and one held), unit-tested without a server.
+//!
 //! Never: count a position applied before its reply arrived, send what a gate
 //! holds before the gate opens, or put a password in a message (AUTH's arguments
 //! never reach a `Label`).
