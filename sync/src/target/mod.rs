@@ -20,12 +20,11 @@
 //! bookkeeping (checkpoint keys, skip entries); count a position applied before
 //! the target answered everything up to it.
 
-mod batch;
+pub mod batch;
 mod clear;
 pub mod cluster;
 mod standalone;
 
-pub use batch::{record_start, TargetBatch, BATCH_COMMANDS_MAX};
 pub use standalone::Standalone;
 
 use std::time::Instant;

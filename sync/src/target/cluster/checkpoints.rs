@@ -14,32 +14,12 @@ use bytes::Bytes;
 use crate::checkpoint::Checkpoint;
 use crate::conn::ApplyError;
 use crate::resp::Frame;
-use crate::slots::{key_slot, SLOTS};
+use crate::slots::SLOTS;
 
 use super::primary::redirected;
 use super::replay::ask_address;
 use super::skips::skip_pairs;
 use super::{ClusterTarget, REFRESH_INTERVAL};
-
-/// The checkpoint key of every slot: `<key>:{<n>}` with the smallest `n` whose slot
-/// it is.
-pub(super) fn slot_checkpoint_keys(checkpoint_key: &[u8]) -> Vec<Bytes> {
-    let mut keys: Vec<Option<Bytes>> = vec![None; SLOTS];
-    let mut missing = SLOTS;
-    let mut n = 0u32;
-    while missing > 0 {
-        let tag = n.to_string();
-        let slot = usize::from(key_slot(tag.as_bytes()));
-        if keys[slot].is_none() {
-            let mut key = checkpoint_key.to_vec();
-            key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
-            keys[slot] = Some(Bytes::from(key));
-            missing -= 1;
-        }
-        n += 1;
-    }
-    keys.into_iter().flatten().collect()
-}
 
 impl ClusterTarget {
     /// A checkpoint from the engine: inside the stream it closes every slot's

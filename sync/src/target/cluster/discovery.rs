@@ -11,9 +11,8 @@ use std::time::Instant;
 use crate::conn::{ApplyError, ApplyOptions, Conn};
 use crate::endpoint::Endpoint;
 use crate::resp::Frame;
-use crate::slots::{parse_cluster_slots, slot_owners, SLOTS};
+use crate::slots::{parse_cluster_slots, slot_owners, slot_tagged_keys, SLOTS};
 
-use super::checkpoints::slot_checkpoint_keys;
 use super::cross_slot::Skips;
 use super::primary::Primary;
 use super::skips::SkipEntries;
@@ -48,7 +47,7 @@ impl ClusterTarget {
             owners,
             seed: endpoint.clone(),
             options,
-            slot_keys: slot_checkpoint_keys(checkpoint_key),
+            slot_keys: slot_tagged_keys(checkpoint_key),
             positions: SlotPositions::default(),
             cursor: StreamCursor::default(),
             open: OpenTransaction::default(),
@@ -150,14 +149,4 @@ impl ClusterTarget {
         self.owners = owners;
         Ok(())
     }
-}
-
-/// Whether the server `node` is connected to is a node of a Redis Cluster (`INFO
-/// cluster` says `cluster_enabled:1`): how both sides recognise a cluster.
-pub(crate) async fn is_cluster_node(node: &mut Conn) -> Result<bool, ApplyError> {
-    let info = node.query(&[b"INFO".as_slice(), b"cluster"]).await?;
-    Ok(info.as_bytes().is_some_and(|text| {
-        text.split(|&b| b == b'\n')
-            .any(|l| l.trim_ascii() == b"cluster_enabled:1")
-    }))
 }

@@ -147,8 +147,7 @@ use crate::conn::{ApplyError, ApplyOptions, Conn, Position};
 use crate::endpoint::Endpoint;
 use crate::keys::key_indices;
 use crate::resp::Frame;
-use crate::slots::key_slot;
-use checkpoints::slot_checkpoint_keys;
+use crate::slots::{key_slot, slot_tagged_keys};
 use cross_slot::{Skips, SourceCopier};
 use primary::{redirected, Primary};
 use skips::SkipEntries;
@@ -157,7 +156,7 @@ use units::Failed;
 
 pub use databases::check_source_dbs;
 pub(crate) use databases::{unmapped_by_filter, unmapped_db_refusal, unmapped_source_db};
-pub(crate) use discovery::is_cluster_node;
+pub(crate) use primary::is_cluster_node;
 pub use replay::MIGRATION_WAIT_MAX;
 
 /// How often slots whose checkpoint lags get the position every primary answered.
@@ -228,7 +227,7 @@ impl ClusterTarget {
     /// `copier`, with skip entries in `skip_key`'s per-slot hashes.
     pub(crate) fn copy_cross_slot_from(&mut self, copier: SourceCopier, skip_key: &[u8]) {
         self.copier = Some(copier);
-        self.skip_keys = slot_checkpoint_keys(skip_key);
+        self.skip_keys = slot_tagged_keys(skip_key);
     }
 
     /// Opens a target transaction: from now on each slot's commands are queued in

@@ -1,6 +1,7 @@
 //! One primary of the target cluster: its plain [`Conn`] (set to record
 //! redirections instead of failing on them), its address, and the units it has not
-//! answered yet ([`Unanswered`], pure state).
+//! answered yet ([`Unanswered`], pure state); and asking a node whether it is a
+//! cluster node at all.
 //!
 //! Never: route anything; it knows nothing about slots.
 
@@ -58,4 +59,14 @@ pub(super) fn redirected(err: ApplyError) -> ApplyError {
         },
         other => other,
     }
+}
+
+/// Whether the server `node` is connected to is a node of a Redis Cluster (`INFO
+/// cluster` says `cluster_enabled:1`): how both sides recognise a cluster.
+pub(crate) async fn is_cluster_node(node: &mut Conn) -> Result<bool, ApplyError> {
+    let info = node.query(&[b"INFO".as_slice(), b"cluster"]).await?;
+    Ok(info.as_bytes().is_some_and(|text| {
+        text.split(|&b| b == b'\n')
+            .any(|l| l.trim_ascii() == b"cluster_enabled:1")
+    }))
 }
