@@ -11,6 +11,8 @@
 //! The slot map is read with `CLUSTER SLOTS` (every version from 3.0 to 8.x, so one
 //! parser serves the 6.2, 7.0 and 8.2 targets); [`crate::cluster`] routes commands by it.
 
+use bytes::Bytes;
+
 use crate::resp::Frame;
 
 /// Slots in a Redis Cluster.
@@ -70,6 +72,26 @@ pub fn hash_tag_of_slot(slot: u16) -> String {
         .map(|n| n.to_string())
         .find(|tag| key_slot(tag.as_bytes()) == slot)
         .unwrap_or_default()
+}
+
+/// One key per slot, in slot order: `<base>:{<n>}` with the smallest `n` whose
+/// slot it is (the cluster router's checkpoint keys and skip hashes).
+pub fn slot_tagged_keys(base: &[u8]) -> Vec<Bytes> {
+    let mut keys: Vec<Option<Bytes>> = vec![None; SLOTS];
+    let mut missing = SLOTS;
+    let mut n = 0u32;
+    while missing > 0 {
+        let tag = n.to_string();
+        let slot = usize::from(key_slot(tag.as_bytes()));
+        if keys[slot].is_none() {
+            let mut key = base.to_vec();
+            key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
+            keys[slot] = Some(Bytes::from(key));
+            missing -= 1;
+        }
+        n += 1;
+    }
+    keys.into_iter().flatten().collect()
 }
 
 /// One primary and the slot ranges it serves, from `CLUSTER SLOTS`.

@@ -32,7 +32,7 @@ use super::reshard::ReshardWatch;
 use super::resume::{FileFix, Known, ResumePlan, Start};
 use super::saver::{save, BackgroundSaver};
 use crate::clock::unix_ms;
-use crate::target::{record_start, TargetBatch, BATCH_COMMANDS_MAX};
+use crate::target::batch::{record_start, TargetBatch, BATCH_COMMANDS_MAX};
 
 /// One connection to each side, from PSYNC until stop or failure.
 pub(super) async fn session(

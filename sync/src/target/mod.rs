@@ -10,16 +10,21 @@
 //! clusters: a standalone target is one, a cluster target one per primary behind
 //! its router ([`cluster`]).
 //!
+//! Code map: `standalone.rs` (one connection, the checkpoint key in database 0),
+//! `batch.rs` (the stream's commands grouped into target transactions, the
+//! checkpoint-key protocol), `clear.rs` (removing what the filter's scope says),
+//! `cluster/` (the router; its exactness bookkeeping is pure state there,
+//! unit-tested and driven by a seeded simulation).
+//!
 //! Never: write anything the caller did not ask for except the target's own
 //! bookkeeping (checkpoint keys, skip entries); count a position applied before
 //! the target answered everything up to it.
 
-mod batch;
+pub mod batch;
 mod clear;
 pub mod cluster;
 mod standalone;
 
-pub use batch::{record_start, TargetBatch, BATCH_COMMANDS_MAX};
 pub use standalone::Standalone;
 
 use std::time::Instant;

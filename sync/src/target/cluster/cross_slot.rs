@@ -32,14 +32,14 @@
 //! Cost: one round trip to the source per such command, and its keys' whole values
 //! in memory once (a DUMP of a big key is big).
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 
 use crate::conn::{ApplyError, Conn};
 use crate::rdb::dump::{decode_dump, DumpOptions};
 use crate::rdb::encode_dump;
 use crate::resp::Frame;
+
+pub use super::skips::{Judgement, Skips};
 
 /// Reads keys from the source for a cluster target (see the module doc).
 pub struct SourceCopier {
@@ -183,105 +183,9 @@ fn replication_offset(info: &str) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Keys whose copy holds the stream up to an offset: their commands up to it are
-/// skipped (see the module doc).
-#[derive(Default)]
-pub struct Skips {
-    through: HashMap<Bytes, i64>,
-}
-
-/// What to do with a stream command, given the keys it touches.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Judgement {
-    /// No key of it is skipped here.
-    Apply,
-    /// Every key of it holds its effect already.
-    Drop,
-    /// Some keys hold its effect and some do not: copy them all again.
-    Copy,
-}
-
-/// Entries kept before the ones that mean nothing any more are swept.
-const SKIPS_SWEEP_AT: usize = 4096;
-
-impl Skips {
-    pub fn is_empty(&self) -> bool {
-        self.through.is_empty()
-    }
-
-    /// Commands on `key` at offsets up to `offset` are in its copy; the stream is
-    /// at offset `at` (entries behind it mean nothing and may be swept).
-    pub fn insert(&mut self, key: Bytes, offset: i64, at: i64) {
-        let through = self.through.entry(key).or_insert(offset);
-        *through = (*through).max(offset);
-        if self.through.len() > SKIPS_SWEEP_AT {
-            self.through.retain(|_, o| *o >= at);
-        }
-    }
-
-    /// Judges a command at stream offset `at` by its `keys`.
-    pub fn judge<'k>(&mut self, keys: impl Iterator<Item = &'k [u8]>, at: i64) -> Judgement {
-        let (mut skipped, mut applied) = (0, 0);
-        for key in keys {
-            match self.through.get(key) {
-                Some(&through) if at <= through => skipped += 1,
-                Some(_) => {
-                    self.through.remove(key);
-                    applied += 1;
-                }
-                None => applied += 1,
-            }
-        }
-        match (skipped, applied) {
-            (0, _) => Judgement::Apply,
-            (_, 0) => Judgement::Drop,
-            _ => Judgement::Copy,
-        }
-    }
-
-    /// Forgets every entry (a FLUSHALL in the stream, a new full copy).
-    pub fn clear(&mut self) {
-        self.through.clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_command_is_dropped_applied_or_copied_by_its_keys_windows() {
-        let mut skips = Skips::default();
-        skips.insert(Bytes::from_static(b"a"), 100, 50);
-        skips.insert(Bytes::from_static(b"b"), 150, 50);
-        let judge = |skips: &mut Skips, keys: &[&[u8]], at| skips.judge(keys.iter().copied(), at);
-        assert_eq!(judge(&mut skips, &[b"a"], 90), Judgement::Drop);
-        assert_eq!(judge(&mut skips, &[b"a"], 100), Judgement::Drop);
-        assert_eq!(judge(&mut skips, &[b"a", b"c"], 95), Judgement::Copy);
-        assert_eq!(judge(&mut skips, &[b"c"], 95), Judgement::Apply);
-        // Past its window a key applies again, and its entry goes.
-        assert_eq!(judge(&mut skips, &[b"a", b"b"], 120), Judgement::Copy);
-        assert_eq!(judge(&mut skips, &[b"a"], 130), Judgement::Apply);
-        assert_eq!(judge(&mut skips, &[b"b"], 151), Judgement::Apply);
-        assert!(skips.is_empty());
-    }
-
-    #[test]
-    fn a_later_copy_only_lengthens_a_window_and_old_entries_are_swept() {
-        let mut skips = Skips::default();
-        skips.insert(Bytes::from_static(b"a"), 200, 50);
-        skips.insert(Bytes::from_static(b"a"), 100, 50);
-        assert_eq!(skips.judge([&b"a"[..]].into_iter(), 150), Judgement::Drop);
-        for i in 0..=SKIPS_SWEEP_AT as i64 {
-            skips.insert(Bytes::from(format!("k{i}")), 1000 + i, 300);
-        }
-        // Only "a", behind the stream, was swept.
-        assert_eq!(skips.through.len(), SKIPS_SWEEP_AT + 1);
-        assert!(!skips.through.contains_key(&b"a"[..]));
-        skips.insert(Bytes::from_static(b"last"), 9000, 3000);
-        assert_eq!(skips.through.len(), 1 + 1 + (SKIPS_SWEEP_AT - 2000));
-        assert!(skips.through.contains_key(&b"k4096"[..]));
-    }
 
     #[test]
     fn the_offset_comes_from_info_replication() {

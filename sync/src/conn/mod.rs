@@ -30,9 +30,14 @@
 //! closes the previous session's connections ([`Conn::fence`]) before it
 //! reads the checkpoint.
 //!
+//! The gate's bookkeeping is plain state in `gate.rs` ([`gate::Gate`]: at most one
+//! transaction in flight and one held), unit-tested without a server.
+//!
 //! Never: count a position applied before its reply arrived, send what a gate
 //! holds before the gate opens, or put a password in a message (AUTH's arguments
 //! never reach a `Label`).
+
+mod gate;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -44,6 +49,7 @@ use crate::endpoint::{Endpoint, EndpointError, Stream, TlsOptions};
 use crate::resp::{
     check_frame, encode_command, first_error_element, Frame, FrameReader, Limits, ReadError, Status,
 };
+use gate::Gate;
 
 /// Why applying stopped.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +222,36 @@ struct Redirections {
     holding: bool,
 }
 
+impl Redirections {
+    /// The command numbered `sequence` was redirected with `reply`: positions are
+    /// held back from now on.
+    fn record(&mut self, sequence: u64, reply: String) {
+        self.replies.push((sequence, reply));
+        self.holding = true;
+    }
+
+    /// A reply completed `position`: the position to count as applied now, or
+    /// none while a redirected command waits (then it is kept for later).
+    fn reached(&mut self, position: Position) -> Option<Position> {
+        if !self.holding {
+            return Some(position);
+        }
+        debug_assert!(
+            self.held.is_none_or(|held| held.offset <= position.offset),
+            "held position moved backwards"
+        );
+        self.held = Some(position);
+        None
+    }
+
+    /// The router has applied every redirected command elsewhere: the position
+    /// held back, if any, counts now.
+    fn resolved(&mut self) -> Option<Position> {
+        self.holding = false;
+        self.held.take()
+    }
+}
+
 /// Replies that say a cluster's slot is elsewhere or moving, not that the command
 /// is wrong: MOVED, ASK, TRYAGAIN (a multi-key command in a migrating slot),
 /// CLUSTERDOWN and READONLY (a primary turned replica).
@@ -268,9 +304,9 @@ pub struct Conn {
     /// When a command was pushed onto an empty queue: the target's silence counts
     /// from the later of this and its last byte (see [`Conn::check_answering`]).
     waiting_since: Option<Instant>,
-    /// While above zero, `out` is held back: that many commands already sent must be
+    /// While it holds, `out` is held back: the commands already sent must be
     /// answered first (see [`Conn::hold_until_answered`]).
-    gate_waiting: usize,
+    gate: Gate,
     /// Commands pushed and replies read since the start (a cluster router maps
     /// redirections back to what it sent by these sequence numbers).
     pushed: u64,
@@ -350,7 +386,7 @@ impl Conn {
             applied_commands: 0,
             transaction: None,
             waiting_since: None,
-            gate_waiting: 0,
+            gate: Gate::default(),
             pushed: 0,
             answered: 0,
             redirections: None,
@@ -446,13 +482,13 @@ impl Conn {
     pub async fn hold_until_answered(&mut self) -> Result<(), ApplyError> {
         self.open_gate().await?;
         self.flush().await?;
-        self.gate_waiting = self.pending.len();
+        self.gate.hold(self.pending.len());
         Ok(())
     }
 
     /// Whether commands are held back waiting for replies.
     pub fn is_holding(&self) -> bool {
-        self.gate_waiting > 0
+        self.gate.is_holding()
     }
 
     /// Completes when bytes from the target have arrived (or it closed): then
@@ -471,7 +507,7 @@ impl Conn {
 
     /// Reads replies until what is held may be sent.
     async fn open_gate(&mut self) -> Result<(), ApplyError> {
-        while self.gate_waiting > 0 {
+        while self.gate.is_holding() {
             self.read_one().await?;
         }
         Ok(())
@@ -487,7 +523,7 @@ impl Conn {
     }
 
     pub async fn flush(&mut self) -> Result<(), ApplyError> {
-        if self.out.is_empty() || self.gate_waiting > 0 {
+        if self.out.is_empty() || self.gate.is_holding() {
             return Ok(());
         }
         let endpoint = &self.endpoint;
@@ -645,45 +681,16 @@ impl Conn {
                     None
                 };
                 let failed = failed.map(|(index, message)| (index, line_text(message)));
-                let mut refused = None;
-                for index in 0..queued as usize {
-                    let label = self.queued.pop_front();
-                    if let (Some(label), Some((failed_index, message))) = (label, &failed) {
-                        if index == *failed_index {
-                            refused = Some((label, message.clone()));
-                        }
-                    }
-                }
                 if let Some(redirections) = self.redirections.as_mut() {
                     redirections.in_transaction = false;
                 }
-                refused
+                refused_in_exec(&mut self.queued, queued, failed)
             }
             _ => None,
         };
         self.reader.consume(len);
-        if let (Some(redirections), Some((label, message))) =
-            (self.redirections.as_mut(), refused.as_ref())
-        {
-            let redirected = is_redirection(message)
-                || (redirections.in_transaction && message.starts_with("EXECABORT"));
-            if redirected {
-                redirections.replies.push((sequence, message.clone()));
-                redirections.holding = true;
-                match pending.role {
-                    // Its EXEC pops it with the others of the transaction.
-                    Role::Queued => {
-                        self.queued.push_back(*label);
-                        redirections.in_transaction = true;
-                    }
-                    Role::Ends { queued, .. } => {
-                        for _ in 0..queued {
-                            self.queued.pop_front();
-                        }
-                        redirections.in_transaction = false;
-                    }
-                    Role::Plain => {}
-                }
+        if let Some((label, message)) = &refused {
+            if self.is_redirected(sequence, pending.role, *label, message) {
                 refused = None;
             }
         }
@@ -691,17 +698,46 @@ impl Conn {
             // The gate stays shut: nothing held behind a refusal is ever sent.
             return Err(self.rejected(&label, &message));
         }
-        self.gate_waiting = self.gate_waiting.saturating_sub(1);
+        self.gate.answered();
         self.applied_commands += 1;
-        if let Some(position) = pending.position {
-            match self.redirections.as_mut() {
-                Some(redirections) if redirections.holding => {
-                    redirections.held = Some(position);
-                }
-                _ => self.advance(position),
-            }
+        let reached = match self.redirections.as_mut() {
+            Some(redirections) => pending.position.and_then(|p| redirections.reached(p)),
+            None => pending.position,
+        };
+        if let Some(position) = reached {
+            self.advance(position);
         }
         Ok(())
+    }
+
+    /// On a primary of a cluster target, whether the refusal `message` of command
+    /// `sequence` is a redirection, then recorded for the router instead of
+    /// failing the connection.
+    fn is_redirected(&mut self, sequence: u64, role: Role, label: Label, message: &str) -> bool {
+        let Some(redirections) = self.redirections.as_mut() else {
+            return false;
+        };
+        let redirected = is_redirection(message)
+            || (redirections.in_transaction && message.starts_with("EXECABORT"));
+        if !redirected {
+            return false;
+        }
+        redirections.record(sequence, message.to_owned());
+        match role {
+            // Its EXEC pops it with the others of the transaction.
+            Role::Queued => {
+                self.queued.push_back(label);
+                redirections.in_transaction = true;
+            }
+            Role::Ends { queued, .. } => {
+                for _ in 0..queued {
+                    self.queued.pop_front();
+                }
+                redirections.in_transaction = false;
+            }
+            Role::Plain => {}
+        }
+        true
     }
 
     /// Makes this writer a primary of a cluster target: a redirection (see
@@ -724,10 +760,7 @@ impl Conn {
     /// The router has applied every redirected command elsewhere: positions held
     /// back count again.
     pub(crate) fn redirections_resolved(&mut self) {
-        let held = self.redirections.as_mut().and_then(|r| {
-            r.holding = false;
-            r.held.take()
-        });
+        let held = self.redirections.as_mut().and_then(Redirections::resolved);
         if let Some(position) = held {
             self.advance(position);
         }
@@ -836,6 +869,25 @@ impl Conn {
     }
 }
 
+/// Pops the labels of the `queued` commands an EXEC (or DISCARD) ends; the one at
+/// the `failed` index comes back with its error message.
+fn refused_in_exec(
+    labels: &mut VecDeque<Label>,
+    queued: u32,
+    failed: Option<(usize, String)>,
+) -> Option<(Label, String)> {
+    let mut refused = None;
+    for index in 0..queued as usize {
+        let label = labels.pop_front();
+        if let (Some(label), Some((failed_index, message))) = (label, &failed) {
+            if index == *failed_index {
+                refused = Some((label, message.clone()));
+            }
+        }
+    }
+    refused
+}
+
 /// The text of a reply line (`ERR ...` without its `\r\n`), for messages.
 fn line_text(line: &[u8]) -> String {
     let end = line.iter().position(|&b| b == b'\r').unwrap_or(line.len());
@@ -845,6 +897,20 @@ fn line_text(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_wait_behind_a_redirection_until_it_is_resolved() {
+        let at = |offset| Position { offset, db: 0 };
+        let mut redirections = Redirections::default();
+        assert_eq!(redirections.reached(at(10)), Some(at(10)));
+        redirections.record(4, "ASK 1 h:1".to_owned());
+        assert_eq!(redirections.reached(at(20)), None);
+        assert_eq!(redirections.reached(at(30)), None);
+        assert_eq!(redirections.replies, vec![(4, "ASK 1 h:1".to_owned())]);
+        assert_eq!(redirections.resolved(), Some(at(30)));
+        assert_eq!(redirections.resolved(), None);
+        assert_eq!(redirections.reached(at(40)), Some(at(40)));
+    }
 
     #[test]
     fn client_info_gives_the_id_and_the_address_the_target_sees() {
