@@ -86,13 +86,11 @@ pub(super) async fn session(
     let mut settle = settler
         .read_marker(&mut writer, options.load.ttl_guard)
         .await?;
-    match &plan.file {
-        FileFix::Keep => {}
-        FileFix::Replace(exact) => {
-            store.clear()?;
-            store.store(exact.clone())?;
-        }
-        FileFix::Clear => store.clear()?,
+    // Only a replacement is written now; a lost target's position is cleared with
+    // the target (see FileFix::ClearAfterTargetClear).
+    if let Some(exact) = plan.file.before_psync() {
+        store.clear()?;
+        store.store(exact.clone())?;
     }
     let reply = link.psync(plan.psync_from()).await?;
     let (replid, start_offset, db) = match plan.start(reply)? {
@@ -168,6 +166,9 @@ pub(super) async fn session(
                 older.after_offset = offset;
             }
             record_start(&mut writer, store, &replid, offset).await?;
+            // The copy is done and its position stored on both sides: the marker no
+            // longer says anything true.
+            store.set_full_copy_in_progress(false)?;
             progress.send_modify(|p| {
                 p.full_syncs += 1;
                 p.applied_offset = offset;
@@ -177,6 +178,11 @@ pub(super) async fn session(
             (Some(replid), offset, 0)
         }
         Start::CopyWithoutPositions => {
+            // SYNC never resumes: the lost target's position is of no further use
+            // (and SYNC's copy does not clear; as before).
+            if plan.file == FileFix::ClearAfterTargetClear {
+                store.clear()?;
+            }
             let (returned, loader) = unless_stopped(
                 &mut stop,
                 full_copy(link, &mut writer, target_rdb_version, 0, options, progress),
