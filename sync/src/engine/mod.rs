@@ -51,6 +51,7 @@ use tokio::sync::watch;
 
 use crate::apply::{ApplyError, ClientIdentity};
 use crate::checkpoint::CheckpointStore;
+use crate::source::replica::ReplicaLink;
 
 pub use crate::clock::unix_ms;
 pub use error::SyncError;
@@ -93,11 +94,31 @@ pub async fn run(
                     }
                     options.source = nodes.read;
                     options.heartbeat_at = Some(nodes.primary);
-                    session(&options, &mut store, &mut fence, stop.clone(), &progress).await
+                    let link = ReplicaLink::connect(&options.source, &options.link);
+                    session(
+                        &options,
+                        &mut store,
+                        &mut fence,
+                        stop.clone(),
+                        &progress,
+                        link,
+                    )
+                    .await
                 }
                 Err(err) => Err(err),
             },
-            None => session(&options, &mut store, &mut fence, stop.clone(), &progress).await,
+            None => {
+                let link = ReplicaLink::connect(&options.source, &options.link);
+                session(
+                    &options,
+                    &mut store,
+                    &mut fence,
+                    stop.clone(),
+                    &progress,
+                    link,
+                )
+                .await
+            }
         };
         let err = match outcome {
             Ok(()) => {

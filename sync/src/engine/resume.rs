@@ -9,7 +9,7 @@
 //! is an error, not a continuation from zero.
 
 use crate::checkpoint::Checkpoint;
-use crate::source::replica::PsyncReply;
+use crate::source::PsyncReply;
 
 use super::error::SyncError;
 use super::options::Mode;

@@ -5,7 +5,9 @@
 //! their position, ACKs the source and stores checkpoints.
 //!
 //! The retry loop in [`super::run`] starts sessions; a session never retries by
-//! itself and never leaves a half-received source transaction applied.
+//! itself and never leaves a half-received source transaction applied. It is
+//! generic over the [`Source`] and names no source type: the retry loop hands it
+//! the source's connection to await.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,8 @@ use crate::conn::Conn;
 use crate::cross_slot::SourceCopier;
 use crate::endpoint::Endpoint;
 use crate::resp::Entry;
-use crate::source::replica::{LinkError, ReplicaLink};
+use crate::source::replica::LinkError;
+use crate::source::{Acknowledge, Source};
 use crate::target::Target;
 use crate::ttl_guard::{PendingSettle, Settled, Settler, TTL_GUARD_KEY};
 
@@ -34,14 +37,19 @@ use super::saver::{save, BackgroundSaver};
 use crate::clock::unix_ms;
 use crate::target::{record_start, TargetBatch, BATCH_COMMANDS_MAX};
 
-/// One connection to each side, from PSYNC until stop or failure.
-pub(super) async fn session(
+/// One connection to each side, from PSYNC until stop or failure. The source is
+/// connected by awaiting `connect_source`, once the target is ready.
+pub(super) async fn session<S: Source>(
     options: &SyncOptions,
     store: &mut CheckpointStore,
     fence: &mut Vec<ClientIdentity>,
     mut stop: watch::Receiver<bool>,
     progress: &watch::Sender<Progress>,
-) -> Result<(), SyncError> {
+    connect_source: impl std::future::Future<Output = Result<S, S::Error>>,
+) -> Result<(), SyncError>
+where
+    SyncError: From<S::Error>,
+{
     progress.send_modify(|p| p.phase = Phase::Connecting);
     let mut writer = Target::connect(
         &options.target,
@@ -63,7 +71,7 @@ pub(super) async fn session(
         let copier = SourceCopier::new(source, target_rdb_version, options.filter.extend_ttl_ms());
         writer.copy_cross_slot_from(copier, &options.task_key(SKIP_KEY));
     }
-    let mut link = ReplicaLink::connect(&options.source, &options.link).await?;
+    let mut link = connect_source.await?;
 
     // The target's own checkpoint key is exact (written with the data); the file may
     // lag it by up to one checkpoint interval (see super::resume for the decision).
@@ -92,7 +100,7 @@ pub(super) async fn session(
         store.clear()?;
         store.store(exact.clone())?;
     }
-    let reply = link.psync(plan.psync_from()).await?;
+    let reply = link.resume(plan.psync_from()).await?;
     let (replid, start_offset, db) = match plan.start(reply)? {
         Start::Continue {
             replid: id,
@@ -113,8 +121,7 @@ pub(super) async fn session(
             (Some(id), offset, db)
         }
         Start::SkipSnapshot { replid, offset } => {
-            let mut transfer = link.rdb_transfer().await?;
-            while link.next_rdb_chunk(&mut transfer).await?.is_some() {}
+            link.skip_snapshot().await?;
             record_start(&mut writer, store, &replid, offset).await?;
             tracing::info!(
                 offset,
@@ -433,7 +440,7 @@ pub(super) async fn session(
                             .settle(&mut writer, pending, db)
                             .await
                             .map(|_| ())
-                            .map_err(SyncError::from)
+                            .map_err(SyncError::Apply)
                     }
                     _ => Ok(()),
                 }
