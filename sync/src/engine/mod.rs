@@ -34,6 +34,7 @@
 //! - `classify`, `heartbeat`, `reshard`, `saver`, `info`: the session's helpers.
 
 mod classify;
+mod context;
 pub(crate) mod error;
 mod full_copy;
 mod heartbeat;
@@ -44,6 +45,7 @@ mod reshard;
 mod resume;
 mod saver;
 mod session;
+mod stream;
 
 use std::time::{Duration, Instant};
 
