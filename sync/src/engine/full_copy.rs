@@ -364,3 +364,119 @@ impl Read for ChannelReader {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdb::{Elements, KeyMeta, RdbType};
+
+    fn key_start(key: &[u8]) -> Event {
+        Event::KeyStart(KeyMeta {
+            db: 0,
+            key: key.to_vec(),
+            rdb_type: RdbType::String,
+            expire_ms: None,
+            lru_idle_secs: None,
+            lfu_freq: None,
+            offset: 0,
+        })
+    }
+
+    #[test]
+    fn event_bytes_counts_what_an_event_holds() {
+        assert_eq!(event_bytes(&key_start(b"abc")), 3 + 64);
+        let value = Event::Elements(Elements::String(vec![0; 1000]));
+        assert_eq!(event_bytes(&value), 1000);
+        assert_eq!(
+            event_bytes(&Event::KeyEnd {
+                raw: Some(vec![0; 500])
+            }),
+            500
+        );
+        assert_eq!(event_bytes(&Event::KeyEnd { raw: None }), 16);
+        let code = Event::Function { code: vec![0; 70] };
+        assert_eq!(event_bytes(&code), 70);
+        assert_eq!(event_bytes(&Event::SelectDb { db: 3 }), 64);
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_its_event_count() {
+        let mut batcher = Batcher::default();
+        for i in 1..EVENT_BATCH_EVENTS {
+            assert!(batcher.push(key_start(b"k")).is_none(), "cut early at {i}");
+        }
+        let (events, bytes) = batcher.push(key_start(b"k")).expect("full");
+        assert_eq!(events.len(), EVENT_BATCH_EVENTS);
+        assert_eq!(bytes, EVENT_BATCH_EVENTS * 65);
+        let (rest, rest_bytes) = batcher.take();
+        assert!(
+            rest.is_empty() && rest_bytes == 0,
+            "the batcher starts over"
+        );
+    }
+
+    #[test]
+    fn a_batch_is_cut_at_its_bytes_and_a_big_value_goes_alone() {
+        let mut batcher = Batcher::default();
+        assert!(batcher.push(key_start(b"big")).is_none());
+        let big = Event::Elements(Elements::String(vec![0; EVENT_BATCH_BYTES]));
+        let (events, bytes) = batcher.push(big).expect("cut at the byte bound");
+        assert_eq!(events.len(), 2);
+        assert_eq!(bytes, 3 + 64 + EVENT_BATCH_BYTES);
+        assert!(batcher.push(Event::KeyEnd { raw: None }).is_none());
+        assert_eq!(batcher.take().0.len(), 1, "what is left goes at the end");
+    }
+
+    /// `budgeted` runs on the parser's blocking thread, as in the copy.
+    fn on_blocking_thread<T: Send + 'static>(
+        work: impl FnOnce(tokio::runtime::Handle) -> T + Send + 'static,
+    ) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let handle = runtime.handle().clone();
+        runtime
+            .block_on(async move { tokio::task::spawn_blocking(move || work(handle)).await })
+            .expect("the blocking task")
+    }
+
+    #[test]
+    fn a_batch_holds_its_bytes_of_the_budget_until_it_is_written() {
+        let (left_while_held, left_after) = on_blocking_thread(|runtime| {
+            let budget = Arc::new(Semaphore::new(EVENT_BYTES_IN_FLIGHT));
+            let batch = budgeted(&runtime, &budget, Vec::new(), 1000).expect("budget");
+            let held = budget.available_permits();
+            drop(batch);
+            (held, budget.available_permits())
+        });
+        assert_eq!(left_while_held, EVENT_BYTES_IN_FLIGHT - 1000);
+        assert_eq!(left_after, EVENT_BYTES_IN_FLIGHT);
+    }
+
+    #[test]
+    fn a_value_over_the_budget_takes_all_of_it_and_an_empty_batch_one_permit() {
+        let (over, empty) = on_blocking_thread(|runtime| {
+            let budget = Arc::new(Semaphore::new(EVENT_BYTES_IN_FLIGHT));
+            let whole = budgeted(&runtime, &budget, Vec::new(), 3 * EVENT_BYTES_IN_FLIGHT);
+            let over = budget.available_permits();
+            drop(whole);
+            let _one = budgeted(&runtime, &budget, Vec::new(), 0);
+            (over, budget.available_permits())
+        });
+        assert_eq!(
+            over, 0,
+            "capped at the whole budget, so it never waits forever"
+        );
+        assert_eq!(empty, EVENT_BYTES_IN_FLIGHT - 1);
+    }
+
+    #[test]
+    fn a_closed_budget_stops_the_parser() {
+        let batch = on_blocking_thread(|runtime| {
+            let budget = Arc::new(Semaphore::new(EVENT_BYTES_IN_FLIGHT));
+            budget.close();
+            budgeted(&runtime, &budget, Vec::new(), 10).is_none()
+        });
+        assert!(batch);
+    }
+}
