@@ -39,6 +39,10 @@
 //!
 //! The session, the stream and the full copy are generic over the
 //! [`crate::source::Source`] contract; only [`run`] names the replica link.
+//!
+//! The engine never judges its own result (verify reads both sides for that), never
+//! marks as applied what the target has not answered, and never writes to the
+//! source except lockstep's heartbeat key.
 
 mod classify;
 mod context;

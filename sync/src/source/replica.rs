@@ -1,5 +1,7 @@
 //! The replica link: lockstep's side of a conversation in which it poses as a replica
-//! of the source.
+//! of the source, and the first implementation of the [`super::Source`] contract
+//! (at the end of this file). It sends the source nothing but the handshake,
+//! PSYNC/SYNC and `REPLCONF ACK`, and it never interprets the stream it hands out.
 //!
 //! The order is Redis's own (replication.c, `syncWithMaster`):
 //! 1. [`ReplicaLink::connect`]: TCP (and TLS), `PING`, then pipelined `AUTH`,
@@ -12,7 +14,7 @@
 //!    is tried.
 //! 3. For a full resync, [`ReplicaLink::rdb_transfer`] reads the `$<len>` or
 //!    `$EOF:<mark>` header (skipping keepalive newlines) and
-//!    [`RdbTransfer::next_chunk`] hands out the RDB as it arrives, never whole.
+//!    [`ReplicaLink::next_rdb_chunk`] hands out the RDB as it arrives, never whole.
 //! 4. [`ReplicaLink::into_stream`] turns the rest of the connection into a
 //!    [`CommandStream`] that counts the replication offset, and an [`Acker`] that
 //!    writes `REPLCONF ACK <offset>` on the same socket.
