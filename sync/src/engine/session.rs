@@ -226,15 +226,20 @@ impl Session<'_> {
     where
         SyncError: From<S::Error>,
     {
+        let stale_cleared = stale.is_some();
         if let Some(why) = stale {
             tracing::warn!("full resync: {why}; removing the task's keys from the target first so it ends equal to the source, not a superset");
             let filter = &self.options.filter;
             self.writer
                 .clear(&filter.clear_scope(), |k| filter.owns_key(k))
                 .await?;
+        }
+        // The marker goes up before the old position goes: at no moment does the
+        // directory say less than "this target may hold stale keys".
+        self.store.set_full_copy_in_progress(true)?;
+        if stale_cleared {
             self.store.clear()?;
         }
-        self.store.set_full_copy_in_progress(true)?;
         let (link, loader) = self.copy(link, offset, stop).await?;
         // The TTL guards' marker goes to the target before the checkpoint that says
         // the copy is done: a session that ends in between (the source position
