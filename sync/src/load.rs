@@ -1,5 +1,7 @@
 //! The full copy's apply step: turns the RDB parser's per-key events into writes to
-//! the target.
+//! the target. It is handed events by `engine::full_copy` and writes through the
+//! [`crate::target::Target`]; it never reads the source, never records a checkpoint
+//! and never holds a big key whole.
 //!
 //! A key is written as one `RESTORE ... REPLACE`: with the raw object bytes from the
 //! RDB when the target reads that RDB version (no decode, no re-encode), or with a

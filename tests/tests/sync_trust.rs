@@ -180,3 +180,65 @@ async fn a_session_that_ends_right_after_the_copy_leaves_no_guard() -> anyhow::R
     task.finish().await?;
     Ok(())
 }
+
+/// Found by reading (issue 15): when the target had lost lockstep's checkpoint key
+/// (a FLUSHDB of its database 0) while the checkpoint file still held a position,
+/// the session cleared the file before it asked the source and before it cleared
+/// the target. A session that failed in between (here the source answers PSYNC and
+/// SYNC with -NOMASTERLINK) left nothing that said the target was stale, so the
+/// next one copied without clearing, and a key of database 1 that the source had
+/// deleted meanwhile stayed on the target. (It hid behind a second bug: the marker
+/// of a finished full copy was never removed, so every later copy cleared first and
+/// logged that an earlier copy was cut short.)
+#[tokio::test]
+async fn a_session_that_fails_before_clearing_a_lost_target_leaves_the_clear_to_the_next(
+) -> anyhow::Result<()> {
+    use lockstep_testkit::command::Run;
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    conn.run::<()>("SET in-db0 v").await?;
+    conn.run::<()>("SELECT 1").await?;
+    for key in ["deleted-meanwhile", "kept"] {
+        conn.run_args::<()>(("SET", key, "v")).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    caught_up(&mut task, &source).await?;
+    task.finish().await?;
+    // The copy finished: its marker, which says "cut short", must be gone (it was
+    // never removed, and it hid the bug below by making every copy clear first).
+    let marker = dir.path().join(lockstep_sync::checkpoint::FULL_COPY_MARKER);
+    assert!(
+        !marker.exists(),
+        "{} left after a finished copy",
+        marker.display()
+    );
+
+    // While lockstep is stopped: the user flushes only the target's database 0 (the
+    // checkpoint key goes with it) and the source deletes a key of database 1.
+    lockstep_testkit::faults::flushdb(&target, 0).await?;
+    conn.run::<()>("DEL deleted-meanwhile").await?;
+    // A replica whose primary cannot be reached refuses PSYNC and SYNC for now.
+    conn.run::<()>("REPLICAOF 127.0.0.1 1").await?;
+    let mut task = SyncTask::spawn(options(&source, &target, dir.path())?);
+    wait_until(
+        "a session to fail at PSYNC",
+        Duration::from_secs(30),
+        || {
+            let p = task.now();
+            async move {
+                Ok(match &p.last_error {
+                    Some(err) if err.contains("cannot serve a replica yet") => Ok(()),
+                    _ => Err(format!("{p:?}")),
+                })
+            }
+        },
+    )
+    .await?;
+    conn.run::<()>("REPLICAOF NO ONE").await?;
+    caught_up(&mut task, &source).await?;
+    common::assert_equal(&source, &target).await?;
+    task.finish().await?;
+    Ok(())
+}

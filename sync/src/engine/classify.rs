@@ -14,6 +14,7 @@ use super::heartbeat::HEARTBEAT_PREFIX;
 use super::options::SyncOptions;
 
 /// What the engine does with one command of the stream.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Action {
     Apply,
     Select(u32),
@@ -76,4 +77,75 @@ pub(super) fn classify(
         Verdict::Rewrite(commands) => Action::Rewrite(commands),
         Verdict::ClearOwnKeys => Action::ClearOwnKeys,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Endpoint;
+
+    fn command(words: &[&str]) -> Command {
+        let argv: Vec<Bytes> = words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        Command {
+            wire_bytes: argv.iter().map(|a| a.len() + 8).sum(),
+            argv,
+            inline: false,
+        }
+    }
+
+    fn options() -> SyncOptions {
+        let endpoint = Endpoint::parse("redis://127.0.0.1:1").expect("an endpoint");
+        SyncOptions::new(endpoint.clone(), endpoint, "unused")
+    }
+
+    fn action(options: &SyncOptions, words: &[&str]) -> Action {
+        classify(&command(words), options, 0).expect("classified")
+    }
+
+    #[test]
+    fn the_stream_protocol_is_consumed_and_the_data_applied() {
+        let options = options();
+        assert_eq!(action(&options, &["select", "7"]), Action::Select(7));
+        // A SELECT that names no database is the target's to refuse, as sent.
+        assert_eq!(action(&options, &["SELECT", "x"]), Action::Apply);
+        assert_eq!(action(&options, &["multi"]), Action::Multi);
+        assert_eq!(action(&options, &["EXEC"]), Action::Exec);
+        assert_eq!(action(&options, &["PING"]), Action::Skip);
+        assert_eq!(
+            action(&options, &["REPLCONF", "getack", "*"]),
+            Action::GetAck
+        );
+        assert_eq!(action(&options, &["REPLCONF", "ACK", "5"]), Action::Skip);
+        assert_eq!(action(&options, &["SET", "k", "v"]), Action::Apply);
+        assert_eq!(action(&options, &["FLUSHALL"]), Action::Apply);
+    }
+
+    #[test]
+    fn the_heartbeat_key_is_measured_never_applied() {
+        let options = options();
+        let key = format!("{}:task", String::from_utf8_lossy(HEARTBEAT_PREFIX));
+        assert_eq!(
+            action(&options, &["SETEX", &key, "3", "1700000000000"]),
+            Action::Heartbeat
+        );
+        assert_eq!(
+            action(&options, &["SET", &key, "1700000000000", "PXAT", "1"]),
+            Action::Heartbeat
+        );
+    }
+
+    #[test]
+    fn the_filter_decides_for_data_commands() {
+        let mut options = options();
+        options.filter.exclude_prefixes = vec![b"skip:".to_vec()];
+        assert_eq!(action(&options, &["SET", "skip:a", "v"]), Action::Skip);
+        assert_eq!(action(&options, &["SET", "keep:a", "v"]), Action::Apply);
+        // A shard of a cluster source: its FLUSHALL clears its own keys only.
+        options.filter.source_slots = vec![(0, 100)];
+        assert_eq!(action(&options, &["FLUSHALL"]), Action::ClearOwnKeys);
+        assert_eq!(action(&options, &["flushdb"]), Action::ClearOwnKeys);
+    }
 }

@@ -105,3 +105,32 @@ impl Heartbeat {
         std::str::from_utf8(value?).ok()?.parse().ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn command(words: &[&str]) -> Command {
+        Command {
+            argv: words
+                .iter()
+                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+                .collect(),
+            wire_bytes: 0,
+            inline: false,
+        }
+    }
+
+    #[test]
+    fn the_send_time_is_read_as_the_source_writes_or_rewrites_it() {
+        let setex = command(&["SETEX", "LOCKSTEP_HEARTBEAT:t", "3", "1700000000123"]);
+        assert_eq!(Heartbeat::sent_ms(&setex), Some(1_700_000_000_123));
+        let rewritten = command(&["SET", "LOCKSTEP_HEARTBEAT:t", "1700000000123", "PXAT", "9"]);
+        assert_eq!(Heartbeat::sent_ms(&rewritten), Some(1_700_000_000_123));
+        // Not a time (someone else's key under the prefix): no lag figure, not zero.
+        let other = command(&["SET", "LOCKSTEP_HEARTBEAT:t", "hello"]);
+        assert_eq!(Heartbeat::sent_ms(&other), None);
+        assert_eq!(Heartbeat::sent_ms(&command(&["SETEX", "k"])), None);
+    }
+}

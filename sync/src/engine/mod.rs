@@ -28,12 +28,24 @@
 //! - `error`: why it stopped ([`SyncError`]) and which failures are retried;
 //! - `progress`: what it publishes ([`Progress`], [`Phase`], [`Summary`]);
 //! - this file: [`run`], the retry loop that starts one session after another;
-//! - `session`: one session, from PSYNC to stop or failure;
-//! - `full_copy`: the RDB through the parser into the target;
-//! - `resume`: the resume decision, pure (from checkpoints and the PSYNC answer);
+//! - `session`: one session, from the target's connection and the resume decision
+//!   to the copy (or the continuation), handing over to `stream`;
+//! - `stream`: the command stream of a session, its batching, ticks and end;
+//! - `context`: what a session holds (shared by `session` and `stream`);
+//! - `full_copy`: the snapshot through the parser into the target;
+//! - `resume`: the resume decision, pure (from checkpoints and the source's answer);
+//! - `retry`: the retry loop's waits and give-up, pure;
 //! - `classify`, `heartbeat`, `reshard`, `saver`, `info`: the session's helpers.
+//!
+//! The session, the stream and the full copy are generic over the
+//! [`crate::source::Source`] contract; only [`run`] names the replica link.
+//!
+//! The engine never judges its own result (verify reads both sides for that), never
+//! marks as applied what the target has not answered, and never writes to the
+//! source except lockstep's heartbeat key.
 
 mod classify;
+mod context;
 pub(crate) mod error;
 mod full_copy;
 mod heartbeat;
@@ -42,15 +54,18 @@ pub(crate) mod options;
 mod progress;
 mod reshard;
 mod resume;
+mod retry;
 mod saver;
 mod session;
+mod stream;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::apply::{ApplyError, ClientIdentity};
+use crate::apply::ClientIdentity;
 use crate::checkpoint::CheckpointStore;
+use crate::source::replica::ReplicaLink;
 
 pub use crate::clock::unix_ms;
 pub use error::SyncError;
@@ -62,6 +77,7 @@ pub use options::{
 pub use progress::{Phase, Progress, Summary};
 
 use error::RetryClass;
+use retry::{ceiling_after, progressed, Retries};
 use session::session;
 
 /// Runs the task until it is done (mode `Full`), `stop` becomes true, or it fails.
@@ -76,29 +92,13 @@ pub async fn run(
         .validate()
         .map_err(|e| SyncError::Options(e.to_string()))?;
     let mut store = CheckpointStore::open(&options.checkpoint_dir)?;
-    // When the current run of failures began, per window; reset by any progress.
-    let mut failing_since: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut retries = Retries::default();
     let mut options = options;
     // The target connections of the last session, closed by the next one.
     let mut fence: Vec<ClientIdentity> = Vec::new();
     loop {
         let before = progress.borrow().clone();
-        let outcome = match options.source_cluster.clone() {
-            // A shard of a cluster source: its primary may have changed (failover).
-            Some(cluster) => match cluster.current_nodes(&options).await {
-                Ok(nodes) => {
-                    if nodes.read != options.source {
-                        tracing::info!(from = %options.source, to = %nodes.read, "the shard's node changed: following it");
-                    }
-                    options.source = nodes.read;
-                    options.heartbeat_at = Some(nodes.primary);
-                    session(&options, &mut store, &mut fence, stop.clone(), &progress).await
-                }
-                Err(err) => Err(err),
-            },
-            None => session(&options, &mut store, &mut fence, stop.clone(), &progress).await,
-        };
+        let outcome = one_session(&mut options, &mut store, &mut fence, &stop, &progress).await;
         let err = match outcome {
             Ok(()) => {
                 progress.send_modify(|p| p.phase = Phase::Done);
@@ -113,40 +113,43 @@ pub async fn run(
             Some(class) if !*stop.borrow() => class,
             _ => return Err(err),
         };
-        let now = progress.borrow().clone();
-        let progressed = (now.full_syncs, now.partial_syncs, now.applied_offset)
-            != (
-                before.full_syncs,
-                before.partial_syncs,
-                before.applied_offset,
-            );
-        if progressed {
-            failing_since = None;
-            backoff = Duration::from_millis(100);
-        }
         let window = match class {
             RetryClass::Connection => options.retry_window,
             RetryClass::Other => options.other_retry_window,
         };
-        let since = *failing_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > window {
+        let progressed = progressed(&before, &progress.borrow());
+        let ceiling = ceiling_after(&err);
+        let Some(backoff) = retries.after_failure(Instant::now(), progressed, window, ceiling)
+        else {
             return Err(SyncError::GaveUp {
                 window,
                 last: Box::new(err),
             });
-        }
+        };
         progress.send_modify(|p| p.last_error = Some(err.to_string()));
         tracing::warn!("sync session ended: {err}; retrying in {backoff:?} (giving up {:?} after the failures began)", window);
         tokio::time::sleep(backoff).await;
-        // A cluster that is moving (a slot migration on the target, a failover on the
-        // source) is asked again at least every second: it settles in seconds, and a
-        // 10 s back-off would hold the sync that long after it has.
-        let ceiling = match &err {
-            SyncError::Apply(ApplyError::Redirected { .. }) | SyncError::SourceTopology(_) => {
-                Duration::from_secs(1)
-            }
-            _ => Duration::from_secs(10),
-        };
-        backoff = (backoff * 2).min(ceiling);
     }
+}
+
+/// One session over a replica link. A shard of a cluster source first asks the
+/// cluster which node to read: its primary may have changed (failover).
+async fn one_session(
+    options: &mut SyncOptions,
+    store: &mut CheckpointStore,
+    fence: &mut Vec<ClientIdentity>,
+    stop: &watch::Receiver<bool>,
+    progress: &watch::Sender<Progress>,
+) -> Result<(), SyncError> {
+    if let Some(cluster) = options.source_cluster.clone() {
+        let nodes = cluster.current_nodes(options).await?;
+        if nodes.read != options.source {
+            tracing::info!(from = %options.source, to = %nodes.read, "the shard's node changed: following it");
+        }
+        options.source = nodes.read;
+        options.heartbeat_at = Some(nodes.primary);
+    }
+    let options = &*options;
+    let link = ReplicaLink::connect(&options.source, &options.link);
+    session(options, store, fence, stop.clone(), progress, link).await
 }

@@ -9,7 +9,7 @@
 //! is an error, not a continuation from zero.
 
 use crate::checkpoint::Checkpoint;
-use crate::source::replica::PsyncReply;
+use crate::source::PsyncReply;
 
 use super::error::SyncError;
 use super::options::Mode;
@@ -34,8 +34,22 @@ pub(super) enum FileFix {
     /// that applied nothing, such as PING).
     Replace(Checkpoint),
     /// The target lost what was written with its checkpoint key: the file's
-    /// position would resume over missing data.
-    Clear,
+    /// position would resume over missing data, and it is the only record that the
+    /// target may hold stale keys. So it is cleared only once the target's clear
+    /// has succeeded (the full copy's first step), never before PSYNC: a session
+    /// that fails before that leaves the next one the same reason to clear.
+    ClearAfterTargetClear,
+}
+
+impl FileFix {
+    /// The checkpoint the file must hold before the source is asked, when it must
+    /// change then. [`FileFix::ClearAfterTargetClear`] changes nothing yet.
+    pub fn before_psync(&self) -> Option<&Checkpoint> {
+        match self {
+            FileFix::Replace(exact) => Some(exact),
+            FileFix::Keep | FileFix::ClearAfterTargetClear => None,
+        }
+    }
 }
 
 /// Where to ask the source to resume, and why.
@@ -89,7 +103,7 @@ impl ResumePlan {
             on_target.is_none() && in_file.is_some() && mode != Mode::Incremental;
         let file = match &on_target {
             Some(exact) if in_file.as_ref() != Some(exact) => FileFix::Replace(exact.clone()),
-            None if target_lost_data => FileFix::Clear,
+            None if target_lost_data => FileFix::ClearAfterTargetClear,
             _ => FileFix::Keep,
         };
         let resume = match (on_target, target_lost_data) {
@@ -254,7 +268,12 @@ mod tests {
         };
         for mode in [Mode::Full, Mode::FullAndIncremental] {
             let plan = ResumePlan::new(known.clone(), mode);
-            assert_eq!(plan.file, FileFix::Clear);
+            assert_eq!(plan.file, FileFix::ClearAfterTargetClear);
+            assert_eq!(
+                plan.file.before_psync(),
+                None,
+                "the file keeps its position"
+            );
             assert!(plan.target_lost_data);
             assert_eq!(plan.psync_from(), None, "never resume over missing data");
             let Ok(Start::FullCopy {
@@ -370,7 +389,55 @@ mod tests {
         ]
     }
 
+    /// What the next session knows when this one failed right after the fix it
+    /// makes to the file before PSYNC (the target untouched).
+    fn after_a_failed_psync(known: &Known, plan: &ResumePlan) -> Known {
+        Known {
+            in_file: plan.file.before_psync().cloned().or(known.in_file.clone()),
+            ..known.clone()
+        }
+    }
+
+    #[test]
+    fn a_session_that_fails_before_clearing_a_lost_target_leaves_the_reason_to_clear() {
+        // Found by reading (issue 15): the file was cleared before PSYNC, so after a
+        // failed PSYNC the next session copied over the stale target unclear.
+        let known = Known {
+            in_file: Some(cp("a", 100, 0)),
+            ..Known::default()
+        };
+        let plan = ResumePlan::new(known.clone(), Mode::FullAndIncremental);
+        let next = ResumePlan::new(
+            after_a_failed_psync(&known, &plan),
+            Mode::FullAndIncremental,
+        );
+        assert!(next.target_lost_data);
+        assert!(matches!(
+            next.start(full_resync()),
+            Ok(Start::FullCopy { stale: Some(_), .. })
+        ));
+    }
+
     proptest! {
+        /// Whatever a session decides, failing right after its file fix (before the
+        /// source answers) leaves the next one the same decision: a reason to clear
+        /// the target is never lost with the session.
+        #[test]
+        fn a_failed_psync_changes_no_decision(
+            on_target in checkpoint(),
+            in_file in checkpoint(),
+            full_copy_interrupted: bool,
+            mode in prop::sample::select(MODES.to_vec()),
+        ) {
+            let known = Known { on_target, in_file, full_copy_interrupted };
+            let plan = ResumePlan::new(known.clone(), mode);
+            let next = ResumePlan::new(after_a_failed_psync(&known, &plan), mode);
+            prop_assert_eq!(&next.resume, &plan.resume);
+            prop_assert_eq!(next.target_lost_data, plan.target_lost_data);
+            prop_assert_eq!(next.start(full_resync()).ok(), plan.start(full_resync()).ok());
+            prop_assert_eq!(next.file.before_psync(), None, "the fix is made once");
+        }
+
         /// The invariants of every combination: the target's key, when there is
         /// one, is the resume point and what the file ends up holding; nothing is
         /// resumed over a lost target; a stale target is cleared before a copy.
@@ -386,10 +453,10 @@ mod tests {
             let plan = ResumePlan::new(known, mode);
             if let Some(exact) = &on_target {
                 prop_assert_eq!(plan.resume.as_ref(), Some(exact));
-                prop_assert_ne!(&plan.file, &FileFix::Clear);
+                prop_assert_ne!(&plan.file, &FileFix::ClearAfterTargetClear);
             }
             if plan.target_lost_data {
-                prop_assert!(plan.resume.is_none() && plan.file == FileFix::Clear);
+                prop_assert!(plan.resume.is_none() && plan.file == FileFix::ClearAfterTargetClear);
                 prop_assert!(mode != Mode::Incremental);
             }
             prop_assert_eq!(plan.skip_snapshot, plan.resume.is_none() && mode == Mode::Incremental);

@@ -1,4 +1,7 @@
 //! A Redis Cluster as the source: one replica link per shard, each its own task.
+//! It discovers and re-checks the shards' nodes; it never writes to the source or
+//! the target, and each shard's data comes through its own replica link (the
+//! [`crate::source::Source`] the session uses), never through this module.
 //!
 //! A cluster is recognised from the URL of any of its nodes (`INFO cluster` says
 //! `cluster_enabled:1`); no option is needed. [`expand`] turns the task's options
@@ -14,7 +17,7 @@
 //!
 //! # What the shards share: the target
 //! Every shard writes to the same target, so nothing a shard does may touch another
-//! shard's keys. The shard's [`Filter::source_slots`] scopes the two places where a
+//! shard's keys. The shard's [`crate::filter::Filter::source_slots`] scopes the two places where a
 //! task removes keys it did not write itself: clearing the target before a full
 //! resync over stale data, and FLUSHALL / FLUSHDB from the stream (a node of a
 //! cluster flushes only itself; `redis-cli --cluster call ... FLUSHALL` flushes each

@@ -1,35 +1,57 @@
 //! Where the data comes from. The engine needs four things of a source, whatever it
-//! is: a snapshot as a stream of key events, a command stream with positions
-//! (offset, database), acknowledgements of what the target has applied, and a
-//! resume point with a way to ask for it.
+//! is: a resume point and a way to ask for it, a snapshot, a command stream with
+//! positions (offset, database), and acknowledgements of what the target has
+//! applied. [`Source`] (in `contract`) is that contract in code; the session and the
+//! full copy are generic over it and name no source type.
 //!
+//! - `contract`: the trait [`Source`] with [`Snapshot`] and [`Acknowledge`], and the
+//!   answer to "resume from here" ([`PsyncReply`]);
 //! - [`replica`]: the first implementation, lockstep posing as a replica of one
-//!   server (PSYNC, the RDB, the command stream, `REPLCONF ACK`);
+//!   server (PSYNC, the RDB transfer, the command stream, `REPLCONF ACK`);
 //! - [`cluster`]: a Redis Cluster source as one replica link per shard, each its
-//!   own task scoped to its slots.
+//!   own task scoped to its slots (each task's source is a replica link).
 //!
 //! # The contract, as the replica link implements it
-//! - resume point: `(replid, offset)` of the last position the target applied, asked
-//!   for with `PSYNC`; the answer ([`replica::PsyncReply`]) is `+CONTINUE`,
-//!   `+FULLRESYNC <replid> <offset>` (a snapshot first) or `SYNC` (no positions);
-//!   the engine's pure `resume` decision turns it into how the session starts;
-//! - snapshot: RDB bytes in pieces ([`replica::ReplicaLink::next_rdb_chunk`]),
-//!   turned into key events by the RDB parser in the engine's full copy;
-//! - command stream: a [`crate::resp::CommandStream`] yielding `(entry, offset)`;
+//! - resume: `(replid, offset)` of the last position the target applied, asked for
+//!   with `PSYNC`; the answer is `+CONTINUE`, `+FULLRESYNC <replid> <offset>` (a
+//!   snapshot first) or `SYNC` (no positions); the engine's pure `resume` decision
+//!   turns it into how the session starts;
+//! - snapshot: RDB bytes in pieces as they arrive, turned into key events by the RDB
+//!   parser in the engine's full copy; the keepalive is a `REPLCONF ACK` every
+//!   second of a disk-based transfer, nothing during a diskless one;
+//! - command stream: a [`crate::resp::CommandStream`] over the rest of the socket,
+//!   yielding `(entry, offset)`;
 //! - acknowledgements: [`replica::Acker`] (`REPLCONF ACK <applied offset>`).
 //!
-//! How the next sources would fit (not built; issue 18): a scan source has no
-//! resume point (always a "full resync" at the `INFO` offset), a snapshot of key
-//! events from `SCAN` + `DUMP` (`KeyStart` / `KeyEnd { raw }`), no stream or a
-//! stream from keyspace notifications, and no acks; an RDB file is a snapshot only
-//! (the same parser over a file reader); an AOF file is a command stream only (a
-//! `CommandStream` over the file, offsets = bytes read, no acks). Today the session
-//! names `ReplicaLink` where it connects and in the full copy's reader task: those
-//! two places become a trait over these four operations when the second source
-//! arrives; apply, batching and checkpoints already see only positions and events.
+//! # How the next sources implement it (issue 18, not built)
+//! - A **scan source** (`SCAN` + `DUMP` + `PTTL` over a normal connection):
+//!   `resume` always answers `FullResync` with a replid of its own and the offset 0
+//!   (it cannot continue anything); `snapshot` opens the scan, and
+//!   `next_snapshot_chunk` writes its keys as an RDB stream the parser already
+//!   reads: a header `REDIS00<version>` first, `SELECTDB` per database, then per key
+//!   `EXPIRETIME_MS` when it has a TTL, the DUMP payload's type byte, the key as an
+//!   RDB string, the payload's body without its 10-byte trailer (RDB version and
+//!   CRC), and `EOF` at the end; `snapshot_keepalive` does nothing. `into_stream`
+//!   gives a stream that ends at once (or, later, one fed by keyspace
+//!   notifications) and an acker that does nothing.
+//! - An **RDB file**: `resume` answers `FullResync { replid: <file's name>, offset:
+//!   0 }`; the snapshot is the file read in pieces (`bytes_total` its size); the
+//!   stream is empty; no acks.
+//! - An **AOF file**: `resume` answers `FullResync` when the file opens with an RDB
+//!   preamble (`REDIS...`; the snapshot is that preamble) or `Continue` from a
+//!   position the task stored (offsets = bytes of the file read); `into_stream` is a
+//!   `CommandStream` over the file from there (its `Stream` a `tokio::fs::File`);
+//!   acks do nothing.
+//!
+//! Apply, batching and checkpoints see only positions and events, so none of these
+//! touches them; a source whose error type converts into the engine's `SyncError`
+//! plugs into the session as it is.
 //!
 //! A source never writes to the target, never records a checkpoint and never
 //! decides whether to copy: it answers what it is asked, and the engine decides.
 
 pub mod cluster;
+mod contract;
 pub mod replica;
+
+pub use contract::{Acknowledge, PsyncReply, Snapshot, Source};

@@ -1,5 +1,7 @@
 //! The replica link: lockstep's side of a conversation in which it poses as a replica
-//! of the source.
+//! of the source, and the first implementation of the [`super::Source`] contract
+//! (at the end of this file). It sends the source nothing but the handshake,
+//! PSYNC/SYNC and `REPLCONF ACK`, and it never interprets the stream it hands out.
 //!
 //! The order is Redis's own (replication.c, `syncWithMaster`):
 //! 1. [`ReplicaLink::connect`]: TCP (and TLS), `PING`, then pipelined `AUTH`,
@@ -12,7 +14,7 @@
 //!    is tried.
 //! 3. For a full resync, [`ReplicaLink::rdb_transfer`] reads the `$<len>` or
 //!    `$EOF:<mark>` header (skipping keepalive newlines) and
-//!    [`RdbTransfer::next_chunk`] hands out the RDB as it arrives, never whole.
+//!    [`ReplicaLink::next_rdb_chunk`] hands out the RDB as it arrives, never whole.
 //! 4. [`ReplicaLink::into_stream`] turns the rest of the connection into a
 //!    [`CommandStream`] that counts the replication offset, and an [`Acker`] that
 //!    writes `REPLCONF ACK <offset>` on the same socket.
@@ -117,18 +119,7 @@ impl LinkError {
     }
 }
 
-/// The source's answer to PSYNC.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PsyncReply {
-    /// A full copy follows; the stream after it starts at `offset`.
-    FullResync { replid: String, offset: i64 },
-    /// The source continues from the requested offset. `replid` is the source's
-    /// current id when it changed (after a failover), to be adopted.
-    Continue { replid: Option<String> },
-    /// The source refused PSYNC and accepted the old `SYNC`: a full copy follows
-    /// with no replication id or offset, so this task cannot resume exactly later.
-    Sync,
-}
+pub use super::contract::PsyncReply;
 
 type Reader = FrameReader<ReadHalf<Box<dyn Stream>>>;
 type Writer = WriteHalf<Box<dyn Stream>>;
@@ -525,6 +516,68 @@ impl Acker {
                 endpoint: endpoint.clone(),
                 source,
             })
+    }
+}
+
+impl super::Snapshot for RdbTransfer {
+    fn bytes_total(&self) -> Option<u64> {
+        match self {
+            RdbTransfer::Sized { remaining } => Some(*remaining),
+            RdbTransfer::Diskless { .. } => None,
+        }
+    }
+}
+
+impl super::Acknowledge for Acker {
+    type Error = LinkError;
+
+    async fn ack(&mut self, offset: i64) -> Result<(), LinkError> {
+        Acker::ack(self, offset).await
+    }
+}
+
+/// The Source contract over the PSYNC conversation.
+impl super::Source for ReplicaLink {
+    type Error = LinkError;
+    type Snapshot = RdbTransfer;
+    type Stream = ReadHalf<Box<dyn Stream>>;
+    type Acker = Acker;
+
+    async fn resume(&mut self, from: Option<(&str, i64)>) -> Result<PsyncReply, LinkError> {
+        self.psync(from).await
+    }
+
+    async fn snapshot(&mut self) -> Result<RdbTransfer, LinkError> {
+        self.rdb_transfer().await
+    }
+
+    async fn next_snapshot_chunk(
+        &mut self,
+        snapshot: &mut RdbTransfer,
+    ) -> Result<Option<Bytes>, LinkError> {
+        self.next_rdb_chunk(snapshot).await
+    }
+
+    /// ACKs during a disk-based transfer keep a slow copy from timing out (the
+    /// source counts the replica online once the file is sent). Never during a
+    /// diskless one: an ACK that lands just after the source has sent the end mark
+    /// starts the command stream right behind the mark, and the mark is then no
+    /// longer the last thing received (measured: ~25 s stalls until the next PINGs,
+    /// with stream bytes taken for RDB bytes). The source waits for our first ACK
+    /// after the mark.
+    async fn snapshot_keepalive(
+        &mut self,
+        snapshot: &RdbTransfer,
+        offset: i64,
+    ) -> Result<(), LinkError> {
+        match snapshot.is_diskless() {
+            true => Ok(()),
+            false => self.ack(offset).await,
+        }
+    }
+
+    fn into_stream(self, offset: i64) -> (CommandStream<Self::Stream>, Acker) {
+        ReplicaLink::into_stream(self, offset)
     }
 }
 
