@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 /// File name of the checkpoint inside the checkpoint directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
-/// Present while a full copy is being written: a task that finds it at start knows a
-/// copy was cut short, so the target may hold keys the source has deleted since.
+/// Present from the start of a full copy until it ends with a resume point: a task
+/// that finds it at start knows an earlier copy was cut short, or was copied by
+/// `SYNC` (which has no resume point, so its marker stays), and that the target may
+/// hold keys the source has deleted since.
 pub const FULL_COPY_MARKER: &str = "full-copy-in-progress";
 
 /// Where the target stands in the source's replication history.
@@ -188,7 +190,8 @@ impl CheckpointStore {
         Ok(Some(write))
     }
 
-    /// Whether a full copy was started and never finished (the marker is present).
+    /// Whether a full copy was started and has not ended with a resume point (the
+    /// marker is present): cut short, or copied by `SYNC`.
     pub fn full_copy_interrupted(&self) -> bool {
         self.dir.join(FULL_COPY_MARKER).exists()
     }
@@ -200,7 +203,7 @@ impl CheckpointStore {
             write_atomically(
                 &self.dir,
                 FULL_COPY_MARKER,
-                b"a full copy was started; if this file remains, it did not finish\n",
+                b"a full copy was started; while this file remains, no copy has ended with a resume point since\n",
             )
         } else {
             match fs::remove_file(&path) {

@@ -6,6 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use common::{assert_equal, caught_up, options, SyncTask};
 use lockstep_sync::endpoint::Endpoint;
 use lockstep_sync::engine::{Mode, Phase, SyncOptions};
@@ -422,5 +424,136 @@ async fn a_target_out_of_memory_stops_the_task_without_advancing_the_checkpoint(
         "checkpoint {after} passed the refused writes (source at {source_offset})"
     );
     assert!(after["offset"].as_i64() >= before["offset"].as_i64());
+    Ok(())
+}
+
+/// How many SYNC commands `source` has served (its own `INFO commandstats`).
+async fn syncs_served(source: &RedisServer) -> anyhow::Result<i64> {
+    let stats = source.info("commandstats").await?;
+    let Some(line) = stats.get("cmdstat_sync") else {
+        return Ok(0);
+    };
+    let calls = line
+        .split(',')
+        .find_map(|field| field.strip_prefix("calls="))
+        .unwrap_or("0");
+    Ok(calls.parse()?)
+}
+
+/// Waits until `source` has served `count` SYNC commands (a session of the task
+/// copied again), failing with the task's outcome if it ends.
+async fn wait_for_syncs(
+    task: &mut SyncTask,
+    source: &RedisServer,
+    count: i64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        task.fail_if_ended("a new SYNC session").await?;
+        let served = syncs_served(source).await?;
+        if served >= count {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the source served SYNC {served} times, not {count}, within 45 s; log: {}",
+            source.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (30 s at most) until verify finds `target` equal to `source`; fails with
+/// the last report, or with the task's outcome if it ends.
+async fn equal_to_source(
+    source: &RedisServer,
+    target: &RedisServer,
+    task: &mut SyncTask,
+) -> anyhow::Result<lockstep_verify::Report> {
+    let options = lockstep_verify::CompareOptions::default();
+    let timeout = Duration::from_secs(30);
+    let tasks = std::slice::from_mut(task);
+    lockstep_testkit::harness::wait_consistent(
+        &source.url(),
+        &target.url(),
+        tasks,
+        &options,
+        timeout,
+    )
+    .await
+}
+
+/// Found by reading (session 7): a source that refuses PSYNC but serves SYNC makes
+/// every session a full copy with no position, and that copy cleared nothing: keys
+/// the source deleted while the link was down (or lockstep stopped) stayed on the
+/// target, a superset of the source. Failed before the fix: verify kept finding
+/// the deleted keys on the target only.
+#[tokio::test]
+async fn a_sync_only_source_is_copied_again_without_the_keys_it_deleted() -> anyhow::Result<()> {
+    for version in [RedisVersion::V6_2, RedisVersion::V7_0, RedisVersion::V8_2] {
+        sync_only_source_copied_again(version)
+            .await
+            .with_context(|| format!("a source of Redis {version}"))?;
+    }
+    Ok(())
+}
+
+/// The scenario above with a source of `version` (the target is 7.0).
+async fn sync_only_source_copied_again(version: RedisVersion) -> anyhow::Result<()> {
+    use lockstep_testkit::proxy::FaultProxy;
+    // `rename-command PSYNC ""` (the directive's name carries its first word: the
+    // testkit quotes a value as one word). 6.2, 7.0 and 8.2 all accept it.
+    let source =
+        RedisServer::start(ServerConfig::new(version).set("rename-command PSYNC", "")).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut conn = source.client().await?;
+    for db in 0..2 {
+        conn.run_args::<()>(("SELECT", db)).await?;
+        for i in 0..50 {
+            conn.run_args::<()>(("SET", format!("doomed:{db}:{i}"), i))
+                .await?;
+            conn.run_args::<()>(("SET", format!("kept:{db}:{i}"), i))
+                .await?;
+        }
+    }
+    let proxy = FaultProxy::start(source.addr()).await?;
+    let dir = tempfile::tempdir()?;
+    let mut options = options(&source, &target, dir.path())?;
+    options.source = Endpoint::parse(&proxy.url_for(&source))?;
+    let mut task = SyncTask::spawn(options.clone());
+    wait_for_syncs(&mut task, &source, 1).await?;
+    equal_to_source(&source, &target, &mut task).await?;
+
+    // The link is cut and kept down while the source deletes keys in both databases
+    // and writes new ones; the next session must copy again.
+    proxy.refuse_new(true);
+    proxy.cut_all();
+    for db in 0..2 {
+        conn.run_args::<()>(("SELECT", db)).await?;
+        for i in 0..25 {
+            conn.run_args::<()>(("DEL", format!("doomed:{db}:{i}")))
+                .await?;
+            conn.run_args::<()>(("SET", format!("new:{db}:{i}"), i))
+                .await?;
+        }
+    }
+    proxy.refuse_new(false);
+    wait_for_syncs(&mut task, &source, 2).await?;
+    equal_to_source(&source, &target, &mut task).await?;
+
+    // lockstep is stopped, the source deletes more, and a new run copies again.
+    task.finish().await?;
+    for db in 0..2 {
+        conn.run_args::<()>(("SELECT", db)).await?;
+        for i in 25..50 {
+            conn.run_args::<()>(("DEL", format!("doomed:{db}:{i}")))
+                .await?;
+        }
+    }
+    let mut task = SyncTask::spawn(options);
+    wait_for_syncs(&mut task, &source, 3).await?;
+    let report = equal_to_source(&source, &target, &mut task).await?;
+    assert!(report.keys_compared > 0, "nothing was compared");
+    task.finish().await?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The resume decision, as pure state: from the target's checkpoint key, the
 //! checkpoint file and the task's mode, where to ask the source to resume
 //! ([`ResumePlan`]); then, from the source's answer, how the session starts
-//! ([`Start`]): continue the stream, skip the snapshot, copy (clearing the task's
-//! keys first when the target may hold stale ones), or copy without positions.
+//! ([`Start`]): continue the stream, skip the snapshot, or copy, with positions
+//! (`+FULLRESYNC`) or without (`SYNC`), clearing the task's keys first when the
+//! target may hold keys the source no longer has.
 //!
 //! The session reads the inputs and acts on the outputs; this module never does
 //! I/O, and it never turns an unknown into a guess: a `+CONTINUE` with nothing asked
@@ -21,7 +22,8 @@ pub(super) struct Known {
     pub on_target: Option<Checkpoint>,
     /// The checkpoint file's last position (may lag the target by an interval).
     pub in_file: Option<Checkpoint>,
-    /// The file's marker says an earlier full copy did not finish.
+    /// The file's marker says an earlier full copy did not end with a resume
+    /// point: it was cut short, or it was a `SYNC` copy (which has none).
     pub full_copy_interrupted: bool,
 }
 
@@ -87,8 +89,19 @@ pub(super) enum Start {
         offset: i64,
         stale: Option<String>,
     },
-    /// `SYNC`: a full copy with no replication id or offset.
-    CopyWithoutPositions,
+    /// `SYNC`: a full copy with no replication id or offset, hence no resume point:
+    /// the next session copies again. `stale` as for [`Start::FullCopy`].
+    CopyWithoutPositions { stale: Option<String> },
+}
+
+/// How the source refused to continue: named in the reason to clear, since the
+/// program knows which of the two it was told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// `+FULLRESYNC`: the position is not in its backlog or of its history.
+    FullResync,
+    /// `PSYNC` refused, `SYNC` served: it continues from no position at all.
+    Sync,
 }
 
 impl ResumePlan {
@@ -146,21 +159,28 @@ impl ResumePlan {
             PsyncReply::FullResync { replid, offset } => Start::FullCopy {
                 replid,
                 offset,
-                stale: self.why_stale(),
+                stale: self.why_stale(Refusal::FullResync),
             },
-            PsyncReply::Sync => Start::CopyWithoutPositions,
+            PsyncReply::Sync => Start::CopyWithoutPositions {
+                stale: self.why_stale(Refusal::Sync),
+            },
         })
     }
 
-    /// Why the target may hold keys the source no longer has before a full copy:
-    /// from a checkpoint the source can no longer continue, or from a copy cut short.
-    fn why_stale(&self) -> Option<String> {
-        match &self.resume {
-            Some(cp) => Some(format!("the source could not continue from {}:{} (backlog overrun or new history)", cp.replid, cp.offset)),
-            None if self.target_lost_data => Some("the target no longer holds lockstep's checkpoint key, which the checkpoint file says was written: it lost data (restarted without persistence, or flushed)".to_owned()),
-            None if self.full_copy_interrupted => Some("an earlier full copy was cut short".to_owned()),
-            None => None,
-        }
+    /// Why the target may hold keys the source no longer has before a full copy
+    /// (the source having `refused` to continue): a checkpoint it could not
+    /// continue, a target that lost its checkpoint key, or an earlier copy that did
+    /// not end with a resume point. `None` only when no task of ours is known to have
+    /// written to the target: a first copy never clears.
+    fn why_stale(&self, refused: Refusal) -> Option<String> {
+        let why = match (&self.resume, refused) {
+            (Some(cp), Refusal::FullResync) => format!("the source could not continue from {}:{} (backlog overrun or new history)", cp.replid, cp.offset),
+            (Some(cp), Refusal::Sync) => format!("the source refused PSYNC and served SYNC, which cannot continue from {}:{}", cp.replid, cp.offset),
+            (None, _) if self.target_lost_data => "the target no longer holds lockstep's checkpoint key, which the checkpoint file says was written: it lost data (restarted without persistence, or flushed)".to_owned(),
+            (None, _) if self.full_copy_interrupted => "an earlier full copy did not end with a resume point (cut short, or copied by SYNC, which has none)".to_owned(),
+            (None, _) => return None,
+        };
+        Some(why)
     }
 }
 
@@ -219,6 +239,7 @@ mod tests {
             panic!("a full copy with a reason to clear");
         };
         assert!(why.contains("cut short"), "{why}");
+        assert!(why.contains("did not end with a resume point"), "{why}");
     }
 
     #[test]
@@ -365,7 +386,68 @@ mod tests {
             let plan = ResumePlan::new(Known::default(), mode);
             assert_eq!(
                 plan.start(PsyncReply::Sync).expect("sync"),
-                Start::CopyWithoutPositions
+                Start::CopyWithoutPositions { stale: None },
+                "a first copy over a target no task of ours wrote to never clears"
+            );
+        }
+    }
+
+    /// The reason a `SYNC` copy gives to clear first, for what is `known`.
+    fn why_a_sync_copy_clears(known: Known, mode: Mode) -> String {
+        let plan = ResumePlan::new(known, mode);
+        match plan.start(PsyncReply::Sync) {
+            Ok(Start::CopyWithoutPositions { stale: Some(why) }) => why,
+            other => panic!("a SYNC copy with a reason to clear, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sync_copy_after_a_copy_without_a_resume_point_clears_first() {
+        // Found by reading (session 7): the marker of a cut PSYNC copy, or of any
+        // SYNC copy (it never ends with a resume point), was ignored after SYNC.
+        let known = Known {
+            full_copy_interrupted: true,
+            ..Known::default()
+        };
+        for mode in MODES {
+            let why = why_a_sync_copy_clears(known.clone(), mode);
+            assert!(why.contains("did not end with a resume point"), "{why}");
+            assert!(why.contains("cut short") && why.contains("SYNC"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_sync_copy_over_a_target_that_lost_its_key_clears_first() {
+        let known = Known {
+            in_file: Some(cp("a", 100, 0)),
+            ..Known::default()
+        };
+        for mode in [Mode::Full, Mode::FullAndIncremental] {
+            let why = why_a_sync_copy_clears(known.clone(), mode);
+            assert!(why.contains("lost data"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_sync_copy_over_a_checkpoint_the_source_cannot_continue_clears_first() {
+        // The target's key, or in incremental-only mode the file's position.
+        let on_target = Known {
+            on_target: Some(cp("old", 100, 2)),
+            ..Known::default()
+        };
+        let in_file = Known {
+            in_file: Some(cp("old", 100, 2)),
+            ..Known::default()
+        };
+        for (known, mode) in [
+            (on_target.clone(), Mode::FullAndIncremental),
+            (on_target, Mode::Full),
+            (in_file, Mode::Incremental),
+        ] {
+            let why = why_a_sync_copy_clears(known, mode);
+            assert!(
+                why.contains("served SYNC") && why.contains("old:100"),
+                "{why}"
             );
         }
     }
@@ -460,18 +542,21 @@ mod tests {
                 prop_assert!(mode != Mode::Incremental);
             }
             prop_assert_eq!(plan.skip_snapshot, plan.resume.is_none() && mode == Mode::Incremental);
+            let must_clear = plan.resume.is_some() || plan.target_lost_data || full_copy_interrupted;
             match plan.start(reply.clone()) {
                 Ok(Start::Continue { offset, db, .. }) => {
                     let resume = plan.resume.as_ref().expect("continue needs a resume point");
                     prop_assert_eq!((offset, db), (resume.offset, resume.db));
                 }
                 Ok(Start::FullCopy { stale, .. }) => {
-                    let must_clear = plan.resume.is_some() || plan.target_lost_data || full_copy_interrupted;
                     prop_assert_eq!(stale.is_some(), must_clear);
                     prop_assert!(!plan.skip_snapshot);
                 }
                 Ok(Start::SkipSnapshot { .. }) => prop_assert!(plan.skip_snapshot),
-                Ok(Start::CopyWithoutPositions) => prop_assert_eq!(reply, PsyncReply::Sync),
+                Ok(Start::CopyWithoutPositions { stale }) => {
+                    prop_assert_eq!(&reply, &PsyncReply::Sync);
+                    prop_assert_eq!(stale.is_some(), must_clear);
+                }
                 Err(_) => prop_assert!(plan.resume.is_none()),
             }
         }

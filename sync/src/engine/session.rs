@@ -34,7 +34,7 @@ use super::full_copy::full_copy;
 use super::info::{info_text, source_position, target_rdb_version};
 use super::options::{Mode, SyncOptions, SKIP_KEY};
 use super::progress::{Phase, Progress};
-use super::resume::{FileFix, Known, ResumePlan, Start};
+use super::resume::{Known, ResumePlan, Start};
 
 /// One connection to each side, from PSYNC until stop or failure. The source is
 /// connected by awaiting `connect_source`, once the target is ready.
@@ -71,7 +71,7 @@ where
     let plan = session.plan_resume().await?;
     let reply = link.resume(plan.psync_from()).await?;
     let start = plan.start(reply)?;
-    let (link, from) = session.start(&plan, start, link, &mut stop).await?;
+    let (link, from) = session.start(start, link, &mut stop).await?;
     if options.mode == Mode::Full {
         return session.settle_now().await;
     }
@@ -138,7 +138,6 @@ impl Session<'_> {
     /// the command stream, and that start.
     async fn start<S: Source>(
         &mut self,
-        plan: &ResumePlan,
         start: Start,
         mut link: S,
         stop: &mut watch::Receiver<bool>,
@@ -185,8 +184,8 @@ impl Session<'_> {
                     },
                 ))
             }
-            Start::CopyWithoutPositions => {
-                let link = self.copy_without_positions(plan, link, stop).await?;
+            Start::CopyWithoutPositions { stale } => {
+                let link = self.copy_without_positions(link, stale, stop).await?;
                 let start = StreamStart {
                     replid: None,
                     offset: 0,
@@ -227,20 +226,7 @@ impl Session<'_> {
     where
         SyncError: From<S::Error>,
     {
-        let stale_cleared = stale.is_some();
-        if let Some(why) = stale {
-            tracing::warn!("full resync: {why}; removing the task's keys from the target first so it ends equal to the source, not a superset");
-            let filter = &self.options.filter;
-            self.writer
-                .clear(&filter.clear_scope(), |k| filter.owns_key(k))
-                .await?;
-        }
-        // The marker goes up before the old position goes: at no moment does the
-        // directory say less than "this target may hold stale keys".
-        self.store.set_full_copy_in_progress(true)?;
-        if stale_cleared {
-            self.store.clear()?;
-        }
+        self.before_copy("full resync", stale).await?;
         let (link, loader) = self.copy(link, offset, stop).await?;
         // The TTL guards' marker goes to the target before the checkpoint that says
         // the copy is done: a session that ends in between (the source position
@@ -271,21 +257,21 @@ impl Session<'_> {
         Ok(link)
     }
 
-    /// A copy after SYNC: no replication id or offset.
+    /// A copy after SYNC: no replication id or offset, so it never ends with a
+    /// resume point. Like [`Self::copy_at`], it clears the task's keys first when
+    /// `stale` says why; unlike it, its marker stays up after it: the next session
+    /// must copy again, over keys the source may have deleted in between, so it
+    /// clears first.
     async fn copy_without_positions<S: Source>(
         &mut self,
-        plan: &ResumePlan,
         link: S,
+        stale: Option<String>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<S, SyncError>
     where
         SyncError: From<S::Error>,
     {
-        // SYNC never resumes: the lost target's position is of no further use (and
-        // SYNC's copy does not clear; as before).
-        if plan.file == FileFix::ClearAfterTargetClear {
-            self.store.clear()?;
-        }
+        self.before_copy("full copy by SYNC", stale).await?;
         let (link, loader) = self.copy(link, 0, stop).await?;
         if loader.guarded_ttls() > 0 {
             // SYNC has no offsets: settled at the first checkpoint tick.
@@ -296,6 +282,27 @@ impl Session<'_> {
             self.settle = Some(pending);
         }
         Ok(link)
+    }
+
+    /// What precedes every full copy (`what`: which, for the log): the task's keys
+    /// removed when `stale` says why the target may hold keys the source no longer
+    /// has, then the copy's marker up, then the old position forgotten. The
+    /// position goes only after the clear and the marker: at no moment does the
+    /// directory say less than "this target may hold stale keys".
+    async fn before_copy(&mut self, what: &str, stale: Option<String>) -> Result<(), SyncError> {
+        let stale_cleared = stale.is_some();
+        if let Some(why) = stale {
+            tracing::warn!("{what}: {why}; removing the task's keys from the target first so it ends equal to the source, not a superset");
+            let filter = &self.options.filter;
+            self.writer
+                .clear(&filter.clear_scope(), |k| filter.owns_key(k))
+                .await?;
+        }
+        self.store.set_full_copy_in_progress(true)?;
+        if stale_cleared {
+            self.store.clear()?;
+        }
+        Ok(())
     }
 
     /// The snapshot into the target (ACKing `ack_offset` while it lasts), unless
