@@ -523,6 +523,12 @@ async fn sync_only_source_copied_again(version: RedisVersion) -> anyhow::Result<
     let mut task = SyncTask::spawn(options.clone());
     wait_for_syncs(&mut task, &source, 1).await?;
     equal_to_source(&source, &target, &mut task).await?;
+    // A copy by SYNC is a full sync in what the task reports, too.
+    assert!(
+        task.progress.borrow().full_syncs >= 1,
+        "a SYNC copy was not counted: {:?}",
+        *task.progress.borrow()
+    );
 
     // The link is cut and kept down while the source deletes keys in both databases
     // and writes new ones; the next session must copy again.

@@ -281,6 +281,9 @@ impl Session<'_> {
                 .await?;
             self.settle = Some(pending);
         }
+        // A full copy happened, whatever the source's answer was called: /status
+        // and the summary must not say 0 full syncs after one.
+        self.progress.send_modify(|p| p.full_syncs += 1);
         Ok(link)
     }
 
