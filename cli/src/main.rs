@@ -6,6 +6,7 @@
 //! anything failed. Only this crate prints.
 
 mod args;
+mod audit;
 mod chaos;
 mod check;
 mod config;
@@ -40,6 +41,7 @@ fn main() -> std::process::ExitCode {
             args::Command::Rdb(command) => rdb::run(command),
             args::Command::Demo(args) => demo::run(args).await,
             args::Command::Chaos(args) => chaos::run(args).await,
+            args::Command::Audit(args) => audit::run(args).await,
         }
     });
     match result {

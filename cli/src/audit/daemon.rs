@@ -1,0 +1,125 @@
+//! The audit daemon: each pair on its schedule, one audit at a time (gentle: the
+//! servers never see two audits at once from this process), until SIGINT or SIGTERM.
+//!
+//! Each pair's next due time comes from its schedule and the start of its last
+//! recorded run, read from the history at startup, so a restarted daemon keeps its
+//! rhythm. A signal during a wait ends the daemon at once; during an audit, that
+//! audit is abandoned (nothing of it is recorded: a history write is one SQLite
+//! transaction, done or not) and the daemon exits 0.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+
+use crate::audit::config::{AuditConfig, Pair};
+use crate::audit::history::History;
+use crate::audit::pair_run;
+use crate::audit::schedule;
+
+/// One pair's place in the rotation.
+struct Slot<'a> {
+    pair: &'a Pair,
+    due: Option<DateTime<Utc>>,
+    runs: u64,
+}
+
+pub async fn run(config: &AuditConfig, history: &mut History) -> anyhow::Result<ExitCode> {
+    let mut slots = Vec::new();
+    for pair in &config.pairs {
+        let runs = history.runs(Some(&pair.name))?;
+        let last = runs
+            .last()
+            .and_then(|r| DateTime::from_timestamp_millis(r.started_ms));
+        let count = runs.len() as u64;
+        let due = pair
+            .schedule
+            .next_due(last, Utc::now(), schedule::seed(&pair.name, count));
+        slots.push(Slot {
+            pair,
+            due,
+            runs: count,
+        });
+    }
+    println!(
+        "lockstep audit: {} pairs, history {}; stop with SIGINT or SIGTERM",
+        slots.len(),
+        config.history.display()
+    );
+    let mut signals = Signals::install();
+    let mut running: Option<String> = None;
+    tokio::select! {
+        result = rotate(config, history, &mut slots, &mut running) => result,
+        () = signals.next() => {
+            match running {
+                Some(name) => println!("lockstep audit: stopped; the audit of `{name}` in progress was abandoned (not recorded)"),
+                None => println!("lockstep audit: stopped"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Runs the earliest due pair, forever (until no pair has a run left).
+async fn rotate(
+    config: &AuditConfig,
+    history: &mut History,
+    slots: &mut [Slot<'_>],
+    running: &mut Option<String>,
+) -> anyhow::Result<ExitCode> {
+    loop {
+        let Some(slot) = slots
+            .iter_mut()
+            .filter(|s| s.due.is_some())
+            .min_by_key(|s| s.due)
+        else {
+            println!("lockstep audit: no pair has a scheduled run left");
+            return Ok(ExitCode::SUCCESS);
+        };
+        let due = slot.due.unwrap_or_else(Utc::now);
+        if let Ok(wait) = (due - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+        let started = Utc::now();
+        *running = Some(slot.pair.name.clone());
+        pair_run::audit_and_record(slot.pair, history, config.retention).await?;
+        *running = None;
+        slot.runs += 1;
+        slot.due = slot.pair.schedule.next_due(
+            Some(started),
+            Utc::now(),
+            schedule::seed(&slot.pair.name, slot.runs),
+        );
+    }
+}
+
+/// SIGINT and SIGTERM, listened for from the moment they are installed (the sync
+/// has its own in cli/src/sync.rs; this one stays local to the audit).
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(interrupt), Ok(terminate)) => Signals(Some((interrupt, terminate))),
+            _ => {
+                tracing::warn!(
+                    "cannot listen for SIGINT/SIGTERM: a signal ends the process at once"
+                );
+                Signals(None)
+            }
+        }
+    }
+
+    async fn next(&mut self) {
+        match self.0.as_mut() {
+            Some((interrupt, terminate)) => tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            },
+            None => std::future::pending().await,
+        }
+    }
+}

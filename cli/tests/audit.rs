@@ -1,0 +1,352 @@
+//! `lockstep audit` as an SRE runs it, on real servers: `--once` exit codes over
+//! consistent, different and unreachable pairs (the worst wins; unreachable is
+//! "could not verify", never consistent); a bad config names its key and file; the
+//! history records runs and marks a key corrupted on the target persistent after two
+//! runs; the history survives a restart of the daemon; a corrupt or locked history
+//! file is an error naming the file, and is never reset.
+//!
+//! The oracle is the binary's own history read back through `lockstep audit history`
+//! (what a user reads) and the data written to the servers by the test; never the
+//! audit's in-memory state.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::Lockstep;
+use lockstep_testkit::topology::wait_until;
+use lockstep_testkit::{Auth, RedisServer, RedisVersion, Run, ServerConfig};
+
+const PASSWORD: &str = "lockstep-test-pass";
+
+/// `lockstep <args>`: exit code and stdout + stderr.
+fn lockstep(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(args)
+        .output()
+        .expect("lockstep runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+/// A source and a password-protected target holding the same 200 keys.
+async fn equal_pair() -> anyhow::Result<(RedisServer, RedisServer)> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target =
+        RedisServer::start(ServerConfig::new(RedisVersion::V8_2).auth(Auth::password())).await?;
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("SET").arg(format!("user:{i}")).arg(i).ignore();
+    }
+    pipe.cmd("RPUSH").arg("list").arg("a").arg("b").ignore();
+    pipe.query_async::<()>(&mut source.client().await?).await?;
+    pipe.query_async::<()>(&mut target.client().await?).await?;
+    Ok((source, target))
+}
+
+/// A `[[pair]]` auditing `source` against `target`, the target's password from a file.
+fn pair(name: &str, source: &str, target_port: u16, extra: &str) -> String {
+    format!(
+        "[[pair]]\nname = \"{name}\"\nsource = \"{source}\"\n\
+         target = \"redis://127.0.0.1:{target_port}\"\ntarget_password_file = \"pass\"\n\
+         interval_secs = 1\n{extra}\n"
+    )
+}
+
+/// Writes the audit file (and the password file beside it); its path.
+fn write_config(dir: &Path, pairs: &[String]) -> anyhow::Result<PathBuf> {
+    std::fs::write(dir.join("pass"), format!("{PASSWORD}\n"))?;
+    let path = dir.join("audits.toml");
+    std::fs::write(
+        &path,
+        format!("history = \"history.db\"\n{}", pairs.concat()),
+    )?;
+    Ok(path)
+}
+
+fn once(config: &Path) -> (Option<i32>, String) {
+    lockstep(&["audit", "--config", &config.to_string_lossy(), "--once"])
+}
+
+fn history_json(config: &Path) -> anyhow::Result<serde_json::Value> {
+    let (code, text) = lockstep(&[
+        "audit",
+        "history",
+        "--config",
+        &config.to_string_lossy(),
+        "--format",
+        "json",
+    ]);
+    anyhow::ensure!(code == Some(0), "audit history failed: {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn unused_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+#[tokio::test]
+async fn once_exits_with_the_worst_pair_and_unreachable_is_never_consistent() -> anyhow::Result<()>
+{
+    let (source, target) = equal_pair().await?;
+    let dir = tempfile::tempdir()?;
+    let good = pair("good", &source.url(), target.port(), "");
+    let config = write_config(dir.path(), std::slice::from_ref(&good))?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("audit `good`: CONSISTENT"), "{text}");
+
+    let sampled = pair(
+        "sampled",
+        &source.url(),
+        target.port(),
+        "mode = \"sample\"\nsample_rate = 0.5",
+    );
+    let config = write_config(dir.path(), &[good.clone(), sampled])?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(3), "a sample is incomplete: {text}");
+    assert!(
+        text.contains("fewer than") && text.contains("at 95% confidence"),
+        "{text}"
+    );
+
+    let nobody = unused_port()?;
+    let gone = pair(
+        "gone",
+        &format!("redis://127.0.0.1:{nobody}"),
+        target.port(),
+        "",
+    );
+    let config = write_config(dir.path(), &[good.clone(), gone.clone()])?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("audit `gone`: COULD NOT VERIFY"), "{text}");
+    assert!(!text.contains("audit `gone`: CONSISTENT"), "{text}");
+
+    target.client().await?.run::<()>("RPUSH list extra").await?;
+    let config = write_config(dir.path(), &[good, gone])?;
+    let (code, text) = once(&config);
+    assert_eq!(
+        code,
+        Some(1),
+        "differences outrank could-not-verify: {text}"
+    );
+    assert!(text.contains("audit `good`: INCONSISTENT"), "{text}");
+    assert!(
+        !text.contains(PASSWORD),
+        "no password in the output: {text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_config_names_the_key_and_the_file_never_the_password() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let base = format!(
+        "history = \"h.db\"\n[[pair]]\nname = \"orders\"\n\
+         source = \"redis://:{PASSWORD}@127.0.0.1:1\"\ntarget = \"redis://127.0.0.1:2\"\n"
+    );
+    for (extra, key) in [
+        ("interval_secs = 60\nsample_rat = 0.1\n", "sample_rat"),
+        ("interval_secs = 0\n", "`interval_secs`"),
+        ("cron = \"every hour\"\n", "`cron`"),
+        ("interval_secs = 60\nmode = \"sample\"\n", "`sample_rate`"),
+    ] {
+        let path = dir.path().join("audits.toml");
+        std::fs::write(&path, format!("{base}{extra}"))?;
+        let (code, text) = once(&path);
+        assert_eq!(code, Some(2), "{text}");
+        assert!(
+            text.contains(key) && text.contains("audits.toml"),
+            "{key}: {text}"
+        );
+        assert!(!text.contains(PASSWORD), "{text}");
+        assert!(
+            !dir.path().join("h.db").exists(),
+            "nothing written before the check"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_key_corrupted_on_the_target_becomes_persistent_after_two_runs() -> anyhow::Result<()> {
+    let (source, target) = equal_pair().await?;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(
+        dir.path(),
+        &[pair("orders", &source.url(), target.port(), "")],
+    )?;
+    assert_eq!(once(&config).0, Some(0));
+    target
+        .client()
+        .await?
+        .run::<()>("SET user:7 corrupt")
+        .await?;
+
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(1), "{text}");
+    let history = history_json(&config)?;
+    let keys = history["differing_keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(keys.len(), 1, "{history}");
+    assert_eq!(keys[0]["key"], "user:7");
+    assert_eq!(keys[0]["persistent"], false, "one run: maybe lag");
+
+    assert_eq!(once(&config).0, Some(1));
+    let history = history_json(&config)?;
+    let runs = history["runs"].as_array().cloned().unwrap_or_default();
+    let verdicts: Vec<&str> = runs.iter().filter_map(|r| r["verdict"].as_str()).collect();
+    assert_eq!(
+        verdicts,
+        ["consistent", "differences", "differences"],
+        "{history}"
+    );
+    assert_eq!(runs[2]["by_kind"]["value"], 1, "{history}");
+    assert!(runs[2]["keys_compared"].as_u64() >= Some(200), "{history}");
+    let key = &history["differing_keys"][0];
+    assert_eq!(
+        (&key["persistent"], &key["consecutive"]),
+        (&true.into(), &2.into())
+    );
+    let (code, table) = lockstep(&[
+        "audit",
+        "history",
+        "--config",
+        &config.to_string_lossy(),
+        "--pair",
+        "orders",
+    ]);
+    assert_eq!(code, Some(0), "{table}");
+    assert!(
+        table.contains("PERSISTENT orders db 0 key user:7"),
+        "{table}"
+    );
+
+    // Repaired: the next run is consistent and no key differs any more.
+    target.client().await?.run::<()>("SET user:7 7").await?;
+    assert_eq!(once(&config).0, Some(0));
+    let history = history_json(&config)?;
+    assert_eq!(
+        history["differing_keys"].as_array().map(Vec::len),
+        Some(0),
+        "{history}"
+    );
+    Ok(())
+}
+
+/// The run ids recorded so far (empty before the file exists).
+fn run_ids(config: &Path) -> Vec<u64> {
+    let history = history_json(config).unwrap_or_default();
+    let runs = history["runs"].as_array().cloned().unwrap_or_default();
+    runs.iter().filter_map(|r| r["id"].as_u64()).collect()
+}
+
+async fn wait_runs(config: &Path, at_least: usize) -> anyhow::Result<Vec<u64>> {
+    wait_until(
+        &format!("{at_least} audit runs"),
+        Duration::from_secs(40),
+        || {
+            let ids = run_ids(config);
+            async move {
+                Ok(match ids.len() >= at_least {
+                    true => Ok(()),
+                    false => Err(format!("{} runs", ids.len())),
+                })
+            }
+        },
+    )
+    .await?;
+    Ok(run_ids(config))
+}
+
+#[tokio::test]
+async fn the_history_survives_a_restart_of_the_daemon() -> anyhow::Result<()> {
+    let (source, target) = equal_pair().await?;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(
+        dir.path(),
+        &[pair("orders", &source.url(), target.port(), "")],
+    )?;
+    let args = common::strings(&["audit", "--config", &config.to_string_lossy()]);
+    let log = dir.path().join("daemon.log");
+    let mut daemon = Lockstep::start(&args, &[], &log)?;
+    let before = wait_runs(&config, 2).await?;
+    daemon.signal("TERM")?;
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(20)).await?,
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+
+    let mut daemon = Lockstep::start(&args, &[], &log)?;
+    let after = wait_runs(&config, before.len() + 2).await?;
+    daemon.signal("INT")?;
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(20)).await?,
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "the first daemon's runs are kept"
+    );
+    assert!(
+        daemon.log_text().contains("audit `orders`: CONSISTENT"),
+        "{}",
+        daemon.log_text()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_corrupt_or_locked_history_is_an_error_and_never_reset() -> anyhow::Result<()> {
+    let (source, target) = equal_pair().await?;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(
+        dir.path(),
+        &[pair("orders", &source.url(), target.port(), "")],
+    )?;
+    let history = dir.path().join("history.db");
+
+    let garbage = b"not a database, somebody's notes\n".repeat(200);
+    std::fs::write(&history, &garbage)?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("history.db") && text.contains("never reset"),
+        "{text}"
+    );
+    assert!(!text.contains("CONSISTENT"), "no audit ran: {text}");
+    assert_eq!(
+        std::fs::read(&history)?,
+        garbage,
+        "the file is left as it was"
+    );
+
+    std::fs::remove_file(&history)?;
+    assert_eq!(once(&config).0, Some(0), "a new history starts");
+    let lock = rusqlite::Connection::open(&history)?;
+    lock.execute_batch("BEGIN EXCLUSIVE")?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("history.db") && text.contains("locked"),
+        "{text}"
+    );
+    lock.execute_batch("ROLLBACK")?;
+    drop(lock);
+    assert_eq!(once(&config).0, Some(0));
+    assert_eq!(run_ids(&config).len(), 2, "the history kept both runs");
+    Ok(())
+}
