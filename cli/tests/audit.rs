@@ -350,3 +350,140 @@ async fn a_corrupt_or_locked_history_is_an_error_and_never_reset() -> anyhow::Re
     assert_eq!(run_ids(&config).len(), 2, "the history kept both runs");
     Ok(())
 }
+
+/// A local webhook receiver: the body of every POST, in order.
+struct Receiver {
+    port: u16,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Receiver {
+    fn start() -> anyhow::Result<Receiver> {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(value) = lower.strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_ok() {
+                    if let Ok(json) = serde_json::from_slice(&body) {
+                        store.lock().expect("lock").push(json);
+                    }
+                }
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+        });
+        Ok(Receiver { port, bodies })
+    }
+
+    fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().expect("lock").clone()
+    }
+
+    /// Waits for an alert saying `previous` -> `verdict`.
+    async fn wait_alert(&self, previous: Option<&str>, verdict: &str) -> anyhow::Result<()> {
+        wait_until(
+            &format!("an alert {previous:?} -> {verdict}"),
+            Duration::from_secs(40),
+            || {
+                let bodies = self.bodies();
+                async move {
+                    let found = bodies.iter().any(|b| {
+                        b["previous_verdict"].as_str() == previous && b["verdict"] == verdict
+                    });
+                    Ok(if found {
+                        Ok(())
+                    } else {
+                        Err(format!("{bodies:?}"))
+                    })
+                }
+            },
+        )
+        .await
+    }
+}
+
+fn get(url: &str) -> Option<String> {
+    ureq::get(url)
+        .call()
+        .ok()
+        .and_then(|mut response| response.body_mut().read_to_string().ok())
+}
+
+#[tokio::test]
+async fn the_daemon_alerts_on_a_difference_and_its_repair_and_the_metrics_show_it(
+) -> anyhow::Result<()> {
+    let (source, target) = equal_pair().await?;
+    let dir = tempfile::tempdir()?;
+    let receiver = Receiver::start()?;
+    let status_port = unused_port()?;
+    let top = format!(
+        "status_addr = \"127.0.0.1:{status_port}\"\n\
+         webhook_url = \"http://127.0.0.1:{}/hook\"\n",
+        receiver.port
+    );
+    let pair = top + &pair("orders", &source.url(), target.port(), "");
+    let config = write_config(dir.path(), &[pair])?;
+    let args = common::strings(&["audit", "--config", &config.to_string_lossy()]);
+    let mut daemon = Lockstep::start(&args, &[], &dir.path().join("daemon.log"))?;
+    receiver.wait_alert(None, "consistent").await?;
+
+    target
+        .client()
+        .await?
+        .run::<()>("SET user:7 corrupt")
+        .await?;
+    receiver
+        .wait_alert(Some("consistent"), "differences")
+        .await?;
+    let metrics_url = format!("http://127.0.0.1:{status_port}/metrics");
+    let line = "lockstep_audit_differences_by_kind{pair=\"orders\",kind=\"value\"} 1";
+    wait_until(
+        "the difference in /metrics",
+        Duration::from_secs(20),
+        || {
+            let text = get(&metrics_url).unwrap_or_default();
+            async move {
+                Ok(if text.contains(line) {
+                    Ok(())
+                } else {
+                    Err(text)
+                })
+            }
+        },
+    )
+    .await?;
+    let status = get(&format!("http://127.0.0.1:{status_port}/status")).unwrap_or_default();
+    assert!(status.contains("\"orders\""), "{status}");
+
+    target.client().await?.run::<()>("SET user:7 7").await?;
+    receiver
+        .wait_alert(Some("differences"), "consistent")
+        .await?;
+    daemon.signal("TERM")?;
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(20)).await?,
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    let everything = format!("{:?}{status}", receiver.bodies());
+    assert!(!everything.contains(PASSWORD), "{everything}");
+    Ok(())
+}

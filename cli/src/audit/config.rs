@@ -29,6 +29,8 @@ struct FileConfig {
     history: PathBuf,
     keep_days: Option<u64>,
     keep_runs: Option<u64>,
+    status_addr: Option<String>,
+    webhook_url: Option<String>,
     #[serde(default)]
     pair: Vec<PairFile>,
 }
@@ -92,6 +94,10 @@ fn thousand() -> u64 {
 pub struct AuditConfig {
     pub history: PathBuf,
     pub retention: Retention,
+    /// The daemon serves `/status` and `/metrics` here.
+    pub status_addr: Option<std::net::SocketAddr>,
+    /// Alerts on every change of a pair's verdict are POSTed here (`http://`).
+    pub webhook_url: Option<String>,
     pub pairs: Vec<Pair>,
 }
 
@@ -167,9 +173,27 @@ pub fn load(path: &Path) -> anyhow::Result<AuditConfig> {
         days: positive(raw.keep_days, "keep_days")?,
         runs: positive(raw.keep_runs, "keep_runs")?,
     };
+    let status_addr = raw
+        .status_addr
+        .as_deref()
+        .map(crate::status::parse_addr)
+        .transpose()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the audit config file {file}: key `status_addr` must be HOST:PORT or PORT"
+            )
+        })?;
+    if let Some(url) = &raw.webhook_url {
+        anyhow::ensure!(
+            url.starts_with("http://"),
+            "the audit config file {file}: key `webhook_url` must be an http:// URL (https is not supported yet)"
+        );
+    }
     Ok(AuditConfig {
         history: base.join(raw.history),
         retention,
+        status_addr,
+        webhook_url: raw.webhook_url,
         pairs,
     })
 }

@@ -3,7 +3,8 @@
 //!
 //! Each pair's next due time comes from its schedule and the start of its last
 //! recorded run, read from the history at startup, so a restarted daemon keeps its
-//! rhythm. A signal during a wait ends the daemon at once; during an audit, that
+//! rhythm. With `status_addr`, `/status` and `/metrics` show each pair's last run
+//! and next due time ([`crate::audit::state`]). A signal during a wait ends the daemon at once; during an audit, that
 //! audit is abandoned (nothing of it is recorded: a history write is one SQLite
 //! transaction, done or not) and the daemon exits 0.
 
@@ -13,8 +14,9 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::config::{AuditConfig, Pair};
 use crate::audit::history::History;
-use crate::audit::pair_run;
+use crate::audit::pair_run::{self, Sinks};
 use crate::audit::schedule;
+use crate::audit::state::{self, State};
 
 /// One pair's place in the rotation.
 struct Slot<'a> {
@@ -24,21 +26,11 @@ struct Slot<'a> {
 }
 
 pub async fn run(config: &AuditConfig, history: &mut History) -> anyhow::Result<ExitCode> {
-    let mut slots = Vec::new();
-    for pair in &config.pairs {
-        let runs = history.runs(Some(&pair.name))?;
-        let last = runs
-            .last()
-            .and_then(|r| DateTime::from_timestamp_millis(r.started_ms));
-        let count = runs.len() as u64;
-        let due = pair
-            .schedule
-            .next_due(last, Utc::now(), schedule::seed(&pair.name, count));
-        slots.push(Slot {
-            pair,
-            due,
-            runs: count,
-        });
+    let state = State::default();
+    let mut slots = slots(config, history, &state)?;
+    if let Some(addr) = config.status_addr {
+        let bound = state::serve(addr, state.clone()).await?;
+        println!("lockstep audit: /status and /metrics on http://{bound}");
     }
     println!(
         "lockstep audit: {} pairs, history {}; stop with SIGINT or SIGTERM",
@@ -48,7 +40,7 @@ pub async fn run(config: &AuditConfig, history: &mut History) -> anyhow::Result<
     let mut signals = Signals::install();
     let mut running: Option<String> = None;
     tokio::select! {
-        result = rotate(config, history, &mut slots, &mut running) => result,
+        result = rotate(config, history, &state, &mut slots, &mut running) => result,
         () = signals.next() => {
             match running {
                 Some(name) => println!("lockstep audit: stopped; the audit of `{name}` in progress was abandoned (not recorded)"),
@@ -59,13 +51,47 @@ pub async fn run(config: &AuditConfig, history: &mut History) -> anyhow::Result<
     }
 }
 
+/// Each pair's next due time from its last recorded run; the state shows both.
+fn slots<'a>(
+    config: &'a AuditConfig,
+    history: &History,
+    state: &State,
+) -> anyhow::Result<Vec<Slot<'a>>> {
+    let mut slots = Vec::new();
+    for pair in &config.pairs {
+        let runs = history.runs(Some(&pair.name))?;
+        let last = runs
+            .last()
+            .and_then(|r| DateTime::from_timestamp_millis(r.started_ms));
+        let count = runs.len() as u64;
+        let due = pair
+            .schedule
+            .next_due(last, Utc::now(), schedule::seed(&pair.name, count));
+        if let Some(run) = runs.last() {
+            state.set_last_run(&pair.name, run.clone());
+        }
+        state.set_next_run(&pair.name, due);
+        slots.push(Slot {
+            pair,
+            due,
+            runs: count,
+        });
+    }
+    Ok(slots)
+}
+
 /// Runs the earliest due pair, forever (until no pair has a run left).
 async fn rotate(
     config: &AuditConfig,
     history: &mut History,
+    state: &State,
     slots: &mut [Slot<'_>],
     running: &mut Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    let sinks = Sinks {
+        state,
+        webhook_url: config.webhook_url.as_deref(),
+    };
     loop {
         let Some(slot) = slots
             .iter_mut()
@@ -81,7 +107,7 @@ async fn rotate(
         }
         let started = Utc::now();
         *running = Some(slot.pair.name.clone());
-        pair_run::audit_and_record(slot.pair, history, config.retention).await?;
+        pair_run::audit_and_record(slot.pair, history, config.retention, &sinks).await?;
         *running = None;
         slot.runs += 1;
         slot.due = slot.pair.schedule.next_due(
@@ -89,6 +115,7 @@ async fn rotate(
             Utc::now(),
             schedule::seed(&slot.pair.name, slot.runs),
         );
+        state.set_next_run(&slot.pair.name, slot.due);
     }
 }
 

@@ -7,7 +7,9 @@
 //!   was read but not everything was); with several pairs the worst, in the order
 //!   1, 2, 3, 0 (a divergence found outranks a run that could not look).
 //! - `lockstep audit --config F`: the daemon ([`daemon`]): each pair on its
-//!   [`schedule`], until SIGINT or SIGTERM (exit 0).
+//!   [`schedule`], until SIGINT or SIGTERM (exit 0), with `/status` and `/metrics`
+//!   ([`state`]) when `status_addr` is set.
+//! - Both alert a `webhook_url` on each change of a pair's verdict ([`webhook`]).
 //! - `lockstep audit history --config F [--pair NAME] [--format table|json]`: the
 //!   trend ([`print`]).
 //!
@@ -21,6 +23,8 @@ pub mod history;
 mod pair_run;
 mod print;
 pub mod schedule;
+mod state;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,12 +86,23 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     daemon::run(&config, &mut history).await
 }
 
-/// Every pair once; the worst exit code.
+/// Every pair once; the worst exit code. Alerts are delivered (or given up) before
+/// the exit.
 async fn once(config: &config::AuditConfig, history: &mut History) -> anyhow::Result<ExitCode> {
-    let mut worst = 0;
+    let state = state::State::default();
+    let sinks = pair_run::Sinks {
+        state: &state,
+        webhook_url: config.webhook_url.as_deref(),
+    };
+    let (mut worst, mut alerts) = (0, Vec::new());
     for pair in &config.pairs {
-        let code = pair_run::audit_and_record(pair, history, config.retention).await?;
+        let (code, alert) =
+            pair_run::audit_and_record(pair, history, config.retention, &sinks).await?;
         worst = worse(worst, code);
+        alerts.extend(alert);
+    }
+    for alert in alerts {
+        let _ = alert.await;
     }
     Ok(ExitCode::from(worst))
 }

@@ -8,9 +8,12 @@
 
 use chrono::{DateTime, Utc};
 use lockstep_verify::{compare, Report};
+use tokio::task::JoinHandle;
 
 use crate::audit::config::{Pair, Retention};
 use crate::audit::history::{History, Run, SeenKey};
+use crate::audit::state::State;
+use crate::audit::webhook;
 use crate::connection::{self, Side};
 
 /// What one audit produced.
@@ -21,27 +24,40 @@ pub struct Outcome {
     pub code: u8,
 }
 
-/// Audits `pair`, records the run in `history`, prints its line; verify's exit code.
+/// Where a recorded run is shown: the daemon's state and the webhook.
+pub struct Sinks<'a> {
+    pub state: &'a State,
+    pub webhook_url: Option<&'a str>,
+}
+
+/// Audits `pair`, records the run in `history`, prints its line, shows it in the
+/// state and alerts on a change of verdict; verify's exit code, and the alert's
+/// delivery when one was sent.
 pub async fn audit_and_record(
     pair: &Pair,
     history: &mut History,
     retention: Retention,
-) -> anyhow::Result<u8> {
-    let window = next_window(pair, history)?;
-    let outcome = audit(pair, window).await;
-    history.record(&outcome.run, &outcome.keys, retention)?;
+    sinks: &Sinks<'_>,
+) -> anyhow::Result<(u8, Option<JoinHandle<()>>)> {
+    let previous = history.last_run(&pair.name)?;
+    let window = next_window(pair, previous.as_ref());
+    let mut outcome = audit(pair, window).await;
+    outcome.run.id = history.record(&outcome.run, &outcome.keys, retention)?;
     println!("audit `{}`: {}", pair.name, outcome.line);
-    Ok(outcome.code)
+    let alert = sinks
+        .webhook_url
+        .zip(webhook::alert(previous.as_ref(), &outcome.run))
+        .map(|(url, body)| webhook::send(url, body));
+    sinks.state.set_last_run(&pair.name, outcome.run);
+    Ok((outcome.code, alert))
 }
 
 /// The sample window of the pair's next run: 0 unless it rotates.
-fn next_window(pair: &Pair, history: &History) -> anyhow::Result<u64> {
-    if !pair.rotate_sample {
-        return Ok(0);
+fn next_window(pair: &Pair, previous: Option<&Run>) -> u64 {
+    match (pair.rotate_sample, previous) {
+        (true, Some(run)) => run.sample_window.wrapping_add(1),
+        _ => 0,
     }
-    Ok(history
-        .last_run(&pair.name)?
-        .map_or(0, |run| run.sample_window.wrapping_add(1)))
 }
 
 /// One audit of `pair` with sample window `window`; never fails: a failure is an
