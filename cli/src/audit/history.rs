@@ -114,7 +114,7 @@ impl History {
     pub fn open(path: &Path) -> anyhow::Result<History> {
         let conn = Connection::open(path).map_err(|e| explain(path, e))?;
         conn.busy_timeout(LOCK_WAIT).map_err(|e| explain(path, e))?;
-        let history = History {
+        let mut history = History {
             conn,
             path: path.to_owned(),
         };
@@ -122,28 +122,41 @@ impl History {
         Ok(history)
     }
 
-    /// Creates the tables in a new file, or checks the version of an existing one.
-    fn prepare(&self) -> rusqlite::Result<()> {
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    /// Opens the history at `path` read-only, for `audit history`: never creates or
+    /// changes it. None: the file holds no history yet (an empty SQLite file).
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Option<History>> {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| explain(path, e))?;
+        conn.busy_timeout(LOCK_WAIT).map_err(|e| explain(path, e))?;
+        let (version, tables) = version_and_tables(&conn).map_err(|e| explain(path, e))?;
         match (version, tables) {
+            (SCHEMA_VERSION, _) => Ok(Some(History {
+                conn,
+                path: path.to_owned(),
+            })),
+            (0, 0) => Ok(None),
+            (other, _) => Err(explain(path, version_mismatch(other))),
+        }
+    }
+
+    /// Creates the tables in a new file, or checks the version of an existing one.
+    /// The check is made again inside an IMMEDIATE transaction (the write lock, waited
+    /// for), so processes opening a new file at once create it once and all succeed.
+    fn prepare(&mut self) -> rusqlite::Result<()> {
+        if version_and_tables(&self.conn)?.0 == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        match version_and_tables(&tx)? {
             (SCHEMA_VERSION, _) => Ok(()),
             (0, 0) => {
-                let tx = self.conn.unchecked_transaction()?;
                 tx.execute_batch(SCHEMA)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 tx.commit()
             }
-            (other, _) => Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
-                Some(format!(
-                    "history version {other}, this lockstep reads version {SCHEMA_VERSION}"
-                )),
-            )),
+            (other, _) => Err(version_mismatch(other)),
         }
     }
 
@@ -282,6 +295,22 @@ impl History {
         })?;
         rows.collect()
     }
+}
+
+/// `PRAGMA user_version` and the number of schema objects.
+fn version_and_tables(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    Ok((version, tables))
+}
+
+fn version_mismatch(version: i64) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+        Some(format!(
+            "history version {version}, this lockstep reads version {SCHEMA_VERSION}"
+        )),
+    )
 }
 
 /// One differing key of run `id`: its streak goes on when it differed in the
@@ -486,5 +515,33 @@ mod tests {
         assert!(err.contains("h.db") && err.contains("never reset"), "{err}");
         let text = std::fs::read(&path).expect("read");
         assert!(text.starts_with(b"this is no database"), "left as it was");
+    }
+}
+
+#[cfg(test)]
+mod concurrent_open_tests {
+    use super::*;
+
+    /// Found by the daemon restart test under load: a second process opening a new
+    /// history while the daemon created its tables made one of them fail
+    /// ("table runs already exists", or SQLITE_BUSY without waiting: a deadlock), and
+    /// the daemon exited.
+    #[test]
+    fn processes_opening_a_new_history_at_once_all_succeed() {
+        let dir = tempfile::tempdir().expect("dir");
+        for round in 0..40 {
+            let path = dir.path().join(format!("h{round}.db"));
+            let openers: Vec<_> = (0..3)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || History::open(&path).map(|_| ()))
+                })
+                .collect();
+            for opener in openers {
+                if let Err(err) = opener.join().expect("no panic") {
+                    panic!("round {round}: {err:#}");
+                }
+            }
+        }
     }
 }

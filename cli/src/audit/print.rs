@@ -2,7 +2,8 @@
 //! differed in each pair's last verified run, persistent ones (2+ consecutive runs)
 //! marked; as a table for a person or as one JSON document.
 //!
-//! It only reads the history; it never connects to either side.
+//! It only reads the history (opened read-only: it never creates or changes it, even
+//! while a daemon is creating it); it never connects to either side.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -20,7 +21,9 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         config.history.display(),
         args.config.display()
     );
-    let history = History::open(&config.history)?;
+    let Some(history) = History::open_read_only(&config.history)? else {
+        return no_runs_yet(args.format);
+    };
     if let Some(name) = &args.pair {
         anyhow::ensure!(
             config.pairs.iter().any(|p| &p.name == name),
@@ -36,6 +39,14 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         HistoryFormat::Table => table(&runs, &keys),
     };
     print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_runs_yet(format: HistoryFormat) -> anyhow::Result<ExitCode> {
+    match format {
+        HistoryFormat::Json => print!("{}", json(&[], &[])?),
+        HistoryFormat::Table => println!("no audit recorded yet"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
