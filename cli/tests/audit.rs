@@ -487,3 +487,89 @@ async fn the_daemon_alerts_on_a_difference_and_its_repair_and_the_metrics_show_i
     assert!(!everything.contains(PASSWORD), "{everything}");
     Ok(())
 }
+
+/// `--once` off the async runtime (the churn keeps running meanwhile).
+async fn once_blocking(config: &Path) -> anyhow::Result<(Option<i32>, String)> {
+    let config = config.to_owned();
+    Ok(tokio::task::spawn_blocking(move || once(&config)).await?)
+}
+
+/// A live sync under the churn workload is audited as consistent (rounds tell lag
+/// from divergence), and a key corrupted on the target is persistent after two runs.
+#[tokio::test]
+async fn a_pair_under_a_live_sync_with_churn_is_consistent_and_a_corruption_persists(
+) -> anyhow::Result<()> {
+    use lockstep_testkit::churn::{Churn, ChurnSpec};
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    source.client().await?.run::<()>("SET audit:kept v").await?;
+    let dir = tempfile::tempdir()?;
+    let args = common::sync_args(&source.url(), &[&target.url()], dir.path(), &[]);
+    let sync = Lockstep::start(&args, &[], &dir.path().join("sync.log"))?;
+    sync.wait_log("phase=\"incremental\"", Duration::from_secs(30))
+        .await?;
+
+    let config = dir.path().join("audits.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "history = \"history.db\"\n[[pair]]\nname = \"live\"\nsource = \"{}\"\n\
+             target = \"{}\"\ninterval_secs = 60\nrounds = 3\nround_pause_ms = 500\n\
+             keys_per_second = 20000\n",
+            source.url(),
+            target.url()
+        ),
+    )?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let spec = ChurnSpec::new(23).rate(300.0).duration(None);
+    let client = source.redis_client()?;
+    let churn = tokio::spawn(async move {
+        Churn::run_until(&client, &spec, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    wait_until("the churn writes keys", Duration::from_secs(20), || {
+        let source = source.redis_client();
+        async move {
+            let mut conn = source?.get_multiplexed_async_connection().await?;
+            let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await?;
+            Ok(if keys > 50 {
+                Ok(())
+            } else {
+                Err(format!("{keys} keys"))
+            })
+        }
+    })
+    .await?;
+    let (code, text) = once_blocking(&config).await?;
+    assert_eq!(code, Some(0), "a live, lagging but equal pair: {text}");
+
+    target
+        .client()
+        .await?
+        .run::<()>("SET audit:kept corrupt")
+        .await?;
+    for _ in 0..2 {
+        let (code, text) = once_blocking(&config).await?;
+        assert_eq!(code, Some(1), "{text}");
+    }
+    let _ = stop.send(());
+    let report = churn.await??;
+    assert!(report.ops > 100, "{report:?}");
+    let history = history_json(&config)?;
+    let keys = history["differing_keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let persistent: Vec<&serde_json::Value> =
+        keys.iter().filter(|k| k["persistent"] == true).collect();
+    assert_eq!(
+        persistent.len(),
+        1,
+        "only the corrupted key persists: {history}"
+    );
+    assert_eq!(persistent[0]["key"], "audit:kept", "{history}");
+    drop(sync);
+    Ok(())
+}
