@@ -210,4 +210,48 @@ mod tests {
         let doc = state.document();
         assert_eq!(doc["pairs"]["orders"]["last_run"]["verdict"], "differences");
     }
+
+    /// Every metric the Grafana dashboard queries is one lockstep exports: the audit's
+    /// from this module's text, the sync's from `status.rs` (where they are named).
+    #[test]
+    fn the_grafana_dashboard_queries_only_exported_metrics() {
+        let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../docs/grafana/lockstep-dashboard.json"
+        ))
+        .expect("the dashboard is JSON");
+        let state = State::default();
+        state.set_last_run(
+            "p",
+            Run {
+                coverage: Some(serde_json::json!({})),
+                verdict: "consistent".into(),
+                ..Run::default()
+            },
+        );
+        state.set_next_run("p", DateTime::from_timestamp_millis(0));
+        let audit = state.metrics();
+        let sync = include_str!("../status.rs");
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("an expr");
+                for name in expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("lockstep_"))
+                {
+                    let known = if name.starts_with("lockstep_audit_") {
+                        audit.contains(&format!("# TYPE {name} gauge"))
+                    } else {
+                        sync.contains(&format!("\"{name}\""))
+                    };
+                    assert!(
+                        known,
+                        "the dashboard queries {name}, which lockstep does not export"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 15, "{checked} metric references");
+    }
 }
