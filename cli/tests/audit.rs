@@ -573,3 +573,45 @@ async fn a_pair_under_a_live_sync_with_churn_is_consistent_and_a_corruption_pers
     drop(sync);
     Ok(())
 }
+
+/// Gentle on production: a read-only ACL user (`+@read +@connection -@scripting`, as
+/// verify documents) is enough to audit, and its password stays out of the output.
+#[tokio::test]
+async fn a_read_only_acl_user_can_audit() -> anyhow::Result<()> {
+    let (source, target) = (
+        RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?,
+        RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?,
+    );
+    for server in [&source, &target] {
+        let mut conn = server.client().await?;
+        conn.run::<()>("SET user:1 a").await?;
+        conn.run::<()>("RPUSH list a b").await?;
+        redis::cmd("ACL")
+            .arg(&["SETUSER", "auditor", "on", ">audit-secret", "~*"])
+            .arg(&["+@read", "+@connection", "-@scripting"])
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let url = |s: &RedisServer| format!("redis://auditor:audit-secret@127.0.0.1:{}", s.port());
+    let config = dir.path().join("audits.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "history = \"h.db\"\n[[pair]]\nname = \"ro\"\nsource = \"{}\"\ntarget = \"{}\"\n\
+             interval_secs = 60\n",
+            url(&source),
+            url(&target)
+        ),
+    )?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("CONSISTENT") && !text.contains("audit-secret"),
+        "{text}"
+    );
+    target.client().await?.run::<()>("SET user:1 b").await?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(1), "{text}");
+    Ok(())
+}
