@@ -229,6 +229,24 @@ async fn a_key_corrupted_on_the_target_becomes_persistent_after_two_runs() -> an
         table.contains("PERSISTENT orders db 0 key user:7"),
         "{table}"
     );
+    let (code, html) = lockstep(&[
+        "audit",
+        "history",
+        "--config",
+        &config.to_string_lossy(),
+        "--format",
+        "html",
+    ]);
+    assert_eq!(code, Some(0), "{html}");
+    assert_eq!(
+        html.matches("<polyline").count(),
+        2,
+        "two charts of the one pair: {html}"
+    );
+    assert!(
+        html.contains("class=\"persistent\"") && html.contains("user:7"),
+        "{html}"
+    );
 
     // Repaired: the next run is consistent and no key differs any more.
     target.client().await?.run::<()>("SET user:7 7").await?;

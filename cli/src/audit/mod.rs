@@ -10,8 +10,8 @@
 //!   [`schedule`], until SIGINT or SIGTERM (exit 0), with `/status` and `/metrics`
 //!   ([`state`]) when `status_addr` is set.
 //! - Both alert a `webhook_url` on each change of a pair's verdict ([`webhook`]).
-//! - `lockstep audit history --config F [--pair NAME] [--format table|json]`: the
-//!   trend ([`print`]).
+//! - `lockstep audit history --config F [--pair NAME] [--format table|json|html]`:
+//!   the trend ([`print`]; the HTML page: [`html`]).
 //!
 //! One pair's run is [`pair_run`]. An unreachable side is "could not verify" (exit
 //! 2), recorded as such, never consistent. The history is opened before any audit,
@@ -20,6 +20,7 @@
 pub mod config;
 mod daemon;
 pub mod history;
+mod html;
 mod pair_run;
 mod print;
 pub mod schedule;
@@ -69,6 +70,8 @@ pub struct HistoryArgs {
 pub enum HistoryFormat {
     Table,
     Json,
+    /// One self-contained HTML page: charts of differences and coverage per pair.
+    Html,
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {

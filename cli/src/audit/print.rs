@@ -37,6 +37,7 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let text = match args.format {
         HistoryFormat::Json => json(&runs, &keys)?,
         HistoryFormat::Table => table(&runs, &keys),
+        HistoryFormat::Html => crate::audit::html::page(&runs, &keys),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
@@ -46,6 +47,7 @@ fn no_runs_yet(format: HistoryFormat) -> anyhow::Result<ExitCode> {
     match format {
         HistoryFormat::Json => print!("{}", json(&[], &[])?),
         HistoryFormat::Table => println!("no audit recorded yet"),
+        HistoryFormat::Html => print!("{}", crate::audit::html::page(&[], &[])),
     }
     Ok(ExitCode::SUCCESS)
 }
