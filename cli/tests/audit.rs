@@ -633,3 +633,82 @@ async fn a_read_only_acl_user_can_audit() -> anyhow::Result<()> {
     assert_eq!(code, Some(1), "{text}");
     Ok(())
 }
+
+/// `rotate_sample`: four runs at rate 1/4 compare every key once, and the rotation
+/// goes on from the history (each --once run is a new process).
+#[tokio::test]
+async fn a_rotating_sample_covers_every_key_over_its_windows() -> anyhow::Result<()> {
+    let (source, target) = equal_pair().await?;
+    let dir = tempfile::tempdir()?;
+    let extra = "mode = \"sample\"\nsample_rate = 0.25\nrotate_sample = true";
+    let config = write_config(
+        dir.path(),
+        &[pair("rot", &source.url(), target.port(), extra)],
+    )?;
+    for _ in 0..4 {
+        let (code, text) = once(&config);
+        assert_eq!(code, Some(3), "{text}");
+    }
+    let history = history_json(&config)?;
+    let runs = history["runs"].as_array().cloned().unwrap_or_default();
+    let windows: Vec<u64> = runs
+        .iter()
+        .filter_map(|r| r["sample_window"].as_u64())
+        .collect();
+    assert_eq!(windows, [0, 1, 2, 3], "{history}");
+    let compared: u64 = runs
+        .iter()
+        .filter_map(|r| r["keys_compared"].as_u64())
+        .sum();
+    assert_eq!(compared, 201, "the 201 keys, each once: {history}");
+    assert!(
+        runs.iter().all(|r| r["statement"]["sentence"].is_string()),
+        "{history}"
+    );
+    Ok(())
+}
+
+/// A signal during an audit abandons it: exit 0, and nothing of it is recorded.
+#[tokio::test]
+async fn a_signal_during_an_audit_abandons_it_and_exits_0() -> anyhow::Result<()> {
+    let (source, target) = equal_pair().await?;
+    let dir = tempfile::tempdir()?;
+    // 5000 keys more at 500 keys/s: an audit of about 10 s (the limit lets one SCAN
+    // batch of 1000 keys through at once, then spaces the next ones).
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.cmd("SET").arg(format!("bulk:{i}")).arg(i).ignore();
+    }
+    pipe.query_async::<()>(&mut source.client().await?).await?;
+    pipe.query_async::<()>(&mut target.client().await?).await?;
+    let slow = pair(
+        "slow",
+        &source.url(),
+        target.port(),
+        "keys_per_second = 500",
+    );
+    let config = write_config(dir.path(), &[slow])?;
+    let args = common::strings(&["audit", "--config", &config.to_string_lossy()]);
+    let mut daemon = Lockstep::start(&args, &[], &dir.path().join("daemon.log"))?;
+    daemon
+        .wait_log("audit `slow`: started", Duration::from_secs(20))
+        .await?;
+    daemon.signal("TERM")?;
+    assert_eq!(
+        daemon.exit_code(Duration::from_secs(20)).await?,
+        Some(0),
+        "{}",
+        daemon.log_text()
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("the audit of `slow` in progress was abandoned"),
+        "{log}"
+    );
+    assert_eq!(
+        run_ids(&config),
+        Vec::<u64>::new(),
+        "nothing recorded: {log}"
+    );
+    Ok(())
+}

@@ -26,6 +26,8 @@ struct Slot<'a> {
 }
 
 pub async fn run(config: &AuditConfig, history: &mut History) -> anyhow::Result<ExitCode> {
+    // Listened for before the ready line, so a signal sent on seeing it is caught.
+    let mut signals = Signals::install();
     let state = State::default();
     let mut slots = slots(config, history, &state)?;
     if let Some(addr) = config.status_addr {
@@ -37,7 +39,6 @@ pub async fn run(config: &AuditConfig, history: &mut History) -> anyhow::Result<
         slots.len(),
         config.history.display()
     );
-    let mut signals = Signals::install();
     let mut running: Option<String> = None;
     tokio::select! {
         result = rotate(config, history, &state, &mut slots, &mut running) => result,
@@ -107,6 +108,7 @@ async fn rotate(
         }
         let started = Utc::now();
         *running = Some(slot.pair.name.clone());
+        println!("audit `{}`: started", slot.pair.name);
         pair_run::audit_and_record(slot.pair, history, config.retention, &sinks).await?;
         *running = None;
         slot.runs += 1;
