@@ -55,6 +55,10 @@ pub enum Command {
     /// Run the chaos catalog: each consistency behaviour the DTS documentation states,
     /// as a fault on real throwaway servers, checked by verify. Exit 0 when all hold.
     Chaos(crate::chaos::ChaosArgs),
+    /// Scheduled consistency audits of the pairs of a TOML file, recorded in an SQLite
+    /// history (docs/audit.md): a daemon, or every pair once with --once (verify's
+    /// exit codes, the worst of the pairs); `audit history` prints the trend.
+    Audit(crate::audit::AuditArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -8,6 +8,7 @@
 //! It must hold no logic of a subcommand: each lives in its own module.
 
 mod args;
+mod audit;
 mod chaos;
 mod check;
 mod config;
@@ -42,6 +43,7 @@ fn main() -> std::process::ExitCode {
             args::Command::Rdb(command) => rdb::run(command),
             args::Command::Demo(args) => demo::run(args).await,
             args::Command::Chaos(args) => chaos::run(args).await,
+            args::Command::Audit(args) => audit::run(args).await,
         }
     });
     match result {

@@ -4,7 +4,8 @@
 //! difference in what was read but coverage is incomplete (a sample, databases with
 //! keys outside `--dbs`, a database a side refused, databases that could not be
 //! learned). The last line says which, and names what was compared and what was not:
-//! CONSISTENT is printed only when nothing was left out. Key lists (`--keys-from`,
+//! CONSISTENT is printed only when nothing was left out. A sampled run's last line also
+//! says what the sample proves (`lockstep_verify::statement`). Key lists (`--keys-from`,
 //! `--recheck`) are read here; verify itself never reads a file.
 //!
 //! How it fits: `main` runs it for `lockstep verify`; the comparison itself is
@@ -110,7 +111,7 @@ async fn databases_with_keys(
 }
 
 /// The last line: what may be claimed, over what.
-fn verdict_line(report: &Report) -> (String, u8) {
+pub(crate) fn verdict_line(report: &Report) -> (String, u8) {
     let coverage = &report.coverage;
     let gaps = coverage.gaps();
     let gaps = if gaps.is_empty() {
@@ -183,6 +184,9 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{report}");
     let (line, code) = verdict_line(&report);
-    println!("{line}");
+    match report.statement() {
+        Some(statement) => println!("{line}; {}", statement.sentence()),
+        None => println!("{line}"),
+    }
     Ok(ExitCode::from(code))
 }

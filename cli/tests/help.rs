@@ -19,6 +19,8 @@ const SUBCOMMANDS: &[(&[&str], &str)] = &[
     (&["rdb", "inspect"], "rdb-inspect"),
     (&["demo"], "demo"),
     (&["chaos"], "chaos"),
+    (&["audit"], "audit"),
+    (&["audit", "history"], "audit-history"),
 ];
 
 #[test]

@@ -43,7 +43,7 @@ pub use compare::{
 };
 pub use read::{canonical, digest, long_string, side};
 pub use report::coverage::Coverage;
-pub use report::{output, track};
+pub use report::{output, statement, track};
 
 /// What a comparison covered ([`report::coverage`]) and how each side's databases are
 /// learned ([`read::databases`]), under the one path the command line uses.

@@ -45,6 +45,12 @@ pub struct CompareOptions {
     /// When not empty, only keys starting with one of these are compared.
     pub include_prefixes: Vec<Vec<u8>>,
     pub sample: Sample,
+    /// Which window of the hash space a sample takes: window `w` keeps the keys whose
+    /// xxh3-64 hash minus `w` times the sample's threshold (modulo 2^64) is below the
+    /// threshold. Window 0 is the classic sample; consecutive windows tile the hash
+    /// space, so `ceil(1 / rate)` of them cover every key once (a rotating audit).
+    /// With [`Sample::Count`] the rate follows DBSIZE, so the tiling is approximate.
+    pub sample_window: u64,
     /// Only these keys, instead of walking both key spaces (still filtered by the
     /// prefixes and the sample).
     pub keys: Option<KeyList>,
@@ -80,6 +86,7 @@ impl Default for CompareOptions {
             ignore_prefixes: vec![b"LOCKSTEP_".to_vec()],
             include_prefixes: Vec::new(),
             sample: Sample::All,
+            sample_window: 0,
             keys: None,
             workers: 4,
             batch_keys: 1000,

@@ -576,3 +576,50 @@ async fn plain_commands_only_for_a_user_without_scripting_or_info() -> anyhow::R
     assert_eq!(found(&report), expected, "{report}");
     Ok(())
 }
+
+/// A rotating audit: consecutive sample windows of rate 1/4 compare every key once in
+/// four runs, a corrupted key is found in exactly one of them, and each sampled run
+/// states what it proves.
+#[tokio::test]
+async fn four_sample_windows_of_a_quarter_cover_every_key_once() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut pipe = redis::pipe();
+    for i in 0..2000 {
+        pipe.cmd("SET").arg(format!("k{i}")).arg(i).ignore();
+    }
+    pipe.query_async::<()>(&mut source.client().await?).await?;
+    pipe.cmd("SET").arg("k7").arg("corrupt").ignore();
+    pipe.query_async::<()>(&mut target.client().await?).await?;
+    let (src, dst) = (source.redis_client()?, target.redis_client()?);
+    let (mut compared, mut found_in) = (0, Vec::new());
+    for window in 0..4 {
+        let options = CompareOptions {
+            dbs: vec![0],
+            sample: lockstep_verify::Sample::Rate(0.25),
+            sample_window: window,
+            ..CompareOptions::default()
+        };
+        let report = compare(&src, &dst, &options).await?;
+        compared += report.keys_compared;
+        if !report.is_consistent() {
+            found_in.push(window);
+        }
+        let statement = report.statement().expect("a sampled run states its bound");
+        assert_eq!(statement.sampled, report.keys_compared, "{report}");
+        let summary = output::summary(&report, &options);
+        assert_eq!(
+            summary["statement"]["sentence"].as_str(),
+            Some(statement.sentence().as_str())
+        );
+    }
+    assert_eq!(compared, 2000, "every key once over the four windows");
+    assert_eq!(
+        found_in.len(),
+        1,
+        "the corrupted key in one window: {found_in:?}"
+    );
+    let full = compare(&src, &dst, &CompareOptions::default()).await?;
+    assert_eq!(full.statement(), None, "a full run makes no sampled claim");
+    Ok(())
+}

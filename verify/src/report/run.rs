@@ -12,7 +12,8 @@ use std::time::Duration;
 use roaring::RoaringBitmap;
 
 use crate::report::coverage::Coverage;
-use crate::report::difference::Difference;
+use crate::report::difference::{Difference, DifferenceKind};
+use crate::report::statement::Statement;
 
 /// What a run may claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +115,19 @@ impl Report {
     /// Differences by kind.
     pub fn by_kind(&self) -> BTreeMap<&'static str, u64> {
         self.differences_by_kind.clone()
+    }
+
+    /// What a sampled run proves about the differing fraction ([`Statement`]); None
+    /// for a run that was not a sample (or sampled no key). The sampled keys are the
+    /// source keys compared plus the sampled keys found only on the target.
+    pub fn statement(&self) -> Option<Statement> {
+        self.coverage.sample?;
+        let extra = self
+            .differences_by_kind
+            .get(DifferenceKind::ExtraOnTarget.as_str())
+            .copied()
+            .unwrap_or(0);
+        Statement::new(self.keys_compared + extra, self.difference_count())
     }
 
     /// Source keys compared per second.

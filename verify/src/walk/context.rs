@@ -50,8 +50,10 @@ impl Ctx {
         {
             return false;
         }
-        self.threshold
-            .is_none_or(|t| xxhash_rust::xxh3::xxh3_64(key) < t)
+        self.threshold.is_none_or(|t| {
+            let offset = t.wrapping_mul(self.options.sample_window);
+            xxhash_rust::xxh3::xxh3_64(key).wrapping_sub(offset) < t
+        })
     }
 
     /// The length beyond which strings are read in windows; None (0 in the
@@ -97,5 +99,28 @@ mod tests {
         let options = CompareOptions::default();
         assert!(Ctx::new(&options, Some(hash + 1)).wanted(key));
         assert!(!Ctx::new(&options, Some(hash)).wanted(key));
+    }
+
+    #[test]
+    fn consecutive_sample_windows_take_every_key_exactly_once() {
+        let quarter = 1u64 << 62;
+        for i in 0..200u32 {
+            let key = format!("key:{i}");
+            let windows: Vec<u64> = (0..4)
+                .filter(|&w| {
+                    let options = CompareOptions {
+                        sample_window: w,
+                        ..CompareOptions::default()
+                    };
+                    Ctx::new(&options, Some(quarter)).wanted(key.as_bytes())
+                })
+                .collect();
+            assert_eq!(windows.len(), 1, "{key}: in windows {windows:?}");
+            let next_cycle = CompareOptions {
+                sample_window: windows[0] + 4,
+                ..CompareOptions::default()
+            };
+            assert!(Ctx::new(&next_cycle, Some(quarter)).wanted(key.as_bytes()));
+        }
     }
 }

@@ -1,0 +1,450 @@
+//! The audit's TOML file: where the history goes, how long it is kept, and the pairs
+//! to audit, each with its URLs, credentials, TLS, schedule, mode and the objects
+//! options of verify (databases, prefixes, TTL extension).
+//!
+//! Parsed by serde (unknown keys refused), then checked value by value; every error
+//! names the file, the pair and the key. Messages quote only a key, never a value
+//! (a URL may hold a password). Passwords come from the URL, a file
+//! (`source_password_file`) or an environment variable named in the file
+//! (`source_password_env`), and are filled in by `crate::connection` as for sync.
+//! Relative paths (history, password and TLS files) are relative to the file's folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use lockstep_verify::{CompareOptions, Sample};
+use serde::Deserialize;
+
+use crate::args::ConnectionArgs;
+use crate::audit::schedule::{Every, Schedule};
+
+/// Keys per second on each side when a pair sets no limit: gentle on production.
+pub const DEFAULT_KEYS_PER_SECOND: u64 = 5000;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    history: PathBuf,
+    keep_days: Option<u64>,
+    keep_runs: Option<u64>,
+    status_addr: Option<String>,
+    webhook_url: Option<String>,
+    #[serde(default)]
+    pair: Vec<PairFile>,
+}
+
+/// One `[[pair]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairFile {
+    name: String,
+    source: String,
+    target: String,
+    source_password_file: Option<PathBuf>,
+    target_password_file: Option<PathBuf>,
+    source_password_env: Option<String>,
+    target_password_env: Option<String>,
+    source_tls_ca_file: Option<PathBuf>,
+    source_tls_cert_file: Option<PathBuf>,
+    source_tls_key_file: Option<PathBuf>,
+    target_tls_ca_file: Option<PathBuf>,
+    target_tls_cert_file: Option<PathBuf>,
+    target_tls_key_file: Option<PathBuf>,
+    interval_secs: Option<u64>,
+    cron: Option<String>,
+    #[serde(default)]
+    jitter_secs: u64,
+    #[serde(default = "full")]
+    mode: String,
+    sample_rate: Option<f64>,
+    sample_count: Option<u64>,
+    #[serde(default)]
+    rotate_sample: bool,
+    #[serde(default = "one")]
+    rounds: u32,
+    #[serde(default = "thousand")]
+    round_pause_ms: u64,
+    keys_per_second: Option<u64>,
+    #[serde(default)]
+    dbs: Vec<u32>,
+    #[serde(default)]
+    prefix: Vec<String>,
+    #[serde(default)]
+    exclude_prefix: Vec<String>,
+    #[serde(default)]
+    extend_ttl: u64,
+    ttl_tolerance_ms: Option<u64>,
+    workers: Option<usize>,
+}
+
+fn full() -> String {
+    "full".to_owned()
+}
+fn one() -> u32 {
+    1
+}
+fn thousand() -> u64 {
+    1000
+}
+
+/// The audit's configuration, checked.
+#[derive(Debug)]
+pub struct AuditConfig {
+    pub history: PathBuf,
+    pub retention: Retention,
+    /// The daemon serves `/status` and `/metrics` here.
+    pub status_addr: Option<std::net::SocketAddr>,
+    /// Alerts on every change of a pair's verdict are POSTed here (`http://`).
+    pub webhook_url: Option<String>,
+    pub pairs: Vec<Pair>,
+}
+
+/// How much history is kept, per pair: runs older than `days`, and beyond the
+/// newest `runs`, are deleted after each run. None: kept forever.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Retention {
+    pub days: Option<u64>,
+    pub runs: Option<u64>,
+}
+
+/// One pair to audit.
+#[derive(Debug)]
+pub struct Pair {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    /// Passwords (files, environment) and TLS, as for sync and verify.
+    pub connection: ConnectionArgs,
+    pub schedule: Schedule,
+    /// A different window of the hash space per run ([`CompareOptions::sample_window`]).
+    pub rotate_sample: bool,
+    pub options: CompareOptions,
+}
+
+impl Pair {
+    /// The mode as recorded in the history: "full" or "sample".
+    pub fn mode(&self) -> &'static str {
+        match self.options.sample {
+            Sample::All => "full",
+            _ => "sample",
+        }
+    }
+}
+
+/// Reads and checks the file at `path`.
+pub fn load(path: &Path) -> anyhow::Result<AuditConfig> {
+    let file = path.display();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the audit config file {file}"))?;
+    let raw: FileConfig = toml::from_str(&text).map_err(|e| {
+        // The message only, never the offending line: it may hold a password.
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        anyhow::anyhow!(
+            "the audit config file {file}{at}: {} (see docs/audit.md)",
+            e.message()
+        )
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut pairs = Vec::new();
+    for pair in raw.pair {
+        let name = pair.name.clone();
+        let checked = check_pair(pair, base)
+            .map_err(|e| anyhow::anyhow!("the audit config file {file}: pair `{name}`: {e}"))?;
+        anyhow::ensure!(
+            !pairs.iter().any(|p: &Pair| p.name == checked.name),
+            "the audit config file {file}: two pairs are named `{name}`"
+        );
+        pairs.push(checked);
+    }
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "the audit config file {file} has no [[pair]]: nothing to audit"
+    );
+    let positive = |value: Option<u64>, key: &str| match value {
+        Some(0) => anyhow::bail!("the audit config file {file}: key `{key}` must be at least 1"),
+        other => Ok(other),
+    };
+    let retention = Retention {
+        days: positive(raw.keep_days, "keep_days")?,
+        runs: positive(raw.keep_runs, "keep_runs")?,
+    };
+    let status_addr = raw
+        .status_addr
+        .as_deref()
+        .map(crate::status::parse_addr)
+        .transpose()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "the audit config file {file}: key `status_addr` must be HOST:PORT or PORT"
+            )
+        })?;
+    if let Some(url) = &raw.webhook_url {
+        anyhow::ensure!(
+            url.starts_with("http://"),
+            "the audit config file {file}: key `webhook_url` must be an http:// URL (https is not supported yet)"
+        );
+    }
+    Ok(AuditConfig {
+        history: base.join(raw.history),
+        retention,
+        status_addr,
+        webhook_url: raw.webhook_url,
+        pairs,
+    })
+}
+
+/// A pair's values checked and turned into the comparison's options.
+fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
+    anyhow::ensure!(
+        lockstep_sync::engine::validate_task_name(&p.name).is_ok(),
+        "key `name`: 1 to 64 of A-Z a-z 0-9 _ . -"
+    );
+    let schedule = schedule(&p)?;
+    let sample = sample(&p)?;
+    anyhow::ensure!(
+        (1..=100).contains(&p.rounds),
+        "key `rounds` must be 1 to 100"
+    );
+    anyhow::ensure!(
+        p.dbs.iter().all(|&db| db <= 255),
+        "key `dbs`: database numbers are 0 to 255"
+    );
+    anyhow::ensure!(
+        p.extend_ttl <= 315_360_000,
+        "key `extend_ttl` must be 0 to 315360000 (10 years)"
+    );
+    let keys_per_second = p.keys_per_second.unwrap_or(DEFAULT_KEYS_PER_SECOND);
+    anyhow::ensure!(
+        keys_per_second >= 1,
+        "key `keys_per_second` must be at least 1"
+    );
+    let workers = p.workers.unwrap_or(2);
+    anyhow::ensure!((1..=64).contains(&workers), "key `workers` must be 1 to 64");
+    let defaults = CompareOptions::default();
+    let mut ignore = defaults.ignore_prefixes.clone();
+    ignore.extend(p.exclude_prefix.iter().map(|s| s.as_bytes().to_vec()));
+    let options = CompareOptions {
+        dbs: p.dbs.clone(),
+        ttl_tolerance: p
+            .ttl_tolerance_ms
+            .map_or(defaults.ttl_tolerance, Duration::from_millis),
+        ttl_extension: Duration::from_secs(p.extend_ttl),
+        ignore_prefixes: ignore,
+        include_prefixes: p.prefix.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        sample,
+        workers,
+        keys_per_second: Some(keys_per_second),
+        rounds: p.rounds,
+        round_pause: Duration::from_millis(p.round_pause_ms),
+        ..defaults
+    };
+    Ok(Pair {
+        connection: connection(&p, base)?,
+        name: p.name,
+        source: p.source,
+        target: p.target,
+        schedule,
+        rotate_sample: p.rotate_sample,
+        options,
+    })
+}
+
+fn schedule(p: &PairFile) -> anyhow::Result<Schedule> {
+    let jitter = Duration::from_secs(p.jitter_secs);
+    match (p.interval_secs, &p.cron) {
+        (Some(0), None) => anyhow::bail!("key `interval_secs` must be at least 1"),
+        (Some(secs), None) => Ok(Schedule::new(
+            Every::Interval(Duration::from_secs(secs)),
+            jitter,
+        )),
+        (None, Some(expression)) => {
+            let every = Every::cron(expression).map_err(|e| anyhow::anyhow!("key `cron`: {e}"))?;
+            Ok(Schedule::new(every, jitter))
+        }
+        (Some(_), Some(_)) => anyhow::bail!("keys `interval_secs` and `cron`: give one, not both"),
+        (None, None) => anyhow::bail!("no schedule: give `interval_secs` or `cron`"),
+    }
+}
+
+fn sample(p: &PairFile) -> anyhow::Result<Sample> {
+    match (p.mode.as_str(), p.sample_rate, p.sample_count) {
+        ("full", None, None) => {
+            anyhow::ensure!(
+                !p.rotate_sample,
+                "key `rotate_sample` needs mode = \"sample\""
+            );
+            Ok(Sample::All)
+        }
+        ("full", _, _) => {
+            anyhow::bail!("keys `sample_rate` and `sample_count` need mode = \"sample\"")
+        }
+        ("sample", Some(rate), None) if rate > 0.0 && rate <= 1.0 => Ok(Sample::Rate(rate)),
+        ("sample", Some(_), None) => {
+            anyhow::bail!("key `sample_rate` must be above 0 and at most 1")
+        }
+        ("sample", None, Some(0)) => anyhow::bail!("key `sample_count` must be at least 1"),
+        ("sample", None, Some(count)) => Ok(Sample::Count(count)),
+        ("sample", _, _) => {
+            anyhow::bail!("mode = \"sample\" needs `sample_rate` or `sample_count` (one)")
+        }
+        _ => anyhow::bail!("key `mode` must be \"full\" or \"sample\""),
+    }
+}
+
+/// The pair's credentials and TLS as the shared connection arguments, so its URLs are
+/// read by the same parser and its passwords filled by the same rules as sync's.
+fn connection(p: &PairFile, base: &Path) -> anyhow::Result<ConnectionArgs> {
+    let env = |name: &Option<String>, key: &str| -> anyhow::Result<Option<String>> {
+        match name {
+            None => Ok(None),
+            Some(var) => std::env::var(var).map(Some).map_err(|_| {
+                anyhow::anyhow!("key `{key}`: the environment variable {var} is not set")
+            }),
+        }
+    };
+    let path = |file: &Option<PathBuf>| file.as_ref().map(|f| base.join(f));
+    Ok(ConnectionArgs {
+        source_password_file: path(&p.source_password_file),
+        target_password_file: path(&p.target_password_file),
+        source_password: env(&p.source_password_env, "source_password_env")?,
+        target_password: env(&p.target_password_env, "target_password_env")?,
+        source_tls_ca_file: path(&p.source_tls_ca_file),
+        source_tls_cert_file: path(&p.source_tls_cert_file),
+        source_tls_key_file: path(&p.source_tls_key_file),
+        source_tls_skip_verify_hostname: false,
+        target_tls_ca_file: path(&p.target_tls_ca_file),
+        target_tls_cert_file: path(&p.target_tls_cert_file),
+        target_tls_key_file: path(&p.target_tls_key_file),
+        target_tls_skip_verify_hostname: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> anyhow::Result<AuditConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("audits.toml");
+        std::fs::write(&path, text)?;
+        load(&path)
+    }
+
+    const PAIR: &str = "[[pair]]\nname = \"orders\"\nsource = \"redis://s:1\"\n\
+                        target = \"redis://:hunter2@t:1\"\ninterval_secs = 60\n";
+
+    #[test]
+    fn a_minimal_file_gets_gentle_defaults() {
+        let config =
+            load_text(&format!("history = \"h.db\"\nkeep_runs = 5\n{PAIR}")).expect("parses");
+        let pair = &config.pairs[0];
+        assert_eq!(pair.options.keys_per_second, Some(DEFAULT_KEYS_PER_SECOND));
+        assert_eq!(pair.options.sample, Sample::All);
+        assert_eq!(pair.mode(), "full");
+        assert!(config.history.ends_with("h.db") && config.history.is_absolute());
+        assert_eq!(
+            config.retention,
+            Retention {
+                days: None,
+                runs: Some(5)
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_the_pair_and_the_key_never_a_value() {
+        let cases = [
+            (
+                format!("history = \"h\"\n{PAIR}sampel_rate = 0.1\n"),
+                "sampel_rate",
+            ),
+            (
+                format!("history = \"h\"\n{PAIR}mode = \"sample\"\nsample_rate = 3.0\n"),
+                "`sample_rate`",
+            ),
+            (
+                format!("history = \"h\"\n{PAIR}cron = \"0 * * * *\"\n"),
+                "`cron`",
+            ),
+            (format!("history = \"h\"\n{PAIR}rounds = 0\n"), "`rounds`"),
+            (
+                format!("history = \"h\"\n{PAIR}mode = \"quick\"\n"),
+                "`mode`",
+            ),
+            (
+                format!("history = \"h\"\nkeep_days = 0\n{PAIR}"),
+                "`keep_days`",
+            ),
+            (
+                PAIR.replace("interval_secs = 60", "cron = \"61 * * * *\""),
+                "history",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = format!("{:#}", load_text(&text).expect_err(key));
+            assert!(
+                err.contains(key) && err.contains("audits.toml"),
+                "{key}: {err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let cron = format!(
+            "history = \"h\"\n{}",
+            PAIR.replace("interval_secs = 60", "cron = \"61 * * * *\"")
+        );
+        let err = format!("{:#}", load_text(&cron).expect_err("bad cron"));
+        assert!(
+            err.contains("pair `orders`") && err.contains("`cron`"),
+            "{err}"
+        );
+    }
+
+    /// The ```toml block of docs/audit.md.
+    fn documented_example() -> String {
+        let doc = include_str!("../../../docs/audit.md");
+        let start = doc.find("```toml\n").expect("an example block") + "```toml\n".len();
+        let end = doc[start..].find("```").expect("the block ends") + start;
+        doc[start..end].to_owned()
+    }
+
+    #[test]
+    fn the_documented_example_parses_and_every_key_has_a_row() {
+        std::env::set_var("SESSIONS_SOURCE_PASSWORD", "x");
+        let dir = tempfile::tempdir().expect("dir");
+        let example = documented_example().replace("/etc/lockstep/", "");
+        std::fs::write(dir.path().join("target.pass"), "p\n").expect("write");
+        let path = dir.path().join("audits.toml");
+        std::fs::write(&path, &example).expect("write");
+        let config = load(&path).expect("the example parses");
+        assert_eq!(config.pairs.len(), 2);
+        assert!(config.pairs[0].rotate_sample && config.pairs[0].mode() == "sample");
+        // serde lists every known key when it meets an unknown one.
+        let doc = include_str!("../../../docs/audit.md");
+        for (text, table) in [
+            ("nope = 1\n".to_owned(), "top level"),
+            (format!("history = \"h\"\n{PAIR}nope = 1\n"), "pair"),
+        ] {
+            let err = format!("{:#}", load_text(&text).expect_err("unknown key"));
+            let expected = err.split("expected one of").nth(1).expect(&err);
+            for key in expected
+                .split(',')
+                .map(|k| k.trim().trim_matches(|c| c == '`' || c == ' '))
+            {
+                let key = key
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_matches('`');
+                assert!(
+                    doc.contains(&format!("| `{key}` |")),
+                    "docs/audit.md has no row for the {table} key `{key}`"
+                );
+            }
+        }
+    }
+}
