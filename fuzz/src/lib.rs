@@ -35,6 +35,13 @@ mod chaos {
     pub struct ChaosArgs {}
 }
 
+/// The one name `args.rs` takes from the audit (whose TOML file is read by its own
+/// loader, not by `config.rs`).
+mod audit {
+    #[derive(Debug, clap::Args)]
+    pub struct AuditArgs {}
+}
+
 /// A target's body: one input, a panic when an assertion fails.
 pub type Body = fn(&[u8]);
 
