@@ -166,6 +166,12 @@ pub struct TaskArgs {
     /// with LOCKSTEP_ are never written to the target.
     #[arg(long, value_name = "PREFIX")]
     pub exclude_prefix: Vec<String>,
+    /// Write a key starting with OLD under NEW instead (repeatable; docs/transforms.md):
+    /// `user:=u:` writes `user:42` as `u:42`; `=app1:` puts every key under `app1:`.
+    /// Prefix rules (--prefix, --exclude-prefix) apply to the source's names. The
+    /// rules must be one-to-one, or the task refuses to start and says why.
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename_prefix)]
+    pub rename_prefix: Vec<(String, String)>,
     /// Apply PUBLISH and SPUBLISH to the target; by default they are dropped (they
     /// cannot be synchronized: subscribers of the source are not the target's).
     #[arg(long)]
@@ -207,6 +213,16 @@ fn parse_db_mapping(text: &str) -> Result<(u32, u32), String> {
         Some((from, to)) if from <= 255 && to <= 255 => Ok((from, to)),
         _ => Err(format!(
             "{text:?}: use SRC:DST with database numbers 0 to 255, e.g. 0:5"
+        )),
+    }
+}
+
+/// `OLD=NEW`, split at the first `=` (so OLD cannot hold one; NEW can).
+pub fn parse_rename_prefix(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((old, new)) => Ok((old.to_string(), new.to_string())),
+        None => Err(format!(
+            "{text:?}: use OLD=NEW, e.g. user:=u: (an empty OLD renames every key)"
         )),
     }
 }

@@ -51,6 +51,7 @@ pub mod link {
 pub mod load;
 pub mod precheck;
 pub mod rdb;
+pub mod rename;
 pub mod resp;
 pub mod slots;
 pub mod source;
