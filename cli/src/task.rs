@@ -37,6 +37,12 @@ impl TaskArgs {
                 .iter()
                 .map(|p| p.as_bytes().to_vec())
                 .collect(),
+            renames: lockstep_sync::rename::KeyRenames::new(
+                self.rename_prefix
+                    .iter()
+                    .map(|(old, new)| (old.as_bytes().to_vec(), new.as_bytes().to_vec()))
+                    .collect(),
+            ),
             keep_publish: self.keep_publish,
             drop_commands: self.drop_command.clone(),
             extend_ttl: Duration::from_secs(self.extend_ttl),

@@ -22,6 +22,14 @@
 //!   EX / PX / EXAT / PXAT (6.2 carries SET PX, 7.0+ SET PXAT), SETEX / PSETEX,
 //!   GETEX, RESTORE. Hash field expiries are not extended.
 //!
+//! # Renames
+//! `renames` ([`crate::rename`], `--rename-prefix OLD=NEW`) come last: every rule
+//! above judges the source's names, then each key argument of what is applied is
+//! renamed (by the key positions of [`crate::keys`]). A script (EVAL, FCALL) or a SORT
+//! with BY/GET patterns in the stream stops the task under renames: they may name
+//! keys no rename can reach. On the target, [`Filter::owns_key`] judges a key by its
+//! source name.
+//!
 //! # Commands that touch kept and filtered keys at once
 //! DEL, UNLINK and TOUCH keep their kept keys; MSET and MSETNX their kept pairs (as
 //! MSET: the source set them all). RENAME/RENAMENX from a kept key to a filtered one
@@ -59,6 +67,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::keys::{key_indices, split_part, KeysError};
+use crate::rename::KeyRenames;
 
 /// What a full resync over stale data removes from the target, as the filter
 /// decides it (see the module doc, "A full resync over stale data").
@@ -103,6 +112,9 @@ pub struct Filter {
     pub drop_commands: Vec<String>,
     /// Added to every key expiry written to the target.
     pub extend_ttl: Duration,
+    /// Key renames by prefix, applied last, to what the other rules kept
+    /// ([`crate::rename`]).
+    pub renames: KeyRenames,
     /// Set for one shard of a cluster source: its slot ranges (inclusive). Scopes what
     /// the task removes from the shared target (a clear before a full resync, a
     /// FLUSHALL / FLUSHDB of the shard) to keys in these slots, and applies FUNCTION
@@ -119,9 +131,11 @@ pub enum Verdict {
     Drop,
     /// Apply these commands instead, in order.
     Rewrite(Vec<Vec<Bytes>>),
-    /// Remove the task's own keys from the target ([`Filter::clear_scope`]): a
-    /// FLUSHALL or FLUSHDB of one shard of a cluster source.
-    ClearOwnKeys,
+    /// Remove the task's own keys from the target: of target database `db` (a
+    /// FLUSHDB), or of every database it writes (`None`, a FLUSHALL:
+    /// [`Filter::clear_scope`]). A FLUSHALL or FLUSHDB of one shard of a cluster
+    /// source, or of a source whose keys are renamed (tasks sharing a target).
+    ClearOwnKeys { db: Option<u32> },
 }
 
 /// A command the filter cannot apply honestly: the task stops.
@@ -181,7 +195,9 @@ impl Filter {
         if self.extend_ttl.as_millis() > i64::MAX as u128 / 2 {
             return bad("the TTL extension is too large".into());
         }
-        Ok(())
+        self.renames
+            .validate()
+            .map_err(|e| FilterConfigError(e.to_string()))
     }
 
     /// Is source database `db` synchronized?
@@ -225,10 +241,28 @@ impl Filter {
                 .any(|&(first, last)| first <= slot && slot <= last)
     }
 
-    /// Does the task own this key on the target: it writes it (prefix rules, own
+    /// Does the task own this key of the target: it writes it (prefix rules, own
     /// keys) and, for a shard of a cluster source, it hashes into the shard's slots.
-    pub fn owns_key(&self, key: &[u8]) -> bool {
-        self.keeps_key(key) && self.in_source_slots(crate::slots::key_slot(key))
+    /// Judged on the key's source name ([`KeyRenames::source_key`]): a target key no
+    /// source key is renamed to is not the task's.
+    pub fn owns_key(&self, target_key: &[u8]) -> bool {
+        let Some(key) = self.renames.source_key(target_key) else {
+            return false;
+        };
+        self.keeps_key(&key) && self.in_source_slots(crate::slots::key_slot(&key))
+    }
+
+    /// The target name of kept source key `key`, or the error that stops the task
+    /// when it would meet a renamed key ([`KeyRenames::collides`]).
+    pub fn target_key<'k>(&self, key: &'k [u8]) -> Result<std::borrow::Cow<'k, [u8]>, FilterError> {
+        if self.renames.collides(key) {
+            return Err(FilterError {
+                command: "(a key of the source)".into(),
+                keys: vec![lossy(key)],
+                reason: colliding_reason(),
+            });
+        }
+        Ok(self.renames.target_key(key))
     }
 
     /// Is this key of the snapshot written to the target?
@@ -266,7 +300,7 @@ impl Filter {
     pub fn clear_scope(&self) -> ClearScope {
         let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
         // Key by key: with prefix rules, or for one shard of a cluster source.
-        let by_key = prefix_rules || !self.source_slots.is_empty();
+        let by_key = prefix_rules || !self.source_slots.is_empty() || !self.renames.is_empty();
         let written = || self.written_target_dbs();
         match (by_key, self.has_db_rules()) {
             (false, false) => ClearScope::Everything,
@@ -275,6 +309,15 @@ impl Filter {
                 dbs: rules.then(written),
                 patterns: self.scan_patterns(),
             },
+        }
+    }
+
+    /// What a FLUSHDB of target database `db` removes when the task owns only some
+    /// keys ([`Verdict::ClearOwnKeys`]).
+    pub fn clear_scope_in(&self, db: u32) -> ClearScope {
+        ClearScope::Keys {
+            dbs: Some(vec![db]),
+            patterns: self.scan_patterns(),
         }
     }
 
@@ -297,9 +340,10 @@ impl Filter {
         holding_keys
     }
 
-    /// SCAN MATCH patterns covering the keys the task may own.
+    /// SCAN MATCH patterns covering the keys the task may own on the target (every
+    /// key with renames: [`Filter::owns_key`] judges each by its source name).
     pub(crate) fn scan_patterns(&self) -> Vec<Vec<u8>> {
-        if self.include_prefixes.is_empty() {
+        if self.include_prefixes.is_empty() || !self.renames.is_empty() {
             vec![b"*".to_vec()]
         } else {
             self.include_prefixes
@@ -311,6 +355,68 @@ impl Filter {
 
     /// What to do with `argv`, a command of the stream applied in source database `db`.
     pub fn command(&self, argv: &[Bytes], db: u32) -> Result<Verdict, FilterError> {
+        let verdict = self.command_by_source_names(argv, db)?;
+        if self.renames.is_empty() {
+            return Ok(verdict);
+        }
+        Ok(match verdict {
+            Verdict::Keep => match self.renamed(argv)? {
+                Some(renamed) => Verdict::Rewrite(vec![renamed]),
+                None => Verdict::Keep,
+            },
+            Verdict::Rewrite(commands) => {
+                let mut out = Vec::with_capacity(commands.len());
+                for command in commands {
+                    out.push(match self.renamed(&command)? {
+                        Some(renamed) => renamed,
+                        None => command,
+                    });
+                }
+                Verdict::Rewrite(out)
+            }
+            other => other,
+        })
+    }
+
+    /// `argv` with its keys renamed ([`crate::rename`]); None when no key changes.
+    /// A command whose keys cannot all be found and renamed stops the task.
+    fn renamed(&self, argv: &[Bytes]) -> Result<Option<Vec<Bytes>>, FilterError> {
+        let name = argv.first().map(|n| &n[..]).unwrap_or_default();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if [
+            "EVAL",
+            "EVALSHA",
+            "EVAL_RO",
+            "EVALSHA_RO",
+            "FCALL",
+            "FCALL_RO",
+        ]
+        .iter()
+        .any(|n| is(n))
+        {
+            return Err(error(argv, Vec::new(), "a script in the stream may name keys in its body, which no rename can reach (fix: let the source replicate scripts as their effects, the default since Redis 5, or drop --rename-prefix)"));
+        }
+        if (is("SORT") || is("SORT_RO")) && sort_names_other_keys(argv) {
+            return Err(error(argv, vec![lossy(argv.get(1).map(|k| &k[..]).unwrap_or_default())], "its BY or GET pattern names other keys, which no rename can reach (fix: drop --rename-prefix for these keys)"));
+        }
+        let indices = key_indices(argv).map_err(|e| {
+            error(argv, Vec::new(), &format!("{e}; its keys cannot be found to rename them (fix: drop it with --drop-command if it writes no key, or drop --rename-prefix)"))
+        })?;
+        let mut out: Option<Vec<Bytes>> = None;
+        for i in indices {
+            let key = &argv[i];
+            if self.renames.collides(key) {
+                return Err(error(argv, vec![lossy(key)], &colliding_reason()));
+            }
+            if let std::borrow::Cow::Owned(renamed) = self.renames.target_key(key) {
+                out.get_or_insert_with(|| argv.to_vec())[i] = Bytes::from(renamed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Filter::command`] before the renames: every rule judges source names.
+    fn command_by_source_names(&self, argv: &[Bytes], db: u32) -> Result<Verdict, FilterError> {
         let Some(name) = argv.first() else {
             return Ok(Verdict::Keep);
         };
@@ -325,10 +431,20 @@ impl Filter {
         if self.drop_commands.iter().any(|d| is(d)) {
             return Ok(Verdict::Drop);
         }
-        if !self.source_slots.is_empty() {
-            if is("FLUSHALL") || is("FLUSHDB") {
-                return Ok(Verdict::ClearOwnKeys);
+        if is("FLUSHDB") && !self.is_db_selected(db.into()) {
+            return Ok(Verdict::Drop);
+        }
+        if !self.source_slots.is_empty() || !self.renames.is_empty() {
+            if is("FLUSHALL") {
+                return Ok(Verdict::ClearOwnKeys { db: None });
             }
+            if is("FLUSHDB") {
+                return Ok(Verdict::ClearOwnKeys {
+                    db: Some(self.target_db(db)),
+                });
+            }
+        }
+        if !self.source_slots.is_empty() {
             if (is("FUNCTION") || is("SCRIPT")) && !self.in_source_slots(0) {
                 return Ok(Verdict::Drop); // the shard serving slot 0 applies them
             }
@@ -356,7 +472,7 @@ impl Filter {
                     Some(one) if commands.is_empty() => rewritten = Some(one),
                     _ => return Err(error(argv, Vec::new(), "internal: a split into several")),
                 },
-                Verdict::ClearOwnKeys => return Ok(Verdict::ClearOwnKeys),
+                Verdict::ClearOwnKeys { db } => return Ok(Verdict::ClearOwnKeys { db }),
             }
         }
         if !self.extend_ttl.is_zero() {
@@ -597,6 +713,21 @@ fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
     pattern
 }
 
+/// Why a key that no rule renames but that lies under a NEW prefix stops the task.
+fn colliding_reason() -> String {
+    "it keeps its name under a --rename-prefix NEW prefix, where a renamed key may be written too, so two source keys could share one target key (fix: exclude its prefix with --exclude-prefix, or rename it too)".into()
+}
+
+/// Does a SORT read other keys through a BY pattern (other than `nosort`) or a GET
+/// pattern (other than `#`)?
+fn sort_names_other_keys(argv: &[Bytes]) -> bool {
+    argv.windows(2).skip(1).any(|pair| {
+        let (word, value) = (&pair[0], &pair[1]);
+        (word.eq_ignore_ascii_case(b"BY") && !value.eq_ignore_ascii_case(b"nosort"))
+            || (word.eq_ignore_ascii_case(b"GET") && &value[..] != b"#")
+    })
+}
+
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -830,9 +961,19 @@ mod tests {
         };
         let first = shard(&[(0, 5460)]);
         let other = shard(&[(5461, 10921), (16000, 16383)]);
-        for flush in ["FLUSHALL", "FLUSHDB ASYNC", "flushall sync"] {
-            assert_eq!(first.command(&argv(flush), 0), Ok(Verdict::ClearOwnKeys));
-            assert_eq!(other.command(&argv(flush), 0), Ok(Verdict::ClearOwnKeys));
+        for (flush, db) in [
+            ("FLUSHALL", None),
+            ("FLUSHDB ASYNC", Some(0)),
+            ("flushall sync", None),
+        ] {
+            assert_eq!(
+                first.command(&argv(flush), 0),
+                Ok(Verdict::ClearOwnKeys { db })
+            );
+            assert_eq!(
+                other.command(&argv(flush), 0),
+                Ok(Verdict::ClearOwnKeys { db })
+            );
         }
         for global in ["FUNCTION FLUSH", "SCRIPT FLUSH"] {
             assert_eq!(first.command(&argv(global), 0), Ok(Verdict::Keep));

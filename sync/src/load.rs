@@ -48,8 +48,9 @@
 //! # The filter
 //! Keys the task's [`Filter`] does not keep (unselected databases, key prefixes,
 //! lockstep's own `LOCKSTEP_` keys) are skipped, elements and all; kept keys go to
-//! their mapped database, with their expiry extended by the filter's TTL extension
-//! (the guard above then works on the extended expiry).
+//! their mapped database, under their renamed name ([`crate::rename`]), with their
+//! expiry extended by the filter's TTL extension (the guard above then works on the
+//! extended expiry).
 
 use std::time::Duration;
 
@@ -103,6 +104,8 @@ pub enum LoadError {
     },
     #[error("the RDB parser gave {0} out of order")]
     OutOfOrder(&'static str),
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
 }
 
 /// The key being loaded.
@@ -172,11 +175,15 @@ impl KeyLoader {
     pub async fn on_event(&mut self, event: Event, writer: &mut Target) -> Result<(), LoadError> {
         match event {
             Event::Header { version } => self.source_rdb_version = version as u16,
-            Event::KeyStart(meta) => {
+            Event::KeyStart(mut meta) => {
                 if !self.filter.keeps_rdb_key(meta.db, &meta.key) {
                     self.skipping = true;
                     self.current = None;
                     return Ok(());
+                }
+                // From here on the key has its target name (--rename-prefix).
+                if let std::borrow::Cow::Owned(renamed) = self.filter.target_key(&meta.key)? {
+                    meta.key = renamed;
                 }
                 self.skipping = false;
                 self.select(self.target_db(meta.db), writer).await?;

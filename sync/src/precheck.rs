@@ -483,6 +483,119 @@ async fn versions(source: &mut Conn, target: &mut Conn) -> CheckItem {
     }
 }
 
+/// Does the task own only some keys of its target databases (prefix rules or
+/// renames: [`crate::filter::ClearScope::Keys`])? Then only those can conflict.
+fn by_key(filter: &crate::filter::Filter) -> bool {
+    matches!(filter.clear_scope(), crate::filter::ClearScope::Keys { .. })
+}
+
+/// Keys scanned per database, at most, when looking for the task's own names on a
+/// target shared with other tasks.
+const OWNED_SCAN_KEYS_MAX: usize = 1_000_000;
+
+/// With key rules, a conflict is a target key the task would write (a key it owns,
+/// renamed names included: [`crate::filter::Filter::owns_key`]); keys of other tasks
+/// sharing the target are not. Scans each busy database, up to
+/// [`OWNED_SCAN_KEYS_MAX`] keys.
+async fn owned_keys_present(
+    target: &mut Conn,
+    filter: &crate::filter::Filter,
+    busy: &[(u32, u64)],
+    precheck_conflicts: bool,
+) -> CheckItem {
+    const NAME: &str = "target databases are empty";
+    let mut owned: Vec<(u32, String)> = Vec::new();
+    let mut partial = Vec::new();
+    for &(db, _) in busy {
+        match scan_owned(target, filter, db).await {
+            Ok((found, complete)) => {
+                owned.extend(found.into_iter().map(|k| (db, k)));
+                if !complete {
+                    partial.push(db);
+                }
+            }
+            Err(e) => {
+                return CheckItem::new(
+                    NAME,
+                    Outcome::Warn,
+                    format!("cannot scan db {db} of the target: {e}"),
+                )
+            }
+        }
+    }
+    let total: u64 = busy.iter().map(|(_, n)| n).sum();
+    if owned.is_empty() && partial.is_empty() {
+        return CheckItem::new(NAME, Outcome::Pass, format!("{total} keys in the task's databases, none under a name this task writes (other tasks' keys)"));
+    }
+    if owned.is_empty() {
+        return CheckItem::new(NAME, Outcome::Warn, format!("no key under a name this task writes among the first {OWNED_SCAN_KEYS_MAX} keys of db {partial:?}; the rest was not scanned"));
+    }
+    let examples: Vec<String> = owned
+        .iter()
+        .take(5)
+        .map(|(db, k)| format!("{k} (db {db})"))
+        .collect();
+    let detail = format!(
+        "target keys under names this task writes: {}{}",
+        examples.join(", "),
+        if owned.len() > 5 {
+            format!(" and {} more", owned.len() - 5)
+        } else {
+            String::new()
+        }
+    );
+    if precheck_conflicts {
+        CheckItem::new(NAME, Outcome::Fail, detail).fix("delete those keys, change --prefix or --rename-prefix, or choose --conflict ignore to let source keys overwrite them")
+    } else {
+        CheckItem::new(
+            NAME,
+            Outcome::Warn,
+            format!("{detail}: source keys will overwrite them"),
+        )
+    }
+}
+
+/// The keys of target database `db` the task owns (at most 100 kept), and whether
+/// the scan went through the whole database.
+async fn scan_owned(
+    target: &mut Conn,
+    filter: &crate::filter::Filter,
+    db: u32,
+) -> Result<(Vec<String>, bool), String> {
+    target
+        .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut cursor, mut scanned, mut found) = (b"0".to_vec(), 0usize, Vec::new());
+    loop {
+        let reply = target
+            .query(&[b"SCAN".as_slice(), &cursor, b"COUNT", b"1000"])
+            .await
+            .map_err(|e| e.to_string())?;
+        let Frame::Array(parts) = reply else {
+            return Err(format!("SCAN answered {reply:?}"));
+        };
+        let (Some(next), Some(Frame::Array(keys))) =
+            (parts.first().and_then(Frame::as_bytes), parts.get(1))
+        else {
+            return Err("SCAN answered an unexpected shape".into());
+        };
+        cursor = next.to_vec();
+        for key in keys.iter().filter_map(Frame::as_bytes) {
+            scanned += 1;
+            if found.len() < 100 && filter.owns_key(key) {
+                found.push(String::from_utf8_lossy(key).into_owned());
+            }
+        }
+        if cursor == b"0" {
+            return Ok((found, true));
+        }
+        if scanned >= OWNED_SCAN_KEYS_MAX {
+            return Ok((found, false));
+        }
+    }
+}
+
 async fn target_empty(target: &mut Conn, options: &PrecheckOptions) -> CheckItem {
     const NAME: &str = "target databases are empty";
     let Ok(keyspace) = text(target, &[b"INFO".as_slice(), b"keyspace"]).await else {
@@ -502,6 +615,9 @@ async fn target_empty(target: &mut Conn, options: &PrecheckOptions) -> CheckItem
     }
     if busy.is_empty() {
         return CheckItem::new(NAME, Outcome::Pass, "no keys in the selected databases");
+    }
+    if let Some(filter) = options.filter.as_ref().filter(|f| by_key(f)) {
+        return owned_keys_present(target, filter, &busy, options.precheck_conflicts).await;
     }
     let (db, count) = busy[0];
     let mut examples = String::new();

@@ -27,9 +27,12 @@ pub(super) enum Action {
     Skip,
     /// The filter's replacement (split keys, mapped databases, extended TTLs).
     Rewrite(Vec<Vec<Bytes>>),
-    /// FLUSHALL / FLUSHDB of one shard of a cluster source: remove that shard's keys
-    /// from the target, and only those.
-    ClearOwnKeys,
+    /// FLUSHALL / FLUSHDB of one shard of a cluster source, or under renames: remove
+    /// the task's keys from the target (of target database `db`; None: of all), and
+    /// only those.
+    ClearOwnKeys {
+        db: Option<u32>,
+    },
 }
 
 /// What to do with `command`, applied in source database `db`.
@@ -75,7 +78,7 @@ pub(super) fn classify(
         Verdict::Keep => Action::Apply,
         Verdict::Drop => Action::Skip,
         Verdict::Rewrite(commands) => Action::Rewrite(commands),
-        Verdict::ClearOwnKeys => Action::ClearOwnKeys,
+        Verdict::ClearOwnKeys { db } => Action::ClearOwnKeys { db },
     })
 }
 
@@ -145,7 +148,13 @@ mod tests {
         assert_eq!(action(&options, &["SET", "keep:a", "v"]), Action::Apply);
         // A shard of a cluster source: its FLUSHALL clears its own keys only.
         options.filter.source_slots = vec![(0, 100)];
-        assert_eq!(action(&options, &["FLUSHALL"]), Action::ClearOwnKeys);
-        assert_eq!(action(&options, &["flushdb"]), Action::ClearOwnKeys);
+        assert_eq!(
+            action(&options, &["FLUSHALL"]),
+            Action::ClearOwnKeys { db: None }
+        );
+        assert_eq!(
+            action(&options, &["flushdb"]),
+            Action::ClearOwnKeys { db: Some(0) }
+        );
     }
 }

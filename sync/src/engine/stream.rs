@@ -379,9 +379,9 @@ where
                 self.commands_applied += 1;
                 self.batch.add(writer, &command.argv).await?
             }
-            Action::ClearOwnKeys => {
+            Action::ClearOwnKeys { db } => {
                 self.commands_applied += 1;
-                self.clear_own_keys().await?;
+                self.clear_own_keys(db).await?;
             }
         }
         Ok(())
@@ -398,20 +398,23 @@ where
         }
     }
 
-    /// A FLUSHALL / FLUSHDB of this shard of a cluster source: everything before it
-    /// applied first, then the shard's keys removed from the target. A kill during
-    /// the clear repeats it (it is idempotent).
-    async fn clear_own_keys(&mut self) -> Result<(), SyncError> {
+    /// A FLUSHALL / FLUSHDB of this shard of a cluster source, or of a source whose
+    /// keys are renamed: everything before it applied first, then the task's keys
+    /// removed from the target (of target database `db`; None: of every database
+    /// the task writes). A kill during the clear repeats it (it is idempotent).
+    async fn clear_own_keys(&mut self, db: Option<u32>) -> Result<(), SyncError> {
         let writer = &mut self.session.writer;
         let filter = &self.session.options.filter;
         self.batch.close(writer, self.here).await?;
         writer.drain().await?;
-        let removed = writer
-            .clear(&filter.clear_scope(), |k| filter.owns_key(k))
-            .await?;
+        let scope = match db {
+            Some(db) => filter.clear_scope_in(db),
+            None => filter.clear_scope(),
+        };
+        let removed = writer.clear(&scope, |k| filter.owns_key(k)).await?;
         tracing::info!(
             removed,
-            "the source shard flushed: its keys removed from the target"
+            "the source flushed: the task's keys removed from the target"
         );
         writer.select(filter.selectable_db(self.here.db)).await?;
         Ok(())

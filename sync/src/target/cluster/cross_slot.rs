@@ -37,6 +37,7 @@ use bytes::Bytes;
 use crate::conn::{ApplyError, Conn};
 use crate::rdb::dump::{decode_dump, DumpOptions};
 use crate::rdb::encode_dump;
+use crate::rename::KeyRenames;
 use crate::resp::Frame;
 
 pub use super::skips::{Judgement, Skips};
@@ -46,6 +47,9 @@ pub struct SourceCopier {
     source: Conn,
     target_rdb_version: u16,
     extend_ttl_ms: i64,
+    /// The task's renames: the command's keys are target names, read on the source
+    /// under their source names.
+    renames: KeyRenames,
 }
 
 /// Keys read from the source as of its replication offset `offset`: per key, the
@@ -59,11 +63,32 @@ impl SourceCopier {
     /// `source` is a plain connection to the source the stream comes from; values
     /// are written for a target of `target_rdb_version`, and TTLs lengthened by
     /// `extend_ttl_ms` as the filter does for the stream.
-    pub fn new(source: Conn, target_rdb_version: u16, extend_ttl_ms: i64) -> SourceCopier {
+    /// `renames` are the task's key renames (the keys given to [`SourceCopier::copy`]
+    /// are target names).
+    pub fn new(
+        source: Conn,
+        target_rdb_version: u16,
+        extend_ttl_ms: i64,
+        renames: KeyRenames,
+    ) -> SourceCopier {
         SourceCopier {
             source,
             target_rdb_version,
             extend_ttl_ms,
+            renames,
+        }
+    }
+
+    /// The source name of target key `key` (the stream's commands reach the target
+    /// renamed; every renamed key has one).
+    fn source_name(&self, key: &Bytes) -> Result<Bytes, ApplyError> {
+        match self.renames.source_key(key) {
+            Some(std::borrow::Cow::Borrowed(_)) => Ok(key.clone()),
+            Some(std::borrow::Cow::Owned(name)) => Ok(Bytes::from(name)),
+            None => Err(ApplyError::Cluster(format!(
+                "copying {} from the source for a cross-slot command: no source key is renamed to it",
+                String::from_utf8_lossy(key)
+            ))),
         }
     }
 
@@ -76,8 +101,9 @@ impl SourceCopier {
         ]);
         commands.push(vec![Bytes::from_static(b"MULTI")]);
         for key in keys {
-            commands.push(vec![Bytes::from_static(b"DUMP"), key.clone()]);
-            commands.push(vec![Bytes::from_static(b"PTTL"), key.clone()]);
+            let name = self.source_name(key)?;
+            commands.push(vec![Bytes::from_static(b"DUMP"), name.clone()]);
+            commands.push(vec![Bytes::from_static(b"PTTL"), name]);
         }
         commands.push(vec![
             Bytes::from_static(b"INFO"),
