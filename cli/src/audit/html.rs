@@ -184,7 +184,7 @@ fn colour(verdict: &str) -> &'static str {
 
 fn time(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| ms.to_string())
 }
 
