@@ -475,6 +475,7 @@ async fn the_html_page_draws_its_charts_in_a_browser_and_lists_the_persistent_ke
         std::fs::write(&path, &broken)?;
         let image = screenshot(&browser, &path, name)?;
         let verdict = charts_drawn(&image, 1, 4);
+        eprintln!("{name}: refused as expected: {:?}", verdict.as_ref().err());
         assert!(
             verdict.is_err(),
             "{name}: the check passed a page without a drawn chart: {verdict:?}"
