@@ -7,6 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 "$root/scripts/install-redis.sh"
+# The audit HTML test screenshots the page in headless Chromium (cli/tests/audit_html.rs).
+"$root/scripts/install-browser.sh"
 # Most tests wait on servers rather than compute: more threads than cores keeps
 # the 2-core machines busy without starving them.
 threads="${LOCKSTEP_TEST_THREADS:-4}"

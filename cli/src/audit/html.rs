@@ -19,19 +19,34 @@ const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 160.0;
 const MARGIN: f64 = 40.0;
 
+// The colours are constants, each used for one thing only, so that a screenshot of
+// the page can be checked by colour (cli/tests/audit_html.rs looks for these values).
+/// The line of the differences chart.
+pub const DIFFERENCES_SERIES: &str = "#7b1fa2";
+/// The line of the keys-compared (coverage) chart.
+pub const COVERAGE_SERIES: &str = "#00838f";
+/// A run's dot, by verdict.
+pub const CONSISTENT_DOT: &str = "#22aa22";
+pub const DIFFERENCES_DOT: &str = "#dd2222";
+pub const INCOMPLETE_DOT: &str = "#ddbb22";
+pub const UNVERIFIED_DOT: &str = "#ee8800";
+/// Each chart's frame and background.
+pub const CHART_BORDER: &str = "#dddddd";
+pub const CHART_BACKGROUND: &str = "#fafafa";
+
 /// The whole page.
 pub fn page(runs: &[Run], keys: &[TrackedKey]) -> String {
     let mut by_pair: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
     for run in runs {
         by_pair.entry(run.pair.as_str()).or_default().push(run);
     }
-    let mut out = String::from(
+    let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>lockstep audit history</title><style>\
-         body{font-family:sans-serif;margin:2em;color:#222}\
-         svg{background:#fafafa;border:1px solid #ddd;margin:0.5em 0}\
-         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}\
-         .persistent{color:#b00;font-weight:bold}</style></head><body>\n\
+         body{{font-family:sans-serif;margin:2em;color:#222}}\
+         svg{{background:{CHART_BACKGROUND};border:1px solid {CHART_BORDER};margin:0.5em 0;display:block}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}\
+         .persistent{{color:#b00;font-weight:bold}}</style></head><body>\n\
          <h1>lockstep audit history</h1>\n",
     );
     if by_pair.is_empty() {
@@ -60,15 +75,23 @@ fn pair_section(pair: &str, runs: &[&Run], keys: &[&TrackedKey]) -> String {
             .map(|r| (r.started_ms, value(r), r.verdict.as_str()))
             .collect()
     };
-    out.push_str(&chart("differences", &points(|r| r.differences as f64)));
-    out.push_str(&chart("keys compared", &points(|r| r.keys_compared as f64)));
+    out.push_str(&chart(
+        "differences",
+        DIFFERENCES_SERIES,
+        &points(|r| r.differences as f64),
+    ));
+    out.push_str(&chart(
+        "keys compared",
+        COVERAGE_SERIES,
+        &points(|r| r.keys_compared as f64),
+    ));
     out.push_str(&key_table(keys));
     out.push_str("</section>\n");
     out
 }
 
-/// A line chart of `(time ms, value, verdict)`, one dot per run.
-fn chart(title: &str, points: &[(i64, f64, &str)]) -> String {
+/// A line chart of `(time ms, value, verdict)` in `series` colour, one dot per run.
+fn chart(title: &str, series: &str, points: &[(i64, f64, &str)]) -> String {
     let (first, last) = match (points.first(), points.last()) {
         (Some(f), Some(l)) => (f.0, l.0),
         _ => return String::new(),
@@ -96,7 +119,7 @@ fn chart(title: &str, points: &[(i64, f64, &str)]) -> String {
         .collect();
     let _ = write!(
         svg,
-        "<polyline fill=\"none\" stroke=\"#36c\" stroke-width=\"2\" points=\"{}\"/>",
+        "<polyline fill=\"none\" stroke=\"{series}\" stroke-width=\"2\" points=\"{}\"/>",
         line.join(" ")
     );
     for &(t, v, verdict) in points {
@@ -152,16 +175,16 @@ fn key_table(keys: &[&TrackedKey]) -> String {
 
 fn colour(verdict: &str) -> &'static str {
     match verdict {
-        "consistent" => "#2a2",
-        "differences" => "#d22",
-        "incomplete" => "#db2",
-        _ => "#e80",
+        "consistent" => CONSISTENT_DOT,
+        "differences" => DIFFERENCES_DOT,
+        "incomplete" => INCOMPLETE_DOT,
+        _ => UNVERIFIED_DOT,
     }
 }
 
 fn time(ms: i64) -> String {
     DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| ms.to_string())
 }
 
