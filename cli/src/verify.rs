@@ -58,8 +58,49 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
         keys_per_second: args.keys_per_second,
         rounds: args.rounds,
         round_pause: Duration::from_millis(args.round_pause_ms),
+        db_map: db_map(&args.map_db, "--map-db")?,
+        renames: renames(&args.rename_prefix, "--rename-prefix")?,
         ..defaults
     })
+}
+
+/// A database mapping as the sync takes it, checked: one target database per source
+/// database, and no two source databases into one (verify could not tell their keys
+/// apart). `option` names where it came from in the error.
+pub(crate) fn db_map(map: &[(u32, u32)], option: &str) -> anyhow::Result<Vec<(u32, u32)>> {
+    for (i, (from, to)) in map.iter().enumerate() {
+        for (other_from, other_to) in &map[..i] {
+            if other_from == from {
+                anyhow::bail!("{option}: source database {from} is mapped twice (keep one)");
+            }
+            if other_to == to {
+                anyhow::bail!(
+                    "{option}: source databases {other_from} and {from} are both mapped into target database {to}: the sync refuses that, and verify could not tell their keys apart"
+                );
+            }
+        }
+    }
+    Ok(map.to_vec())
+}
+
+/// Rename rules as the sync takes them, refused unless one-to-one (the sync's own
+/// check: the rules are the sync's, their application in verify is verify's own).
+/// `option` names where they came from in the error.
+pub(crate) fn renames(
+    rules: &[(String, String)],
+    option: &str,
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let rules: Vec<(Vec<u8>, Vec<u8>)> = rules
+        .iter()
+        .map(|(old, new)| (old.as_bytes().to_vec(), new.as_bytes().to_vec()))
+        .collect();
+    lockstep_sync::rename::KeyRenames::new(rules.clone())
+        .validate()
+        .map_err(|e| {
+            let why = e.0;
+            anyhow::anyhow!("{option}: {why}")
+        })?;
+    Ok(rules)
 }
 
 /// With `--keys-from` or `--recheck`, the keys and their databases (a key file's keys
@@ -77,7 +118,7 @@ async fn key_list(
         let keys = output::read_key_lines(std::io::BufReader::new(file))
             .with_context(|| format!("reading the key list {}", path.display()))?;
         let dbs = if dbs.is_empty() {
-            databases_with_keys(source, target).await?
+            databases_with_keys(source, target, &args.map_db).await?
         } else {
             dbs
         };
@@ -97,17 +138,22 @@ async fn key_list(
     Ok(None)
 }
 
-/// Every database holding keys on either side.
+/// Every database holding keys on either side (the source's numbers: a target
+/// database by the source database mapped into it, if any).
 async fn databases_with_keys(
     source: &redis::Client,
     target: &redis::Client,
+    db_map: &[(u32, u32)],
 ) -> anyhow::Result<Vec<u32>> {
     let (s, t) = tokio::try_join!(
         lockstep_verify::coverage::learn(source),
         lockstep_verify::coverage::learn(target)
     )
     .context("learning the databases for --keys-from")?;
-    Ok(s.with_keys.union(&t.with_keys).copied().collect())
+    let map = lockstep_verify::keymap::KeyMap::new(db_map.to_vec(), Vec::new());
+    let mut dbs = s.with_keys;
+    dbs.extend(t.with_keys.iter().filter_map(|&db| map.source_db(db)));
+    Ok(dbs.into_iter().collect())
 }
 
 /// The last line: what may be claimed, over what.

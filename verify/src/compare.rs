@@ -68,7 +68,7 @@ pub use crate::report::run::{Report, TargetPass, Verdict};
 use crate::report::coverage::{Coverage, SampleCoverage};
 use crate::report::track::Differences;
 use crate::walk::context::Ctx;
-use crate::walk::passes::{check_keys, refind, walk_db};
+use crate::walk::passes::{check_keys, check_target_keys, refind, walk_db};
 use crate::walk::plan::{plan, threshold};
 use crate::walk::pools::Pools;
 use crate::walk::tally::Tally;
@@ -153,21 +153,40 @@ async fn next_round(
 ) -> anyhow::Result<Differences> {
     let mut round = Tally::new(ctx.options.max_listed);
     let mut listed: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    // An extra key is listed by its target name: read again by its source name, or,
+    // when no source key is written as it, only looked for on the target.
+    let mut target_only: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
     for d in previous.listed() {
-        listed.entry(d.db).or_default().push(d.key.clone());
+        if d.kind != DifferenceKind::ExtraOnTarget {
+            listed.entry(d.db).or_default().push(d.key.clone());
+            continue;
+        }
+        match ctx.map.source_key(&d.key) {
+            Some(source) => listed.entry(d.db).or_default().push(source.into_owned()),
+            None => target_only.entry(d.db).or_default().push(d.key.clone()),
+        }
     }
     let unlisted = previous.unlisted_fingerprints();
-    let dbs: BTreeSet<u32> = listed.keys().chain(unlisted.keys()).copied().collect();
+    let dbs: BTreeSet<u32> = listed
+        .keys()
+        .chain(unlisted.keys())
+        .chain(target_only.keys())
+        .copied()
+        .collect();
     for db in dbs {
         let pools = Pools::connect(ctx, source, target, db)
             .await?
             .map_err(|why| anyhow::anyhow!("re-reading database {db}: {why}"))?;
         let keys = listed.remove(&db).unwrap_or_default();
+        let extra = target_only.remove(&db).unwrap_or_default();
         if let Some(fingerprints) = unlisted.get(&db) {
-            let known: HashSet<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let known: HashSet<&[u8]> = keys.iter().chain(&extra).map(Vec::as_slice).collect();
             refind(ctx, &pools, db, fingerprints, &known, &mut round).await?;
         }
         check_keys(ctx, &pools, db, keys, &mut round).await?;
+        if !extra.is_empty() {
+            check_target_keys(ctx, &pools, db, extra, &mut round).await?;
+        }
     }
     Ok(round.diffs)
 }
