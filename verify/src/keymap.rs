@@ -173,7 +173,8 @@ mod tests {
                     continue; // refused by the sync: it would meet a renamed key
                 }
                 let target = map.target_key(key).into_owned();
-                prop_assert_eq!(map.source_key(&target).as_deref(), Some(key));
+                let back = map.source_key(&target);
+                prop_assert_eq!(back.as_deref(), Some(key));
                 if let Some(other) = seen.insert(target.clone(), key.to_vec()) {
                     prop_assert!(false, "{:?} and {:?} both become {:?}", other, key, target);
                 }
