@@ -41,6 +41,18 @@
 //! - With a key list ([`CompareOptions::keys`]: `--keys-from`, `--recheck`) only those
 //!   keys are read, on both sides, and a key present only on the target is extra.
 //!
+//! # A mapped and renamed sync
+//! With [`CompareOptions::db_map`] and [`CompareOptions::renames`] (the sync's
+//! `--map-db` and `--rename-prefix`), source database `db` is compared with the
+//! target database it is written into, and every source key with its target name
+//! ([`crate::keymap`]): every read on the target (first reads, heads, DUMP, digests,
+//! windows, PTTL re-checks) names the target key. The target pass looks each target
+//! key up on the source by its source name; a target key that no source key is
+//! written as is extra. Prefixes, the sample and key lists judge source names. The
+//! count proof still holds: one target key per source key. A difference names the
+//! source database and the source key, except an extra key, named by its target
+//! name; with renames the detail says which name it is and gives the other.
+//!
 //! # What counts as a difference
 //! TTLs are compared as absolute expiry times (`PTTL` read on each side, turned into
 //! "now + PTTL" when the reply arrived), with a tolerance (2 s by default: the time

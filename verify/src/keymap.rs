@@ -79,7 +79,11 @@ impl KeyMap {
         if self.renames.is_empty() {
             return Cow::Borrowed(keys);
         }
-        Cow::Owned(keys.iter().map(|k| self.target_key(k).into_owned()).collect())
+        Cow::Owned(
+            keys.iter()
+                .map(|k| self.target_key(k).into_owned())
+                .collect(),
+        )
     }
 }
 

@@ -100,7 +100,10 @@ async fn renamed_pair(source: &RedisServer, target: &RedisServer) -> anyhow::Res
     let (mut s, mut t) = (redis::pipe(), redis::pipe());
     for (p, user) in [(&mut s, "user:"), (&mut t, "u:")] {
         for i in 0..40 {
-            p.cmd("SET").arg(format!("{user}{i}")).arg(format!("v{i}")).ignore();
+            p.cmd("SET")
+                .arg(format!("{user}{i}"))
+                .arg(format!("v{i}"))
+                .ignore();
             p.cmd("HSET")
                 .arg(format!("{user}h:{i}"))
                 .arg("f")
@@ -119,7 +122,11 @@ async fn renamed_pair(source: &RedisServer, target: &RedisServer) -> anyhow::Res
             }
         }
         for i in 0..300 {
-            p.cmd("HSET").arg(format!("{user}bighash")).arg(i).arg(i).ignore();
+            p.cmd("HSET")
+                .arg(format!("{user}bighash"))
+                .arg(i)
+                .arg(i)
+                .ignore();
             p.cmd("RPUSH").arg(format!("{user}biglist")).arg(i).ignore();
         }
         p.cmd("SET")
@@ -237,7 +244,10 @@ async fn renamed_prefixes_are_compared_with_their_images() -> anyhow::Result<()>
                 .map(|d| d.detail.clone())
                 .unwrap_or_default()
         };
-        assert!(detail(b"user:7").contains("on the target \"u:7\""), "{report}");
+        assert!(
+            detail(b"user:7").contains("on the target \"u:7\""),
+            "{report}"
+        );
         assert!(
             detail(b"u:999").contains("target key; source name \"user:999\""),
             "{report}"

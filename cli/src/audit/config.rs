@@ -283,9 +283,7 @@ fn renames(entries: &[String]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         .iter()
         .map(|entry| {
             crate::args::parse_rename_prefix(entry).map_err(|_| {
-                anyhow::anyhow!(
-                    "key `rename_prefix`: use \"OLD=NEW\" entries, e.g. [\"user:=u:\"]"
-                )
+                anyhow::anyhow!("key `rename_prefix`: use \"OLD=NEW\" entries, e.g. [\"user:=u:\"]")
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

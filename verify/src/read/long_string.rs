@@ -29,10 +29,8 @@ pub async fn compare_windows(
     let window = window.max(1);
     let strlen = redis::cmd("STRLEN").arg(key).clone();
     let target_strlen = redis::cmd("STRLEN").arg(target_key).clone();
-    let (a, b): (u64, u64) = futures::try_join!(
-        strlen.query_async(src),
-        target_strlen.query_async(dst)
-    )?;
+    let (a, b): (u64, u64) =
+        futures::try_join!(strlen.query_async(src), target_strlen.query_async(dst))?;
     if a != b {
         return Ok(Some(format!("source {a} bytes, target {b}")));
     }
@@ -45,10 +43,8 @@ pub async fn compare_windows(
             .arg(start)
             .arg(end)
             .clone();
-        let (x, y): (Vec<u8>, Vec<u8>) = futures::try_join!(
-            range.query_async(src),
-            target_range.query_async(dst)
-        )?;
+        let (x, y): (Vec<u8>, Vec<u8>) =
+            futures::try_join!(range.query_async(src), target_range.query_async(dst))?;
         if x != y {
             return Ok(Some(format!(
                 "{a} bytes on both sides, different bytes in {start}..={end}"

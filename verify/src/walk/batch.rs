@@ -143,7 +143,10 @@ impl<'a> SideBySide<'a> {
         let (key, detail) = if key == other {
             (key.clone(), detail)
         } else if kind == DifferenceKind::ExtraOnTarget {
-            (other.clone(), renamed_detail(detail, "target key; source name", key))
+            (
+                other.clone(),
+                renamed_detail(detail, "target key; source name", key),
+            )
         } else {
             (key.clone(), renamed_detail(detail, "on the target", other))
         };
@@ -568,7 +571,9 @@ pub(crate) async fn extra_batch(
         if extra_on_target(&d, &ctx.ttl) {
             let detail = match (renames, name) {
                 (false, _) => String::new(),
-                (true, Some(name)) => renamed_detail(String::new(), "target key; source name", &name),
+                (true, Some(name)) => {
+                    renamed_detail(String::new(), "target key; source name", &name)
+                }
                 (true, None) => "target key; no source key is written under this name".into(),
             };
             out.diffs.push(Difference {

@@ -68,7 +68,12 @@ impl Ctx {
         if self.map.renames_nothing() {
             return self.wanted(key);
         }
-        if self.options.ignore_prefixes.iter().any(|p| key.starts_with(p)) {
+        if self
+            .options
+            .ignore_prefixes
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
             return false;
         }
         match self.map.source_key(key) {
@@ -130,7 +135,10 @@ mod tests {
             ..CompareOptions::default()
         };
         let strip = Ctx::new(&strip, None);
-        assert!(!strip.target_wanted(b"LOCKSTEP_CHECKPOINT"), "ignored by its own name");
+        assert!(
+            !strip.target_wanted(b"LOCKSTEP_CHECKPOINT"),
+            "ignored by its own name"
+        );
         assert!(strip.target_wanted(b"x"));
     }
 
