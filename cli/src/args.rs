@@ -372,8 +372,8 @@ pub struct VerifyArgs {
     pub map_db: Vec<(u32, u32)>,
     /// The sync ran with --rename-prefix OLD=NEW: compare source key `OLD rest` with
     /// the target's `NEW rest` (repeatable; one-to-one, as the sync requires).
-    /// --prefix, --exclude-prefix and the sample judge source names; an extra key
-    /// is reported by its target name.
+    /// --prefix, --exclude-prefix, the sample and --keys-from take source names; an
+    /// extra key is reported by its target name (and --recheck reads it so).
     #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename_prefix)]
     pub rename_prefix: Vec<(String, String)>,
     /// Passwords from files or the environment, and TLS per side, as for `sync`.

@@ -108,9 +108,10 @@ pub(crate) fn renames(
 /// keys on either side).
 async fn key_list(
     args: &VerifyArgs,
+    options: &CompareOptions,
     source: &redis::Client,
     target: &redis::Client,
-) -> anyhow::Result<Option<(Vec<u32>, KeyList)>> {
+) -> anyhow::Result<Option<(Vec<u32>, KeyList, KeyList)>> {
     let dbs = args.dbs.clone();
     if let Some(path) = &args.keys_from {
         let file = std::fs::File::open(path)
@@ -123,19 +124,49 @@ async fn key_list(
             dbs
         };
         let list = dbs.iter().map(|&db| (db, keys.clone())).collect();
-        return Ok(Some((dbs, list)));
+        return Ok(Some((dbs, list, KeyList::new())));
     }
     if let Some(path) = &args.recheck {
         let file = std::fs::File::open(path)
             .with_context(|| format!("opening the report {}", path.display()))?;
-        let mut list = output::read_report_keys(std::io::BufReader::new(file))
+        let rows = output::read_report_rows(std::io::BufReader::new(file))
             .with_context(|| format!("reading the report {}", path.display()))?;
+        let (mut list, mut target_only) = report_keys(rows, &options.renames);
         if !dbs.is_empty() {
             list.retain(|db, _| dbs.contains(db));
+            target_only.retain(|db, _| dbs.contains(db));
         }
-        return Ok(Some((list.keys().copied().collect(), list)));
+        let all: std::collections::BTreeSet<u32> =
+            list.keys().chain(target_only.keys()).copied().collect();
+        return Ok(Some((all.into_iter().collect(), list, target_only)));
     }
     Ok(None)
+}
+
+/// A report's keys to read again: by source name, and the target keys that no source
+/// key is written as. With renamed prefixes an extra key is named by its target name
+/// in the report: it is read again by its source name, if it has one.
+fn report_keys(
+    rows: Vec<(u32, Vec<u8>, String)>,
+    renames: &[(Vec<u8>, Vec<u8>)],
+) -> (KeyList, KeyList) {
+    let map = lockstep_verify::keymap::KeyMap::new(Vec::new(), renames.to_vec());
+    let (mut list, mut target_only) = (KeyList::new(), KeyList::new());
+    for (db, key, kind) in rows {
+        if kind != "extra_on_target" {
+            list.entry(db).or_default().push(key);
+            continue;
+        }
+        match map.source_key(&key) {
+            Some(source) => list.entry(db).or_default().push(source.into_owned()),
+            None => target_only.entry(db).or_default().push(key),
+        }
+    }
+    for keys in list.values_mut().chain(target_only.values_mut()) {
+        keys.sort();
+        keys.dedup();
+    }
+    (list, target_only)
 }
 
 /// Every database holding keys on either side (the source's numbers: a target
@@ -210,9 +241,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut options = options(&args)?;
     let source = client(&args, Side::Source, &args.source).await?;
     let target = client(&args, Side::Target, &args.target).await?;
-    if let Some((dbs, keys)) = key_list(&args, &source, &target).await? {
+    if let Some((dbs, keys, target_only)) = key_list(&args, &options, &source, &target).await? {
         options.dbs = dbs;
         options.keys = Some(keys);
+        options.target_only_keys = Some(target_only);
     }
     let report = compare(&source, &target, &options)
         .await

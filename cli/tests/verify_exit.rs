@@ -196,6 +196,67 @@ async fn a_mapped_and_renamed_pair_from_the_command_line() -> anyhow::Result<()>
     let (code, out, _) = verify(&src, &dst, &["--map-db", "3:0"]);
     assert_eq!(code, Some(1), "the names differ without the rule: {out}");
 
+    // A report of a renamed run names the extra keys by their target names; its
+    // recheck reads each again (one by its source name, one only on the target).
+    let mut t = target.client().await?;
+    redis::pipe()
+        .cmd("SET")
+        .arg("u:7")
+        .arg("changed")
+        .ignore()
+        .cmd("SET")
+        .arg("u:999")
+        .arg("x")
+        .ignore()
+        .cmd("SET")
+        .arg("user:1")
+        .arg("x")
+        .ignore()
+        .query_async::<()>(&mut t)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("report.csv").to_string_lossy().into_owned();
+    let csv2 = dir
+        .path()
+        .join("recheck.csv")
+        .to_string_lossy()
+        .into_owned();
+    let keys = |path: &str| -> anyhow::Result<Vec<String>> {
+        let text = std::fs::read_to_string(path)?;
+        let mut rows: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+            .collect();
+        rows.sort();
+        Ok(rows)
+    };
+    let (code, out, err) = verify(&src, &dst, &[&mapped[..], &["--report", &csv]].concat());
+    assert_eq!(code, Some(1), "{out}{err}");
+    let expected = [
+        "3,u:999,extra_on_target",
+        "3,user:1,extra_on_target",
+        "3,user:7,value",
+    ];
+    assert_eq!(keys(&csv)?, expected, "{out}");
+    let recheck = [&mapped[..], &["--recheck", &csv, "--report", &csv2]].concat();
+    let (code, out, err) = verify(&src, &dst, &recheck);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(keys(&csv2)?, expected, "{out}");
+    redis::pipe()
+        .cmd("SET")
+        .arg("u:7")
+        .arg("7")
+        .ignore()
+        .cmd("DEL")
+        .arg("u:999")
+        .arg("user:1")
+        .ignore()
+        .query_async::<()>(&mut t)
+        .await?;
+    let (code, out, err) = verify(&src, &dst, &recheck);
+    assert_eq!(code, Some(0), "repaired: {out}{err}");
+
     let (code, _, err) = verify(
         &src,
         &dst,

@@ -145,6 +145,10 @@ async fn first_round(
             Some(list) => {
                 let keys = list.get(&db).cloned().unwrap_or_default();
                 check_keys(ctx, &pools, db, keys, tally).await?;
+                let target_only = ctx.options.target_only_keys.as_ref();
+                if let Some(keys) = target_only.and_then(|t| t.get(&db)) {
+                    check_target_keys(ctx, &pools, db, keys.clone(), tally).await?;
+                }
                 TargetPass::KeyList
             }
             None => walk_db(ctx, &pools, db, tally).await?,

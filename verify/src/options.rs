@@ -54,6 +54,10 @@ pub struct CompareOptions {
     /// Only these keys, instead of walking both key spaces (still filtered by the
     /// prefixes and the sample).
     pub keys: Option<KeyList>,
+    /// With a key list: target keys (target names) that no source key is written as
+    /// (renamed prefixes, [`CompareOptions::renames`]; a re-checked report's extra
+    /// keys): each still on the target is extra.
+    pub target_only_keys: Option<KeyList>,
     /// Batches in flight at once (and connections per side).
     pub workers: usize,
     /// Keys per SCAN batch (the SCAN COUNT hint).
@@ -98,6 +102,7 @@ impl Default for CompareOptions {
             sample: Sample::All,
             sample_window: 0,
             keys: None,
+            target_only_keys: None,
             workers: 4,
             batch_keys: 1000,
             keys_per_second: None,

@@ -48,7 +48,10 @@ pub(crate) async fn plan(
 ) -> anyhow::Result<Coverage> {
     if let Some(list) = &options.keys {
         let dbs = if options.dbs.is_empty() {
-            list.keys().copied().collect()
+            let target_only = options.target_only_keys.iter().flat_map(|t| t.keys());
+            let dbs: std::collections::BTreeSet<u32> =
+                list.keys().chain(target_only).copied().collect();
+            dbs.into_iter().collect()
         } else {
             options.dbs.clone()
         };
