@@ -205,7 +205,7 @@ fn parse_task_name(text: &str) -> Result<String, String> {
 }
 
 /// `SRC:DST`, both 0 to 255.
-fn parse_db_mapping(text: &str) -> Result<(u32, u32), String> {
+pub fn parse_db_mapping(text: &str) -> Result<(u32, u32), String> {
     let parsed = text
         .split_once(':')
         .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
@@ -366,6 +366,16 @@ pub struct VerifyArgs {
     /// is then held whole).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=(1 << 30)))]
     pub long_string_bytes: u64,
+    /// The sync ran with --map-db SRC:DST: compare source database SRC with the
+    /// target's DST (repeatable). --dbs and the report name source databases.
+    #[arg(long, value_name = "SRC:DST", value_parser = parse_db_mapping)]
+    pub map_db: Vec<(u32, u32)>,
+    /// The sync ran with --rename-prefix OLD=NEW: compare source key `OLD rest` with
+    /// the target's `NEW rest` (repeatable; one-to-one, as the sync requires).
+    /// --prefix, --exclude-prefix, the sample and --keys-from take source names; an
+    /// extra key is reported by its target name (and --recheck reads it so).
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename_prefix)]
+    pub rename_prefix: Vec<(String, String)>,
     /// Passwords from files or the environment, and TLS per side, as for `sync`.
     #[command(flatten)]
     pub connection: ConnectionArgs,

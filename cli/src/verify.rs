@@ -58,8 +58,49 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
         keys_per_second: args.keys_per_second,
         rounds: args.rounds,
         round_pause: Duration::from_millis(args.round_pause_ms),
+        db_map: db_map(&args.map_db, "--map-db")?,
+        renames: renames(&args.rename_prefix, "--rename-prefix")?,
         ..defaults
     })
+}
+
+/// A database mapping as the sync takes it, checked: one target database per source
+/// database, and no two source databases into one (verify could not tell their keys
+/// apart). `option` names where it came from in the error.
+pub(crate) fn db_map(map: &[(u32, u32)], option: &str) -> anyhow::Result<Vec<(u32, u32)>> {
+    for (i, (from, to)) in map.iter().enumerate() {
+        for (other_from, other_to) in &map[..i] {
+            if other_from == from {
+                anyhow::bail!("{option}: source database {from} is mapped twice (keep one)");
+            }
+            if other_to == to {
+                anyhow::bail!(
+                    "{option}: source databases {other_from} and {from} are both mapped into target database {to}: the sync refuses that, and verify could not tell their keys apart"
+                );
+            }
+        }
+    }
+    Ok(map.to_vec())
+}
+
+/// Rename rules as the sync takes them, refused unless one-to-one (the sync's own
+/// check: the rules are the sync's, their application in verify is verify's own).
+/// `option` names where they came from in the error.
+pub(crate) fn renames(
+    rules: &[(String, String)],
+    option: &str,
+) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let rules: Vec<(Vec<u8>, Vec<u8>)> = rules
+        .iter()
+        .map(|(old, new)| (old.as_bytes().to_vec(), new.as_bytes().to_vec()))
+        .collect();
+    lockstep_sync::rename::KeyRenames::new(rules.clone())
+        .validate()
+        .map_err(|e| {
+            let why = e.0;
+            anyhow::anyhow!("{option}: {why}")
+        })?;
+    Ok(rules)
 }
 
 /// With `--keys-from` or `--recheck`, the keys and their databases (a key file's keys
@@ -67,9 +108,10 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
 /// keys on either side).
 async fn key_list(
     args: &VerifyArgs,
+    options: &CompareOptions,
     source: &redis::Client,
     target: &redis::Client,
-) -> anyhow::Result<Option<(Vec<u32>, KeyList)>> {
+) -> anyhow::Result<Option<(Vec<u32>, KeyList, KeyList)>> {
     let dbs = args.dbs.clone();
     if let Some(path) = &args.keys_from {
         let file = std::fs::File::open(path)
@@ -77,37 +119,72 @@ async fn key_list(
         let keys = output::read_key_lines(std::io::BufReader::new(file))
             .with_context(|| format!("reading the key list {}", path.display()))?;
         let dbs = if dbs.is_empty() {
-            databases_with_keys(source, target).await?
+            databases_with_keys(source, target, &args.map_db).await?
         } else {
             dbs
         };
         let list = dbs.iter().map(|&db| (db, keys.clone())).collect();
-        return Ok(Some((dbs, list)));
+        return Ok(Some((dbs, list, KeyList::new())));
     }
     if let Some(path) = &args.recheck {
         let file = std::fs::File::open(path)
             .with_context(|| format!("opening the report {}", path.display()))?;
-        let mut list = output::read_report_keys(std::io::BufReader::new(file))
+        let rows = output::read_report_rows(std::io::BufReader::new(file))
             .with_context(|| format!("reading the report {}", path.display()))?;
+        let (mut list, mut target_only) = report_keys(rows, &options.renames);
         if !dbs.is_empty() {
             list.retain(|db, _| dbs.contains(db));
+            target_only.retain(|db, _| dbs.contains(db));
         }
-        return Ok(Some((list.keys().copied().collect(), list)));
+        let all: std::collections::BTreeSet<u32> =
+            list.keys().chain(target_only.keys()).copied().collect();
+        return Ok(Some((all.into_iter().collect(), list, target_only)));
     }
     Ok(None)
 }
 
-/// Every database holding keys on either side.
+/// A report's keys to read again: by source name, and the target keys that no source
+/// key is written as. With renamed prefixes an extra key is named by its target name
+/// in the report: it is read again by its source name, if it has one.
+fn report_keys(
+    rows: Vec<(u32, Vec<u8>, String)>,
+    renames: &[(Vec<u8>, Vec<u8>)],
+) -> (KeyList, KeyList) {
+    let map = lockstep_verify::keymap::KeyMap::new(Vec::new(), renames.to_vec());
+    let (mut list, mut target_only) = (KeyList::new(), KeyList::new());
+    for (db, key, kind) in rows {
+        if kind != "extra_on_target" {
+            list.entry(db).or_default().push(key);
+            continue;
+        }
+        match map.source_key(&key) {
+            Some(source) => list.entry(db).or_default().push(source.into_owned()),
+            None => target_only.entry(db).or_default().push(key),
+        }
+    }
+    for keys in list.values_mut().chain(target_only.values_mut()) {
+        keys.sort();
+        keys.dedup();
+    }
+    (list, target_only)
+}
+
+/// Every database holding keys on either side (the source's numbers: a target
+/// database by the source database mapped into it, if any).
 async fn databases_with_keys(
     source: &redis::Client,
     target: &redis::Client,
+    db_map: &[(u32, u32)],
 ) -> anyhow::Result<Vec<u32>> {
     let (s, t) = tokio::try_join!(
         lockstep_verify::coverage::learn(source),
         lockstep_verify::coverage::learn(target)
     )
     .context("learning the databases for --keys-from")?;
-    Ok(s.with_keys.union(&t.with_keys).copied().collect())
+    let map = lockstep_verify::keymap::KeyMap::new(db_map.to_vec(), Vec::new());
+    let mut dbs = s.with_keys;
+    dbs.extend(t.with_keys.iter().filter_map(|&db| map.source_db(db)));
+    Ok(dbs.into_iter().collect())
 }
 
 /// The last line: what may be claimed, over what.
@@ -164,9 +241,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut options = options(&args)?;
     let source = client(&args, Side::Source, &args.source).await?;
     let target = client(&args, Side::Target, &args.target).await?;
-    if let Some((dbs, keys)) = key_list(&args, &source, &target).await? {
+    if let Some((dbs, keys, target_only)) = key_list(&args, &options, &source, &target).await? {
         options.dbs = dbs;
         options.keys = Some(keys);
+        options.target_only_keys = Some(target_only);
     }
     let report = compare(&source, &target, &options)
         .await

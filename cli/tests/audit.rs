@@ -712,3 +712,45 @@ async fn a_signal_during_an_audit_abandons_it_and_exits_0() -> anyhow::Result<()
     );
     Ok(())
 }
+
+/// A pair synced with a database mapping and a renamed prefix: the audit given the
+/// same `map_db` and `rename_prefix` finds it consistent, and without them it does not.
+#[tokio::test]
+async fn once_audits_a_mapped_and_renamed_pair() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target =
+        RedisServer::start(ServerConfig::new(RedisVersion::V8_2).auth(Auth::password())).await?;
+    let (mut s, mut t) = (redis::pipe(), redis::pipe());
+    s.cmd("SELECT").arg(3).ignore();
+    for i in 0..100 {
+        s.cmd("SET").arg(format!("user:{i}")).arg(i).ignore();
+        t.cmd("SET").arg(format!("u:{i}")).arg(i).ignore();
+    }
+    for p in [&mut s, &mut t] {
+        p.cmd("RPUSH").arg("list").arg("a").arg("b").ignore();
+        p.cmd("EXPIRE").arg("list").arg(3600).ignore();
+    }
+    s.query_async::<()>(&mut source.client().await?).await?;
+    t.query_async::<()>(&mut target.client().await?).await?;
+    let dir = tempfile::tempdir()?;
+    let mapped = pair(
+        "mapped",
+        &source.url(),
+        target.port(),
+        "map_db = [\"3:0\"]\nrename_prefix = [\"user:=u:\"]",
+    );
+    let config = write_config(dir.path(), &[mapped])?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("audit `mapped`: CONSISTENT"), "{text}");
+    let unmapped = pair(
+        "unmapped",
+        &source.url(),
+        target.port(),
+        "map_db = [\"3:0\"]",
+    );
+    let config = write_config(dir.path(), &[unmapped])?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(1), "{text}");
+    Ok(())
+}

@@ -159,3 +159,119 @@ async fn recheck_key_lists_and_ttl_extension_from_the_command_line() -> anyhow::
     assert!(err.contains("line 1"), "{err}");
     Ok(())
 }
+
+/// A sync written with `--map-db 3:0 --rename-prefix user:=u:`: verify given the same
+/// options says CONSISTENT (exit 0), without them it does not; rules that are not
+/// one-to-one are refused before any connection, naming the option and the overlap.
+#[tokio::test]
+async fn a_mapped_and_renamed_pair_from_the_command_line() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let (mut s, mut t) = (redis::pipe(), redis::pipe());
+    s.cmd("SELECT").arg(3).ignore();
+    for i in 0..50 {
+        s.cmd("SET").arg(format!("user:{i}")).arg(i).ignore();
+        t.cmd("SET").arg(format!("u:{i}")).arg(i).ignore();
+        s.cmd("HSET")
+            .arg(format!("order:{i}"))
+            .arg("f")
+            .arg(i)
+            .ignore();
+        t.cmd("HSET")
+            .arg(format!("order:{i}"))
+            .arg("f")
+            .arg(i)
+            .ignore();
+    }
+    s.query_async::<()>(&mut source.client().await?).await?;
+    t.query_async::<()>(&mut target.client().await?).await?;
+    let (src, dst) = (source.url(), target.url());
+    let mapped = ["--map-db", "3:0", "--rename-prefix", "user:=u:"];
+    let (code, out, err) = verify(&src, &dst, &mapped);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("CONSISTENT: the target equals the source in database 3"),
+        "{out}"
+    );
+    let (code, out, _) = verify(&src, &dst, &["--map-db", "3:0"]);
+    assert_eq!(code, Some(1), "the names differ without the rule: {out}");
+
+    // A report of a renamed run names the extra keys by their target names; its
+    // recheck reads each again (one by its source name, one only on the target).
+    let mut t = target.client().await?;
+    redis::pipe()
+        .cmd("SET")
+        .arg("u:7")
+        .arg("changed")
+        .ignore()
+        .cmd("SET")
+        .arg("u:999")
+        .arg("x")
+        .ignore()
+        .cmd("SET")
+        .arg("user:1")
+        .arg("x")
+        .ignore()
+        .query_async::<()>(&mut t)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("report.csv").to_string_lossy().into_owned();
+    let csv2 = dir
+        .path()
+        .join("recheck.csv")
+        .to_string_lossy()
+        .into_owned();
+    let keys = |path: &str| -> anyhow::Result<Vec<String>> {
+        let text = std::fs::read_to_string(path)?;
+        let mut rows: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').take(3).collect::<Vec<_>>().join(","))
+            .collect();
+        rows.sort();
+        Ok(rows)
+    };
+    let (code, out, err) = verify(&src, &dst, &[&mapped[..], &["--report", &csv]].concat());
+    assert_eq!(code, Some(1), "{out}{err}");
+    let expected = [
+        "3,u:999,extra_on_target",
+        "3,user:1,extra_on_target",
+        "3,user:7,value",
+    ];
+    assert_eq!(keys(&csv)?, expected, "{out}");
+    let recheck = [&mapped[..], &["--recheck", &csv, "--report", &csv2]].concat();
+    let (code, out, err) = verify(&src, &dst, &recheck);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(keys(&csv2)?, expected, "{out}");
+    redis::pipe()
+        .cmd("SET")
+        .arg("u:7")
+        .arg("7")
+        .ignore()
+        .cmd("DEL")
+        .arg("u:999")
+        .arg("user:1")
+        .ignore()
+        .query_async::<()>(&mut t)
+        .await?;
+    let (code, out, err) = verify(&src, &dst, &recheck);
+    assert_eq!(code, Some(0), "repaired: {out}{err}");
+
+    let (code, _, err) = verify(
+        &src,
+        &dst,
+        &["--rename-prefix", "a:=x:", "--rename-prefix", "b:=x:y"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--rename-prefix") && err.contains("\"x:\" and \"x:y\" overlap"),
+        "{err}"
+    );
+    let (code, _, err) = verify(&src, &dst, &["--map-db", "3:0", "--map-db", "4:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--map-db") && err.contains("target database 0"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -41,6 +41,18 @@
 //! - With a key list ([`CompareOptions::keys`]: `--keys-from`, `--recheck`) only those
 //!   keys are read, on both sides, and a key present only on the target is extra.
 //!
+//! # A mapped and renamed sync
+//! With [`CompareOptions::db_map`] and [`CompareOptions::renames`] (the sync's
+//! `--map-db` and `--rename-prefix`), source database `db` is compared with the
+//! target database it is written into, and every source key with its target name
+//! ([`crate::keymap`]): every read on the target (first reads, heads, DUMP, digests,
+//! windows, PTTL re-checks) names the target key. The target pass looks each target
+//! key up on the source by its source name; a target key that no source key is
+//! written as is extra. Prefixes, the sample and key lists judge source names. The
+//! count proof still holds: one target key per source key. A difference names the
+//! source database and the source key, except an extra key, named by its target
+//! name; with renames the detail says which name it is and gives the other.
+//!
 //! # What counts as a difference
 //! TTLs are compared as absolute expiry times (`PTTL` read on each side, turned into
 //! "now + PTTL" when the reply arrived), with a tolerance (2 s by default: the time
@@ -68,7 +80,7 @@ pub use crate::report::run::{Report, TargetPass, Verdict};
 use crate::report::coverage::{Coverage, SampleCoverage};
 use crate::report::track::Differences;
 use crate::walk::context::Ctx;
-use crate::walk::passes::{check_keys, refind, walk_db};
+use crate::walk::passes::{check_keys, check_target_keys, refind, walk_db};
 use crate::walk::plan::{plan, threshold};
 use crate::walk::pools::Pools;
 use crate::walk::tally::Tally;
@@ -133,6 +145,10 @@ async fn first_round(
             Some(list) => {
                 let keys = list.get(&db).cloned().unwrap_or_default();
                 check_keys(ctx, &pools, db, keys, tally).await?;
+                let target_only = ctx.options.target_only_keys.as_ref();
+                if let Some(keys) = target_only.and_then(|t| t.get(&db)) {
+                    check_target_keys(ctx, &pools, db, keys.clone(), tally).await?;
+                }
                 TargetPass::KeyList
             }
             None => walk_db(ctx, &pools, db, tally).await?,
@@ -153,21 +169,40 @@ async fn next_round(
 ) -> anyhow::Result<Differences> {
     let mut round = Tally::new(ctx.options.max_listed);
     let mut listed: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    // An extra key is listed by its target name: read again by its source name, or,
+    // when no source key is written as it, only looked for on the target.
+    let mut target_only: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
     for d in previous.listed() {
-        listed.entry(d.db).or_default().push(d.key.clone());
+        if d.kind != DifferenceKind::ExtraOnTarget {
+            listed.entry(d.db).or_default().push(d.key.clone());
+            continue;
+        }
+        match ctx.map.source_key(&d.key) {
+            Some(source) => listed.entry(d.db).or_default().push(source.into_owned()),
+            None => target_only.entry(d.db).or_default().push(d.key.clone()),
+        }
     }
     let unlisted = previous.unlisted_fingerprints();
-    let dbs: BTreeSet<u32> = listed.keys().chain(unlisted.keys()).copied().collect();
+    let dbs: BTreeSet<u32> = listed
+        .keys()
+        .chain(unlisted.keys())
+        .chain(target_only.keys())
+        .copied()
+        .collect();
     for db in dbs {
         let pools = Pools::connect(ctx, source, target, db)
             .await?
             .map_err(|why| anyhow::anyhow!("re-reading database {db}: {why}"))?;
         let keys = listed.remove(&db).unwrap_or_default();
+        let extra = target_only.remove(&db).unwrap_or_default();
         if let Some(fingerprints) = unlisted.get(&db) {
-            let known: HashSet<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let known: HashSet<&[u8]> = keys.iter().chain(&extra).map(Vec::as_slice).collect();
             refind(ctx, &pools, db, fingerprints, &known, &mut round).await?;
         }
         check_keys(ctx, &pools, db, keys, &mut round).await?;
+        if !extra.is_empty() {
+            check_target_keys(ctx, &pools, db, extra, &mut round).await?;
+        }
     }
     Ok(round.diffs)
 }

@@ -10,6 +10,8 @@
 //! - [`compare`]: the run end to end (plan, the passes of every database, the rounds,
 //!   the report); the only module that knows the order of the stages.
 //! - [`options`]: what a comparison is asked to do ([`CompareOptions`]).
+//! - [`keymap`]: where a source database and key live on the target (`--map-db`,
+//!   `--rename-prefix`), and back; pure, and the sync's rules re-implemented.
 //! - `walk/`: which keys, in which batches, on which connections, how fast: the plan,
 //!   the connection pools, SCAN batches at a bounded rate, the scheduler (`workers`
 //!   batches in flight), the source, target and key-list passes, one batch's reads in
@@ -32,6 +34,7 @@
 
 pub mod compare;
 pub(crate) mod judge;
+pub mod keymap;
 pub mod options;
 pub mod read;
 pub mod report;

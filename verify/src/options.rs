@@ -54,6 +54,10 @@ pub struct CompareOptions {
     /// Only these keys, instead of walking both key spaces (still filtered by the
     /// prefixes and the sample).
     pub keys: Option<KeyList>,
+    /// With a key list: target keys (target names) that no source key is written as
+    /// (renamed prefixes, [`CompareOptions::renames`]; a re-checked report's extra
+    /// keys): each still on the target is extra.
+    pub target_only_keys: Option<KeyList>,
     /// Batches in flight at once (and connections per side).
     pub workers: usize,
     /// Keys per SCAN batch (the SCAN COUNT hint).
@@ -75,6 +79,16 @@ pub struct CompareOptions {
     /// is read whole by one `MGET` per batch (about 1.6 times faster on small
     /// strings, but a long string is then held whole, on both sides).
     pub long_string_bytes: usize,
+    /// Source database -> target database (the sync's `--map-db`): source database
+    /// `SRC` is compared with the target's `DST`; unmapped databases keep their
+    /// number. Databases in [`CompareOptions::dbs`], in a key list and in the report
+    /// are the source's numbers.
+    pub db_map: Vec<(u32, u32)>,
+    /// OLD prefix -> NEW prefix (the sync's `--rename-prefix`): a source key
+    /// `OLD rest` is compared with the target's `NEW rest`; keys matching no rule
+    /// keep their name. Must be one-to-one (no OLD, and no NEW, the start of
+    /// another). The prefixes, the sample and key lists judge source names.
+    pub renames: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for CompareOptions {
@@ -88,6 +102,7 @@ impl Default for CompareOptions {
             sample: Sample::All,
             sample_window: 0,
             keys: None,
+            target_only_keys: None,
             workers: 4,
             batch_keys: 1000,
             keys_per_second: None,
@@ -97,6 +112,8 @@ impl Default for CompareOptions {
             dump_elements_max: 1024,
             max_listed: 100_000,
             long_string_bytes: 1 << 20,
+            db_map: Vec::new(),
+            renames: Vec::new(),
         }
     }
 }

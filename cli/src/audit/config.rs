@@ -1,6 +1,6 @@
 //! The audit's TOML file: where the history goes, how long it is kept, and the pairs
 //! to audit, each with its URLs, credentials, TLS, schedule, mode and the objects
-//! options of verify (databases, prefixes, TTL extension).
+//! options of verify (databases, mapping, prefixes, renames, TTL extension).
 //!
 //! Parsed by serde (unknown keys refused), then checked value by value; every error
 //! names the file, the pair and the key. Messages quote only a key, never a value
@@ -73,6 +73,10 @@ struct PairFile {
     prefix: Vec<String>,
     #[serde(default)]
     exclude_prefix: Vec<String>,
+    #[serde(default)]
+    map_db: Vec<String>,
+    #[serde(default)]
+    rename_prefix: Vec<String>,
     #[serde(default)]
     extend_ttl: u64,
     ttl_tolerance_ms: Option<u64>,
@@ -241,6 +245,8 @@ fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
         keys_per_second: Some(keys_per_second),
         rounds: p.rounds,
         round_pause: Duration::from_millis(p.round_pause_ms),
+        db_map: db_map(&p.map_db)?,
+        renames: renames(&p.rename_prefix)?,
         ..defaults
     };
     Ok(Pair {
@@ -252,6 +258,36 @@ fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
         rotate_sample: p.rotate_sample,
         options,
     })
+}
+
+/// `map_db = ["3:0"]`: parsed as `--map-db` is, checked as verify checks it. The
+/// message names the key, not the value.
+fn db_map(entries: &[String]) -> anyhow::Result<Vec<(u32, u32)>> {
+    let map = entries
+        .iter()
+        .map(|entry| {
+            crate::args::parse_db_mapping(entry).map_err(|_| {
+                anyhow::anyhow!(
+                    "key `map_db`: use \"SRC:DST\" entries with database numbers 0 to 255, e.g. [\"3:0\"]"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::verify::db_map(&map, "key `map_db`")
+}
+
+/// `rename_prefix = ["user:=u:"]`: parsed as `--rename-prefix` is, and refused
+/// unless one-to-one, as the sync does.
+fn renames(entries: &[String]) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let rules = entries
+        .iter()
+        .map(|entry| {
+            crate::args::parse_rename_prefix(entry).map_err(|_| {
+                anyhow::anyhow!("key `rename_prefix`: use \"OLD=NEW\" entries, e.g. [\"user:=u:\"]")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::verify::renames(&rules, "key `rename_prefix`")
 }
 
 fn schedule(p: &PairFile) -> anyhow::Result<Schedule> {
@@ -402,6 +438,36 @@ mod tests {
             err.contains("pair `orders`") && err.contains("`cron`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_mapping_and_renames_are_the_sync_s_and_checked_as_it_does() {
+        let config = load_text(&format!(
+            "history = \"h\"\n{PAIR}map_db = [\"3:0\"]\nrename_prefix = [\"user:=u:\"]\n"
+        ))
+        .expect("parses");
+        let options = &config.pairs[0].options;
+        assert_eq!(options.db_map, vec![(3, 0)]);
+        assert_eq!(options.renames, vec![(b"user:".to_vec(), b"u:".to_vec())]);
+        for (bad, key, why) in [
+            ("map_db = [\"3-0\"]", "`map_db`", "SRC:DST"),
+            ("map_db = [\"3:0\", \"4:0\"]", "`map_db`", "both mapped"),
+            ("rename_prefix = [\"user:\"]", "`rename_prefix`", "OLD=NEW"),
+            (
+                "rename_prefix = [\"a:=x:\", \"b:=x:y\"]",
+                "`rename_prefix`",
+                "overlap",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                load_text(&format!("history = \"h\"\n{PAIR}{bad}\n")).expect_err(bad)
+            );
+            assert!(
+                err.contains(key) && err.contains(why) && err.contains("pair `orders`"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     /// The ```toml block of docs/audit.md.

@@ -17,16 +17,20 @@
 
 use redis::aio::ConnectionLike;
 
-/// How a long string compares: None when equal, else a short hint.
+/// How a long string compares (`key` on the source, `target_key` on the target, the
+/// same name unless renamed): None when equal, else a short hint.
 pub async fn compare_windows(
     src: &mut (impl ConnectionLike + Send),
     dst: &mut (impl ConnectionLike + Send),
     key: &[u8],
+    target_key: &[u8],
     window: usize,
 ) -> redis::RedisResult<Option<String>> {
     let window = window.max(1);
     let strlen = redis::cmd("STRLEN").arg(key).clone();
-    let (a, b): (u64, u64) = futures::try_join!(strlen.query_async(src), strlen.query_async(dst))?;
+    let target_strlen = redis::cmd("STRLEN").arg(target_key).clone();
+    let (a, b): (u64, u64) =
+        futures::try_join!(strlen.query_async(src), target_strlen.query_async(dst))?;
     if a != b {
         return Ok(Some(format!("source {a} bytes, target {b}")));
     }
@@ -34,8 +38,13 @@ pub async fn compare_windows(
     while start < a {
         let end = start.saturating_add(window as u64 - 1);
         let range = redis::cmd("GETRANGE").arg(key).arg(start).arg(end).clone();
+        let target_range = redis::cmd("GETRANGE")
+            .arg(target_key)
+            .arg(start)
+            .arg(end)
+            .clone();
         let (x, y): (Vec<u8>, Vec<u8>) =
-            futures::try_join!(range.query_async(src), range.query_async(dst))?;
+            futures::try_join!(range.query_async(src), target_range.query_async(dst))?;
         if x != y {
             return Ok(Some(format!(
                 "{a} bytes on both sides, different bytes in {start}..={end}"

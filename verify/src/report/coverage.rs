@@ -15,6 +15,10 @@
 //! Databases outside an explicit `--dbs` are the user's scope, not a gap: they are
 //! named in the scope ("databases 0, 3 as asked; database 20 holds keys and was not
 //! compared (not asked)"), so an audit of a filtered sync can exit 0.
+//! With a database mapping (`--map-db SRC:DST`) the databases compared are the
+//! source's numbers (each read on the target as its image); a target database holding
+//! keys that is no source database's image (its number mapped elsewhere) is out of
+//! scope, and named as such ([`Coverage::unmapped_target`]), never left unsaid.
 //! A key list (`--keys-from`, `--recheck`) compares exactly the keys asked and is named
 //! as such; it is not a gap.
 //!
@@ -80,6 +84,9 @@ pub struct Coverage {
     pub sample: Option<SampleCoverage>,
     /// Only the keys of a key list were read.
     pub key_list: bool,
+    /// Target databases (the target's numbers) holding keys that no source database
+    /// is written into (`--map-db`): out of scope, named in [`Coverage::scope`].
+    pub unmapped_target: Vec<u32>,
 }
 
 /// A sample's extent.
@@ -127,9 +134,34 @@ impl Coverage {
         ))
     }
 
+    /// The target's databases with keys that no source database is written into, in
+    /// words.
+    pub fn outside_mapping(&self) -> Option<String> {
+        if self.unmapped_target.is_empty() {
+            return None;
+        }
+        let (verb, image) = if self.unmapped_target.len() == 1 {
+            ("holds keys and is", "the image of no source database")
+        } else {
+            ("hold keys and are", "the images of no source database")
+        };
+        Some(format!(
+            "the target's {} {verb} {image} (--map-db): not compared",
+            databases(&self.unmapped_target)
+        ))
+    }
+
     /// The scope in words: "databases 0, 3 as asked", "databases 0, 20 (every
-    /// database holding keys)".
+    /// database holding keys)", and the target's databases outside the mapping.
     pub fn scope(&self) -> String {
+        let scope = self.scope_of_source();
+        match self.outside_mapping() {
+            Some(outside) => format!("{scope}; {outside}"),
+            None => scope,
+        }
+    }
+
+    fn scope_of_source(&self) -> String {
         let compared = if self.compared.is_empty() {
             "no database (none holds keys)".to_owned()
         } else {
@@ -171,6 +203,7 @@ impl Coverage {
             "compared": self.compared,
             "not_read": self.not_read.iter().map(|(db, why)| (db.to_string(), why.clone())).collect::<BTreeMap<_, _>>(),
             "not_asked_with_keys": self.not_asked,
+            "target_unmapped_with_keys": self.unmapped_target,
             "sample": self.sample.map(|s| json!({"rate": s.rate})),
             "source": side(&self.source),
             "target": side(&self.target),
@@ -211,5 +244,19 @@ mod tests {
             ..Coverage::default()
         };
         assert!(sampled.gaps().is_empty() && !sampled.is_complete());
+    }
+
+    #[test]
+    fn a_target_database_outside_the_mapping_is_named() {
+        let coverage = Coverage {
+            compared: vec![3],
+            unmapped_target: vec![3],
+            ..Coverage::default()
+        };
+        assert!(coverage.is_complete(), "the mapping's scope is not a gap");
+        assert_eq!(
+            coverage.scope(),
+            "database 3 (every database holding keys); the target's database 3 holds keys and is the image of no source database (--map-db): not compared"
+        );
     }
 }

@@ -143,6 +143,21 @@ pub fn read_key_lines(input: impl BufRead) -> anyhow::Result<Vec<Vec<u8>>> {
 
 /// The keys of a CSV report written by [`write_csv`], per database.
 pub fn read_report_keys(input: impl Read) -> anyhow::Result<KeyList> {
+    let mut keys = KeyList::new();
+    for (db, key, _) in read_report_rows(input)? {
+        keys.entry(db).or_default().push(key);
+    }
+    for list in keys.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    Ok(keys)
+}
+
+/// Every row of a CSV report as (db, key, kind): the kind as written (empty when the
+/// report has no `kind` column). With renamed prefixes an `extra_on_target` row names
+/// the target key, any other row the source key.
+pub fn read_report_rows(input: impl Read) -> anyhow::Result<Vec<(u32, Vec<u8>, String)>> {
     let mut reader = csv::Reader::from_reader(input);
     let headers = reader.headers().context("the CSV header")?.clone();
     let column = |name: &str| {
@@ -152,7 +167,8 @@ pub fn read_report_keys(input: impl Read) -> anyhow::Result<KeyList> {
             .with_context(|| format!("no `{name}` column: not a lockstep verify report"))
     };
     let (db_column, key_column) = (column("db")?, column("key")?);
-    let mut keys = KeyList::new();
+    let kind_column = column("kind").ok();
+    let mut rows = Vec::new();
     for (n, record) in reader.records().enumerate() {
         let row = n + 2;
         let record = record.with_context(|| format!("row {row}"))?;
@@ -164,11 +180,11 @@ pub fn read_report_keys(input: impl Read) -> anyhow::Result<KeyList> {
             .get(key_column)
             .and_then(decode_key)
             .with_context(|| format!("row {row}: invalid key"))?;
-        keys.entry(db).or_default().push(key);
+        let kind = kind_column
+            .and_then(|c| record.get(c))
+            .unwrap_or_default()
+            .to_owned();
+        rows.push((db, key, kind));
     }
-    for list in keys.values_mut() {
-        list.sort();
-        list.dedup();
-    }
-    Ok(keys)
+    Ok(rows)
 }

@@ -7,6 +7,7 @@
 //! [`crate::judge`]'s. It must never write, and never turn a parse failure or a
 //! reply error into "equal".
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,8 +26,10 @@ use crate::report::difference::{Difference, DifferenceKind};
 use crate::walk::context::Ctx;
 use crate::walk::tally::Outcome;
 
-/// Compares `keys` (of database `db`) on both sides. In the source pass a key gone
-/// from the source is skipped; in a re-check it is extra if the target has it.
+/// Compares `keys` (source names, of source database `db`) on both sides: on the
+/// target, every read names the key's target name in the database `db` is written
+/// into ([`crate::keymap`]). In the source pass a key gone from the source is
+/// skipped; in a re-check it is extra if the target has it.
 pub(crate) async fn compare_batch(
     ctx: &Ctx,
     src: Conn,
@@ -40,8 +43,8 @@ pub(crate) async fn compare_batch(
     }
     let (mut batch, first_values) = SideBySide::read(ctx, src, dst, db, &keys).await?;
     let same = batch.presences(recheck);
-    let (mut pending, pipe) = batch.plan_values(&same, first_values);
-    batch.second_reads(&pipe, &mut pending).await?;
+    let mut pending = batch.plan_values(&same, first_values);
+    batch.second_reads(&mut pending).await?;
     let long = batch.judge_strings(std::mem::take(&mut pending.strings));
     batch.long_strings(&long).await?;
     batch.dumps(&mut pending).await?;
@@ -58,7 +61,10 @@ struct SideBySide<'a> {
     src: Conn,
     dst: Conn,
     db: u32,
+    /// Source names.
     keys: &'a [Vec<u8>],
+    /// Target names (the same slice unless prefixes are renamed).
+    tkeys: Cow<'a, [Vec<u8>]>,
     source: Vec<Head>,
     target: Vec<Head>,
     /// When each side's PTTLs were read (unix ms).
@@ -100,14 +106,16 @@ impl<'a> SideBySide<'a> {
         db: u32,
         keys: &'a [Vec<u8>],
     ) -> anyhow::Result<(SideBySide<'a>, FirstValues)> {
+        let tkeys = ctx.map.target_keys(keys);
+        let tdb = ctx.map.target_db(db);
         let (sf, df) = tokio::try_join!(
             first_read_on(ctx, src.clone(), db, keys, &ctx.source_ttls),
-            first_read_on(ctx, dst.clone(), db, keys, &ctx.target_ttls)
+            first_read_on(ctx, dst.clone(), tdb, &tkeys, &ctx.target_ttls)
         )?;
         let strings = strings_on_both(&sf, &df);
         let ((source, source_now), (target, target_now)) = tokio::try_join!(
             heads_after(src.clone(), keys, &strings, &sf),
-            heads_after(dst.clone(), keys, &strings, &df)
+            heads_after(dst.clone(), &tkeys, &strings, &df)
         )?;
         let batch = SideBySide {
             ctx,
@@ -115,6 +123,7 @@ impl<'a> SideBySide<'a> {
             dst,
             db,
             keys,
+            tkeys,
             source,
             target,
             source_now,
@@ -126,10 +135,24 @@ impl<'a> SideBySide<'a> {
         Ok((batch, (sf.values, df.values)))
     }
 
+    /// A difference of key `i`: named by its source name, except an extra key, named
+    /// by its target name (the one that exists); a renamed key's detail says the
+    /// other name.
     fn difference(&self, i: usize, kind: DifferenceKind, detail: String) -> Difference {
+        let (key, other) = (&self.keys[i], &self.tkeys[i]);
+        let (key, detail) = if key == other {
+            (key.clone(), detail)
+        } else if kind == DifferenceKind::ExtraOnTarget {
+            (
+                other.clone(),
+                renamed_detail(detail, "target key; source name", key),
+            )
+        } else {
+            (key.clone(), renamed_detail(detail, "on the target", other))
+        };
         Difference {
             db: self.db,
-            key: self.keys[i].clone(),
+            key,
             kind,
             detail,
             source_type: self.source[i].kind.clone(),
@@ -182,48 +205,73 @@ impl<'a> SideBySide<'a> {
     /// created after the first read: EXISTS tells an empty string from a key deleted
     /// since); collections' lengths first while DUMP is usable, else digests. The
     /// second pipeline, in the order of `Pending::second`.
-    fn plan_values(&self, same: &[usize], first: FirstValues) -> (Pending, redis::Pipeline) {
+    fn plan_values(&self, same: &[usize], first: FirstValues) -> Pending {
         let (mut sv, mut dv) = first;
-        let limit = self.ctx.long_string_limit();
         let fast = self.ctx.dump_ok.load(Ordering::Relaxed);
         let mut pending = Pending::default();
-        let mut pipe = tolerant_pipe();
         for &i in same {
-            let key = &self.keys[i];
             let kind = self.source[i].kind.as_str();
             match (kind, length_command(kind)) {
                 ("string", _) if sv[i].is_some() && dv[i].is_some() => {
                     pending.strings.push((i, sv[i].take(), dv[i].take()))
                 }
-                ("string", _) => {
-                    match limit {
-                        Some(limit) => pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit),
-                        None => pipe.cmd("GET").arg(key),
-                    };
-                    pipe.cmd("EXISTS").arg(key);
-                    pending.second.push(i);
-                }
-                (_, Some(len)) if fast => {
-                    pipe.cmd(len).arg(key);
-                    pending.second.push(i);
-                }
+                ("string", _) => pending.second.push(i),
+                (_, Some(_)) if fast => pending.second.push(i),
                 _ => pending.digests.push(i),
             }
         }
-        (pending, pipe)
+        pending
+    }
+
+    /// The second pipeline of `second` on the side whose key names are `keys`:
+    /// strings read again (and EXISTS), collections' lengths.
+    fn second_pipe(&self, keys: &[Vec<u8>], second: &[usize]) -> redis::Pipeline {
+        let limit = self.ctx.long_string_limit();
+        let mut pipe = tolerant_pipe();
+        for &i in second {
+            let key = &keys[i];
+            let kind = self.source[i].kind.as_str();
+            if kind == "string" {
+                match limit {
+                    Some(limit) => pipe.cmd("GETRANGE").arg(key).arg(0).arg(limit),
+                    None => pipe.cmd("GET").arg(key),
+                };
+                pipe.cmd("EXISTS").arg(key);
+            } else if let Some(len) = length_command(kind) {
+                pipe.cmd(len).arg(key);
+            }
+        }
+        pipe
+    }
+
+    /// The same commands built for each side's key names: the target's pipeline only
+    /// when its names differ (renamed prefixes).
+    fn pipes(
+        &self,
+        build: impl Fn(&[Vec<u8>]) -> redis::Pipeline,
+    ) -> (redis::Pipeline, Option<redis::Pipeline>) {
+        let source = build(self.keys);
+        let target = matches!(self.tkeys, Cow::Owned(_)).then(|| build(&self.tkeys));
+        (source, target)
+    }
+
+    /// Both sides' replies to [`SideBySide::pipes`].
+    async fn both_replies(
+        &self,
+        pipes: &(redis::Pipeline, Option<redis::Pipeline>),
+    ) -> anyhow::Result<(Vec<Reply>, Vec<Reply>)> {
+        let (source, target) = pipes;
+        tokio::try_join!(
+            replies(self.src.clone(), source),
+            replies(self.dst.clone(), target.as_ref().unwrap_or(source))
+        )
     }
 
     /// The second pipeline on both sides: strings read again, collections' lengths
     /// (different counts differ; small ones go to DUMP, others to digests).
-    async fn second_reads(
-        &mut self,
-        pipe: &redis::Pipeline,
-        pending: &mut Pending,
-    ) -> anyhow::Result<()> {
-        let (sr, dr) = tokio::try_join!(
-            replies(self.src.clone(), pipe),
-            replies(self.dst.clone(), pipe)
-        )?;
+    async fn second_reads(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
+        let pipes = self.pipes(|keys| self.second_pipe(keys, &pending.second));
+        let (sr, dr) = self.both_replies(&pipes).await?;
         let (mut sr, mut dr) = (sr.into_iter(), dr.into_iter());
         for &i in &pending.second {
             let (a, b) = (
@@ -272,7 +320,8 @@ impl<'a> SideBySide<'a> {
         let window = self.ctx.long_string_limit().unwrap_or(usize::MAX);
         for &i in long {
             self.out.counts.windowed += 1;
-            match compare_long_string(&self.src, &self.dst, &self.keys[i], window).await? {
+            let (key, tkey) = (&self.keys[i], &self.tkeys[i]);
+            match compare_long_string(&self.src, &self.dst, key, tkey, window).await? {
                 None => {
                     self.out.counts.strings_equal += 1;
                     self.equal.push(i);
@@ -286,14 +335,14 @@ impl<'a> SideBySide<'a> {
     /// DUMP of small collections: byte-equal payloads are equal values; any other
     /// pair goes to digests (and two RDB versions turn DUMP off for the run).
     async fn dumps(&mut self, pending: &mut Pending) -> anyhow::Result<()> {
-        let mut pipe = tolerant_pipe();
-        for &i in &pending.dumps {
-            pipe.cmd("DUMP").arg(&self.keys[i]);
-        }
-        let (sr, dr) = tokio::try_join!(
-            replies(self.src.clone(), &pipe),
-            replies(self.dst.clone(), &pipe)
-        )?;
+        let pipes = self.pipes(|keys| {
+            let mut pipe = tolerant_pipe();
+            for &i in &pending.dumps {
+                pipe.cmd("DUMP").arg(&keys[i]);
+            }
+            pipe
+        });
+        let (sr, dr) = self.both_replies(&pipes).await?;
         for (n, &i) in pending.dumps.iter().enumerate() {
             let (a, b) = (
                 sr.get(n).unwrap_or(&Reply::Nil),
@@ -325,7 +374,7 @@ impl<'a> SideBySide<'a> {
             let (mut s, mut d) = (self.src.clone(), self.dst.clone());
             let (a, b) = tokio::join!(
                 digest::read(&mut s, key, kind, chunk),
-                digest::read(&mut d, key, kind, chunk)
+                digest::read(&mut d, &self.tkeys[i], kind, chunk)
             );
             let (a, b) = match value::pair(a, b) {
                 Pair::Read(a, b) => (a, b),
@@ -358,14 +407,14 @@ impl<'a> SideBySide<'a> {
             .map(|(i, _)| *i)
             .filter(|&i| TtlRules::volatile(self.source[i].pttl, self.target[i].pttl))
             .collect();
-        let mut pipe = tolerant_pipe();
-        for &i in &volatile {
-            pipe.cmd("PTTL").arg(&self.keys[i]);
-        }
-        let (sr, dr) = tokio::try_join!(
-            replies(self.src.clone(), &pipe),
-            replies(self.dst.clone(), &pipe)
-        )?;
+        let pipes = self.pipes(|keys| {
+            let mut pipe = tolerant_pipe();
+            for &i in &volatile {
+                pipe.cmd("PTTL").arg(&keys[i]);
+            }
+            pipe
+        });
+        let (sr, dr) = self.both_replies(&pipes).await?;
         let expired: HashSet<usize> = volatile
             .iter()
             .zip(sr.iter().zip(&dr))
@@ -431,10 +480,11 @@ async fn compare_long_string(
     src: &Conn,
     dst: &Conn,
     key: &[u8],
+    target_key: &[u8],
     window: usize,
 ) -> anyhow::Result<Option<String>> {
     let (mut s, mut d) = (src.clone(), dst.clone());
-    match long_string::compare_windows(&mut s, &mut d, key, window).await {
+    match long_string::compare_windows(&mut s, &mut d, key, target_key, window).await {
         Ok(outcome) => Ok(outcome),
         Err(e) => match value::read_failure(&e) {
             ReadFailure::Fatal => Err(e).with_context(|| {
@@ -448,8 +498,21 @@ async fn compare_long_string(
     }
 }
 
-/// Target keys absent from the source (one multi-key EXISTS on the source); those
-/// still on the target, and not about to expire, are extra.
+/// A difference's detail with the key's other name (renamed prefixes).
+fn renamed_detail(detail: String, what: &str, name: &[u8]) -> String {
+    let name = String::from_utf8_lossy(name);
+    if detail.is_empty() {
+        format!("{what} {name:?}")
+    } else {
+        format!("{detail} ({what} {name:?})")
+    }
+}
+
+/// Target keys (target names, in the database source database `db` is written
+/// into) absent from the source: each looked for by its source name (one multi-key
+/// EXISTS on the source); one that no source key is written as is absent whatever
+/// the source holds. Those still on the target, and not about to expire, are extra,
+/// reported by their target names.
 pub(crate) async fn extra_batch(
     ctx: &Ctx,
     src: Conn,
@@ -465,39 +528,59 @@ pub(crate) async fn extra_batch(
     for key in &keys {
         out.counts.slots.insert(u32::from(key_slot(key)));
     }
+    let names: Vec<Option<Cow<[u8]>>> = keys.iter().map(|k| ctx.map.source_key(k)).collect();
+    let asked: Vec<&[u8]> = names.iter().flatten().map(|name| name.as_ref()).collect();
     // One multi-key EXISTS answers for the whole batch when every key exists (the
     // common case); only otherwise is each key asked about.
     let mut src = src;
-    let all: i64 = redis::cmd("EXISTS")
-        .arg(&keys)
-        .query_async(&mut src)
-        .await
-        .context("EXISTS")?;
-    if all == keys.len() as i64 {
-        return Ok(out);
+    if asked.len() == keys.len() {
+        let all: i64 = redis::cmd("EXISTS")
+            .arg(&asked)
+            .query_async(&mut src)
+            .await
+            .context("EXISTS")?;
+        if all == keys.len() as i64 {
+            return Ok(out);
+        }
     }
     let mut pipe = redis::pipe();
-    for k in &keys {
-        pipe.cmd("EXISTS").arg(k);
+    for name in &asked {
+        pipe.cmd("EXISTS").arg(name);
     }
-    let exists: Vec<i64> = pipe.query_async(&mut src).await.context("EXISTS")?;
-    let absent: Vec<Vec<u8>> = keys
-        .into_iter()
-        .zip(exists)
-        .filter(|(_, e)| *e == 0)
-        .map(|(k, _)| k)
-        .collect();
+    let exists: Vec<i64> = if asked.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut src).await.context("EXISTS")?
+    };
+    let mut exists = exists.into_iter();
+    let mut absent: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    for (key, name) in keys.iter().zip(&names) {
+        let on_source = name.is_some() && exists.next().unwrap_or(0) != 0;
+        if !on_source {
+            let renamed = name.as_ref().filter(|n| ***n != **key).map(|n| n.to_vec());
+            absent.push((key.clone(), renamed));
+        }
+    }
     if absent.is_empty() {
         return Ok(out);
     }
-    let (dh, _) = heads(dst, &absent).await?;
-    for (key, d) in absent.into_iter().zip(dh) {
+    let absent_keys: Vec<Vec<u8>> = absent.iter().map(|(k, _)| k.clone()).collect();
+    let (dh, _) = heads(dst, &absent_keys).await?;
+    let renames = !ctx.map.renames_nothing();
+    for ((key, name), d) in absent.into_iter().zip(dh) {
         if extra_on_target(&d, &ctx.ttl) {
+            let detail = match (renames, name) {
+                (false, _) => String::new(),
+                (true, Some(name)) => {
+                    renamed_detail(String::new(), "target key; source name", &name)
+                }
+                (true, None) => "target key; no source key is written under this name".into(),
+            };
             out.diffs.push(Difference {
                 db,
                 key,
                 kind: DifferenceKind::ExtraOnTarget,
-                detail: String::new(),
+                detail,
                 source_type: "none".into(),
                 target_type: d.kind,
                 source_pttl: -2,

@@ -7,11 +7,14 @@
 use std::sync::atomic::AtomicBool;
 
 use crate::judge::ttl::TtlRules;
+use crate::keymap::KeyMap;
 use crate::options::{CompareOptions, SYNC_CHECKPOINT_KEY};
 
 /// What every batch shares.
 pub(crate) struct Ctx {
     pub(crate) options: CompareOptions,
+    /// Where source databases and keys live on the target ([`crate::keymap`]).
+    pub(crate) map: KeyMap,
     /// The TTL rules of [`crate::judge::ttl`], from the options.
     pub(crate) ttl: TtlRules,
     /// Keys hashing below this are sampled; None: every key.
@@ -31,6 +34,7 @@ impl Ctx {
     pub(crate) fn new(options: &CompareOptions, threshold: Option<u64>) -> Ctx {
         Ctx {
             options: options.clone(),
+            map: KeyMap::new(options.db_map.clone(), options.renames.clone()),
             ttl: TtlRules::of(options),
             threshold,
             dump_ok: AtomicBool::new(true),
@@ -54,6 +58,28 @@ impl Ctx {
             let offset = t.wrapping_mul(self.options.sample_window);
             xxhash_rust::xxh3::xxh3_64(key).wrapping_sub(offset) < t
         })
+    }
+
+    /// Whether target key `key` is compared: the prefixes and the sample judge its
+    /// source name ([`KeyMap::source_key`]); a target key that no source key is
+    /// written as (extra whatever the source holds) is judged by its own name. A
+    /// name ignored on either side (lockstep's own keys) is ignored.
+    pub(crate) fn target_wanted(&self, key: &[u8]) -> bool {
+        if self.map.renames_nothing() {
+            return self.wanted(key);
+        }
+        if self
+            .options
+            .ignore_prefixes
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            return false;
+        }
+        match self.map.source_key(key) {
+            Some(source) => self.wanted(&source),
+            None => self.wanted(key),
+        }
     }
 
     /// The length beyond which strings are read in windows; None (0 in the
@@ -90,6 +116,30 @@ mod tests {
         let included = Ctx::new(&included, None);
         assert!(included.wanted(b"user:1") && !included.wanted(b"order:1"));
         assert!(!included.own_checkpoint());
+    }
+
+    #[test]
+    fn target_keys_are_judged_by_their_source_names() {
+        let options = CompareOptions {
+            include_prefixes: vec![b"user:".to_vec()],
+            renames: vec![(b"user:".to_vec(), b"u:".to_vec())],
+            ..CompareOptions::default()
+        };
+        let ctx = Ctx::new(&options, None);
+        assert!(ctx.target_wanted(b"u:1"), "the image of user:1");
+        assert!(!ctx.target_wanted(b"order:1"));
+        assert!(ctx.target_wanted(b"user:1"), "no source name: its own");
+        assert!(!ctx.target_wanted(b"LOCKSTEP_CHECKPOINT"));
+        let strip = CompareOptions {
+            renames: vec![(b"app1:".to_vec(), Vec::new())],
+            ..CompareOptions::default()
+        };
+        let strip = Ctx::new(&strip, None);
+        assert!(
+            !strip.target_wanted(b"LOCKSTEP_CHECKPOINT"),
+            "ignored by its own name"
+        );
+        assert!(strip.target_wanted(b"x"));
     }
 
     #[test]

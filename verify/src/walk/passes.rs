@@ -45,7 +45,7 @@ pub(crate) async fn walk_db(
     let source_done = tokio::sync::Notify::new();
     let source_pass = async {
         let limiter = Limiter::new(ctx.options.keys_per_second);
-        let source_keys = scan(ctx, pools.src[0].clone(), limiter, &|_| true);
+        let source_keys = scan(ctx, pools.src[0].clone(), false, limiter, &|_| true);
         let result = run_batches(pools, source_keys, tally, |s, d, keys| {
             compare_batch(ctx, s, d, db, keys, false)
         })
@@ -90,7 +90,8 @@ pub(crate) async fn walk_db(
     Ok(TargetPass::Scanned)
 }
 
-/// Every target key of `db` checked on the source.
+/// Every target key of `db` (on the target: the database `db` is written into)
+/// checked on the source, by its source name.
 pub(crate) async fn target_pass(
     ctx: &Arc<Ctx>,
     pools: &Pools,
@@ -98,15 +99,15 @@ pub(crate) async fn target_pass(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let limiter = Limiter::new(ctx.options.keys_per_second);
-    let target_keys = scan(ctx, pools.dst[0].clone(), limiter, &|_| true);
+    let target_keys = scan(ctx, pools.dst[0].clone(), true, limiter, &|_| true);
     run_batches(pools, target_keys, tally, |s, d, keys| {
         extra_batch(ctx, s, d, db, keys)
     })
     .await
 }
 
-/// Compares `keys` of `db` on both sides (a key list, or re-checked differences): a
-/// key present only on the target is extra.
+/// Compares `keys` of `db` (source names) on both sides (a key list, or re-checked
+/// differences): a key present only on the target is extra.
 pub(crate) async fn check_keys(
     ctx: &Arc<Ctx>,
     pools: &Pools,
@@ -146,14 +147,40 @@ pub(crate) async fn refind(
 ) -> anyhow::Result<()> {
     let chosen = |key: &[u8]| fingerprints.contains(fingerprint(key)) && !known.contains(key);
     let limiter = Limiter::new(ctx.options.keys_per_second);
-    let source_keys = scan(ctx, pools.src[0].clone(), limiter, &chosen);
+    let source_keys = scan(ctx, pools.src[0].clone(), false, limiter, &chosen);
     run_batches(pools, source_keys, tally, |s, d, keys| {
         compare_batch(ctx, s, d, db, keys, false)
     })
     .await?;
     let limiter = Limiter::new(ctx.options.keys_per_second);
-    let target_keys = scan(ctx, pools.dst[0].clone(), limiter, &chosen);
+    let target_keys = scan(ctx, pools.dst[0].clone(), true, limiter, &chosen);
     run_batches(pools, target_keys, tally, |s, d, keys| {
+        extra_batch(ctx, s, d, db, keys)
+    })
+    .await
+}
+
+/// Checks again target keys of `db` that no source key is written as (renamed
+/// prefixes: [`crate::keymap`]): each still on the target is extra.
+pub(crate) async fn check_target_keys(
+    ctx: &Arc<Ctx>,
+    pools: &Pools,
+    db: u32,
+    mut keys: Vec<Vec<u8>>,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    keys.sort_unstable();
+    keys.dedup();
+    let batches: Vec<anyhow::Result<Batch>> = keys
+        .chunks(ctx.options.batch_keys.max(1))
+        .map(|chunk| {
+            Ok(Batch {
+                scanned: 0,
+                keys: chunk.to_vec(),
+            })
+        })
+        .collect();
+    run_batches(pools, stream::iter(batches), tally, |s, d, keys| {
         extra_batch(ctx, s, d, db, keys)
     })
     .await

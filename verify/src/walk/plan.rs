@@ -38,7 +38,9 @@ pub(crate) async fn threshold(
 }
 
 /// The databases to compare and what is known of both sides' databases: a key
-/// list's databases, the asked ones, or every database holding keys on either side.
+/// list's databases, the asked ones, or every database holding keys on either side
+/// (the target's by the source database written into each, [`crate::keymap`]; a
+/// target database that none is written into is out of scope, and named).
 pub(crate) async fn plan(
     source: &redis::Client,
     target: &redis::Client,
@@ -46,7 +48,10 @@ pub(crate) async fn plan(
 ) -> anyhow::Result<Coverage> {
     if let Some(list) = &options.keys {
         let dbs = if options.dbs.is_empty() {
-            list.keys().copied().collect()
+            let target_only = options.target_only_keys.iter().flat_map(|t| t.keys());
+            let dbs: std::collections::BTreeSet<u32> =
+                list.keys().chain(target_only).copied().collect();
+            dbs.into_iter().collect()
         } else {
             options.dbs.clone()
         };
@@ -68,8 +73,17 @@ pub(crate) async fn plan(
                 .context("learning the target's databases")
         }
     )?;
-    let with_keys: std::collections::BTreeSet<u32> =
-        s.with_keys.union(&t.with_keys).copied().collect();
+    let map = crate::keymap::KeyMap::new(options.db_map.clone(), Vec::new());
+    let mut with_keys: std::collections::BTreeSet<u32> = s.with_keys.clone();
+    let mut unmapped_target = Vec::new();
+    for &db in &t.with_keys {
+        match map.source_db(db) {
+            Some(source) => {
+                with_keys.insert(source);
+            }
+            None => unmapped_target.push(db),
+        }
+    }
     let (asked, compared, not_asked) = if options.dbs.is_empty() {
         (None, with_keys.into_iter().collect(), Vec::new())
     } else {
@@ -88,6 +102,7 @@ pub(crate) async fn plan(
         target: Some(t),
         compared,
         not_asked,
+        unmapped_target,
         ..Coverage::default()
     })
 }

@@ -13,7 +13,8 @@ pub(crate) struct Pools {
 }
 
 impl Pools {
-    /// The connections, or why a side refused the database (then it is not read).
+    /// The connections, or why a side refused the database (then it is not read):
+    /// source database `db`, and on the target the database it is written into.
     pub(crate) async fn connect(
         ctx: &Ctx,
         source: &redis::Client,
@@ -24,7 +25,7 @@ impl Pools {
         let src = connect_db(source, db, workers)
             .await
             .context("connecting to the source")?;
-        let dst = connect_db(target, db, workers)
+        let dst = connect_db(target, ctx.map.target_db(db), workers)
             .await
             .context("connecting to the target")?;
         Ok(match (src, dst) {

@@ -16,10 +16,12 @@ pub(crate) struct Batch {
     pub(crate) keys: Vec<Vec<u8>>,
 }
 
-/// Batches of wanted keys for which `chosen` holds, SCAN by SCAN.
+/// Batches of wanted keys for which `chosen` holds, SCAN by SCAN; on the target
+/// (`on_target`), keys are judged by their source names ([`Ctx::target_wanted`]).
 pub(crate) fn scan<'a>(
     ctx: &'a Ctx,
     conn: Conn,
+    on_target: bool,
     limiter: Limiter,
     chosen: &'a (dyn Fn(&[u8]) -> bool + Sync),
 ) -> impl Stream<Item = anyhow::Result<Batch>> + 'a {
@@ -38,7 +40,14 @@ pub(crate) fn scan<'a>(
         let scanned = keys.len() as u64;
         let keys: Vec<Vec<u8>> = keys
             .into_iter()
-            .filter(|k| ctx.wanted(k) && chosen(k))
+            .filter(|k| {
+                let wanted = if on_target {
+                    ctx.target_wanted(k)
+                } else {
+                    ctx.wanted(k)
+                };
+                wanted && chosen(k)
+            })
             .collect();
         limiter.take(keys.len()).await;
         let cursor = (next != 0).then_some(next);
