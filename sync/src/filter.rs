@@ -444,10 +444,11 @@ impl Filter {
                 });
             }
         }
-        if !self.source_slots.is_empty() {
-            if (is("FUNCTION") || is("SCRIPT")) && !self.in_source_slots(0) {
-                return Ok(Verdict::Drop); // the shard serving slot 0 applies them
-            }
+        if !self.source_slots.is_empty()
+            && (is("FUNCTION") || is("SCRIPT"))
+            && !self.in_source_slots(0)
+        {
+            return Ok(Verdict::Drop); // the shard serving slot 0 applies them
         }
         if self.has_db_rules() {
             if let Some(verdict) = self.cross_db(argv, db)? {
