@@ -122,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
         let rss = status_kib(pid, "VmRSS")?;
         rss_kib.push(rss);
         let n = rss_kib.len();
-        if n == 1 || n % 10 == 0 {
+        if n == 1 || n.is_multiple_of(10) {
             println!(
                 "  run {n:>3} at {:>6.1} s: VmRSS {rss} KiB",
                 started.elapsed().as_secs_f64()
