@@ -156,25 +156,7 @@ async fn fill(
             src.run_args::<()>(("DEBUG", "POPULATE", keys, "key", 100))
                 .await?
         }
-        Dataset::Mixed => {
-            const MIXED: &str = "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do \
-                local k = 'k:' .. i local v = 'value-' .. i \
-                local t = i % 6 \
-                if t == 0 then redis.call('SET', k, v) \
-                elseif t == 1 then redis.call('HSET', k, 'a', v, 'b', i, 'c', 'x') \
-                elseif t == 2 then redis.call('RPUSH', k, v, i, 'x', 'y') \
-                elseif t == 3 then redis.call('SADD', k, v, i, 'x') \
-                elseif t == 4 then redis.call('ZADD', k, 1, v, 2.5, i, 3, 'x') \
-                else redis.call('XADD', k, '*', 'f', v) redis.call('XADD', k, '*', 'g', i) end \
-                if i % 10 == 0 then redis.call('EXPIRE', k, 86400) end \
-            end";
-            let mut from = 0;
-            while from < keys {
-                let to = (from + 10_000).min(keys) - 1;
-                src.run_args::<()>(("EVAL", MIXED, 0, from, to)).await?;
-                from = to + 1;
-            }
-        }
+        Dataset::Mixed => common::fill_mixed(src, keys).await?,
         Dataset::Big => {
             let element = vec![b'e'; 10_000];
             let per_key = big_mb() * 1_000_000 / element.len();

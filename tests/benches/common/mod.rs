@@ -79,6 +79,18 @@ impl Lockstep {
         checkpoint_dir: &Path,
         mode: &str,
     ) -> anyhow::Result<Lockstep> {
+        let mut args: Vec<std::ffi::OsString> = ["sync", "--source", source, "--target", target]
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.push("--checkpoint-dir".into());
+        args.push(checkpoint_dir.into());
+        args.extend(["--mode".into(), mode.into()]);
+        Lockstep::start(bin, &args)
+    }
+
+    /// `lockstep ARGS...` under `/usr/bin/time` (stdout discarded, stderr shown).
+    pub fn start(bin: &Path, args: &[impl AsRef<std::ffi::OsStr>]) -> anyhow::Result<Lockstep> {
         let time_file = tempfile::NamedTempFile::new()?;
         let started = Instant::now();
         // `$LOCKSTEP_WRAP` (e.g. `perf record -g -o f --`) goes between time and lockstep.
@@ -90,10 +102,7 @@ impl Lockstep {
             .arg(time_file.path())
             .args(wrap.split_whitespace())
             .arg(bin)
-            .args(["sync", "--source", source, "--target", target])
-            .arg("--checkpoint-dir")
-            .arg(checkpoint_dir)
-            .args(["--mode", mode])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -400,5 +409,58 @@ pub fn record(title: &str, target: &str, rows: &[(&str, String)]) -> anyhow::Res
     doc.push_str(&text);
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     println!("recorded in {}", path.display());
+    Ok(())
+}
+
+/// Writes `keys` keys of every type into the selected database, on the server (a
+/// script per 10 000 keys, so filling is not the slow part of a bench): strings,
+/// hashes, lists, sets, zsets and streams of a few small elements (`k:<i>`, type by
+/// `i % 6`), one key in ten with a TTL of a day.
+pub async fn fill_mixed(src: &mut MultiplexedConnection, keys: i64) -> anyhow::Result<()> {
+    const MIXED: &str = "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do \
+        local k = 'k:' .. i local v = 'value-' .. i \
+        local t = i % 6 \
+        if t == 0 then redis.call('SET', k, v) \
+        elseif t == 1 then redis.call('HSET', k, 'a', v, 'b', i, 'c', 'x') \
+        elseif t == 2 then redis.call('RPUSH', k, v, i, 'x', 'y') \
+        elseif t == 3 then redis.call('SADD', k, v, i, 'x') \
+        elseif t == 4 then redis.call('ZADD', k, 1, v, 2.5, i, 3, 'x') \
+        else redis.call('XADD', k, '*', 'f', v) redis.call('XADD', k, '*', 'g', i) end \
+        if i % 10 == 0 then redis.call('EXPIRE', k, 86400) end \
+    end";
+    let mut from = 0;
+    while from < keys {
+        let to = (from + 10_000).min(keys) - 1;
+        src.run_args::<()>(("EVAL", MIXED, 0, from, to)).await?;
+        from = to + 1;
+    }
+    Ok(())
+}
+
+/// Makes `target` an exact copy of `source` the native way (REPLICAOF until the link
+/// is up and DBSIZE matches, then REPLICAOF NO ONE): the pair a verify or an audit
+/// compares, independent of lockstep's own sync.
+pub async fn copy_natively(source: &RedisServer, target: &RedisServer) -> anyhow::Result<()> {
+    let mut src = patient(source).await?;
+    let mut dst = patient(target).await?;
+    let keys = dbsize(&mut src).await?;
+    dst.run_args::<()>(("REPLICAOF", source.addr().ip().to_string(), source.port()))
+        .await?;
+    let started = Instant::now();
+    loop {
+        let up = info(&mut dst, "replication")
+            .await?
+            .get("master_link_status")
+            == Some("up");
+        // DBSIZE answers -LOADING while the replica loads: not there yet.
+        if up && dbsize(&mut dst).await.ok() == Some(keys) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the native copy did not finish within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    dst.run_args::<()>(("REPLICAOF", "NO", "ONE")).await?;
     Ok(())
 }
