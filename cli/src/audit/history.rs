@@ -220,17 +220,19 @@ impl History {
 
     /// The runs, oldest first, of `pair` or of every pair.
     pub fn runs(&self, pair: Option<&str>) -> anyhow::Result<Vec<Run>> {
-        self.runs_inner(pair).map_err(|e| explain(&self.path, e))
+        self.runs_inner(pair, -1)
+            .map_err(|e| explain(&self.path, e))
     }
 
-    fn runs_inner(&self, pair: Option<&str>) -> rusqlite::Result<Vec<Run>> {
+    /// The newest `limit` runs (-1: all), oldest first.
+    fn runs_inner(&self, pair: Option<&str>, limit: i64) -> rusqlite::Result<Vec<Run>> {
         let mut statement = self.conn.prepare(
             "SELECT id, pair, started_ms, ended_ms, mode, sample_window, keys_compared,
                 coverage, differences, by_kind, verdict, statement, error
-             FROM runs WHERE ?1 IS NULL OR pair = ?1 ORDER BY id",
+             FROM runs WHERE ?1 IS NULL OR pair = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
         let json = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
-        let rows = statement.query_map([pair], |r| {
+        let rows = statement.query_map(rusqlite::params![pair, limit], |r| {
             Ok(Run {
                 id: r.get(0)?,
                 pair: r.get(1)?,
@@ -250,12 +252,17 @@ impl History {
                 error: r.get(12)?,
             })
         })?;
-        rows.collect()
+        let mut runs = rows.collect::<rusqlite::Result<Vec<Run>>>()?;
+        runs.reverse();
+        Ok(runs)
     }
 
-    /// The last run of `pair`, if any.
+    /// The last run of `pair`, if any: one row read, however long the history.
     pub fn last_run(&self, pair: &str) -> anyhow::Result<Option<Run>> {
-        Ok(self.runs(Some(pair))?.pop())
+        let mut newest = self
+            .runs_inner(Some(pair), 1)
+            .map_err(|e| explain(&self.path, e))?;
+        Ok(newest.pop())
     }
 
     /// The keys that differed in the last verified run of their pair, with
@@ -489,6 +496,9 @@ mod tests {
             vec![3000, 4000]
         );
         assert_eq!(h.runs(None).expect("all").len(), 3);
+        let last = h.last_run("a").expect("last").expect("a run");
+        assert_eq!(last.started_ms, 4000, "the newest run of its pair");
+        assert!(h.last_run("none").expect("last").is_none());
         let days = Retention {
             days: Some(1),
             runs: None,
