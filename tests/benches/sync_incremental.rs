@@ -158,7 +158,9 @@ fn summary(follower: Follower, rounds: &[&Round]) -> anyhow::Result<()> {
     }
     let target = match follower {
         Follower::Lockstep => "lag time p99 < 100 ms, all writes applied within 1 s of the stop",
-        Follower::LockstepRenamed => "CPU per write within 5% of Lockstep's in the same run (issue 17)",
+        Follower::LockstepRenamed => {
+            "CPU per write within 5% of Lockstep's in the same run (issue 17)"
+        }
         Follower::Native => "none: the baseline of this machine",
     };
     common::record(
