@@ -115,19 +115,8 @@ pub(crate) async fn check_keys(
     keys: Vec<Vec<u8>>,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let mut keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| ctx.wanted(k)).collect();
-    // A key listed twice (a line repeated, SCAN returning a key twice) is read once.
-    keys.sort_unstable();
-    keys.dedup();
-    let batches: Vec<anyhow::Result<Batch>> = keys
-        .chunks(ctx.options.batch_keys.max(1))
-        .map(|chunk| {
-            Ok(Batch {
-                scanned: 0,
-                keys: chunk.to_vec(),
-            })
-        })
-        .collect();
+    let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| ctx.wanted(k)).collect();
+    let batches = listed_batches(ctx, keys);
     run_batches(pools, stream::iter(batches), tally, |s, d, keys| {
         compare_batch(ctx, s, d, db, keys, true)
     })
@@ -166,24 +155,29 @@ pub(crate) async fn check_target_keys(
     ctx: &Arc<Ctx>,
     pools: &Pools,
     db: u32,
-    mut keys: Vec<Vec<u8>>,
+    keys: Vec<Vec<u8>>,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
+    let batches = listed_batches(ctx, keys);
+    run_batches(pools, stream::iter(batches), tally, |s, d, keys| {
+        extra_batch(ctx, s, d, db, keys)
+    })
+    .await
+}
+
+/// A list of keys as batches of `batch_keys`; a key listed twice (a line repeated,
+/// SCAN returning a key twice) is read once.
+fn listed_batches(ctx: &Ctx, mut keys: Vec<Vec<u8>>) -> Vec<anyhow::Result<Batch>> {
     keys.sort_unstable();
     keys.dedup();
-    let batches: Vec<anyhow::Result<Batch>> = keys
-        .chunks(ctx.options.batch_keys.max(1))
+    keys.chunks(ctx.options.batch_keys.max(1))
         .map(|chunk| {
             Ok(Batch {
                 scanned: 0,
                 keys: chunk.to_vec(),
             })
         })
-        .collect();
-    run_batches(pools, stream::iter(batches), tally, |s, d, keys| {
-        extra_batch(ctx, s, d, db, keys)
-    })
-    .await
+        .collect()
 }
 
 /// The quiet states of both sides ([`quiet_states`]), read on each side's first
