@@ -172,6 +172,43 @@ pub struct TaskArgs {
     /// rules must be one-to-one, or the task refuses to start and says why.
     #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename_prefix)]
     pub rename_prefix: Vec<(String, String)>,
+    /// Synchronize only keys matching this glob (Redis syntax: * ? [a-z] [^a] \x;
+    /// repeatable). With --prefix and --key-regex: a key matching any of them.
+    #[arg(long = "match", id = "match", value_name = "GLOB", value_parser = parse_glob)]
+    pub key_match: Vec<String>,
+    /// Do not synchronize keys matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob)]
+    pub exclude_match: Vec<String>,
+    /// Synchronize only keys this regex finds a match in (Rust regex syntax on the
+    /// key's bytes, not anchored: use ^...$ for the whole key; repeatable).
+    #[arg(long, value_name = "REGEX", value_parser = parse_key_regex)]
+    pub key_regex: Vec<String>,
+    /// Do not synchronize keys this regex finds a match in (repeatable).
+    #[arg(long, value_name = "REGEX", value_parser = parse_key_regex)]
+    pub exclude_key_regex: Vec<String>,
+    /// Synchronize only keys of these types (comma-separated: string, list, set,
+    /// zset, hash, stream, module).
+    #[arg(long, value_delimiter = ',', value_name = "TYPE,...", value_parser = parse_type_name)]
+    pub types: Vec<String>,
+    /// Do not synchronize keys of these types (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "TYPE,...", value_parser = parse_type_name)]
+    pub exclude_types: Vec<String>,
+    /// Write every key without an expiry (a key that expires on the source still
+    /// leaves the target: the source sends its DEL).
+    #[arg(long, conflicts_with_all = ["ttl_cap", "ttl_set"])]
+    pub ttl_remove: bool,
+    /// No key expires later than this after lockstep writes it (e.g. 7d, 12h, 90s;
+    /// a number alone is seconds). Keys without an expiry keep none.
+    #[arg(long, value_name = "DURATION", value_parser = parse_rule_duration, conflicts_with = "ttl_set")]
+    pub ttl_cap: Option<String>,
+    /// Every key expires this long after lockstep last wrote it, whatever its
+    /// expiry on the source (e.g. 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_rule_duration)]
+    pub ttl_set: Option<String>,
+    /// Do not write hash fields matching FIELDGLOB, of hashes whose source name
+    /// matches KEYGLOB (every hash without it); split at the first `=`; repeatable.
+    #[arg(long, value_name = "[KEYGLOB=]FIELDGLOB", value_parser = parse_hash_field_rule)]
+    pub drop_hash_field: Vec<String>,
     /// Apply PUBLISH and SPUBLISH to the target; by default they are dropped (they
     /// cannot be synchronized: subscribers of the source are not the target's).
     #[arg(long)]
@@ -225,6 +262,53 @@ pub fn parse_rename_prefix(text: &str) -> Result<(String, String), String> {
             "{text:?}: use OLD=NEW, e.g. user:=u: (an empty OLD renames every key)"
         )),
     }
+}
+
+/// A Redis glob (checked here, so a bad one is refused with the flag's name).
+pub fn parse_glob(text: &str) -> Result<String, String> {
+    lockstep_sync::rules::glob::Glob::new(text).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+/// A Rust regex on key bytes.
+pub fn parse_key_regex(text: &str) -> Result<String, String> {
+    lockstep_sync::rules::key_match::KeyRegex::new(text)?;
+    Ok(text.to_owned())
+}
+
+/// A type name (string, list, set, zset, hash, stream, module).
+pub fn parse_type_name(text: &str) -> Result<String, String> {
+    lockstep_sync::rules::types::parse_type(text)?;
+    Ok(text.trim().to_ascii_lowercase())
+}
+
+/// `[KEYGLOB=]FIELDGLOB`.
+pub fn parse_hash_field_rule(text: &str) -> Result<String, String> {
+    lockstep_sync::rules::hash_fields::HashFieldDrops::parse(&[text.to_owned()])
+        .map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+/// A duration for the TTL rules: `7d`, `12h`, `90s`, `500ms`, `1h 30m`, or seconds.
+pub fn parse_rule_duration(text: &str) -> Result<String, String> {
+    rule_duration(text)?;
+    Ok(text.to_owned())
+}
+
+/// The duration of [`parse_rule_duration`]'s text.
+pub fn rule_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => std::time::Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration ({e}); e.g. 7d, 12h, 90s or 500ms"))?,
+    };
+    if duration.is_zero() || duration > std::time::Duration::from_secs(100 * 365 * 86_400) {
+        return Err(format!(
+            "{text:?}: a duration above 0 and at most 100 years"
+        ));
+    }
+    Ok(duration)
 }
 
 /// A positive number of MB per second (at most 100000).

@@ -11,7 +11,20 @@ use lockstep_sync::engine::SyncOptions;
 use lockstep_sync::filter::Filter;
 use lockstep_sync::throttle::ThrottleOptions;
 
-use crate::args::TaskArgs;
+use lockstep_sync::rules::hash_fields::HashFieldDrops;
+use lockstep_sync::rules::key_match::KeyPatterns;
+use lockstep_sync::rules::ttl::TtlRule;
+use lockstep_sync::rules::types::{parse_type, TypeRules};
+
+use crate::args::{rule_duration, TaskArgs};
+
+/// Type names (checked by clap already) as kinds.
+fn kinds(names: &[String]) -> anyhow::Result<Vec<lockstep_sync::rdb::Kind>> {
+    names
+        .iter()
+        .map(|n| parse_type(n).map_err(anyhow::Error::msg))
+        .collect()
+}
 
 /// Bytes in one MB of the throttle flags.
 const MB: f64 = 1_000_000.0;
@@ -21,14 +34,14 @@ impl TaskArgs {
     /// (a mapping of an unselected database, two sources into one target database).
     pub fn apply_to(&self, options: &mut SyncOptions) -> anyhow::Result<()> {
         options.task_name = self.task_name.clone();
-        options.filter = self.filter();
+        options.filter = self.filter()?;
         options.filter.validate()?;
         options.throttle = self.throttle();
         Ok(())
     }
 
-    pub fn filter(&self) -> Filter {
-        Filter {
+    pub fn filter(&self) -> anyhow::Result<Filter> {
+        Ok(Filter {
             dbs: self.dbs.clone(),
             db_map: self.map_db.clone(),
             include_prefixes: self.prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
@@ -46,9 +59,30 @@ impl TaskArgs {
             keep_publish: self.keep_publish,
             drop_commands: self.drop_command.clone(),
             extend_ttl: Duration::from_secs(self.extend_ttl),
+            patterns: KeyPatterns::new(
+                &self.key_match,
+                &self.exclude_match,
+                &self.key_regex,
+                &self.exclude_key_regex,
+            )
+            .map_err(anyhow::Error::msg)?,
+            types: TypeRules::new(kinds(&self.types)?, kinds(&self.exclude_types)?),
+            ttl_rule: self.ttl_rule()?,
+            hash_fields: HashFieldDrops::parse(&self.drop_hash_field)?,
             // Set per shard when the source turns out to be a cluster.
             source_slots: Vec::new(),
-        }
+        })
+    }
+
+    /// --ttl-remove, --ttl-cap, --ttl-set (clap refuses more than one).
+    fn ttl_rule(&self) -> anyhow::Result<TtlRule> {
+        let duration = |text: &str| rule_duration(text).map_err(anyhow::Error::msg);
+        Ok(match (&self.ttl_cap, &self.ttl_set) {
+            _ if self.ttl_remove => TtlRule::Remove,
+            (Some(cap), _) => TtlRule::Cap(duration(cap)?),
+            (None, Some(set)) => TtlRule::Set(duration(set)?),
+            (None, None) => TtlRule::Keep,
+        })
     }
 
     pub fn throttle(&self) -> ThrottleOptions {
@@ -115,7 +149,7 @@ mod tests {
             "2",
         ])
         .expect("parses");
-        let filter = args.filter();
+        let filter = args.filter().expect("valid");
         assert_eq!(filter.dbs, [0, 2]);
         assert_eq!(filter.db_map, [(0, 5)]);
         assert_eq!(

@@ -68,6 +68,10 @@ use bytes::Bytes;
 
 use crate::keys::{key_indices, split_part, KeysError};
 use crate::rename::KeyRenames;
+use crate::rules::hash_fields::{FieldRewrite, HashFieldDrops};
+use crate::rules::key_match::KeyPatterns;
+use crate::rules::ttl::{TtlRewrite, TtlRule};
+use crate::rules::types::{TypeRules, TypeVerdict};
 
 /// What a full resync over stale data removes from the target, as the filter
 /// decides it (see the module doc, "A full resync over stale data").
@@ -78,10 +82,12 @@ pub enum ClearScope {
     /// These target databases whole (FLUSHDB each): database rules only.
     Databases(Vec<u32>),
     /// The keys the filter owns ([`Filter::owns_key`]) among those matching
-    /// `patterns`, in `dbs` (none: every database that holds keys).
+    /// `patterns`, of `types` (none: any), in `dbs` (none: every database that
+    /// holds keys).
     Keys {
         dbs: Option<Vec<u32>>,
         patterns: Vec<Vec<u8>>,
+        types: Option<Vec<&'static str>>,
     },
 }
 
@@ -106,6 +112,14 @@ pub struct Filter {
     pub include_prefixes: Vec<Vec<u8>>,
     /// Drop keys starting with any of these.
     pub exclude_prefixes: Vec<Vec<u8>>,
+    /// Keep or drop keys by glob or regex ([`crate::rules::key_match`]).
+    pub patterns: KeyPatterns,
+    /// Keep or drop keys by type ([`crate::rules::types`]).
+    pub types: TypeRules,
+    /// Remove, cap or set key expiries ([`crate::rules::ttl`]), after `extend_ttl`.
+    pub ttl_rule: TtlRule,
+    /// Hash fields that are not written ([`crate::rules::hash_fields`]).
+    pub hash_fields: HashFieldDrops,
     /// Apply PUBLISH / SPUBLISH to the target instead of dropping them.
     pub keep_publish: bool,
     /// More command names to drop (ASCII case-insensitive).
@@ -195,6 +209,19 @@ impl Filter {
         if self.extend_ttl.as_millis() > i64::MAX as u128 / 2 {
             return bad("the TTL extension is too large".into());
         }
+        match self.ttl_rule {
+            TtlRule::Remove | TtlRule::Set(_) if !self.extend_ttl.is_zero() => {
+                return bad("--extend-ttl with --ttl-remove or --ttl-set: the rule decides every expiry, so nothing would be extended (fix: drop one)".into());
+            }
+            TtlRule::Cap(d) | TtlRule::Set(d)
+                if d.is_zero() || d.as_millis() > i64::MAX as u128 / 2 =>
+            {
+                return bad(
+                    "a --ttl-cap or --ttl-set duration must be above 0 and below 100 years".into(),
+                );
+            }
+            _ => {}
+        }
         self.renames
             .validate()
             .map_err(|e| FilterConfigError(e.to_string()))
@@ -224,12 +251,27 @@ impl Filter {
         }
     }
 
-    /// Is a key of this name written to the target (prefix rules and own keys)?
+    /// Is a key of this name written to the target (prefix and pattern rules, own
+    /// keys)? Kept: no include rule of any kind, or one matches; and no exclude rule.
     pub fn keeps_key(&self, key: &[u8]) -> bool {
-        !key.starts_with(OWN_KEY_PREFIX)
-            && (self.include_prefixes.is_empty()
-                || self.include_prefixes.iter().any(|p| key.starts_with(p)))
+        if key.starts_with(OWN_KEY_PREFIX) {
+            return false;
+        }
+        let patterns = &self.patterns;
+        let no_includes = self.include_prefixes.is_empty() && !patterns.has_includes();
+        let included = no_includes
+            || self.include_prefixes.iter().any(|p| key.starts_with(p))
+            || patterns.included(key);
+        included
             && !self.exclude_prefixes.iter().any(|p| key.starts_with(p))
+            && !patterns.excluded(key)
+    }
+
+    /// Are keys filtered by name (prefixes, globs, regexes)?
+    fn has_key_rules(&self) -> bool {
+        !self.include_prefixes.is_empty()
+            || !self.exclude_prefixes.is_empty()
+            || !self.patterns.is_empty()
     }
 
     /// Is `slot` one of this shard's (always, when the source is not a cluster)?
@@ -265,9 +307,18 @@ impl Filter {
         Ok(self.renames.target_key(key))
     }
 
-    /// Is this key of the snapshot written to the target?
-    pub fn keeps_rdb_key(&self, db: u64, key: &[u8]) -> bool {
-        self.is_db_selected(db) && self.keeps_key(key)
+    /// Is this key of the snapshot, of this kind, written to the target?
+    pub fn keeps_rdb_key(&self, db: u64, key: &[u8], kind: crate::rdb::Kind) -> bool {
+        self.is_db_selected(db) && self.keeps_key(key) && self.types.keeps(kind)
+    }
+
+    /// The expiry (unix ms) the full copy writes for a key whose source expiry is
+    /// `expire_ms`, at `now_ms`: extended, then under the TTL rule. The flag says
+    /// whether the rule chose it (then the source's expiry does not govern it).
+    pub fn copy_expiry(&self, expire_ms: Option<i64>, now_ms: i64) -> (Option<i64>, bool) {
+        let extended = expire_ms.map(|e| self.extend_expiry(e));
+        let written = self.ttl_rule.copy_expiry(extended, now_ms);
+        (written, written != extended)
     }
 
     /// The expiry (unix ms) to write for a source expiry, extension included.
@@ -298,9 +349,11 @@ impl Filter {
     /// module doc); the target does it ([`crate::target::Target::clear`]), asking
     /// [`Filter::owns_key`] of every key it finds when the scope is by key.
     pub fn clear_scope(&self) -> ClearScope {
-        let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
-        // Key by key: with prefix rules, or for one shard of a cluster source.
-        let by_key = prefix_rules || !self.source_slots.is_empty() || !self.renames.is_empty();
+        // Key by key: with key or type rules, or for one shard of a cluster source.
+        let by_key = self.has_key_rules()
+            || self.types.is_active()
+            || !self.source_slots.is_empty()
+            || !self.renames.is_empty();
         let written = || self.written_target_dbs();
         match (by_key, self.has_db_rules()) {
             (false, false) => ClearScope::Everything,
@@ -308,6 +361,7 @@ impl Filter {
             (true, rules) => ClearScope::Keys {
                 dbs: rules.then(written),
                 patterns: self.scan_patterns(),
+                types: self.types.kept_names(),
             },
         }
     }
@@ -318,6 +372,7 @@ impl Filter {
         ClearScope::Keys {
             dbs: Some(vec![db]),
             patterns: self.scan_patterns(),
+            types: self.types.kept_names(),
         }
     }
 
@@ -343,19 +398,25 @@ impl Filter {
     /// SCAN MATCH patterns covering the keys the task may own on the target (every
     /// key with renames: [`Filter::owns_key`] judges each by its source name).
     pub(crate) fn scan_patterns(&self) -> Vec<Vec<u8>> {
-        if self.include_prefixes.is_empty() || !self.renames.is_empty() {
-            vec![b"*".to_vec()]
-        } else {
-            self.include_prefixes
+        let globs = self.patterns.scan_globs();
+        let no_includes = self.include_prefixes.is_empty() && !self.patterns.has_includes();
+        match globs {
+            Some(globs) if !no_includes && self.renames.is_empty() => self
+                .include_prefixes
                 .iter()
                 .map(|p| glob_prefix(p))
-                .collect()
+                .chain(globs)
+                .collect(),
+            _ => vec![b"*".to_vec()],
         }
     }
 
     /// What to do with `argv`, a command of the stream applied in source database `db`.
     pub fn command(&self, argv: &[Bytes], db: u32) -> Result<Verdict, FilterError> {
         let verdict = self.command_by_source_names(argv, db)?;
+        if self.has_value_rules() {
+            return self.with_value_rules(argv, verdict);
+        }
         if self.renames.is_empty() {
             return Ok(verdict);
         }
@@ -380,6 +441,99 @@ impl Filter {
 
     /// `argv` with its keys renamed ([`crate::rename`]); None when no key changes.
     /// A command whose keys cannot all be found and renamed stops the task.
+    /// Type, TTL or hash field rules (checked once per command: the default filter
+    /// skips the general path below).
+    fn has_value_rules(&self) -> bool {
+        self.types.is_active() || !self.ttl_rule.is_keep() || !self.hash_fields.is_empty()
+    }
+
+    /// `verdict` (of the rules on source names) under the type, TTL, hash field and
+    /// rename rules, in that order, for each command it applies.
+    fn with_value_rules(&self, argv: &[Bytes], verdict: Verdict) -> Result<Verdict, FilterError> {
+        let commands = match verdict {
+            Verdict::Keep => {
+                let Some(out) = self.value_rules(argv)? else {
+                    return Ok(Verdict::Keep);
+                };
+                out
+            }
+            Verdict::Rewrite(commands) => {
+                let mut out = Vec::with_capacity(commands.len());
+                for command in commands {
+                    match self.value_rules(&command)? {
+                        Some(rewritten) => out.extend(rewritten),
+                        None => out.push(command),
+                    }
+                }
+                out
+            }
+            other => return Ok(other),
+        };
+        Ok(if commands.is_empty() {
+            Verdict::Drop
+        } else {
+            Verdict::Rewrite(commands)
+        })
+    }
+
+    /// One command under the value rules: `None` when nothing changes, else what
+    /// to apply instead (empty: nothing).
+    fn value_rules(&self, argv: &[Bytes]) -> Result<Option<Vec<Vec<Bytes>>>, FilterError> {
+        let mut changed = false;
+        let typed = match self.types.judge(argv) {
+            TypeVerdict::Keep => vec![argv.to_vec()],
+            TypeVerdict::Drop => return Ok(Some(Vec::new())),
+            TypeVerdict::Into(commands) => {
+                changed = true;
+                commands
+            }
+            TypeVerdict::Refuse(reason) => return Err(error(argv, command_keys(argv), &reason)),
+        };
+        let now = crate::clock::unix_ms();
+        let mut out = Vec::with_capacity(typed.len());
+        for command in typed {
+            let timed = match self.ttl_rule.rewrite(&command, now) {
+                TtlRewrite::Unchanged => vec![command],
+                TtlRewrite::Drop => {
+                    changed = true;
+                    continue;
+                }
+                TtlRewrite::Into(commands) => {
+                    changed = true;
+                    commands
+                }
+            };
+            for command in timed {
+                let command = match self.hash_fields.rewrite(&command) {
+                    FieldRewrite::Unchanged => command,
+                    FieldRewrite::Drop => {
+                        changed = true;
+                        continue;
+                    }
+                    FieldRewrite::Into(rewritten) => {
+                        changed = true;
+                        rewritten
+                    }
+                    FieldRewrite::Refuse(reason) => {
+                        return Err(error(&command, command_keys(&command), &reason))
+                    }
+                };
+                if self.renames.is_empty() {
+                    out.push(command);
+                    continue;
+                }
+                match self.renamed(&command)? {
+                    Some(renamed) => {
+                        changed = true;
+                        out.push(renamed);
+                    }
+                    None => out.push(command),
+                }
+            }
+        }
+        Ok(changed.then_some(out))
+    }
+
     fn renamed(&self, argv: &[Bytes]) -> Result<Option<Vec<Bytes>>, FilterError> {
         let name = argv.first().map(|n| &n[..]).unwrap_or_default();
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
@@ -463,7 +617,7 @@ impl Filter {
             }
         }
         let own_keys = mentions_own_key(argv);
-        let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
+        let prefix_rules = self.has_key_rules();
         let mut rewritten = None;
         if own_keys || prefix_rules {
             match self.by_keys(argv, prefix_rules)? {
@@ -640,7 +794,7 @@ impl Filter {
     /// The key rules alone (for a command already rewritten for its databases).
     fn command_keys_only(&self, argv: &[Bytes]) -> Result<Verdict, FilterError> {
         let own_keys = mentions_own_key(argv);
-        let prefix_rules = !self.include_prefixes.is_empty() || !self.exclude_prefixes.is_empty();
+        let prefix_rules = self.has_key_rules();
         if own_keys || prefix_rules {
             return self.by_keys(argv, prefix_rules);
         }
@@ -727,6 +881,13 @@ fn sort_names_other_keys(argv: &[Bytes]) -> bool {
         (word.eq_ignore_ascii_case(b"BY") && !value.eq_ignore_ascii_case(b"nosort"))
             || (word.eq_ignore_ascii_case(b"GET") && &value[..] != b"#")
     })
+}
+
+/// The keys of `argv` as text, for an error (none when they are not known).
+fn command_keys(argv: &[Bytes]) -> Vec<String> {
+    key_indices(argv)
+        .map(|indices| indices.map(|i| lossy(&argv[i])).collect())
+        .unwrap_or_default()
 }
 
 fn lossy(bytes: &[u8]) -> String {
@@ -940,7 +1101,8 @@ mod tests {
             prefix.clear_scope(),
             ClearScope::Keys {
                 dbs: None,
-                patterns: vec![b"a:*".to_vec()]
+                patterns: vec![b"a:*".to_vec()],
+                types: None,
             }
         );
     }

@@ -53,6 +53,7 @@ pub mod precheck;
 pub mod rdb;
 pub mod rename;
 pub mod resp;
+pub mod rules;
 pub mod slots;
 pub mod source;
 pub mod target;

@@ -116,6 +116,10 @@ struct CurrentKey {
     element_bytes: usize,
     /// Written batch by batch because it is big.
     streaming: bool,
+    /// A hash whose fields `--drop-hash-field` may drop: its source name.
+    fields_of: Option<Vec<u8>>,
+    /// Some field was dropped: the raw RDB bytes no longer describe it.
+    fields_dropped: bool,
 }
 
 /// Writes the keys of one RDB to the target.
@@ -176,11 +180,18 @@ impl KeyLoader {
         match event {
             Event::Header { version } => self.source_rdb_version = version as u16,
             Event::KeyStart(mut meta) => {
-                if !self.filter.keeps_rdb_key(meta.db, &meta.key) {
+                if !self
+                    .filter
+                    .keeps_rdb_key(meta.db, &meta.key, meta.rdb_type.kind())
+                {
                     self.skipping = true;
                     self.current = None;
                     return Ok(());
                 }
+                // Field rules judge the source name (kept only when they apply).
+                let fields_of = (meta.rdb_type.kind() == Kind::Hash
+                    && self.filter.hash_fields.applies_to(&meta.key))
+                .then(|| meta.key.clone());
                 // From here on the key has its target name (--rename-prefix).
                 if let std::borrow::Cow::Owned(renamed) = self.filter.target_key(&meta.key)? {
                     meta.key = renamed;
@@ -193,6 +204,8 @@ impl KeyLoader {
                     value,
                     element_bytes: 0,
                     streaming: false,
+                    fields_of,
+                    fields_dropped: false,
                 });
             }
             Event::Elements(_) | Event::KeyEnd { .. } if self.skipping => {}
@@ -242,6 +255,19 @@ impl KeyLoader {
             .current
             .as_mut()
             .ok_or(LoadError::OutOfOrder("elements outside a key"))?;
+        let batch = match (batch, &current.fields_of) {
+            (Elements::Hash(mut fields), Some(source_key)) => {
+                let before = fields.len();
+                let drops = &self.filter.hash_fields;
+                fields.retain(|f| !drops.drops(source_key, &f.field));
+                current.fields_dropped |= fields.len() != before;
+                if fields.is_empty() {
+                    return Ok(());
+                }
+                Elements::Hash(fields)
+            }
+            (batch, _) => batch,
+        };
         let added = batch_bytes(&batch);
         current.element_bytes += added;
         if current.streaming {
@@ -307,11 +333,15 @@ impl KeyLoader {
                     .write_big_string(current.meta, value, expire, writer)
                     .await;
             }
+            (_, Value::Hash(fields)) if fields.is_empty() && current.fields_dropped => {
+                return Ok(()); // every field dropped: the hash does not exist
+            }
             (_, value) => CurrentKey { value, ..current },
         };
         let meta = &current.meta;
         let readable = meta.rdb_type.min_rdb_version() <= self.target_rdb_version
-            && self.source_rdb_version <= self.target_rdb_version;
+            && self.source_rdb_version <= self.target_rdb_version
+            && !current.fields_dropped;
         let payload = match raw.filter(|_| readable) {
             Some(raw) => rdb::dump::wrap_raw(&raw, self.target_rdb_version),
             None => rdb::encode_dump(&current.value, self.target_rdb_version)
@@ -401,8 +431,15 @@ impl KeyLoader {
     /// The absolute expiry to write for `meta`: its own, or a guard expiry when it runs
     /// out within `ttl_guard` (counted for settling).
     fn expiry_to_write(&mut self, meta: &KeyMeta) -> Option<i64> {
-        let expire_ms = self.filter.extend_expiry(meta.expire_ms?);
-        let guard_until = unix_ms() + self.options.ttl_guard.as_millis() as i64;
+        let now = unix_ms();
+        let (expire_ms, by_rule) = self.filter.copy_expiry(meta.expire_ms, now);
+        let expire_ms = expire_ms?;
+        if by_rule {
+            // The TTL rule's expiry, not the source's: no later command of the
+            // source can extend it, so there is no race to guard against.
+            return Some(expire_ms);
+        }
+        let guard_until = now + self.options.ttl_guard.as_millis() as i64;
         if expire_ms > guard_until {
             return Some(expire_ms);
         }

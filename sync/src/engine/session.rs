@@ -100,12 +100,7 @@ async fn open_target(
         let keyspace = info_text(source.query(&[b"INFO".as_slice(), b"keyspace"]).await?);
         crate::cluster::check_source_dbs(&keyspace, &options.filter).map_err(SyncError::Options)?;
         // Cross-slot commands are applied by copying their keys from this source.
-        let copier = SourceCopier::new(
-            source,
-            target_rdb_version,
-            options.filter.extend_ttl_ms(),
-            options.filter.renames.clone(),
-        );
+        let copier = SourceCopier::new(source, target_rdb_version, options.filter.clone());
         writer.copy_cross_slot_from(copier, &options.task_key(SKIP_KEY));
     }
     Ok((writer, target_rdb_version))

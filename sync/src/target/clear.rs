@@ -41,19 +41,26 @@ impl Target {
                 self.drain().await?;
                 Ok(0)
             }
-            ClearScope::Keys { dbs, patterns } => match self {
-                Target::Standalone(_) => {
-                    self.clear_keys_standalone(dbs.as_deref(), patterns, &owns_key)
-                        .await
+            ClearScope::Keys {
+                dbs,
+                patterns,
+                types,
+            } => {
+                let scans = scans(patterns, types.as_deref());
+                match self {
+                    Target::Standalone(_) => {
+                        self.clear_keys_standalone(dbs.as_deref(), &scans, &owns_key)
+                            .await
+                    }
+                    Target::Cluster(_) => self.clear_keys_cluster(&scans, &owns_key).await,
                 }
-                Target::Cluster(_) => self.clear_keys_cluster(patterns, &owns_key).await,
-            },
+            }
         }
     }
 
     async fn clear_keys_cluster(
         &mut self,
-        patterns: &[Vec<u8>],
+        patterns: &[Scan<'_>],
         owns_key: &impl Fn(&[u8]) -> bool,
     ) -> Result<u64, ApplyError> {
         // Everything the router holds goes first: it may touch the same keys.
@@ -71,7 +78,7 @@ impl Target {
     async fn clear_keys_standalone(
         &mut self,
         dbs: Option<&[u32]>,
-        patterns: &[Vec<u8>],
+        patterns: &[Scan<'_>],
         owns_key: &impl Fn(&[u8]) -> bool,
     ) -> Result<u64, ApplyError> {
         let dbs = match dbs {
@@ -110,28 +117,47 @@ fn keyspace_dbs_of(info: &Frame) -> Vec<u32> {
         .collect()
 }
 
-/// SCANs `node`'s selected database for `pattern` and UNLINKs the keys the task
+/// One SCAN of the clear: a MATCH pattern and, with type rules, a TYPE.
+struct Scan<'a> {
+    pattern: &'a [u8],
+    kind: Option<&'static str>,
+}
+
+/// Every pattern, once per kept type (once without type rules).
+fn scans<'a>(patterns: &'a [Vec<u8>], types: Option<&[&'static str]>) -> Vec<Scan<'a>> {
+    let kinds: Vec<Option<&'static str>> = match types {
+        Some(types) => types.iter().map(|t| Some(*t)).collect(),
+        None => vec![None],
+    };
+    patterns
+        .iter()
+        .flat_map(|p| {
+            kinds.iter().map(move |kind| Scan {
+                pattern: p,
+                kind: *kind,
+            })
+        })
+        .collect()
+}
+
+/// SCANs `node`'s selected database for `scan` and UNLINKs the keys the task
 /// owns: in one command per SCAN batch, or one per key on a cluster node.
 /// Returns how many.
 async fn unlink_owned(
     node: &mut Conn,
-    pattern: &[u8],
+    scan: &Scan<'_>,
     one_per_command: bool,
     owns_key: &impl Fn(&[u8]) -> bool,
 ) -> Result<u64, ApplyError> {
     let mut unlinked = 0;
     let mut cursor = b"0".to_vec();
     loop {
-        let reply = node
-            .query(&[
-                b"SCAN".as_slice(),
-                &cursor,
-                b"MATCH",
-                pattern,
-                b"COUNT",
-                b"1000",
-            ])
-            .await?;
+        let mut argv: Vec<&[u8]> =
+            vec![b"SCAN", &cursor, b"MATCH", scan.pattern, b"COUNT", b"1000"];
+        if let Some(kind) = scan.kind {
+            argv.extend([b"TYPE".as_slice(), kind.as_bytes()]);
+        }
+        let reply = node.query(&argv).await?;
         let (next, keys) = scan_reply(reply);
         let owned: Vec<Bytes> = keys.into_iter().filter(|k| owns_key(k)).collect();
         unlinked += owned.len() as u64;

@@ -34,11 +34,15 @@
 
 use bytes::Bytes;
 
+use crate::clock::unix_ms;
 use crate::conn::{ApplyError, Conn};
+use crate::filter::Filter;
 use crate::rdb::dump::{decode_dump, DumpOptions};
 use crate::rdb::encode_dump;
-use crate::rename::KeyRenames;
+use crate::rdb::value::RdbType;
+use crate::rdb::{Kind, Value};
 use crate::resp::Frame;
+use crate::rules::ttl::TtlRewrite;
 
 pub use super::skips::{Judgement, Skips};
 
@@ -46,10 +50,10 @@ pub use super::skips::{Judgement, Skips};
 pub struct SourceCopier {
     source: Conn,
     target_rdb_version: u16,
-    extend_ttl_ms: i64,
-    /// The task's renames: the command's keys are target names, read on the source
-    /// under their source names.
-    renames: KeyRenames,
+    /// The task's filter: its renames (the command's keys are target names, read on
+    /// the source under their source names), TTL extension and rules, type rules and
+    /// hash field drops, applied to each value copied as to the stream's.
+    filter: Filter,
 }
 
 /// Keys read from the source as of its replication offset `offset`: per key, the
@@ -61,28 +65,20 @@ pub struct Copied {
 
 impl SourceCopier {
     /// `source` is a plain connection to the source the stream comes from; values
-    /// are written for a target of `target_rdb_version`, and TTLs lengthened by
-    /// `extend_ttl_ms` as the filter does for the stream.
-    /// `renames` are the task's key renames (the keys given to [`SourceCopier::copy`]
-    /// are target names).
-    pub fn new(
-        source: Conn,
-        target_rdb_version: u16,
-        extend_ttl_ms: i64,
-        renames: KeyRenames,
-    ) -> SourceCopier {
+    /// are written for a target of `target_rdb_version`, under the task's `filter`
+    /// (the keys given to [`SourceCopier::copy`] are target names).
+    pub fn new(source: Conn, target_rdb_version: u16, filter: Filter) -> SourceCopier {
         SourceCopier {
             source,
             target_rdb_version,
-            extend_ttl_ms,
-            renames,
+            filter,
         }
     }
 
     /// The source name of target key `key` (the stream's commands reach the target
     /// renamed; every renamed key has one).
     fn source_name(&self, key: &Bytes) -> Result<Bytes, ApplyError> {
-        match self.renames.source_key(key) {
+        match self.filter.renames.source_key(key) {
             Some(std::borrow::Cow::Borrowed(_)) => Ok(key.clone()),
             Some(std::borrow::Cow::Owned(name)) => Ok(Bytes::from(name)),
             None => Err(ApplyError::Cluster(format!(
@@ -139,7 +135,8 @@ impl SourceCopier {
                 Frame::Integer(ms) => *ms,
                 other => return Err(refused("PTTL", other)),
             };
-            let commands = self.restore_commands(key, dump, pttl)?;
+            let name = self.source_name(key)?;
+            let commands = self.restore_commands(key, &name, dump, pttl)?;
             copied.push((key.clone(), commands));
         }
         Ok(Copied {
@@ -150,28 +147,81 @@ impl SourceCopier {
 
     /// What makes the target's `key` equal to a source value `dump` (none: the key
     /// does not exist) with `pttl` milliseconds left (negative: no expiry).
+    /// `source_name`: the key's name on the source (the rules judge it).
     fn restore_commands(
         &self,
         key: &Bytes,
+        source_name: &[u8],
         dump: Option<Bytes>,
         pttl: i64,
     ) -> Result<Vec<Vec<Bytes>>, ApplyError> {
+        let delete = || Ok(vec![vec![Bytes::from_static(b"DEL"), key.clone()]]);
         let Some(payload) = dump else {
-            return Ok(vec![vec![Bytes::from_static(b"DEL"), key.clone()]]);
+            return delete();
         };
-        let payload = self.readable_payload(key, payload)?;
+        let kind = payload
+            .first()
+            .and_then(|t| RdbType::from_u8(*t))
+            .map(|t| t.kind());
+        if kind.is_some_and(|kind| !self.filter.types.keeps(kind)) {
+            return delete(); // of a type the task drops: absent on the target
+        }
+        let payload = if kind == Some(Kind::Hash) && self.filter.hash_fields.applies_to(source_name)
+        {
+            match self.without_dropped_fields(key, source_name, &payload)? {
+                Some(payload) => payload,
+                None => return delete(),
+            }
+        } else {
+            self.readable_payload(key, payload)?
+        };
         let ttl = if pttl > 0 {
-            pttl.saturating_add(self.extend_ttl_ms)
+            pttl.saturating_add(self.filter.extend_ttl_ms())
         } else {
             0
         };
-        Ok(vec![vec![
+        let restore = vec![
             Bytes::from_static(b"RESTORE"),
             key.clone(),
             Bytes::from(ttl.to_string()),
             payload,
             Bytes::from_static(b"REPLACE"),
-        ]])
+        ];
+        Ok(match self.filter.ttl_rule.rewrite(&restore, unix_ms()) {
+            TtlRewrite::Into(commands) => commands,
+            TtlRewrite::Unchanged | TtlRewrite::Drop => vec![restore],
+        })
+    }
+
+    /// A hash payload without the fields `--drop-hash-field` drops, for the target's
+    /// version (`None`: no field is left, the hash does not exist).
+    fn without_dropped_fields(
+        &self,
+        key: &Bytes,
+        source_name: &[u8],
+        payload: &[u8],
+    ) -> Result<Option<Bytes>, ApplyError> {
+        let unwritable = |detail: String| {
+            ApplyError::Cluster(format!(
+                "copying {:?} from the source for a cross-slot command: {detail}",
+                String::from_utf8_lossy(key)
+            ))
+        };
+        let mut dump = decode_dump(payload, &DumpOptions::default())
+            .map_err(|e| unwritable(format!("its DUMP payload does not decode: {e}")))?;
+        if let Value::Hash(fields) = &mut dump.value {
+            fields.retain(|f| !self.filter.hash_fields.drops(source_name, &f.field));
+            if fields.is_empty() {
+                return Ok(None);
+            }
+        }
+        let encoded = encode_dump(&dump.value, self.target_rdb_version).map_err(|e| {
+            unwritable(format!(
+                "the target (RDB version {}) cannot hold it: {e}",
+                self.target_rdb_version
+            ))
+        })?;
+        Ok(Some(Bytes::from(encoded)))
     }
 
     /// The payload as is when the target reads its RDB version, else re-encoded.

@@ -1,0 +1,173 @@
+//! Redis glob patterns (`SCAN MATCH`, `KEYS`) as byte regexes.
+//!
+//! The rules (`--match`, `--drop-hash-field`) take key and field patterns in the
+//! syntax Redis users already write: `*` any bytes, `?` one byte, `[abc]`, `[a-z]`,
+//! `[^a]` a class, `\x` the byte x. Patterns are translated once, at start, into an
+//! anchored [`regex::bytes::Regex`] in byte mode (`(?s-u)`: `.` is any byte, keys are
+//! not UTF-8), so one matcher serves globs and `--key-regex` alike and no matcher is
+//! written by hand. Incomplete patterns (an unclosed `[`, a trailing `\`) are refused
+//! with the position, rather than guessed at as Redis's own matcher does.
+
+use regex::bytes::Regex;
+
+/// A pattern that is not a glob.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("glob {pattern:?}: {reason}")]
+pub struct GlobError {
+    pub pattern: String,
+    pub reason: String,
+}
+
+/// A compiled glob, matching whole byte strings.
+#[derive(Clone, Debug)]
+pub struct Glob {
+    source: String,
+    regex: Regex,
+}
+
+impl PartialEq for Glob {
+    fn eq(&self, other: &Glob) -> bool {
+        self.source == other.source
+    }
+}
+impl Eq for Glob {}
+
+impl Glob {
+    pub fn new(pattern: &str) -> Result<Glob, GlobError> {
+        let regex = Regex::new(&translate(pattern)?).map_err(|e| GlobError {
+            pattern: pattern.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Glob {
+            source: pattern.to_owned(),
+            regex,
+        })
+    }
+
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        self.regex.is_match(bytes)
+    }
+
+    /// The pattern as given (also a valid `SCAN MATCH` pattern).
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+/// The anchored byte regex of a glob.
+fn translate(pattern: &str) -> Result<String, GlobError> {
+    let fail = |reason: String| GlobError {
+        pattern: pattern.to_owned(),
+        reason,
+    };
+    let bytes = pattern.as_bytes();
+    let mut out = String::from("(?s-u)^");
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'*' => out.push_str(".*"),
+            b'?' => out.push('.'),
+            b'\\' => {
+                let Some(&next) = bytes.get(i + 1) else {
+                    return Err(fail("it ends with a lone \\ (escape it as \\\\)".into()));
+                };
+                push_byte(&mut out, next);
+                i += 1;
+            }
+            b'[' => i = class(bytes, i, &mut out).map_err(fail)?,
+            other => push_byte(&mut out, other),
+        }
+        i += 1;
+    }
+    out.push('$');
+    Ok(out)
+}
+
+/// Translates the class opening at `start`; returns the index of its `]`.
+fn class(bytes: &[u8], start: usize, out: &mut String) -> Result<usize, String> {
+    let mut i = start + 1;
+    out.push('[');
+    if bytes.get(i) == Some(&b'^') {
+        out.push('^');
+        i += 1;
+    }
+    let mut members = 0;
+    loop {
+        let Some(&c) = bytes.get(i) else {
+            return Err(format!("the [ at byte {start} is never closed"));
+        };
+        match c {
+            b']' if members > 0 => break,
+            b']' => {
+                // `[]` and `[^]` match nothing in Redis; `[]a]` is not Redis syntax.
+                return Err(format!("the class at byte {start} is empty"));
+            }
+            b'\\' => {
+                let Some(&next) = bytes.get(i + 1) else {
+                    return Err(format!("the class at byte {start} ends with a lone \\"));
+                };
+                push_class_byte(out, next);
+                i += 1;
+            }
+            b'-' if members > 0 && bytes.get(i + 1).is_some_and(|n| *n != b']') => out.push('-'),
+            other => push_class_byte(out, other),
+        }
+        members += 1;
+        i += 1;
+    }
+    out.push(']');
+    Ok(i)
+}
+
+fn push_byte(out: &mut String, byte: u8) {
+    out.push_str(&format!("\\x{byte:02x}"));
+}
+
+fn push_class_byte(out: &mut String, byte: u8) {
+    push_byte(out, byte);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, key: &[u8]) -> bool {
+        Glob::new(pattern).expect("valid").matches(key)
+    }
+
+    #[test]
+    fn matches_as_redis_does() {
+        assert!(m("user:*", b"user:1"));
+        assert!(m("user:*", b"user:"));
+        assert!(!m("user:*", b"xuser:1"));
+        assert!(m("*:tmp", b"a:b:tmp"));
+        assert!(m("h?llo", b"hello"));
+        assert!(!m("h?llo", b"hllo"));
+        assert!(m("h[ae]llo", b"hallo"));
+        assert!(!m("h[ae]llo", b"hillo"));
+        assert!(m("h[^e]llo", b"hallo"));
+        assert!(!m("h[^e]llo", b"hello"));
+        assert!(m("h[a-c]llo", b"hbllo"));
+        assert!(!m("h[a-c]llo", b"hdllo"));
+        assert!(m("a\\*b", b"a*b"));
+        assert!(!m("a\\*b", b"axb"));
+        assert!(m("[a-]", b"-"));
+        assert!(m("x.y", b"x.y"));
+        assert!(!m("x.y", b"xzy"));
+        assert!(m("(a)+", b"(a)+"));
+    }
+
+    #[test]
+    fn binary_and_newlines() {
+        assert!(m("k*", b"k\xff\x00\n"));
+        assert!(m("?", b"\xff"));
+        assert!(m("?", b"\n"));
+    }
+
+    #[test]
+    fn refuses_incomplete_patterns() {
+        for bad in ["a[bc", "a\\", "[]", "[^]", "[a\\"] {
+            assert!(Glob::new(bad).is_err(), "{bad}");
+        }
+    }
+}
