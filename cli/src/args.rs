@@ -172,6 +172,13 @@ pub struct TaskArgs {
     /// rules must be one-to-one, or the task refuses to start and says why.
     #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename_prefix)]
     pub rename_prefix: Vec<(String, String)>,
+    /// Write a key the whole of which regex FROM matches as TO, with $N or ${N} for
+    /// FROM's groups (repeatable; after --rename-prefix, first match wins):
+    /// `--rename-regex '^user:(\d+)$' 'u:$1'`. FROM must be literals and groups only,
+    /// and TO must use every group once (docs/transforms.md), so that the rule can
+    /// be inverted; in a config file, an array of [FROM, TO] pairs.
+    #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+    pub rename_regex: Vec<String>,
     /// Synchronize only keys matching this glob (Redis syntax: * ? [a-z] [^a] \x;
     /// repeatable). With --prefix and --key-regex: a key matching any of them.
     #[arg(long = "match", id = "match", value_name = "GLOB", value_parser = parse_glob)]
@@ -195,11 +202,11 @@ pub struct TaskArgs {
     pub exclude_types: Vec<String>,
     /// Write every key without an expiry (a key that expires on the source still
     /// leaves the target: the source sends its DEL).
-    #[arg(long, conflicts_with_all = ["ttl_cap", "ttl_set"])]
+    #[arg(long)]
     pub ttl_remove: bool,
     /// No key expires later than this after lockstep writes it (e.g. 7d, 12h, 90s;
     /// a number alone is seconds). Keys without an expiry keep none.
-    #[arg(long, value_name = "DURATION", value_parser = parse_rule_duration, conflicts_with = "ttl_set")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_rule_duration)]
     pub ttl_cap: Option<String>,
     /// Every key expires this long after lockstep last wrote it, whatever its
     /// expiry on the source (e.g. 1h).

@@ -133,6 +133,11 @@ fn file_args(
             }
             continue;
         }
+        let two_values = arg.get_num_args().is_some_and(|n| n.min_values() == 2);
+        if two_values {
+            args.extend(value_pairs(value, &flag).map_err(|what| bad(&what))?);
+            continue;
+        }
         let values = match value {
             toml::Value::Array(items) if matches!(arg.get_action(), ArgAction::Append) => items
                 .iter()
@@ -154,6 +159,25 @@ fn file_args(
         }
     }
     Ok(args)
+}
+
+/// A two-valued repeatable flag (`--rename-regex FROM TO`) from an array of pairs:
+/// `[["FROM", "TO"], ...]`.
+fn value_pairs(value: &toml::Value, flag: &str) -> Result<Vec<OsString>, String> {
+    let shape = "must be an array of [FROM, TO] pairs of strings";
+    let toml::Value::Array(pairs) = value else {
+        return Err(shape.to_owned());
+    };
+    let mut out = Vec::with_capacity(pairs.len() * 3);
+    for pair in pairs {
+        match pair.as_array().map(Vec::as_slice) {
+            Some([toml::Value::String(a), toml::Value::String(b)]) => {
+                out.extend([OsString::from(flag), OsString::from(a), OsString::from(b)]);
+            }
+            _ => return Err(shape.to_owned()),
+        }
+    }
+    Ok(out)
 }
 
 fn scalar(value: &toml::Value) -> Option<String> {
@@ -265,6 +289,43 @@ mod tests {
             sync_with(file, &["--retry-minutes", "60", "--target", "redis://u:2"]).expect("parses");
         assert_eq!(args.retry_minutes, 60, "the flag wins");
         assert_eq!(args.target, vec!["redis://u:2".to_owned()], "the flag wins");
+    }
+
+    #[test]
+    fn the_rule_keys_build_the_filter() {
+        let base = "source = \"redis://s:1\"\ntarget = [\"redis://t:1\"]\ncheckpoint_dir = \"d\"\n";
+        let file = format!(
+            "{base}rename_regex = [[\"^user:(\\\\d+)$\", \"u:$1\"]]\nmatch = [\"user:*\"]\n\
+             exclude_types = [\"stream\"]\nttl_cap = \"7d\"\ndrop_hash_field = [\"ssn\"]\n"
+        );
+        let args = sync_with(&file, &[]).expect("parses");
+        let filter = args.task.filter().expect("a filter");
+        assert_eq!(&*filter.renames.target_key(b"user:42"), b"u:42");
+        assert!(filter.keeps_key(b"user:1") && !filter.keeps_key(b"order:1"));
+        assert!(!filter.types.keeps(lockstep_sync::rdb::Kind::Stream));
+        assert_eq!(
+            filter.ttl_rule,
+            lockstep_sync::rules::ttl::TtlRule::Cap(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert!(filter.hash_fields.drops(b"h", b"ssn"));
+        for bad in [
+            "rename_regex = [\"a(.)\", \"$1\"]\n",
+            "rename_regex = [[\"a(.)\"]]\n",
+        ] {
+            let err = sync_with(&format!("{base}{bad}"), &[]).expect_err("refused");
+            assert!(
+                err.contains("`rename_regex`") && err.contains("[FROM, TO]"),
+                "{err}"
+            );
+        }
+        let err = sync_with(&format!("{base}rename_regex = [[\"a.\", \"b\"]]\n"), &[])
+            .map(|a| a.task.filter().map(|_| ()))
+            .expect("parses")
+            .expect_err("the form is refused");
+        assert!(
+            err.to_string().contains("literals and capture groups"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use lockstep_sync::throttle::ThrottleOptions;
 
 use lockstep_sync::rules::hash_fields::HashFieldDrops;
 use lockstep_sync::rules::key_match::KeyPatterns;
+use lockstep_sync::rules::rename_regex::RegexRename;
 use lockstep_sync::rules::ttl::TtlRule;
 use lockstep_sync::rules::types::{parse_type, TypeRules};
 
@@ -50,12 +51,7 @@ impl TaskArgs {
                 .iter()
                 .map(|p| p.as_bytes().to_vec())
                 .collect(),
-            renames: lockstep_sync::rename::KeyRenames::new(
-                self.rename_prefix
-                    .iter()
-                    .map(|(old, new)| (old.as_bytes().to_vec(), new.as_bytes().to_vec()))
-                    .collect(),
-            ),
+            renames: self.renames()?,
             keep_publish: self.keep_publish,
             drop_commands: self.drop_command.clone(),
             extend_ttl: Duration::from_secs(self.extend_ttl),
@@ -74,8 +70,33 @@ impl TaskArgs {
         })
     }
 
-    /// --ttl-remove, --ttl-cap, --ttl-set (clap refuses more than one).
+    /// --rename-prefix rules, then --rename-regex rules (checked here: the form).
+    fn renames(&self) -> anyhow::Result<lockstep_sync::rename::KeyRenames> {
+        let prefixes = self
+            .rename_prefix
+            .iter()
+            .map(|(old, new)| (old.as_bytes().to_vec(), new.as_bytes().to_vec()))
+            .collect();
+        let regexes = self
+            .rename_regex
+            .chunks(2)
+            .map(|pair| match pair {
+                [from, to] => RegexRename::new(from, to).map_err(anyhow::Error::msg),
+                _ => anyhow::bail!("--rename-regex takes two values, FROM and TO"),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(lockstep_sync::rename::KeyRenames::new(prefixes).with_regexes(regexes))
+    }
+
+    /// --ttl-remove, --ttl-cap, --ttl-set (at most one).
     fn ttl_rule(&self) -> anyhow::Result<TtlRule> {
+        let given = usize::from(self.ttl_remove)
+            + usize::from(self.ttl_cap.is_some())
+            + usize::from(self.ttl_set.is_some());
+        anyhow::ensure!(
+            given <= 1,
+            "--ttl-remove, --ttl-cap and --ttl-set: give at most one (each decides every expiry)"
+        );
         let duration = |text: &str| rule_duration(text).map_err(anyhow::Error::msg);
         Ok(match (&self.ttl_cap, &self.ttl_set) {
             _ if self.ttl_remove => TtlRule::Remove,

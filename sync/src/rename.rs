@@ -26,11 +26,14 @@
 use std::borrow::Cow;
 
 use crate::filter::OWN_KEY_PREFIX;
+use crate::rules::rename_regex::RegexRename;
 
-/// The rename rules, OLD -> NEW, in the order given.
+/// The rename rules, OLD -> NEW, in the order given, then the regex rules
+/// ([`crate::rules::rename_regex`]), first match wins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyRenames {
     rules: Vec<(Vec<u8>, Vec<u8>)>,
+    regexes: Vec<RegexRename>,
 }
 
 /// Why a set of rules was refused.
@@ -41,11 +44,24 @@ pub struct RenameError(pub String);
 impl KeyRenames {
     /// The rules as given (checked by [`KeyRenames::validate`]).
     pub fn new(rules: Vec<(Vec<u8>, Vec<u8>)>) -> KeyRenames {
-        KeyRenames { rules }
+        KeyRenames {
+            rules,
+            regexes: Vec::new(),
+        }
+    }
+
+    /// These rules, then `regexes` (`--rename-regex`), tried in order after them.
+    pub fn with_regexes(mut self, regexes: Vec<RegexRename>) -> KeyRenames {
+        self.regexes = regexes;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.regexes.is_empty()
+    }
+
+    pub fn regexes(&self) -> &[RegexRename] {
+        &self.regexes
     }
 
     pub fn rules(&self) -> &[(Vec<u8>, Vec<u8>)] {
@@ -56,6 +72,13 @@ impl KeyRenames {
     /// the keys (see the module doc; the per-key guard is [`KeyRenames::collides`]).
     pub fn validate(&self) -> Result<(), RenameError> {
         let show = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
+        if let Some(r) = self.regexes.iter().find(|r| r.writes_under(OWN_KEY_PREFIX)) {
+            return Err(RenameError(format!(
+                "--rename-regex {:?} {:?} writes under LOCKSTEP_, which is lockstep's own; pick another name",
+                r.from_text(),
+                r.to_text()
+            )));
+        }
         for (i, (old, new)) in self.rules.iter().enumerate() {
             if old == new {
                 return Err(RenameError(format!(
@@ -94,7 +117,15 @@ impl KeyRenames {
     /// a renamed key may be written too? Such a key stops the task (see the module
     /// doc): it is the only way two source keys could share a target name once
     /// [`KeyRenames::validate`] has accepted the rules.
+    ///
+    /// With regex rules the check is the general one: the key's target name must
+    /// lead back to it ([`KeyRenames::source_key`]), and must not be lockstep's own.
     pub fn collides(&self, key: &[u8]) -> bool {
+        if !self.regexes.is_empty() {
+            let target = self.target_key(key);
+            return target.starts_with(OWN_KEY_PREFIX)
+                || self.source_key(&target).as_deref() != Some(key);
+        }
         !self.rules.is_empty()
             && !self.rules.iter().any(|(old, _)| key.starts_with(old))
             && self.rules.iter().any(|(_, new)| key.starts_with(new))
@@ -107,6 +138,11 @@ impl KeyRenames {
                 let mut renamed = Vec::with_capacity(new.len() + rest.len());
                 renamed.extend_from_slice(new);
                 renamed.extend_from_slice(rest);
+                return Cow::Owned(renamed);
+            }
+        }
+        for rule in &self.regexes {
+            if let Some(renamed) = rule.rename(key) {
                 return Cow::Owned(renamed);
             }
         }
@@ -125,10 +161,21 @@ impl KeyRenames {
                 return Some(Cow::Owned(source));
             }
         }
-        if self.rules.iter().any(|(old, _)| key.starts_with(old)) {
-            return None;
+        if self.regexes.is_empty() {
+            if self.rules.iter().any(|(old, _)| key.starts_with(old)) {
+                return None;
+            }
+            return Some(Cow::Borrowed(key));
         }
-        Some(Cow::Borrowed(key))
+        // A regex rule's inverse, when the key it finds really renames into `key`.
+        for rule in &self.regexes {
+            if let Some(source) = rule.invert(key) {
+                if *self.target_key(&source) == *key {
+                    return Some(Cow::Owned(source));
+                }
+            }
+        }
+        (*self.target_key(key) == *key).then_some(Cow::Borrowed(key))
     }
 }
 
@@ -207,6 +254,54 @@ mod tests {
             "every key is renamed"
         );
         assert!(!KeyRenames::default().collides(b"u:5"));
+    }
+
+    #[test]
+    fn regex_rules_rename_after_the_prefixes_and_guard_each_key() {
+        let r = rules(&[("user:", "u:")]).with_regexes(vec![
+            RegexRename::new(r"^order:(\d+)$", "o:$1").expect("valid"),
+            RegexRename::new(r"^(.*):tmp$", "t:$1").expect("valid"),
+        ]);
+        assert_eq!(r.validate(), Ok(()));
+        assert_eq!(&*r.target_key(b"user:1"), b"u:1");
+        assert_eq!(&*r.target_key(b"order:7"), b"o:7");
+        assert_eq!(&*r.target_key(b"a:b:tmp"), b"t:a:b");
+        assert_eq!(&*r.target_key(b"order:x"), b"order:x");
+        assert_eq!(r.source_key(b"o:7").as_deref(), Some(&b"order:7"[..]));
+        assert_eq!(r.source_key(b"t:a:b").as_deref(), Some(&b"a:b:tmp"[..]));
+        assert_eq!(r.source_key(b"order:7"), None, "order:7 is written as o:7");
+        assert!(!r.collides(b"order:7") && !r.collides(b"a:b:tmp") && !r.collides(b"x"));
+        assert!(r.collides(b"o:7"), "a kept o:7 would meet order:7");
+        assert!(r.collides(b"t:q"), "and t:q would meet q:tmp");
+        // A rule that renames two keys onto one: `o:1:tmp` can be reached from
+        // `order:...`? No, but `user:1:tmp` is renamed by the prefix rule first.
+        let own = KeyRenames::default().with_regexes(vec![
+            RegexRename::new("a(.)", "LOCKSTEP_$1").expect("parses")
+        ]);
+        assert!(own.validate().is_err());
+    }
+
+    proptest! {
+        /// Regex rules: every key that does not collide is renamed one-to-one and found
+        /// back, over a small alphabet where rules often meet.
+        #[test]
+        fn regex_rules_that_pass_the_guard_are_one_to_one(
+            keys in proptest::collection::btree_set("[ab:]{0,5}", 0..60),
+        ) {
+            let r = KeyRenames::new(vec![(b"a:".to_vec(), b"b:".to_vec())]).with_regexes(vec![
+                RegexRename::new("(a*):(b*)", "$2:$1").expect("valid"),
+                RegexRename::new("b(.*)", "a:$1").expect("valid"),
+            ]);
+            let mut seen = std::collections::HashMap::new();
+            for key in keys.iter().map(|k| k.as_bytes()).filter(|k| !r.collides(k)) {
+                let target = r.target_key(key).into_owned();
+                let back = r.source_key(&target).map(|k| k.into_owned());
+                prop_assert_eq!(back.as_deref(), Some(key));
+                if let Some(other) = seen.insert(target.clone(), key.to_vec()) {
+                    prop_assert!(false, "{:?} and {:?} both become {:?}", other, key, target);
+                }
+            }
+        }
     }
 
     fn keep(key: &[u8], include: &[Vec<u8>], exclude: &[Vec<u8>]) -> bool {

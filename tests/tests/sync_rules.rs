@@ -480,3 +480,40 @@ async fn wait_for_keys(run: &mut Run3) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `--rename-regex '\{a\}churn:(str|num|list|hash):(\d+)' 'r:$2:$1'` beside
+/// `--rename-prefix {b}churn:=B:` on two tagged churns: the reference's keys are
+/// renamed by the server's RENAME to the names the test computes with its own
+/// replacement (the regex crate's `replace`, not the sync's code).
+#[tokio::test]
+async fn regex_renames_under_churn_and_kills() -> anyhow::Result<()> {
+    use lockstep_sync::rename::KeyRenames;
+    use lockstep_sync::rules::rename_regex::RegexRename;
+    let from = r"\{a\}churn:(str|num|list|hash):(\d+)";
+    let mut run = churned_sync(RedisVersion::V8_2, tagged(&["a", "b"]), |o| {
+        o.filter.renames = KeyRenames::new(vec![(b"{b}churn:".to_vec(), b"B:".to_vec())])
+            .with_regexes(vec![RegexRename::new(from, "r:$2:$1").expect("valid")]);
+    })
+    .await?;
+    let whole = regex::bytes::Regex::new(&format!("^(?:{from})$"))?;
+    let mut conn = run.reference.client().await?;
+    let mut renamed = 0;
+    for key in scan(&run.reference, 0, "*", None).await? {
+        let new = if whole.is_match(&key) {
+            whole.replace(&key, &b"r:$2:$1"[..]).into_owned()
+        } else if let Some(rest) = key.strip_prefix(b"{b}churn:") {
+            [b"B:".as_slice(), rest].concat()
+        } else {
+            continue;
+        };
+        let _: () = redis::cmd("RENAME")
+            .arg(&key)
+            .arg(&new)
+            .query_async(&mut conn)
+            .await?;
+        renamed += 1;
+    }
+    assert!(renamed > 100, "renamed {renamed}");
+    run.assert_target_is_the_reference("regex renames").await?;
+    run.assert_rule_changed_something("regex renames").await
+}

@@ -18,5 +18,6 @@
 pub mod glob;
 pub mod hash_fields;
 pub mod key_match;
+pub mod rename_regex;
 pub mod ttl;
 pub mod types;
