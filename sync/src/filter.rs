@@ -420,27 +420,47 @@ impl Filter {
         if self.renames.is_empty() {
             return Ok(verdict);
         }
-        Ok(match verdict {
-            Verdict::Keep => match self.renamed(argv)? {
+        match verdict {
+            Verdict::Keep => Ok(match self.renamed(argv)? {
                 Some(renamed) => Verdict::Rewrite(vec![renamed]),
                 None => Verdict::Keep,
-            },
-            Verdict::Rewrite(commands) => {
-                let mut out = Vec::with_capacity(commands.len());
-                for command in commands {
-                    out.push(match self.renamed(&command)? {
-                        Some(renamed) => renamed,
-                        None => command,
-                    });
-                }
-                Verdict::Rewrite(out)
-            }
-            other => other,
-        })
+            }),
+            other => self.with_renames(other),
+        }
     }
 
-    /// `argv` with its keys renamed ([`crate::rename`]); None when no key changes.
-    /// A command whose keys cannot all be found and renamed stops the task.
+    /// A rewrite with the keys of each of its commands renamed.
+    fn with_renames(&self, verdict: Verdict) -> Result<Verdict, FilterError> {
+        let Verdict::Rewrite(commands) = verdict else {
+            return Ok(verdict);
+        };
+        let mut out = Vec::with_capacity(commands.len());
+        for command in commands {
+            out.push(match self.renamed(&command)? {
+                Some(renamed) => renamed,
+                None => command,
+            });
+        }
+        Ok(Verdict::Rewrite(out))
+    }
+
+    /// [`Filter::command`] for a command the caller owns: a command kept as it is
+    /// but for its renamed keys is renamed in place and kept (no new argv, no
+    /// rewrite list: the stream's hot path under `--rename-prefix`).
+    pub fn command_in_place(&self, argv: &mut [Bytes], db: u32) -> Result<Verdict, FilterError> {
+        if self.renames.is_empty() || self.has_value_rules() {
+            return self.command(argv, db);
+        }
+        match self.command_by_source_names(argv, db)? {
+            Verdict::Keep => {
+                self.rename_in_place(argv)?;
+                Ok(Verdict::Keep)
+            }
+            Verdict::Rewrite(commands) => self.with_renames(Verdict::Rewrite(commands)),
+            other => Ok(other),
+        }
+    }
+
     /// Type, TTL or hash field rules (checked once per command: the default filter
     /// skips the general path below).
     fn has_value_rules(&self) -> bool {
@@ -477,64 +497,80 @@ impl Filter {
     }
 
     /// One command under the value rules: `None` when nothing changes, else what
-    /// to apply instead (empty: nothing).
+    /// to apply instead (empty: nothing). Each stage borrows the command and copies
+    /// nothing unless it changes it.
     fn value_rules(&self, argv: &[Bytes]) -> Result<Option<Vec<Vec<Bytes>>>, FilterError> {
-        let mut changed = false;
-        let typed = match self.types.judge(argv) {
-            TypeVerdict::Keep => vec![argv.to_vec()],
-            TypeVerdict::Drop => return Ok(Some(Vec::new())),
-            TypeVerdict::Into(commands) => {
-                changed = true;
-                commands
-            }
-            TypeVerdict::Refuse(reason) => return Err(error(argv, command_keys(argv), &reason)),
-        };
-        let now = crate::clock::unix_ms();
-        let mut out = Vec::with_capacity(typed.len());
-        for command in typed {
-            let timed = match self.ttl_rule.rewrite(&command, now) {
-                TtlRewrite::Unchanged => vec![command],
-                TtlRewrite::Drop => {
-                    changed = true;
-                    continue;
-                }
-                TtlRewrite::Into(commands) => {
-                    changed = true;
-                    commands
-                }
-            };
-            for command in timed {
-                let command = match self.hash_fields.rewrite(&command) {
-                    FieldRewrite::Unchanged => command,
-                    FieldRewrite::Drop => {
-                        changed = true;
-                        continue;
-                    }
-                    FieldRewrite::Into(rewritten) => {
-                        changed = true;
-                        rewritten
-                    }
-                    FieldRewrite::Refuse(reason) => {
-                        return Err(error(&command, command_keys(&command), &reason))
-                    }
-                };
-                if self.renames.is_empty() {
-                    out.push(command);
-                    continue;
-                }
-                match self.renamed(&command)? {
-                    Some(renamed) => {
-                        changed = true;
-                        out.push(renamed);
-                    }
-                    None => out.push(command),
-                }
-            }
+        match self.types.judge(argv) {
+            TypeVerdict::Keep => self.after_types(argv),
+            TypeVerdict::Drop => Ok(Some(Vec::new())),
+            TypeVerdict::Into(commands) => self.each(commands, Self::after_types),
+            TypeVerdict::Refuse(reason) => Err(error(argv, command_keys(argv), &reason)),
         }
-        Ok(changed.then_some(out))
     }
 
-    fn renamed(&self, argv: &[Bytes]) -> Result<Option<Vec<Bytes>>, FilterError> {
+    /// The TTL rule, then the rest.
+    fn after_types(&self, argv: &[Bytes]) -> Result<Option<Vec<Vec<Bytes>>>, FilterError> {
+        if self.ttl_rule.is_keep() {
+            return self.after_ttl(argv);
+        }
+        match self.ttl_rule.rewrite(argv, crate::clock::unix_ms()) {
+            TtlRewrite::Unchanged => self.after_ttl(argv),
+            TtlRewrite::Drop => Ok(Some(Vec::new())),
+            TtlRewrite::Into(commands) => self.each(commands, Self::after_ttl),
+        }
+    }
+
+    /// The hash field drops, then the renames.
+    fn after_ttl(&self, argv: &[Bytes]) -> Result<Option<Vec<Vec<Bytes>>>, FilterError> {
+        let renamed = |argv: &[Bytes]| -> Result<Option<Vec<Bytes>>, FilterError> {
+            if self.renames.is_empty() {
+                return Ok(None);
+            }
+            self.renamed(argv)
+        };
+        match self.hash_fields.rewrite(argv) {
+            FieldRewrite::Unchanged => Ok(renamed(argv)?.map(|r| vec![r])),
+            FieldRewrite::Drop => Ok(Some(Vec::new())),
+            FieldRewrite::Into(command) => Ok(Some(vec![renamed(&command)?.unwrap_or(command)])),
+            FieldRewrite::Refuse(reason) => Err(error(argv, command_keys(argv), &reason)),
+        }
+    }
+
+    /// `stage` applied to each of `commands` (already a change).
+    fn each(
+        &self,
+        commands: Vec<Vec<Bytes>>,
+        stage: fn(&Filter, &[Bytes]) -> Result<Option<Vec<Vec<Bytes>>>, FilterError>,
+    ) -> Result<Option<Vec<Vec<Bytes>>>, FilterError> {
+        let mut out = Vec::with_capacity(commands.len());
+        for command in commands {
+            match stage(self, &command)? {
+                Some(rewritten) => out.extend(rewritten),
+                None => out.push(command),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Renames the key arguments of `argv` where it stands (see [`Filter::renamed`]).
+    fn rename_in_place(&self, argv: &mut [Bytes]) -> Result<(), FilterError> {
+        self.refuse_unrenameable(argv)?;
+        let indices = key_indices(argv).map_err(|e| unknown_keys(argv, &e))?;
+        for i in indices {
+            let key = &argv[i];
+            if self.renames.collides(key) {
+                return Err(error(argv, vec![lossy(key)], &colliding_reason()));
+            }
+            if let std::borrow::Cow::Owned(renamed) = self.renames.target_key(key) {
+                argv[i] = Bytes::from(renamed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Scripts and SORT BY/GET patterns name keys no rename reaches: they stop the
+    /// task under renames.
+    fn refuse_unrenameable(&self, argv: &[Bytes]) -> Result<(), FilterError> {
         let name = argv.first().map(|n| &n[..]).unwrap_or_default();
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         if [
@@ -553,9 +589,14 @@ impl Filter {
         if (is("SORT") || is("SORT_RO")) && sort_names_other_keys(argv) {
             return Err(error(argv, vec![lossy(argv.get(1).map(|k| &k[..]).unwrap_or_default())], "its BY or GET pattern names other keys, which no rename can reach (fix: drop --rename-prefix for these keys)"));
         }
-        let indices = key_indices(argv).map_err(|e| {
-            error(argv, Vec::new(), &format!("{e}; its keys cannot be found to rename them (fix: drop it with --drop-command if it writes no key, or drop --rename-prefix)"))
-        })?;
+        Ok(())
+    }
+
+    /// `argv` with its keys renamed ([`crate::rename`]); None when no key changes.
+    /// A command whose keys cannot all be found and renamed stops the task.
+    fn renamed(&self, argv: &[Bytes]) -> Result<Option<Vec<Bytes>>, FilterError> {
+        self.refuse_unrenameable(argv)?;
+        let indices = key_indices(argv).map_err(|e| unknown_keys(argv, &e))?;
         let mut out: Option<Vec<Bytes>> = None;
         for i in indices {
             let key = &argv[i];
@@ -881,6 +922,11 @@ fn sort_names_other_keys(argv: &[Bytes]) -> bool {
         (word.eq_ignore_ascii_case(b"BY") && !value.eq_ignore_ascii_case(b"nosort"))
             || (word.eq_ignore_ascii_case(b"GET") && &value[..] != b"#")
     })
+}
+
+/// A command whose keys are not known, under renames.
+fn unknown_keys(argv: &[Bytes], e: &KeysError) -> FilterError {
+    error(argv, Vec::new(), &format!("{e}; its keys cannot be found to rename them (fix: drop it with --drop-command if it writes no key, or drop --rename-prefix)"))
 }
 
 /// The keys of `argv` as text, for an error (none when they are not known).

@@ -228,14 +228,10 @@ pub fn table() -> &'static [(&'static str, KeySpec)] {
 
 /// Where the keys of the command `name` are (ASCII case-insensitive).
 pub fn key_spec(name: &[u8]) -> Option<KeySpec> {
-    let mut upper = [0u8; 24];
-    let upper = upper.get_mut(..name.len())?;
-    for (u, c) in upper.iter_mut().zip(name) {
-        *u = c.to_ascii_uppercase();
-    }
-    TABLE
-        .binary_search_by(|(n, _)| n.as_bytes().cmp(upper))
-        .ok()
+    static INDEX: crate::command_names::LazyIndex = crate::command_names::LazyIndex::new();
+    INDEX
+        .get(|| Box::new(TABLE.iter().map(|(n, _)| *n)))
+        .find(name, |i| TABLE[i].0)
         .map(|i| TABLE[i].1)
 }
 

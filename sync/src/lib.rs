@@ -35,6 +35,7 @@
 pub mod apply;
 pub mod checkpoint;
 pub mod clock;
+mod command_names;
 /// The old path of [`source::cluster`], kept for callers.
 pub mod cluster_source {
     pub use crate::source::cluster::*;

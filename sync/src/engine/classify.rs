@@ -37,7 +37,7 @@ pub(super) enum Action {
 
 /// What to do with `command`, applied in source database `db`.
 pub(super) fn classify(
-    command: &Command,
+    command: &mut Command,
     options: &SyncOptions,
     db: u32,
 ) -> Result<Action, FilterError> {
@@ -74,12 +74,14 @@ pub(super) fn classify(
     {
         return Ok(Action::Heartbeat);
     }
-    Ok(match options.filter.command(&command.argv, db)? {
-        Verdict::Keep => Action::Apply,
-        Verdict::Drop => Action::Skip,
-        Verdict::Rewrite(commands) => Action::Rewrite(commands),
-        Verdict::ClearOwnKeys { db } => Action::ClearOwnKeys { db },
-    })
+    Ok(
+        match options.filter.command_in_place(&mut command.argv, db)? {
+            Verdict::Keep => Action::Apply,
+            Verdict::Drop => Action::Skip,
+            Verdict::Rewrite(commands) => Action::Rewrite(commands),
+            Verdict::ClearOwnKeys { db } => Action::ClearOwnKeys { db },
+        },
+    )
 }
 
 #[cfg(test)]
@@ -105,7 +107,7 @@ mod tests {
     }
 
     fn action(options: &SyncOptions, words: &[&str]) -> Action {
-        classify(&command(words), options, 0).expect("classified")
+        classify(&mut command(words), options, 0).expect("classified")
     }
 
     #[test]

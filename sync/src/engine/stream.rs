@@ -328,9 +328,9 @@ where
             .writer
             .set_stream_position(offset, self.here.db);
         let mut pause = false;
-        if let Entry::Command(command) = entry {
+        if let Entry::Command(mut command) = entry {
             pause = self.take_throttle(&command);
-            let action = classify(&command, self.session.options, self.here.db)?;
+            let action = classify(&mut command, self.session.options, self.here.db)?;
             self.apply(action, &command).await?;
         }
         self.here.offset = offset;

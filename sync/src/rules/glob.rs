@@ -22,7 +22,24 @@ pub struct GlobError {
 #[derive(Clone, Debug)]
 pub struct Glob {
     source: String,
-    regex: Regex,
+    matcher: Matcher,
+}
+
+/// How a glob is matched: the common shapes without the regex engine (measured by
+/// `cargo bench -p lockstep-sync --bench filter_rules`: `*:tmp` cost 107 ns per
+/// command through the regex, a suffix compare costs a few).
+#[derive(Clone, Debug)]
+enum Matcher {
+    /// No wildcard: the key is this.
+    Exact(Vec<u8>),
+    /// `lit*`.
+    Prefix(Vec<u8>),
+    /// `*lit`.
+    Suffix(Vec<u8>),
+    /// `*lit*`.
+    Contains(memchr::memmem::Finder<'static>),
+    /// Anything else.
+    Regex(Regex),
 }
 
 impl PartialEq for Glob {
@@ -40,18 +57,43 @@ impl Glob {
         })?;
         Ok(Glob {
             source: pattern.to_owned(),
-            regex,
+            matcher: shape(pattern).unwrap_or(Matcher::Regex(regex)),
         })
     }
 
     pub fn matches(&self, bytes: &[u8]) -> bool {
-        self.regex.is_match(bytes)
+        match &self.matcher {
+            Matcher::Exact(lit) => bytes == lit.as_slice(),
+            Matcher::Prefix(lit) => bytes.starts_with(lit),
+            Matcher::Suffix(lit) => bytes.ends_with(lit),
+            Matcher::Contains(finder) => finder.find(bytes).is_some(),
+            Matcher::Regex(regex) => regex.is_match(bytes),
+        }
     }
 
     /// The pattern as given (also a valid `SCAN MATCH` pattern).
     pub fn as_str(&self) -> &str {
         &self.source
     }
+}
+
+/// The fast matcher of a glob made of one literal (no `?`, class or escape) with
+/// `*` at neither, either or both ends; `None` for any other glob.
+fn shape(pattern: &str) -> Option<Matcher> {
+    let bytes = pattern.as_bytes();
+    let lead = bytes.first() == Some(&b'*');
+    let trail = bytes.len() > usize::from(lead) && bytes.last() == Some(&b'*');
+    let lit = &bytes[usize::from(lead)..bytes.len() - usize::from(trail)];
+    if lit.iter().any(|c| matches!(c, b'*' | b'?' | b'[' | b'\\')) {
+        return None;
+    }
+    let lit = lit.to_vec();
+    Some(match (lead, trail) {
+        (false, false) => Matcher::Exact(lit),
+        (false, true) => Matcher::Prefix(lit),
+        (true, false) => Matcher::Suffix(lit),
+        (true, true) => Matcher::Contains(memchr::memmem::Finder::new(&lit).into_owned()),
+    })
 }
 
 /// The anchored byte regex of a glob.
@@ -155,6 +197,33 @@ mod tests {
         assert!(m("x.y", b"x.y"));
         assert!(!m("x.y", b"xzy"));
         assert!(m("(a)+", b"(a)+"));
+    }
+
+    #[test]
+    fn the_fast_shapes_match_as_the_regex_does() {
+        let keys: [&[u8]; 8] = [
+            b"",
+            b"a",
+            b"user:1",
+            b"x:tmp",
+            b"user:tmp",
+            b"*",
+            b"a*b",
+            b"tmp",
+        ];
+        for pattern in [
+            "user:*", "*:tmp", "*tmp*", "tmp", "*", "**", "", "a\\*b", "user:?",
+        ] {
+            let glob = Glob::new(pattern).expect("valid");
+            let regex = Regex::new(&translate(pattern).expect("valid")).expect("compiles");
+            for key in keys {
+                assert_eq!(
+                    glob.matches(key),
+                    regex.is_match(key),
+                    "{pattern:?} on {key:?}"
+                );
+            }
+        }
     }
 
     #[test]

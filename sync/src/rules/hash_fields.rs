@@ -68,6 +68,9 @@ impl HashFieldDrops {
 
     /// `argv` without the dropped fields of its hash.
     pub fn rewrite(&self, argv: &[Bytes]) -> FieldRewrite {
+        if self.rules.is_empty() {
+            return FieldRewrite::Unchanged;
+        }
         let (Some(name), Some(key)) = (argv.first(), argv.get(1)) else {
             return FieldRewrite::Unchanged;
         };

@@ -78,14 +78,17 @@ impl TtlRule {
             return self.expire_command(argv, unit, absolute, now_ms);
         }
         if is("SET") {
-            return TtlRewrite::Into(vec![self.set_command(argv, now_ms)]);
+            if argv.len() <= 3 && !matches!(self, TtlRule::Set(_)) {
+                return TtlRewrite::Unchanged; // no expiry option to change
+            }
+            return changed(argv, self.set_command(argv, now_ms));
         }
         if is("SETEX") || is("PSETEX") {
             let unit = if is("SETEX") { 1000 } else { 1 };
             return self.setex_command(argv, unit, now_ms);
         }
         if is("RESTORE") {
-            return TtlRewrite::Into(vec![self.restore_command(argv, now_ms)]);
+            return changed(argv, self.restore_command(argv, now_ms));
         }
         if is("GETEX") {
             return self.getex_command(argv, now_ms);
@@ -253,6 +256,15 @@ impl TtlRule {
     }
 }
 
+/// `out`, unless it is `argv` again.
+fn changed(argv: &[Bytes], out: Vec<Bytes>) -> TtlRewrite {
+    if out.as_slice() == argv {
+        TtlRewrite::Unchanged
+    } else {
+        TtlRewrite::Into(vec![out])
+    }
+}
+
 /// `time` in `unit` ms (relative, or absolute unix time), capped at `now + cap`.
 fn cap_time(time: i64, unit: i64, absolute: bool, cap: Duration, now: i64) -> i64 {
     let cap_ms = ms(cap);
@@ -372,10 +384,13 @@ mod tests {
             into(r, &["SET", "k", "v", "EX", "999999"]),
             [["SET", "k", "v", "EX", "3600"]]
         );
-        assert_eq!(into(r, &["SET", "k", "v"]), [["SET", "k", "v"]]);
         assert_eq!(
-            into(r, &["RESTORE", "k", "0", "p"]),
-            [["RESTORE", "k", "0", "p"]]
+            r.rewrite(&argv(&["SET", "k", "v"]), NOW),
+            TtlRewrite::Unchanged
+        );
+        assert_eq!(
+            r.rewrite(&argv(&["RESTORE", "k", "0", "p"]), NOW),
+            TtlRewrite::Unchanged
         );
         assert_eq!(
             into(

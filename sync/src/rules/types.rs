@@ -40,8 +40,8 @@ pub const TYPE_NAMES: &[(&str, Kind)] = &[
 /// Which types are kept: `keep` (none: all), minus `exclude`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TypeRules {
-    keep: Vec<Kind>,
-    exclude: Vec<Kind>,
+    /// Bit i set: the kind `TYPE_NAMES[i]` is dropped (0, the default: none).
+    dropped: u8,
 }
 
 /// What the type rules make of one stream command.
@@ -229,17 +229,25 @@ pub fn type_name(kind: Kind) -> &'static str {
 }
 
 impl TypeRules {
+    /// Keeps the kinds in `keep` (none: all) that are not in `exclude`.
     pub fn new(keep: Vec<Kind>, exclude: Vec<Kind>) -> TypeRules {
-        TypeRules { keep, exclude }
+        let mut dropped = 0u8;
+        for (i, (_, kind)) in TYPE_NAMES.iter().enumerate() {
+            if (!keep.is_empty() && !keep.contains(kind)) || exclude.contains(kind) {
+                dropped |= 1 << i;
+            }
+        }
+        TypeRules { dropped }
     }
 
     /// Is some type dropped?
     pub fn is_active(&self) -> bool {
-        TYPE_NAMES.iter().any(|(_, k)| !self.keeps(*k))
+        self.dropped != 0
     }
 
     pub fn keeps(&self, kind: Kind) -> bool {
-        (self.keep.is_empty() || self.keep.contains(&kind)) && !self.exclude.contains(&kind)
+        let bit = TYPE_NAMES.iter().position(|(_, k)| *k == kind).unwrap_or(0);
+        self.dropped & (1 << bit) == 0
     }
 
     /// The kept types' names, for SCAN ... TYPE (`None`: every type is kept).
@@ -330,10 +338,10 @@ impl TypeRules {
 }
 
 fn spec_of(name: &[u8]) -> Option<Spec> {
-    let upper = name.to_ascii_uppercase();
-    TABLE
-        .binary_search_by(|(n, _)| n.as_bytes().cmp(&upper))
-        .ok()
+    static INDEX: crate::command_names::LazyIndex = crate::command_names::LazyIndex::new();
+    INDEX
+        .get(|| Box::new(TABLE.iter().map(|(n, _)| *n)))
+        .find(name, |i| TABLE[i].0)
         .map(|i| TABLE[i].1)
 }
 
