@@ -136,6 +136,11 @@ pub struct Filter {
     pub source_slots: Vec<(u16, u16)>,
 }
 
+/// What a stage of the value rules makes of one command: `None`, unchanged; else
+/// the commands to apply instead (none: nothing).
+type StageResult = Result<Option<Vec<Vec<Bytes>>>, FilterError>;
+type Stage = fn(&Filter, &[Bytes]) -> StageResult;
+
 /// What to do with one command of the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -537,11 +542,7 @@ impl Filter {
     }
 
     /// `stage` applied to each of `commands` (already a change).
-    fn each(
-        &self,
-        commands: Vec<Vec<Bytes>>,
-        stage: fn(&Filter, &[Bytes]) -> Result<Option<Vec<Vec<Bytes>>>, FilterError>,
-    ) -> Result<Option<Vec<Vec<Bytes>>>, FilterError> {
+    fn each(&self, commands: Vec<Vec<Bytes>>, stage: Stage) -> StageResult {
         let mut out = Vec::with_capacity(commands.len());
         for command in commands {
             match stage(self, &command)? {

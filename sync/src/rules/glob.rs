@@ -37,9 +37,9 @@ enum Matcher {
     /// `*lit`.
     Suffix(Vec<u8>),
     /// `*lit*`.
-    Contains(memchr::memmem::Finder<'static>),
+    Contains(Box<memchr::memmem::Finder<'static>>),
     /// Anything else.
-    Regex(Regex),
+    Regex(Box<Regex>),
 }
 
 impl PartialEq for Glob {
@@ -57,7 +57,7 @@ impl Glob {
         })?;
         Ok(Glob {
             source: pattern.to_owned(),
-            matcher: shape(pattern).unwrap_or(Matcher::Regex(regex)),
+            matcher: shape(pattern).unwrap_or(Matcher::Regex(Box::new(regex))),
         })
     }
 
@@ -92,7 +92,7 @@ fn shape(pattern: &str) -> Option<Matcher> {
         (false, false) => Matcher::Exact(lit),
         (false, true) => Matcher::Prefix(lit),
         (true, false) => Matcher::Suffix(lit),
-        (true, true) => Matcher::Contains(memchr::memmem::Finder::new(&lit).into_owned()),
+        (true, true) => Matcher::Contains(Box::new(memchr::memmem::Finder::new(&lit).into_owned())),
     })
 }
 
