@@ -179,6 +179,28 @@ pub async fn read(
     })
 }
 
+/// The digest of hash `key` without the fields `dropped` holds for (the sync's
+/// `--drop-hash-field`, on the source side), HSCAN `chunk` fields at a time.
+pub async fn read_hash_without(
+    conn: &mut (impl ConnectionLike + Send),
+    key: &[u8],
+    chunk: usize,
+    dropped: impl Fn(&[u8]) -> bool,
+) -> redis::RedisResult<Digest> {
+    let mut acc = Unordered::default();
+    scan_each(conn, "HSCAN", key, chunk.max(1), |items| {
+        for pair in items.chunks(2) {
+            if let [f, v] = pair {
+                if !dropped(f) {
+                    acc.add(&[f, v]);
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(acc.finish())
+}
+
 /// A list by LRANGE windows of `chunk` elements, in order.
 async fn list(
     conn: &mut (impl ConnectionLike + Send),

@@ -1,0 +1,171 @@
+//! Redis glob patterns (`SCAN MATCH`, `KEYS`) on bytes, re-implemented for verify:
+//! `*` any run of bytes, `?` one byte, `[abc]`, `[a-z]` (a reversed range is read
+//! in order, as Redis does), `[^a]`, and `\x` for a literal `x` (in a class too).
+//! The whole key must match.
+//!
+//! A pattern is translated once into an anchored `regex::bytes` expression with
+//! Unicode off (so `?` is one byte and a class holds bytes), every byte written as
+//! `\xNN`: no character of the pattern can be read as regex syntax. A pattern Redis
+//! would read oddly (an unclosed `[`, an empty class, a trailing lone `\`) is
+//! refused with the reason.
+
+use regex::bytes::Regex;
+
+/// A compiled glob.
+#[derive(Clone, Debug)]
+pub struct Glob {
+    text: String,
+    regex: Regex,
+}
+
+impl Glob {
+    /// Compiles `pattern`; the error says what is wrong with it.
+    pub fn new(pattern: &str) -> Result<Glob, String> {
+        let translated = translate(pattern.as_bytes())?;
+        let regex = Regex::new(&translated)
+            .map_err(|e| format!("cannot be compiled ({e}); escape special bytes with \\"))?;
+        Ok(Glob {
+            text: pattern.to_owned(),
+            regex,
+        })
+    }
+
+    /// Whether the whole of `bytes` matches.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        self.regex.is_match(bytes)
+    }
+
+    /// The pattern as given.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// One byte as a regex atom that stands for it alone.
+fn byte(b: u8) -> String {
+    format!("\\x{b:02X}")
+}
+
+/// The anchored regex of a glob.
+fn translate(pattern: &[u8]) -> Result<String, String> {
+    let mut out = String::from("(?s-u)\\A");
+    let mut i = 0;
+    while i < pattern.len() {
+        match pattern[i] {
+            b'*' => out.push_str(".*"),
+            b'?' => out.push('.'),
+            b'\\' => {
+                let Some(&next) = pattern.get(i + 1) else {
+                    return Err("it ends with a lone \\ (escape it as \\\\)".into());
+                };
+                out.push_str(&byte(next));
+                i += 1;
+            }
+            b'[' => {
+                let (class, end) = class(pattern, i)?;
+                out.push_str(&class);
+                i = end;
+            }
+            b => out.push_str(&byte(b)),
+        }
+        i += 1;
+    }
+    out.push_str("\\z");
+    Ok(out)
+}
+
+/// The class opened at `start` as a regex class, and the index of its `]`.
+fn class(pattern: &[u8], start: usize) -> Result<(String, usize), String> {
+    let mut i = start + 1;
+    let mut out = String::from("[");
+    if pattern.get(i) == Some(&b'^') {
+        out.push('^');
+        i += 1;
+    }
+    let mut members = 0;
+    loop {
+        let Some(&b) = pattern.get(i) else {
+            return Err(format!("the [ at byte {start} is never closed"));
+        };
+        if b == b']' {
+            if members == 0 {
+                return Err(format!("the class at byte {start} is empty"));
+            }
+            out.push(']');
+            return Ok((out, i));
+        }
+        let low = if b == b'\\' {
+            i += 1;
+            *pattern
+                .get(i)
+                .ok_or_else(|| format!("the class at byte {start} ends with a lone \\"))?
+        } else {
+            b
+        };
+        // A range `a-z` when a byte follows the dash (`[a-]` holds a and -).
+        match (pattern.get(i + 1), pattern.get(i + 2)) {
+            (Some(b'-'), Some(&high)) if high != b']' => {
+                let high = if high == b'\\' {
+                    i += 1;
+                    *pattern
+                        .get(i + 2)
+                        .ok_or_else(|| format!("the class at byte {start} ends with a lone \\"))?
+                } else {
+                    high
+                };
+                let (a, z) = (low.min(high), low.max(high));
+                out.push_str(&format!("{}-{}", byte(a), byte(z)));
+                i += 3;
+            }
+            _ => {
+                out.push_str(&byte(low));
+                i += 1;
+            }
+        }
+        members += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, key: &[u8]) -> bool {
+        Glob::new(pattern).expect(pattern).matches(key)
+    }
+
+    #[test]
+    fn wildcards_match_whole_keys_byte_by_byte() {
+        assert!(m("user:*", b"user:1") && m("user:*", b"user:"));
+        assert!(!m("user:*", b"xuser:1"), "anchored at the start");
+        assert!(!m("*:1", b"user:10"), "anchored at the end");
+        assert!(m("a?c", b"abc") && m("a?c", b"a\xffc") && !m("a?c", b"ac"));
+        assert!(m("?", b"\n"), "? is any byte, a newline too");
+        assert!(m("*", b"") && m("*", b"\x00\xff"));
+    }
+
+    #[test]
+    fn classes_ranges_negations_and_escapes() {
+        assert!(m("[abc]x", b"bx") && !m("[abc]x", b"dx"));
+        assert!(m("k[0-9]", b"k7") && !m("k[0-9]", b"ka"));
+        assert!(m("k[9-0]", b"k7"), "a reversed range, as Redis reads it");
+        assert!(m("k[^a]", b"kb") && !m("k[^a]", b"ka"));
+        assert!(m("k[a-]", b"k-") && m("k[a-]", b"ka"));
+        assert!(m("\\*", b"*") && !m("\\*", b"x"));
+        assert!(m("[\\]]", b"]"));
+        assert!(
+            m("a.b", b"a.b") && !m("a.b", b"axb"),
+            "regex syntax is literal"
+        );
+        assert!(m("(x)+", b"(x)+"));
+        assert!(m("é*", "é!".as_bytes()));
+    }
+
+    #[test]
+    fn malformed_patterns_are_refused_with_the_reason() {
+        assert!(Glob::new("a[bc").unwrap_err().contains("never closed"));
+        assert!(Glob::new("a[]").unwrap_err().contains("empty"));
+        assert!(Glob::new("a\\").unwrap_err().contains("lone \\"));
+        assert!(Glob::new("[a\\").is_err());
+    }
+}
