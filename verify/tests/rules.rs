@@ -319,6 +319,28 @@ async fn dropped_hash_fields_are_left_out_of_the_source_side() -> anyhow::Result
     s.push(cmd(&[b"HSET", &binary, b"\xff", b"\x00", b"ssn", b"3"]));
     t.push(cmd(&[b"HSET", &binary, b"\xff", b"\x00"]));
     s.push(cmd(&[b"HSET", b"only:ssn", b"ssn", b"4"]));
+    // Field expiries of kept fields are compared (HPEXPIRETIME: 8.2 on both sides).
+    s.push(cmd(&[
+        b"HSET",
+        b"user:ttl",
+        b"name",
+        b"n",
+        b"email",
+        b"e",
+        b"ssn",
+        b"6",
+    ]));
+    t.push(cmd(&[b"HSET", b"user:ttl", b"name", b"n"]));
+    for side in [&mut s, &mut t] {
+        side.push(cmd(&[
+            b"HPEXPIREAT",
+            b"user:ttl",
+            b"4102444800000",
+            b"FIELDS",
+            b"1",
+            b"name",
+        ]));
+    }
     s.push(cmd(&[b"HSET", b"user:big", b"email", b"x", b"ssn", b"5"]));
     for i in 0..3000 {
         let n = i.to_string().into_bytes();
@@ -337,14 +359,15 @@ async fn dropped_hash_fields_are_left_out_of_the_source_side() -> anyhow::Result
     let (src, dst) = (source.redis_client()?, target.redis_client()?);
     let report = compare(&src, &dst, &options).await?;
     assert!(report.is_consistent(), "{report}");
-    assert_eq!(report.keys_compared, 43, "{report}");
-    assert!(report.digests_compared >= 42, "{report}");
+    assert_eq!(report.keys_compared, 44, "{report}");
+    assert!(report.digests_compared >= 43, "{report}");
     let plain = compare(&src, &dst, &small(CompareOptions::default())).await?;
     assert!(!plain.is_consistent());
     assert!(found(&plain).contains(&(17, b"only:ssn".to_vec(), DifferenceKind::MissingOnTarget)));
 
     // A dropped field present, the emptied hash present, a dropped field in the big
-    // hash, a kept field changed in it, a hash with kept fields missing.
+    // hash, a kept field changed (binary), a hash with kept fields missing, a kept
+    // field's expiry moved.
     run(
         &target,
         17,
@@ -354,6 +377,14 @@ async fn dropped_hash_fields_are_left_out_of_the_source_side() -> anyhow::Result
             cmd(&[b"HSET", b"user:big", b"email", b"x"]),
             cmd(&[b"HSET", &binary, b"\xff", b"\x01"]),
             cmd(&[b"DEL", b"order:2"]),
+            cmd(&[
+                b"HPEXPIREAT",
+                b"user:ttl",
+                b"4102444900000",
+                b"FIELDS",
+                b"1",
+                b"name",
+            ]),
         ],
     )
     .await?;
@@ -368,6 +399,7 @@ async fn dropped_hash_fields_are_left_out_of_the_source_side() -> anyhow::Result
                 (b"user:big", DifferenceKind::Value),
                 (&binary, DifferenceKind::Value),
                 (b"order:2", DifferenceKind::MissingOnTarget),
+                (b"user:ttl", DifferenceKind::Value),
             ]
         ),
         "{report}"

@@ -411,7 +411,14 @@ impl<'a> SideBySide<'a> {
                     None => digest::read(&mut s, key, kind, chunk).await,
                 }
             };
-            let (a, b) = tokio::join!(source, digest::read(&mut d, &self.tkeys[i], kind, chunk));
+            let tkey = &self.tkeys[i];
+            let target = async {
+                match drops {
+                    Some(_) => digest::read_hash_without(&mut d, tkey, chunk, |_| false).await,
+                    None => digest::read(&mut d, tkey, kind, chunk).await,
+                }
+            };
+            let (a, b) = tokio::join!(source, target);
             let (a, b) = match value::pair(a, b) {
                 Pair::Read(a, b) => (a, b),
                 Pair::Failed(ReadFailure::Fatal, e) => {
