@@ -231,6 +231,10 @@ async fn ttl_keys(server: &RedisServer, ttls: &[Option<u64>]) -> anyhow::Result<
 
 const MIN: u64 = 60_000;
 
+/// A TTL rule, the target TTLs it writes (of `k:0` to `k:3`), TTLs that break it
+/// on `k:3`, and the words that name it.
+type TtlCase = (TtlRule, [Option<u64>; 4], [Option<u64>; 4], &'static str);
+
 /// The three TTL rules: a target written as each rule writes is consistent (and
 /// not under the plain rule); an expiry that breaks the rule is a TTL difference
 /// naming it.
@@ -247,7 +251,7 @@ async fn ttl_rules_judge_target_expiries_as_the_sync_wrote_them() -> anyhow::Res
             ..CompareOptions::default()
         })
     };
-    let cases: [(TtlRule, [Option<u64>; 4], [Option<u64>; 4], &str); 3] = [
+    let cases: [TtlCase; 3] = [
         (
             TtlRule::Remove,
             [None, None, None, None],
