@@ -33,7 +33,8 @@
 //!
 //! No module imports a module that imports it back: `compare` → `walk` → `read`,
 //! `judge`, `report`; `judge` → `read`'s data and `report`'s types; `read` → `report`'s
-//! coverage types only; `report` → `options` only.
+//! coverage types only; `report` → `options` only; `rules` → `options` only (and
+//! `keymap` and `walk` → `rules`).
 
 pub mod compare;
 pub(crate) mod judge;

@@ -114,10 +114,38 @@ pub enum TtlRule {
     Set(Duration),
 }
 
+impl TtlRule {
+    /// The rule as the flag that asks for it (`keep` without one).
+    pub fn flag(&self) -> String {
+        match self {
+            TtlRule::Keep => "keep".into(),
+            TtlRule::Remove => "--ttl-remove".into(),
+            TtlRule::Cap(d) => format!("--ttl-cap {}", show_duration(*d)),
+            TtlRule::Set(d) => format!("--ttl-set {}", show_duration(*d)),
+        }
+    }
+}
+
+/// A duration in the shortest unit that writes it exactly (`7d`, `90s`, `1500ms`).
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms > 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// The declarative rules of issue 17 as given (docs/transforms.md), plain text: the
 /// flags of the same names (`--match`, ...) and the audit pairs' keys. Judged on
 /// source names and source types.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RuleSpec {
     /// `--match`: Redis globs, whole-key; an include rule.
     pub match_globs: Vec<String>,

@@ -210,6 +210,40 @@ async fn type_filters_leave_other_types_out_of_scope() -> anyhow::Result<()> {
         ),
         "{report}"
     );
+    // One type kept: SCAN ... TYPE hash names only hashes, on both sides; the
+    // retyped s:4 and the extra string are out of scope, a hash only on the target
+    // is extra, a string under a kept hash's name is a type difference.
+    run(
+        &target,
+        20,
+        &[
+            cmd(&[b"HSET", b"h:extra", b"f", b"1"]),
+            cmd(&[b"DEL", b"h:5"]),
+            cmd(&[b"SET", b"h:5", b"5"]),
+        ],
+    )
+    .await?;
+    let hashes = CompareOptions {
+        rules: RuleSpec {
+            types: vec!["hash".into()],
+            ..RuleSpec::default()
+        },
+        ..options.clone()
+    };
+    let report = compare(&src, &dst, &hashes).await?;
+    assert_eq!(
+        found(&report),
+        expect(
+            20,
+            &[
+                (b"h:extra", DifferenceKind::ExtraOnTarget),
+                (b"h:3", DifferenceKind::MissingOnTarget),
+                (b"h:5", DifferenceKind::Type),
+            ]
+        ),
+        "{report}"
+    );
+    assert_eq!(report.keys_compared, 12, "{report}");
     Ok(())
 }
 

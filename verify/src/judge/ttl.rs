@@ -13,7 +13,7 @@
 //! never read a clock or a side (the times come with the replies).
 
 use crate::options::{CompareOptions, TtlRule};
-use crate::rules::show_duration;
+use crate::options::show_duration;
 
 /// The TTL rules of a run, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

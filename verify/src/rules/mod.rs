@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use regex::bytes::Regex;
 
+pub use crate::options::show_duration;
 use crate::options::{CompareOptions, RuleSpec, TtlRule};
 use filter::{KeyFilter, TypeFilter};
 use glob::Glob;
@@ -107,22 +108,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     ms.map(Duration::from_millis)
         .ok_or_else(|| format!("{text:?}: too long"))
-}
-
-/// A duration in the shortest unit that writes it exactly (`7d`, `90s`, `1500ms`).
-pub fn show_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms > 0 && ms.is_multiple_of(size) {
-            return format!("{}{unit}", ms / size);
-        }
-    }
-    format!("{ms}ms")
 }
 
 #[cfg(test)]

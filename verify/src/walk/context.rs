@@ -102,6 +102,17 @@ impl Ctx {
         self.rules.types.keeps(kind)
     }
 
+    /// The type SCAN may filter by on the server (`SCAN ... TYPE t`, Redis 6.0 and
+    /// later), when the type filters keep exactly one core type: then keys of other
+    /// types are never even named. None: every type is scanned and judged by TYPE.
+    pub(crate) fn scan_type(&self) -> Option<&str> {
+        let types = &self.rules.types;
+        match types.types.as_slice() {
+            [only] if only != "module" && types.keeps(only) => Some(only.as_str()),
+            _ => None,
+        }
+    }
+
     /// The length beyond which strings are read in windows; None (0 in the
     /// options): strings are read whole by MGET.
     pub(crate) fn long_string_limit(&self) -> Option<usize> {
@@ -199,6 +210,36 @@ mod tests {
         };
         let err = Ctx::new(&invalid, None).err().unwrap().to_string();
         assert!(err.contains("--match \"[\""), "{err}");
+    }
+
+    #[test]
+    fn scan_filters_by_type_only_when_one_core_type_is_kept() {
+        let scan_type = |types: &[&str], exclude: &[&str]| {
+            let options = CompareOptions {
+                rules: crate::options::RuleSpec {
+                    types: types.iter().map(|t| t.to_string()).collect(),
+                    exclude_types: exclude.iter().map(|t| t.to_string()).collect(),
+                    ..Default::default()
+                },
+                ..CompareOptions::default()
+            };
+            let ctx = Ctx::new(&options, None).unwrap();
+            ctx.scan_type().map(str::to_owned)
+        };
+        assert_eq!(scan_type(&["hash"], &[]).as_deref(), Some("hash"));
+        assert_eq!(scan_type(&["hash"], &["stream"]).as_deref(), Some("hash"));
+        assert_eq!(
+            scan_type(&["hash"], &["hash"]),
+            None,
+            "nothing kept: TYPE judges"
+        );
+        assert_eq!(scan_type(&["hash", "set"], &[]), None);
+        assert_eq!(
+            scan_type(&["module"], &[]),
+            None,
+            "module types have many names"
+        );
+        assert_eq!(scan_type(&[], &["hash"]), None);
     }
 
     #[test]
