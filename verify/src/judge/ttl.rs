@@ -12,8 +12,8 @@
 //! tolerance, whatever the source's. A difference names the rule. Pure: it must
 //! never read a clock or a side (the times come with the replies).
 
-use crate::options::{CompareOptions, TtlRule};
 use crate::options::show_duration;
+use crate::options::{CompareOptions, TtlRule};
 
 /// The TTL rules of a run, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

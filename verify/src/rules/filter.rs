@@ -7,35 +7,59 @@
 //! kept when there is no include rule of any kind or it matches one, and it matches
 //! no exclude rule of any kind. Pure.
 
-use regex::bytes::Regex;
+use regex::bytes::{Regex, RegexSet};
 
 use crate::rules::glob::Glob;
 
-/// The key filters by glob and regex.
+/// The key filters by glob and regex: the includes and the excludes each one
+/// `RegexSet` (a glob is an anchored byte regex, [`crate::rules::glob`]), so a key
+/// is judged in one pass whatever the number of rules.
 #[derive(Clone, Debug, Default)]
 pub struct KeyFilter {
-    pub(crate) include_globs: Vec<Glob>,
-    pub(crate) exclude_globs: Vec<Glob>,
-    pub(crate) include_regexes: Vec<Regex>,
-    pub(crate) exclude_regexes: Vec<Regex>,
+    include: Option<RegexSet>,
+    exclude: Option<RegexSet>,
 }
 
 impl KeyFilter {
+    /// The filter of these rules (each already checked on its own).
+    pub fn new(
+        include_globs: &[Glob],
+        include_regexes: &[Regex],
+        exclude_globs: &[Glob],
+        exclude_regexes: &[Regex],
+    ) -> Result<KeyFilter, String> {
+        let set = |globs: &[Glob], regexes: &[Regex]| -> Result<Option<RegexSet>, String> {
+            let patterns: Vec<&str> = globs
+                .iter()
+                .map(|g| g.regex().as_str())
+                .chain(regexes.iter().map(Regex::as_str))
+                .collect();
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            RegexSet::new(patterns).map(Some).map_err(|e| {
+                format!("the key filters together are too large ({e}): use fewer rules")
+            })
+        };
+        Ok(KeyFilter {
+            include: set(include_globs, include_regexes)?,
+            exclude: set(exclude_globs, exclude_regexes)?,
+        })
+    }
+
     /// Whether any include rule is given (then a key must match one of any kind).
     pub fn has_includes(&self) -> bool {
-        !self.include_globs.is_empty() || !self.include_regexes.is_empty()
+        self.include.is_some()
     }
 
     /// Whether `key` matches an include rule of this filter.
     pub fn included(&self, key: &[u8]) -> bool {
-        self.include_globs.iter().any(|g| g.matches(key))
-            || self.include_regexes.iter().any(|r| r.is_match(key))
+        self.include.as_ref().is_some_and(|set| set.is_match(key))
     }
 
     /// Whether `key` matches an exclude rule of this filter.
     pub fn excluded(&self, key: &[u8]) -> bool {
-        self.exclude_globs.iter().any(|g| g.matches(key))
-            || self.exclude_regexes.iter().any(|r| r.is_match(key))
+        self.exclude.as_ref().is_some_and(|set| set.is_match(key))
     }
 }
 
@@ -130,15 +154,17 @@ mod tests {
 
     #[test]
     fn globs_and_regexes_include_and_exclude() {
-        let filter = KeyFilter {
-            include_globs: vec![Glob::new("user:*").unwrap()],
-            include_regexes: vec![Regex::new(r"^order:\d+$").unwrap()],
-            exclude_globs: vec![Glob::new("user:tmp:*").unwrap()],
-            exclude_regexes: vec![Regex::new("secret").unwrap()],
-        };
+        let filter = KeyFilter::new(
+            &[Glob::new("user:*").unwrap()],
+            &[Regex::new(r"^order:\d+$").unwrap()],
+            &[Glob::new("user:tmp:*").unwrap()],
+            &[Regex::new("secret").unwrap()],
+        )
+        .unwrap();
         assert!(filter.has_includes());
         assert!(filter.included(b"user:1") && filter.included(b"order:12"));
-        assert!(!filter.included(b"order:x"));
+        assert!(!filter.included(b"order:x") && !filter.included(b"xuser:1"));
+        assert!(!filter.excluded(b"user:1") && !filter.excluded(b"user:tmp"));
         assert!(filter.excluded(b"user:tmp:1") && filter.excluded(b"a-secret-b"));
         assert!(!KeyFilter::default().has_includes());
     }

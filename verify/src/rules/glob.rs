@@ -35,6 +35,11 @@ impl Glob {
         self.regex.is_match(bytes)
     }
 
+    /// The anchored byte regex the glob is translated into.
+    pub(crate) fn regex(&self) -> &Regex {
+        &self.regex
+    }
+
     /// The pattern as given.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -74,7 +79,11 @@ fn translate(pattern: &[u8]) -> Result<String, String> {
     Ok(out)
 }
 
-/// The class opened at `start` as a regex class, and the index of its `]`.
+/// The class opened at `start` as a regex class, and the index of its `]`. As Redis
+/// reads a class: `\x` is the byte x (never the start of a range), `a-z` a range
+/// (reversed, read in order); a range ending in `]` or `\` (which Redis reads as
+/// that byte, not as the class's end or an escape) is refused, so a pattern never
+/// means one thing here and another to Redis.
 fn class(pattern: &[u8], start: usize) -> Result<(String, usize), String> {
     let mut i = start + 1;
     let mut out = String::from("[");
@@ -94,35 +103,31 @@ fn class(pattern: &[u8], start: usize) -> Result<(String, usize), String> {
             out.push(']');
             return Ok((out, i));
         }
-        let low = if b == b'\\' {
-            i += 1;
-            *pattern
-                .get(i)
-                .ok_or_else(|| format!("the class at byte {start} ends with a lone \\"))?
-        } else {
-            b
-        };
-        // A range `a-z` when a byte follows the dash (`[a-]` holds a and -).
+        members += 1;
+        if b == b'\\' {
+            let escaped = pattern
+                .get(i + 1)
+                .ok_or_else(|| format!("the class at byte {start} ends with a lone \\"))?;
+            out.push_str(&byte(*escaped));
+            i += 2;
+            continue;
+        }
         match (pattern.get(i + 1), pattern.get(i + 2)) {
-            (Some(b'-'), Some(&high)) if high != b']' => {
-                let high = if high == b'\\' {
-                    i += 1;
-                    *pattern
-                        .get(i + 2)
-                        .ok_or_else(|| format!("the class at byte {start} ends with a lone \\"))?
-                } else {
-                    high
-                };
-                let (a, z) = (low.min(high), low.max(high));
+            (Some(b'-'), Some(b']' | b'\\')) => {
+                return Err(format!(
+                    "the range at byte {i} ends in ] or \\, which Redis reads as a byte of the range, not as the end of the class or an escape (put a literal - first or last as \\-)"
+                ))
+            }
+            (Some(b'-'), Some(&high)) => {
+                let (a, z) = (b.min(high), b.max(high));
                 out.push_str(&format!("{}-{}", byte(a), byte(z)));
                 i += 3;
             }
             _ => {
-                out.push_str(&byte(low));
+                out.push_str(&byte(b));
                 i += 1;
             }
         }
-        members += 1;
     }
 }
 
@@ -150,7 +155,11 @@ mod tests {
         assert!(m("k[0-9]", b"k7") && !m("k[0-9]", b"ka"));
         assert!(m("k[9-0]", b"k7"), "a reversed range, as Redis reads it");
         assert!(m("k[^a]", b"kb") && !m("k[^a]", b"ka"));
-        assert!(m("k[a-]", b"k-") && m("k[a-]", b"ka"));
+        assert!(m("k[a\\-]", b"k-") && m("k[a\\-]", b"ka"));
+        assert!(
+            m("k[\\a-z]", b"k-") && !m("k[\\a-z]", b"kb"),
+            "an escape starts no range"
+        );
         assert!(m("\\*", b"*") && !m("\\*", b"x"));
         assert!(m("[\\]]", b"]"));
         assert!(
@@ -167,5 +176,7 @@ mod tests {
         assert!(Glob::new("a[]").unwrap_err().contains("empty"));
         assert!(Glob::new("a\\").unwrap_err().contains("lone \\"));
         assert!(Glob::new("[a\\").is_err());
+        assert!(Glob::new("k[a-]").unwrap_err().contains("Redis reads"));
+        assert!(Glob::new("k[a-\\z]").unwrap_err().contains("Redis reads"));
     }
 }

@@ -49,12 +49,12 @@ impl Rules {
                 .collect()
         };
         Ok(Rules {
-            keys: KeyFilter {
-                include_globs: globs(&spec.match_globs, "--match")?,
-                exclude_globs: globs(&spec.exclude_match, "--exclude-match")?,
-                include_regexes: regexes(&spec.key_regex, "--key-regex")?,
-                exclude_regexes: regexes(&spec.exclude_key_regex, "--exclude-key-regex")?,
-            },
+            keys: KeyFilter::new(
+                &globs(&spec.match_globs, "--match")?,
+                &regexes(&spec.key_regex, "--key-regex")?,
+                &globs(&spec.exclude_match, "--exclude-match")?,
+                &regexes(&spec.exclude_key_regex, "--exclude-key-regex")?,
+            )?,
             types: TypeFilter::new(&spec.types, &spec.exclude_types)?,
             drops: HashDrops::new(&spec.drop_hash_field)?,
             renames: spec
