@@ -13,11 +13,14 @@ use crate::rules::glob::Glob;
 
 /// The key filters by glob and regex: the includes and the excludes each one
 /// `RegexSet` (a glob is an anchored byte regex, [`crate::rules::glob`]), so a key
-/// is judged in one pass whatever the number of rules.
+/// is judged in one pass whatever the number of rules. The empty key is judged
+/// apart, as [`Glob::matches`] judges it.
 #[derive(Clone, Debug, Default)]
 pub struct KeyFilter {
     include: Option<RegexSet>,
     exclude: Option<RegexSet>,
+    /// Whether the empty key matches an include rule, an exclude rule.
+    empty: (bool, bool),
 }
 
 impl KeyFilter {
@@ -41,9 +44,16 @@ impl KeyFilter {
                 format!("the key filters together are too large ({e}): use fewer rules")
             })
         };
+        let empty = |globs: &[Glob], regexes: &[Regex]| {
+            globs.iter().any(|g| g.matches(b"")) || regexes.iter().any(|r| r.is_match(b""))
+        };
         Ok(KeyFilter {
             include: set(include_globs, include_regexes)?,
             exclude: set(exclude_globs, exclude_regexes)?,
+            empty: (
+                empty(include_globs, include_regexes),
+                empty(exclude_globs, exclude_regexes),
+            ),
         })
     }
 
@@ -54,11 +64,17 @@ impl KeyFilter {
 
     /// Whether `key` matches an include rule of this filter.
     pub fn included(&self, key: &[u8]) -> bool {
+        if key.is_empty() {
+            return self.empty.0;
+        }
         self.include.as_ref().is_some_and(|set| set.is_match(key))
     }
 
     /// Whether `key` matches an exclude rule of this filter.
     pub fn excluded(&self, key: &[u8]) -> bool {
+        if key.is_empty() {
+            return self.empty.1;
+        }
         self.exclude.as_ref().is_some_and(|set| set.is_match(key))
     }
 }
@@ -167,5 +183,14 @@ mod tests {
         assert!(!filter.excluded(b"user:1") && !filter.excluded(b"user:tmp"));
         assert!(filter.excluded(b"user:tmp:1") && filter.excluded(b"a-secret-b"));
         assert!(!KeyFilter::default().has_includes());
+        let stars = KeyFilter::new(
+            &[Glob::new("**").unwrap()],
+            &[],
+            &[Glob::new("*").unwrap()],
+            &[],
+        )
+        .unwrap();
+        assert!(!stars.included(b""), "Redis's ** never meets the empty key");
+        assert!(stars.excluded(b""), "SCAN MATCH * takes every key");
     }
 }

@@ -1,7 +1,8 @@
 //! Redis glob patterns (`SCAN MATCH`, `KEYS`) on bytes, re-implemented for verify:
 //! `*` any run of bytes, `?` one byte, `[abc]`, `[a-z]` (a reversed range is read
 //! in order, as Redis does), `[^a]`, and `\x` for a literal `x` (in a class too).
-//! The whole key must match.
+//! The whole key must match (the empty key only by `*` and the empty pattern, as
+//! `SCAN MATCH` has it).
 //!
 //! A pattern is translated once into an anchored `regex::bytes` expression with
 //! Unicode off (so `?` is one byte and a class holds bytes), every byte written as
@@ -30,8 +31,13 @@ impl Glob {
         })
     }
 
-    /// Whether the whole of `bytes` matches.
+    /// Whether the whole of `bytes` matches. The empty key is matched as `SCAN
+    /// MATCH` matches it: by `*` (SCAN's shortcut for every key) and by the empty
+    /// pattern only (Redis's matcher never lets `**` meet an empty key).
     pub fn matches(&self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return self.text.is_empty() || self.text == "*";
+        }
         self.regex.is_match(bytes)
     }
 
@@ -118,6 +124,11 @@ fn class(pattern: &[u8], start: usize) -> Result<(String, usize), String> {
                     "the range at byte {i} ends in ] or \\, which Redis reads as a byte of the range, not as the end of the class or an escape (put a literal - first or last as \\-)"
                 ))
             }
+            (Some(b'-'), Some(&high)) if !b.is_ascii() || !high.is_ascii() => {
+                return Err(format!(
+                    "the range at byte {i} has a non-ASCII bound, which Redis compares as a signed byte (list the bytes instead)"
+                ))
+            }
             (Some(b'-'), Some(&high)) => {
                 let (a, z) = (b.min(high), b.max(high));
                 out.push_str(&format!("{}-{}", byte(a), byte(z)));
@@ -134,6 +145,117 @@ fn class(pattern: &[u8], start: usize) -> Result<(String, usize), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Redis's `stringmatchlen` (src/util.c, case-sensitive), ported as it is
+    /// written, as the reference the translation must agree with.
+    fn redis_match(p: &[u8], s: &[u8]) -> bool {
+        fn at(p: &[u8], i: usize) -> u8 {
+            p.get(i).copied().unwrap_or(0)
+        }
+        fn go(p: &[u8], mut pi: usize, s: &[u8], mut si: usize, skip: &mut bool) -> bool {
+            while pi < p.len() && si < s.len() {
+                match p[pi] {
+                    b'*' => {
+                        while pi + 1 < p.len() && p[pi + 1] == b'*' {
+                            pi += 1;
+                        }
+                        if pi + 1 == p.len() {
+                            return true;
+                        }
+                        while si < s.len() {
+                            if go(p, pi + 1, s, si, skip) {
+                                return true;
+                            }
+                            if *skip {
+                                return false;
+                            }
+                            si += 1;
+                        }
+                        *skip = true;
+                        return false;
+                    }
+                    b'?' => si += 1,
+                    b'[' => {
+                        pi += 1;
+                        let not = at(p, pi) == b'^';
+                        if not {
+                            pi += 1;
+                        }
+                        let mut matched = false;
+                        loop {
+                            let left = p.len().saturating_sub(pi);
+                            if at(p, pi) == b'\\' && left >= 2 {
+                                pi += 1;
+                                matched |= p[pi] == s[si];
+                            } else if at(p, pi) == b']' {
+                                break;
+                            } else if left == 0 {
+                                pi -= 1;
+                                break;
+                            } else if left >= 3 && p[pi + 1] == b'-' {
+                                let (a, z) = (p[pi].min(p[pi + 2]), p[pi].max(p[pi + 2]));
+                                pi += 2;
+                                matched |= (a..=z).contains(&s[si]);
+                            } else {
+                                matched |= p[pi] == s[si];
+                            }
+                            pi += 1;
+                        }
+                        if matched == not {
+                            return false;
+                        }
+                        si += 1;
+                    }
+                    c => {
+                        let c = if c == b'\\' && p.len() - pi >= 2 {
+                            pi += 1;
+                            p[pi]
+                        } else {
+                            c
+                        };
+                        if c != s[si] {
+                            return false;
+                        }
+                        si += 1;
+                    }
+                }
+                pi += 1;
+                if si == s.len() {
+                    while at(p, pi) == b'*' {
+                        pi += 1;
+                    }
+                    break;
+                }
+            }
+            pi >= p.len() && si == s.len()
+        }
+        go(p, 0, s, 0, &mut false)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Every pattern the translation accepts matches exactly the keys Redis's own
+        /// matcher matches.
+        #[test]
+        fn accepted_globs_match_as_redis_matches(
+            pattern in "[ab*?\\[\\]^\\\\-]{0,8}",
+            keys in proptest::collection::vec("[ab\\]^\\\\-]{0,6}", 1..20),
+        ) {
+            if let Ok(glob) = Glob::new(&pattern) {
+                for key in &keys {
+                    // SCAN MATCH takes `*` for every key without matching it.
+                    let redis = pattern == "*" || redis_match(pattern.as_bytes(), key.as_bytes());
+                    prop_assert_eq!(
+                        glob.matches(key.as_bytes()),
+                        redis,
+                        "pattern {:?}, key {:?}", pattern, key
+                    );
+                }
+            }
+        }
+    }
 
     fn m(pattern: &str, key: &[u8]) -> bool {
         Glob::new(pattern).expect(pattern).matches(key)
@@ -178,5 +300,7 @@ mod tests {
         assert!(Glob::new("[a\\").is_err());
         assert!(Glob::new("k[a-]").unwrap_err().contains("Redis reads"));
         assert!(Glob::new("k[a-\\z]").unwrap_err().contains("Redis reads"));
+        assert!(Glob::new("k[a-é]").unwrap_err().contains("signed"));
+        assert!(Glob::new("k[aé]").is_ok(), "non-ASCII members are bytes");
     }
 }
