@@ -247,6 +247,47 @@ fn parse_template(to: &str, groups: usize) -> Result<Vec<Part>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The pieces a FROM is made of: a literal, or a group with the text it matches
+    /// in a key.
+    const GROUPS: [(&str, &str); 3] = [(r"(\d+)", "42"), (r"([a-z]+)", "ab"), (r"(x?)", "")];
+
+    proptest! {
+        /// Any rule of the accepted form, its groups rotated in TO: a renamed
+        /// key's image inverts to a key the rule writes as that very image, and with
+        /// a separator between every two groups of TO, to the key itself.
+        #[test]
+        fn accepted_rules_invert_their_images(
+            pieces in proptest::collection::vec((0usize..4, "[:/]{1,2}"), 1..5),
+            order in 0usize..8,
+            separated in proptest::bool::ANY,
+        ) {
+            let (mut from, mut key, mut groups) = (String::new(), String::new(), 0);
+            for (piece, literal) in &pieces {
+                from.push_str(literal);
+                key.push_str(literal);
+                if let Some((pattern, text)) = GROUPS.get(*piece) {
+                    from.push_str(pattern);
+                    key.push_str(text);
+                    groups += 1;
+                }
+            }
+            let mut refs: Vec<usize> = (1..=groups).collect();
+            let n = refs.len().max(1);
+            refs.rotate_left(order % n);
+            let sep = if separated { "|" } else { "" };
+            let to: String = refs.iter().map(|g| format!("{sep}${{{g}}}")).collect();
+            let rule = RegexRename::new(&from, &format!("t{to}")).expect("an accepted form");
+            let image = rule.rename(key.as_bytes()).expect("the key matches");
+            let back = rule.invert(&image).expect("the image inverts");
+            let again = rule.rename(&back);
+            prop_assert_eq!(again.as_deref(), Some(image.as_slice()));
+            if separated {
+                prop_assert_eq!(back, key.into_bytes());
+            }
+        }
+    }
 
     fn rule(from: &str, to: &str) -> RegexRename {
         RegexRename::new(from, to).expect(from)
