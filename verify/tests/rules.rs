@@ -116,6 +116,19 @@ async fn key_filters_by_glob_and_regex_decide_the_scope_on_both_sides() -> anyho
     let report = compare(&src, &dst, &options).await?;
     assert!(report.is_consistent(), "{report}");
     assert_eq!(report.keys_compared, kept.len() as u64, "{report}");
+    // One glob as the only include rule (SCAN ... MATCH on both sides): the
+    // `user:` keys, less the excluded ones.
+    let one_glob = CompareOptions {
+        include_prefixes: Vec::new(),
+        rules: RuleSpec {
+            key_regex: Vec::new(),
+            ..options.rules.clone()
+        },
+        ..options.clone()
+    };
+    let report = compare(&src, &dst, &one_glob).await?;
+    assert!(report.is_consistent(), "{report}");
+    assert_eq!(report.keys_compared, 20, "{report}");
     // Without the rules the target lacks keys (the old verify's answer).
     let plain = small(CompareOptions::default());
     assert!(!compare(&src, &dst, &plain).await?.is_consistent());
@@ -144,6 +157,12 @@ async fn key_filters_by_glob_and_regex_decide_the_scope_on_both_sides() -> anyho
                 (&binary, DifferenceKind::MissingOnTarget)
             ]
         ),
+        "{report}"
+    );
+    let report = compare(&src, &dst, &one_glob).await?;
+    assert_eq!(
+        found(&report),
+        expect(0, &[(b"user:99", DifferenceKind::ExtraOnTarget)]),
         "{report}"
     );
     Ok(())

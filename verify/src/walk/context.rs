@@ -102,6 +102,23 @@ impl Ctx {
         self.rules.types.keeps(kind)
     }
 
+    /// The glob SCAN may filter by on the server (`SCAN ... MATCH g`), when it is the
+    /// only include rule of any kind: then keys outside it are never even named. On
+    /// the target only when names are not renamed (a target key is judged by its
+    /// source name). The rules still judge every key SCAN returns.
+    pub(crate) fn scan_match(&self, on_target: bool) -> Option<&str> {
+        if !self.options.include_prefixes.is_empty() || (on_target && !self.map.renames_nothing()) {
+            return None;
+        }
+        match (
+            self.options.rules.match_globs.as_slice(),
+            self.options.rules.key_regex.is_empty(),
+        ) {
+            ([only], true) => Some(only.as_str()),
+            _ => None,
+        }
+    }
+
     /// The type SCAN may filter by on the server (`SCAN ... TYPE t`, Redis 6.0 and
     /// later), when the type filters keep exactly one core type: then keys of other
     /// types are never even named. None: every type is scanned and judged by TYPE.
@@ -210,6 +227,39 @@ mod tests {
         };
         let err = Ctx::new(&invalid, None).err().unwrap().to_string();
         assert!(err.contains("--match \"[\""), "{err}");
+    }
+
+    #[test]
+    fn scan_filters_by_a_glob_only_when_it_is_the_only_include_rule() {
+        let ctx = |globs: &[&str], prefixes: &[&str], regexes: &[&str], renamed: bool| {
+            let options = CompareOptions {
+                include_prefixes: prefixes.iter().map(|p| p.as_bytes().to_vec()).collect(),
+                renames: if renamed {
+                    vec![(b"a:".to_vec(), b"b:".to_vec())]
+                } else {
+                    Vec::new()
+                },
+                rules: crate::options::RuleSpec {
+                    match_globs: globs.iter().map(|g| g.to_string()).collect(),
+                    key_regex: regexes.iter().map(|r| r.to_string()).collect(),
+                    ..Default::default()
+                },
+                ..CompareOptions::default()
+            };
+            Ctx::new(&options, None).unwrap()
+        };
+        let only = ctx(&["user:*"], &[], &[], false);
+        assert_eq!(only.scan_match(false), Some("user:*"));
+        assert_eq!(only.scan_match(true), Some("user:*"));
+        let renamed = ctx(&["user:*"], &[], &[], true);
+        assert_eq!(
+            (renamed.scan_match(false), renamed.scan_match(true)),
+            (Some("user:*"), None)
+        );
+        assert_eq!(ctx(&["a*", "b*"], &[], &[], false).scan_match(false), None);
+        assert_eq!(ctx(&["a*"], &["b"], &[], false).scan_match(false), None);
+        assert_eq!(ctx(&["a*"], &[], &["b"], false).scan_match(false), None);
+        assert_eq!(ctx(&[], &[], &[], false).scan_match(false), None);
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub(crate) struct Batch {
 
 /// Batches of wanted keys for which `chosen` holds, SCAN by SCAN; on the target
 /// (`on_target`), keys are judged by their source names ([`Ctx::target_wanted`]).
-/// When the type filters keep one type, SCAN names only keys of it
+/// When one glob is the only include rule, SCAN names only keys it matches
+/// ([`Ctx::scan_match`]); when the type filters keep one type, only keys of it
 /// ([`Ctx::scan_type`]; a target key of another type under a kept source key's name
 /// is still found, as a type difference, by the source pass).
 pub(crate) fn scan<'a>(
@@ -38,6 +39,9 @@ pub(crate) fn scan<'a>(
             .arg(cursor)
             .arg("COUNT")
             .arg(ctx.options.batch_keys.max(1));
+        if let Some(glob) = ctx.scan_match(on_target) {
+            command.arg("MATCH").arg(glob);
+        }
         if let Some(kind) = ctx.scan_type() {
             command.arg("TYPE").arg(kind);
         }
