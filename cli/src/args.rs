@@ -467,9 +467,69 @@ pub struct VerifyArgs {
     /// extra key is reported by its target name (and --recheck reads it so).
     #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename_prefix)]
     pub rename_prefix: Vec<(String, String)>,
+    /// The sync's declarative rules (docs/transforms.md), to verify a transformed sync.
+    #[command(flatten)]
+    pub rules: VerifyRuleArgs,
     /// Passwords from files or the environment, and TLS per side, as for `sync`.
     #[command(flatten)]
     pub connection: ConnectionArgs,
+}
+
+/// The sync's declarative rules, given to `verify` as they were to the sync: which
+/// keys are in scope, how their TTLs and hash fields were written, how they were
+/// renamed (docs/transforms.md). Every rule judges source names and source types.
+#[derive(Debug, Default, clap::Args)]
+pub struct VerifyRuleArgs {
+    /// Compare only keys matching this Redis glob (whole key; repeatable; an
+    /// include rule, like --prefix and --key-regex: a key matching any is kept).
+    #[arg(long = "match", value_name = "GLOB")]
+    pub match_globs: Vec<String>,
+    /// Ignore keys matching this Redis glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude_match: Vec<String>,
+    /// Compare only keys this Rust regex finds (unanchored: `^user:\d+$` anchors;
+    /// repeatable; an include rule).
+    #[arg(long, value_name = "RE")]
+    pub key_regex: Vec<String>,
+    /// Ignore keys this Rust regex finds (repeatable).
+    #[arg(long, value_name = "RE")]
+    pub exclude_key_regex: Vec<String>,
+    /// Compare only keys of these source types (string, list, set, zset, hash,
+    /// stream, module; comma-separated, repeatable); a key of another type is neither
+    /// missing nor extra.
+    #[arg(long, value_delimiter = ',', value_name = "T,...")]
+    pub types: Vec<String>,
+    /// Ignore keys of these types (comma-separated, repeatable).
+    #[arg(long, value_delimiter = ',', value_name = "T,...")]
+    pub exclude_types: Vec<String>,
+    /// The sync ran with --ttl-remove: every compared key must be persistent on the
+    /// target.
+    #[arg(long, conflicts_with_all = ["ttl_cap", "ttl_set"])]
+    pub ttl_remove: bool,
+    /// The sync ran with --ttl-cap DUR (seconds, or 500ms, 90s, 5m, 2h, 7d): a
+    /// persistent key stays persistent; else the target expiry is at most the
+    /// source's and DUR from now (plus the tolerance).
+    #[arg(long, value_name = "DUR", value_parser = parse_rule_duration, conflicts_with = "ttl_set")]
+    pub ttl_cap: Option<std::time::Duration>,
+    /// The sync ran with --ttl-set DUR: every compared key expires on the target
+    /// within DUR from now (plus the tolerance), whatever the source's expiry.
+    #[arg(long, value_name = "DUR", value_parser = parse_rule_duration)]
+    pub ttl_set: Option<std::time::Duration>,
+    /// The sync ran with --drop-hash-field [KEYGLOB=]FIELDGLOB: source hashes are
+    /// compared without those fields, and one left with none must be absent on the
+    /// target (repeatable; split at the first `=`).
+    #[arg(long, value_name = "[KEYGLOB=]FIELDGLOB")]
+    pub drop_hash_field: Vec<String>,
+    /// The sync ran with --rename-regex FROM TO: a source key the whole of which FROM
+    /// matches is compared with the target key TO writes ($1, ${1}); tried after
+    /// --rename-prefix, first match wins (repeatable).
+    #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
+    pub rename_regex: Vec<String>,
+}
+
+/// A TTL rule's duration: integer seconds, or with a unit ms, s, m, h, d.
+fn parse_rule_duration(text: &str) -> Result<std::time::Duration, String> {
+    lockstep_verify::rules::parse_duration(text)
 }
 
 #[derive(Debug, clap::Args)]

@@ -15,9 +15,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use lockstep_verify::{compare, output, CompareOptions, KeyList, Report, Sample, Verdict};
+use lockstep_verify::{
+    compare, output, CompareOptions, KeyList, Report, RuleSpec, Sample, TtlRule, Verdict,
+};
 
-use crate::args::{VerifyArgs, VerifyModeArg};
+use crate::args::{VerifyArgs, VerifyModeArg, VerifyRuleArgs};
 use crate::connection::{self, Side};
 
 /// Exit status: no difference in what was read, but not everything was read.
@@ -60,8 +62,46 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
         round_pause: Duration::from_millis(args.round_pause_ms),
         db_map: db_map(&args.map_db, "--map-db")?,
         renames: renames(&args.rename_prefix, "--rename-prefix")?,
+        ttl_rule: ttl_rule(&args.rules),
+        rules: rule_spec(&args.rules),
         ..defaults
     })
+    .and_then(|options| {
+        lockstep_verify::rules::Rules::check(&options).map_err(anyhow::Error::msg)?;
+        Ok(options)
+    })
+}
+
+/// The TTL rule of the flags (clap lets at most one through).
+fn ttl_rule(args: &VerifyRuleArgs) -> TtlRule {
+    match (args.ttl_remove, args.ttl_cap, args.ttl_set) {
+        (true, _, _) => TtlRule::Remove,
+        (_, Some(cap), _) => TtlRule::Cap(cap),
+        (_, _, Some(set)) => TtlRule::Set(set),
+        _ => TtlRule::Keep,
+    }
+}
+
+/// The declarative rules of the flags, as given (checked by the comparison's
+/// [`lockstep_verify::rules::Rules::check`]).
+fn rule_spec(args: &VerifyRuleArgs) -> RuleSpec {
+    RuleSpec {
+        match_globs: args.match_globs.clone(),
+        exclude_match: args.exclude_match.clone(),
+        key_regex: args.key_regex.clone(),
+        exclude_key_regex: args.exclude_key_regex.clone(),
+        types: args.types.clone(),
+        exclude_types: args.exclude_types.clone(),
+        drop_hash_field: args.drop_hash_field.clone(),
+        rename_regex: args
+            .rename_regex
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [from, to] => Some((from.clone(), to.clone())),
+                _ => None,
+            })
+            .collect(),
+    }
 }
 
 /// A database mapping as the sync takes it, checked: one target database per source
@@ -131,7 +171,7 @@ async fn key_list(
             .with_context(|| format!("opening the report {}", path.display()))?;
         let rows = output::read_report_rows(std::io::BufReader::new(file))
             .with_context(|| format!("reading the report {}", path.display()))?;
-        let (mut list, mut target_only) = report_keys(rows, &options.renames);
+        let (mut list, mut target_only) = report_keys(rows, options)?;
         if !dbs.is_empty() {
             list.retain(|db, _| dbs.contains(db));
             target_only.retain(|db, _| dbs.contains(db));
@@ -148,9 +188,11 @@ async fn key_list(
 /// in the report: it is read again by its source name, if it has one.
 fn report_keys(
     rows: Vec<(u32, Vec<u8>, String)>,
-    renames: &[(Vec<u8>, Vec<u8>)],
-) -> (KeyList, KeyList) {
-    let map = lockstep_verify::keymap::KeyMap::new(Vec::new(), renames.to_vec());
+    options: &CompareOptions,
+) -> anyhow::Result<(KeyList, KeyList)> {
+    let rules = lockstep_verify::rules::Rules::check(options).map_err(anyhow::Error::msg)?;
+    let map = lockstep_verify::keymap::KeyMap::new(Vec::new(), options.renames.clone())
+        .with_regexes(rules.renames);
     let (mut list, mut target_only) = (KeyList::new(), KeyList::new());
     for (db, key, kind) in rows {
         if kind != "extra_on_target" {
@@ -166,7 +208,7 @@ fn report_keys(
         keys.sort();
         keys.dedup();
     }
-    (list, target_only)
+    Ok((list, target_only))
 }
 
 /// Every database holding keys on either side (the source's numbers: a target

@@ -754,3 +754,53 @@ async fn once_audits_a_mapped_and_renamed_pair() -> anyhow::Result<()> {
     assert_eq!(code, Some(1), "{text}");
     Ok(())
 }
+
+/// A pair synced with declarative rules (a regex rename, a TTL cap, a dropped hash
+/// field, a type left out): the audit given the same keys finds it consistent, and
+/// without them it does not.
+#[tokio::test]
+async fn once_audits_a_pair_synced_with_declarative_rules() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target =
+        RedisServer::start(ServerConfig::new(RedisVersion::V8_2).auth(Auth::password())).await?;
+    let (mut s, mut t) = (redis::pipe(), redis::pipe());
+    for i in 0..100 {
+        s.cmd("SET").arg(format!("user:{i}")).arg(i).ignore();
+        s.cmd("EXPIRE")
+            .arg(format!("user:{i}"))
+            .arg(86_400)
+            .ignore();
+        t.cmd("SET").arg(format!("u:{i}")).arg(i).ignore();
+        t.cmd("EXPIRE").arg(format!("u:{i}")).arg(3600).ignore();
+        s.cmd("HSET")
+            .arg(format!("h:{i}"))
+            .arg("f")
+            .arg(i)
+            .arg("ssn")
+            .arg(1)
+            .ignore();
+        t.cmd("HSET").arg(format!("h:{i}")).arg("f").arg(i).ignore();
+    }
+    s.cmd("XADD")
+        .arg("events")
+        .arg("*")
+        .arg("f")
+        .arg(1)
+        .ignore();
+    s.query_async::<()>(&mut source.client().await?).await?;
+    t.query_async::<()>(&mut target.client().await?).await?;
+    let dir = tempfile::tempdir()?;
+    let rules = "rename_regex = [[\"^user:(\\\\d+)$\", \"u:$1\"]]\nttl_cap = \"1h\"\n\
+                 drop_hash_field = [\"ssn\"]\nexclude_types = [\"stream\"]";
+    let ruled = pair("ruled", &source.url(), target.port(), rules);
+    let config = write_config(dir.path(), &[ruled])?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("audit `ruled`: CONSISTENT"), "{text}");
+    let without_cap = rules.replace("ttl_cap = \"1h\"\n", "");
+    let plain = pair("plain", &source.url(), target.port(), &without_cap);
+    let config = write_config(dir.path(), &[plain])?;
+    let (code, text) = once(&config);
+    assert_eq!(code, Some(1), "the expiries differ without the cap: {text}");
+    Ok(())
+}

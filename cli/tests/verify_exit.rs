@@ -275,3 +275,129 @@ async fn a_mapped_and_renamed_pair_from_the_command_line() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// A sync written with declarative rules (`--rename-regex`, `--ttl-cap`,
+/// `--drop-hash-field`, `--exclude-types`, `--exclude-match`): verify given the same
+/// flags says CONSISTENT (exit 0), without them it does not; a TTL over the cap is a
+/// TTL difference naming the rule, a regex-renamed extra key is re-checked by its
+/// target name, and invalid rules are refused at start (exit 2) naming the flag and
+/// the pattern.
+#[tokio::test]
+async fn declarative_rules_from_the_command_line() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    let (mut s, mut t) = (redis::pipe(), redis::pipe());
+    for i in 0..30 {
+        s.cmd("SET").arg(format!("user:{i}")).arg(i).ignore();
+        s.cmd("PEXPIRE")
+            .arg(format!("user:{i}"))
+            .arg(86_400_000)
+            .ignore();
+        t.cmd("SET").arg(format!("u:{i}")).arg(i).ignore();
+        t.cmd("PEXPIRE")
+            .arg(format!("u:{i}"))
+            .arg(3_600_000)
+            .ignore();
+        s.cmd("HSET")
+            .arg(format!("h:{i}"))
+            .arg("f")
+            .arg(i)
+            .arg("ssn")
+            .arg(1)
+            .ignore();
+        t.cmd("HSET").arg(format!("h:{i}")).arg("f").arg(i).ignore();
+        s.cmd("RPUSH").arg(format!("l:{i}")).arg(i).ignore();
+        s.cmd("SET").arg(format!("tmp:{i}")).arg(i).ignore();
+    }
+    s.query_async::<()>(&mut source.client().await?).await?;
+    t.query_async::<()>(&mut target.client().await?).await?;
+    let (src, dst) = (source.url(), target.url());
+    let rules = [
+        "--rename-regex",
+        r"^user:(\d+)$",
+        "u:$1",
+        "--ttl-cap",
+        "1h",
+        "--drop-hash-field",
+        "ssn",
+        "--exclude-types",
+        "list",
+        "--exclude-match",
+        "tmp:*",
+    ];
+    let (code, out, err) = verify(&src, &dst, &rules);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("CONSISTENT"), "{out}");
+    let (code, out, _) = verify(&src, &dst, &rules[3..]);
+    assert_eq!(
+        code,
+        Some(1),
+        "the names differ without the regex rule: {out}"
+    );
+
+    let mut t = target.client().await?;
+    redis::pipe()
+        .cmd("PEXPIRE")
+        .arg("u:3")
+        .arg(7_200_000)
+        .ignore()
+        .cmd("SET")
+        .arg("u:999")
+        .arg("x")
+        .ignore()
+        .query_async::<()>(&mut t)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("report.csv").to_string_lossy().into_owned();
+    let (code, out, err) = verify(&src, &dst, &[&rules[..], &["--report", &csv]].concat());
+    assert_eq!(code, Some(1), "{out}{err}");
+    let text = std::fs::read_to_string(&csv)?;
+    let ttl = text
+        .lines()
+        .find(|l| l.starts_with("0,user:3,ttl"))
+        .unwrap_or_default();
+    assert!(ttl.contains("--ttl-cap 1h"), "{text}");
+    assert!(text.contains("0,u:999,extra_on_target"), "{text}");
+    let recheck = [&rules[..], &["--recheck", &csv]].concat();
+    let (code, out, err) = verify(&src, &dst, &recheck);
+    assert_eq!(code, Some(1), "{out}{err}");
+    redis::pipe()
+        .cmd("PEXPIRE")
+        .arg("u:3")
+        .arg(3_600_000)
+        .ignore()
+        .cmd("DEL")
+        .arg("u:999")
+        .ignore()
+        .query_async::<()>(&mut t)
+        .await?;
+    let (code, out, err) = verify(&src, &dst, &recheck);
+    assert_eq!(code, Some(0), "repaired: {out}{err}");
+
+    for (bad, why) in [
+        (
+            &["--match", "a["][..],
+            "--match \"a[\": the [ at byte 1 is never closed",
+        ),
+        (&["--key-regex", "("][..], "--key-regex \"(\""),
+        (&["--types", "blob"][..], "--types \"blob\": not a type"),
+        (
+            &["--rename-regex", r"user:\d+", "u"][..],
+            "outside a capture group",
+        ),
+        (
+            &["--ttl-remove", "--extend-ttl", "5"][..],
+            "--extend-ttl with --ttl-remove",
+        ),
+        (
+            &["--ttl-remove", "--ttl-cap", "1h"][..],
+            "cannot be used with",
+        ),
+        (&["--ttl-set", "1w"][..], "unknown unit"),
+    ] {
+        let (code, _, err) = verify(&src, &dst, bad);
+        assert_eq!(code, Some(2), "{bad:?}: {err}");
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+    Ok(())
+}

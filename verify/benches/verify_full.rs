@@ -11,7 +11,9 @@
 //! read by GETRANGE, long ones in windows; 0: by MGET, whole), `LOCKSTEP_BENCH_NAIVE=0` (skip the naive baseline,
 //! which takes about a minute), `LOCKSTEP_BENCH_TTL=1` (a
 //! one-hour TTL on every second key, so TTLs are read), `LOCKSTEP_BENCH_MISSING=1`
-//! (then one run with the target emptied: every key differs, memory stays bounded).
+//! (then one run with the target emptied: every key differs, memory stays bounded),
+//! `LOCKSTEP_BENCH_RULES=1` (exclude rules by glob and regex and a hash field drop
+//! that match no key: every key judged by the rules, the count proof still possible).
 //! Per verify run it prints keys/s, elapsed, the CPU seconds of the tool and of each
 //! redis-server, and the servers' `INFO commandstats` (calls, usec_per_call); peak
 //! RSS is the bench process's VmHWM, reset before each run.
@@ -266,6 +268,16 @@ async fn main() -> anyhow::Result<()> {
         workers,
         batch_keys: env_or("LOCKSTEP_BENCH_BATCH", 1000) as usize,
         long_string_bytes: env_or("LOCKSTEP_BENCH_LONG_STRING_BYTES", 1 << 20) as usize,
+        rules: if env_or("LOCKSTEP_BENCH_RULES", 0) == 1 {
+            lockstep_verify::RuleSpec {
+                exclude_match: vec!["tmp:*".into(), "cache:[0-9]*".into()],
+                exclude_key_regex: vec![r"^session:\d+$".into()],
+                drop_hash_field: vec!["ssn".into()],
+                ..Default::default()
+            }
+        } else {
+            Default::default()
+        },
         ..CompareOptions::default()
     };
     let (src, dst) = (source.redis_client()?, target.redis_client()?);

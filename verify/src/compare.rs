@@ -92,12 +92,13 @@ pub async fn compare(
     options: &CompareOptions,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
+    crate::rules::Rules::check(options).map_err(anyhow::Error::msg)?;
     let mut coverage = plan(source, target, options).await?;
     let threshold = threshold(source, options, &coverage.compared).await?;
     if let Some(rate) = threshold.map(|(rate, _)| rate) {
         coverage.sample = Some(SampleCoverage { rate });
     }
-    let ctx = Arc::new(Ctx::new(options, threshold.map(|(_, t)| t)));
+    let ctx = Arc::new(Ctx::new(options, threshold.map(|(_, t)| t))?);
     let mut report = Report::default();
     let mut tally = Tally::new(options.max_listed);
     first_round(&ctx, source, target, &mut coverage, &mut report, &mut tally).await?;

@@ -1,19 +1,26 @@
-//! Where a source database and key live on the target: the sync's `--map-db SRC:DST`
-//! and `--rename-prefix OLD=NEW`, re-implemented here on purpose (verify shares no
+//! Where a source database and key live on the target: the sync's `--map-db SRC:DST`,
+//! `--rename-prefix OLD=NEW` and `--rename-regex FROM TO`, re-implemented here on purpose (verify shares no
 //! code with the sync: it is the independent oracle of what the sync wrote).
 //!
 //! A source database `SRC` of a mapping is read on the target as `DST`; any other
 //! database keeps its number. A source key `OLD rest` is read on the target as
 //! `NEW rest` under the first rule whose OLD it starts with; a key no rule matches
-//! keeps its name. The inverses answer which source database and key a target one
+//! keeps its name, unless a regex rule (tried after every prefix rule, first match
+//! wins: [`crate::rules::rename`]) renames it. The inverses answer which source database and key a target one
 //! is the image of: None when none is (a target database that no source database
 //! is written into; a target key under some OLD prefix but under no NEW one, whose
 //! source key of that name would have been renamed): such a key is extra.
 //!
+//! A target key's source name is the first candidate (a prefix rule's, a regex
+//! rule's inverse, the key's own name) that the forward map writes as that very key:
+//! a candidate another rule would rename elsewhere is no source of it.
+//!
 //! Pure; the rules are assumed one-to-one (the command line refuses overlapping
-//! prefixes before a run, as the sync does).
+//! prefixes and malformed regex rules before a run, as the sync does).
 
 use std::borrow::Cow;
+
+use crate::rules::rename::RegexRename;
 
 /// The mapping of databases and key names from the source onto the target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,16 +29,27 @@ pub struct KeyMap {
     pub db_map: Vec<(u32, u32)>,
     /// OLD prefix -> NEW prefix, in the order given.
     pub renames: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Regex rules, in the order given, tried after the prefix rules.
+    pub regexes: Vec<RegexRename>,
 }
 
 impl KeyMap {
     pub fn new(db_map: Vec<(u32, u32)>, renames: Vec<(Vec<u8>, Vec<u8>)>) -> KeyMap {
-        KeyMap { db_map, renames }
+        KeyMap {
+            db_map,
+            renames,
+            regexes: Vec::new(),
+        }
+    }
+
+    /// The same map with these regex rules after the prefix rules.
+    pub fn with_regexes(self, regexes: Vec<RegexRename>) -> KeyMap {
+        KeyMap { regexes, ..self }
     }
 
     /// Whether key names are the same on both sides.
     pub fn renames_nothing(&self) -> bool {
-        self.renames.is_empty()
+        self.renames.is_empty() && self.regexes.is_empty()
     }
 
     /// The target database source database `db` is written into.
@@ -58,25 +76,32 @@ impl KeyMap {
                 return Cow::Owned([new.as_slice(), rest].concat());
             }
         }
+        for rule in &self.regexes {
+            if let Some(name) = rule.rename(key) {
+                return Cow::Owned(name);
+            }
+        }
         Cow::Borrowed(key)
     }
 
     /// The source key written as target key `key`, or None when no source key is.
     pub fn source_key<'k>(&self, key: &'k [u8]) -> Option<Cow<'k, [u8]>> {
-        for (old, new) in &self.renames {
-            if let Some(rest) = key.strip_prefix(new.as_slice()) {
-                return Some(Cow::Owned([old.as_slice(), rest].concat()));
+        let prefixed = self.renames.iter().filter_map(|(old, new)| {
+            key.strip_prefix(new.as_slice())
+                .map(|rest| [old.as_slice(), rest].concat())
+        });
+        let by_regex = self.regexes.iter().filter_map(|rule| rule.invert(key));
+        for candidate in prefixed.chain(by_regex) {
+            if *self.target_key(&candidate) == *key {
+                return Some(Cow::Owned(candidate));
             }
         }
-        if self.renames.iter().any(|(old, _)| key.starts_with(old)) {
-            return None;
-        }
-        Some(Cow::Borrowed(key))
+        (*self.target_key(key) == *key).then_some(Cow::Borrowed(key))
     }
 
     /// The target names of `keys`: borrowed as they are when nothing is renamed.
     pub fn target_keys<'k>(&self, keys: &'k [Vec<u8>]) -> Cow<'k, [Vec<u8>]> {
-        if self.renames.is_empty() {
+        if self.renames_nothing() {
             return Cow::Borrowed(keys);
         }
         Cow::Owned(
@@ -138,6 +163,45 @@ mod tests {
         assert_eq!(all.source_key(b"k"), None);
         let strip = renames(&[("app1:", "")]);
         assert_eq!(strip.source_key(b"k").as_deref(), Some(&b"app1:k"[..]));
+    }
+
+    #[test]
+    fn regex_rules_follow_the_prefix_rules_and_invert_only_onto_their_own_keys() {
+        let rule = |from, to| RegexRename::new(from, to).expect(from);
+        let map = renames(&[("user:", "u:")]).with_regexes(vec![
+            rule(r"^order:(\d+):(\w+)$", "o:$2:$1"),
+            rule(r"(.*):tmp", "tmp:$1"),
+        ]);
+        assert!(!map.renames_nothing());
+        assert_eq!(
+            &*map.target_key(b"user:1:tmp"),
+            b"u:1:tmp",
+            "prefixes first"
+        );
+        assert_eq!(&*map.target_key(b"order:7:eu"), b"o:eu:7");
+        assert_eq!(&*map.target_key(b"x:tmp"), b"tmp:x");
+        assert_eq!(&*map.target_key(b"order:x:eu"), b"order:x:eu");
+        assert_eq!(
+            map.source_key(b"o:eu:7").as_deref(),
+            Some(&b"order:7:eu"[..])
+        );
+        assert_eq!(map.source_key(b"tmp:x").as_deref(), Some(&b"x:tmp"[..]));
+        assert_eq!(
+            map.source_key(b"u:1:tmp").as_deref(),
+            Some(&b"user:1:tmp"[..])
+        );
+        // `tmp:user:1` inverts to `user:1:tmp`, which the prefix rule writes as
+        // `u:1:tmp`: only the source key `tmp:user:1` itself is written as it.
+        assert_eq!(
+            map.source_key(b"tmp:user:1").as_deref(),
+            Some(&b"tmp:user:1"[..])
+        );
+        assert_eq!(map.source_key(b"user:5"), None, "user:5 is written as u:5");
+        // A source key a regex renames is not its own target name.
+        assert_eq!(map.source_key(b"order:7:eu"), None);
+        assert_eq!(map.source_key(b"plain").as_deref(), Some(&b"plain"[..]));
+        let keys = vec![b"order:1:a".to_vec()];
+        assert!(matches!(map.target_keys(&keys), Cow::Owned(_)));
     }
 
     /// Whether no OLD (and no NEW) prefix is the start of another: the rules the

@@ -12,6 +12,9 @@
 //! - [`options`]: what a comparison is asked to do ([`CompareOptions`]).
 //! - [`keymap`]: where a source database and key live on the target (`--map-db`,
 //!   `--rename-prefix`), and back; pure, and the sync's rules re-implemented.
+//! - [`rules`]: the declarative rules of issue 17 (filters by glob, regex and type,
+//!   dropped hash fields, renames by regex), checked and compiled at the start of a
+//!   run; verify's own implementation of the sync's contract.
 //! - `walk/`: which keys, in which batches, on which connections, how fast: the plan,
 //!   the connection pools, SCAN batches at a bounded rate, the scheduler (`workers`
 //!   batches in flight), the source, target and key-list passes, one batch's reads in
@@ -30,7 +33,8 @@
 //!
 //! No module imports a module that imports it back: `compare` → `walk` → `read`,
 //! `judge`, `report`; `judge` → `read`'s data and `report`'s types; `read` → `report`'s
-//! coverage types only; `report` → `options` only.
+//! coverage types only; `report` → `options` only; `rules` → `options` only (and
+//! `keymap` and `walk` → `rules`).
 
 pub mod compare;
 pub(crate) mod judge;
@@ -38,12 +42,14 @@ pub mod keymap;
 pub mod options;
 pub mod read;
 pub mod report;
+pub mod rules;
 pub(crate) mod walk;
 
 pub use compare::{
     compare, CompareOptions, Difference, DifferenceKind, KeyList, Report, Sample, TargetPass,
     Verdict,
 };
+pub use options::{RuleSpec, TtlRule};
 pub use read::{canonical, digest, long_string, side};
 pub use report::coverage::Coverage;
 pub use report::{output, statement, track};

@@ -89,6 +89,80 @@ pub struct CompareOptions {
     /// keep their name. Must be one-to-one (no OLD, and no NEW, the start of
     /// another). The prefixes, the sample and key lists judge source names.
     pub renames: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The sync's TTL rule (`--ttl-remove`, `--ttl-cap`, `--ttl-set`): how a target
+    /// expiry is judged ([`crate::judge::ttl`]).
+    pub ttl_rule: TtlRule,
+    /// The sync's declarative rules as given (filters by glob, regex and type,
+    /// dropped hash fields, renames by regex): checked and compiled at the start of
+    /// a run by [`crate::rules::Rules::check`].
+    pub rules: RuleSpec,
+}
+
+/// How the sync writes key expiries (hash field expiries are not touched).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TtlRule {
+    /// As on the source (plus [`CompareOptions::ttl_extension`]).
+    #[default]
+    Keep,
+    /// Every key without an expiry: a kept key must be persistent on the target.
+    Remove,
+    /// An expiry later than this after the write is written as write time + this;
+    /// a persistent key stays persistent.
+    Cap(Duration),
+    /// Every key expires this long after the sync last wrote it, whatever the
+    /// source's expiry.
+    Set(Duration),
+}
+
+impl TtlRule {
+    /// The rule as the flag that asks for it (`keep` without one).
+    pub fn flag(&self) -> String {
+        match self {
+            TtlRule::Keep => "keep".into(),
+            TtlRule::Remove => "--ttl-remove".into(),
+            TtlRule::Cap(d) => format!("--ttl-cap {}", show_duration(*d)),
+            TtlRule::Set(d) => format!("--ttl-set {}", show_duration(*d)),
+        }
+    }
+}
+
+/// A duration in the shortest unit that writes it exactly (`7d`, `90s`, `1500ms`).
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms > 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The declarative rules of issue 17 as given (docs/transforms.md), plain text: the
+/// flags of the same names (`--match`, ...) and the audit pairs' keys. Judged on
+/// source names and source types.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuleSpec {
+    /// `--match`: Redis globs, whole-key; an include rule.
+    pub match_globs: Vec<String>,
+    /// `--exclude-match`: Redis globs; an exclude rule.
+    pub exclude_match: Vec<String>,
+    /// `--key-regex`: Rust regexes on bytes, unanchored; an include rule.
+    pub key_regex: Vec<String>,
+    /// `--exclude-key-regex`: an exclude rule.
+    pub exclude_key_regex: Vec<String>,
+    /// `--types`: keep only these (string, list, set, zset, hash, stream, module).
+    pub types: Vec<String>,
+    /// `--exclude-types`.
+    pub exclude_types: Vec<String>,
+    /// `--drop-hash-field [KEYGLOB=]FIELDGLOB`.
+    pub drop_hash_field: Vec<String>,
+    /// `--rename-regex FROM TO`, tried after the prefix renames.
+    pub rename_regex: Vec<(String, String)>,
 }
 
 impl Default for CompareOptions {
@@ -114,6 +188,8 @@ impl Default for CompareOptions {
             long_string_bytes: 1 << 20,
             db_map: Vec::new(),
             renames: Vec::new(),
+            ttl_rule: TtlRule::Keep,
+            rules: RuleSpec::default(),
         }
     }
 }

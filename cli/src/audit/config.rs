@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use lockstep_verify::{CompareOptions, Sample};
+use lockstep_verify::rules::parse_duration;
+use lockstep_verify::{CompareOptions, RuleSpec, Sample, TtlRule};
 use serde::Deserialize;
 
 use crate::args::ConnectionArgs;
@@ -79,6 +80,26 @@ struct PairFile {
     rename_prefix: Vec<String>,
     #[serde(default)]
     extend_ttl: u64,
+    #[serde(default, rename = "match")]
+    match_globs: Vec<String>,
+    #[serde(default)]
+    exclude_match: Vec<String>,
+    #[serde(default)]
+    key_regex: Vec<String>,
+    #[serde(default)]
+    exclude_key_regex: Vec<String>,
+    #[serde(default)]
+    types: Vec<String>,
+    #[serde(default)]
+    exclude_types: Vec<String>,
+    #[serde(default)]
+    ttl_remove: bool,
+    ttl_cap: Option<String>,
+    ttl_set: Option<String>,
+    #[serde(default)]
+    drop_hash_field: Vec<String>,
+    #[serde(default)]
+    rename_regex: Vec<(String, String)>,
     ttl_tolerance_ms: Option<u64>,
     workers: Option<usize>,
 }
@@ -247,8 +268,20 @@ fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
         round_pause: Duration::from_millis(p.round_pause_ms),
         db_map: db_map(&p.map_db)?,
         renames: renames(&p.rename_prefix)?,
+        ttl_rule: ttl_rule(&p)?,
+        rules: RuleSpec {
+            match_globs: p.match_globs.clone(),
+            exclude_match: p.exclude_match.clone(),
+            key_regex: p.key_regex.clone(),
+            exclude_key_regex: p.exclude_key_regex.clone(),
+            types: p.types.clone(),
+            exclude_types: p.exclude_types.clone(),
+            drop_hash_field: p.drop_hash_field.clone(),
+            rename_regex: p.rename_regex.clone(),
+        },
         ..defaults
     };
+    lockstep_verify::rules::Rules::check(&options).map_err(|e| anyhow::anyhow!(as_keys(&e)))?;
     Ok(Pair {
         connection: connection(&p, base)?,
         name: p.name,
@@ -257,6 +290,50 @@ fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
         schedule,
         rotate_sample: p.rotate_sample,
         options,
+    })
+}
+
+/// `ttl_remove = true`, `ttl_cap = "7d"`, `ttl_set = "1h"`: at most one.
+fn ttl_rule(p: &PairFile) -> anyhow::Result<TtlRule> {
+    let duration = |text: &Option<String>, key: &str| {
+        text.as_deref()
+            .map(|t| parse_duration(t).map_err(|e| anyhow::anyhow!("key `{key}`: {e}")))
+            .transpose()
+    };
+    let (cap, set) = (
+        duration(&p.ttl_cap, "ttl_cap")?,
+        duration(&p.ttl_set, "ttl_set")?,
+    );
+    Ok(match (p.ttl_remove, cap, set) {
+        (false, None, None) => TtlRule::Keep,
+        (true, None, None) => TtlRule::Remove,
+        (false, Some(cap), None) => TtlRule::Cap(cap),
+        (false, None, Some(set)) => TtlRule::Set(set),
+        _ => anyhow::bail!("keys `ttl_remove`, `ttl_cap` and `ttl_set`: give at most one"),
+    })
+}
+
+/// A rule's error in a pair's terms: each flag named by its key.
+fn as_keys(error: &str) -> String {
+    const FLAGS: [&str; 12] = [
+        "exclude-key-regex",
+        "exclude-match",
+        "exclude-types",
+        "drop-hash-field",
+        "rename-regex",
+        "key-regex",
+        "extend-ttl",
+        "ttl-remove",
+        "ttl-cap",
+        "ttl-set",
+        "match",
+        "types",
+    ];
+    FLAGS.iter().fold(error.to_owned(), |text, flag| {
+        text.replace(
+            &format!("--{flag}"),
+            &format!("key `{}`", flag.replace('-', "_")),
+        )
     })
 }
 
@@ -457,6 +534,62 @@ mod tests {
                 "rename_prefix = [\"a:=x:\", \"b:=x:y\"]",
                 "`rename_prefix`",
                 "overlap",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                load_text(&format!("history = \"h\"\n{PAIR}{bad}\n")).expect_err(bad)
+            );
+            assert!(
+                err.contains(key) && err.contains(why) && err.contains("pair `orders`"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_declarative_rules_are_the_sync_s_keys_checked_at_load() {
+        let rules = "match = [\"user:*\"]\nexclude_match = [\"*:tmp\"]\n\
+                     key_regex = [\"^o:\\\\d+$\"]\nexclude_key_regex = [\"x\"]\n\
+                     types = [\"string\", \"hash\"]\nexclude_types = [\"stream\"]\n\
+                     ttl_cap = \"7d\"\ndrop_hash_field = [\"ssn\", \"user:*=email*\"]\n\
+                     rename_regex = [[\"^user:(\\\\d+)$\", \"u:$1\"]]\n";
+        let config = load_text(&format!("history = \"h\"\n{PAIR}{rules}")).expect("parses");
+        let options = &config.pairs[0].options;
+        assert_eq!(options.rules.match_globs, vec!["user:*".to_owned()]);
+        assert_eq!(options.rules.key_regex, vec![r"^o:\d+$".to_owned()]);
+        assert_eq!(
+            options.rules.types,
+            vec!["string".to_owned(), "hash".to_owned()]
+        );
+        assert_eq!(
+            options.rules.rename_regex,
+            vec![(r"^user:(\d+)$".to_owned(), "u:$1".to_owned())]
+        );
+        assert_eq!(
+            options.ttl_rule,
+            TtlRule::Cap(Duration::from_secs(7 * 86_400))
+        );
+        for (bad, key, why) in [
+            ("match = [\"a[\"]", "`match`", "never closed"),
+            ("key_regex = [\"(\"]", "`key_regex`", "("),
+            ("types = [\"blob\"]", "`types`", "not a type"),
+            ("ttl_cap = \"7w\"", "`ttl_cap`", "unknown unit"),
+            (
+                "ttl_remove = true\nttl_set = \"1h\"",
+                "`ttl_set`",
+                "at most one",
+            ),
+            (
+                "ttl_remove = true\nextend_ttl = 5",
+                "`extend_ttl`",
+                "nothing to extend",
+            ),
+            ("drop_hash_field = [\"k=\"]", "`drop_hash_field`", "empty"),
+            (
+                "rename_regex = [[\"a.\", \"b\"]]",
+                "`rename_regex`",
+                "outside a capture",
             ),
         ] {
             let err = format!(

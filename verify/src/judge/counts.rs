@@ -26,10 +26,17 @@ pub(crate) struct SourcePass {
     pub(crate) on_both: u64,
 }
 
-/// Whether counts may prove anything: every source key is read, so the keys found
-/// on both sides are all the target's wanted keys.
+/// Whether counts may prove anything: every source key is read (no sample, no
+/// include rule of any kind, no type kept apart), so the keys found on both sides
+/// are all the target's wanted keys. (Exclude rules only make a proof rarer: a target
+/// holding an excluded key has more keys than were found on both sides.)
 pub(crate) fn may_prove(options: &CompareOptions) -> bool {
-    options.sample == Sample::All && options.include_prefixes.is_empty()
+    let rules = &options.rules;
+    options.sample == Sample::All
+        && options.include_prefixes.is_empty()
+        && rules.match_globs.is_empty()
+        && rules.key_regex.is_empty()
+        && rules.types.is_empty()
 }
 
 /// Whether the target holds no key outside the source's: the states read before
@@ -110,5 +117,13 @@ mod tests {
             ..CompareOptions::default()
         };
         assert!(!may_prove(&include));
+        let glob = CompareOptions {
+            rules: crate::options::RuleSpec {
+                match_globs: vec!["user:*".into()],
+                ..Default::default()
+            },
+            ..CompareOptions::default()
+        };
+        assert!(!may_prove(&glob));
     }
 }

@@ -67,6 +67,7 @@ mod tests {
     const RULES: TtlRules = TtlRules {
         tolerance_ms: 2000,
         extension_ms: 0,
+        rule: crate::options::TtlRule::Keep,
     };
 
     fn head(kind: &str, pttl: i64) -> Head {
@@ -125,6 +126,7 @@ mod tests {
         let extended = TtlRules {
             tolerance_ms: 2000,
             extension_ms: 10_000,
+            rule: crate::options::TtlRule::Keep,
         };
         assert!(extra_on_target(&head("set", 11_000), &RULES));
         assert!(!extra_on_target(&head("set", 11_000), &extended));

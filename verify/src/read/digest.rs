@@ -179,6 +179,78 @@ pub async fn read(
     })
 }
 
+/// The digest of hash `key` without the fields `dropped` holds for (the sync's
+/// `--drop-hash-field`: on the source side; the target's is read with nothing
+/// dropped), HSCAN `chunk` fields at a time, each kept field with its own expiry
+/// (`HPEXPIRETIME`, Redis 7.4 and later; a server without the command has no field
+/// expiries), so field TTLs are compared as DUMP compares them for other hashes. A
+/// field without an expiry hashes as [`read`] hashes it.
+pub async fn read_hash_without(
+    conn: &mut (impl ConnectionLike + Send),
+    key: &[u8],
+    chunk: usize,
+    dropped: impl Fn(&[u8]) -> bool,
+) -> redis::RedisResult<Digest> {
+    let mut acc = Unordered::default();
+    let mut cursor = 0u64;
+    let mut field_ttls = true;
+    loop {
+        let (next, items): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
+            .arg(key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(chunk.max(1))
+            .query_async(conn)
+            .await?;
+        let kept: Vec<(&[u8], &[u8])> = items
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [f, v] if !dropped(f) => Some((f.as_slice(), v.as_slice())),
+                _ => None,
+            })
+            .collect();
+        let expiries = if field_ttls && !kept.is_empty() {
+            let fields = kept.iter().map(|(f, _)| *f);
+            match field_expiries(conn, key, fields, kept.len()).await {
+                Ok(expiries) => expiries,
+                Err(e) if e.to_string().contains("unknown command") => {
+                    field_ttls = false;
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            Vec::new()
+        };
+        for (n, (f, v)) in kept.iter().enumerate() {
+            match expiries.get(n).copied().filter(|at| *at >= 0) {
+                Some(at) => acc.add(&[f, v, &at.to_le_bytes()]),
+                None => acc.add(&[f, v]),
+            }
+        }
+        if next == 0 {
+            return Ok(acc.finish());
+        }
+        cursor = next;
+    }
+}
+
+/// `HPEXPIRETIME key FIELDS n field...`: each field's absolute expiry in unix ms
+/// (-1 none, -2 no such field).
+async fn field_expiries<'f>(
+    conn: &mut (impl ConnectionLike + Send),
+    key: &[u8],
+    fields: impl Iterator<Item = &'f [u8]>,
+    count: usize,
+) -> redis::RedisResult<Vec<i64>> {
+    let mut cmd = redis::cmd("HPEXPIRETIME");
+    cmd.arg(key).arg("FIELDS").arg(count);
+    for field in fields {
+        cmd.arg(field);
+    }
+    cmd.query_async(conn).await
+}
+
 /// A list by LRANGE windows of `chunk` elements, in order.
 async fn list(
     conn: &mut (impl ConnectionLike + Send),

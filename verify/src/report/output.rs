@@ -119,6 +119,8 @@ pub fn summary(report: &Report, options: &CompareOptions) -> serde_json::Value {
         "sample": sample,
         "ttl_tolerance_ms": options.ttl_tolerance.as_millis() as u64,
         "ttl_extension_ms": options.ttl_extension.as_millis() as u64,
+        "ttl_rule": options.ttl_rule.flag(),
+        "rules": serde_json::to_value(&options.rules).unwrap_or_default(),
         // Sampled runs only: what the sample proves (see `report::statement`).
         "statement": report.statement().map(|s| s.to_json()),
     })

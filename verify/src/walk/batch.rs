@@ -49,6 +49,7 @@ pub(crate) async fn compare_batch(
     batch.long_strings(&long).await?;
     batch.dumps(&mut pending).await?;
     batch.digests(&pending.digests).await?;
+    batch.emptied_hashes().await?;
     batch.confirm_value_differences().await?;
     batch.ttl_differences();
     Ok(batch.out)
@@ -75,6 +76,9 @@ struct SideBySide<'a> {
     equal: Vec<usize>,
     /// Values that differ, with a hint, before the expiry re-check.
     differ: Vec<(usize, String)>,
+    /// Hashes on the source only that lose fields to `--drop-hash-field`: missing
+    /// unless every field is dropped.
+    maybe_emptied: Vec<usize>,
 }
 
 /// The first read's string values of both sides (None: not a non-empty string).
@@ -131,6 +135,7 @@ impl<'a> SideBySide<'a> {
             out: Outcome::default(),
             equal: Vec::new(),
             differ: Vec::new(),
+            maybe_emptied: Vec::new(),
         };
         Ok((batch, (sf.values, df.values)))
     }
@@ -172,8 +177,12 @@ impl<'a> SideBySide<'a> {
     fn presences(&mut self, recheck: bool) -> Vec<usize> {
         let mut same = Vec::new();
         for i in 0..self.keys.len() {
+            let in_scope = self.in_type_scope(i);
             let counts = &mut self.out.counts;
             counts.slots.insert(u32::from(key_slot(&self.keys[i])));
+            if !in_scope {
+                continue;
+            }
             let judged = presence(&self.source[i], &self.target[i], recheck, &self.ctx.ttl);
             if judged.compared() {
                 counts.compared += 1;
@@ -189,6 +198,9 @@ impl<'a> SideBySide<'a> {
                 Presence::NotOnSource { extra: true } => {
                     self.report(i, DifferenceKind::ExtraOnTarget, String::new())
                 }
+                Presence::NotOnTarget { missing: true } if self.loses_fields(i) => {
+                    self.maybe_emptied.push(i)
+                }
                 Presence::NotOnTarget { missing: true } => {
                     self.report(i, DifferenceKind::MissingOnTarget, String::new())
                 }
@@ -198,6 +210,22 @@ impl<'a> SideBySide<'a> {
             }
         }
         same
+    }
+
+    /// Whether key `i` is in scope of the type filters: judged by its source type, or
+    /// by its target type when it is absent from the source. Out of scope, it is
+    /// neither compared, nor missing, nor extra.
+    fn in_type_scope(&self, i: usize) -> bool {
+        match self.source[i].kind.as_str() {
+            "none" => self.ctx.type_kept(&self.target[i].kind),
+            kind => self.ctx.type_kept(kind),
+        }
+    }
+
+    /// Whether key `i` is a source hash that `--drop-hash-field` takes fields of:
+    /// compared by digests of its kept fields, never by length or DUMP.
+    fn loses_fields(&self, i: usize) -> bool {
+        self.source[i].kind == "hash" && self.ctx.rules.drops.applies_to(&self.keys[i])
     }
 
     /// How each value is read: strings read by the first GETRANGE on both sides are
@@ -212,6 +240,7 @@ impl<'a> SideBySide<'a> {
         for &i in same {
             let kind = self.source[i].kind.as_str();
             match (kind, length_command(kind)) {
+                ("hash", _) if self.loses_fields(i) => pending.digests.push(i),
                 ("string", _) if sv[i].is_some() && dv[i].is_some() => {
                     pending.strings.push((i, sv[i].take(), dv[i].take()))
                 }
@@ -372,10 +401,24 @@ impl<'a> SideBySide<'a> {
         for &i in keys {
             let (key, kind) = (&self.keys[i], self.source[i].kind.as_str());
             let (mut s, mut d) = (self.src.clone(), self.dst.clone());
-            let (a, b) = tokio::join!(
-                digest::read(&mut s, key, kind, chunk),
-                digest::read(&mut d, &self.tkeys[i], kind, chunk)
-            );
+            let drops = self.loses_fields(i).then_some(&self.ctx.rules.drops);
+            let source = async {
+                match drops {
+                    Some(drops) => {
+                        let dropped = |field: &[u8]| drops.drops(key, field);
+                        digest::read_hash_without(&mut s, key, chunk, dropped).await
+                    }
+                    None => digest::read(&mut s, key, kind, chunk).await,
+                }
+            };
+            let tkey = &self.tkeys[i];
+            let target = async {
+                match drops {
+                    Some(_) => digest::read_hash_without(&mut d, tkey, chunk, |_| false).await,
+                    None => digest::read(&mut d, tkey, kind, chunk).await,
+                }
+            };
+            let (a, b) = tokio::join!(source, target);
             let (a, b) = match value::pair(a, b) {
                 Pair::Read(a, b) => (a, b),
                 Pair::Failed(ReadFailure::Fatal, e) => {
@@ -389,10 +432,46 @@ impl<'a> SideBySide<'a> {
                 }
             };
             self.out.counts.digests += 1;
-            match value::digests(&a, &b) {
-                None => self.equal.push(i),
-                Some(detail) => self.differ.push((i, detail)),
+            match (drops, value::digests(&a, &b)) {
+                (Some(_), _) if a.elements == 0 => self.differ.push((i, EMPTIED.into())),
+                (_, None) => self.equal.push(i),
+                (Some(_), Some(detail)) => self.differ.push((
+                    i,
+                    format!("{detail} (the source's without the fields --drop-hash-field drops)"),
+                )),
+                (None, Some(detail)) => self.differ.push((i, detail)),
             }
+        }
+        Ok(())
+    }
+
+    /// Source hashes absent from the target that lose fields to
+    /// `--drop-hash-field`: their kept fields read; one with none is rightly absent,
+    /// one with some is missing. A reply error (the key changed during the read) is
+    /// a missing key, which a later round reads again.
+    async fn emptied_hashes(&mut self) -> anyhow::Result<()> {
+        let chunk = self.ctx.options.chunk_elements;
+        let drops = &self.ctx.rules.drops;
+        for i in std::mem::take(&mut self.maybe_emptied) {
+            let key = &self.keys[i];
+            let mut s = self.src.clone();
+            let read = digest::read_hash_without(&mut s, key, chunk, |f| drops.drops(key, f)).await;
+            let detail = match read {
+                Ok(kept) if kept.elements == 0 => continue,
+                Ok(kept) => format!("{} fields kept after --drop-hash-field", kept.elements),
+                Err(e) => match value::read_failure(&e) {
+                    ReadFailure::Fatal => {
+                        return Err(e).with_context(|| {
+                            format!(
+                                "reading the hash {} in chunks",
+                                String::from_utf8_lossy(key)
+                            )
+                        })
+                    }
+                    ReadFailure::Changed(detail) => detail,
+                },
+            };
+            self.report(i, DifferenceKind::MissingOnTarget, detail);
         }
         Ok(())
     }
@@ -440,6 +519,10 @@ impl<'a> SideBySide<'a> {
         }
     }
 }
+
+/// The difference of a source hash whose every field is dropped, held on the target.
+const EMPTIED: &str =
+    "every field of the source hash is dropped by --drop-hash-field: the target must not hold the key";
 
 /// Which keys the first reads found a non-empty string on both sides.
 fn strings_on_both(source: &FirstRead, target: &FirstRead) -> Vec<bool> {
@@ -568,7 +651,7 @@ pub(crate) async fn extra_batch(
     let (dh, _) = heads(dst, &absent_keys).await?;
     let renames = !ctx.map.renames_nothing();
     for ((key, name), d) in absent.into_iter().zip(dh) {
-        if extra_on_target(&d, &ctx.ttl) {
+        if extra_on_target(&d, &ctx.ttl) && ctx.type_kept(&d.kind) {
             let detail = match (renames, name) {
                 (false, _) => String::new(),
                 (true, Some(name)) => {

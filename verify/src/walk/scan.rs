@@ -18,6 +18,10 @@ pub(crate) struct Batch {
 
 /// Batches of wanted keys for which `chosen` holds, SCAN by SCAN; on the target
 /// (`on_target`), keys are judged by their source names ([`Ctx::target_wanted`]).
+/// When one glob is the only include rule, SCAN names only keys it matches
+/// ([`Ctx::scan_match`]); when the type filters keep one type, only keys of it
+/// ([`Ctx::scan_type`]; a target key of another type under a kept source key's name
+/// is still found, as a type difference, by the source pass).
 pub(crate) fn scan<'a>(
     ctx: &'a Ctx,
     conn: Conn,
@@ -30,13 +34,19 @@ pub(crate) fn scan<'a>(
         let Some(cursor) = cursor else {
             return Ok(None);
         };
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+        let mut command = redis::cmd("SCAN");
+        command
             .arg(cursor)
             .arg("COUNT")
-            .arg(ctx.options.batch_keys.max(1))
-            .query_async(&mut conn)
-            .await
-            .context("SCAN")?;
+            .arg(ctx.options.batch_keys.max(1));
+        if let Some(glob) = ctx.scan_match(on_target) {
+            command.arg("MATCH").arg(glob);
+        }
+        if let Some(kind) = ctx.scan_type() {
+            command.arg("TYPE").arg(kind);
+        }
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            command.query_async(&mut conn).await.context("SCAN")?;
         let scanned = keys.len() as u64;
         let keys: Vec<Vec<u8>> = keys
             .into_iter()
