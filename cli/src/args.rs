@@ -204,8 +204,8 @@ pub struct TaskArgs {
     /// leaves the target: the source sends its DEL).
     #[arg(long)]
     pub ttl_remove: bool,
-    /// No key expires later than this after lockstep writes it (e.g. 7d, 12h, 90s;
-    /// a number alone is seconds). Keys without an expiry keep none.
+    /// No key expires later than this after lockstep writes it (e.g. 7d, 12h, 90s,
+    /// 500ms; a number alone is seconds). Keys without an expiry keep none.
     #[arg(long, value_name = "DURATION", value_parser = parse_rule_duration)]
     pub ttl_cap: Option<String>,
     /// Every key expires this long after lockstep last wrote it, whatever its
@@ -296,23 +296,20 @@ pub fn parse_hash_field_rule(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// A duration for the TTL rules: `7d`, `12h`, `90s`, `500ms`, `1h 30m`, or seconds.
+/// A duration for the TTL rules: `7d`, `12h`, `90s`, `500ms`, or seconds (the same
+/// syntax for the sync, verify and audit pairs: verify's parser).
 pub fn parse_rule_duration(text: &str) -> Result<String, String> {
     rule_duration(text)?;
     Ok(text.to_owned())
 }
 
-/// The duration of [`parse_rule_duration`]'s text.
+/// The duration of [`parse_rule_duration`]'s text, above 0 and at most 100 years.
 pub fn rule_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let duration = match text.parse::<u64>() {
-        Ok(seconds) => std::time::Duration::from_secs(seconds),
-        Err(_) => humantime::parse_duration(text)
-            .map_err(|e| format!("{text:?} is not a duration ({e}); e.g. 7d, 12h, 90s or 500ms"))?,
-    };
+    let duration = lockstep_verify::rules::parse_duration(text)?;
     if duration.is_zero() || duration > std::time::Duration::from_secs(100 * 365 * 86_400) {
         return Err(format!(
-            "{text:?}: a duration above 0 and at most 100 years"
+            "{:?}: a duration above 0 and at most 100 years",
+            text.trim()
         ));
     }
     Ok(duration)
@@ -509,11 +506,11 @@ pub struct VerifyRuleArgs {
     /// The sync ran with --ttl-cap DUR (seconds, or 500ms, 90s, 5m, 2h, 7d): a
     /// persistent key stays persistent; else the target expiry is at most the
     /// source's and DUR from now (plus the tolerance).
-    #[arg(long, value_name = "DUR", value_parser = parse_rule_duration, conflicts_with = "ttl_set")]
+    #[arg(long, value_name = "DUR", value_parser = rule_duration, conflicts_with = "ttl_set")]
     pub ttl_cap: Option<std::time::Duration>,
     /// The sync ran with --ttl-set DUR: every compared key expires on the target
     /// within DUR from now (plus the tolerance), whatever the source's expiry.
-    #[arg(long, value_name = "DUR", value_parser = parse_rule_duration)]
+    #[arg(long, value_name = "DUR", value_parser = rule_duration)]
     pub ttl_set: Option<std::time::Duration>,
     /// The sync ran with --drop-hash-field [KEYGLOB=]FIELDGLOB: source hashes are
     /// compared without those fields, and one left with none must be absent on the
@@ -525,11 +522,6 @@ pub struct VerifyRuleArgs {
     /// --rename-prefix, first match wins (repeatable).
     #[arg(long, num_args = 2, value_names = ["FROM", "TO"])]
     pub rename_regex: Vec<String>,
-}
-
-/// A TTL rule's duration: integer seconds, or with a unit ms, s, m, h, d.
-fn parse_rule_duration(text: &str) -> Result<std::time::Duration, String> {
-    lockstep_verify::rules::parse_duration(text)
 }
 
 #[derive(Debug, clap::Args)]
