@@ -27,7 +27,19 @@ use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::harness::{verify_urls, wait_consistent, SyncTask};
 use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
+use lockstep_verify::options::{RuleSpec, TtlRule as VerifyTtl};
 use lockstep_verify::CompareOptions;
+
+fn with_rules(rules: RuleSpec) -> CompareOptions {
+    CompareOptions {
+        rules,
+        ..CompareOptions::default()
+    }
+}
+
+fn texts(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
 
 /// The databases the churn writes (one above 15).
 const DBS: [i64; 2] = [0, 17];
@@ -195,6 +207,36 @@ impl Run3 {
         }
     }
 
+    /// verify given the same rules (its own implementation) finds the target
+    /// consistent with the source.
+    async fn assert_verify_with_the_rules(
+        &mut self,
+        what: &str,
+        options: CompareOptions,
+    ) -> anyhow::Result<()> {
+        let result = wait_consistent(
+            &self.source.url(),
+            &self.target.url(),
+            std::slice::from_mut(&mut self.task),
+            &options,
+            Duration::from_secs(30),
+        )
+        .await;
+        match result {
+            Ok(report) => {
+                assert!(report.keys_compared > 100, "{what}: {report}");
+                Ok(())
+            }
+            Err(e) => {
+                let last = verify_urls(&self.source.url(), &self.target.url(), &options).await?;
+                anyhow::bail!(
+                    "{what} (verify with the rules): {e}; differences: {:?}",
+                    last.differences
+                )
+            }
+        }
+    }
+
     /// verify without the rule between source and target finds differences (the
     /// rule did something).
     async fn assert_rule_changed_something(&self, what: &str) -> anyhow::Result<()> {
@@ -268,6 +310,12 @@ async fn type_filters_under_churn_and_kills() -> anyhow::Result<()> {
         delete(&run.reference, db, &dropped).await?;
     }
     run.assert_target_is_the_reference("types").await?;
+    let rules = RuleSpec {
+        exclude_types: texts(&["hash", "stream"]),
+        ..RuleSpec::default()
+    };
+    run.assert_verify_with_the_rules("types", with_rules(rules))
+        .await?;
     run.assert_rule_changed_something("types").await
 }
 
@@ -301,6 +349,15 @@ async fn pattern_filters_under_churn_and_kills() -> anyhow::Result<()> {
     );
     delete(&run.reference, 0, &dropped).await?;
     run.assert_target_is_the_reference("patterns").await?;
+    let rules = RuleSpec {
+        match_globs: texts(&[r"\{a\}*", r"\{b\}*"]),
+        exclude_match: texts(&["short:1?"]),
+        key_regex: texts(&[r"^\{c\}churn:"]),
+        exclude_key_regex: texts(&[r"^\{b\}"]),
+        ..RuleSpec::default()
+    };
+    run.assert_verify_with_the_rules("patterns", with_rules(rules))
+        .await?;
     run.assert_rule_changed_something("patterns").await
 }
 
@@ -384,7 +441,6 @@ async fn pttls(server: &RedisServer) -> anyhow::Result<Vec<(i64, Vec<u8>, i64)>>
 /// and every expiry is at most 30 min away, the 10-minute keys keeping theirs.
 #[tokio::test]
 async fn ttl_cap_under_churn_and_kills() -> anyhow::Result<()> {
-    let cap = Duration::from_secs(1800);
     let run = churned_sync(RedisVersion::V7_0, multi_db(), |o| {
         o.filter.ttl_rule = TtlRule::Cap(cap)
     })
@@ -424,7 +480,9 @@ async fn ttl_cap_under_churn_and_kills() -> anyhow::Result<()> {
         }
     }
     assert!(capped > 10 && kept >= 20, "capped {capped}, kept {kept}");
-    Ok(())
+    let mut options = CompareOptions::default();
+    options.ttl_rule = VerifyTtl::Cap(cap);
+    run.assert_verify_with_the_rules("ttl cap", options).await
 }
 
 /// `--ttl-set 2h` on 8.2: every key of the target expires within 2 h, whatever the
@@ -515,5 +573,12 @@ async fn regex_renames_under_churn_and_kills() -> anyhow::Result<()> {
     }
     assert!(renamed > 100, "renamed {renamed}");
     run.assert_target_is_the_reference("regex renames").await?;
+    let mut options = with_rules(RuleSpec {
+        rename_regex: vec![(from.to_owned(), "r:$2:$1".to_owned())],
+        ..RuleSpec::default()
+    });
+    options.renames = vec![(b"{b}churn:".to_vec(), b"B:".to_vec())];
+    run.assert_verify_with_the_rules("regex renames", options)
+        .await?;
     run.assert_rule_changed_something("regex renames").await
 }
