@@ -479,8 +479,10 @@ async fn ttl_cap_under_churn_and_kills() -> anyhow::Result<()> {
         }
     }
     assert!(capped > 10 && kept >= 20, "capped {capped}, kept {kept}");
-    let mut options = CompareOptions::default();
-    options.ttl_rule = VerifyTtl::Cap(cap);
+    let options = CompareOptions {
+        ttl_rule: VerifyTtl::Cap(cap),
+        ..CompareOptions::default()
+    };
     run.assert_verify_with_the_rules("ttl cap", options).await
 }
 
