@@ -1,14 +1,16 @@
 //! From the task arguments of `lockstep sync` (`TaskArgs`: name, objects, throttles)
-//! to the engine's `SyncOptions::{task_name, filter, throttle}`.
+//! to the engine's `SyncOptions::{task_name, filter, script, throttle}`.
 //!
 //! How it fits: `sync.rs` (`engine_options`) applies it to each target's options.
 //! It only builds values: no I/O, and a filter the engine would refuse
 //! (`Filter::validate`) is an error here, never a silent default.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_sync::engine::SyncOptions;
 use lockstep_sync::filter::Filter;
+use lockstep_sync::script::{Script, ScriptLimits};
 use lockstep_sync::throttle::ThrottleOptions;
 
 use crate::args::TaskArgs;
@@ -23,8 +25,25 @@ impl TaskArgs {
         options.task_name = self.task_name.clone();
         options.filter = self.filter();
         options.filter.validate()?;
+        options.script = self.script()?;
+        if options.script.is_some() {
+            lockstep_sync::script::check_filter(&options.filter).map_err(anyhow::Error::msg)?;
+        }
         options.throttle = self.throttle();
         Ok(())
+    }
+
+    /// The script of `--script`, loaded (a syntax error or a missing `transform` is
+    /// refused here, before anything is written).
+    pub fn script(&self) -> anyhow::Result<Option<Arc<Script>>> {
+        let Some(path) = &self.script else {
+            return Ok(None);
+        };
+        let limits = ScriptLimits {
+            timeout: Duration::from_millis(self.script_timeout),
+            memory: usize::try_from(self.script_memory << 20).unwrap_or(usize::MAX),
+        };
+        Ok(Some(Arc::new(Script::from_file(path, limits)?)))
     }
 
     pub fn filter(&self) -> Filter {
