@@ -60,9 +60,10 @@
 //! or hash is `DEL`, then `RPUSH` / `SADD` / `ZADD` / `HSET` per batch (one batch
 //! for a key held whole; a big key batch by batch as it streams, so memory stays
 //! bounded as without a script), hash field TTLs as `HPEXPIREAT`; then its expiry
-//! as `PEXPIREAT` (the guard expiry above when it is due soon). A stream or module
-//! key the script touches stops the task, naming the key: lockstep does not write
-//! them as commands.
+//! as `PEXPIREAT` (the guard expiry above when it is due soon). A stream or a module
+//! value is passed as the one command that recreates it, its `RESTORE ... REPLACE`:
+//! the script can rename, route or drop it, not read its value (a DUMP payload);
+//! lockstep does not write streams as XADD commands.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,8 +123,6 @@ pub enum LoadError {
     Filter(#[from] crate::filter::FilterError),
     #[error(transparent)]
     Script(#[from] ScriptError),
-    #[error("key {key:?} (db {db}) is a {kind:?}, which the script cannot take: lockstep writes only strings, lists, sets, sorted sets and hashes as commands (fix: leave such keys out of the script's keys globs)")]
-    Unscriptable { key: String, db: u64, kind: Kind },
 }
 
 /// The key being loaded.
@@ -256,7 +255,10 @@ impl KeyLoader {
                     meta.key = renamed;
                 }
                 self.skipping = false;
-                let scripted = self.scripted(&meta)?;
+                let scripted = self
+                    .script
+                    .as_ref()
+                    .is_some_and(|s| s.touches_key(&meta.key));
                 self.select(self.target_db(meta.db), writer).await?;
                 let value = Value::empty(meta.rdb_type.kind());
                 self.current = Some(CurrentKey {
@@ -290,28 +292,6 @@ impl KeyLoader {
             _ => {}
         }
         Ok(())
-    }
-
-    /// Does the script touch this key? A stream or module key it touches is refused.
-    fn scripted(&self, meta: &KeyMeta) -> Result<bool, LoadError> {
-        let touched = self
-            .script
-            .as_ref()
-            .is_some_and(|s| s.touches_key(&meta.key));
-        let kind = meta.rdb_type.kind();
-        if touched
-            && !matches!(
-                kind,
-                Kind::String | Kind::List | Kind::Set | Kind::ZSet | Kind::Hash
-            )
-        {
-            return Err(LoadError::Unscriptable {
-                key: String::from_utf8_lossy(&meta.key).into_owned(),
-                db: meta.db,
-                kind,
-            });
-        }
-        Ok(touched)
     }
 
     /// The target database of source database `db`.
@@ -388,7 +368,7 @@ impl KeyLoader {
         raw: Option<Vec<u8>>,
         writer: &mut Target,
     ) -> Result<(), LoadError> {
-        if current.scripted {
+        if current.scripted && as_commands(current.value.kind()) {
             return self.write_as_commands(current, writer).await;
         }
         let expire = self.expiry_to_write(&current.meta);
@@ -420,7 +400,10 @@ impl KeyLoader {
             argv.push(b"ABSTTL");
         }
         self.bytes += (meta.key.len() + payload.len()) as u64;
-        writer.write(&argv).await?;
+        // A stream or module key the script touches: the RESTORE goes through it.
+        Sink::new(writer, &self.script, &current)
+            .write(&argv)
+            .await?;
         Ok(())
     }
 
@@ -690,6 +673,14 @@ async fn push_pexpireat(key: &[u8], at: i64, writer: &mut Sink<'_>) -> Result<()
         .write(&[b"PEXPIREAT".as_slice(), key, at.to_string().as_bytes()])
         .await?;
     Ok(())
+}
+
+/// Is a key of this kind written as commands (not RESTORE) when the script touches it?
+fn as_commands(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::String | Kind::List | Kind::Set | Kind::ZSet | Kind::Hash
+    )
 }
 
 /// A held value as one batch, to write when a key turns out to be big.

@@ -8,7 +8,8 @@
 //! rewrite), before the command joins the target transaction that records its
 //! offset, so a restart never applies a transform twice or skips one; in the full
 //! copy ([`crate::load`]), on the commands that recreate each key it touches (DEL,
-//! SET, RPUSH / SADD / ZADD / HSET batches, PEXPIREAT), in pieces for big keys.
+//! SET, RPUSH / SADD / ZADD / HSET batches, PEXPIREAT), in pieces for big keys; a
+//! stream or module key as its one `RESTORE` (renamed or dropped, its payload opaque).
 //! Keys it does not touch (its `keys` globs) are written as without a script:
 //! RESTORE in the copy, as sent in the stream.
 //!
