@@ -5,7 +5,7 @@
 //! commands for one; a script that errors, loops or allocates without bound stops the
 //! task with a clear message and nothing of the failing command's transaction reaches
 //! the target; a stream key goes through the script as its RESTORE; rules that need a
-//! by-key clear are refused.
+//! by-key clear, and a cluster target, are refused.
 
 mod common;
 
@@ -13,11 +13,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cluster::into_cluster;
 use common::{caught_up, options};
 use lockstep_sync::engine::SyncOptions;
 use lockstep_sync::script::{Script, ScriptLimits};
 use lockstep_testkit::churn::{Churn, ChurnSpec};
 use lockstep_testkit::harness::{verify_urls, wait_consistent, SyncTask};
+use lockstep_testkit::topology::{Cluster, ClusterSpec};
 use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
 use lockstep_verify::CompareOptions;
@@ -306,5 +308,26 @@ async fn the_full_copy_names_the_failing_key_and_refusals_come_first() -> anyhow
     let length: i64 = t.run("XLEN u:events").await?;
     assert_eq!(length, 3);
     task.finish().await?;
+    Ok(())
+}
+
+/// A cluster target is refused before anything is written: its cross-slot commands
+/// are copied from the source by their source names, which a script's target names
+/// do not lead back to.
+#[tokio::test]
+async fn a_script_into_a_cluster_target_is_refused() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let cluster = Cluster::start(ClusterSpec::new(
+        ServerConfig::new(RedisVersion::V7_0),
+        3,
+        0,
+    ))
+    .await?;
+    source.client().await?.run::<()>("SET k v").await?;
+    let dir = tempfile::tempdir()?;
+    let mut o = into_cluster(&source, &cluster, dir.path())?;
+    with_script(&mut o, "function transform(db, argv) return nil end")?;
+    let message = ended(SyncTask::spawn(o)).await?;
+    assert!(message.contains("cluster target"), "{message}");
     Ok(())
 }
