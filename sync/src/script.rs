@@ -111,7 +111,8 @@ pub struct ScriptError {
 /// A loaded script, ready to transform commands.
 pub struct Script {
     lua: Lua,
-    transform: Function,
+    /// `transform`, held in the registry for the raw calls ([`raw::call`]).
+    transform: mlua::RegistryKey,
     /// The `keys` globs; empty: every key goes through the script.
     keys: Vec<Vec<u8>>,
     file: String,
@@ -193,6 +194,7 @@ impl Script {
                 )),
             };
         let keys = read_keys(&globals).map_err(refuse)?;
+        let transform = lua.create_registry_value(transform).map_err(setup)?;
         freeze_globals(&lua, &globals).map_err(setup)?;
         Ok(Script {
             lua,
@@ -257,17 +259,22 @@ impl Script {
     ) -> Result<Transformed, ScriptError> {
         let fail = |reason: String| self.error(argv, key, db, reason);
         let lua_error = |e: mlua::Error| fail(describe(&e, &self.clock, self.limits));
-        let input = self.argv_table(argv).map_err(lua_error)?;
-        let positions = self
-            .lua
-            .create_sequence_from(key_positions.iter().map(|i| i + 1))
-            .map_err(lua_error)?;
+        let mut output = raw::Output::Nil;
         self.clock.start(self.limits.timeout);
-        let output = self
-            .transform
-            .call::<Value>((db, input, positions))
-            .map_err(lua_error)?;
-        let transformed = read_output(output).map_err(&fail)?;
+        raw::call(
+            &self.lua,
+            self.transform.id(),
+            db,
+            argv,
+            key_positions,
+            &mut output,
+        )
+        .map_err(lua_error)?;
+        let transformed = match output {
+            raw::Output::Nil => Transformed::Unchanged,
+            raw::Output::Commands(commands) => Transformed::Commands(commands),
+            raw::Output::Bad(reason) => return Err(fail(reason)),
+        };
         if let Transformed::Commands(commands) = &transformed {
             for command in commands {
                 check_output(command, argv).map_err(&fail)?;
@@ -294,14 +301,6 @@ impl Script {
             db,
             reason,
         }
-    }
-
-    fn argv_table<A: AsRef<[u8]>>(&self, argv: &[A]) -> mlua::Result<Table> {
-        let table = self.lua.create_table_with_capacity(argv.len(), 0)?;
-        for (i, arg) in argv.iter().enumerate() {
-            table.raw_set(i + 1, self.lua.create_string(arg.as_ref())?)?;
-        }
-        Ok(table)
     }
 }
 
@@ -405,57 +404,6 @@ fn read_keys(globals: &Table) -> Result<Vec<Vec<u8>>, String> {
         }
         _ => Err(bad()),
     }
-}
-
-/// What `transform` returned, as commands.
-fn read_output(output: Value) -> Result<Transformed, String> {
-    let commands = match output {
-        Value::Nil => return Ok(Transformed::Unchanged),
-        Value::Table(t) => t,
-        other => {
-            return Err(format!(
-                "transform returned a {}: return nil, or an array of commands (each an array of strings)",
-                other.type_name()
-            ))
-        }
-    };
-    let mut out = Vec::new();
-    for (i, command) in commands.sequence_values::<Value>().enumerate() {
-        let Ok(Value::Table(command)) = command else {
-            return Err(format!(
-                "command {} of the result is not an array of strings",
-                i + 1
-            ));
-        };
-        out.push(
-            read_command(&command).map_err(|e| format!("command {} of the result: {e}", i + 1))?,
-        );
-    }
-    Ok(Transformed::Commands(out))
-}
-
-/// One returned command: an array of strings (integers are written in decimal).
-fn read_command(command: &Table) -> Result<Vec<Bytes>, String> {
-    if !matches!(command.raw_get::<Value>("db"), Ok(Value::Nil)) {
-        return Err("db = N (writing into another target database) is not supported yet; write into the command's own database".into());
-    }
-    let mut argv = Vec::new();
-    for arg in command.sequence_values::<Value>() {
-        match arg.map_err(|e| e.to_string())? {
-            Value::String(s) => argv.push(Bytes::copy_from_slice(&s.as_bytes())),
-            Value::Integer(n) => argv.push(Bytes::from(n.to_string())),
-            other => {
-                return Err(format!(
-                    "an argument is a {}: use strings (or integers)",
-                    other.type_name()
-                ))
-            }
-        }
-    }
-    if argv.is_empty() {
-        return Err("it is empty".into());
-    }
-    Ok(argv)
 }
 
 /// Commands a script may not return, and why.
@@ -689,5 +637,6 @@ fn class_match(mut p: &[u8], ch: u8) -> (bool, &[u8]) {
     (matched != not, p)
 }
 
+mod raw;
 #[cfg(test)]
 mod tests;
