@@ -172,4 +172,57 @@ mod tests {
             .to_string();
         assert!(err.contains("SRC:DST"), "{err}");
     }
+
+    /// The script is loaded when the options are built: a syntax error, and a script
+    /// with prefix rules, are refused before the task starts.
+    #[test]
+    fn the_script_is_loaded_and_refused_before_the_task() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let good = dir.path().join("good.lua");
+        let bad = dir.path().join("bad.lua");
+        std::fs::write(&good, "function transform(db, argv) return nil end").expect("written");
+        std::fs::write(&bad, "function transform(db, argv)\n  return {{\nend").expect("written");
+        let endpoint = lockstep_sync::endpoint::Endpoint::parse("redis://s:1").expect("a URL");
+        let options =
+            || lockstep_sync::engine::SyncOptions::new(endpoint.clone(), endpoint.clone(), "d");
+        let path = |p: &std::path::Path| p.to_str().expect("a path").to_owned();
+
+        let mut o = options();
+        let args = task(&[
+            "--script",
+            &path(&good),
+            "--script-timeout",
+            "50",
+            "--script-memory",
+            "8",
+        ])
+        .expect("parses");
+        args.apply_to(&mut o).expect("accepted");
+        assert!(o.script.is_some());
+
+        let args = task(&["--script", &path(&bad)]).expect("parses");
+        let err = args
+            .apply_to(&mut options())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("syntax error") && err.contains("bad.lua:"),
+            "{err}"
+        );
+
+        let args = task(&["--script", &path(&good), "--prefix", "a:"]).expect("parses");
+        let err = args
+            .apply_to(&mut options())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("cannot be combined with --prefix"), "{err}");
+
+        let missing = dir.path().join("missing.lua");
+        let args = task(&["--script", &path(&missing)]).expect("parses");
+        let err = args
+            .apply_to(&mut options())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("cannot read it"), "{err}");
+    }
 }
