@@ -4,8 +4,8 @@
 //! runs the script); a script that drops a key pattern and one that writes two
 //! commands for one; a script that errors, loops or allocates without bound stops the
 //! task with a clear message and nothing of the failing command's transaction reaches
-//! the target; big keys go through it in pieces; a stream key as its RESTORE; rules that need a
-//! by-key clear, and a cluster target, are refused.
+//! the target; big keys go through it in pieces, a stream key as its RESTORE; rules
+//! that need a by-key clear, and a cluster target, are refused.
 
 mod common;
 
