@@ -216,6 +216,18 @@ pub struct TaskArgs {
     /// matches KEYGLOB (every hash without it); split at the first `=`; repeatable.
     #[arg(long, value_name = "[KEYGLOB=]FIELDGLOB", value_parser = parse_hash_field_rule)]
     pub drop_hash_field: Vec<String>,
+    /// Transform what is written with this Lua script (docs/transforms.md, "Scripts"):
+    /// it defines `function transform(db, argv)` and may set `keys = {"glob", ...}`.
+    /// Sandboxed; an error stops the task. Not with --prefix, --exclude-prefix,
+    /// --rename-prefix or a cluster source (the task owns its target databases whole).
+    #[arg(long, value_name = "FILE.lua")]
+    pub script: Option<std::path::PathBuf>,
+    /// Milliseconds one call of the script's transform may take (1 to 60000).
+    #[arg(long, default_value_t = 100, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub script_timeout: u64,
+    /// MiB the script's Lua state may use (1 to 4096).
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub script_memory: u64,
     /// Apply PUBLISH and SPUBLISH to the target; by default they are dropped (they
     /// cannot be synchronized: subscribers of the source are not the target's).
     #[arg(long)]

@@ -1,14 +1,16 @@
 //! From the task arguments of `lockstep sync` (`TaskArgs`: name, objects, throttles)
-//! to the engine's `SyncOptions::{task_name, filter, throttle}`.
+//! to the engine's `SyncOptions::{task_name, filter, script, throttle}`.
 //!
 //! How it fits: `sync.rs` (`engine_options`) applies it to each target's options.
 //! It only builds values: no I/O, and a filter the engine would refuse
 //! (`Filter::validate`) is an error here, never a silent default.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lockstep_sync::engine::SyncOptions;
 use lockstep_sync::filter::Filter;
+use lockstep_sync::script::{Script, ScriptLimits};
 use lockstep_sync::throttle::ThrottleOptions;
 
 use lockstep_sync::rules::hash_fields::HashFieldDrops;
@@ -37,8 +39,25 @@ impl TaskArgs {
         options.task_name = self.task_name.clone();
         options.filter = self.filter()?;
         options.filter.validate()?;
+        options.script = self.script()?;
+        if options.script.is_some() {
+            lockstep_sync::script::check_filter(&options.filter).map_err(anyhow::Error::msg)?;
+        }
         options.throttle = self.throttle();
         Ok(())
+    }
+
+    /// The script of `--script`, loaded (a syntax error or a missing `transform` is
+    /// refused here, before anything is written).
+    pub fn script(&self) -> anyhow::Result<Option<Arc<Script>>> {
+        let Some(path) = &self.script else {
+            return Ok(None);
+        };
+        let limits = ScriptLimits {
+            timeout: Duration::from_millis(self.script_timeout),
+            memory: usize::try_from(self.script_memory << 20).unwrap_or(usize::MAX),
+        };
+        Ok(Some(Arc::new(Script::from_file(path, limits)?)))
     }
 
     pub fn filter(&self) -> anyhow::Result<Filter> {
@@ -207,5 +226,58 @@ mod tests {
             .expect_err("bad mapping")
             .to_string();
         assert!(err.contains("SRC:DST"), "{err}");
+    }
+
+    /// The script is loaded when the options are built: a syntax error, and a script
+    /// with prefix rules, are refused before the task starts.
+    #[test]
+    fn the_script_is_loaded_and_refused_before_the_task() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let good = dir.path().join("good.lua");
+        let bad = dir.path().join("bad.lua");
+        std::fs::write(&good, "function transform(db, argv) return nil end").expect("written");
+        std::fs::write(&bad, "function transform(db, argv)\n  return {{\nend").expect("written");
+        let endpoint = lockstep_sync::endpoint::Endpoint::parse("redis://s:1").expect("a URL");
+        let options =
+            || lockstep_sync::engine::SyncOptions::new(endpoint.clone(), endpoint.clone(), "d");
+        let path = |p: &std::path::Path| p.to_str().expect("a path").to_owned();
+
+        let mut o = options();
+        let args = task(&[
+            "--script",
+            &path(&good),
+            "--script-timeout",
+            "50",
+            "--script-memory",
+            "8",
+        ])
+        .expect("parses");
+        args.apply_to(&mut o).expect("accepted");
+        assert!(o.script.is_some());
+
+        let args = task(&["--script", &path(&bad)]).expect("parses");
+        let err = args
+            .apply_to(&mut options())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("syntax error") && err.contains("bad.lua:"),
+            "{err}"
+        );
+
+        let args = task(&["--script", &path(&good), "--prefix", "a:"]).expect("parses");
+        let err = args
+            .apply_to(&mut options())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("cannot be combined with --prefix"), "{err}");
+
+        let missing = dir.path().join("missing.lua");
+        let args = task(&["--script", &path(&missing)]).expect("parses");
+        let err = args
+            .apply_to(&mut options())
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("cannot read it"), "{err}");
     }
 }

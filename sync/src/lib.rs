@@ -21,6 +21,7 @@
 //!   atomically.
 //! - [`filter`]: the task's objects options: databases, key prefixes, commands, TTL
 //!   extension, lockstep's own keys; for both the full copy and the stream.
+//! - [`script`]: the Lua transform (`--script`), after the filter, before the target.
 //! - [`keys`]: which arguments of a command are keys (the filter, cluster routing).
 //! - [`slots`] and [`cluster`]: a Redis Cluster target: CRC16 hash slots, the slot
 //!   map, routing per primary with one exact checkpoint per slot.
@@ -55,6 +56,7 @@ pub mod rdb;
 pub mod rename;
 pub mod resp;
 pub mod rules;
+pub mod script;
 pub mod slots;
 pub mod source;
 pub mod target;

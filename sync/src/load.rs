@@ -51,7 +51,21 @@
 //! their mapped database, under their renamed name ([`crate::rename`]), with their
 //! expiry extended by the filter's TTL extension (the guard above then works on the
 //! extended expiry).
+//!
+//! # The script
+//! A key the script (`--script`, [`crate::script`]) touches is not RESTOREd nor put
+//! in an MSET: it is written as the commands that recreate it, each passed through
+//! the script's `transform` (source database, argv) and replaced by what it returns.
+//! A string is `SET` (a big one `DEL`, `SETRANGE` pieces); a list, set, sorted set
+//! or hash is `DEL`, then `RPUSH` / `SADD` / `ZADD` / `HSET` per batch (one batch
+//! for a key held whole; a big key batch by batch as it streams, so memory stays
+//! bounded as without a script), hash field TTLs as `HPEXPIREAT`; then its expiry
+//! as `PEXPIREAT` (the guard expiry above when it is due soon). A stream or a module
+//! value is passed as the one command that recreates it, its `RESTORE ... REPLACE`:
+//! the script can rename, route or drop it, not read its value (a DUMP payload);
+//! lockstep does not write streams as XADD commands.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::unix_ms;
@@ -59,6 +73,7 @@ use crate::clock::unix_ms;
 use crate::apply::ApplyError;
 use crate::filter::Filter;
 use crate::rdb::{self, Elements, Event, HashField, KeyMeta, Kind, Value};
+use crate::script::{Script, ScriptError, Transformed};
 use crate::target::Target;
 
 /// Guard expiries are `GUARD_BASE_MS + t`: 3000-01-01T00:00:00Z plus the real expiry.
@@ -106,6 +121,8 @@ pub enum LoadError {
     OutOfOrder(&'static str),
     #[error(transparent)]
     Filter(#[from] crate::filter::FilterError),
+    #[error(transparent)]
+    Script(#[from] ScriptError),
 }
 
 /// The key being loaded.
@@ -120,12 +137,57 @@ struct CurrentKey {
     fields_of: Option<Vec<u8>>,
     /// Some field was dropped: the raw RDB bytes no longer describe it.
     fields_dropped: bool,
+    /// Goes through the script (written as commands, never RESTOREd).
+    scripted: bool,
+}
+
+/// Where a key's commands go: straight to the target, or through the script first
+/// (with the key's source database) when it touches the key.
+struct Sink<'w> {
+    writer: &'w mut Target,
+    script: Option<(Arc<Script>, u64)>,
+}
+
+impl<'w> Sink<'w> {
+    fn new(writer: &'w mut Target, script: &Option<Arc<Script>>, key: &CurrentKey) -> Sink<'w> {
+        let script = script
+            .as_ref()
+            .filter(|_| key.scripted)
+            .map(|s| (s.clone(), key.meta.db));
+        Sink { writer, script }
+    }
+
+    fn direct(writer: &'w mut Target) -> Sink<'w> {
+        Sink {
+            writer,
+            script: None,
+        }
+    }
+
+    /// Writes `argv` (argv[1] is the key), or what the script makes of it.
+    async fn write<A: AsRef<[u8]>>(&mut self, argv: &[A]) -> Result<(), LoadError> {
+        let Some((script, db)) = &self.script else {
+            self.writer.write(argv).await?;
+            return Ok(());
+        };
+        match script.copy_command(*db, argv)? {
+            Transformed::Unchanged => self.writer.write(argv).await?,
+            Transformed::Commands(commands) => {
+                for command in &commands {
+                    self.writer.write(command).await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Writes the keys of one RDB to the target.
 pub struct KeyLoader {
     options: LoadOptions,
     filter: Filter,
+    /// The task's script: the keys it touches are written as commands through it.
+    script: Option<Arc<Script>>,
     /// The current key is filtered out: its elements and end are ignored.
     skipping: bool,
     target_rdb_version: u16,
@@ -151,6 +213,7 @@ impl KeyLoader {
         KeyLoader {
             options,
             filter,
+            script: None,
             skipping: false,
             target_rdb_version,
             source_rdb_version: 0,
@@ -163,6 +226,12 @@ impl KeyLoader {
             big_keys: 0,
             bytes: 0,
         }
+    }
+
+    /// Writes the keys `script` touches as commands through it (see the module doc).
+    pub fn with_script(mut self, script: Option<Arc<Script>>) -> KeyLoader {
+        self.script = script;
+        self
     }
 
     /// The database the writer has selected (the stream's SELECT follows the copy).
@@ -197,6 +266,10 @@ impl KeyLoader {
                     meta.key = renamed;
                 }
                 self.skipping = false;
+                let scripted = self
+                    .script
+                    .as_ref()
+                    .is_some_and(|s| s.touches_key(&meta.key));
                 self.select(self.target_db(meta.db), writer).await?;
                 let value = Value::empty(meta.rdb_type.kind());
                 self.current = Some(CurrentKey {
@@ -206,6 +279,7 @@ impl KeyLoader {
                     streaming: false,
                     fields_of,
                     fields_dropped: false,
+                    scripted,
                 });
             }
             Event::Elements(_) | Event::KeyEnd { .. } if self.skipping => {}
@@ -270,9 +344,10 @@ impl KeyLoader {
         };
         let added = batch_bytes(&batch);
         current.element_bytes += added;
+        let mut out = Sink::new(writer, &self.script, current);
         if current.streaming {
             self.bytes += added as u64;
-            return write_batch(&current.meta, batch, self.target_rdb_version, writer).await;
+            return write_batch(&current.meta, batch, self.target_rdb_version, &mut out).await;
         }
         if let Elements::StringPiece {
             offset: 0,
@@ -286,8 +361,8 @@ impl KeyLoader {
                 current.streaming = true;
                 self.big_keys += 1;
                 self.bytes += (current.meta.key.len() + added) as u64;
-                begin_big_string(&current.meta.key, *total_len, writer).await?;
-                return write_batch(&current.meta, batch, self.target_rdb_version, writer).await;
+                begin_big_string(&current.meta.key, *total_len, &mut out).await?;
+                return write_batch(&current.meta, batch, self.target_rdb_version, &mut out).await;
             }
         }
         current
@@ -305,11 +380,9 @@ impl KeyLoader {
             self.bytes += (current.meta.key.len() + current.element_bytes) as u64;
             let kind = current.value.kind();
             let held = std::mem::replace(&mut current.value, Value::empty(kind));
-            writer
-                .write(&[b"DEL".as_slice(), &current.meta.key])
-                .await?;
+            out.write(&[b"DEL".as_slice(), &current.meta.key]).await?;
             if let Some(batch) = value_as_batch(held) {
-                write_batch(&current.meta, batch, self.target_rdb_version, writer).await?;
+                write_batch(&current.meta, batch, self.target_rdb_version, &mut out).await?;
             }
         }
         Ok(())
@@ -321,6 +394,9 @@ impl KeyLoader {
         raw: Option<Vec<u8>>,
         writer: &mut Target,
     ) -> Result<(), LoadError> {
+        if current.scripted && as_commands(current.value.kind()) {
+            return self.write_as_commands(current, writer).await;
+        }
         let expire = self.expiry_to_write(&current.meta);
         let current = match (expire, current.value) {
             (None, Value::String(value))
@@ -330,7 +406,7 @@ impl KeyLoader {
             }
             (_, Value::String(value)) if value.len() > self.options.big_key_bytes => {
                 return self
-                    .write_big_string(current.meta, value, expire, writer)
+                    .write_big_string(&current.meta, value, expire, &mut Sink::direct(writer))
                     .await;
             }
             (_, Value::Hash(fields)) if fields.is_empty() && current.fields_dropped => {
@@ -354,7 +430,10 @@ impl KeyLoader {
             argv.push(b"ABSTTL");
         }
         self.bytes += (meta.key.len() + payload.len()) as u64;
-        writer.write(&argv).await?;
+        // A stream or module key the script touches: the RESTORE goes through it.
+        Sink::new(writer, &self.script, &current)
+            .write(&argv)
+            .await?;
         Ok(())
     }
 
@@ -363,19 +442,52 @@ impl KeyLoader {
     /// of [`STRING_PIECE_BYTES`], then its expiry.
     async fn write_big_string(
         &mut self,
-        meta: KeyMeta,
+        meta: &KeyMeta,
         value: Vec<u8>,
         expire: Option<i64>,
-        writer: &mut Target,
+        out: &mut Sink<'_>,
     ) -> Result<(), LoadError> {
         self.big_keys += 1;
         self.bytes += (meta.key.len() + value.len()) as u64;
-        begin_big_string(&meta.key, value.len() as u64, writer).await?;
+        begin_big_string(&meta.key, value.len() as u64, out).await?;
         for (i, piece) in value.chunks(STRING_PIECE_BYTES).enumerate() {
-            write_string_piece(&meta.key, (i * STRING_PIECE_BYTES) as u64, piece, writer).await?;
+            write_string_piece(&meta.key, (i * STRING_PIECE_BYTES) as u64, piece, out).await?;
         }
         if let Some(at) = expire {
-            push_pexpireat(&meta.key, at, writer).await?;
+            push_pexpireat(&meta.key, at, out).await?;
+        }
+        Ok(())
+    }
+
+    /// A key the script touches, held whole: written as the commands that recreate it,
+    /// each through the script (see the module doc).
+    async fn write_as_commands(
+        &mut self,
+        current: CurrentKey,
+        writer: &mut Target,
+    ) -> Result<(), LoadError> {
+        let expire = self.expiry_to_write(&current.meta);
+        let mut out = Sink::new(writer, &self.script, &current);
+        let CurrentKey { meta, value, .. } = current;
+        match value {
+            Value::String(value) if value.len() > self.options.big_key_bytes => {
+                return self.write_big_string(&meta, value, expire, &mut out).await;
+            }
+            Value::String(value) => {
+                self.bytes += (meta.key.len() + value.len()) as u64;
+                out.write(&[b"SET".as_slice(), &meta.key, &value]).await?;
+            }
+            value => {
+                self.bytes += (meta.key.len() + current.element_bytes) as u64;
+                out.write(&[b"DEL".as_slice(), &meta.key]).await?;
+                let batch = value_as_batch(value).ok_or(LoadError::OutOfOrder(
+                    "a scripted key of a kind not written as commands",
+                ))?;
+                write_batch(&meta, batch, self.target_rdb_version, &mut out).await?;
+            }
+        }
+        if let Some(at) = expire {
+            push_pexpireat(&meta.key, at, &mut out).await?;
         }
         Ok(())
     }
@@ -423,7 +535,8 @@ impl KeyLoader {
         writer: &mut Target,
     ) -> Result<(), LoadError> {
         if let Some(at) = self.expiry_to_write(&current.meta) {
-            push_pexpireat(&current.meta.key, at, writer).await?;
+            let mut out = Sink::new(writer, &self.script, &current);
+            push_pexpireat(&current.meta.key, at, &mut out).await?;
         }
         Ok(())
     }
@@ -462,7 +575,7 @@ async fn write_batch(
     meta: &KeyMeta,
     batch: Elements,
     target_rdb_version: u16,
-    writer: &mut Target,
+    writer: &mut Sink<'_>,
 ) -> Result<(), LoadError> {
     let key = meta.key.as_slice();
     match batch {
@@ -509,7 +622,7 @@ async fn write_field_ttls(
     meta: &KeyMeta,
     fields: &[HashField],
     target_rdb_version: u16,
-    writer: &mut Target,
+    writer: &mut Sink<'_>,
 ) -> Result<(), LoadError> {
     for field in fields {
         if let Some(at) = field.expire_ms {
@@ -538,11 +651,11 @@ async fn write_field_ttls(
 }
 
 async fn push_variadic<'a>(
-    writer: &mut Target,
+    writer: &mut Sink<'_>,
     command: &'static [u8],
     key: &'a [u8],
     args: impl Iterator<Item = &'a [u8]>,
-) -> Result<(), ApplyError> {
+) -> Result<(), LoadError> {
     let mut argv: Vec<&[u8]> = vec![command, key];
     argv.extend(args);
     if argv.len() > 2 {
@@ -558,7 +671,7 @@ async fn push_variadic<'a>(
 async fn begin_big_string(
     key: &[u8],
     total_len: u64,
-    writer: &mut Target,
+    writer: &mut Sink<'_>,
 ) -> Result<(), LoadError> {
     writer.write(&[b"DEL".as_slice(), key]).await?;
     if let Some(last) = total_len.checked_sub(1) {
@@ -579,7 +692,7 @@ async fn write_string_piece(
     key: &[u8],
     offset: u64,
     piece: &[u8],
-    writer: &mut Target,
+    writer: &mut Sink<'_>,
 ) -> Result<(), LoadError> {
     writer
         .write(&[
@@ -592,11 +705,19 @@ async fn write_string_piece(
     Ok(())
 }
 
-async fn push_pexpireat(key: &[u8], at: i64, writer: &mut Target) -> Result<(), LoadError> {
+async fn push_pexpireat(key: &[u8], at: i64, writer: &mut Sink<'_>) -> Result<(), LoadError> {
     writer
         .write(&[b"PEXPIREAT".as_slice(), key, at.to_string().as_bytes()])
         .await?;
     Ok(())
+}
+
+/// Is a key of this kind written as commands (not RESTORE) when the script touches it?
+fn as_commands(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::String | Kind::List | Kind::Set | Kind::ZSet | Kind::Hash
+    )
 }
 
 /// A held value as one batch, to write when a key turns out to be big.

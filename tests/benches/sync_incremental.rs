@@ -68,8 +68,17 @@ enum Follower {
     /// lockstep without rules; every key redis-benchmark writes but its lists and
     /// hashes is renamed, the lag stamps are not).
     LockstepRenamed,
+    /// lockstep with `--script` doing the same rename in Lua (`key:` -> `k2:`, the
+    /// script's `keys = {"key:*"}`; issue 17's bar: within 30% of lockstep without
+    /// it).
+    LockstepScripted,
     Native,
 }
+
+/// The one-line prefix rename of [`Follower::LockstepScripted`].
+const RENAME_SCRIPT: &str = r#"keys = {"key:*"}
+function transform(db, argv, at) for _, i in ipairs(at) do argv[i] = (argv[i]:gsub("^key:", "k2:")) end return {argv} end
+"#;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -87,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         Ok("lockstep") => vec![Follower::Lockstep],
         Ok("native") => vec![Follower::Native],
         Ok("rename") => vec![Follower::Lockstep, Follower::LockstepRenamed],
+        Ok("script") => vec![Follower::Lockstep, Follower::LockstepScripted],
         _ => vec![Follower::Lockstep, Follower::Native],
     };
     let mut all = vec![];
@@ -161,6 +171,9 @@ fn summary(follower: Follower, rounds: &[&Round]) -> anyhow::Result<()> {
         Follower::LockstepRenamed => {
             "CPU per write within 5% of Lockstep's in the same run (issue 17)"
         }
+        Follower::LockstepScripted => {
+            "CPU per write within 30% of Lockstep's in the same run (issue 17)"
+        }
         Follower::Native => "none: the baseline of this machine",
     };
     common::record(
@@ -202,6 +215,24 @@ async fn one_round(
                 "full+incremental".into(),
                 "--rename-prefix".into(),
                 "key:=k2:".into(),
+            ];
+            Some(Lockstep::start(bin, &args)?)
+        }
+        Follower::LockstepScripted => {
+            let script = dir.path().join("rename.lua");
+            std::fs::write(&script, RENAME_SCRIPT)?;
+            let args: Vec<std::ffi::OsString> = vec![
+                "sync".into(),
+                "--source".into(),
+                source.url().into(),
+                "--target".into(),
+                target.url().into(),
+                "--checkpoint-dir".into(),
+                dir.path().into(),
+                "--mode".into(),
+                "full+incremental".into(),
+                "--script".into(),
+                script.into(),
             ];
             Some(Lockstep::start(bin, &args)?)
         }

@@ -1,15 +1,19 @@
 //! What the session does with one command of the stream ([`Action`]): apply it,
 //! track SELECT and MULTI/EXEC, answer GETACK, measure a heartbeat, skip it, or
-//! apply the filter's rewrite.
+//! apply the filter's rewrite, then the script's (`--script`, [`crate::script`]).
 //!
-//! Pure: a decision from the command, the options and the current database. It
-//! never touches a connection; the session acts on the answer.
+//! A decision from the command, the options and the current database. It never
+//! touches a connection; the session acts on the answer, inside the target
+//! transaction that records the command's offset, so the script's output is applied
+//! exactly once (a restart replays the command, and the script, from the checkpoint).
 
 use bytes::Bytes;
 
-use crate::filter::{FilterError, Verdict};
+use crate::filter::Verdict;
 use crate::resp::Command;
+use crate::script::{Script, ScriptError, Transformed};
 
+use super::error::SyncError;
 use super::heartbeat::HEARTBEAT_PREFIX;
 use super::options::SyncOptions;
 
@@ -40,7 +44,7 @@ pub(super) fn classify(
     command: &mut Command,
     options: &SyncOptions,
     db: u32,
-) -> Result<Action, FilterError> {
+) -> Result<Action, SyncError> {
     let name = command.name();
     let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
     if is("SELECT") {
@@ -74,14 +78,50 @@ pub(super) fn classify(
     {
         return Ok(Action::Heartbeat);
     }
-    Ok(
-        match options.filter.command_in_place(&mut command.argv, db)? {
-            Verdict::Keep => Action::Apply,
-            Verdict::Drop => Action::Skip,
-            Verdict::Rewrite(commands) => Action::Rewrite(commands),
-            Verdict::ClearOwnKeys { db } => Action::ClearOwnKeys { db },
+    let action = match options.filter.command_in_place(&mut command.argv, db)? {
+        Verdict::Keep => Action::Apply,
+        Verdict::Drop => Action::Skip,
+        Verdict::Rewrite(commands) => Action::Rewrite(commands),
+        Verdict::ClearOwnKeys { db } => Action::ClearOwnKeys { db },
+    };
+    match &options.script {
+        Some(script) => Ok(scripted(script, action, &command.argv, db)?),
+        None => Ok(action),
+    }
+}
+
+/// What the filter kept, through the script: the command (or each command of the
+/// filter's rewrite) whose keys the script takes is replaced by what it returns.
+/// Commands without a key (SELECT, FLUSHALL, FUNCTION...) never reach it.
+fn scripted(
+    script: &Script,
+    action: Action,
+    argv: &[Bytes],
+    db: u32,
+) -> Result<Action, ScriptError> {
+    Ok(match action {
+        Action::Apply => match transform(script, argv, db)? {
+            Transformed::Unchanged => Action::Apply,
+            Transformed::Commands(out) if out.is_empty() => Action::Skip,
+            Transformed::Commands(out) => Action::Rewrite(out),
         },
-    )
+        Action::Rewrite(commands) => {
+            let mut out = Vec::with_capacity(commands.len());
+            for command in commands {
+                match transform(script, &command, db)? {
+                    Transformed::Unchanged => out.push(command),
+                    Transformed::Commands(more) => out.extend(more),
+                }
+            }
+            Action::Rewrite(out)
+        }
+        other => other,
+    })
+}
+
+/// One command through the script, when it has a key the script takes.
+fn transform(script: &Script, argv: &[Bytes], db: u32) -> Result<Transformed, ScriptError> {
+    script.stream_command(u64::from(db), argv)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::checkpoint::CheckpointError;
 use crate::filter::FilterError;
 use crate::load::LoadError;
 use crate::rdb::RdbError;
+use crate::script::ScriptError;
 use crate::source::replica::LinkError;
 
 /// Why the task stopped with an error.
@@ -34,6 +35,10 @@ pub enum SyncError {
     },
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The script (`--script`) failed, ran out of time or memory, or returned a
+    /// command it may not: the task stops, nothing of that command applied.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
     #[error("invalid option: {0}")]
     Options(String),
     /// The source cluster's slot map could not be read or is in flux (retried).

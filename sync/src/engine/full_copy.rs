@@ -107,7 +107,8 @@ where
         target_rdb_version,
         options.load.clone(),
         options.filter.clone(),
-    );
+    )
+    .with_script(options.script.clone());
     let applied = write_events(
         &mut event_rx,
         writer,

@@ -91,6 +91,9 @@ pub async fn run(
         .filter
         .validate()
         .map_err(|e| SyncError::Options(e.to_string()))?;
+    if options.script.is_some() {
+        crate::script::check_filter(&options.filter).map_err(SyncError::Options)?;
+    }
     let mut store = CheckpointStore::open(&options.checkpoint_dir)?;
     let mut retries = Retries::default();
     let mut options = options;

@@ -7,12 +7,14 @@
 //! consume it (the engine's session, the cluster source).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apply::ApplyOptions;
 use crate::endpoint::Endpoint;
 use crate::filter::Filter;
 use crate::load::LoadOptions;
+use crate::script::Script;
 use crate::source::replica::LinkOptions;
 use crate::throttle::ThrottleOptions;
 
@@ -45,6 +47,10 @@ pub struct SyncOptions {
     /// Which databases, keys and commands are written, where, and TTL extension
     /// (see [`crate::filter`]).
     pub filter: Filter,
+    /// The Lua transform (`--script`, [`crate::script`]), run after the filter on
+    /// the stream and on the full copy's keys it touches; loaded (and refused) before
+    /// the task starts.
+    pub script: Option<Arc<Script>>,
     /// The task's name: the target's checkpoint key and the source's heartbeat key
     /// carry it, so tasks writing into one target (fan-in from several sources into
     /// different databases) keep separate positions. `default` keeps the key names of
@@ -126,6 +132,7 @@ impl SyncOptions {
             retry_window: Duration::from_secs(720 * 60),
             other_retry_window: Duration::from_secs(10 * 60),
             filter: Filter::default(),
+            script: None,
             task_name: DEFAULT_TASK_NAME.to_owned(),
             throttle: ThrottleOptions::default(),
             load: LoadOptions::default(),

@@ -94,6 +94,11 @@ async fn open_target(
     writer.fence(fence).await?;
     *fence = writer.identities();
     let target_rdb_version = target_rdb_version(&mut writer).await?;
+    if writer.is_cluster() && options.script.is_some() {
+        return Err(SyncError::Options(
+            "--script into a cluster target is not supported: a cross-slot command (RENAME, SMOVE, ... across slots) is applied by copying its keys from the source by their source names, and a script's target names cannot be traced back to them (fix: a standalone target, or --rename-prefix for a prefix rename)".into(),
+        ));
+    }
     if writer.is_cluster() {
         let mut source =
             Conn::connect_to("source", &options.source, options.source_connection()).await?;
