@@ -218,8 +218,9 @@ pub struct TaskArgs {
     pub drop_hash_field: Vec<String>,
     /// Transform what is written with this Lua script (docs/transforms.md, "Scripts"):
     /// it defines `function transform(db, argv)` and may set `keys = {"glob", ...}`.
-    /// Sandboxed; an error stops the task. Not with --prefix, --exclude-prefix,
-    /// --rename-prefix or a cluster source (the task owns its target databases whole).
+    /// Sandboxed; an error stops the task. Not with the by-key rules (prefixes,
+    /// globs, regexes, types, renames) or a cluster source or target (the task owns
+    /// its target databases whole).
     #[arg(long, value_name = "FILE.lua")]
     pub script: Option<std::path::PathBuf>,
     /// Milliseconds one call of the script's transform may take (1 to 60000).

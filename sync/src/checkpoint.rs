@@ -254,8 +254,14 @@ impl CheckpointWrite {
 
 /// Writes `bytes` to `dir/name` so that a crash leaves the old or the new content.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+    // A temporary name of this writer's own: two writers of one directory (a task
+    // whose blocking write outlives its abort, beside the task that replaced it)
+    // must never rename each other's file away (seen in CI: "rename into place:
+    // No such file or directory" killed the new task).
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let final_path = dir.join(name);
-    let tmp_path = dir.join(format!("{name}.tmp"));
+    let tmp_path = dir.join(format!("{name}.{}.{n}.tmp", std::process::id()));
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| CheckpointError::Io {
@@ -300,7 +306,32 @@ mod tests {
         store.store(cp("b", 5, 0)).expect("new history");
         let reopened = CheckpointStore::open(dir.path()).expect("reopen");
         assert_eq!(reopened.last(), Some(&cp("b", 5, 0)));
-        assert!(!dir.path().join("checkpoint.json.tmp").exists());
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("lists")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "no temporary file is left: {left:?}");
+    }
+
+    #[test]
+    fn two_writers_of_one_directory_never_rename_each_others_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        write_atomically(&path, CHECKPOINT_FILE, format!("{w}:{i}").as_bytes())
+                            .expect("every write lands");
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("no writer failed");
+        }
     }
 
     #[test]

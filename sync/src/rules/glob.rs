@@ -61,7 +61,14 @@ impl Glob {
         })
     }
 
+    /// Whether the whole of `bytes` matches. The empty key is matched as `SCAN MATCH`
+    /// matches it: by `*` (SCAN's shortcut for every key) and the empty pattern only
+    /// (Redis's own matcher lets no other pattern, `**` included, meet an empty key;
+    /// verify judges it the same way).
     pub fn matches(&self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return self.source.is_empty() || self.source == "*";
+        }
         match &self.matcher {
             Matcher::Exact(lit) => bytes == lit.as_slice(),
             Matcher::Prefix(lit) => bytes.starts_with(lit),
@@ -216,7 +223,8 @@ mod tests {
         ] {
             let glob = Glob::new(pattern).expect("valid");
             let regex = Regex::new(&translate(pattern).expect("valid")).expect("compiles");
-            for key in keys {
+            // The empty key has its own rule (the next test).
+            for key in keys.into_iter().filter(|k| !k.is_empty()) {
                 assert_eq!(
                     glob.matches(key),
                     regex.is_match(key),
@@ -224,6 +232,12 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_empty_key_is_matched_as_scan_match_does() {
+        assert!(m("*", b"") && m("", b""));
+        assert!(!m("**", b"") && !m("*a*", b"") && !m("?", b"") && !m("a*", b""));
     }
 
     #[test]
