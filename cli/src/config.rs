@@ -18,7 +18,9 @@
 //!
 //! How it fits: `main` calls it before dispatching `sync`; the fuzz crate compiles
 //! this file (`fuzz/fuzz_targets/config_file.rs`), so it must depend on nothing
-//! but clap, toml and `args.rs`. It never prints a value from the file.
+//! but clap, toml and `args.rs` (whose value parsers use lockstep-sync's rules and
+//! lockstep-verify's duration parser: both are dependencies of the fuzz crate). It
+//! never prints a value from the file.
 
 use std::ffi::OsString;
 use std::path::Path;
