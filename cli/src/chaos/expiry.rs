@@ -80,7 +80,37 @@ async fn extend_every_fourth(source: &RedisServer, count: u64) -> anyhow::Result
         .collect())
 }
 
+/// The scenario's keys all expired before anything could extend them (the task's
+/// start took longer than every short TTL, seen once on a loaded CI machine): the
+/// run proved nothing either way.
+#[derive(Debug)]
+struct NothingTested;
+
+impl std::fmt::Display for NothingTested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no key was still alive to extend: the scenario tested nothing")
+    }
+}
+
+impl std::error::Error for NothingTested {}
+
+/// [`ttls_expire_once`], run once more when the first run tested nothing; twice
+/// is a failure (the scenario never counts an empty run as held).
 async fn ttls_expire(pair: Pair, seed: u64, during_full_copy: bool) -> anyhow::Result<Outcome> {
+    match ttls_expire_once(pair, seed, during_full_copy).await {
+        Err(e) if e.downcast_ref::<NothingTested>().is_some() => {
+            eprintln!("{e}; running it once more");
+            ttls_expire_once(pair, seed, during_full_copy).await
+        }
+        other => other,
+    }
+}
+
+async fn ttls_expire_once(
+    pair: Pair,
+    seed: u64,
+    during_full_copy: bool,
+) -> anyhow::Result<Outcome> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let count = rng.random_range(800..1200);
     let (source, target) = harness::start_pair(pair, |c| c, |c| c).await?;
@@ -121,7 +151,7 @@ async fn ttls_expire(pair: Pair, seed: u64, during_full_copy: bool) -> anyhow::R
         );
     }
     if extended.is_empty() {
-        bail!("no key was still alive to extend: the scenario tested nothing");
+        return Err(NothingTested.into());
     }
     if on_target != on_source {
         let missing = on_source.difference(&on_target).count();
