@@ -196,6 +196,28 @@ fn summary(follower: Follower, rounds: &[&Round]) -> anyhow::Result<()> {
     )
 }
 
+/// `lockstep sync` from `source` to `target` (full+incremental), then `extra`.
+fn sync_args(
+    source: &RedisServer,
+    target: &RedisServer,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "sync".into(),
+        "--source".into(),
+        source.url().into(),
+        "--target".into(),
+        target.url().into(),
+        "--checkpoint-dir".into(),
+        dir.into(),
+        "--mode".into(),
+        "full+incremental".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.into()));
+    args
+}
+
 async fn one_round(
     bin: &std::path::Path,
     load_for: Duration,
@@ -216,34 +238,16 @@ async fn one_round(
             "full+incremental",
         )?),
         Follower::LockstepRenamed => {
-            let args: Vec<std::ffi::OsString> = vec![
-                "sync".into(),
-                "--source".into(),
-                source.url().into(),
-                "--target".into(),
-                target.url().into(),
-                "--checkpoint-dir".into(),
-                dir.path().into(),
-                "--mode".into(),
-                "full+incremental".into(),
-                "--rename-prefix".into(),
-                "key:=k2:".into(),
-            ];
+            let args = sync_args(
+                &source,
+                &target,
+                dir.path(),
+                &["--rename-prefix", "key:=k2:"],
+            );
             Some(Lockstep::start(bin, &args)?)
         }
         Follower::LockstepRules => {
-            let mut args: Vec<std::ffi::OsString> = vec![
-                "sync".into(),
-                "--source".into(),
-                source.url().into(),
-                "--target".into(),
-                target.url().into(),
-                "--checkpoint-dir".into(),
-                dir.path().into(),
-                "--mode".into(),
-                "full+incremental".into(),
-            ];
-            for arg in [
+            let rules = [
                 "--exclude-types",
                 "stream",
                 "--exclude-match",
@@ -252,27 +256,15 @@ async fn one_round(
                 "ssn",
                 "--ttl-cap",
                 "30d",
-            ] {
-                args.push(arg.into());
-            }
+            ];
+            let args = sync_args(&source, &target, dir.path(), &rules);
             Some(Lockstep::start(bin, &args)?)
         }
         Follower::LockstepScripted => {
             let script = dir.path().join("rename.lua");
             std::fs::write(&script, RENAME_SCRIPT)?;
-            let args: Vec<std::ffi::OsString> = vec![
-                "sync".into(),
-                "--source".into(),
-                source.url().into(),
-                "--target".into(),
-                target.url().into(),
-                "--checkpoint-dir".into(),
-                dir.path().into(),
-                "--mode".into(),
-                "full+incremental".into(),
-                "--script".into(),
-                script.into(),
-            ];
+            let mut args = sync_args(&source, &target, dir.path(), &["--script"]);
+            args.push(script.into());
             Some(Lockstep::start(bin, &args)?)
         }
         Follower::Native => {

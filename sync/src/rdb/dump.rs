@@ -149,6 +149,15 @@ fn shift_offset(e: RdbError, by: u64) -> RdbError {
     }
 }
 
+/// The kind of value a DUMP payload holds, from its first byte (the RDB type),
+/// without decoding it; `None` for an empty payload or an unknown type.
+pub fn payload_kind(payload: &[u8]) -> Option<super::Kind> {
+    payload
+        .first()
+        .and_then(|t| RdbType::from_u8(*t))
+        .map(RdbType::kind)
+}
+
 /// Wraps a raw object (type byte + body, e.g. captured from an RDB) as a DUMP
 /// payload of `version`.
 pub fn wrap_raw(raw_object: &[u8], version: u16) -> Vec<u8> {

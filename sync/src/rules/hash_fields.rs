@@ -219,10 +219,7 @@ fn sort_reads_fields(argv: &[Bytes]) -> bool {
 
 /// Is the payload of `RESTORE key ttl payload` a hash (its first byte: the RDB type)?
 fn restores_a_hash(argv: &[Bytes]) -> bool {
-    argv.get(3)
-        .and_then(|p| p.first())
-        .and_then(|t| crate::rdb::value::RdbType::from_u8(*t))
-        .is_some_and(|t| t.kind() == crate::rdb::Kind::Hash)
+    argv.get(3).and_then(|p| crate::rdb::dump::payload_kind(p)) == Some(crate::rdb::Kind::Hash)
 }
 
 #[cfg(test)]

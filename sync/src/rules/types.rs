@@ -314,11 +314,7 @@ impl TypeRules {
     }
 
     fn restore(&self, argv: &[Bytes]) -> TypeVerdict {
-        let kind = argv
-            .get(3)
-            .and_then(|p| p.first())
-            .and_then(|t| crate::rdb::value::RdbType::from_u8(*t))
-            .map(|t| t.kind());
+        let kind = argv.get(3).and_then(|p| crate::rdb::dump::payload_kind(p));
         let Some(kind) = kind else {
             return TypeVerdict::Refuse(
                 "its payload's type is unknown, so a type filter cannot judge it".into(),

@@ -39,7 +39,6 @@ use crate::conn::{ApplyError, Conn};
 use crate::filter::Filter;
 use crate::rdb::dump::{decode_dump, DumpOptions};
 use crate::rdb::encode_dump;
-use crate::rdb::value::RdbType;
 use crate::rdb::{Kind, Value};
 use crate::resp::Frame;
 use crate::rules::ttl::TtlRewrite;
@@ -159,10 +158,7 @@ impl SourceCopier {
         let Some(payload) = dump else {
             return delete();
         };
-        let kind = payload
-            .first()
-            .and_then(|t| RdbType::from_u8(*t))
-            .map(|t| t.kind());
+        let kind = crate::rdb::dump::payload_kind(&payload);
         if kind.is_some_and(|kind| !self.filter.types.keeps(kind)) {
             return delete(); // of a type the task drops: absent on the target
         }
