@@ -159,6 +159,12 @@ pub struct TaskArgs {
     /// each). Databases not mapped keep their number.
     #[arg(long, value_name = "SRC:DST", value_parser = parse_db_mapping)]
     pub map_db: Vec<(u32, u32)>,
+    /// Write kept keys whose source name matches GLOB into target database DB
+    /// instead (repeatable; the first matching route wins; split at the last `=`).
+    /// Needs exactly one source database (--dbs N); not with a cluster target or
+    /// --script (docs/transforms.md, "Database routes").
+    #[arg(long, value_name = "GLOB=DB", value_parser = parse_route_db)]
+    pub route_db: Vec<(String, u32)>,
     /// Synchronize only keys starting with this prefix (repeatable: any of them).
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Vec<String>,
@@ -272,6 +278,19 @@ pub fn parse_db_mapping(text: &str) -> Result<(u32, u32), String> {
             "{text:?}: use SRC:DST with database numbers 0 to 255, e.g. 0:5"
         )),
     }
+}
+
+/// `GLOB=DB`, split at the last `=` (the glob may hold one), DB 0 to 255.
+pub fn parse_route_db(text: &str) -> Result<(String, u32), String> {
+    let usage = || format!("{text:?}: use GLOB=DB with a database 0 to 255, e.g. 'session:*=1'");
+    let (glob, db) = text.rsplit_once('=').ok_or_else(usage)?;
+    let db: u32 = db
+        .trim()
+        .parse()
+        .ok()
+        .filter(|d| *d <= 255)
+        .ok_or_else(usage)?;
+    Ok((parse_glob(glob)?, db))
 }
 
 /// `OLD=NEW`, split at the first `=` (so OLD cannot hold one; NEW can).
@@ -490,6 +509,11 @@ pub struct VerifyArgs {
 /// renamed (docs/transforms.md). Every rule judges source names and source types.
 #[derive(Debug, Default, clap::Args)]
 pub struct VerifyRuleArgs {
+    /// The sync ran with --route-db GLOB=DB: compare source keys matching GLOB with
+    /// the target's database DB (repeatable, first match wins, as the sync does;
+    /// needs one source database, --dbs N).
+    #[arg(long, value_name = "GLOB=DB", value_parser = parse_route_db)]
+    pub route_db: Vec<(String, u32)>,
     /// Compare only keys matching this Redis glob (whole key; repeatable; an
     /// include rule, like --prefix and --key-regex: a key matching any is kept).
     #[arg(long = "match", value_name = "GLOB")]

@@ -16,6 +16,7 @@ use lockstep_sync::throttle::ThrottleOptions;
 use lockstep_sync::rules::hash_fields::HashFieldDrops;
 use lockstep_sync::rules::key_match::KeyPatterns;
 use lockstep_sync::rules::rename_regex::RegexRename;
+use lockstep_sync::rules::routes::DbRoutes;
 use lockstep_sync::rules::ttl::TtlRule;
 use lockstep_sync::rules::types::{parse_type, TypeRules};
 
@@ -84,6 +85,7 @@ impl TaskArgs {
             types: TypeRules::new(kinds(&self.types)?, kinds(&self.exclude_types)?),
             ttl_rule: self.ttl_rule()?,
             hash_fields: HashFieldDrops::parse(&self.drop_hash_field)?,
+            routes: DbRoutes::new(&self.route_db).map_err(anyhow::Error::msg)?,
             // Set per shard when the source turns out to be a cluster.
             source_slots: Vec::new(),
         })

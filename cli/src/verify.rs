@@ -93,6 +93,7 @@ fn rule_spec(args: &VerifyRuleArgs) -> RuleSpec {
         types: args.types.clone(),
         exclude_types: args.exclude_types.clone(),
         drop_hash_field: args.drop_hash_field.clone(),
+        route_db: args.route_db.clone(),
         rename_regex: args
             .rename_regex
             .chunks(2)

@@ -22,6 +22,17 @@
 //!   EX / PX / EXAT / PXAT (6.2 carries SET PX, 7.0+ SET PXAT), SETEX / PSETEX,
 //!   GETEX, RESTORE. Hash field expiries are not extended.
 //!
+//! # Routes
+//! `routes` ([`crate::rules::routes`], `--route-db GLOB=DB`) send kept keys whose
+//! source name matches a glob into another target database. A stream command runs
+//! in the database of its keys: wrapped in SELECTs when they are all routed
+//! elsewhere, split per database when it is DEL / UNLINK / TOUCH / MSET / MSETNX,
+//! turned into COPY ... DB ... REPLACE (+ DEL) for a RENAME or COPY between two
+//! databases; any other command over keys of two databases stops the task. Routes
+//! need exactly one source database (`--dbs N`) and no script in the stream. A
+//! FLUSHDB or FLUSHALL of the source removes the task's keys from every database it
+//! writes, key by key ([`Filter::owns_key_in`]).
+//!
 //! # Renames
 //! `renames` ([`crate::rename`], `--rename-prefix OLD=NEW`) come last: every rule
 //! above judges the source's names, then each key argument of what is applied is
@@ -70,6 +81,7 @@ use crate::keys::{key_indices, split_part, KeysError};
 use crate::rename::KeyRenames;
 use crate::rules::hash_fields::{FieldRewrite, HashFieldDrops};
 use crate::rules::key_match::KeyPatterns;
+use crate::rules::routes::DbRoutes;
 use crate::rules::ttl::{TtlRewrite, TtlRule};
 use crate::rules::types::{TypeRules, TypeVerdict};
 
@@ -120,6 +132,8 @@ pub struct Filter {
     pub ttl_rule: TtlRule,
     /// Hash fields that are not written ([`crate::rules::hash_fields`]).
     pub hash_fields: HashFieldDrops,
+    /// Keys sent into other target databases by name ([`crate::rules::routes`]).
+    pub routes: DbRoutes,
     /// Apply PUBLISH / SPUBLISH to the target instead of dropping them.
     pub keep_publish: bool,
     /// More command names to drop (ASCII case-insensitive).
@@ -192,6 +206,7 @@ impl Filter {
                 ));
             }
         }
+        self.validate_routes()?;
         let targets: Vec<u32> = self
             .written_source_dbs()
             .map(|d| self.target_db(d))
@@ -230,6 +245,34 @@ impl Filter {
         self.renames
             .validate()
             .map_err(|e| FilterConfigError(e.to_string()))
+    }
+
+    /// Routes need one source database and databases in range (module doc, "Routes").
+    fn validate_routes(&self) -> Result<(), FilterConfigError> {
+        if self.routes.is_empty() {
+            return Ok(());
+        }
+        if let Some(db) = self.routes.dbs().into_iter().find(|d| *d > DB_MAX) {
+            return Err(FilterConfigError(format!(
+                "--route-db: database {db} is out of range 0..{DB_MAX}"
+            )));
+        }
+        if self.dbs.len() != 1 {
+            return Err(FilterConfigError(format!(
+                "--route-db needs exactly one source database, so that keys a route matches in two databases never meet in one (selected: {}; fix: add --dbs N, and run one task per source database)",
+                if self.dbs.is_empty() { "all".to_owned() } else { format!("{:?}", self.dbs) }
+            )));
+        }
+        Ok(())
+    }
+
+    /// The target database of kept source key `key` of source database `db`: its
+    /// route's, or its database's ([`Filter::target_db`]).
+    pub fn key_target_db(&self, db: u32, key: &[u8]) -> u32 {
+        if self.routes.is_empty() {
+            return self.target_db(db);
+        }
+        self.routes.route(key).unwrap_or_else(|| self.target_db(db))
     }
 
     /// Is source database `db` synchronized?
@@ -299,6 +342,20 @@ impl Filter {
         self.keeps_key(&key) && self.in_source_slots(crate::slots::key_slot(&key))
     }
 
+    /// [`Filter::owns_key`] for a key found in target database `db`: with routes, a
+    /// key is the task's only in the database its name is routed to (module doc,
+    /// "Routes"); without, in any database the task writes.
+    pub fn owns_key_in(&self, db: u32, target_key: &[u8]) -> bool {
+        if self.routes.is_empty() {
+            return self.owns_key(target_key);
+        }
+        let Some(key) = self.renames.source_key(target_key) else {
+            return false;
+        };
+        let source_db = self.dbs.first().copied().unwrap_or(0);
+        self.owns_key(target_key) && self.key_target_db(source_db, &key) == db
+    }
+
     /// The target name of kept source key `key`, or the error that stops the task
     /// when it would meet a renamed key ([`KeyRenames::collides`]).
     pub fn target_key<'k>(&self, key: &'k [u8]) -> Result<std::borrow::Cow<'k, [u8]>, FilterError> {
@@ -338,7 +395,7 @@ impl Filter {
 
     /// Does the filter change which databases are written?
     fn has_db_rules(&self) -> bool {
-        !self.dbs.is_empty() || !self.db_map.is_empty()
+        !self.dbs.is_empty() || !self.db_map.is_empty() || !self.routes.is_empty()
     }
 
     /// Source databases whose data the task writes (for FLUSHALL and validation).
@@ -358,7 +415,8 @@ impl Filter {
         let by_key = self.has_key_rules()
             || self.types.is_active()
             || !self.source_slots.is_empty()
-            || !self.renames.is_empty();
+            || !self.renames.is_empty()
+            || !self.routes.is_empty();
         let written = || self.written_target_dbs();
         match (by_key, self.has_db_rules()) {
             (false, false) => ClearScope::Everything,
@@ -381,11 +439,18 @@ impl Filter {
         }
     }
 
-    /// The target databases the task writes to.
+    /// The target databases the task writes to (its routes' included).
     fn written_target_dbs(&self) -> Vec<u32> {
-        self.written_source_dbs()
+        let mut dbs: Vec<u32> = self
+            .written_source_dbs()
             .map(|d| self.target_db(d))
-            .collect()
+            .collect();
+        for db in self.routes.dbs() {
+            if !dbs.contains(&db) {
+                dbs.push(db);
+            }
+        }
+        dbs
     }
 
     /// Of the target databases `holding_keys` (`INFO keyspace`), those the task
@@ -574,17 +639,7 @@ impl Filter {
     fn refuse_unrenameable(&self, argv: &[Bytes]) -> Result<(), FilterError> {
         let name = argv.first().map(|n| &n[..]).unwrap_or_default();
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        if [
-            "EVAL",
-            "EVALSHA",
-            "EVAL_RO",
-            "EVALSHA_RO",
-            "FCALL",
-            "FCALL_RO",
-        ]
-        .iter()
-        .any(|n| is(n))
-        {
+        if is_script(argv) {
             return Err(error(argv, Vec::new(), "a script in the stream may name keys in its body, which no rename can reach (fix: let the source replicate scripts as their effects, the default since Redis 5, or drop --rename-prefix)"));
         }
         if (is("SORT") || is("SORT_RO")) && sort_names_other_keys(argv) {
@@ -611,8 +666,34 @@ impl Filter {
         Ok(out)
     }
 
-    /// [`Filter::command`] before the renames: every rule judges source names.
+    /// [`Filter::command`] before the renames: every rule judges source names; the
+    /// routes come last, on what the other rules made of the command.
     fn command_by_source_names(&self, argv: &[Bytes], db: u32) -> Result<Verdict, FilterError> {
+        let verdict = self.command_before_routes(argv, db)?;
+        if self.routes.is_empty() {
+            return Ok(verdict);
+        }
+        match verdict {
+            Verdict::Keep => Ok(match self.routed(argv, db)? {
+                Some(routed) => Verdict::Rewrite(routed),
+                None => Verdict::Keep,
+            }),
+            Verdict::Rewrite(commands) => {
+                let mut out = Vec::with_capacity(commands.len());
+                for command in commands {
+                    match self.routed(&command, db)? {
+                        Some(routed) => out.extend(routed),
+                        None => out.push(command),
+                    }
+                }
+                Ok(Verdict::Rewrite(out))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// [`Filter::command_by_source_names`] but for the routes.
+    fn command_before_routes(&self, argv: &[Bytes], db: u32) -> Result<Verdict, FilterError> {
         let Some(name) = argv.first() else {
             return Ok(Verdict::Keep);
         };
@@ -629,6 +710,10 @@ impl Filter {
         }
         if is("FLUSHDB") && !self.is_db_selected(db.into()) {
             return Ok(Verdict::Drop);
+        }
+        if !self.routes.is_empty() && (is("FLUSHALL") || is("FLUSHDB")) {
+            // The source's database is spread over several of the target's.
+            return Ok(Verdict::ClearOwnKeys { db: None });
         }
         if !self.source_slots.is_empty() || !self.renames.is_empty() {
             if is("FLUSHALL") {
@@ -682,6 +767,88 @@ impl Filter {
             Some(argv) => Verdict::Rewrite(vec![argv]),
             None => Verdict::Keep,
         })
+    }
+
+    /// `argv` run in the databases of its keys under the routes (module doc,
+    /// "Routes"): `None` when they are all in the one source database `db` writes.
+    fn routed(&self, argv: &[Bytes], db: u32) -> StageResult {
+        let home = self.selectable_db(db);
+        if is_script(argv) {
+            return Err(error(argv, Vec::new(), "a script in the stream may name keys in its body, which no route can place (fix: let the source replicate scripts as their effects, the default since Redis 5, or drop --route-db)"));
+        }
+        let indices = key_indices(argv).map_err(|e| {
+            error(argv, Vec::new(), &format!("{e}; its keys cannot be found to route them (fix: drop it with --drop-command if it writes no key, or drop --route-db)"))
+        })?;
+        let dbs: Vec<u32> = indices
+            .clone()
+            .map(|i| self.key_target_db(db, &argv[i]))
+            .collect();
+        if dbs.iter().all(|d| *d == home) {
+            return Ok(None);
+        }
+        let select = |d: u32| vec![Bytes::from_static(b"SELECT"), Bytes::from(d.to_string())];
+        let is = |n: &str| argv[0].eq_ignore_ascii_case(n.as_bytes());
+        if (is("SORT") || is("SORT_RO")) && sort_names_other_keys(argv) {
+            return Err(error(argv, command_keys(argv), "its BY or GET pattern reads keys of its own database, and routes place its key elsewhere (fix: drop --route-db for these keys)"));
+        }
+        let mut out = Vec::new();
+        if dbs.iter().all(|d| *d == dbs[0]) {
+            out.push(select(dbs[0]));
+            out.push(argv.to_vec());
+        } else if let Some(parts) = crate::keys::split_into(argv, |k| self.key_target_db(db, k)) {
+            for (d, part) in parts {
+                out.push(select(d));
+                out.push(part);
+            }
+        } else if let Some(copied) = self.copied_across(argv, &dbs) {
+            out.extend(copied);
+        } else {
+            let keys = indices
+                .zip(&dbs)
+                .map(|(i, d)| format!("{} -> db {d}", lossy(&argv[i])))
+                .collect();
+            return Err(error(argv, keys, "its keys are routed to different databases, and no database holds them all (fix: route the keys such commands touch together into one database)"));
+        }
+        out.push(select(home));
+        Ok(Some(out))
+    }
+
+    /// A RENAME / RENAMENX / COPY from a key of database `dbs[0]` to one of `dbs[1]`
+    /// (`dbs`: its keys' target databases), as COPY ... DB ... REPLACE in the first,
+    /// plus DEL of the source key for a rename. A stream carries a RENAMENX only when
+    /// it renamed, so it copies over as RENAME does. `None`: another command.
+    fn copied_across(&self, argv: &[Bytes], dbs: &[u32]) -> Option<Vec<Vec<Bytes>>> {
+        let is = |n: &str| argv[0].eq_ignore_ascii_case(n.as_bytes());
+        let rename = is("RENAME") || is("RENAMENX");
+        let plain_copy = is("COPY") && !argv[3..].iter().any(|a| a.eq_ignore_ascii_case(b"DB"));
+        let ([from, to], [from_db, to_db]) = (argv.get(1..3)?, dbs) else {
+            return None;
+        };
+        if !(rename || plain_copy) {
+            return None;
+        }
+        let replace = rename || argv[3..].iter().any(|a| a.eq_ignore_ascii_case(b"REPLACE"));
+        let mut copy = vec![
+            Bytes::from_static(b"COPY"),
+            from.clone(),
+            to.clone(),
+            Bytes::from_static(b"DB"),
+            Bytes::from(to_db.to_string()),
+        ];
+        if replace {
+            copy.push(Bytes::from_static(b"REPLACE"));
+        }
+        let mut out = vec![
+            vec![
+                Bytes::from_static(b"SELECT"),
+                Bytes::from(from_db.to_string()),
+            ],
+            copy,
+        ];
+        if rename {
+            out.push(vec![Bytes::from_static(b"DEL"), from.clone()]);
+        }
+        Some(out)
     }
 
     /// The key rules for one command.
@@ -913,6 +1080,21 @@ fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
 /// Why a key that no rule renames but that lies under a NEW prefix stops the task.
 fn colliding_reason() -> String {
     "it keeps its name under a --rename-prefix NEW prefix, where a renamed key may be written too, so two source keys could share one target key (fix: exclude its prefix with --exclude-prefix, or rename it too)".into()
+}
+
+/// Is `argv` a script call (EVAL, EVALSHA, FCALL and their _RO forms)?
+fn is_script(argv: &[Bytes]) -> bool {
+    let name = argv.first().map(|n| &n[..]).unwrap_or_default();
+    [
+        "EVAL",
+        "EVALSHA",
+        "EVAL_RO",
+        "EVALSHA_RO",
+        "FCALL",
+        "FCALL_RO",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 /// Does a SORT read other keys through a BY pattern (other than `nosort`) or a GET
@@ -1201,5 +1383,176 @@ mod tests {
             Filter::default().command(&argv("FLUSHALL"), 0),
             Ok(Verdict::Keep)
         );
+    }
+
+    fn routed(extra: impl FnOnce(&mut Filter)) -> Filter {
+        let mut f = Filter {
+            dbs: vec![0],
+            routes: DbRoutes::new(&[("session:*".to_string(), 1), ("cache:*".to_string(), 2)])
+                .expect("valid routes"),
+            ..Filter::default()
+        };
+        extra(&mut f);
+        f.validate().expect("valid filter");
+        f
+    }
+
+    fn lines(lines: &[&str]) -> Verdict {
+        Verdict::Rewrite(lines.iter().map(|l| argv(l)).collect())
+    }
+
+    #[test]
+    fn routes_need_one_source_database_in_range() {
+        let routes = DbRoutes::new(&[("a*".to_string(), 1)]).expect("valid");
+        let all = Filter {
+            routes: routes.clone(),
+            ..Filter::default()
+        };
+        assert!(all.validate().is_err_and(|e| e.0.contains("--dbs N")));
+        let two = Filter {
+            dbs: vec![0, 1],
+            routes: routes.clone(),
+            ..Filter::default()
+        };
+        assert!(two.validate().is_err());
+        let far = Filter {
+            dbs: vec![0],
+            routes: DbRoutes::new(&[("a*".to_string(), 256)]).expect("valid"),
+            ..Filter::default()
+        };
+        assert!(far.validate().is_err_and(|e| e.0.contains("out of range")));
+    }
+
+    #[test]
+    fn a_routed_command_runs_in_its_keys_database() {
+        let f = routed(|_| {});
+        assert_eq!(f.command(&argv("SET user:1 v"), 0), Ok(Verdict::Keep));
+        assert_eq!(
+            f.command(&argv("SET session:1 v PXAT 99"), 0),
+            Ok(lines(&["SELECT 1", "SET session:1 v PXAT 99", "SELECT 0"]))
+        );
+        assert_eq!(
+            f.command(&argv("HSET cache:h f v"), 0),
+            Ok(lines(&["SELECT 2", "HSET cache:h f v", "SELECT 0"]))
+        );
+        // A key filtered out is still dropped before routing.
+        assert_eq!(f.command(&argv("SET x 1"), 5), Ok(Verdict::Drop));
+    }
+
+    #[test]
+    fn routed_keys_split_per_database_or_copy_across() {
+        let f = routed(|_| {});
+        assert_eq!(
+            f.command(&argv("DEL session:1 user:1 session:2"), 0),
+            Ok(lines(&[
+                "SELECT 1",
+                "DEL session:1 session:2",
+                "SELECT 0",
+                "DEL user:1",
+                "SELECT 0"
+            ]))
+        );
+        assert_eq!(
+            f.command(&argv("MSET cache:a 1 user:b 2"), 0),
+            Ok(lines(&[
+                "SELECT 2",
+                "MSET cache:a 1",
+                "SELECT 0",
+                "MSET user:b 2",
+                "SELECT 0"
+            ]))
+        );
+        assert_eq!(
+            f.command(&argv("RENAME user:1 session:1"), 0),
+            Ok(lines(&[
+                "SELECT 0",
+                "COPY user:1 session:1 DB 1 REPLACE",
+                "DEL user:1",
+                "SELECT 0"
+            ]))
+        );
+        assert_eq!(
+            f.command(&argv("RENAMENX session:1 cache:1"), 0),
+            Ok(lines(&[
+                "SELECT 1",
+                "COPY session:1 cache:1 DB 2 REPLACE",
+                "DEL session:1",
+                "SELECT 0"
+            ]))
+        );
+        assert_eq!(
+            f.command(&argv("COPY session:1 user:1"), 0),
+            Ok(lines(&[
+                "SELECT 1",
+                "COPY session:1 user:1 DB 0",
+                "SELECT 0"
+            ]))
+        );
+        assert_eq!(
+            f.command(&argv("RENAME session:1 session:2"), 0),
+            Ok(lines(&[
+                "SELECT 1",
+                "RENAME session:1 session:2",
+                "SELECT 0"
+            ]))
+        );
+        for refused in [
+            "SUNIONSTORE session:x user:a user:b",
+            "LMOVE session:l user:l LEFT RIGHT",
+            "EVAL return 1 1 session:1",
+            "SORT session:l BY user:*",
+        ] {
+            assert!(f.command(&argv(refused), 0).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_move_out_of_the_selection_deletes_in_the_routed_database() {
+        let f = routed(|_| {});
+        assert_eq!(
+            f.command(&argv("MOVE session:1 5"), 0),
+            Ok(lines(&["SELECT 1", "DEL session:1", "SELECT 0"]))
+        );
+    }
+
+    #[test]
+    fn routes_with_a_mapping_and_renames() {
+        let f = routed(|f| {
+            f.db_map = vec![(0, 3)];
+            f.renames = KeyRenames::new(vec![(b"session:".to_vec(), b"s:".to_vec())]);
+        });
+        assert_eq!(
+            f.command(&argv("SET session:1 v"), 0),
+            Ok(lines(&["SELECT 1", "SET s:1 v", "SELECT 3"]))
+        );
+        assert_eq!(f.command(&argv("SET user:1 v"), 0), Ok(Verdict::Keep));
+        assert!(f.owns_key_in(1, b"s:1"));
+        assert!(!f.owns_key_in(3, b"s:1"));
+        assert!(!f.owns_key_in(1, b"session:1"), "renamed away");
+        assert!(f.owns_key_in(3, b"user:1"));
+        assert!(!f.owns_key_in(1, b"user:1"));
+        assert_eq!(f.key_target_db(0, b"cache:9"), 2);
+        assert_eq!(f.key_target_db(0, b"user:9"), 3);
+    }
+
+    #[test]
+    fn a_flush_under_routes_clears_the_task_keys_of_every_database_it_writes() {
+        let f = routed(|_| {});
+        for flush in ["FLUSHDB", "FLUSHALL ASYNC"] {
+            assert_eq!(
+                f.command(&argv(flush), 0),
+                Ok(Verdict::ClearOwnKeys { db: None })
+            );
+        }
+        assert_eq!(f.command(&argv("FLUSHDB"), 4), Ok(Verdict::Drop));
+        match f.clear_scope() {
+            ClearScope::Keys { dbs, patterns, .. } => {
+                assert_eq!(dbs, Some(vec![0, 1, 2]));
+                assert_eq!(patterns, vec![b"*".to_vec()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(f.owns_key_in(0, b"user:1") && !f.owns_key_in(0, b"session:1"));
+        assert!(f.owns_key_in(2, b"cache:1") && !f.owns_key_in(2, b"session:1"));
     }
 }

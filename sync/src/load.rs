@@ -261,6 +261,8 @@ impl KeyLoader {
                 let fields_of = (meta.rdb_type.kind() == Kind::Hash
                     && self.filter.hash_fields.applies_to(&meta.key))
                 .then(|| meta.key.clone());
+                // Routes judge the source name too.
+                let target_db = self.key_target_db(meta.db, &meta.key);
                 // From here on the key has its target name (--rename-prefix).
                 if let std::borrow::Cow::Owned(renamed) = self.filter.target_key(&meta.key)? {
                     meta.key = renamed;
@@ -270,7 +272,7 @@ impl KeyLoader {
                     .script
                     .as_ref()
                     .is_some_and(|s| s.touches_key(&meta.key));
-                self.select(self.target_db(meta.db), writer).await?;
+                self.select(target_db, writer).await?;
                 let value = Value::empty(meta.rdb_type.kind());
                 self.current = Some(CurrentKey {
                     meta,
@@ -307,9 +309,10 @@ impl KeyLoader {
         Ok(())
     }
 
-    /// The target database of source database `db`.
-    fn target_db(&self, db: u64) -> u64 {
-        u32::try_from(db).map_or(db, |db| u64::from(self.filter.target_db(db)))
+    /// The target database of source key `key` of source database `db` (its
+    /// database's, or its route's: [`Filter::key_target_db`]).
+    fn key_target_db(&self, db: u64, key: &[u8]) -> u64 {
+        u32::try_from(db).map_or(db, |db| u64::from(self.filter.key_target_db(db, key)))
     }
 
     async fn select(&mut self, db: u64, writer: &mut Target) -> Result<(), LoadError> {

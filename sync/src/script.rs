@@ -490,6 +490,8 @@ pub fn check_filter(filter: &Filter) -> Result<(), String> {
         "--types / --exclude-types"
     } else if !filter.renames.is_empty() {
         "--rename-prefix / --rename-regex"
+    } else if !filter.routes.is_empty() {
+        "--route-db"
     } else if !filter.source_slots.is_empty() {
         "a cluster source (each shard's task clears only its own slots' keys)"
     } else {

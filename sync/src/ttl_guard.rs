@@ -240,7 +240,7 @@ impl Settler<'_> {
             writer.select(db).await?;
             for pattern in self.filter.scan_patterns() {
                 for node in writer.nodes_mut() {
-                    total = add(total, self.settle_scan(node, &pattern, range).await?);
+                    total = add(total, self.settle_scan(node, db, &pattern, range).await?);
                 }
             }
         }
@@ -259,7 +259,7 @@ impl Settler<'_> {
                 return Ok(None);
             }
             for pattern in self.filter.scan_patterns() {
-                total = add(total, self.settle_scan(node, &pattern, range).await?);
+                total = add(total, self.settle_scan(node, 0, &pattern, range).await?);
             }
             node.drain().await?;
             if is_migrating(node).await? {
@@ -270,10 +270,11 @@ impl Settler<'_> {
     }
 
     /// SCANs the selected database of `node` (a standalone writer or one primary's)
-    /// for `pattern` and gives each owned guarded key its real expiry.
+    /// (database `db`) for `pattern` and gives each owned guarded key its real expiry.
     async fn settle_scan(
         &self,
         node: &mut Conn,
+        db: u32,
         pattern: &[u8],
         (low, high): (i64, i64),
     ) -> Result<Settled, ApplyError> {
@@ -297,7 +298,7 @@ impl Settler<'_> {
             let (next, found, scanned) = self.find_reply(reply)?;
             settled.scanned += scanned;
             for (key, expiry) in found {
-                if !self.filter.owns_key(&key) {
+                if !self.filter.owns_key_in(db, &key) {
                     continue;
                 }
                 let real = (expiry - GUARD_BASE_MS).to_string();

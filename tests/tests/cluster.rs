@@ -788,7 +788,7 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
         ..Filter::default()
     };
     let removed = writer
-        .clear(&by_prefix.clear_scope(), |k| by_prefix.owns_key(k))
+        .clear(&by_prefix.clear_scope(), |_, k| by_prefix.owns_key(k))
         .await?;
     assert_eq!(removed, 300);
     let left = all_keys().await?;
@@ -803,7 +803,7 @@ async fn clearing_a_cluster_target_removes_only_the_tasks_keys() -> anyhow::Resu
         .filter(|i| key_slot(format!("b:{i}").as_bytes()) <= 8000)
         .count() as u64;
     let removed = writer
-        .clear(&shard.clear_scope(), |k| shard.owns_key(k))
+        .clear(&shard.clear_scope(), |_, k| shard.owns_key(k))
         .await?;
     assert_eq!(removed, expected);
     let left = all_keys().await?;

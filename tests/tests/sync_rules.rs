@@ -643,3 +643,83 @@ async fn rules_into_a_cluster_target() -> anyhow::Result<()> {
     task.finish().await?;
     Ok(())
 }
+
+/// `--dbs 0 --route-db '{a}*=5' --route-db '{b}*=6'` over three tagged churns: `{a}`
+/// keys live in target database 5, `{b}` keys in 6, the rest in 0; the reference gets
+/// the same by MOVE (the server's own SCAN MATCH). Another task's keys in databases 5
+/// and 6 survive the task's clears (a kill during the copy resyncs over stale data)
+/// and a FLUSHDB of the source, and verify with the routes ignores them.
+#[tokio::test]
+async fn database_routes_under_churn_and_kills() -> anyhow::Result<()> {
+    let routes = vec![("{a}*".to_string(), 5), ("{b}*".to_string(), 6)];
+    let (source_routes, verify_routes) = (routes.clone(), routes.clone());
+    let others = [(5, "other:five"), (6, "other:six"), (6, "{a}other")];
+    let mut run = churned_sync(RedisVersion::V7_0, tagged(&["a", "b", "c"]), move |o| {
+        o.filter.dbs = vec![0];
+        o.filter.routes =
+            lockstep_sync::rules::routes::DbRoutes::new(&source_routes).expect("valid routes");
+    })
+    .await?;
+    for (db, key) in others {
+        for server in [&run.target, &run.reference] {
+            let mut conn = server.client().await?;
+            let _: () = conn.run(&format!("SELECT {db}")).await?;
+            // Written after the task started: a resync's clear would have seen it
+            // only if it came later; the FLUSHDB below surely does.
+            let _: () = conn.run(&format!("SET {key} theirs")).await?;
+        }
+    }
+    for (glob, db) in &routes {
+        let moved = scan(&run.reference, 0, glob, None).await?;
+        assert!(moved.len() > 50, "{glob}: the route must move keys");
+        let mut conn = run.reference.client().await?;
+        for key in &moved {
+            let _: i64 = redis::cmd("MOVE")
+                .arg(key)
+                .arg(*db)
+                .query_async(&mut conn)
+                .await?;
+        }
+    }
+    run.assert_target_is_the_reference("routes").await?;
+    let routed = CompareOptions {
+        dbs: vec![0],
+        rules: RuleSpec {
+            route_db: verify_routes,
+            ..RuleSpec::default()
+        },
+        ..CompareOptions::default()
+    };
+    run.assert_verify_with_the_rules("routes", routed.clone())
+        .await?;
+    run.assert_rule_changed_something("routes").await?;
+    // A FLUSHDB of the source empties the task's keys from all three databases and
+    // leaves the other task's.
+    let mut conn = run.source.client().await?;
+    let _: () = conn.run("FLUSHDB").await?;
+    let _: () = conn.run("SET {a}after 1").await?;
+    let _: () = conn.run("SET {c}after 1").await?;
+    caught_up(&mut run.task, &run.source).await?;
+    for db in [0, 5, 6] {
+        let left = scan(&run.target, db, "*", None).await?;
+        let expected: BTreeSet<Vec<u8>> = match db {
+            0 => ["{c}after"].iter().map(|k| k.as_bytes().to_vec()).collect(),
+            5 => ["{a}after", "other:five"]
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+            _ => ["other:six", "{a}other"]
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+        };
+        assert_eq!(left, expected, "target db {db} after the source's FLUSHDB");
+    }
+    let report = verify_urls(&run.source.url(), &run.target.url(), &routed).await?;
+    assert!(
+        report.is_consistent() && report.keys_compared == 2,
+        "{report}"
+    );
+    run.task.finish().await?;
+    Ok(())
+}

@@ -67,6 +67,18 @@
 //! report counts how many vanished (replication lag) and how many persisted. The rules
 //! themselves are [`crate::judge`]'s.
 //!
+//! # A routed sync
+//! With `--route-db GLOB=DB` ([`crate::options::RuleSpec::route_db`]; one source
+//! database) the source database is spread over several target databases. The run
+//! compares one *view* per target database: the source keys routed into it (the
+//! first matching route's database, or the source database's own target database
+//! when none matches) against that database, and a target key there is the sync's
+//! only when its source name is routed into it, so a database shared with another
+//! task never reports that task's keys as extra. The count proof is off (a source
+//! database's DBSIZE says nothing of one view). The views' reports are merged into
+//! one ([`Report::absorb`]): counts added, differences listed together, coverage
+//! joined.
+//!
 //! It must never write to either Redis, run a script, or claim more than was read.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -79,7 +91,7 @@ pub use crate::report::run::{Report, TargetPass, Verdict};
 
 use crate::report::coverage::{Coverage, SampleCoverage};
 use crate::report::track::Differences;
-use crate::walk::context::Ctx;
+use crate::walk::context::{Ctx, RouteView};
 use crate::walk::passes::{check_keys, check_target_keys, refind, walk_db};
 use crate::walk::plan::{plan, threshold};
 use crate::walk::pools::Pools;
@@ -92,13 +104,54 @@ pub async fn compare(
     options: &CompareOptions,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
-    crate::rules::Rules::check(options).map_err(anyhow::Error::msg)?;
+    let rules = crate::rules::Rules::check(options).map_err(anyhow::Error::msg)?;
+    if rules.routes.is_empty() {
+        return compare_view(source, target, options, None).await;
+    }
+    let (source_db, home) = match options.dbs.as_slice() {
+        [db] => (
+            *db,
+            crate::keymap::KeyMap::new(options.db_map.clone(), Vec::new()).target_db(*db),
+        ),
+        _ => anyhow::bail!("--route-db needs exactly one source database (fix: add --dbs N)"),
+    };
+    let mut views = vec![home];
+    for (_, db) in &rules.routes {
+        if !views.contains(db) {
+            views.push(*db);
+        }
+    }
+    let mut merged: Option<Report> = None;
+    for db in views {
+        let mut view_options = options.clone();
+        view_options.db_map.retain(|(from, _)| *from != source_db);
+        view_options.db_map.push((source_db, db));
+        let view = RouteView { db, home };
+        let report = compare_view(source, target, &view_options, Some(view)).await?;
+        match merged.as_mut() {
+            Some(all) => all.absorb(report, options.max_listed),
+            None => merged = Some(report),
+        }
+    }
+    let mut report = merged.unwrap_or_default();
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// [`compare`] of one view (module doc, "A routed sync"), or of the whole run.
+async fn compare_view(
+    source: &redis::Client,
+    target: &redis::Client,
+    options: &CompareOptions,
+    view: Option<RouteView>,
+) -> anyhow::Result<Report> {
+    let started = Instant::now();
     let mut coverage = plan(source, target, options).await?;
     let threshold = threshold(source, options, &coverage.compared).await?;
     if let Some(rate) = threshold.map(|(rate, _)| rate) {
         coverage.sample = Some(SampleCoverage { rate });
     }
-    let ctx = Arc::new(Ctx::new(options, threshold.map(|(_, t)| t))?);
+    let ctx = Arc::new(Ctx::new(options, threshold.map(|(_, t)| t))?.in_view(view));
     let mut report = Report::default();
     let mut tally = Tally::new(options.max_listed);
     first_round(&ctx, source, target, &mut coverage, &mut report, &mut tally).await?;

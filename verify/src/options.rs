@@ -163,6 +163,10 @@ pub struct RuleSpec {
     pub drop_hash_field: Vec<String>,
     /// `--rename-regex FROM TO`, tried after the prefix renames.
     pub rename_regex: Vec<(String, String)>,
+    /// `--route-db GLOB=DB`: source keys matching GLOB are read in target database
+    /// DB (first match wins; one source database). [`crate::compare`] runs one view
+    /// per target database and merges them.
+    pub route_db: Vec<(String, u32)>,
 }
 
 impl Default for CompareOptions {

@@ -587,3 +587,91 @@ async fn renames_by_regex_are_compared_with_their_images() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// `--dbs 3 --route-db 'session:*=5' --route-db 'cache:*=6'`: source database 3 is
+/// spread over target databases 0 (mapped with --map-db 3:0), 5 and 6. Keys of
+/// another task in 5 and 6, and a session key left in 0, are not the sync's: not
+/// extra. A routed key missing from its database, a value differing there and an
+/// extra routed key are found, each named by its source database and key.
+#[tokio::test]
+async fn routed_keys_are_read_in_their_database() -> anyhow::Result<()> {
+    let (source, target) = servers(RedisVersion::V7_0).await?;
+    let set = |k: &str, v: &str| cmd(&[b"SET", k.as_bytes(), v.as_bytes()]);
+    let mut on_source = Vec::new();
+    let (mut home, mut five, mut six) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..20 {
+        for (prefix, into) in [
+            ("user", &mut home),
+            ("session", &mut five),
+            ("cache", &mut six),
+        ] {
+            let key = format!("{prefix}:{i}");
+            on_source.push(set(&key, "v"));
+            into.push(set(&key, "v"));
+        }
+    }
+    run(&source, 3, &on_source).await?;
+    run(&source, 0, &[set("session:0", "not the source's db")]).await?;
+    home.push(set("session:stray", "left by someone"));
+    five.push(set("other:1", "another task's"));
+    six.push(set("session:1", "routed to 5, so not the sync's in 6"));
+    run(&target, 0, &home).await?;
+    run(&target, 5, &five).await?;
+    run(&target, 6, &six).await?;
+    let options = small(CompareOptions {
+        dbs: vec![3],
+        db_map: vec![(3, 0)],
+        rules: RuleSpec {
+            route_db: vec![("session:*".into(), 5), ("cache:*".into(), 6)],
+            ..RuleSpec::default()
+        },
+        ..CompareOptions::default()
+    });
+    let report = compare(&source.redis_client()?, &target.redis_client()?, &options).await?;
+    assert!(report.is_consistent(), "{report}");
+    assert_eq!(report.keys_compared, 60, "{report}");
+    let plain = CompareOptions {
+        rules: RuleSpec::default(),
+        ..options.clone()
+    };
+    let unrouted = compare(&source.redis_client()?, &target.redis_client()?, &plain).await?;
+    assert!(!unrouted.is_consistent(), "without the routes: {unrouted}");
+    run(
+        &target,
+        5,
+        &[
+            cmd(&[b"DEL", b"session:3"]),
+            set("session:4", "changed"),
+            set("session:99", "v"),
+        ],
+    )
+    .await?;
+    run(&target, 6, &[cmd(&[b"DEL", b"cache:7"])]).await?;
+    let report = compare(&source.redis_client()?, &target.redis_client()?, &options).await?;
+    use DifferenceKind::*;
+    let mut wanted = expect(
+        3,
+        &[
+            (b"session:3", MissingOnTarget),
+            (b"session:4", Value),
+            (b"session:99", ExtraOnTarget),
+            (b"cache:7", MissingOnTarget),
+        ],
+    );
+    let got = found(&report);
+    wanted.retain(|w| !got.contains(w));
+    assert!(wanted.is_empty(), "not found: {wanted:?}; report: {report}");
+    assert_eq!(got.len(), 4, "{report}");
+    let without_dbs = CompareOptions {
+        dbs: Vec::new(),
+        ..options
+    };
+    let refused = compare(
+        &source.redis_client()?,
+        &target.redis_client()?,
+        &without_dbs,
+    )
+    .await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("--dbs")));
+    Ok(())
+}

@@ -100,6 +100,9 @@ struct PairFile {
     drop_hash_field: Vec<String>,
     #[serde(default)]
     rename_regex: Vec<(String, String)>,
+    /// `route_db = ["session:*=1"]`, as `--route-db`.
+    #[serde(default)]
+    route_db: Vec<String>,
     ttl_tolerance_ms: Option<u64>,
     workers: Option<usize>,
 }
@@ -278,6 +281,14 @@ fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
             exclude_types: p.exclude_types.clone(),
             drop_hash_field: p.drop_hash_field.clone(),
             rename_regex: p.rename_regex.clone(),
+            route_db: p
+                .route_db
+                .iter()
+                .map(|r| {
+                    crate::args::parse_route_db(r)
+                        .map_err(|e| anyhow::anyhow!("key `route_db`: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
         },
         ..defaults
     };

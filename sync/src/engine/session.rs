@@ -303,7 +303,7 @@ impl Session<'_> {
             tracing::warn!("{what}: {why}; removing the task's keys from the target first so it ends equal to the source, not a superset");
             let filter = &self.options.filter;
             self.writer
-                .clear(&filter.clear_scope(), |k| filter.owns_key(k))
+                .clear(&filter.clear_scope(), |db, k| filter.owns_key_in(db, k))
                 .await?;
         }
         self.store.set_full_copy_in_progress(true)?;

@@ -411,7 +411,9 @@ where
             Some(db) => filter.clear_scope_in(db),
             None => filter.clear_scope(),
         };
-        let removed = writer.clear(&scope, |k| filter.owns_key(k)).await?;
+        let removed = writer
+            .clear(&scope, |db, k| filter.owns_key_in(db, k))
+            .await?;
         tracing::info!(
             removed,
             "the source flushed: the task's keys removed from the target"

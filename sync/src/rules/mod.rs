@@ -10,6 +10,7 @@
 //!   that overwrite or move values.
 //! - [`ttl`]: remove, cap or set key expiries.
 //! - [`hash_fields`]: drop hash fields by name.
+//! - [`routes`]: send keys into other target databases by name.
 //!
 //! Renames live in [`crate::rename`]. verify implements the same rules with its own
 //! code (verify/src/keymap.rs and beside it), so a transformed sync is still checked
@@ -19,5 +20,6 @@ pub mod glob;
 pub mod hash_fields;
 pub mod key_match;
 pub mod rename_regex;
+pub mod routes;
 pub mod ttl;
 pub mod types;

@@ -18,13 +18,13 @@ use crate::resp::Frame;
 use crate::target::Target;
 
 impl Target {
-    /// Removes what `scope` covers; `owns_key` says which keys found by SCAN are the
-    /// task's. Returns how many keys were unlinked one by one (0 after a flush).
+    /// Removes what `scope` covers; `owns_key(db, key)` says which keys found by SCAN
+    /// in a database are the task's. Returns how many keys were unlinked one by one (0 after a flush).
     /// Leaves database 0 selected.
     pub async fn clear(
         &mut self,
         scope: &ClearScope,
-        owns_key: impl Fn(&[u8]) -> bool,
+        owns_key: impl Fn(u32, &[u8]) -> bool,
     ) -> Result<u64, ApplyError> {
         match scope {
             ClearScope::Everything => {
@@ -61,14 +61,14 @@ impl Target {
     async fn clear_keys_cluster(
         &mut self,
         patterns: &[Scan<'_>],
-        owns_key: &impl Fn(&[u8]) -> bool,
+        owns_key: &impl Fn(u32, &[u8]) -> bool,
     ) -> Result<u64, ApplyError> {
         // Everything the router holds goes first: it may touch the same keys.
         self.drain().await?;
         let mut unlinked = 0;
         for node in self.nodes_mut() {
             for pattern in patterns {
-                unlinked += unlink_owned(node, pattern, true, owns_key).await?;
+                unlinked += unlink_owned(node, 0, pattern, true, owns_key).await?;
             }
             node.drain().await?;
         }
@@ -79,7 +79,7 @@ impl Target {
         &mut self,
         dbs: Option<&[u32]>,
         patterns: &[Scan<'_>],
-        owns_key: &impl Fn(&[u8]) -> bool,
+        owns_key: &impl Fn(u32, &[u8]) -> bool,
     ) -> Result<u64, ApplyError> {
         let dbs = match dbs {
             Some(dbs) => dbs.to_vec(),
@@ -90,7 +90,7 @@ impl Target {
             self.select(db).await?;
             for node in self.nodes_mut() {
                 for pattern in patterns {
-                    unlinked += unlink_owned(node, pattern, false, owns_key).await?;
+                    unlinked += unlink_owned(node, db, pattern, false, owns_key).await?;
                 }
             }
         }
@@ -145,9 +145,10 @@ fn scans<'a>(patterns: &'a [Vec<u8>], types: Option<&[&'static str]>) -> Vec<Sca
 /// Returns how many.
 async fn unlink_owned(
     node: &mut Conn,
+    db: u32,
     scan: &Scan<'_>,
     one_per_command: bool,
-    owns_key: &impl Fn(&[u8]) -> bool,
+    owns_key: &impl Fn(u32, &[u8]) -> bool,
 ) -> Result<u64, ApplyError> {
     let mut unlinked = 0;
     let mut cursor = b"0".to_vec();
@@ -159,7 +160,7 @@ async fn unlink_owned(
         }
         let reply = node.query(&argv).await?;
         let (next, keys) = scan_reply(reply);
-        let owned: Vec<Bytes> = keys.into_iter().filter(|k| owns_key(k)).collect();
+        let owned: Vec<Bytes> = keys.into_iter().filter(|k| owns_key(db, k)).collect();
         unlinked += owned.len() as u64;
         if one_per_command {
             for key in &owned {

@@ -97,6 +97,37 @@ pub struct SampleCoverage {
 }
 
 impl Coverage {
+    /// Joins another view's coverage of the same run ([`crate::Report::absorb`]):
+    /// compared and unreadable databases of either; out of scope or unmapped only
+    /// what is so in both; what a side could not tell, from either.
+    pub fn absorb(&mut self, other: Coverage) {
+        for db in other.compared {
+            if !self.compared.contains(&db) {
+                self.compared.push(db);
+            }
+        }
+        self.compared.sort_unstable();
+        for (db, why) in other.not_read {
+            self.not_read.entry(db).or_insert(why);
+        }
+        self.not_asked.retain(|db| other.not_asked.contains(db));
+        self.unmapped_target
+            .retain(|db| other.unmapped_target.contains(db));
+        for (mine, theirs) in [
+            (&mut self.source, other.source),
+            (&mut self.target, other.target),
+        ] {
+            match (mine.as_mut(), theirs) {
+                (Some(mine), Some(theirs)) if mine.unknown.is_none() => {
+                    mine.unknown = theirs.unknown
+                }
+                (None, Some(theirs)) => *mine = Some(theirs),
+                _ => {}
+            }
+        }
+        self.key_list |= other.key_list;
+    }
+
     /// Nothing left out: every database with keys compared, every side's databases
     /// learned, no sample.
     pub fn is_complete(&self) -> bool {

@@ -89,6 +89,48 @@ pub struct Report {
 }
 
 impl Report {
+    /// Adds another view's report of the same run (a routed sync: one report per
+    /// target database, [`crate::compare`]): counts added, differences listed
+    /// together (at most `max_listed`, the rest counted), coverage joined. A
+    /// database is out of scope or unmapped only when it is in every view.
+    pub fn absorb(&mut self, other: Report, max_listed: usize) {
+        self.keys_compared += other.keys_compared;
+        add_counts(&mut self.keys_per_type, other.keys_per_type);
+        self.target_keys_checked += other.target_keys_checked;
+        for (db, pass) in other.target_pass {
+            let entry = self.target_pass.entry(db).or_insert(pass);
+            if pass == TargetPass::KeyList || *entry == TargetPass::ProvenByCounts {
+                *entry = pass; // the weaker claim stands
+            }
+        }
+        self.strings_equal += other.strings_equal;
+        self.dump_equal += other.dump_equal;
+        self.digests_compared += other.digests_compared;
+        self.differences.extend(other.differences);
+        self.differences
+            .sort_by(|a, b| (a.db, &a.key).cmp(&(b.db, &b.key)));
+        let beyond = self.differences.len().saturating_sub(max_listed);
+        self.differences.truncate(max_listed);
+        self.unlisted_differences += other.unlisted_differences + beyond as u64;
+        for (kind, n) in other.differences_by_kind {
+            *self.differences_by_kind.entry(kind).or_insert(0) += n;
+        }
+        self.fingerprint_bytes = self.fingerprint_bytes.max(other.fingerprint_bytes);
+        let rounds = self
+            .round_differences
+            .len()
+            .max(other.round_differences.len());
+        self.round_differences.resize(rounds, 0);
+        for (i, n) in other.round_differences.into_iter().enumerate() {
+            self.round_differences[i] += n;
+        }
+        self.vanished += other.vanished;
+        self.slots_covered |= other.slots_covered;
+        self.strings_windowed += other.strings_windowed;
+        self.coverage.absorb(other.coverage);
+        self.elapsed += other.elapsed;
+    }
+
     /// No difference in what was read. Whether that is everything: [`Report::verdict`]
     /// and [`Report::coverage`].
     pub fn is_consistent(&self) -> bool {
@@ -211,6 +253,13 @@ impl std::fmt::Display for Report {
             )?;
         }
         Ok(())
+    }
+}
+
+/// `into` plus `more`, key by key.
+fn add_counts(into: &mut BTreeMap<String, u64>, more: BTreeMap<String, u64>) {
+    for (key, n) in more {
+        *into.entry(key).or_insert(0) += n;
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Rules {
     pub types: TypeFilter,
     pub drops: HashDrops,
     pub renames: Vec<RegexRename>,
+    /// `--route-db GLOB=DB`, in the order given (first match wins).
+    pub routes: Vec<(Glob, u32)>,
 }
 
 impl Rules {
@@ -62,7 +64,25 @@ impl Rules {
                 .iter()
                 .map(|(from, to)| RegexRename::new(from, to))
                 .collect::<Result<_, _>>()?,
+            routes: spec
+                .route_db
+                .iter()
+                .map(|(glob, db)| {
+                    Glob::new(glob)
+                        .map(|g| (g, *db))
+                        .map_err(|e| format!("--route-db {glob:?}: {e}"))
+                })
+                .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// The target database a `--route-db` rule sends source key `key` into (None:
+    /// no rule matches; the key goes where its database goes).
+    pub fn route(&self, key: &[u8]) -> Option<u32> {
+        self.routes
+            .iter()
+            .find(|(glob, _)| glob.matches(key))
+            .map(|(_, db)| *db)
     }
 
     /// Checks a whole run's rules: [`Rules::compile`], and the TTL rule against the
@@ -80,6 +100,16 @@ impl Rules {
                 return Err("a TTL rule's duration must be above 0".into())
             }
             _ => {}
+        }
+        let routes = &options.rules.route_db;
+        if let Some((_, db)) = routes.iter().find(|(_, db)| *db > 255) {
+            return Err(format!("--route-db: database {db} is out of range 0..255"));
+        }
+        if !routes.is_empty() && options.dbs.len() != 1 {
+            return Err(
+                "--route-db needs exactly one source database, as the sync does (fix: add --dbs N)"
+                    .into(),
+            );
         }
         Rules::compile(&options.rules)
     }

@@ -30,6 +30,18 @@ pub(crate) struct Ctx {
     /// PTTLs are read in the batch's first pipeline.
     pub(crate) source_ttls: AtomicBool,
     pub(crate) target_ttls: AtomicBool,
+    /// With `--route-db`: the view this run compares ([`crate::compare`]).
+    pub(crate) view: Option<RouteView>,
+}
+
+/// One target database of a run with `--route-db`: only the source keys routed into
+/// it are compared, and only target keys routed into it are the sync's there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RouteView {
+    /// The target database of this view.
+    pub(crate) db: u32,
+    /// Where the source database's keys go when no route matches.
+    pub(crate) home: u32,
 }
 
 impl Ctx {
@@ -49,7 +61,13 @@ impl Ctx {
             info_ok: AtomicBool::new(true),
             source_ttls: AtomicBool::new(false),
             target_ttls: AtomicBool::new(false),
+            view: None,
         })
+    }
+
+    /// The same context, comparing only the keys of `view`.
+    pub(crate) fn in_view(self, view: Option<RouteView>) -> Ctx {
+        Ctx { view, ..self }
     }
 
     /// Whether `key` is compared: not ignored nor excluded (by prefix, glob or
@@ -58,6 +76,11 @@ impl Ctx {
     pub(crate) fn wanted(&self, key: &[u8]) -> bool {
         let o = &self.options;
         let filter = &self.rules.keys;
+        if let Some(view) = self.view {
+            if self.rules.route(key).unwrap_or(view.home) != view.db {
+                return false;
+            }
+        }
         if o.ignore_prefixes.iter().any(|p| key.starts_with(p)) || filter.excluded(key) {
             return false;
         }

@@ -35,7 +35,7 @@ pub(crate) async fn walk_db(
     tally: &mut Tally,
 ) -> anyhow::Result<TargetPass> {
     const QUIET_POLL: Duration = Duration::from_millis(500);
-    let before = if counts::may_prove(&ctx.options) {
+    let before = if counts::may_prove(&ctx.options) && ctx.view.is_none() {
         quiet(ctx, pools).await
     } else {
         None

@@ -8,8 +8,11 @@
 use crate::filter::Filter;
 
 /// Refuses a cluster target for a source that has keys in a synchronized database
-/// the filter does not map to 0. `keyspace` is the source's `INFO keyspace`.
+/// the filter does not map to 0, or for routes into another database. `keyspace` is the source's `INFO keyspace`.
 pub fn check_source_dbs(keyspace: &str, filter: &Filter) -> Result<(), String> {
+    if let Some(db) = filter.routes.dbs().into_iter().find(|db| *db != 0) {
+        return Err(format!("the target is a Redis Cluster, which has database 0 only, and --route-db sends keys into database {db} (fix: drop that route)"));
+    }
     match unmapped_by_filter(keyspace, filter) {
         Some(db) => {
             let (detail, fix) = unmapped_db_refusal(db);
