@@ -19,6 +19,14 @@
 //!
 //! `cargo bench -p lockstep-tests --bench sync_incremental`; `$BENCH_RUNS` rounds (3);
 //! `$BENCH_TRACE=FILE` writes every stamp's lag (CSV) of the last round.
+//!
+//! `$BENCH_BACKLOG=1` measures the follower's *throughput* instead of following a
+//! load it keeps up with: lockstep is stopped (SIGSTOP) once streaming, the load
+//! runs into the source's replica buffer (its output buffer limit lifted), then
+//! lockstep continues (SIGCONT) and the round times how long it takes to apply the
+//! backlog; writes applied per second of that catch-up is the most the follower
+//! (lockstep and the target, on this machine's cores) can apply. Lockstep followers
+//! only.
 
 mod common;
 
@@ -57,6 +65,24 @@ struct Round {
     writes_per_transaction: f64,
     /// Of that, lockstep's own share (µs per write; NaN for native).
     lockstep_cpu_us_per_write: f64,
+    /// With `$BENCH_BACKLOG`: writes applied per second while catching up with the
+    /// backlog (NaN otherwise).
+    backlog_applied_ops: f64,
+}
+
+/// Whether this run measures the backlog's catch-up (`$BENCH_BACKLOG=1`).
+fn backlog_mode() -> bool {
+    std::env::var("BENCH_BACKLOG").is_ok_and(|v| v == "1")
+}
+
+/// Sends `signal` (STOP, CONT) to process `pid`.
+fn signal(pid: Option<u32>, signal: &str) -> anyhow::Result<()> {
+    let pid = pid.context("lockstep's pid is not known")?;
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid}: {status}");
+    Ok(())
 }
 
 /// What follows the source: lockstep into a plain target, or the target itself as a
@@ -121,12 +147,14 @@ async fn main() -> anyhow::Result<()> {
                 "round {round} {follower:?}: lag bytes p50 {:.0} p99 {:.0} max {:.0}; lag time p50 {:.1} ms p99 {:.1} ms max {:.1} ms (idle: p50 {:.1} ms p99 {:.1} ms); \
                  after the load: all writes applied in {:.0} ms, ACKed offset caught up in {:.0} ms; \
                  source {:.0} writes/s, applied {:.0} writes/s; lockstep peak RSS {:.1} MiB; \
-                 follower CPU {:.2} µs/write (lockstep {:.2}); {:.0} writes per target transaction",
+                 follower CPU {:.2} µs/write (lockstep {:.2}); {:.0} writes per target transaction; \
+                 backlog applied at {:.0} writes/s",
                 r.bytes_p50, r.bytes_p99, r.bytes_max, r.time_p50_ms, r.time_p99_ms, r.time_max_ms,
                 r.idle_p50_ms,
                 r.idle_p99_ms,
                 r.data_caught_up_ms, r.offset_caught_up_ms, r.source_ops, r.applied_ops, r.rss_mib,
-                r.follower_cpu_us_per_write, r.lockstep_cpu_us_per_write, r.writes_per_transaction
+                r.follower_cpu_us_per_write, r.lockstep_cpu_us_per_write, r.writes_per_transaction,
+                r.backlog_applied_ops
             );
             all.push((follower, r));
         }
@@ -171,6 +199,10 @@ fn summary(follower: Follower, rounds: &[&Round]) -> anyhow::Result<()> {
             spread(&col(|r| r.lockstep_cpu_us_per_write), " µs"),
         ),
         ("peak RSS", spread(&col(|r| r.rss_mib), " MiB")),
+        (
+            "backlog applied",
+            spread(&col(|r| r.backlog_applied_ops), " writes/s"),
+        ),
     ];
     println!("{follower:?}:");
     for (name, value) in &rows {
@@ -223,7 +255,15 @@ async fn one_round(
     load_for: Duration,
     follower: Follower,
 ) -> anyhow::Result<Round> {
-    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let backlog = backlog_mode();
+    anyhow::ensure!(
+        !(backlog && follower == Follower::Native),
+        "BENCH_BACKLOG measures lockstep followers only (BENCH_FOLLOWERS=rules or script)"
+    );
+    // The backlog waits in the source's replica output buffer: no limit on it.
+    let source_config =
+        ServerConfig::new(RedisVersion::V7_0).set("client-output-buffer-limit", "replica 0 0 0");
+    let source = RedisServer::start(source_config).await?;
     let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
     let mut src = common::patient(&source).await?;
     let mut dst = common::patient(&target).await?;
@@ -313,9 +353,15 @@ async fn one_round(
     let target_before = calls(&info(&mut dst, "commandstats").await?, WRITES);
     let lockstep_pid = run.as_ref().and_then(Lockstep::lockstep_pid);
     let cpu_before = (cpu_seconds(target.pid()), cpu_seconds(lockstep_pid));
+    if backlog {
+        signal(lockstep_pid, "STOP")?;
+    }
     let load_start = origin.elapsed();
     load(source.port(), load_for).await?;
     let load_end = origin.elapsed();
+    if backlog {
+        signal(lockstep_pid, "CONT")?;
+    }
     let source_after = calls(&info(&mut src, "commandstats").await?, WRITES);
     let offset_at_end = info(&mut src, "replication")
         .await?
@@ -324,7 +370,8 @@ async fn one_round(
     // Until the target has applied every write made up to the end of the load.
     let mut data_caught_up = None;
     let mut target_after = 0;
-    while origin.elapsed() < load_end + Duration::from_secs(30) {
+    let patience = Duration::from_secs(if backlog { 180 } else { 30 });
+    while origin.elapsed() < load_end + patience {
         target_after = calls(&info(&mut dst, "commandstats").await?, WRITES) - target_before;
         if target_after >= source_after - source_before {
             data_caught_up = Some(origin.elapsed());
@@ -332,7 +379,8 @@ async fn one_round(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let data_caught_up = data_caught_up.context("the target did not apply the load within 30 s")?;
+    let data_caught_up = data_caught_up
+        .with_context(|| format!("the target did not apply the load within {patience:?}"))?;
     let target_cpu = cpu_seconds(target.pid()) - cpu_before.0;
     let transactions = calls(&info(&mut dst, "commandstats").await?, &["exec"]);
     let lockstep_cpu = cpu_seconds(lockstep_pid) - cpu_before.1;
@@ -404,6 +452,11 @@ async fn one_round(
         writes_per_transaction: target_after as f64 / transactions.max(1) as f64,
         follower_cpu_us_per_write: (target_cpu + lockstep_cpu.max(0.0)) * 1e6 / target_after as f64,
         lockstep_cpu_us_per_write: lockstep_cpu * 1e6 / target_after as f64,
+        backlog_applied_ops: if backlog {
+            target_after as f64 / (data_caught_up - load_end).as_secs_f64()
+        } else {
+            f64::NAN
+        },
     })
 }
 
