@@ -383,12 +383,12 @@ async fn run_precheck(args: &SyncArgs, index: usize, options: &SyncOptions) -> a
     let store = CheckpointStore::open(&options.checkpoint_dir)?;
     let resuming = store.last().is_some() || store.full_copy_interrupted();
     let expects_keys = resuming || options.mode == Mode::Incremental;
-    let dbs = options
-        .filter
-        .dbs
-        .iter()
-        .map(|&db| options.filter.target_db(db))
-        .collect();
+    // The target databases the task writes (its routes' included); none listed:
+    // the precheck's default, 0 to 15.
+    let dbs = match options.filter.dbs.is_empty() {
+        true => Vec::new(),
+        false => options.filter.written_target_dbs(),
+    };
     let check = PrecheckOptions {
         filter: Some(options.filter.clone()),
         ..precheck_options(

@@ -401,3 +401,91 @@ async fn declarative_rules_from_the_command_line() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `lockstep sync --mode full` with `route_db` from a config file: the session keys
+/// land in target database 1 beside another task's key, which the sync leaves alone
+/// and verify with `--route-db` does not call extra (exit 0); without the routes
+/// verify finds the difference (exit 1); routes without one source database are
+/// refused at start by both (exit 2, naming --dbs).
+#[tokio::test]
+async fn database_routes_from_the_command_line() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut s = redis::pipe();
+    for i in 0..25 {
+        s.cmd("SET").arg(format!("session:{i}")).arg(i).ignore();
+        s.cmd("HSET")
+            .arg(format!("user:{i}"))
+            .arg("f")
+            .arg(i)
+            .ignore();
+    }
+    s.query_async::<()>(&mut source.client().await?).await?;
+    let mut t = target.client().await?;
+    redis::pipe()
+        .cmd("SELECT")
+        .arg(1)
+        .ignore()
+        .cmd("SET")
+        .arg("other:task")
+        .arg("theirs")
+        .ignore()
+        .query_async::<()>(&mut t)
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("task.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\ncheckpoint_dir = \"{}\"\nmode = \"full\"\ndbs = [0]\nroute_db = [\"session:*=1\"]\n",
+            source.url(),
+            target.url(),
+            dir.path().join("cp").display()
+        ),
+    )?;
+    let sync = |config: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_lockstep"))
+            .args(["sync", "--config", &config.to_string_lossy()])
+            .output()
+            .expect("lockstep runs")
+    };
+    let out = sync(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (src, dst) = (source.url(), target.url());
+    let routed = ["--dbs", "0", "--route-db", "session:*=1"];
+    let (code, out, err) = verify(&src, &dst, &routed);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("CONSISTENT"), "{out}");
+    let kept: Option<String> = redis::pipe()
+        .cmd("SELECT")
+        .arg(1)
+        .ignore()
+        .cmd("GET")
+        .arg("other:task")
+        .query_async::<(Option<String>,)>(&mut t)
+        .await?
+        .0;
+    assert_eq!(kept.as_deref(), Some("theirs"));
+    let (code, out, _) = verify(&src, &dst, &["--dbs", "0"]);
+    assert_eq!(code, Some(1), "without the routes: {out}");
+    let (code, _, err) = verify(&src, &dst, &routed[2..]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--dbs"), "{err}");
+    let all_dbs = dir.path().join("all.toml");
+    std::fs::write(
+        &all_dbs,
+        std::fs::read_to_string(&config)?.replace("dbs = [0]\n", ""),
+    )?;
+    let out = sync(&all_dbs);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--route-db needs exactly one source database"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -440,7 +440,7 @@ impl Filter {
     }
 
     /// The target databases the task writes to (its routes' included).
-    fn written_target_dbs(&self) -> Vec<u32> {
+    pub fn written_target_dbs(&self) -> Vec<u32> {
         let mut dbs: Vec<u32> = self
             .written_source_dbs()
             .map(|d| self.target_db(d))

@@ -583,7 +583,7 @@ async fn scan_owned(
         cursor = next.to_vec();
         for key in keys.iter().filter_map(Frame::as_bytes) {
             scanned += 1;
-            if found.len() < 100 && filter.owns_key(key) {
+            if found.len() < 100 && filter.owns_key_in(db, key) {
                 found.push(String::from_utf8_lossy(key).into_owned());
             }
         }
