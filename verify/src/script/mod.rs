@@ -76,7 +76,7 @@ impl ScriptScope {
         let Some(script) = &options.script else {
             return Ok(None);
         };
-        refuse_with(options)?;
+        check_options(options)?;
         let runner = Runner::load(&script.file, &script.code, script.timeout, script.memory)?;
         Ok(Some(ScriptScope {
             runner,
@@ -138,8 +138,11 @@ impl ScriptScope {
     }
 }
 
-/// What a run with a script refuses, and why.
-fn refuse_with(options: &CompareOptions) -> Result<(), String> {
+/// What a run with a script refuses, and why (nothing without a script).
+pub fn check_options(options: &CompareOptions) -> Result<(), String> {
+    if options.script.is_none() {
+        return Ok(());
+    }
     let rule = if !options.renames.is_empty() || !options.rules.rename_regex.is_empty() {
         "--rename-prefix / --rename-regex (the sync refuses them with a script: rename in the script)"
     } else if matches!(options.ttl_rule, TtlRule::Cap(_) | TtlRule::Set(_)) {
