@@ -183,12 +183,6 @@ impl Sides {
                 }
             }
         }
-        out.tally.counts.compared += 1;
-        *out.tally
-            .counts
-            .per_type
-            .entry(kind_of(&value).to_owned())
-            .or_insert(0) += 1;
         if let Some(why) = model.unknown {
             scope.names_unknown(
                 db,
@@ -200,6 +194,12 @@ impl Sides {
             out.not_verified(db, key, why);
             return Ok(());
         }
+        out.tally.counts.compared += 1;
+        *out.tally
+            .counts
+            .per_type
+            .entry(kind_of(&value).to_owned())
+            .or_insert(0) += 1;
         let payload = match &value {
             SourceValue::Dump { payload, .. } => Some(payload.as_slice()),
             _ => None,

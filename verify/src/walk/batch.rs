@@ -671,6 +671,9 @@ pub(crate) async fn extra_batch(
     for ((key, name), d) in absent.into_iter().zip(dh) {
         if extra_on_target(&d, &ctx.ttl) && ctx.type_kept(&d.kind) {
             let detail = match (renames, name) {
+                (false, _) if ctx.scripted(&key) => {
+                    "under a name the script touches, and not written by it".into()
+                }
                 (false, _) => String::new(),
                 (true, Some(name)) => {
                     renamed_detail(String::new(), "target key; source name", &name)
