@@ -112,8 +112,8 @@ pub struct ScriptOptions {
     pub timeout: Duration,
     /// `--script-memory`: bytes the Lua state may hold.
     pub memory: usize,
-    /// Bytes of one scripted source key's value verify holds at most; a bigger key
-    /// is NOT VERIFIED.
+    /// Bytes of scripted source values verify holds at most, all keys in flight
+    /// together; a key bigger than this is NOT VERIFIED.
     pub value_bytes: usize,
     /// Bytes of target names the script produced that one database keeps for the
     /// extra-key check; beyond, extra keys of the database are not checked.

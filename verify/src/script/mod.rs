@@ -12,6 +12,12 @@
 //! touch are compared by the ordinary walk, as without a script ([`crate::walk`]:
 //! the source pass skips scripted keys).
 //!
+//! # Memory
+//! Keys are judged several at once; together they hold at most
+//! [`ScriptOptions::value_bytes`] of values (a share by `MEMORY USAGE` each, or the
+//! whole budget for a key whose size the server does not give), plus the produced
+//! names below.
+//!
 //! # What is NOT VERIFIED (never CONSISTENT)
 //! A key whose commands the model does not know (the command is named), a key too
 //! big to hold ([`ScriptOptions::value_bytes`]), a stream or module value whose
@@ -60,6 +66,9 @@ pub(crate) struct ScriptScope {
     pub(crate) runner: Runner,
     pub(crate) options: ScriptOptions,
     produced: Mutex<HashMap<u32, Produced>>,
+    /// The bytes of values the keys in flight may hold together
+    /// ([`ScriptOptions::value_bytes`]), in KiB permits.
+    budget: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for ScriptScope {
@@ -82,7 +91,24 @@ impl ScriptScope {
             runner,
             options: script.clone(),
             produced: Mutex::new(HashMap::new()),
+            budget: tokio::sync::Semaphore::new(budget_permits(script.value_bytes) as usize),
         }))
+    }
+
+    /// Holds a share of the budget of values for a key of about `bytes` (None: not
+    /// known, so the whole budget) until the guard drops.
+    pub(crate) async fn hold(
+        &self,
+        bytes: Option<u64>,
+    ) -> anyhow::Result<tokio::sync::SemaphorePermit<'_>> {
+        let all = budget_permits(self.options.value_bytes);
+        let want = bytes.map_or(all, |b| {
+            u32::try_from(b / 1024 + 1).unwrap_or(u32::MAX).min(all)
+        });
+        self.budget
+            .acquire_many(want)
+            .await
+            .map_err(|e| anyhow::anyhow!("the scripted keys' memory budget: {e}"))
     }
 
     /// Whether source key `key` goes through the script.
@@ -136,6 +162,13 @@ impl ScriptScope {
         let all = self.produced.lock().unwrap_or_else(|p| p.into_inner());
         all.get(&db).and_then(|p| p.unknown.clone())
     }
+}
+
+/// The budget of `bytes` in KiB permits (at least one).
+fn budget_permits(bytes: usize) -> u32 {
+    u32::try_from(bytes / 1024)
+        .unwrap_or(u32::MAX >> 4)
+        .clamp(1, u32::MAX >> 4)
 }
 
 /// What a run with a script refuses, and why (nothing without a script).

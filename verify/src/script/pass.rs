@@ -3,14 +3,15 @@
 //! (see [`crate::script`]). It runs before the database's ordinary walk, so the
 //! target pass knows which target names the script produced.
 //!
-//! Memory: one source key's value and its model at a time, and the produced names
-//! ([`crate::script::ScriptScope`], bounded). Keys are read one after the other on
-//! one connection per side (verify's script path favours plain code over speed).
+//! Memory: the values and models of the keys in flight, and the produced names
+//! ([`crate::script::ScriptScope`], bounded). `8 x workers` source keys are judged at
+//! once, their reads multiplexed on one connection per side, each key's commands in
+//! order; a batch's outcomes are added up in SCAN order.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::read::side::Conn;
 use crate::report::difference::Difference;
@@ -69,6 +70,59 @@ impl ScriptTally {
     }
 }
 
+/// What one source key gave.
+#[derive(Default)]
+struct KeyOutcome {
+    /// TYPE of the key, when it was judged (not gone, not NOT VERIFIED as a whole).
+    judged: Option<String>,
+    diffs: Vec<Difference>,
+    /// (key, why): the source key, or a target key it wrote.
+    not_verified: Vec<(Vec<u8>, String)>,
+}
+
+impl ScriptTally {
+    fn absorb(&mut self, db: u32, key: &[u8], outcome: KeyOutcome, max_listed: usize) {
+        if let Some(kind) = outcome.judged {
+            self.tally.counts.compared += 1;
+            *self.tally.counts.per_type.entry(kind).or_insert(0) += 1;
+        }
+        for d in outcome.diffs {
+            self.differs(db, key, d, max_listed);
+        }
+        for (name, why) in outcome.not_verified {
+            self.not_verified(db, &name, why);
+        }
+    }
+}
+
+/// Source keys judged at once (their reads multiplexed on one connection per side).
+fn in_flight(ctx: &Ctx) -> usize {
+    ctx.options.workers.max(1) * 8
+}
+
+/// Judges `keys` of `db`, [`in_flight`] at a time, in order.
+async fn judge_keys(
+    ctx: &Ctx,
+    scope: &ScriptScope,
+    side: &Sides,
+    db: u32,
+    keys: Vec<Vec<u8>>,
+    out: &mut ScriptTally,
+) -> anyhow::Result<()> {
+    let outcomes: Vec<(Vec<u8>, KeyOutcome)> = futures::stream::iter(keys)
+        .map(|key| async move {
+            let outcome = side.key(ctx, scope, db, &key).await?;
+            Ok::<_, anyhow::Error>((key, outcome))
+        })
+        .buffered(in_flight(ctx))
+        .try_collect()
+        .await?;
+    for (key, outcome) in outcomes {
+        out.absorb(db, &key, outcome, ctx.options.max_listed);
+    }
+    Ok(())
+}
+
 /// One database's scripted keys: scanned on the source, each judged.
 pub(crate) async fn script_db(
     ctx: &Ctx,
@@ -85,7 +139,7 @@ pub(crate) async fn script_db(
         Limiter::new(ctx.options.keys_per_second),
         &touched,
     ));
-    let mut side = Sides::open(pools).await;
+    let side = Sides::open(pools).await;
     if ctx.threshold.is_some() {
         scope.names_unknown(
             db,
@@ -93,9 +147,7 @@ pub(crate) async fn script_db(
         );
     }
     while let Some(batch) = keys.next().await {
-        for key in batch?.keys {
-            side.key(ctx, scope, db, &key, out).await?;
-        }
+        judge_keys(ctx, scope, &side, db, batch?.keys, out).await?;
     }
     Ok(())
 }
@@ -109,11 +161,8 @@ pub(crate) async fn recheck(
     keys: &[Vec<u8>],
     out: &mut ScriptTally,
 ) -> anyhow::Result<()> {
-    let mut side = Sides::open(pools).await;
-    for key in keys {
-        side.key(ctx, scope, db, key, out).await?;
-    }
-    Ok(())
+    let side = Sides::open(pools).await;
+    judge_keys(ctx, scope, &side, db, keys.to_vec(), out).await
 }
 
 /// One connection per side, and whether each side answers HPEXPIRETIME.
@@ -137,19 +186,42 @@ impl Sides {
         }
     }
 
+    /// A key too big to hold: NOT VERIFIED, and the names it would produce unknown.
+    fn too_big(&self, scope: &ScriptScope, db: u32, key: &[u8], why: String) -> KeyOutcome {
+        scope.names_unknown(
+            db,
+            format!(
+                "scripted key {:?} was not read (too big), so the names it produces are unknown",
+                String::from_utf8_lossy(key)
+            ),
+        );
+        KeyOutcome {
+            not_verified: vec![(key.to_vec(), why)],
+            ..KeyOutcome::default()
+        }
+    }
+
     /// One source key: read, recreated, through the script, modelled, judged.
     async fn key(
-        &mut self,
+        &self,
         ctx: &Ctx,
         scope: &ScriptScope,
         db: u32,
         key: &[u8],
-        out: &mut ScriptTally,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<KeyOutcome> {
+        let mut out = KeyOutcome::default();
+        let (mut src, mut dst) = (self.src.clone(), self.dst.clone());
         let limits = Limits {
             value_bytes: scope.options.value_bytes,
         };
-        let read = recreate::read(&mut self.src, key, limits, self.src_field_ttls)
+        let usage = recreate::memory_usage(&mut src, key).await?;
+        if let Some(bytes) = usage.filter(|&b| b > limits.value_bytes as u64) {
+            return Ok(self.too_big(scope, db, key, format!("MEMORY USAGE says {bytes} bytes, above verify's limit for a scripted key ({} bytes)", limits.value_bytes)));
+        }
+        // The budget of values held at once: the key's estimate, or all of it when
+        // the server gives none (the key is then judged alone).
+        let _held = scope.hold(usage).await?;
+        let read = recreate::read(&mut src, key, limits, self.src_field_ttls)
             .await
             .with_context(|| {
                 format!(
@@ -158,12 +230,8 @@ impl Sides {
                 )
             })?;
         let (value, expiry) = match read {
-            Read::Gone => return Ok(()),
-            Read::TooBig(why) => {
-                scope.names_unknown(db, format!("scripted key {:?} was not read (too big), so the names it produces are unknown", String::from_utf8_lossy(key)));
-                out.not_verified(db, key, why);
-                return Ok(());
-            }
+            Read::Gone => return Ok(out),
+            Read::TooBig(why) => return Ok(self.too_big(scope, db, key, why)),
             Read::Value(value, expiry) => (value, expiry),
         };
         let extension = ctx.options.ttl_extension.as_millis() as i64;
@@ -191,15 +259,10 @@ impl Sides {
                     String::from_utf8_lossy(key)
                 ),
             );
-            out.not_verified(db, key, why);
-            return Ok(());
+            out.not_verified.push((key.to_vec(), why));
+            return Ok(out);
         }
-        out.tally.counts.compared += 1;
-        *out.tally
-            .counts
-            .per_type
-            .entry(kind_of(&value).to_owned())
-            .or_insert(0) += 1;
+        out.judged = Some(kind_of(&value).to_owned());
         let payload = match &value {
             SourceValue::Dump { payload, .. } => Some(payload.as_slice()),
             _ => None,
@@ -217,10 +280,10 @@ impl Sides {
                 continue; // deleted: the target pass finds it if it is there
             };
             if !scope.record(db, target_key, key) {
-                out.not_verified(db, key, format!("target key {:?} is written from two source keys; verify judges each source key's commands alone", String::from_utf8_lossy(target_key)));
+                out.not_verified.push((key.to_vec(), format!("target key {:?} is written from two source keys; verify judges each source key's commands alone", String::from_utf8_lossy(target_key))));
                 continue;
             }
-            let judged = judge(&mut self.src, &mut self.dst, target_key, entry, &origin)
+            let judged = judge(&mut src, &mut dst, target_key, entry, &origin)
                 .await
                 .with_context(|| {
                     format!(
@@ -230,11 +293,11 @@ impl Sides {
                 })?;
             match judged {
                 Judged::Same => {}
-                Judged::Differs(d) => out.differs(db, key, d, ctx.options.max_listed),
-                Judged::NotVerified(why) => out.not_verified(db, target_key, why),
+                Judged::Differs(d) => out.diffs.push(d),
+                Judged::NotVerified(why) => out.not_verified.push((target_key.clone(), why)),
             }
         }
-        Ok(())
+        Ok(out)
     }
 }
 

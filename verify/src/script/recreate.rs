@@ -15,7 +15,7 @@
 //! - then the key's expiry as `PEXPIREAT key unix-ms` (with `--extend-ttl` added).
 //!
 //! Memory: a key is read whole, so a key whose value exceeds the limit
-//! ([`Limits::value_bytes`]: by `MEMORY USAGE` before the read when the server
+//! ([`Limits::value_bytes`]: by [`memory_usage`] before the read when the server
 //! answers it, and by the bytes read) is not read on: it is NOT VERIFIED, with the
 //! reason.
 
@@ -67,8 +67,9 @@ pub enum Read {
     TooBig(String),
 }
 
-/// Reads source key `key` (TYPE, its size, its value, PTTL; field expiries with
-/// `HPEXPIRETIME` when `field_ttls` says the server has it).
+/// Reads source key `key` (TYPE, its value, PTTL; field expiries with
+/// `HPEXPIRETIME` when `field_ttls` says the server has it); a value of more than
+/// `limits.value_bytes` is [`Read::TooBig`] (the caller asks [`memory_usage`] first).
 pub async fn read(
     conn: &mut (impl ConnectionLike + Send),
     key: &[u8],
@@ -78,9 +79,6 @@ pub async fn read(
     let kind: String = query(conn, redis::cmd("TYPE").arg(key), "TYPE").await?;
     if kind == "none" {
         return Ok(Read::Gone);
-    }
-    if let Some(why) = too_big(conn, key, limits).await? {
-        return Ok(Read::TooBig(why));
     }
     let value = match kind.as_str() {
         "string" => {
@@ -139,27 +137,22 @@ pub async fn read(
     Ok(Read::Value(value, (pttl >= 0).then(|| unix_ms() + pttl)))
 }
 
-/// Why the key is too big to read, from `MEMORY USAGE` (None when it is not, or the
-/// server does not answer it: the bytes read are checked after).
-async fn too_big(
+/// `MEMORY USAGE key`: the server's estimate of the key's bytes (None: it does not
+/// answer, e.g. an ACL without MEMORY; the bytes read are checked after).
+pub async fn memory_usage(
     conn: &mut (impl ConnectionLike + Send),
     key: &[u8],
-    limits: Limits,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Option<u64>> {
     let usage: redis::RedisResult<Option<u64>> = redis::cmd("MEMORY")
         .arg("USAGE")
         .arg(key)
         .query_async(conn)
         .await;
-    Ok(match usage {
-        Ok(Some(bytes)) if bytes > limits.value_bytes as u64 => Some(format!(
-            "MEMORY USAGE says {bytes} bytes, above verify's limit for a scripted key ({} bytes)",
-            limits.value_bytes
-        )),
-        Ok(_) => None,
-        Err(e) if e.is_io_error() => return Err(e).context("MEMORY USAGE"),
-        Err(_) => None,
-    })
+    match usage {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.is_io_error() => Err(e).context("MEMORY USAGE"),
+        Err(_) => Ok(None),
+    }
 }
 
 /// A hash's fields, values and field expiries.
