@@ -22,7 +22,8 @@
 //! - `transform` returns `nil` (the input unchanged) or an array of commands, each an
 //!   array of strings or integers; a `db` field is refused, as are MULTI, EXEC,
 //!   SELECT, FLUSHALL, FLUSHDB, SWAPDB, EVAL, EVALSHA, EVAL_RO, EVALSHA_RO, FCALL and
-//!   FCALL_RO (the sync stops the task on them, so verify stops too).
+//!   FCALL_RO, and a command whose first key is a `LOCKSTEP_` one (the sync stops the
+//!   task on them, so verify stops too).
 //!
 //! An error (Lua's, a limit, a refused output) is a [`CallError`] naming the command,
 //! the key and the script's `file:line:`; verify stops on it.
@@ -356,11 +357,17 @@ fn read_output(result: Value) -> Result<Output, String> {
     Ok(Output::Commands(commands))
 }
 
-/// Refuses the documented commands a script may not return.
+/// Refuses the documented commands a script may not return, and a write of
+/// lockstep's own keys (its first key; the commands verify models name it first).
 fn refuse(argv: &[Vec<u8>]) -> Result<(), String> {
     let name = String::from_utf8_lossy(&argv[0]).to_uppercase();
     if REFUSED.contains(&name.as_str()) {
         return Err(format!("it returned {name}, which a script may not"));
+    }
+    if argv.get(1).is_some_and(|key| key.starts_with(b"LOCKSTEP_")) {
+        return Err(format!(
+            "it returned {name} of a LOCKSTEP_ key, which is lockstep's own"
+        ));
     }
     Ok(())
 }
@@ -469,6 +476,10 @@ mod tests {
             ("function transform() return {{}} end", "empty"),
             ("function transform() return {{'SET', {}}} end", "table"),
             ("function transform(d, a) a.db = 1 return {a} end", "db = N"),
+            (
+                "function transform() return {{'SET', 'LOCKSTEP_X', 'v'}} end",
+                "LOCKSTEP_",
+            ),
         ] {
             let err = load(code)
                 .expect("loads")
