@@ -187,3 +187,67 @@ pub fn check_options(options: &CompareOptions) -> Result<(), String> {
     };
     Err(format!("--script cannot be combined with {rule}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(names_bytes: usize) -> ScriptScope {
+        let mut script = ScriptOptions::new("t.lua", b"function transform() end".to_vec());
+        script.names_bytes = names_bytes;
+        let options = CompareOptions {
+            script: Some(script),
+            ..CompareOptions::default()
+        };
+        ScriptScope::load(&options)
+            .expect("loads")
+            .expect("a script")
+    }
+
+    #[test]
+    fn produced_names_know_their_source_and_give_up_past_the_bound() {
+        let s = scope(1 << 20);
+        assert!(s.record(0, b"u:1", b"user:1"));
+        assert!(
+            s.record(0, b"u:1", b"user:1"),
+            "the same source again (a round)"
+        );
+        assert!(!s.record(0, b"u:1", b"user:2"), "a second source key");
+        assert!(s.produced(0, b"u:1") && !s.produced(1, b"u:1"));
+        assert_eq!(s.extras_unchecked(0), None);
+        let small = scope(100);
+        for i in 0..10 {
+            small.record(0, format!("key:{i}").as_bytes(), b"s");
+        }
+        assert!(small
+            .extras_unchecked(0)
+            .is_some_and(|why| why.contains("outgrew")));
+        assert!(
+            !small.produced(0, b"key:0"),
+            "the names are dropped, not kept"
+        );
+    }
+
+    #[test]
+    fn rules_a_script_cannot_follow_are_refused() {
+        let with = |f: fn(&mut CompareOptions)| {
+            let mut options = CompareOptions {
+                script: Some(ScriptOptions::new("t.lua", Vec::new())),
+                ..CompareOptions::default()
+            };
+            f(&mut options);
+            check_options(&options)
+        };
+        assert!(with(|_| {}).is_ok());
+        assert!(with(|o| o.renames = vec![(b"a".to_vec(), b"b".to_vec())])
+            .is_err_and(|e| e.contains("--rename-prefix")));
+        assert!(
+            with(|o| o.ttl_rule = TtlRule::Cap(std::time::Duration::from_secs(9)))
+                .is_err_and(|e| e.contains("--ttl-cap"))
+        );
+        assert!(with(|o| o.ttl_rule = TtlRule::Remove).is_ok());
+        assert!(
+            with(|o| o.keys = Some(Default::default())).is_err_and(|e| e.contains("--keys-from"))
+        );
+    }
+}
