@@ -496,6 +496,20 @@ pub struct VerifyArgs {
     /// extra key is reported by its target name (and --recheck reads it so).
     #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename_prefix)]
     pub rename_prefix: Vec<(String, String)>,
+    /// The sync ran with --script FILE.lua: each source key the script touches is
+    /// recreated as commands, run through the script (verify's own sandboxed Lua) and
+    /// the result compared with the target (docs/transforms.md, "Verifying a scripted
+    /// sync"). A key whose result verify cannot model is NOT VERIFIED; a script error
+    /// stops verify.
+    #[arg(long, value_name = "FILE.lua")]
+    pub script: Option<PathBuf>,
+    /// Milliseconds one call of the script's transform may take (1 to 60000), as for
+    /// `sync`.
+    #[arg(long, default_value_t = 100, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub script_timeout: u64,
+    /// MiB the script's Lua state may use (1 to 4096), as for `sync`.
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub script_memory: u64,
     /// The sync's declarative rules (docs/transforms.md), to verify a transformed sync.
     #[command(flatten)]
     pub rules: VerifyRuleArgs,

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lockstep_verify::{
-    compare, output, CompareOptions, KeyList, Report, RuleSpec, Sample, TtlRule, Verdict,
+    compare, output, CompareOptions, KeyList, Report, RuleSpec, Sample, ScriptOptions, TtlRule,
+    Verdict,
 };
 
 use crate::args::{VerifyArgs, VerifyModeArg, VerifyRuleArgs};
@@ -64,12 +65,40 @@ fn options(args: &VerifyArgs) -> anyhow::Result<CompareOptions> {
         renames: renames(&args.rename_prefix, "--rename-prefix")?,
         ttl_rule: ttl_rule(&args.rules),
         rules: rule_spec(&args.rules),
+        script: args
+            .script
+            .as_deref()
+            .map(|path| script_options(path, args.script_timeout, args.script_memory, "--script"))
+            .transpose()?,
         ..defaults
     })
     .and_then(|options| {
         lockstep_verify::rules::Rules::check(&options).map_err(anyhow::Error::msg)?;
+        lockstep_verify::script::check_options(&options).map_err(anyhow::Error::msg)?;
         Ok(options)
     })
+}
+
+/// A script's options from its file and limits (`--script-timeout` ms,
+/// `--script-memory` MiB), loaded once here so that an unreadable file, a syntax
+/// error (with its line) or a missing `transform` is refused before any connection.
+/// `option` names where the path came from in the error.
+pub(crate) fn script_options(
+    path: &std::path::Path,
+    timeout_ms: u64,
+    memory_mib: u64,
+    option: &str,
+) -> anyhow::Result<ScriptOptions> {
+    let file = path.display().to_string();
+    let code = std::fs::read(path).with_context(|| {
+        format!("{option} {file}: cannot read it (fix: the path of the sync's script)")
+    })?;
+    let mut script = ScriptOptions::new(&file, code);
+    script.timeout = Duration::from_millis(timeout_ms);
+    script.memory = usize::try_from(memory_mib << 20).context("--script-memory")?;
+    lockstep_verify::script::lua::Runner::load(&file, &script.code, script.timeout, script.memory)
+        .map_err(|e| anyhow::anyhow!("{option}: {e}"))?;
+    Ok(script)
 }
 
 /// The TTL rule of the flags (clap lets at most one through).

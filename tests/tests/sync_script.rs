@@ -1,7 +1,7 @@
 //! `--script` end to end between real servers (issue 17, the script level): a prefix
 //! rename written in Lua over the churn, in the full copy and the stream, across kills,
-//! proven by verify with `--rename-prefix` rules (its own mapping code: verify never
-//! runs the script); a script that drops a key pattern and one that writes two
+//! proven by verify with `--rename-prefix` rules (its own mapping code) and by
+//! `verify --script` (verify's own Lua runner and model, the same file); a script that drops a key pattern and one that writes two
 //! commands for one; a script that errors, loops or allocates without bound stops the
 //! task with a clear message and nothing of the failing command's transaction reaches
 //! the target; big keys go through it in pieces, a stream key as its RESTORE; rules
@@ -22,7 +22,7 @@ use lockstep_testkit::harness::{verify_urls, wait_consistent, SyncTask};
 use lockstep_testkit::topology::{Cluster, ClusterSpec};
 use lockstep_testkit::Run;
 use lockstep_testkit::{RedisServer, RedisVersion, ServerConfig};
-use lockstep_verify::CompareOptions;
+use lockstep_verify::{CompareOptions, Report, ScriptOptions, Verdict};
 
 /// Renames `churn:` to `c2:` by the key positions lockstep passes: the prefix
 /// rename `--rename-prefix churn:=c2:` does, written as a script.
@@ -47,6 +47,44 @@ fn churn_rules() -> CompareOptions {
         renames: vec![(b"churn:".to_vec(), b"c2:".to_vec())],
         ..CompareOptions::default()
     }
+}
+
+/// verify with the sync's own script (`verify --script`): it runs the script itself
+/// on each source key's recreate commands and compares the result with the target.
+fn scripted(code: &str) -> CompareOptions {
+    CompareOptions {
+        script: Some(ScriptOptions::new("t.lua", code.as_bytes().to_vec())),
+        ..CompareOptions::default()
+    }
+}
+
+/// Waits until `verify --script` finds no difference, and requires CONSISTENT (no
+/// key NOT VERIFIED, extra keys checked).
+async fn consistent_by_script(
+    source: &RedisServer,
+    target: &RedisServer,
+    task: &mut SyncTask,
+    code: &str,
+) -> anyhow::Result<Report> {
+    let options = scripted(code);
+    let report = match wait_consistent(
+        &source.url(),
+        &target.url(),
+        std::slice::from_mut(task),
+        &options,
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        Ok(report) => report,
+        Err(e) => {
+            let last = verify_urls(&source.url(), &target.url(), &options).await?;
+            anyhow::bail!("verify --script: {e}; differences: {:?}", last.differences);
+        }
+    };
+    assert_eq!(report.verdict(), Verdict::Consistent, "{report}");
+    assert!(report.scripted_keys > 0, "{report}");
+    Ok(report)
 }
 
 async fn key_names(server: &RedisServer) -> anyhow::Result<BTreeSet<String>> {
@@ -118,6 +156,12 @@ async fn the_scripted_rename_of_the_churn_survives_kills_and_verifies() -> anyho
             }
         };
         assert!(verified.keys_compared > 100, "{verified}");
+        let by_script = consistent_by_script(&source, &target, &mut task, CHURN_RENAME).await?;
+        assert_eq!(
+            by_script.scripted_keys, by_script.keys_compared,
+            "{by_script}"
+        );
+        assert!(by_script.scripted_keys > 100, "{by_script}");
         let plain = verify_urls(&source.url(), &target.url(), &CompareOptions::default()).await?;
         assert!(
             !plain.is_consistent(),
@@ -131,6 +175,7 @@ async fn the_scripted_rename_of_the_churn_survives_kills_and_verifies() -> anyho
         );
         assert!(names.iter().any(|k| k.starts_with("c2:")), "{names:?}");
         eprintln!("{from} -> {to}: {} churn ops, {verified}", report.ops);
+        eprintln!("{from} -> {to}: verify --script: {by_script}");
         task.finish().await?;
     }
     Ok(())
@@ -189,6 +234,24 @@ end
     assert_eq!(value, "w");
     let ttl: i64 = t.run("TTL copy:dup:new").await?;
     assert!(ttl > 900, "the copy carries the SET's EX: {ttl}");
+    // verify --script judges the target against the script's output for each key's
+    // recreate commands (SET, then PEXPIREAT). This script copies a SET, so the
+    // stream's `SET dup:new w EX 1000` wrote the copy with its expiry while the
+    // recreate's PEXPIREAT, returned unchanged, gives the copy none: the one
+    // difference, named. Everything else is the transform of the source.
+    let report = verify_urls(&source.url(), &target.url(), &scripted(code)).await?;
+    let found: Vec<(String, &str)> = report
+        .differences
+        .iter()
+        .map(|d| {
+            (
+                String::from_utf8_lossy(&d.key).into_owned(),
+                d.kind.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(found, [("copy:dup:new".to_owned(), "ttl")], "{report}");
+    assert_eq!(report.scripted_keys, 103, "{report}"); // 50 + 1 secret strings, a secret hash, 51 dup
     task.finish().await?;
     Ok(())
 }
@@ -380,6 +443,8 @@ async fn big_keys_go_through_the_script_in_pieces() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(verified.keys_compared, 6, "{verified}");
+    let by_script = consistent_by_script(&source, &target, &mut task, rename).await?;
+    assert_eq!(by_script.scripted_keys, 6, "{by_script}");
     let mut t = target.client().await?;
     let ttl: i64 = t.run("TTL u:biglist").await?;
     assert!(ttl > 6000, "{ttl}");

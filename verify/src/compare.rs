@@ -25,7 +25,8 @@
 //!   then `DUMP` of those of at most `dump_elements_max` elements (byte-equal payloads
 //!   are equal values: the *fast path*); any other pair is read again as chunked
 //!   digests ([`crate::digest`]). Once one pair of payloads shows two different RDB
-//!   versions, DUMP is skipped for the rest of the run. No Lua script is ever run.
+//!   versions, DUMP is skipped for the rest of the run. No Lua script is ever run on
+//!   a server.
 //! - The target pass, after it: SCAN batches of the target's keys, one multi-key
 //!   `EXISTS` per batch on the source, per-key EXISTS only for a batch with an absent
 //!   key. It is skipped when counts prove there is no extra key: neither side changed
@@ -79,7 +80,15 @@
 //! one ([`Report::absorb`]): counts added, differences listed together, coverage
 //! joined.
 //!
-//! It must never write to either Redis, run a script, or claim more than was read.
+//! # A scripted sync
+//! With [`CompareOptions::script`], each database's keys the script touches are
+//! judged first by [`crate::script`] (read, recreated, run through verify's own Lua
+//! runner, modelled, compared), then the ordinary walk compares the other keys; its
+//! target pass knows the names the script produced. Scripted differences are read
+//! again in later rounds by their source keys; keys NOT VERIFIED are gaps.
+//!
+//! It must never write to either Redis, run a script on a server, or claim more than
+//! was read.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -91,6 +100,7 @@ pub use crate::report::run::{Report, TargetPass, Verdict};
 
 use crate::report::coverage::{Coverage, SampleCoverage};
 use crate::report::track::Differences;
+use crate::script::pass::{recheck, script_db, ScriptTally};
 use crate::walk::context::{Ctx, RouteView};
 use crate::walk::passes::{check_keys, check_target_keys, refind, walk_db};
 use crate::walk::plan::{plan, threshold};
@@ -154,23 +164,41 @@ async fn compare_view(
     let ctx = Arc::new(Ctx::new(options, threshold.map(|(_, t)| t))?.in_view(view));
     let mut report = Report::default();
     let mut tally = Tally::new(options.max_listed);
-    first_round(&ctx, source, target, &mut coverage, &mut report, &mut tally).await?;
+    let mut scripted = ScriptTally::new(options.max_listed);
+    first_round(
+        &ctx,
+        source,
+        target,
+        &mut coverage,
+        &mut report,
+        &mut tally,
+        &mut scripted,
+    )
+    .await?;
     report.fingerprint_bytes = tally.diffs.fingerprint_bytes();
-    report.round_differences.push(tally.diffs.len());
-    let first = tally.diffs.len();
+    let count = |t: &Tally, s: &ScriptTally| t.diffs.len() + s.tally.diffs.len();
+    report.round_differences.push(count(&tally, &scripted));
+    let first = count(&tally, &scripted);
     for _ in 1..options.rounds.max(1) {
-        if tally.diffs.is_empty() {
+        let script_pending = scripted.differing.as_ref().is_some_and(|d| !d.is_empty());
+        if tally.diffs.is_empty() && !script_pending {
             break;
         }
         tokio::time::sleep(options.round_pause).await;
-        let previous = std::mem::replace(&mut tally.diffs, Differences::new(0));
-        tally.diffs = next_round(&ctx, source, target, previous).await?;
+        if !tally.diffs.is_empty() {
+            let previous = std::mem::replace(&mut tally.diffs, Differences::new(0));
+            tally.diffs = next_round(&ctx, source, target, previous).await?;
+        }
+        if script_pending {
+            scripted = script_round(&ctx, source, target, scripted).await?;
+        }
         report.fingerprint_bytes = report
             .fingerprint_bytes
             .max(tally.diffs.fingerprint_bytes());
-        report.round_differences.push(tally.diffs.len());
+        report.round_differences.push(count(&tally, &scripted));
     }
-    report.vanished = first.saturating_sub(tally.diffs.len());
+    report.vanished = first.saturating_sub(count(&tally, &scripted));
+    fold_scripted(&mut tally, &mut coverage, &mut report, scripted);
     fill(&mut report, tally, coverage);
     report.elapsed = started.elapsed();
     Ok(report)
@@ -185,6 +213,7 @@ async fn first_round(
     coverage: &mut Coverage,
     report: &mut Report,
     tally: &mut Tally,
+    scripted: &mut ScriptTally,
 ) -> anyhow::Result<()> {
     for db in std::mem::take(&mut coverage.compared) {
         let pools = match Pools::connect(ctx, source, target, db).await? {
@@ -195,6 +224,9 @@ async fn first_round(
             }
         };
         coverage.compared.push(db);
+        if let Some(scope) = &ctx.script {
+            script_db(ctx, scope, &pools, db, scripted).await?;
+        }
         let pass = match &ctx.options.keys {
             Some(list) => {
                 let keys = list.get(&db).cloned().unwrap_or_default();
@@ -207,9 +239,51 @@ async fn first_round(
             }
             None => walk_db(ctx, &pools, db, tally).await?,
         };
+        let unchecked = ctx.script.as_ref().and_then(|s| s.extras_unchecked(db));
+        if let (Some(why), TargetPass::Scanned) = (unchecked, pass) {
+            coverage.extras_unchecked.insert(db, why);
+        }
         report.target_pass.insert(db, pass);
     }
     Ok(())
+}
+
+/// A later round of the scripted keys: the source keys with a difference read
+/// again (a round with more differing keys than are listed stands as found).
+async fn script_round(
+    ctx: &Arc<Ctx>,
+    source: &redis::Client,
+    target: &redis::Client,
+    mut scripted: ScriptTally,
+) -> anyhow::Result<ScriptTally> {
+    let (Some(scope), Some(differing)) = (&ctx.script, scripted.differing.take()) else {
+        return Ok(scripted);
+    };
+    let mut round = ScriptTally::new(ctx.options.max_listed);
+    round.not_verified = std::mem::take(&mut scripted.not_verified);
+    round.not_verified_count = scripted.not_verified_count;
+    for (db, keys) in differing {
+        let pools = Pools::connect(ctx, source, target, db)
+            .await?
+            .map_err(|why| anyhow::anyhow!("re-reading database {db}: {why}"))?;
+        recheck(ctx, scope, &pools, db, &keys, &mut round).await?;
+    }
+    round.tally.counts = scripted.tally.counts;
+    Ok(round)
+}
+
+/// The scripted pass's counts, differences and keys NOT VERIFIED (a gap) into the
+/// run's.
+fn fold_scripted(
+    tally: &mut Tally,
+    coverage: &mut Coverage,
+    report: &mut Report,
+    scripted: ScriptTally,
+) {
+    report.scripted_keys = scripted.tally.counts.compared;
+    coverage.not_verified = scripted.not_verified;
+    coverage.not_verified_count = scripted.not_verified_count;
+    tally.merge(scripted.tally);
 }
 
 /// A later round: only the differing keys of the previous one read again (the
@@ -231,7 +305,9 @@ async fn next_round(
             listed.entry(d.db).or_default().push(d.key.clone());
             continue;
         }
-        match ctx.map.source_key(&d.key) {
+        // With a script, a key under a touched name has no source key of its name.
+        let source = ctx.map.source_key(&d.key).filter(|_| !ctx.scripted(&d.key));
+        match source {
             Some(source) => listed.entry(d.db).or_default().push(source.into_owned()),
             None => target_only.entry(d.db).or_default().push(d.key.clone()),
         }

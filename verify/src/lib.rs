@@ -15,6 +15,9 @@
 //! - [`rules`]: the declarative rules of issue 17 (filters by glob, regex and type,
 //!   dropped hash fields, renames by regex), checked and compiled at the start of a
 //!   run; verify's own implementation of the sync's contract.
+//! - [`script`]: `--script` (issue 17): the source keys a Lua script touches read,
+//!   recreated as commands, run through verify's own Lua runner, modelled and
+//!   compared with the target; verify's own implementation of the sync's contract.
 //! - `walk/`: which keys, in which batches, on which connections, how fast: the plan,
 //!   the connection pools, SCAN batches at a bounded rate, the scheduler (`workers`
 //!   batches in flight), the source, target and key-list passes, one batch's reads in
@@ -34,7 +37,8 @@
 //! No module imports a module that imports it back: `compare` → `walk` → `read`,
 //! `judge`, `report`; `judge` → `read`'s data and `report`'s types; `read` → `report`'s
 //! coverage types only; `report` → `options` only; `rules` → `options` only (and
-//! `keymap` and `walk` → `rules`).
+//! `keymap` and `walk` → `rules`); `script` → `read`, `report`, `rules`, `options`, and
+//! `walk`'s scan (`walk` → `script`'s scope).
 
 pub mod compare;
 pub(crate) mod judge;
@@ -43,13 +47,14 @@ pub mod options;
 pub mod read;
 pub mod report;
 pub mod rules;
+pub mod script;
 pub(crate) mod walk;
 
 pub use compare::{
     compare, CompareOptions, Difference, DifferenceKind, KeyList, Report, Sample, TargetPass,
     Verdict,
 };
-pub use options::{RuleSpec, TtlRule};
+pub use options::{RuleSpec, ScriptOptions, TtlRule};
 pub use read::{canonical, digest, long_string, side};
 pub use report::coverage::Coverage;
 pub use report::{output, statement, track};

@@ -96,6 +96,43 @@ pub struct CompareOptions {
     /// dropped hash fields, renames by regex): checked and compiled at the start of
     /// a run by [`crate::rules::Rules::check`].
     pub rules: RuleSpec,
+    /// The sync's `--script` (docs/transforms.md, "Verifying a scripted sync"):
+    /// the keys it touches are judged by running it ([`crate::script`]).
+    pub script: Option<ScriptOptions>,
+}
+
+/// What `--script` asks (the sync's flags of the same names, and verify's bounds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptOptions {
+    /// The file's name, for messages.
+    pub file: String,
+    /// The file's text (read by the caller).
+    pub code: Vec<u8>,
+    /// `--script-timeout`: one call of `transform` at most.
+    pub timeout: Duration,
+    /// `--script-memory`: bytes the Lua state may hold.
+    pub memory: usize,
+    /// Bytes of scripted source values verify holds at most, all keys in flight
+    /// together; a key bigger than this is NOT VERIFIED.
+    pub value_bytes: usize,
+    /// Bytes of target names the script produced that one database keeps for the
+    /// extra-key check; beyond, extra keys of the database are not checked.
+    pub names_bytes: usize,
+}
+
+impl ScriptOptions {
+    /// The options for this file, with the sync's default limits (100 ms, 64 MiB)
+    /// and verify's bounds (256 MiB per value, 256 MiB of names per database).
+    pub fn new(file: &str, code: Vec<u8>) -> ScriptOptions {
+        ScriptOptions {
+            file: file.to_owned(),
+            code,
+            timeout: Duration::from_millis(100),
+            memory: 64 << 20,
+            value_bytes: 256 << 20,
+            names_bytes: 256 << 20,
+        }
+    }
 }
 
 /// How the sync writes key expiries (hash field expiries are not touched).
@@ -194,6 +231,7 @@ impl Default for CompareOptions {
             renames: Vec::new(),
             ttl_rule: TtlRule::Keep,
             rules: RuleSpec::default(),
+            script: None,
         }
     }
 }

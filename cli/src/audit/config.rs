@@ -103,6 +103,12 @@ struct PairFile {
     /// `route_db = ["session:*=1"]`, as `--route-db`.
     #[serde(default)]
     route_db: Vec<String>,
+    /// The sync's `--script` (a path relative to the configuration file).
+    script: Option<PathBuf>,
+    #[serde(default = "script_timeout")]
+    script_timeout: u64,
+    #[serde(default = "script_memory")]
+    script_memory: u64,
     ttl_tolerance_ms: Option<u64>,
     workers: Option<usize>,
 }
@@ -115,6 +121,12 @@ fn one() -> u32 {
 }
 fn thousand() -> u64 {
     1000
+}
+fn script_timeout() -> u64 {
+    100
+}
+fn script_memory() -> u64 {
+    64
 }
 
 /// The audit's configuration, checked.
@@ -290,9 +302,11 @@ fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
                 })
                 .collect::<anyhow::Result<_>>()?,
         },
+        script: script(&p, base)?,
         ..defaults
     };
     lockstep_verify::rules::Rules::check(&options).map_err(|e| anyhow::anyhow!(as_keys(&e)))?;
+    lockstep_verify::script::check_options(&options).map_err(|e| anyhow::anyhow!(as_keys(&e)))?;
     Ok(Pair {
         connection: connection(&p, base)?,
         name: p.name,
@@ -302,6 +316,31 @@ fn check_pair(p: PairFile, base: &Path) -> anyhow::Result<Pair> {
         rotate_sample: p.rotate_sample,
         options,
     })
+}
+
+/// `script = "rename.lua"` (relative to the configuration file), with
+/// `script_timeout` (ms, 1 to 60000) and `script_memory` (MiB, 1 to 4096) as the
+/// sync's flags of those names; the file is loaded now, so a syntax error is refused
+/// with its line when the configuration is read.
+fn script(p: &PairFile, base: &Path) -> anyhow::Result<Option<lockstep_verify::ScriptOptions>> {
+    let Some(path) = &p.script else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        (1..=60_000).contains(&p.script_timeout),
+        "key `script_timeout` must be 1 to 60000 (milliseconds)"
+    );
+    anyhow::ensure!(
+        (1..=4096).contains(&p.script_memory),
+        "key `script_memory` must be 1 to 4096 (MiB)"
+    );
+    crate::verify::script_options(
+        &base.join(path),
+        p.script_timeout,
+        p.script_memory,
+        "key `script`",
+    )
+    .map(Some)
 }
 
 /// `ttl_remove = true`, `ttl_cap = "7d"`, `ttl_set = "1h"`: at most one.

@@ -87,6 +87,12 @@ pub struct Coverage {
     /// Target databases (the target's numbers) holding keys that no source database
     /// is written into (`--map-db`): out of scope, named in [`Coverage::scope`].
     pub unmapped_target: Vec<u32>,
+    /// `--script`: keys NOT VERIFIED (db, key, why), the first ones of
+    /// [`Coverage::not_verified_count`]; a gap.
+    pub not_verified: Vec<(u32, Vec<u8>, String)>,
+    pub not_verified_count: u64,
+    /// `--script`: databases whose extra keys were not checked, and why; a gap.
+    pub extras_unchecked: BTreeMap<u32, String>,
 }
 
 /// A sample's extent.
@@ -144,6 +150,26 @@ impl Coverage {
         }
         for (db, why) in &self.not_read {
             gaps.push(format!("database {db} not read: {why}"));
+        }
+        if self.not_verified_count > 0 {
+            let first: Vec<String> = self
+                .not_verified
+                .iter()
+                .take(3)
+                .map(|(db, key, why)| {
+                    format!("db {db} key {:?}: {why}", String::from_utf8_lossy(key))
+                })
+                .collect();
+            gaps.push(format!(
+                "{} scripted keys NOT VERIFIED ({})",
+                self.not_verified_count,
+                first.join("; ")
+            ));
+        }
+        for (db, why) in &self.extras_unchecked {
+            gaps.push(format!(
+                "database {db}: extra target keys were not checked ({why})"
+            ));
         }
         gaps
     }
@@ -239,6 +265,7 @@ impl Coverage {
             "source": side(&self.source),
             "target": side(&self.target),
             "gaps": self.gaps(),
+            "not_verified": self.not_verified_count,
         })
     }
 }

@@ -115,6 +115,7 @@ pub fn summary(report: &Report, options: &CompareOptions) -> serde_json::Value {
         "keys_per_second": report.keys_per_second().round(),
         "dbs": report.coverage.compared,
         "strings_compared_in_windows": report.strings_windowed,
+        "scripted_keys": report.scripted_keys,
         "long_string_bytes": options.long_string_bytes,
         "sample": sample,
         "ttl_tolerance_ms": options.ttl_tolerance.as_millis() as u64,

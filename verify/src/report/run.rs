@@ -83,6 +83,8 @@ pub struct Report {
     pub slots_covered: RoaringBitmap,
     /// Long strings compared in windows.
     pub strings_windowed: u64,
+    /// `--script`: source keys judged through the script (of `keys_compared`).
+    pub scripted_keys: u64,
     /// Which databases were compared, and everything that was not.
     pub coverage: Coverage,
     pub elapsed: Duration,
@@ -216,6 +218,9 @@ impl std::fmt::Display for Report {
         write!(f, "; compared {}", self.coverage.scope())?;
         if self.strings_windowed > 0 {
             write!(f, "; {} long strings in windows", self.strings_windowed)?;
+        }
+        if self.scripted_keys > 0 {
+            write!(f, "; {} keys judged through the script", self.scripted_keys)?;
         }
         write!(f, ")")?;
         for gap in self.coverage.gaps() {

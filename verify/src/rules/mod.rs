@@ -105,6 +105,9 @@ impl Rules {
         if let Some((_, db)) = routes.iter().find(|(_, db)| *db > 255) {
             return Err(format!("--route-db: database {db} is out of range 0..255"));
         }
+        if !routes.is_empty() && options.script.is_some() {
+            return Err("--script with --route-db: the sync refuses the pair (a task with a script owns its target databases whole), so no sync wrote such a target".into());
+        }
         if !routes.is_empty() && options.dbs.len() != 1 {
             return Err(
                 "--route-db needs exactly one source database, as the sync does (fix: add --dbs N)"

@@ -611,7 +611,25 @@ pub(crate) async fn extra_batch(
     for key in &keys {
         out.counts.slots.insert(u32::from(key_slot(key)));
     }
-    let names: Vec<Option<Cow<[u8]>>> = keys.iter().map(|k| ctx.map.source_key(k)).collect();
+    let keys = match &ctx.script {
+        // Produced by the script: judged by the scripted pass. Names unknown: no
+        // key can be called extra (the report says so).
+        Some(scope) if scope.extras_unchecked(db).is_some() => return Ok(out),
+        Some(scope) => keys
+            .into_iter()
+            .filter(|k| !scope.produced(db, k))
+            .collect(),
+        None => keys,
+    };
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    // A key under a name the script touches that it did not produce is no source
+    // key's image: the script writes that source key elsewhere.
+    let names: Vec<Option<Cow<[u8]>>> = keys
+        .iter()
+        .map(|k| ctx.map.source_key(k).filter(|_| !ctx.scripted(k)))
+        .collect();
     let asked: Vec<&[u8]> = names.iter().flatten().map(|name| name.as_ref()).collect();
     // One multi-key EXISTS answers for the whole batch when every key exists (the
     // common case); only otherwise is each key asked about.
@@ -653,6 +671,9 @@ pub(crate) async fn extra_batch(
     for ((key, name), d) in absent.into_iter().zip(dh) {
         if extra_on_target(&d, &ctx.ttl) && ctx.type_kept(&d.kind) {
             let detail = match (renames, name) {
+                (false, _) if ctx.scripted(&key) => {
+                    "under a name the script touches, and not written by it".into()
+                }
                 (false, _) => String::new(),
                 (true, Some(name)) => {
                     renamed_detail(String::new(), "target key; source name", &name)

@@ -10,6 +10,7 @@ use crate::judge::ttl::TtlRules;
 use crate::keymap::KeyMap;
 use crate::options::{CompareOptions, SYNC_CHECKPOINT_KEY};
 use crate::rules::Rules;
+use crate::script::ScriptScope;
 
 /// What every batch shares.
 pub(crate) struct Ctx {
@@ -32,6 +33,8 @@ pub(crate) struct Ctx {
     pub(crate) target_ttls: AtomicBool,
     /// With `--route-db`: the view this run compares ([`crate::compare`]).
     pub(crate) view: Option<RouteView>,
+    /// `--script`: the loaded script and the target names it produced.
+    pub(crate) script: Option<ScriptScope>,
 }
 
 /// One target database of a run with `--route-db`: only the source keys routed into
@@ -49,6 +52,7 @@ impl Ctx {
     /// when a rule is invalid ([`Rules::check`]).
     pub(crate) fn new(options: &CompareOptions, threshold: Option<u64>) -> anyhow::Result<Ctx> {
         let rules = Rules::check(options).map_err(anyhow::Error::msg)?;
+        let script = ScriptScope::load(options).map_err(anyhow::Error::msg)?;
         let map = KeyMap::new(options.db_map.clone(), options.renames.clone())
             .with_regexes(rules.renames.clone());
         Ok(Ctx {
@@ -62,6 +66,7 @@ impl Ctx {
             source_ttls: AtomicBool::new(false),
             target_ttls: AtomicBool::new(false),
             view: None,
+            script,
         })
     }
 
@@ -95,6 +100,12 @@ impl Ctx {
             let offset = t.wrapping_mul(self.options.sample_window);
             xxhash_rust::xxh3::xxh3_64(key).wrapping_sub(offset) < t
         })
+    }
+
+    /// Whether source key `key` goes through the script (then the scripted pass
+    /// judges it, not the ordinary walk).
+    pub(crate) fn scripted(&self, key: &[u8]) -> bool {
+        self.script.as_ref().is_some_and(|s| s.touches(key))
     }
 
     /// Whether target key `key` is compared: the prefixes and the sample judge its

@@ -45,7 +45,8 @@ pub(crate) async fn walk_db(
     let source_done = tokio::sync::Notify::new();
     let source_pass = async {
         let limiter = Limiter::new(ctx.options.keys_per_second);
-        let source_keys = scan(ctx, pools.src[0].clone(), false, limiter, &|_| true);
+        let unscripted = |k: &[u8]| !ctx.scripted(k);
+        let source_keys = scan(ctx, pools.src[0].clone(), false, limiter, &unscripted);
         let result = run_batches(pools, source_keys, tally, |s, d, keys| {
             compare_batch(ctx, s, d, db, keys, false)
         })
@@ -115,7 +116,10 @@ pub(crate) async fn check_keys(
     keys: Vec<Vec<u8>>,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| ctx.wanted(k)).collect();
+    let keys: Vec<Vec<u8>> = keys
+        .into_iter()
+        .filter(|k| ctx.wanted(k) && !ctx.scripted(k))
+        .collect();
     let batches = listed_batches(ctx, keys);
     run_batches(pools, stream::iter(batches), tally, |s, d, keys| {
         compare_batch(ctx, s, d, db, keys, true)
@@ -135,8 +139,9 @@ pub(crate) async fn refind(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let chosen = |key: &[u8]| fingerprints.contains(fingerprint(key)) && !known.contains(key);
+    let unscripted = |key: &[u8]| chosen(key) && !ctx.scripted(key);
     let limiter = Limiter::new(ctx.options.keys_per_second);
-    let source_keys = scan(ctx, pools.src[0].clone(), false, limiter, &chosen);
+    let source_keys = scan(ctx, pools.src[0].clone(), false, limiter, &unscripted);
     run_batches(pools, source_keys, tally, |s, d, keys| {
         compare_batch(ctx, s, d, db, keys, false)
     })
