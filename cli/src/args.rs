@@ -82,7 +82,8 @@ pub struct SyncArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Source URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis
-    /// Cluster for a cluster (one replica link per shard).
+    /// Cluster for a cluster (one replica link per shard); or file:///PATH of an RDB
+    /// file, plain or gzip-compressed, copied in mode full (docs/consistency.md).
     #[arg(long, env = "LOCKSTEP_SOURCE", hide_env_values = true)]
     pub source: String,
     /// Target URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis

@@ -51,9 +51,18 @@ const REPL_PING_PERIOD_SECS: u64 = 10;
 
 pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
-    let source = args.connection.endpoint(Side::Source, &args.source)?;
-    let (bases, all_options) = expand_targets(&args, &source).await?;
-    if !args.skip_precheck {
+    let file = source_file(&args)?;
+    let (bases, all_options) = match &file {
+        Some(path) => file_targets(&args, path)?,
+        None => {
+            let source = args.connection.endpoint(Side::Source, &args.source)?;
+            expand_targets(&args, &source).await?
+        }
+    };
+    if file.is_some() && !args.skip_precheck {
+        tracing::info!("the source is an RDB file: the precheck (which asks both servers) is not run; the target is checked as the copy writes to it");
+    }
+    if !args.skip_precheck && file.is_none() {
         // For a cluster source: every primary, each with the same credentials.
         for (index, options) in &all_options {
             run_precheck(&args, *index, options).await?;
@@ -65,9 +74,15 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     // (seen under load in CI: the first TERM ended it, with no drain).
     let signals = Signals::install();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let source_text = match &file {
+        Some(path) => format!("file://{}", path.display()),
+        None => bases
+            .first()
+            .map_or_else(|| args.source.clone(), |b| b.source.to_string()),
+    };
     let task = Arc::new(Task {
         name: task_name(&args),
-        source: source.to_string(),
+        source: source_text,
         started: Instant::now(),
         targets: std::sync::RwLock::new(Vec::new()),
     });
@@ -122,13 +137,57 @@ fn check_args(args: &SyncArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Per target, the options a cluster source is expanded from; then (target index,
+/// options) of every task.
+type Expanded = (Vec<SyncOptions>, Vec<(usize, SyncOptions)>);
+
+/// The RDB file of `--source file:///path` (plain or gzip: `lockstep_sync::source::
+/// rdb_file`), or None for a server. A file is read in mode `full` only: it has no
+/// command stream.
+fn source_file(args: &SyncArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(path) = args.source.strip_prefix("file://") else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        path.starts_with('/'),
+        "--source {}: a file source is file:///ABSOLUTE/PATH (three slashes), e.g. file:///backups/dump.rdb",
+        args.source
+    );
+    anyhow::ensure!(
+        args.mode != ModeArg::Incremental,
+        "--source file://...: an RDB file has no command stream to follow (fix: --mode full)"
+    );
+    Ok(Some(std::path::PathBuf::from(path)))
+}
+
+/// Per target, the options of a copy from RDB file `path`: mode `full`, no TTL
+/// guard (no stream follows whose commands could race an expiry), keys already
+/// expired dropped as a server loading the file drops them.
+fn file_targets(args: &SyncArgs, path: &std::path::Path) -> anyhow::Result<Expanded> {
+    if args.mode == ModeArg::FullAndIncremental {
+        tracing::info!("the source is an RDB file, which has no command stream: mode full");
+    }
+    let name = lockstep_sync::endpoint::Endpoint::parse("redis://rdb-file.invalid:6379")
+        .map_err(|e| anyhow::anyhow!("internal: the file source's placeholder: {e}"))?;
+    let mut all = Vec::new();
+    for (index, url) in args.target.iter().enumerate() {
+        let target = args.connection.endpoint(Side::Target, url)?;
+        let mut options = engine_options(args, name.clone(), target, index)?;
+        options.mode = Mode::Full;
+        options.source_file = Some(path.to_path_buf());
+        options.load.ttl_guard = Duration::ZERO;
+        options.load.drop_expired = true;
+        options.heartbeat = false;
+        all.push((index, options));
+    }
+    let bases = all.iter().map(|(_, o)| o.clone()).collect();
+    Ok((bases, all))
+}
+
 /// Per target, the options a cluster source is expanded from (again after a
 /// reshard); then (target index, options): one per target, or per target and
 /// source shard when the source is a cluster.
-async fn expand_targets(
-    args: &SyncArgs,
-    source: &Endpoint,
-) -> anyhow::Result<(Vec<SyncOptions>, Vec<(usize, SyncOptions)>)> {
+async fn expand_targets(args: &SyncArgs, source: &Endpoint) -> anyhow::Result<Expanded> {
     let mut bases = Vec::new();
     let mut all_options = Vec::new();
     for (index, url) in args.target.iter().enumerate() {
@@ -192,7 +251,10 @@ impl Tasks {
             target = index,
             checkpoint_dir = %options.checkpoint_dir.display(),
             "syncing {} -> {}",
-            options.source,
+            match &options.source_file {
+                Some(path) => format!("file://{}", path.display()),
+                None => options.source.to_string(),
+            },
             options.target
         );
         let name = options.task_name.clone();

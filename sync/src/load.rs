@@ -94,6 +94,10 @@ pub struct LoadOptions {
     pub big_key_bytes: usize,
     /// Keys that expire sooner than this get a guard expiry (see the module doc).
     pub ttl_guard: Duration,
+    /// Keys whose expiry has passed are not written (an RDB file: a server loading
+    /// it as a primary drops them; a replica link's snapshot keeps them, the source
+    /// sends their DEL).
+    pub drop_expired: bool,
 }
 
 impl Default for LoadOptions {
@@ -101,6 +105,7 @@ impl Default for LoadOptions {
         LoadOptions {
             big_key_bytes: 4 << 20,
             ttl_guard: Duration::from_secs(3600),
+            drop_expired: false,
         }
     }
 }
@@ -196,6 +201,7 @@ pub struct KeyLoader {
     current: Option<CurrentKey>,
     /// Keys written with a guard expiry.
     guarded: u64,
+    expired_dropped: u64,
     /// Strings without expiry waiting for their MSET, and their key and value bytes.
     strings: Vec<(Vec<u8>, Vec<u8>)>,
     strings_bytes: usize,
@@ -220,6 +226,7 @@ impl KeyLoader {
             db: None,
             current: None,
             guarded: 0,
+            expired_dropped: 0,
             strings: Vec::with_capacity(STRINGS_PER_MSET),
             strings_bytes: 0,
             keys: 0,
@@ -244,14 +251,25 @@ impl KeyLoader {
         self.guarded
     }
 
+    /// Keys not written because their expiry had passed ([`LoadOptions::drop_expired`]).
+    pub fn expired_dropped(&self) -> u64 {
+        self.expired_dropped
+    }
+
     /// Handles one parser event.
     pub async fn on_event(&mut self, event: Event, writer: &mut Target) -> Result<(), LoadError> {
         match event {
             Event::Header { version } => self.source_rdb_version = version as u16,
             Event::KeyStart(mut meta) => {
-                if !self
-                    .filter
-                    .keeps_rdb_key(meta.db, &meta.key, meta.rdb_type.kind())
+                let expired =
+                    self.options.drop_expired && meta.expire_ms.is_some_and(|at| at <= unix_ms());
+                if expired {
+                    self.expired_dropped += 1;
+                }
+                if expired
+                    || !self
+                        .filter
+                        .keeps_rdb_key(meta.db, &meta.key, meta.rdb_type.kind())
                 {
                     self.skipping = true;
                     self.current = None;
@@ -556,7 +574,8 @@ impl KeyLoader {
             return Some(expire_ms);
         }
         let guard_until = now + self.options.ttl_guard.as_millis() as i64;
-        if expire_ms > guard_until {
+        // A zero guard is no guard (an RDB file: no stream follows to race with).
+        if expire_ms > guard_until || self.options.ttl_guard.is_zero() {
             return Some(expire_ms);
         }
         self.guarded += 1;

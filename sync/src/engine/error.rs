@@ -13,6 +13,7 @@ use crate::filter::FilterError;
 use crate::load::LoadError;
 use crate::rdb::RdbError;
 use crate::script::ScriptError;
+use crate::source::rdb_file::FileSourceError;
 use crate::source::replica::LinkError;
 
 /// Why the task stopped with an error.
@@ -22,6 +23,12 @@ pub enum SyncError {
     Link(#[from] LinkError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// An RDB file source could not be read, or its content parsed (never retried:
+    /// a file reads the same again).
+    #[error(transparent)]
+    File(#[from] FileSourceError),
+    #[error("the RDB file {path} is unreadable: {reason}")]
+    FileUnreadable { path: String, reason: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("the RDB from the source is unreadable: {0}")]

@@ -65,6 +65,7 @@ use tokio::sync::watch;
 
 use crate::apply::ClientIdentity;
 use crate::checkpoint::CheckpointStore;
+use crate::source::rdb_file::RdbFile;
 use crate::source::replica::ReplicaLink;
 
 pub use crate::clock::unix_ms;
@@ -153,6 +154,19 @@ async fn one_session(
         options.heartbeat_at = Some(nodes.primary);
     }
     let options = &*options;
+    if let Some(path) = &options.source_file {
+        let file = async { RdbFile::open(path) };
+        return session(options, store, fence, stop.clone(), progress, file)
+            .await
+            .map_err(|err| match err {
+                // The file's bytes: parsing them again fails again (no retry).
+                SyncError::Rdb(e) => SyncError::FileUnreadable {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                },
+                other => other,
+            });
+    }
     let link = ReplicaLink::connect(&options.source, &options.link);
     session(options, store, fence, stop.clone(), progress, link).await
 }

@@ -74,6 +74,11 @@ pub struct SyncOptions {
     /// Where the heartbeat is written when not on `source` (a shard read from its
     /// replica writes it on its primary).
     pub heartbeat_at: Option<Endpoint>,
+    /// Read the snapshot from this RDB file (plain or gzip) instead of `source`
+    /// ([`crate::source::rdb_file`]): mode `Full`, no TTL guard (no stream can
+    /// extend an expiry), keys already expired dropped as a server drops them on
+    /// load. `source` is then only a name.
+    pub source_file: Option<PathBuf>,
 }
 
 /// The name of a task that was given none.
@@ -140,6 +145,7 @@ impl SyncOptions {
             heartbeat_interval: Duration::from_secs(1),
             source_cluster: None,
             heartbeat_at: None,
+            source_file: None,
         }
     }
 }

@@ -99,7 +99,9 @@ async fn open_target(
             "--script into a cluster target is not supported: a cross-slot command (RENAME, SMOVE, ... across slots) is applied by copying its keys from the source by their source names, and a script's target names cannot be traced back to them (fix: a standalone target, or --rename-prefix for a prefix rename)".into(),
         ));
     }
-    if writer.is_cluster() {
+    // A file has no stream, so no cross-slot command to copy from it; the loader
+    // refuses a key of a database other than 0 by itself.
+    if writer.is_cluster() && options.source_file.is_none() {
         let mut source =
             Conn::connect_to("source", &options.source, options.source_connection()).await?;
         let keyspace = info_text(source.query(&[b"INFO".as_slice(), b"keyspace"]).await?);
@@ -233,6 +235,12 @@ impl Session<'_> {
     {
         self.before_copy("full resync", stale).await?;
         let (link, loader) = self.copy(link, offset, stop).await?;
+        if loader.expired_dropped() > 0 {
+            tracing::info!(
+                keys = loader.expired_dropped(),
+                "keys whose expiry had passed were not written (as a server loading the file drops them)"
+            );
+        }
         // The TTL guards' marker goes to the target before the checkpoint that says
         // the copy is done: a session that ends in between (the source position
         // below is one more connection to the source) copies again rather than

@@ -9,7 +9,8 @@
 //! - [`replica`]: the first implementation, lockstep posing as a replica of one
 //!   server (PSYNC, the RDB transfer, the command stream, `REPLCONF ACK`);
 //! - [`cluster`]: a Redis Cluster source as one replica link per shard, each its
-//!   own task scoped to its slots (each task's source is a replica link).
+//!   own task scoped to its slots (each task's source is a replica link);
+//! - [`rdb_file`]: an RDB file (plain or gzip), a snapshot with no stream after it.
 //!
 //! # The contract, as the replica link implements it
 //! - resume: `(replid, offset)` of the last position the target applied, asked for
@@ -34,9 +35,10 @@
 //!   CRC), and `EOF` at the end; `snapshot_keepalive` does nothing. `into_stream`
 //!   gives a stream that ends at once (or, later, one fed by keyspace
 //!   notifications) and an acker that does nothing.
-//! - An **RDB file**: `resume` answers `FullResync { replid: <file's name>, offset:
-//!   0 }`; the snapshot is the file read in pieces (`bytes_total` its size); the
-//!   stream is empty; no acks.
+//! - An **RDB file** (built: [`rdb_file`]): `resume` answers `FullResync` with a
+//!   replid of the file's own and offset 0; the snapshot is the file read in pieces
+//!   (`bytes_total` its size; decompressed as read when gzip); the stream is empty;
+//!   no acks.
 //! - An **AOF file**: `resume` answers `FullResync` when the file opens with an RDB
 //!   preamble (`REDIS...`; the snapshot is that preamble) or `Continue` from a
 //!   position the task stored (offsets = bytes of the file read); `into_stream` is a
@@ -52,6 +54,7 @@
 
 pub mod cluster;
 mod contract;
+pub mod rdb_file;
 pub mod replica;
 
 pub use contract::{Acknowledge, PsyncReply, Snapshot, Source};
