@@ -17,10 +17,13 @@
 //! prints its seed, its episode and a one-line replay command.
 
 mod checker;
+mod draw_rules;
 mod episode;
 mod faults;
 mod inject;
 mod invariants;
+mod refusal;
+mod rules;
 mod schedule;
 mod shared;
 mod verify;
