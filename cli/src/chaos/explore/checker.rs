@@ -229,15 +229,13 @@ impl TtlCheck {
 
     /// The earliest instant the target may lose a key of source expiry `want`.
     fn earliest_gone(&self, want: Option<i64>) -> Option<i64> {
-        let by_rule = match &self.rule {
-            TtlRule::Keep | TtlRule::Remove => None,
-            TtlRule::Cap { secs, .. } | TtlRule::Set { secs, .. } => {
-                Some(self.since_ms + *secs as i64 * 1000)
-            }
-        };
-        match (want, by_rule) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let by_rule = |secs: u64| self.since_ms + secs as i64 * 1000;
+        match (&self.rule, want) {
+            (TtlRule::Keep | TtlRule::Remove, want) => want,
+            // A cap leaves a persistent key persistent.
+            (TtlRule::Cap { secs, .. }, want) => want.map(|a| a.min(by_rule(*secs))),
+            (TtlRule::Set { secs, .. }, Some(a)) => Some(a.min(by_rule(*secs))),
+            (TtlRule::Set { secs, .. }, None) => Some(by_rule(*secs)),
         }
     }
 
@@ -414,6 +412,118 @@ mod tests {
         );
         let found = compare(&predicted, &target, &TtlCheck::keep());
         assert_eq!(found.len(), 2, "{found:?}");
+    }
+
+    fn hash(fields: &[(&str, &str)]) -> Entry {
+        let fields = fields
+            .iter()
+            .map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        Entry {
+            value: Value::Hash(fields),
+            expires_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_prediction_applies_each_rule_by_its_meaning() {
+        use super::super::rules::{FieldDrop, FieldSet, KeyPattern, PatternKind, Rules};
+        use super::super::rules::{RegexRename, TypeRule};
+        let mut source = Snapshot::new();
+        source.insert((0, b"str:1".to_vec()), entry("a", None));
+        source.insert((0, b"str:2".to_vec()), entry("b", None));
+        source.insert((0, b"cnt:1".to_vec()), entry("3", None));
+        source.insert((0, b"hsh:1".to_vec()), hash(&[("count", "1"), ("3", "x")]));
+        source.insert((0, b"hsh:2".to_vec()), hash(&[("count", "1")]));
+        source.insert((0, b"lst:1".to_vec()), entry("list", None));
+        let rules = Rules {
+            exclude: vec![KeyPattern {
+                kind: PatternKind::Glob,
+                text: "str:2*".into(),
+                prefixes: vec!["str:2".into()],
+            }],
+            types: Some(TypeRule::Except(vec!["set"])),
+            drops: vec![FieldDrop {
+                scope: None,
+                field_glob: "c*".into(),
+                fields: FieldSet::Named(vec!["count".into()]),
+            }],
+            prefix_renames: vec![("str:".into(), "P:".into())],
+            regex_renames: vec![RegexRename::Suffix {
+                family: "cnt:".into(),
+                before: "C".into(),
+                after: ":c".into(),
+            }],
+            ..Rules::default()
+        };
+        let options = TaskOptions {
+            rules,
+            ..TaskOptions::default()
+        };
+        let predicted = predict(&source, &options);
+        let names: Vec<&[u8]> = predicted.keys().map(|(_, k)| k.as_slice()).collect();
+        // str:2 excluded, hsh:2 left without fields, the others renamed or kept.
+        assert_eq!(names, [&b"C1:c"[..], b"P:1", b"hsh:1", b"lst:1"]);
+        assert_eq!(predicted[&(0, b"hsh:1".to_vec())], hash(&[("3", "x")]));
+        let mut types = options.clone();
+        types.rules.types = Some(TypeRule::Only(vec!["hash"]));
+        assert_eq!(predict(&source, &types).len(), 1, "only hsh:1");
+    }
+
+    #[test]
+    fn a_ttl_rule_bounds_the_target_expiry() {
+        let now = unix_ms();
+        let since = now - 60_000;
+        let cap = TtlCheck {
+            rule: TtlRule::Cap {
+                secs: 300,
+                text: "5m".into(),
+            },
+            since_ms: since,
+        };
+        let far = now + 3_600_000;
+        assert!(
+            cap.difference(None, None, now).is_none(),
+            "persistent stays"
+        );
+        assert!(cap.difference(None, Some(far), now).is_some());
+        assert!(cap
+            .difference(Some(far), Some(now + 290_000), now)
+            .is_none());
+        assert!(
+            cap.difference(Some(far), Some(far), now).is_some(),
+            "not capped"
+        );
+        assert!(
+            cap.difference(Some(far), Some(now + 100_000), now)
+                .is_some(),
+            "before start + 5m"
+        );
+        let short = now + 20_000;
+        assert!(
+            cap.difference(Some(short), Some(short), now).is_none(),
+            "under the cap"
+        );
+        let set = TtlCheck {
+            rule: TtlRule::Set {
+                secs: 300,
+                text: "300s".into(),
+            },
+            since_ms: since,
+        };
+        assert!(set.difference(None, Some(now + 280_000), now).is_none());
+        assert!(set.difference(Some(short), Some(short), now).is_some());
+        assert!(set.difference(None, None, now).is_some());
+        let remove = TtlCheck {
+            rule: TtlRule::Remove,
+            since_ms: since,
+        };
+        assert!(remove.difference(Some(far), None, now).is_none());
+        assert!(remove.difference(Some(far), Some(far), now).is_some());
+        assert_eq!(cap.earliest_gone(Some(far)), Some(since + 300_000));
+        assert_eq!(cap.earliest_gone(None), None);
+        assert_eq!(set.earliest_gone(None), Some(since + 300_000));
+        assert_eq!(TtlCheck::keep().earliest_gone(None), None);
     }
 
     #[test]

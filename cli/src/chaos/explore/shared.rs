@@ -90,10 +90,14 @@ impl TaskOptions {
     /// One line for the episode's header.
     pub fn describe(&self) -> String {
         let flags = self.flags();
-        if flags.is_empty() {
+        let text = if flags.is_empty() {
             "no task options".to_owned()
         } else {
             flags.join(" ")
+        };
+        match &self.rules.refusal {
+            Some(refusal) => format!("{text} (the sync must refuse {})", refusal.what),
+            None => text,
         }
     }
 }
