@@ -60,6 +60,10 @@ pub struct ExploreArgs {
     /// what the seed says. Default: every version.
     #[arg(long, value_delimiter = ',', value_name = "VERSION")]
     pub source_versions: Vec<String>,
+    /// Explorer: leave these kinds of declarative rules out of every episode (they
+    /// are drawn, then taken out, so the other draws stay what the seed says).
+    #[arg(long, value_delimiter = ',', value_enum, value_name = "KIND")]
+    pub without_rules: Vec<rules::RuleKind>,
 }
 
 /// An episode that never finishes within this is a finding of its own.
@@ -87,7 +91,7 @@ pub async fn run(args: &ExploreArgs, seed: u64) -> anyhow::Result<ExitCode> {
         {
             break;
         }
-        let plan = schedule::episode(seed, index);
+        let plan = schedule::episode_without(seed, index, &args.without_rules);
         if !sources.is_empty() && !sources.contains(&plan.pair.source) {
             println!(
                 "episode {index}: skipped ({}: its source is not in --source-versions)",

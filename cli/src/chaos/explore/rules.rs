@@ -192,6 +192,37 @@ pub struct Refusal {
     pub verify_says: &'static str,
 }
 
+/// A kind of rule, as `--without-rules` names it (no doc comment on the variants:
+/// clap would print the long help form).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuleKind {
+    // Key globs and regexes.
+    Patterns,
+    // --types and --exclude-types.
+    Types,
+    // --ttl-remove, --ttl-cap, --ttl-set.
+    Ttl,
+    // --drop-hash-field.
+    FieldDrops,
+    // Prefix and regex renames.
+    Renames,
+    // The combinations the sync must refuse.
+    Refusals,
+}
+
+impl RuleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Patterns => "patterns",
+            RuleKind::Types => "types",
+            RuleKind::Ttl => "ttl",
+            RuleKind::FieldDrops => "field-drops",
+            RuleKind::Renames => "renames",
+            RuleKind::Refusals => "refusals",
+        }
+    }
+}
+
 /// Every declarative rule of one episode (empty: none).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rules {
@@ -210,6 +241,25 @@ pub struct Rules {
 impl Rules {
     pub fn is_empty(&self) -> bool {
         *self == Rules::default()
+    }
+
+    /// These rules without those of `kind`.
+    pub fn without(mut self, kind: RuleKind) -> Rules {
+        match kind {
+            RuleKind::Patterns => {
+                self.include.clear();
+                self.exclude.clear();
+            }
+            RuleKind::Types => self.types = None,
+            RuleKind::Ttl => self.ttl = TtlRule::Keep,
+            RuleKind::FieldDrops => self.drops.clear(),
+            RuleKind::Renames => {
+                self.prefix_renames.clear();
+                self.regex_renames.clear();
+            }
+            RuleKind::Refusals => self.refusal = None,
+        }
+        self
     }
 
     /// Whether an include pattern selects `key` (`None`: there is none).

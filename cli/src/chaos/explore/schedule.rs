@@ -16,6 +16,7 @@ use lockstep_testkit::RedisVersion;
 
 use super::draw_rules;
 use super::faults::{Fault, TimedFault};
+use super::rules::RuleKind;
 use super::shared::{TaskOptions, CLOCK_FAMILY, DATABASES};
 use super::workload::{self, KeySpace, Op, TimedOp};
 use crate::chaos::Pair;
@@ -44,13 +45,21 @@ pub struct EpisodePlan {
     pub copy_keys_per_sec: u64,
     /// The key names and databases the workload uses.
     pub space: KeySpace,
+    /// Kinds of rules left out of the drawn ones (`--without-rules`).
+    pub without_rules: Vec<RuleKind>,
 }
 
 impl EpisodePlan {
     /// The one-line command that replays this episode alone.
     pub fn replay_command(&self) -> String {
+        let without = if self.without_rules.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = self.without_rules.iter().map(|k| k.name()).collect();
+            format!(" --without-rules {}", names.join(","))
+        };
         format!(
-            "lockstep chaos --explore --seed {} --start-episode {} --episodes 1",
+            "lockstep chaos --explore --seed {} --start-episode {} --episodes 1{without}",
             self.seed, self.index
         )
     }
@@ -76,7 +85,14 @@ fn rules_rng(seed: u64, index: u64) -> ChaCha8Rng {
 const VERSIONS: [RedisVersion; 3] = [RedisVersion::V6_2, RedisVersion::V7_0, RedisVersion::V8_2];
 
 /// The plan of episode `index` of the run seeded `seed`.
+#[cfg(test)]
 pub fn episode(seed: u64, index: u64) -> EpisodePlan {
+    episode_without(seed, index, &[])
+}
+
+/// The plan of episode `index` of the run seeded `seed`, with the rules of the kinds
+/// `without` taken out once drawn (every other draw stays the seed's).
+pub fn episode_without(seed: u64, index: u64, without: &[RuleKind]) -> EpisodePlan {
     let mut rng = episode_rng(seed, index);
     let pair = Pair {
         source: VERSIONS[rng.random_range(0..3)],
@@ -84,7 +100,10 @@ pub fn episode(seed: u64, index: u64) -> EpisodePlan {
     };
     let space = KeySpace::choose(&mut rng);
     let mut options = task_options(&mut rng, &space);
-    options.rules = draw_rules::rules(&mut rules_rng(seed, index), options.extend_ttl);
+    let drawn = draw_rules::rules(&mut rules_rng(seed, index), options.extend_ttl);
+    options.rules = without
+        .iter()
+        .fold(drawn, |rules, kind| rules.without(*kind));
     if !options.rules.include.is_empty() && options.prefix.is_empty() {
         // Include rules keep the clock too (the lag check reads it on the target).
         options.prefix.push(CLOCK_FAMILY.to_owned());
@@ -125,6 +144,7 @@ pub fn episode(seed: u64, index: u64) -> EpisodePlan {
         load_ms,
         copy_keys_per_sec,
         space,
+        without_rules: without.to_vec(),
     }
 }
 
