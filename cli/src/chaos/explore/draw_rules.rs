@@ -11,7 +11,11 @@
 //! 200 s to 20 min changes many of them, and none runs out during the episode).
 //! What the sync refuses at start (a TTL set or removed with `--extend-ttl`,
 //! overlapping or empty renames, `LOCKSTEP_` names, an unclosed glob, a regex rename
-//! that drops a group, two TTL rules) is drawn only as an expected refusal.
+//! that drops a group, two TTL rules) is drawn only as an expected refusal. What the
+//! sync stops on by design later is not drawn: the workload sends no command that
+//! reads a type into another (ZUNIONSTORE, SORT ... STORE, COPY ... DB ... REPLACE,
+//! scripts), so a type rule may take any types, and its two-key commands stay on one
+//! side of every key pattern ([`Rules::separates`]).
 //!
 //! Pure: a [`ChaCha8Rng`] in, rules out; no I/O, no clock.
 
