@@ -3,7 +3,8 @@
 //! of this binary (so kill -9 is real), run the timed load and faults while samplers
 //! watch the checkpoint and the lag, then quiesce (bounded) and judge: the checker,
 //! `lockstep verify` (the binary), and the invariants. Every disagreement is a
-//! finding, named by the check that made it.
+//! finding, named by the check that made it. An episode whose rules the sync must
+//! refuse is judged by [`refusal`] instead (no load, no faults).
 //!
 //! It is the top of the explorer (only `mod.rs` imports it); it must never make a
 //! decision the schedule should make (a replay must run the same plan), and a failure
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use super::checker::{self, Snapshot};
 use super::inject;
 use super::invariants::{self, Findings};
+use super::refusal;
 use super::schedule::EpisodePlan;
 use super::verify;
 use super::workload;
@@ -107,6 +109,11 @@ async fn drive(
 /// Runs episode `plan` on real servers and judges it.
 pub async fn run(plan: &EpisodePlan) -> anyhow::Result<Verdict> {
     let mut world = World::start(plan).await?;
+    if let Some(expected) = &plan.options.rules.refusal {
+        workload::write_preload(&world.source().redis_client()?, &plan.preload).await?;
+        let (findings, summary) = refusal::judge(plan, &mut world, expected).await?;
+        return Ok(Verdict { findings, summary });
+    }
     workload::write_preload(&world.source().redis_client()?, &plan.preload).await?;
     let instruments = Instruments::start(plan, &world)?;
     world.start_sync()?;
@@ -147,10 +154,14 @@ async fn quiesce(
     let started = Instant::now();
     let source = world.source().redis_client()?;
     let target = world.target.redis_client()?;
+    let ttl = checker::TtlCheck {
+        rule: plan.options.rules.ttl.clone(),
+        since_ms: world.sync_started_ms,
+    };
     loop {
         let expected = checker::predict(&checker::snapshot(&source).await?, &plan.options);
         let actual = checker::snapshot(&target).await?;
-        let differences = checker::compare(&expected, &actual);
+        let differences = checker::compare(&expected, &actual, &ttl);
         let phase = world.sync_phase().await;
         if (differences.is_empty() && phase == "incremental")
             || started.elapsed() > QUIESCE

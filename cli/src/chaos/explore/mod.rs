@@ -1,26 +1,32 @@
 //! `lockstep chaos --explore`: a seeded, replayable explorer in the spirit of
 //! TigerBeetle's VOPR and Jepsen. The catalog answers documented statements one at a
 //! time; the explorer looks between them: each episode draws a version pair, task
-//! options (database selection and mapping, prefix rules, TTL extension), a workload
+//! options (database selection and mapping, prefix rules, TTL extension, and the
+//! declarative rules of issue 17 or a combination the sync must refuse), a workload
 //! over every kind of command the stream carries in up to 64 databases, and faults at
 //! random instants of both phases, then quiesces and judges with `lockstep verify`, an
 //! independent plain-read checker and invariants (no guard expiry left, checkpoints
 //! monotone, an honest lag, no password printed).
 //!
 //! Files, from the bottom up (no module imports a module that imports it back):
+//! [`rules`] (the declarative rules: their flags and their meaning, pure),
 //! [`shared`] (task options, database count, clock key, unix ms), [`faults`] (what
 //! can happen and when, pure), [`workload`] (commands and their runner), [`checker`]
-//! (shares no code with verify or sync), [`invariants`], [`schedule`] (seed -> plan,
-//! pure), [`world`] (servers, proxies, the `lockstep sync` child process),
-//! [`inject`] (each fault done to the world), [`verify`] (the binary's verdict
-//! against the checker's), [`episode`] (one episode run and judged). A failure
-//! prints its seed, its episode and a one-line replay command.
+//! (shares no code with verify or sync), [`invariants`], [`draw_rules`] (the rules
+//! from a seeded generator, pure), [`schedule`] (seed -> plan, pure), [`world`]
+//! (servers, proxies, the `lockstep sync` child process), [`inject`] (each fault done to the world), [`verify`] (the binary's verdict
+//! against the checker's), [`refusal`] (an episode whose rules the sync must refuse),
+//! [`episode`] (one episode run and judged). A failure prints its seed, its episode,
+//! its drawn options and a one-line replay command.
 
 mod checker;
+mod draw_rules;
 mod episode;
 mod faults;
 mod inject;
 mod invariants;
+mod refusal;
+mod rules;
 mod schedule;
 mod shared;
 mod verify;
@@ -54,6 +60,10 @@ pub struct ExploreArgs {
     /// what the seed says. Default: every version.
     #[arg(long, value_delimiter = ',', value_name = "VERSION")]
     pub source_versions: Vec<String>,
+    /// Explorer: leave these kinds of declarative rules out of every episode (they
+    /// are drawn, then taken out, so the other draws stay what the seed says).
+    #[arg(long, value_delimiter = ',', value_enum, value_name = "KIND")]
+    pub without_rules: Vec<rules::RuleKind>,
 }
 
 /// An episode that never finishes within this is a finding of its own.
@@ -81,7 +91,7 @@ pub async fn run(args: &ExploreArgs, seed: u64) -> anyhow::Result<ExitCode> {
         {
             break;
         }
-        let plan = schedule::episode(seed, index);
+        let plan = schedule::episode_without(seed, index, &args.without_rules);
         if !sources.is_empty() && !sources.contains(&plan.pair.source) {
             println!(
                 "episode {index}: skipped ({}: its source is not in --source-versions)",
@@ -154,10 +164,12 @@ fn print_failures(seed: u64, failed: &[(schedule::EpisodePlan, Vec<String>)]) {
         let mut checks = checks;
         checks.dedup();
         println!(
-            "\nFAILED seed {seed} episode {} ({}): {}\n  replay: {}",
+            "\nFAILED seed {seed} episode {} ({}): {}\n  {} {}\n  replay: {}",
             plan.index,
             checks.join(", "),
             findings.first().map(String::as_str).unwrap_or_default(),
+            plan.pair,
+            plan.options.describe(),
             plan.replay_command()
         );
     }

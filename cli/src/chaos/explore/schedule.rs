@@ -1,6 +1,8 @@
 //! The schedule: a pure function from (seed, episode) to everything the episode
 //! decides: the version pair, the task's options, the servers' persistence, the data
-//! written before the sync starts, the timed workload and the timed faults. Nothing
+//! written before the sync starts, the timed workload and the timed faults (the
+//! declarative rules are drawn by [`super::draw_rules`], from a generator of their
+//! own). Nothing
 //! here does I/O or reads a clock, so a replay with the same seed makes the same
 //! decisions (wall-clock effects, such as which write lands during the copy, differ).
 //!
@@ -12,7 +14,9 @@ use rand_chacha::ChaCha8Rng;
 use lockstep_testkit::server::Persistence;
 use lockstep_testkit::RedisVersion;
 
+use super::draw_rules;
 use super::faults::{Fault, TimedFault};
+use super::rules::RuleKind;
 use super::shared::{TaskOptions, CLOCK_FAMILY, DATABASES};
 use super::workload::{self, KeySpace, Op, TimedOp};
 use crate::chaos::Pair;
@@ -41,13 +45,21 @@ pub struct EpisodePlan {
     pub copy_keys_per_sec: u64,
     /// The key names and databases the workload uses.
     pub space: KeySpace,
+    /// Kinds of rules left out of the drawn ones (`--without-rules`).
+    pub without_rules: Vec<RuleKind>,
 }
 
 impl EpisodePlan {
     /// The one-line command that replays this episode alone.
     pub fn replay_command(&self) -> String {
+        let without = if self.without_rules.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = self.without_rules.iter().map(|k| k.name()).collect();
+            format!(" --without-rules {}", names.join(","))
+        };
         format!(
-            "lockstep chaos --explore --seed {} --start-episode {} --episodes 1",
+            "lockstep chaos --explore --seed {} --start-episode {} --episodes 1{without}",
             self.seed, self.index
         )
     }
@@ -61,17 +73,41 @@ fn episode_rng(seed: u64, index: u64) -> ChaCha8Rng {
     rng
 }
 
+/// The generator of episode `index`'s declarative rules: its own, so that adding the
+/// rules changed none of the other draws (a seed's episodes without rules are the
+/// ones it drew before).
+fn rules_rng(seed: u64, index: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7275_6c65_7300_0017);
+    rng.set_stream(index);
+    rng
+}
+
 const VERSIONS: [RedisVersion; 3] = [RedisVersion::V6_2, RedisVersion::V7_0, RedisVersion::V8_2];
 
 /// The plan of episode `index` of the run seeded `seed`.
+#[cfg(test)]
 pub fn episode(seed: u64, index: u64) -> EpisodePlan {
+    episode_without(seed, index, &[])
+}
+
+/// The plan of episode `index` of the run seeded `seed`, with the rules of the kinds
+/// `without` taken out once drawn (every other draw stays the seed's).
+pub fn episode_without(seed: u64, index: u64, without: &[RuleKind]) -> EpisodePlan {
     let mut rng = episode_rng(seed, index);
     let pair = Pair {
         source: VERSIONS[rng.random_range(0..3)],
         target: VERSIONS[rng.random_range(0..3)],
     };
     let space = KeySpace::choose(&mut rng);
-    let options = task_options(&mut rng, &space);
+    let mut options = task_options(&mut rng, &space);
+    let drawn = draw_rules::rules(&mut rules_rng(seed, index), options.extend_ttl);
+    options.rules = without
+        .iter()
+        .fold(drawn, |rules, kind| rules.without(*kind));
+    if !options.rules.include.is_empty() && options.prefix.is_empty() {
+        // Include rules keep the clock too (the lag check reads it on the target).
+        options.prefix.push(CLOCK_FAMILY.to_owned());
+    }
     let source_persistence = if rng.random_bool(0.5) {
         Persistence::Rdb
     } else {
@@ -108,6 +144,7 @@ pub fn episode(seed: u64, index: u64) -> EpisodePlan {
         load_ms,
         copy_keys_per_sec,
         space,
+        without_rules: without.to_vec(),
     }
 }
 
@@ -218,7 +255,7 @@ mod tests {
             map_db: vec![(5, 40)],
             prefix: vec!["str:".into()],
             exclude_prefix: vec!["str:x".into()],
-            extend_ttl: 0,
+            ..TaskOptions::default()
         };
         assert!(options.keeps_db(5) && !options.keeps_db(6));
         assert_eq!(options.target_db(5), 40);

@@ -1,10 +1,13 @@
 //! The explorer's shared vocabulary, at the bottom of its modules: the task's options
 //! (as `lockstep sync` flags and as the rules the checker predicts with), the number
 //! of databases of every server, the clock key and the wall clock in unix ms. Every
-//! other file of the explorer may import it; it imports none of them, does no I/O
-//! (the clock is only read) and must never grow into a second home for their logic.
+//! other file of the explorer may import it; it imports only [`super::rules`] (the
+//! declarative rules, pure like it), does no I/O (the clock is only read) and must
+//! never grow into a second home for their logic.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::rules::Rules;
 
 /// Databases of every server of an episode (`databases 64`).
 pub const DATABASES: u32 = 64;
@@ -22,6 +25,9 @@ pub struct TaskOptions {
     pub exclude_prefix: Vec<String>,
     /// `--extend-ttl` seconds.
     pub extend_ttl: u64,
+    /// The declarative rules (issue 17): key patterns, types, TTL, field drops,
+    /// renames; or a combination the sync must refuse.
+    pub rules: Rules,
 }
 
 impl TaskOptions {
@@ -38,31 +44,35 @@ impl TaskOptions {
             .map_or(db, |(_, to)| *to)
     }
 
-    /// Whether a key is synchronized by the prefix rules (lockstep's own never is).
+    /// Whether a key is synchronized by the key rules, judged on its source name
+    /// (lockstep's own never is): kept when no include rule of any kind exists
+    /// (`--prefix`, the patterns) or one selects it, and no exclude rule does.
     pub fn keeps_key(&self, key: &[u8]) -> bool {
         if key.starts_with(b"LOCKSTEP_") {
             return false;
         }
-        let included =
-            self.prefix.is_empty() || self.prefix.iter().any(|p| key.starts_with(p.as_bytes()));
-        included
-            && !self
-                .exclude_prefix
-                .iter()
-                .any(|p| key.starts_with(p.as_bytes()))
+        let by_prefix = self.prefix.iter().any(|p| key.starts_with(p.as_bytes()));
+        let included = match self.rules.included(key) {
+            None => self.prefix.is_empty() || by_prefix,
+            Some(by_pattern) => by_prefix || by_pattern,
+        };
+        let excluded = self
+            .exclude_prefix
+            .iter()
+            .any(|p| key.starts_with(p.as_bytes()))
+            || self.rules.excluded(key);
+        included && !excluded
     }
 
-    /// The options as `lockstep sync` (and, without the mapping, `verify`) flags.
-    pub fn flags(&self, with_mapping: bool) -> Vec<String> {
+    /// The options as `lockstep sync` and `lockstep verify` flags (the same for both).
+    pub fn flags(&self) -> Vec<String> {
         let mut flags = Vec::new();
         if !self.dbs.is_empty() {
             let dbs: Vec<String> = self.dbs.iter().map(u32::to_string).collect();
             flags.push(format!("--dbs={}", dbs.join(",")));
         }
-        if with_mapping {
-            for (from, to) in &self.map_db {
-                flags.push(format!("--map-db={from}:{to}"));
-            }
+        for (from, to) in &self.map_db {
+            flags.push(format!("--map-db={from}:{to}"));
         }
         for p in &self.prefix {
             flags.push(format!("--prefix={p}"));
@@ -73,16 +83,21 @@ impl TaskOptions {
         if self.extend_ttl > 0 {
             flags.push(format!("--extend-ttl={}", self.extend_ttl));
         }
+        flags.extend(self.rules.flags());
         flags
     }
 
     /// One line for the episode's header.
     pub fn describe(&self) -> String {
-        let flags = self.flags(true);
-        if flags.is_empty() {
+        let flags = self.flags();
+        let text = if flags.is_empty() {
             "no task options".to_owned()
         } else {
             flags.join(" ")
+        };
+        match &self.rules.refusal {
+            Some(refusal) => format!("{text} (the sync must refuse {})", refusal.what),
+            None => text,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! Runs `lockstep verify` (this binary, as a user would) at the end of an episode
-//! with the episode's options, and holds its verdict against the checker's: a
-//! CONSISTENT over fewer keys than the source holds, or a verdict the checker does
-//! not share, is a finding. Verify has no database mapping, so an episode with one
-//! is not verified (and says so).
+//! with the episode's options (the same flags as the sync's: databases and their
+//! mapping, prefixes, TTL extension and the declarative rules), and holds its
+//! verdict against the checker's: a CONSISTENT over fewer keys than the source
+//! holds, or a verdict the checker does not share, is a finding. Where the checker
+//! only bounds a value (a capped or set expiry), verify's exact judgment of the same
+//! rule is the check.
 //!
 //! It must never soften verify's verdict: an exit code it does not expect is a finding.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use super::checker::Snapshot;
 use super::schedule::EpisodePlan;
@@ -45,29 +47,9 @@ pub async fn run(
     expected: &Snapshot,
     checker_equal: bool,
 ) -> VerifyOutcome {
-    if !plan.options.map_db.is_empty() {
-        return VerifyOutcome {
-            line: "not run (verify has no database mapping)".to_owned(),
-            findings: Vec::new(),
-        };
-    }
-    let mut command = match std::env::current_exe() {
-        Ok(exe) => Command::new(exe),
-        Err(err) => return failed(format!("cannot find this binary: {err}")),
-    };
-    command
-        .arg("verify")
-        .args(plan.options.flags(false))
-        .arg(format!("--exclude-prefix={CLOCK_FAMILY}"))
-        .env(
-            "LOCKSTEP_SOURCE",
-            url(ports.source, plan.source_password.as_deref()),
-        )
-        .env("LOCKSTEP_TARGET", url(ports.target, None));
-    let output = match tokio::task::spawn_blocking(move || command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => return failed(format!("cannot run lockstep verify: {err}")),
-        Err(err) => return failed(format!("lockstep verify's runner: {err}")),
+    let output = match output(plan, &ports).await {
+        Ok(output) => output,
+        Err(line) => return failed(line),
     };
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let verdict_line = stdout.lines().last().unwrap_or_default().to_owned();
@@ -111,6 +93,28 @@ pub async fn run(
         )),
     }
     VerifyOutcome { line, findings }
+}
+
+/// Runs `lockstep verify` with the episode's flags between the servers at `ports`.
+pub async fn output(plan: &EpisodePlan, ports: &Ports) -> Result<Output, String> {
+    let exe = std::env::current_exe().map_err(|err| format!("cannot find this binary: {err}"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("verify")
+        .args(plan.options.flags())
+        .arg(format!("--exclude-prefix={CLOCK_FAMILY}"))
+        .env_remove("LOCKSTEP_SOURCE_PASSWORD")
+        .env_remove("LOCKSTEP_TARGET_PASSWORD")
+        .env(
+            "LOCKSTEP_SOURCE",
+            url(ports.source, plan.source_password.as_deref()),
+        )
+        .env("LOCKSTEP_TARGET", url(ports.target, None));
+    match tokio::task::spawn_blocking(move || command.output()).await {
+        Ok(Ok(output)) => Ok(output),
+        Ok(Err(err)) => Err(format!("cannot run lockstep verify: {err}")),
+        Err(err) => Err(format!("lockstep verify's runner: {err}")),
+    }
 }
 
 fn failed(line: String) -> VerifyOutcome {

@@ -6,7 +6,9 @@
 //!
 //! Generation is pure (a [`ChaCha8Rng`] in, commands out). Keys live in families
 //! (`str:`, `cnt:`, ...) and a two-key command stays within one family, so a prefix
-//! rule keeps both keys or neither; a command across databases stays among the
+//! rule keeps both keys or neither, and on one side of every declarative key rule
+//! that takes a part of a family (`str:1*`: both keys or neither, its own key twice
+//! otherwise); a command across databases stays among the
 //! synchronized ones or among the others: what lockstep's filter supports (a MOVE
 //! into the selection from outside stops the task, by design).
 //!
@@ -65,7 +67,7 @@ impl KeySpace {
         }
     }
 
-    fn key(&self, family: &str, n: u32) -> Vec<u8> {
+    pub fn key(&self, family: &str, n: u32) -> Vec<u8> {
         let mut key = family.as_bytes().to_vec();
         if family == "bin:" {
             // Every awkward byte: NUL, CR LF, space, high bytes, and the number.
@@ -174,6 +176,12 @@ pub fn next_op(rng: &mut ChaCha8Rng, space: &KeySpace, options: &TaskOptions) ->
     let family = FAMILIES[rng.random_range(0..FAMILIES.len())];
     let key = space.key(family, rng.random_range(0..space.keys_per_family));
     let other = space.key(family, rng.random_range(0..space.keys_per_family));
+    // A two-key command stays on one side of every key rule (the RNG draws the same).
+    let other = if options.rules.separates(&key, &other) {
+        key.clone()
+    } else {
+        other
+    };
     let (k, o) = (key.as_slice(), other.as_slice());
     let argv = match rng.random_range(0..100) {
         0..=54 => typed_write(rng, family, key.clone()),

@@ -28,6 +28,9 @@ pub struct World {
     pub source_proxy: FaultProxy,
     pub target_proxy: FaultProxy,
     pub flows_dropped_at: Option<Instant>,
+    /// When `lockstep sync` was first started, in unix ms (the TTL rules' earliest
+    /// clock).
+    pub sync_started_ms: i64,
     sync: Option<Child>,
     sync_args: Vec<String>,
     source_password: Option<String>,
@@ -80,7 +83,7 @@ impl World {
         ));
         sync_args.push(format!("--status-addr=127.0.0.1:{status_port}"));
         sync_args.push(format!("--full-keys-per-sec={}", plan.copy_keys_per_sec));
-        sync_args.extend(plan.options.flags(true));
+        sync_args.extend(plan.options.flags());
         Ok(World {
             sources,
             load_proxy,
@@ -88,6 +91,7 @@ impl World {
             source_proxy,
             target_proxy,
             flows_dropped_at: None,
+            sync_started_ms: 0,
             sync: None,
             sync_args,
             source_password: plan.source_password.clone(),
@@ -129,6 +133,9 @@ impl World {
         if let Some(password) = &self.source_password {
             command.env("LOCKSTEP_SOURCE_PASSWORD", password);
         }
+        if self.sync_started_ms == 0 {
+            self.sync_started_ms = super::shared::unix_ms();
+        }
         self.sync = Some(command.spawn().context("starting lockstep sync")?);
         Ok(())
     }
@@ -147,11 +154,12 @@ impl World {
 
     /// The sync's exit code if it has ended on its own.
     pub fn sync_exited(&mut self) -> Option<String> {
-        let child = self.sync.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
+        self.sync_exit().map(|status| status.to_string())
+    }
+
+    /// The sync's exit status if it has ended on its own.
+    pub fn sync_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.sync.as_mut()?.try_wait().ok().flatten()
     }
 
     pub fn log_text(&self) -> String {
