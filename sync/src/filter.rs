@@ -598,6 +598,22 @@ impl Filter {
             }
             self.renamed(argv)
         };
+        if !self.hash_fields.is_empty() && self.hash_fields.moves_a_scoped_hash(argv) {
+            match crate::rules::types::moves(argv) {
+                TypeVerdict::Keep => {}
+                TypeVerdict::Into(commands) => {
+                    let mut out = Vec::with_capacity(commands.len());
+                    for command in commands {
+                        out.push(renamed(&command)?.unwrap_or(command));
+                    }
+                    return Ok(Some(out));
+                }
+                TypeVerdict::Refuse(_) => {
+                    return Err(error(argv, command_keys(argv), "COPY ... DB ... REPLACE of a hash whose fields may all be dropped: the target cannot tell whether to clear the destination in the other database (fix: --drop-hash-field KEYGLOB=... scoped away from these keys)"))
+                }
+                TypeVerdict::Drop => return Ok(Some(Vec::new())),
+            }
+        }
         match self.hash_fields.rewrite(argv) {
             FieldRewrite::Unchanged => Ok(renamed(argv)?.map(|r| vec![r])),
             FieldRewrite::Drop => Ok(Some(Vec::new())),
@@ -1554,5 +1570,35 @@ mod tests {
         }
         assert!(f.owns_key_in(0, b"user:1") && !f.owns_key_in(0, b"session:1"));
         assert!(f.owns_key_in(2, b"cache:1") && !f.owns_key_in(2, b"session:1"));
+    }
+
+    /// Found by the explorer (seed 101 episode 12): a hash whose every field is
+    /// dropped is absent on the target, where the source's RENAME of it failed with
+    /// "no such key" and stopped the task.
+    #[test]
+    fn moves_of_a_hash_under_field_drops_copy_instead() {
+        let f = Filter {
+            hash_fields: HashFieldDrops::parse(&["user:*=ssn".to_string()]).expect("valid"),
+            ..Filter::default()
+        };
+        assert_eq!(
+            f.command(&argv("RENAME user:1 user:2"), 0),
+            Ok(lines(&["DEL user:2", "COPY user:1 user:2", "DEL user:1"]))
+        );
+        assert_eq!(
+            f.command(&argv("RENAMENX user:1 user:2"), 0),
+            Ok(lines(&["COPY user:1 user:2", "DEL user:1"]))
+        );
+        assert_eq!(
+            f.command(&argv("COPY user:1 x REPLACE"), 0),
+            Ok(lines(&["DEL x", "COPY user:1 x"]))
+        );
+        assert_eq!(f.command(&argv("COPY user:1 x"), 0), Ok(Verdict::Keep));
+        assert_eq!(f.command(&argv("RENAME tmp:1 tmp:2"), 0), Ok(Verdict::Keep));
+        assert_eq!(
+            f.command(&argv("RENAME user:1 user:1"), 0),
+            Ok(Verdict::Keep)
+        );
+        assert!(f.command(&argv("COPY user:1 x DB 3 REPLACE"), 0).is_err());
     }
 }

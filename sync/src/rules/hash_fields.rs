@@ -59,6 +59,19 @@ impl HashFieldDrops {
             .any(|(k, _)| k.as_ref().is_none_or(|k| k.matches(key)))
     }
 
+    /// Is `argv` a RENAME, RENAMENX or COPY of a key these rules apply to? Its hash
+    /// may be absent on the target (every field dropped, or every kept one deleted),
+    /// where the source's RENAME would fail and COPY REPLACE leave the destination:
+    /// the filter applies it as DEL / COPY / DEL instead (`types::moves`), which
+    /// does the same when the key exists and empties the destination when not.
+    pub fn moves_a_scoped_hash(&self, argv: &[Bytes]) -> bool {
+        let (Some(name), Some(src)) = (argv.first(), argv.get(1)) else {
+            return false;
+        };
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        (is("RENAME") || is("RENAMENX") || is("COPY")) && self.applies_to(src)
+    }
+
     /// Is `field` of hash `key` dropped?
     pub fn drops(&self, key: &[u8], field: &[u8]) -> bool {
         self.rules

@@ -341,8 +341,10 @@ fn spec_of(name: &[u8]) -> Option<Spec> {
         .map(|i| TABLE[i].1)
 }
 
-/// RENAME, RENAMENX, COPY under a type filter (see the module doc).
-fn moves(argv: &[Bytes]) -> TypeVerdict {
+/// RENAME, RENAMENX, COPY under a type filter (see the module doc); also under
+/// hash field drops, whose emptied hashes are absent on the target
+/// ([`crate::rules::hash_fields`]).
+pub(crate) fn moves(argv: &[Bytes]) -> TypeVerdict {
     let (Some(name), Some(src), Some(dst)) = (argv.first(), argv.get(1), argv.get(2)) else {
         return TypeVerdict::Keep;
     };

@@ -24,6 +24,12 @@ use glob::Glob;
 use hash_drops::HashDrops;
 use rename::RegexRename;
 
+/// A regex on key bytes, as the sync compiles it: any byte (not only UTF-8), and
+/// `.` matching every byte, newline included (`(?s-u)`): keys are bytes.
+pub fn byte_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&format!("(?s-u){pattern}"))
+}
+
 /// The compiled rules of a run.
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
@@ -47,7 +53,7 @@ impl Rules {
         let regexes = |patterns: &[String], flag: &str| -> Result<Vec<Regex>, String> {
             patterns
                 .iter()
-                .map(|p| Regex::new(p).map_err(|e| format!("{flag} {p:?}: {e}")))
+                .map(|p| byte_regex(p).map_err(|e| format!("{flag} {p:?}: {e}")))
                 .collect()
         };
         Ok(Rules {
