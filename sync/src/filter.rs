@@ -583,7 +583,7 @@ impl Filter {
         if self.ttl_rule.is_keep() {
             return self.after_ttl(argv);
         }
-        match self.ttl_rule.rewrite(argv, crate::clock::unix_ms()) {
+        match self.ttl_rule.rewrite_at(argv, crate::clock::unix_ms) {
             TtlRewrite::Unchanged => self.after_ttl(argv),
             TtlRewrite::Drop => Ok(Some(Vec::new())),
             TtlRewrite::Into(commands) => self.each(commands, Self::after_ttl),
