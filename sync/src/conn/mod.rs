@@ -155,6 +155,14 @@ enum Role {
     },
 }
 
+/// Commands whose first argument is a subcommand and whose key comes after it.
+fn has_subcommand(name: &[u8]) -> bool {
+    matches!(name.first(), Some(b'X' | b'x' | b'O' | b'o'))
+        && (name.eq_ignore_ascii_case(b"XGROUP")
+            || name.eq_ignore_ascii_case(b"XINFO")
+            || name.eq_ignore_ascii_case(b"OBJECT"))
+}
+
 /// A command's name and the start of its first key, kept inline for the message of
 /// an error reply (no allocation on the hot path).
 #[derive(Clone, Copy)]
@@ -178,9 +186,25 @@ impl Label {
         let name = &name[..name.len().min(Label::NAME_MAX)];
         label.bytes[..name.len()].copy_from_slice(name);
         label.name_len = name.len() as u8;
+        // A command with a subcommand (XGROUP CREATECONSUMER key ...): the label is
+        // `NAME SUB` and the key its third argument.
+        let mut key_at = 1;
+        if has_subcommand(name) {
+            if let Some(sub) = argv.get(1).map(|a| a.as_ref()) {
+                let room = Label::NAME_MAX - name.len();
+                if room > 1 {
+                    let sub = &sub[..sub.len().min(room - 1)];
+                    let at = name.len();
+                    label.bytes[at] = b' ';
+                    label.bytes[at + 1..at + 1 + sub.len()].copy_from_slice(sub);
+                    label.name_len = (at + 1 + sub.len()) as u8;
+                }
+                key_at = 2;
+            }
+        }
         // AUTH's arguments are credentials: never in a message.
         if !name.eq_ignore_ascii_case(b"AUTH") {
-            if let Some(key) = argv.get(1) {
+            if let Some(key) = argv.get(key_at) {
                 let key = &key.as_ref()[..key.as_ref().len().min(Label::KEY_MAX)];
                 label.bytes[Label::NAME_MAX..Label::NAME_MAX + key.len()].copy_from_slice(key);
                 label.key_len = key.len() as u8;
@@ -897,6 +921,22 @@ fn line_text(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rejected XGROUP named `CREATECONSUMER` as its key (seen in CI).
+    #[test]
+    fn a_label_names_the_subcommand_and_the_key_after_it() {
+        let label = Label::of(&["XGROUP", "CREATECONSUMER", "c2:stream:11", "g", "c"]);
+        assert_eq!(label.name(), b"XGROUP CREATECONSUMER");
+        assert_eq!(label.key(), b"c2:stream:11");
+        let label = Label::of(&["SET", "k", "v"]);
+        assert_eq!((label.name(), label.key()), (&b"SET"[..], &b"k"[..]));
+        let long = "X".repeat(40);
+        let label = Label::of(&["XINFO", long.as_str(), "k"]);
+        assert_eq!(label.name().len(), Label::NAME_MAX);
+        assert_eq!(label.key(), b"k");
+        let label = Label::of(&["AUTH", "user", "secret"]);
+        assert_eq!(label.key(), b"");
+    }
 
     #[test]
     fn positions_wait_behind_a_redirection_until_it_is_resolved() {
