@@ -72,6 +72,10 @@ impl Target {
             }
             node.drain().await?;
         }
+        if let Target::Cluster(cluster) = self {
+            cluster.forget_copies().await?;
+        }
+        self.drain().await?;
         Ok(unlinked)
     }
 

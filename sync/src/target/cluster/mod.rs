@@ -230,6 +230,25 @@ impl ClusterTarget {
         self.skip_keys = slot_tagged_keys(skip_key);
     }
 
+    /// The task's own keys were removed from the target (a FLUSHALL / FLUSHDB of a
+    /// renamed source or of one shard, [`crate::target::Target::clear`]): the copies
+    /// of cross-slot commands are gone with them, so their skip windows must go too,
+    /// here and in the skip hashes, or the stream's commands inside a window (the
+    /// ones that rebuild a key after the flush) would be dropped as held by a copy
+    /// that no longer exists (found in CI: a renamed churn with FLUSHDB into a
+    /// cluster, `NOGROUP` on a stream whose XGROUP CREATE had been skipped).
+    pub(crate) async fn forget_copies(&mut self) -> Result<(), ApplyError> {
+        for slot in self.skip_entries.slots() {
+            if let Some(key) = self.skip_keys.get(usize::from(slot)).cloned() {
+                self.send_unit(Some(slot), vec![vec![Bytes::from_static(b"DEL"), key]])
+                    .await?;
+            }
+        }
+        self.skips.clear();
+        self.skip_entries.clear();
+        Ok(())
+    }
+
     /// Opens a target transaction: from now on each slot's commands are queued in
     /// that slot's transaction until [`ClusterTarget::commit`]. (The caller drains
     /// first: a slot has at most one transaction between drains.)

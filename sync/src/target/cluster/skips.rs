@@ -115,6 +115,11 @@ impl SkipEntries {
     pub fn clear(&mut self) {
         self.by_slot.clear();
     }
+
+    /// The slots whose skip hash holds entries.
+    pub fn slots(&self) -> Vec<u16> {
+        self.by_slot.keys().copied().collect()
+    }
 }
 
 /// The `(key, offset)` pairs of a skip hash's HGETALL reply, its fields in order;
