@@ -336,10 +336,14 @@ impl Filter {
     /// Judged on the key's source name ([`KeyRenames::source_key`]): a target key no
     /// source key is renamed to is not the task's.
     pub fn owns_key(&self, target_key: &[u8]) -> bool {
-        let Some(key) = self.renames.source_key(target_key) else {
-            return false;
-        };
-        self.keeps_key(&key) && self.in_source_slots(crate::slots::key_slot(&key))
+        self.renames
+            .source_key(target_key)
+            .is_some_and(|key| self.owns_source_key(&key))
+    }
+
+    /// [`Filter::owns_key`] of a key by its source name.
+    fn owns_source_key(&self, key: &[u8]) -> bool {
+        self.keeps_key(key) && self.in_source_slots(crate::slots::key_slot(key))
     }
 
     /// [`Filter::owns_key`] for a key found in target database `db`: with routes, a
@@ -353,7 +357,7 @@ impl Filter {
             return false;
         };
         let source_db = self.dbs.first().copied().unwrap_or(0);
-        self.owns_key(target_key) && self.key_target_db(source_db, &key) == db
+        self.owns_source_key(&key) && self.key_target_db(source_db, &key) == db
     }
 
     /// The target name of kept source key `key`, or the error that stops the task
