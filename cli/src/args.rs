@@ -72,6 +72,18 @@ pub enum ModeArg {
     FullAndIncremental,
 }
 
+/// How the source is read (`--source-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceModeArg {
+    /// As a replica (PSYNC); key by key, with a log line saying why, when the source
+    /// refuses PSYNC and SYNC (a managed service).
+    Auto,
+    /// As a replica only: a source that refuses to replicate stops the task.
+    Replica,
+    /// Key by key: SCAN, DUMP and PTTL, then keyspace notifications.
+    Scan,
+}
+
 /// The options of `lockstep sync`. Every field is also a key of the `--config` TOML file
 /// (the field name, which is the flag in snake_case): see `config.rs`. Adding an option
 /// is adding one field here (and its line in docs/configuration.md; a test checks).
@@ -97,6 +109,12 @@ pub struct SyncArgs {
     pub checkpoint_dir: PathBuf,
     #[arg(long, value_enum, default_value = "full+incremental")]
     pub mode: ModeArg,
+    /// How the source is read: as a replica (PSYNC), or key by key (SCAN, DUMP, PTTL,
+    /// then keyspace notifications: for a server that refuses to replicate, see
+    /// docs/consistency.md, "Scan mode"); `auto` reads it as a replica unless it
+    /// refuses PSYNC and SYNC.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source_mode: SourceModeArg,
     /// Minutes to keep retrying when a connection fails (10 to 1440).
     #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u64).range(10..=1440))]
     pub retry_minutes: u64,

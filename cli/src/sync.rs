@@ -32,11 +32,11 @@ use std::time::{Duration, Instant};
 
 use lockstep_sync::checkpoint::CheckpointStore;
 use lockstep_sync::endpoint::Endpoint;
-use lockstep_sync::engine::{self, Mode, Progress, Summary, SyncError, SyncOptions};
+use lockstep_sync::engine::{self, Mode, Progress, SourceMode, Summary, SyncError, SyncOptions};
 use lockstep_sync::precheck::{precheck, Outcome, PrecheckOptions};
 use tokio::sync::watch;
 
-use crate::args::{ModeArg, SyncArgs};
+use crate::args::{ModeArg, SourceModeArg, SyncArgs};
 use crate::check::precheck_options;
 use crate::connection::Side;
 use crate::report::Display;
@@ -418,6 +418,11 @@ fn engine_options(
         ModeArg::Full => Mode::Full,
         ModeArg::Incremental => Mode::Incremental,
         ModeArg::FullAndIncremental => Mode::FullAndIncremental,
+    };
+    options.source_mode = match args.source_mode {
+        SourceModeArg::Auto => SourceMode::Auto,
+        SourceModeArg::Replica => SourceMode::Replica,
+        SourceModeArg::Scan => SourceMode::Scan,
     };
     options.retry_window = Duration::from_secs(args.retry_minutes * 60);
     options.other_retry_window = Duration::from_secs(args.other_retry_minutes * 60);

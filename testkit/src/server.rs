@@ -243,10 +243,11 @@ impl ServerConfig {
         let mut text = String::new();
         for (name, value) in lines {
             // `save ""` and `user name on >pw ...` need their own quoting rules: values
-            // with spaces that are lists of words (save, user, replicaof) go raw.
+            // with spaces that are lists of words (save, user, replicaof,
+            // rename-command) go raw.
             let raw_words = matches!(
                 name.as_str(),
-                "save" | "user" | "replicaof" | "client-output-buffer-limit"
+                "save" | "user" | "replicaof" | "client-output-buffer-limit" | "rename-command"
             );
             if raw_words && !value.is_empty() {
                 text.push_str(&format!("{name} {value}\n"));

@@ -654,6 +654,23 @@ impl Conn {
         self.next_frame().await
     }
 
+    /// Sends a command whose answers do not come in order as replies (a
+    /// subscription's messages): nothing is recorded as waiting for an answer.
+    pub(crate) async fn send_unanswered<A: AsRef<[u8]>>(
+        &mut self,
+        argv: &[A],
+    ) -> Result<(), ApplyError> {
+        encode_command(&mut self.out, argv);
+        self.flush().await
+    }
+
+    /// The next frame the server sends by itself (a subscription's message),
+    /// waiting at most `timeout` (then [`ApplyError::Timeout`]).
+    pub(crate) async fn next_pushed(&mut self, timeout: Duration) -> Result<Frame, ApplyError> {
+        let read = tokio::time::timeout(timeout, self.reader.read_frame()).await;
+        self.reply_or_error(read)
+    }
+
     /// Sends `commands` in one pipeline after everything queued before them and
     /// returns their replies in order (a cluster target reads its slots'
     /// checkpoints so).

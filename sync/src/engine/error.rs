@@ -15,6 +15,7 @@ use crate::rdb::RdbError;
 use crate::script::ScriptError;
 use crate::source::rdb_file::FileSourceError;
 use crate::source::replica::LinkError;
+use crate::source::scan::ScanError;
 
 /// Why the task stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,9 @@ pub enum SyncError {
     Link(#[from] LinkError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The scan source (`--source-mode scan`) failed.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
     /// An RDB file source could not be read, or its content parsed (never retried:
     /// a file reads the same again).
     #[error(transparent)]
@@ -84,6 +88,7 @@ impl SyncError {
     pub(super) fn retry_class(&self) -> Option<RetryClass> {
         match self {
             SyncError::Link(e) if e.is_transient() => Some(RetryClass::Connection),
+            SyncError::Scan(e) if e.is_transient() => Some(RetryClass::Connection),
             // A snapshot that ends early was cut short by the source (its snapshot
             // process killed, e.g. by a FLUSHALL during a diskless transfer, or the
             // link dropped): like a cut connection, copy again.

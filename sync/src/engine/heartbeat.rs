@@ -28,7 +28,8 @@ pub(super) struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(super) async fn connect(options: &SyncOptions) -> Option<Heartbeat> {
+    /// The task's heartbeat key on the source.
+    pub(super) fn key(options: &SyncOptions) -> Vec<u8> {
         let mut key = options.task_key(HEARTBEAT_PREFIX);
         key.extend_from_slice(format!(":{}", options.link.listening_port).as_bytes());
         if let Some(&(first, _)) = options.filter.source_slots.first() {
@@ -36,6 +37,11 @@ impl Heartbeat {
             let tag = crate::slots::hash_tag_of_slot(first);
             key.extend_from_slice(format!(":{{{tag}}}").as_bytes());
         }
+        key
+    }
+
+    pub(super) async fn connect(options: &SyncOptions) -> Option<Heartbeat> {
+        let key = Heartbeat::key(options);
         let at = options.heartbeat_at.as_ref().unwrap_or(&options.source);
         match Conn::connect_to("source", at, options.source_connection()).await {
             Ok(connection) => Some(Heartbeat {

@@ -67,13 +67,15 @@ use crate::apply::ClientIdentity;
 use crate::checkpoint::CheckpointStore;
 use crate::source::rdb_file::RdbFile;
 use crate::source::replica::ReplicaLink;
+use crate::source::scan::{ScanOptions, ScanSource};
 
 pub use crate::clock::unix_ms;
 pub use error::SyncError;
 pub use heartbeat::HEARTBEAT_PREFIX;
 pub use info::rdb_version_of;
 pub use options::{
-    validate_task_name, Mode, SyncOptions, DEFAULT_TASK_NAME, SKIP_KEY, TARGET_CHECKPOINT_KEY,
+    validate_task_name, Mode, SourceMode, SyncOptions, DEFAULT_TASK_NAME, SCAN_DIRTY_KEYS_MAX,
+    SKIP_KEY, TARGET_CHECKPOINT_KEY,
 };
 pub use progress::{Phase, Progress, Summary};
 
@@ -113,6 +115,9 @@ pub async fn run(
             }
             Err(err) => err,
         };
+        if falls_back_to_scan(&mut options, &err) {
+            continue;
+        }
         let class = match err.retry_class() {
             Some(class) if !*stop.borrow() => class,
             _ => return Err(err),
@@ -167,6 +172,41 @@ async fn one_session(
                 other => other,
             });
     }
+    if options.source_mode == SourceMode::Scan {
+        let scan = ScanSource::connect(&options.source, scan_options(options));
+        return session(options, store, fence, stop.clone(), progress, scan).await;
+    }
     let link = ReplicaLink::connect(&options.source, &options.link);
     session(options, store, fence, stop.clone(), progress, link).await
+}
+
+/// What the scan source is told, from the task's options.
+fn scan_options(options: &SyncOptions) -> ScanOptions {
+    ScanOptions {
+        connection: options.source_connection(),
+        dbs: (!options.filter.dbs.is_empty()).then(|| options.filter.dbs.clone()),
+        follow: options.mode != Mode::Full,
+        probe_key: options
+            .heartbeat
+            .then(|| heartbeat::Heartbeat::key(options)),
+        dirty_keys_max: options.scan_dirty_keys_max,
+        read_timeout: options.link.read_timeout,
+        limits: options.link.limits.clone(),
+        stats: options.scan_stats.clone(),
+    }
+}
+
+/// In `--source-mode auto`, a source that refuses PSYNC and SYNC is read key by
+/// key: true (and the mode switched, with the reason logged) when `err` is that.
+fn falls_back_to_scan(options: &mut SyncOptions, err: &SyncError) -> bool {
+    let refused = matches!(
+        err,
+        SyncError::Link(crate::source::replica::LinkError::Refused { .. })
+    );
+    if !refused || options.source_mode != SourceMode::Auto || options.source_file.is_some() {
+        return false;
+    }
+    tracing::warn!("{err}; switching to --source-mode scan: the source is read key by key (SCAN, DUMP, PTTL) and followed by keyspace notifications (docs/consistency.md, \"Scan mode\")");
+    options.source_mode = SourceMode::Scan;
+    true
 }

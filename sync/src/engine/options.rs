@@ -16,6 +16,7 @@ use crate::filter::Filter;
 use crate::load::LoadOptions;
 use crate::script::Script;
 use crate::source::replica::LinkOptions;
+use crate::source::scan::ScanStats;
 use crate::throttle::ThrottleOptions;
 
 /// What the task does.
@@ -79,7 +80,29 @@ pub struct SyncOptions {
     /// extend an expiry), keys already expired dropped as a server drops them on
     /// load. `source` is then only a name.
     pub source_file: Option<PathBuf>,
+    /// How the source is read: as a replica (PSYNC), key by key
+    /// ([`crate::source::scan`]), or as a replica unless it refuses to replicate.
+    pub source_mode: SourceMode,
+    /// What the scan source counts (shared by every session of the task, read by
+    /// status and metrics) and its limit on changed keys waiting.
+    pub scan_stats: Arc<ScanStats>,
+    pub scan_dirty_keys_max: usize,
 }
+
+/// How the source is read (`--source-mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceMode {
+    /// As a replica, and key by key (with a log line saying why) when the source
+    /// refuses PSYNC and SYNC.
+    Auto,
+    /// As a replica only: a refusal stops the task.
+    Replica,
+    /// Key by key: SCAN, DUMP and PTTL, then keyspace notifications.
+    Scan,
+}
+
+/// Changed keys a scan source keeps waiting to be read before it scans again.
+pub const SCAN_DIRTY_KEYS_MAX: usize = 1_000_000;
 
 /// The name of a task that was given none.
 pub const DEFAULT_TASK_NAME: &str = "default";
@@ -146,6 +169,9 @@ impl SyncOptions {
             source_cluster: None,
             heartbeat_at: None,
             source_file: None,
+            source_mode: SourceMode::Auto,
+            scan_stats: Arc::default(),
+            scan_dirty_keys_max: SCAN_DIRTY_KEYS_MAX,
         }
     }
 }

@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Interval;
 
@@ -371,13 +372,20 @@ where
             Action::Skip => {}
             Action::Rewrite(commands) => {
                 self.commands_applied += 1;
+                let version = self.session.target_rdb_version;
                 for argv in &commands {
-                    self.batch.add(writer, argv).await?;
+                    match readable_restore(argv, version)? {
+                        Some(readable) => self.batch.add(writer, &readable).await?,
+                        None => self.batch.add(writer, argv).await?,
+                    }
                 }
             }
             Action::Apply => {
                 self.commands_applied += 1;
-                self.batch.add(writer, &command.argv).await?
+                match readable_restore(&command.argv, self.session.target_rdb_version)? {
+                    Some(readable) => self.batch.add(writer, &readable).await?,
+                    None => self.batch.add(writer, &command.argv).await?,
+                }
             }
             Action::ClearOwnKeys { db } => {
                 self.commands_applied += 1;
@@ -528,4 +536,31 @@ async fn check_source_alive<R: tokio::io::AsyncRead + Unpin>(
         }
         .into()),
     }
+}
+
+/// A `RESTORE` whose payload is of a newer RDB version than the target's (a
+/// source of a newer Redis; the scan source writes every change so), with the
+/// payload encoded for the target; `None` when `argv` is fine as it is.
+fn readable_restore(argv: &[Bytes], target_version: u16) -> Result<Option<Vec<Bytes>>, SyncError> {
+    let is_restore = argv
+        .first()
+        .is_some_and(|name| name.eq_ignore_ascii_case(b"RESTORE"));
+    let (true, Some(payload)) = (is_restore, argv.get(3)) else {
+        return Ok(None);
+    };
+    let encoded = crate::rdb::dump::readable_by(payload, target_version).map_err(|e| {
+        let key = argv
+            .get(1)
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        crate::rdb::RdbError::Encode {
+            what: "a RESTORE of the stream",
+            detail: format!("RESTORE {key:?} for the target's RDB version {target_version}: {e}"),
+        }
+    })?;
+    Ok(encoded.map(|payload| {
+        let mut readable = argv.to_vec();
+        readable[3] = Bytes::from(payload);
+        readable
+    }))
 }

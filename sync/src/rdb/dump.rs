@@ -158,6 +158,27 @@ pub fn payload_kind(payload: &[u8]) -> Option<super::Kind> {
         .map(RdbType::kind)
 }
 
+/// The RDB version a DUMP payload was written for (its trailer); `None` for a
+/// payload too short to have one.
+pub fn payload_version(payload: &[u8]) -> Option<u16> {
+    let at = payload.len().checked_sub(10)?;
+    Some(u16::from_le_bytes([payload[at], payload[at + 1]]))
+}
+
+/// `payload` as it is when a server of RDB version `target_version` restores it
+/// (its version is not above the target's), else decoded and encoded for that
+/// version; fails when the payload does not decode or the version cannot hold
+/// the value.
+pub fn readable_by(payload: &[u8], target_version: u16) -> Result<Option<Vec<u8>>, RdbError> {
+    match payload_version(payload) {
+        Some(version) if version != 0 && version <= target_version => Ok(None),
+        _ => {
+            let dump = decode_dump(payload, &DumpOptions::default())?;
+            encode_dump(&dump.value, target_version).map(Some)
+        }
+    }
+}
+
 /// Wraps a raw object (type byte + body, e.g. captured from an RDB) as a DUMP
 /// payload of `version`.
 pub fn wrap_raw(raw_object: &[u8], version: u16) -> Vec<u8> {

@@ -56,5 +56,6 @@ pub mod cluster;
 mod contract;
 pub mod rdb_file;
 pub mod replica;
+pub mod scan;
 
 pub use contract::{Acknowledge, PsyncReply, Snapshot, Source};

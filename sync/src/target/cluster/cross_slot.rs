@@ -222,29 +222,15 @@ impl SourceCopier {
 
     /// The payload as is when the target reads its RDB version, else re-encoded.
     fn readable_payload(&self, key: &Bytes, payload: Bytes) -> Result<Bytes, ApplyError> {
-        let version = payload
-            .len()
-            .checked_sub(10)
-            .map(|at| u16::from_le_bytes([payload[at], payload[at + 1]]))
-            .unwrap_or(0);
-        if version != 0 && version <= self.target_rdb_version {
-            return Ok(payload);
-        }
-        let unwritable = |detail: String| {
-            ApplyError::Cluster(format!(
-                "copying {:?} from the source for a cross-slot command: {detail}",
-                String::from_utf8_lossy(key)
-            ))
-        };
-        let dump = decode_dump(&payload, &DumpOptions::default())
-            .map_err(|e| unwritable(format!("its DUMP payload does not decode: {e}")))?;
-        let encoded = encode_dump(&dump.value, self.target_rdb_version).map_err(|e| {
-            unwritable(format!(
-                "the target (RDB version {}) cannot hold it: {e}",
+        match crate::rdb::dump::readable_by(&payload, self.target_rdb_version) {
+            Ok(None) => Ok(payload),
+            Ok(Some(encoded)) => Ok(Bytes::from(encoded)),
+            Err(e) => Err(ApplyError::Cluster(format!(
+                "copying {:?} from the source for a cross-slot command: the target (RDB version {}) cannot restore its DUMP payload: {e}",
+                String::from_utf8_lossy(key),
                 self.target_rdb_version
-            ))
-        })?;
-        Ok(Bytes::from(encoded))
+            ))),
+        }
     }
 }
 
