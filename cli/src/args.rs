@@ -115,6 +115,12 @@ pub struct SyncArgs {
     /// refuses PSYNC and SYNC.
     #[arg(long, value_enum, default_value = "auto")]
     pub source_mode: SourceModeArg,
+    /// Seconds between two proofs of convergence of a scanned source: the keys read
+    /// again since the last proof plus a sample of the rest verified on both sides
+    /// ("converged at T: N keys re-verified, 0 differ" in the log and /status);
+    /// 0: never.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub converge_every_secs: u64,
     /// Minutes to keep retrying when a connection fails (10 to 1440).
     #[arg(long, default_value_t = 720, value_parser = clap::value_parser!(u64).range(10..=1440))]
     pub retry_minutes: u64,

@@ -13,6 +13,7 @@ mod chaos;
 mod check;
 mod config;
 mod connection;
+mod converge;
 mod demo;
 #[cfg(test)]
 mod golden;

@@ -13,6 +13,7 @@
 //! and never report a figure it does not know (absent, not zero).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,7 +22,10 @@ use lockstep_sync::engine::{unix_ms, Phase, Progress};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use lockstep_sync::source::scan::ScanStats;
+
 use crate::args::StatusArgs;
+use crate::converge::ConvergenceCell;
 
 /// How one target's task stands, besides its engine progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +47,15 @@ pub struct TaskView {
     pub target: String,
     pub progress: watch::Receiver<Progress>,
     pub state: watch::Receiver<TaskState>,
+    /// A task that may read its source key by key (`--source-mode scan` or `auto`).
+    pub scan: Option<ScanView>,
+}
+
+/// What a scan source counts, and its last proof of convergence.
+#[derive(Clone)]
+pub struct ScanView {
+    pub stats: Arc<ScanStats>,
+    pub convergence: ConvergenceCell,
 }
 
 /// The whole `lockstep sync` process.
@@ -100,6 +113,29 @@ pub struct TargetStatus {
     pub partial_syncs: u64,
     /// The error that ended the task, or the last one it retried after.
     pub last_error: Option<String>,
+    /// A source read key by key (null when it is read as a replica).
+    pub scan: Option<ScanStatus>,
+}
+
+/// The scan source of a target's task (`--source-mode scan`, or `auto` after a
+/// refusal).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanStatus {
+    /// Times the source was scanned (more than 1: changes were lost and it was
+    /// scanned again; the log says why).
+    pub scans: u64,
+    pub snapshot_keys: u64,
+    pub notifications: u64,
+    /// Changed keys waiting to be read again.
+    pub keys_pending: u64,
+    pub keys_reread: u64,
+    pub keys_deleted: u64,
+    /// When no change last waited to be read (null: not yet).
+    pub caught_up_unix_ms: Option<u64>,
+    /// The last proof of convergence (null: none yet, or not run for this task).
+    pub converged_unix_ms: Option<i64>,
+    pub keys_reverified: Option<u64>,
+    pub differences: Option<u64>,
 }
 
 pub fn phase_name(phase: Phase) -> &'static str {
@@ -149,7 +185,39 @@ impl TaskView {
             full_syncs: p.full_syncs,
             partial_syncs: p.partial_syncs,
             last_error,
+            scan: self.scan.as_ref().and_then(ScanView::status),
         }
+    }
+}
+
+impl ScanView {
+    /// None until the task has scanned (an `auto` task reading a replica link).
+    fn status(&self) -> Option<ScanStatus> {
+        let s = &self.stats;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        if load(&s.scans) == 0 {
+            return None;
+        }
+        let proof = self
+            .convergence
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        Some(ScanStatus {
+            scans: load(&s.scans),
+            snapshot_keys: load(&s.snapshot_keys),
+            notifications: load(&s.notifications),
+            keys_pending: load(&s.keys_pending),
+            keys_reread: load(&s.keys_reread),
+            keys_deleted: load(&s.keys_deleted),
+            caught_up_unix_ms: Some(load(&s.caught_up_unix_ms)).filter(|&at| at > 0),
+            converged_unix_ms: proof
+                .as_ref()
+                .filter(|p| p.differences == 0)
+                .map(|p| p.at_unix_ms),
+            keys_reverified: proof.as_ref().map(|p| p.keys_reverified),
+            differences: proof.as_ref().map(|p| p.differences),
+        })
     }
 }
 
@@ -236,7 +304,7 @@ type Metric = (
 );
 
 /// Every per-target series of `/metrics` but the phase, in the order served.
-const METRICS: [Metric; 15] = [
+const METRICS: [Metric; 20] = [
     (
         "lockstep_received_offset_bytes",
         "gauge",
@@ -320,6 +388,46 @@ const METRICS: [Metric; 15] = [
         "counter",
         "Partial resyncs.",
         |t| Some(t.partial_syncs as f64),
+    ),
+    (
+        "lockstep_scan_keys_pending",
+        "gauge",
+        "Scan source: changed keys waiting to be read again.",
+        |t| t.scan.as_ref().map(|s| s.keys_pending as f64),
+    ),
+    (
+        "lockstep_scan_keys_reread_total",
+        "counter",
+        "Scan source: keys read again after a change.",
+        |t| t.scan.as_ref().map(|s| s.keys_reread as f64),
+    ),
+    (
+        "lockstep_scans_total",
+        "counter",
+        "Scan source: scans of the source (more than 1: changes were lost).",
+        |t| t.scan.as_ref().map(|s| s.scans as f64),
+    ),
+    (
+        "lockstep_scan_converged_unix_seconds",
+        "gauge",
+        "Scan source: when the last proof of convergence found 0 differences.",
+        |t| {
+            t.scan
+                .as_ref()
+                .and_then(|s| s.converged_unix_ms)
+                .map(|ms| ms as f64 / 1000.0)
+        },
+    ),
+    (
+        "lockstep_scan_differences",
+        "gauge",
+        "Scan source: differences found by the last proof of convergence.",
+        |t| {
+            t.scan
+                .as_ref()
+                .and_then(|s| s.differences)
+                .map(|d| d as f64)
+        },
     ),
     (
         "lockstep_failed",
@@ -426,6 +534,28 @@ fn status_url(given: &str) -> String {
     }
 }
 
+/// The scan source's lines of [`describe`].
+fn describe_scan(scan: &ScanStatus) -> String {
+    let mut out = format!(
+        "  scan: {} scan(s), {} keys in the last; {} changes pending, {} keys read again ({} gone)\n",
+        scan.scans, scan.snapshot_keys, scan.keys_pending, scan.keys_reread, scan.keys_deleted
+    );
+    out.push_str(&match (
+        scan.keys_reverified,
+        scan.differences,
+        scan.converged_unix_ms,
+    ) {
+        (Some(n), Some(0), Some(at)) => {
+            format!("  converged at unix ms {at}: {n} keys re-verified, 0 differ\n")
+        }
+        (Some(n), Some(d), _) => {
+            format!("  NOT converged: the last proof found {d} of {n} keys re-verified differing\n")
+        }
+        _ => "  convergence: not proven yet\n".to_owned(),
+    });
+    out
+}
+
 /// The document for a person.
 pub fn describe(doc: &StatusDoc) -> String {
     let mut out = format!(
@@ -467,6 +597,9 @@ pub fn describe(doc: &StatusDoc) -> String {
             t.partial_syncs
         ));
         out.push_str(&format!("  commands applied: {}\n", t.commands_applied));
+        if let Some(scan) = &t.scan {
+            out.push_str(&describe_scan(scan));
+        }
         if let Some(err) = &t.last_error {
             out.push_str(&format!("  last error: {err}\n"));
         }
@@ -503,7 +636,23 @@ mod tests {
                 target: "redis://t:1".to_owned(),
                 progress,
                 state,
+                scan: filled.then(sample_scan),
             }]),
+        }
+    }
+
+    fn sample_scan() -> ScanView {
+        let stats = ScanStats::default();
+        stats.scans.store(1, Ordering::Relaxed);
+        stats.caught_up_unix_ms.store(1, Ordering::Relaxed);
+        let proof = crate::converge::Convergence {
+            at_unix_ms: 2,
+            keys_reverified: 3,
+            ..Default::default()
+        };
+        ScanView {
+            stats: Arc::new(stats),
+            convergence: Arc::new(std::sync::Mutex::new(Some(proof))),
         }
     }
 

@@ -39,8 +39,9 @@ use tokio::sync::watch;
 use crate::args::{ModeArg, SourceModeArg, SyncArgs};
 use crate::check::precheck_options;
 use crate::connection::Side;
+use crate::converge::ConvergenceCell;
 use crate::report::Display;
-use crate::status::{Task, TaskState, TaskView};
+use crate::status::{ScanView, Task, TaskState, TaskView};
 
 /// The precheck item that a resumed task passes by construction: its target holds
 /// the keys it copied itself.
@@ -92,6 +93,7 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
         states: Arc::default(),
         running: tokio::task::JoinSet::new(),
         live: Vec::new(),
+        converge_every: Duration::from_secs(args.converge_every_secs),
     };
     for (index, options) in all_options {
         tasks.spawn(index, options);
@@ -224,6 +226,8 @@ struct Tasks {
     running: tokio::task::JoinSet<TaskEnd>,
     /// (target index, task name) of the tasks not ended yet.
     live: Vec<(usize, String)>,
+    /// How often a scanned task's convergence is proven (zero: never).
+    converge_every: Duration,
 }
 
 impl Tasks {
@@ -234,11 +238,13 @@ impl Tasks {
             Some(_) => format!("{} (from source {})", options.target, options.task_name),
             None => options.target.to_string(),
         };
+        let scan = self.watch_convergence(&options, &progress_rx);
         self.status.add_view(TaskView {
             index,
             target: target.clone(),
             progress: progress_rx,
             state: state_rx,
+            scan,
         });
         let state_tx = Arc::new(state_tx);
         self.states
@@ -267,6 +273,33 @@ impl Tasks {
             });
             (index, name, target, outcome)
         });
+    }
+
+    /// For a task that may scan its source: the view of its scan and, unless
+    /// `--converge-every-secs 0`, the proof of convergence running beside it.
+    fn watch_convergence(
+        &self,
+        options: &SyncOptions,
+        progress: &watch::Receiver<Progress>,
+    ) -> Option<ScanView> {
+        if options.source_mode == SourceMode::Replica || options.source_file.is_some() {
+            return None;
+        }
+        let view = ScanView {
+            stats: options.scan_stats.clone(),
+            convergence: ConvergenceCell::default(),
+        };
+        if !self.converge_every.is_zero() {
+            let watcher = crate::converge::watch_task(
+                options.clone(),
+                progress.clone(),
+                self.stop.clone(),
+                view.convergence.clone(),
+                self.converge_every,
+            );
+            tokio::spawn(watcher);
+        }
+        Some(view)
     }
 
     /// Waits for every task to end, following the reshards of a cluster source

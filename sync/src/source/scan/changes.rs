@@ -78,6 +78,55 @@ pub struct ScanStats {
     pub caught_up_unix_ms: AtomicU64,
     /// Keys the last snapshot wrote.
     pub snapshot_keys: AtomicU64,
+    /// The keys read again since the convergence proof last took them.
+    pub changed: Mutex<ChangedKeys>,
+}
+
+/// Keys read again since they were last taken (for the convergence proof: the
+/// keys that changed since the snapshot are the ones to verify again), at most
+/// [`CHANGED_KEPT_MAX`]; the rest are counted.
+#[derive(Debug, Default)]
+pub struct ChangedKeys {
+    keys: HashSet<DbKey>,
+    /// Keys read again past the bound, not kept.
+    pub not_kept: u64,
+}
+
+/// Changed keys kept for the convergence proof.
+pub const CHANGED_KEPT_MAX: usize = 100_000;
+
+impl ChangedKeys {
+    fn record(&mut self, db: u32, key: &Bytes) {
+        if self.keys.len() < CHANGED_KEPT_MAX {
+            self.keys.insert((db, key.clone()));
+        } else if !self.keys.contains(&(db, key.clone())) {
+            self.not_kept += 1;
+        }
+    }
+
+    /// Keeps `key` again (a proof found it differing: the next one verifies it).
+    pub fn record_again(&mut self, db: u32, key: Bytes) {
+        self.record(db, &key);
+    }
+
+    /// Takes the keys kept (by database) and how many were not kept, and starts
+    /// again.
+    pub fn take(&mut self) -> (std::collections::BTreeMap<u32, Vec<Vec<u8>>>, u64) {
+        let mut by_db: std::collections::BTreeMap<u32, Vec<Vec<u8>>> = Default::default();
+        for (db, key) in self.keys.drain() {
+            by_db.entry(db).or_default().push(key.to_vec());
+        }
+        (by_db, std::mem::take(&mut self.not_kept))
+    }
+}
+
+impl ScanStats {
+    /// The changed keys, for the convergence proof.
+    pub fn changed(&self) -> MutexGuard<'_, ChangedKeys> {
+        self.changed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The state the subscription and the change reader share.
@@ -473,8 +522,12 @@ impl ChangeReader {
     fn commands_of(&mut self, reads: &[KeyRead]) -> Bytes {
         let mut out = BytesMut::new();
         let stats = &self.shared.stats;
+        let mut changed = stats.changed();
         for read in reads {
             self.shared.saw(read);
+            if !is_heartbeat(&read.key) {
+                changed.record(read.db, &read.key);
+            }
             if self.stream_db != Some(read.db) {
                 encode_command(
                     &mut out,

@@ -43,8 +43,8 @@ use crate::conn::{ApplyError, ApplyOptions, Conn};
 use crate::endpoint::Endpoint;
 use crate::resp::{CommandStream, Frame, FrameReader, Limits};
 
-pub use changes::ScanStats;
 use changes::{AbortOnDrop, ChangeReader, ChangeStream, Shared};
+pub use changes::{ChangedKeys, ScanStats, CHANGED_KEPT_MAX};
 pub use snapshot::ScanSnapshot;
 
 /// How long the heartbeat key's notification may take to arrive when
