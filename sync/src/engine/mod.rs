@@ -65,6 +65,7 @@ use tokio::sync::watch;
 
 use crate::apply::ClientIdentity;
 use crate::checkpoint::CheckpointStore;
+use crate::source::aof::AofSource;
 use crate::source::rdb_file::RdbFile;
 use crate::source::replica::ReplicaLink;
 
@@ -166,6 +167,10 @@ async fn one_session(
                 },
                 other => other,
             });
+    }
+    if let Some(spec) = &options.source_aof {
+        let aof = AofSource::open(spec);
+        return session(options, store, fence, stop.clone(), progress, aof).await;
     }
     let link = ReplicaLink::connect(&options.source, &options.link);
     session(options, store, fence, stop.clone(), progress, link).await

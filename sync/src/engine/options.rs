@@ -15,6 +15,7 @@ use crate::endpoint::Endpoint;
 use crate::filter::Filter;
 use crate::load::LoadOptions;
 use crate::script::Script;
+use crate::source::aof::AofSpec;
 use crate::source::replica::LinkOptions;
 use crate::throttle::ThrottleOptions;
 
@@ -79,6 +80,10 @@ pub struct SyncOptions {
     /// extend an expiry), keys already expired dropped as a server drops them on
     /// load. `source` is then only a name.
     pub source_file: Option<PathBuf>,
+    /// Replay this AOF instead of reading `source` ([`crate::source::aof`]): mode
+    /// `Full`, its stream applied to its end; like a file, no TTL guard and no
+    /// heartbeat. `source` is then only a name.
+    pub source_aof: Option<AofSpec>,
 }
 
 /// The name of a task that was given none.
@@ -146,6 +151,7 @@ impl SyncOptions {
             source_cluster: None,
             heartbeat_at: None,
             source_file: None,
+            source_aof: None,
         }
     }
 }

@@ -308,6 +308,7 @@ where
         let endpoint = || self.session.options.source.to_string();
         match next {
             Ok(Some(next)) => Ok(next),
+            Ok(None) if S::STREAM_ENDS => Err(SyncError::StreamEnded),
             Ok(None) => Err(LinkError::Closed {
                 endpoint: endpoint(),
                 during: "during the command stream",
@@ -450,7 +451,7 @@ where
             tracing::debug!("could not drain the target at the end of the session: {lost}");
         }
         match err {
-            SyncError::Stopped => Ok(()),
+            SyncError::Stopped | SyncError::StreamEnded => Ok(()),
             other => Err(other),
         }
     }
@@ -475,7 +476,7 @@ where
             .zip(session.writer.applied())
             .is_some_and(|(p, a)| p.is_due(a.offset));
         match session.settle.as_mut() {
-            Some(pending) if due && matches!(err, SyncError::Stopped) => {
+            Some(pending) if due && matches!(err, SyncError::Stopped | SyncError::StreamEnded) => {
                 let db = session.options.filter.selectable_db(self.here.db);
                 session
                     .settler
