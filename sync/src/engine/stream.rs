@@ -9,7 +9,9 @@
 //! checkpoint interval the checkpoint tick (the file written in the background, the
 //! progress published, the TTL guards settled once due). When the session ends, for
 //! whatever reason, [`Streaming::end`] keeps what the target has applied: it drops a
-//! half-received source transaction, drains and stores the position.
+//! half-received source transaction, drains and stores the position. A source
+//! whose stream ends ([`Source::STREAM_ENDS`], an AOF) ends it with
+//! [`SyncError::StreamEnded`], kept like a stop: the task is done.
 //!
 //! It never decides where to resume or whether to copy (the session does), and it
 //! never marks as applied what the target has not answered.
