@@ -13,7 +13,8 @@
 //!   parser, filters, routes and re-encoding; a base without one (`.base.aof`)
 //!   gives an empty RDB, and its commands open the stream;
 //! - command stream: the commands after the snapshot, in file order, without their
-//!   annotations, read by a blocking thread into a bounded channel
+//!   annotations, each file's after a `SELECT 0` (Redis loads each file with a new
+//!   client), read by a blocking thread into a bounded channel
 //!   ([`ChannelReader`]) and through the stream path (filters, rules, MULTI/EXEC
 //!   whole); offsets count the bytes of commands fed. It ends where the replay
 //!   ends ([`Source::STREAM_ENDS`]): in mode `full` the engine applies it to its
@@ -55,6 +56,9 @@ use scan::{scan_file, FileScan, ScanError};
 const CHUNK_BYTES: usize = 256 << 10;
 /// Pieces of the command stream read ahead of the engine.
 const PIECES_IN_FLIGHT: usize = 8;
+/// `SELECT 0`, fed before each file's commands: Redis loads each file with a new
+/// client, in database 0.
+const SELECT_0: &[u8] = b"*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n";
 /// An empty RDB (version 9, checksum 0: not computed), the snapshot of a base
 /// without a preamble.
 const EMPTY_RDB: &[u8] = b"REDIS0009\xff\0\0\0\0\0\0\0\0";
@@ -452,8 +456,13 @@ fn replay(parts: &[Part], tx: mpsc::Sender<std::io::Result<Bytes>>) {
     let _ = sink.flush();
 }
 
-/// One part's commands into `sink`.
+/// One part's commands into `sink`, after a `SELECT 0` (each file starts in
+/// database 0, as Redis loads it); nothing for a part cut at its start.
 fn replay_part(part: &Part, sink: &mut ChannelWriter) -> std::io::Result<()> {
+    if part.end <= part.start {
+        return Ok(());
+    }
+    sink.write_all(SELECT_0)?;
     let changed = |what: String| {
         std::io::Error::other(format!(
             "the AOF file {} {what} since it was pre-scanned",

@@ -66,9 +66,14 @@ async fn a_multi_part_directory_replays_base_then_incr_files_without_annotations
     multi_part(dir.path(), &incr2());
     let source = AofSource::open(&spec(dir.path())).await.expect("opens");
     assert!(source.preamble.is_none());
-    let mut expected = set("a", "base");
-    expected.extend(command(&["SELECT", "0"]));
+    // Each file starts in database 0, as Redis loads it.
+    let select_0 = command(&["SELECT", "0"]);
+    let mut expected = select_0.clone();
+    expected.extend(set("a", "base"));
+    expected.extend(&select_0);
+    expected.extend(&select_0);
     expected.extend(set("b", "110"));
+    expected.extend(&select_0);
     expected.extend(set("c", "120"));
     expected.extend(set("d", "130"));
     assert_eq!(replayed(source).await, expected);
@@ -106,7 +111,9 @@ async fn until_cuts_before_the_first_later_stamp_and_reads_no_later_file() {
     // The cut is at the first incr file's start (its first stamp is 110).
     assert_eq!(source.parts.len(), 2);
     assert_eq!((source.parts[1].start, source.parts[1].end), (0, 0));
-    assert_eq!(replayed(source).await, set("a", "base"));
+    let mut expected = command(&["SELECT", "0"]);
+    expected.extend(set("a", "base"));
+    assert_eq!(replayed(source).await, expected);
 }
 
 #[tokio::test]
@@ -212,6 +219,7 @@ async fn a_single_file_with_a_preamble_gives_it_as_the_snapshot() {
     }
     assert_eq!(rdb, EMPTY_RDB);
     let mut expected = command(&["SELECT", "0"]);
+    expected.extend(command(&["SELECT", "0"]));
     expected.extend(set("a", "1"));
     assert_eq!(replayed(source).await, expected);
 }
