@@ -346,6 +346,9 @@ fn log_plan(
         cut,
         "AOF source pre-scanned: the snapshot, then {commands} commands to replay"
     );
+    if let (Some(until), false) = (until, cut) {
+        tracing::warn!(until, last_stamp, "--until is at or after the files' last stamp: they are replayed to their end (nothing later was written to them)");
+    }
 }
 
 /// The snapshot being read: the preamble's bytes, or the empty RDB.
