@@ -84,6 +84,15 @@ pub enum SourceModeArg {
     Scan,
 }
 
+/// What an AOF source's truncated last file does (`--truncated-tail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TruncatedTailArg {
+    /// Stop, naming the file and the byte offset, before anything is written.
+    Error,
+    /// Replay up to the last complete command; the log says how many bytes are ignored.
+    Ok,
+}
+
 /// The options of `lockstep sync`. Every field is also a key of the `--config` TOML file
 /// (the field name, which is the flag in snake_case): see `config.rs`. Adding an option
 /// is adding one field here (and its line in docs/configuration.md; a test checks).
@@ -94,10 +103,22 @@ pub struct SyncArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Source URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis
-    /// Cluster for a cluster (one replica link per shard); or file:///PATH of an RDB
-    /// file, plain or gzip-compressed, copied in mode full (docs/consistency.md).
+    /// Cluster for a cluster (one replica link per shard); file:///PATH of an RDB
+    /// file, plain or gzip-compressed, copied in mode full; or aof:///PATH of an
+    /// append-only file or a Redis 7 appendonlydir, replayed in mode full
+    /// (docs/consistency.md).
     #[arg(long, env = "LOCKSTEP_SOURCE", hide_env_values = true)]
     pub source: String,
+    /// With an aof:// source: replay what was written up to this instant (unix
+    /// seconds, or RFC 3339 such as 2026-12-03T18:00:00Z), stopping before the first
+    /// #TS: annotation later than it (written with aof-timestamp-enabled yes).
+    #[arg(long, value_name = "TIME", value_parser = lockstep_sync::source::aof::parse_instant)]
+    pub until: Option<i64>,
+    /// With an aof:// source: what a last file that ends inside a command does:
+    /// `error` stops before writing anything; `ok` replays up to its last complete
+    /// command, as Redis's aof-load-truncated.
+    #[arg(long, value_enum, default_value = "error")]
+    pub truncated_tail: TruncatedTailArg,
     /// Target URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis
     /// Cluster for a cluster (written by hash slot). Repeatable: one task per target,
     /// all running at once.

@@ -26,6 +26,8 @@
 //! tasks over the same slots of a target at once (see `follow_reshard`), and
 //! never exit 0 when a target failed.
 
+mod aof;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,9 +55,11 @@ const REPL_PING_PERIOD_SECS: u64 = 10;
 pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
     let file = source_file(&args)?;
-    let (bases, all_options) = match &file {
-        Some(path) => file_targets(&args, path)?,
-        None => {
+    let aof = aof::source_aof(&args)?;
+    let (bases, all_options) = match (&file, &aof) {
+        (Some(path), _) => file_targets(&args, path)?,
+        (None, Some(spec)) => aof::aof_targets(&args, spec)?,
+        (None, None) => {
             let source = args.connection.endpoint(Side::Source, &args.source)?;
             expand_targets(&args, &source).await?
         }
@@ -63,7 +67,10 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     if file.is_some() && !args.skip_precheck {
         tracing::info!("the source is an RDB file: the precheck (which asks both servers) is not run; the target is checked as the copy writes to it");
     }
-    if !args.skip_precheck && file.is_none() {
+    if aof.is_some() && !args.skip_precheck {
+        tracing::info!("the source is an AOF: the precheck (which asks both servers) is not run; the files are checked whole before anything is written");
+    }
+    if !args.skip_precheck && file.is_none() && aof.is_none() {
         // For a cluster source: every primary, each with the same credentials.
         for (index, options) in &all_options {
             run_precheck(&args, *index, options).await?;
@@ -75,9 +82,10 @@ pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     // (seen under load in CI: the first TERM ended it, with no drain).
     let signals = Signals::install();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let source_text = match &file {
-        Some(path) => format!("file://{}", path.display()),
-        None => bases
+    let source_text = match (&file, &aof) {
+        (Some(path), _) => format!("file://{}", path.display()),
+        (None, Some(spec)) => aof::shown(&spec.path),
+        (None, None) => bases
             .first()
             .map_or_else(|| args.source.clone(), |b| b.source.to_string()),
     };
@@ -257,9 +265,10 @@ impl Tasks {
             target = index,
             checkpoint_dir = %options.checkpoint_dir.display(),
             "syncing {} -> {}",
-            match &options.source_file {
-                Some(path) => format!("file://{}", path.display()),
-                None => options.source.to_string(),
+            match (&options.source_file, &options.source_aof) {
+                (Some(path), _) => format!("file://{}", path.display()),
+                (None, Some(spec)) => aof::shown(&spec.path),
+                (None, None) => options.source.to_string(),
             },
             options.target
         );
@@ -282,7 +291,8 @@ impl Tasks {
         options: &SyncOptions,
         progress: &watch::Receiver<Progress>,
     ) -> Option<ScanView> {
-        if options.source_mode == SourceMode::Replica || options.source_file.is_some() {
+        let not_a_server = options.source_file.is_some() || options.source_aof.is_some();
+        if options.source_mode == SourceMode::Replica || not_a_server {
             return None;
         }
         let view = ScanView {

@@ -13,6 +13,7 @@ use crate::filter::FilterError;
 use crate::load::LoadError;
 use crate::rdb::RdbError;
 use crate::script::ScriptError;
+use crate::source::aof::AofError;
 use crate::source::rdb_file::FileSourceError;
 use crate::source::replica::LinkError;
 use crate::source::scan::ScanError;
@@ -33,6 +34,9 @@ pub enum SyncError {
     File(#[from] FileSourceError),
     #[error("the RDB file {path} is unreadable: {reason}")]
     FileUnreadable { path: String, reason: String },
+    /// An AOF source could not be replayed (never retried, like a file).
+    #[error(transparent)]
+    Aof(#[from] AofError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("the RDB from the source is unreadable: {0}")]
@@ -65,6 +69,10 @@ pub enum SyncError {
     /// The task was asked to stop (not an error to the caller).
     #[error("stopped")]
     Stopped,
+    /// A stream that ends ([`crate::source::Source::STREAM_ENDS`]) has ended: the
+    /// task is done once what was read is applied (not an error to the caller).
+    #[error("the source's stream ended")]
+    StreamEnded,
 }
 
 impl From<LoadError> for SyncError {

@@ -65,6 +65,7 @@ use tokio::sync::watch;
 
 use crate::apply::ClientIdentity;
 use crate::checkpoint::CheckpointStore;
+use crate::source::aof::AofSource;
 use crate::source::rdb_file::RdbFile;
 use crate::source::replica::ReplicaLink;
 use crate::source::scan::{ScanOptions, ScanSource};
@@ -172,6 +173,10 @@ async fn one_session(
                 other => other,
             });
     }
+    if let Some(spec) = &options.source_aof {
+        let aof = AofSource::open(spec);
+        return session(options, store, fence, stop.clone(), progress, aof).await;
+    }
     if options.source_mode == SourceMode::Scan {
         let scan = ScanSource::connect(&options.source, scan_options(options));
         return session(options, store, fence, stop.clone(), progress, scan).await;
@@ -203,7 +208,8 @@ fn falls_back_to_scan(options: &mut SyncOptions, err: &SyncError) -> bool {
         err,
         SyncError::Link(crate::source::replica::LinkError::Refused { .. })
     );
-    if !refused || options.source_mode != SourceMode::Auto || options.source_file.is_some() {
+    let other_source = options.source_file.is_some() || options.source_aof.is_some();
+    if !refused || options.source_mode != SourceMode::Auto || other_source {
         return false;
     }
     tracing::warn!("{err}; switching to --source-mode scan: the source is read key by key (SCAN, DUMP, PTTL) and followed by keyspace notifications (docs/consistency.md, \"Scan mode\")");

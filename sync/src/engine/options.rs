@@ -15,6 +15,7 @@ use crate::endpoint::Endpoint;
 use crate::filter::Filter;
 use crate::load::LoadOptions;
 use crate::script::Script;
+use crate::source::aof::AofSpec;
 use crate::source::replica::LinkOptions;
 use crate::source::scan::ScanStats;
 use crate::throttle::ThrottleOptions;
@@ -87,6 +88,10 @@ pub struct SyncOptions {
     /// status and metrics) and its limit on changed keys waiting.
     pub scan_stats: Arc<ScanStats>,
     pub scan_dirty_keys_max: usize,
+    /// Replay this AOF instead of reading `source` ([`crate::source::aof`]): mode
+    /// `Full`, its stream applied to its end; like a file, no TTL guard and no
+    /// heartbeat. `source` is then only a name.
+    pub source_aof: Option<AofSpec>,
 }
 
 /// How the source is read (`--source-mode`).
@@ -172,6 +177,7 @@ impl SyncOptions {
             source_mode: SourceMode::Auto,
             scan_stats: Arc::default(),
             scan_dirty_keys_max: SCAN_DIRTY_KEYS_MAX,
+            source_aof: None,
         }
     }
 }

@@ -72,7 +72,8 @@ where
     let reply = link.resume(plan.psync_from()).await?;
     let start = plan.start(reply)?;
     let (link, from) = session.start(start, link, &mut stop).await?;
-    if options.mode == Mode::Full {
+    // A stream that ends (an AOF's commands) is part of the copy, even in mode Full.
+    if options.mode == Mode::Full && !S::STREAM_ENDS {
         return session.settle_now().await;
     }
     super::stream::stream(session, link, from, stop).await
@@ -97,6 +98,11 @@ async fn open_target(
     if writer.is_cluster() && options.script.is_some() {
         return Err(SyncError::Options(
             "--script into a cluster target is not supported: a cross-slot command (RENAME, SMOVE, ... across slots) is applied by copying its keys from the source by their source names, and a script's target names cannot be traced back to them (fix: a standalone target, or --rename-prefix for a prefix rename)".into(),
+        ));
+    }
+    if writer.is_cluster() && options.source_aof.is_some() {
+        return Err(SyncError::Options(
+            "an AOF source into a cluster target is not supported: a cross-slot command (RENAME, SMOVE, ... across slots) is applied by copying its keys from the source server, which an AOF does not have (fix: replay into a standalone server, then sync that into the cluster)".into(),
         ));
     }
     // A file has no stream, so no cross-slot command to copy from it; the loader

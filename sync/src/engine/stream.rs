@@ -9,7 +9,9 @@
 //! checkpoint interval the checkpoint tick (the file written in the background, the
 //! progress published, the TTL guards settled once due). When the session ends, for
 //! whatever reason, [`Streaming::end`] keeps what the target has applied: it drops a
-//! half-received source transaction, drains and stores the position.
+//! half-received source transaction, drains and stores the position. A source
+//! whose stream ends ([`Source::STREAM_ENDS`], an AOF) ends it with
+//! [`SyncError::StreamEnded`], kept like a stop: the task is done.
 //!
 //! It never decides where to resume or whether to copy (the session does), and it
 //! never marks as applied what the target has not answered.
@@ -309,6 +311,7 @@ where
         let endpoint = || self.session.options.source.to_string();
         match next {
             Ok(Some(next)) => Ok(next),
+            Ok(None) if S::STREAM_ENDS => Err(SyncError::StreamEnded),
             Ok(None) => Err(LinkError::Closed {
                 endpoint: endpoint(),
                 during: "during the command stream",
@@ -458,7 +461,7 @@ where
             tracing::debug!("could not drain the target at the end of the session: {lost}");
         }
         match err {
-            SyncError::Stopped => Ok(()),
+            SyncError::Stopped | SyncError::StreamEnded => Ok(()),
             other => Err(other),
         }
     }
@@ -483,7 +486,7 @@ where
             .zip(session.writer.applied())
             .is_some_and(|(p, a)| p.is_due(a.offset));
         match session.settle.as_mut() {
-            Some(pending) if due && matches!(err, SyncError::Stopped) => {
+            Some(pending) if due && matches!(err, SyncError::Stopped | SyncError::StreamEnded) => {
                 let db = session.options.filter.selectable_db(self.here.db);
                 session
                     .settler

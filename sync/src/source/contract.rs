@@ -45,6 +45,11 @@ pub trait Source: Sized + Send + 'static {
     type Stream: AsyncRead + Unpin + Send;
     /// Tells the source what the target has applied.
     type Acker: Acknowledge<Error = Self::Error>;
+    /// True when the command stream ends where the source ends (a file): its end
+    /// is then the task's end, after everything read is applied, and in mode
+    /// `Full` the stream is applied after the snapshot. False for a link, whose
+    /// stream ending is a failure.
+    const STREAM_ENDS: bool = false;
 
     /// Asks to resume after `from` (`(replid, offset)`), or for everything when
     /// `None`; the answer says whether a snapshot follows.

@@ -10,7 +10,10 @@
 //!   server (PSYNC, the RDB transfer, the command stream, `REPLCONF ACK`);
 //! - [`cluster`]: a Redis Cluster source as one replica link per shard, each its
 //!   own task scoped to its slots (each task's source is a replica link);
-//! - [`rdb_file`]: an RDB file (plain or gzip), a snapshot with no stream after it.
+//! - [`rdb_file`]: an RDB file (plain or gzip), a snapshot with no stream after it;
+//! - [`aof`]: an append-only file (a Redis 7 multi-part directory or one file), its
+//!   RDB preamble as the snapshot and its commands as a stream that ends
+//!   ([`Source::STREAM_ENDS`]), cut at an instant with `--until`.
 //!
 //! # The contract, as the replica link implements it
 //! - resume: `(replid, offset)` of the last position the target applied, asked for
@@ -39,11 +42,11 @@
 //!   replid of the file's own and offset 0; the snapshot is the file read in pieces
 //!   (`bytes_total` its size; decompressed as read when gzip); the stream is empty;
 //!   no acks.
-//! - An **AOF file**: `resume` answers `FullResync` when the file opens with an RDB
-//!   preamble (`REDIS...`; the snapshot is that preamble) or `Continue` from a
-//!   position the task stored (offsets = bytes of the file read); `into_stream` is a
-//!   `CommandStream` over the file from there (its `Stream` a `tokio::fs::File`);
-//!   acks do nothing.
+//! - An **AOF** (built: [`aof`]): `resume` always answers `FullResync` (a replay
+//!   starts over); the snapshot is the base file's RDB preamble (an empty RDB when
+//!   the base is commands); `into_stream` is a `CommandStream` over the commands
+//!   that follow, annotations removed, read by a blocking thread into a channel;
+//!   the stream ends with the replay; acks do nothing.
 //!
 //! Apply, batching and checkpoints see only positions and events, so none of these
 //! touches them; a source whose error type converts into the engine's `SyncError`
@@ -52,6 +55,7 @@
 //! A source never writes to the target, never records a checkpoint and never
 //! decides whether to copy: it answers what it is asked, and the engine decides.
 
+pub mod aof;
 pub mod cluster;
 mod contract;
 pub mod rdb_file;

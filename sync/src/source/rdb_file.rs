@@ -94,7 +94,7 @@ impl RdbFile {
 
 /// 40 hex digits derived from `identity` (two FNV-1a hashes of it, with different
 /// bases, and the length): stable across runs, unlike std's randomly keyed hasher.
-fn replid_of(identity: &[u8]) -> String {
+pub(super) fn replid_of(identity: &[u8]) -> String {
     let fnv = |basis: u64| {
         identity.iter().fold(basis, |h, b| {
             (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
