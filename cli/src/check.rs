@@ -41,6 +41,7 @@ pub fn precheck_options(
         source_tls: connection.tls(Side::Source),
         target_tls: connection.tls(Side::Target),
         filter: None,
+        source_mode: lockstep_sync::engine::SourceMode::Auto,
     }
 }
 

@@ -103,7 +103,11 @@ pub async fn watch_task(
         if !ready(&options, &progress) {
             continue;
         }
-        match prove(&options, &base).await {
+        let first = cell
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_none();
+        match prove(&options, &base, first).await {
             Ok(proof) => publish(&cell, proof),
             Err(e) => tracing::warn!("the convergence proof could not run: {e:#}"),
         }
@@ -119,7 +123,11 @@ fn ready(options: &SyncOptions, progress: &watch::Receiver<Progress>) -> bool {
 }
 
 /// One proof: the changed keys, then a sample.
-async fn prove(options: &SyncOptions, base: &CompareOptions) -> anyhow::Result<Convergence> {
+async fn prove(
+    options: &SyncOptions,
+    base: &CompareOptions,
+    first: bool,
+) -> anyhow::Result<Convergence> {
     let source = redis_client(Side::Source, &options.source, &options.link.tls).await?;
     let target = redis_client(Side::Target, &options.target, &options.apply.tls).await?;
     let (changed, not_kept) = options.scan_stats.changed().take();
@@ -170,10 +178,16 @@ async fn prove(options: &SyncOptions, base: &CompareOptions) -> anyhow::Result<C
                 "; {n} more changed keys were past the bound and only the sample could see them"
             ),
         };
-        tracing::info!(
+        let message = format!(
             "converged at {}: {} keys re-verified ({} changed since the last proof, the rest a sample), 0 differ{missed}",
             at_text(proof.at_unix_ms), proof.keys_reverified, proof.changed
         );
+        // The first proof, and any that re-verified changes, are news; a proof of
+        // a quiet source repeats the last one.
+        match first || proof.changed > 0 || not_kept > 0 {
+            true => tracing::info!("{message}"),
+            false => tracing::debug!("{message}"),
+        }
     }
     Ok(proof)
 }

@@ -501,6 +501,7 @@ async fn run_precheck(args: &SyncArgs, index: usize, options: &SyncOptions) -> a
     };
     let check = PrecheckOptions {
         filter: Some(options.filter.clone()),
+        source_mode: options.source_mode,
         ..precheck_options(
             options.source.clone(),
             options.target.clone(),

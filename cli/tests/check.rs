@@ -303,3 +303,40 @@ async fn a_source_account_without_dump_is_warned_about_for_a_cluster_target() ->
     );
     Ok(())
 }
+
+/// A source with PSYNC and SYNC renamed away (a managed service): the check says
+/// the sync will read it key by key, leaves out the replica link's items, and
+/// fails on keyspace notifications that are off, with the exact CONFIG SET; with
+/// them on, it passes.
+#[tokio::test]
+async fn a_source_that_cannot_replicate_is_checked_for_a_scan() -> anyhow::Result<()> {
+    let renamed = |notify: &str| {
+        ServerConfig::new(RedisVersion::V7_0)
+            .set("rename-command", "PSYNC \"\"")
+            .set("rename-command", "SYNC \"\"")
+            .set("notify-keyspace-events", notify)
+    };
+    let target = ready(RedisVersion::V7_0).await?;
+    let off = RedisServer::start(renamed("Ex")).await?;
+    let (code, flagged) = check(&off.url(), &target.url(), &[]);
+    assert_eq!(code, Some(1), "{flagged:?}");
+    assert_eq!(flagged.len(), 1, "only the notifications fail: {flagged:?}");
+    assert!(flagged[0].contains("keyspace notifications"), "{flagged:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["check", "--source", &off.url(), "--target", &target.url()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CONFIG SET notify-keyspace-events KEA"),
+        "{text}"
+    );
+    assert!(text.contains("reads the source key by key"), "{text}");
+    assert!(
+        !text.contains("repl-timeout"),
+        "no replica link items: {text}"
+    );
+    let on = RedisServer::start(renamed("KA")).await?;
+    let (code, flagged) = check(&on.url(), &target.url(), &[]);
+    assert_eq!((code, flagged.clone()), (Some(0), vec![]), "{flagged:?}");
+    Ok(())
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::conn::{ApplyOptions, Conn};
 use crate::endpoint::{Endpoint, TlsOptions};
-use crate::engine::rdb_version_of;
+use crate::engine::{rdb_version_of, SourceMode};
 use crate::resp::Frame;
 
 /// What to check.
@@ -31,6 +31,9 @@ pub struct PrecheckOptions {
     /// is then checked against its database selection and mapping exactly;
     /// without it, against `dbs`.
     pub filter: Option<crate::filter::Filter>,
+    /// How the sync will read the source: the items of a replica link (the account's
+    /// right, repl-timeout, the backlog) or of a scan (keyspace notifications).
+    pub source_mode: SourceMode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,9 +103,7 @@ pub async fn precheck(options: &PrecheckOptions) -> Vec<CheckItem> {
     let (Some(mut source), Some(mut target)) = (source, target) else {
         return items;
     };
-    items.push(replication_right(&mut source).await);
-    items.push(repl_timeout(&mut source).await);
-    items.push(backlog(&mut source, options.rate_window).await);
+    items.extend(source_reading(&mut source, options).await);
     items.push(eviction_policy(&mut target).await);
     items.push(free_memory(&mut source, &mut target).await);
     items.push(versions(&mut source, &mut target).await);
@@ -111,6 +112,95 @@ pub async fn precheck(options: &PrecheckOptions) -> Vec<CheckItem> {
         items.push(cluster_target(&mut source, &mut target, options).await);
     }
     items
+}
+
+/// The items of how the source will be read: as a replica (the account's right,
+/// repl-timeout, the backlog), or key by key when `--source-mode scan` says so or
+/// `auto` will fall back to it (PSYNC and SYNC renamed away or refused): then
+/// whether keyspace notifications are on.
+async fn source_reading(source: &mut Conn, options: &PrecheckOptions) -> Vec<CheckItem> {
+    const NAME: &str = "how the source is read";
+    let renamed = replication_commands_missing(source).await;
+    let mode = options.source_mode;
+    if mode == SourceMode::Scan || (mode == SourceMode::Auto && renamed) {
+        let why = match mode {
+            SourceMode::Scan => "--source-mode scan",
+            _ => "PSYNC and SYNC are renamed or disabled on the source (as on managed services): --source-mode auto",
+        };
+        let detail = format!("{why} reads the source key by key (SCAN, DUMP and PTTL, then keyspace notifications): see docs/consistency.md, \"Scan mode\"");
+        return vec![
+            CheckItem::new(NAME, Outcome::Info, detail),
+            keyspace_notifications(source).await,
+        ];
+    }
+    // An account denied PSYNC fails here (its fix is a grant); a scan is the
+    // user's choice then, not a fallback that would hide a missing grant.
+    let mut right = replication_right(source).await;
+    if right.outcome == Outcome::Fail {
+        if let Some(fix) = right.fix.as_mut() {
+            fix.push_str("; or --source-mode scan to read the source key by key");
+        }
+    }
+    let mut items = Vec::new();
+    if renamed {
+        right = CheckItem::new(
+            right.name,
+            Outcome::Fail,
+            "PSYNC and SYNC are renamed or disabled on the source",
+        )
+        .fix("--source-mode scan (or auto) reads it key by key");
+    }
+    items.push(right);
+    items.push(repl_timeout(source).await);
+    items.push(backlog(source, options.rate_window).await);
+    items
+}
+
+/// Are both PSYNC and SYNC missing from the source's command table (renamed away
+/// with `rename-command`, or removed)? `COMMAND INFO` answers nil for each.
+async fn replication_commands_missing(source: &mut Conn) -> bool {
+    let answer = source
+        .query(&[b"COMMAND".as_slice(), b"INFO", b"PSYNC", b"SYNC"])
+        .await;
+    matches!(answer, Ok(Frame::Array(items)) if items.len() == 2 && items.iter().all(Frame::is_null))
+}
+
+/// A scan follows changes by keyspace notifications: `notify-keyspace-events`
+/// must publish every key event (`K` and `A`).
+async fn keyspace_notifications(source: &mut Conn) -> CheckItem {
+    const NAME: &str = "keyspace notifications (scan mode)";
+    let setting = text(
+        source,
+        &[b"CONFIG".as_slice(), b"GET", b"notify-keyspace-events"],
+    )
+    .await;
+    let flags = match setting {
+        Ok(answer) => answer
+            .strip_prefix("notify-keyspace-events")
+            .unwrap_or(&answer)
+            .trim()
+            .to_owned(),
+        Err(e) => {
+            return CheckItem::new(
+                NAME,
+                Outcome::Warn,
+                format!("could not read notify-keyspace-events ({e}); the sync proves notifications arrive (by the heartbeat key's) before it scans, and stops with the fix if they do not"),
+            )
+        }
+    };
+    match crate::source::scan::missing_notifications(&flags) {
+        None => CheckItem::new(
+            NAME,
+            Outcome::Pass,
+            format!("notify-keyspace-events is {flags:?}: every key change is published"),
+        ),
+        Some(fix) => CheckItem::new(
+            NAME,
+            Outcome::Fail,
+            format!("notify-keyspace-events is {flags:?}: a scan would miss the changes after it"),
+        )
+        .fix(format!("CONFIG SET notify-keyspace-events {fix} (on a managed service, the parameter notify-keyspace-events: ElastiCache and MemoryDB in the parameter group, Azure Cache for Redis in Advanced settings, Memorystore in the instance's configuration)")),
+    }
 }
 
 /// A Redis Cluster target: it serves every slot, the source has no keys in a

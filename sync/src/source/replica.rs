@@ -68,7 +68,7 @@ pub enum LinkError {
     Auth { endpoint: String, reply: String },
     #[error("the source {endpoint} needs a password: {reply} (put it in the source URL: redis://[user]:password@host:port)")]
     NoAuth { endpoint: String, reply: String },
-    #[error("the source {endpoint} refused to replicate to us: PSYNC answered {psync}, SYNC answered {sync} (the account needs permission for PSYNC/SYNC, e.g. ACL SETUSER <user> +psync +sync +replconf)")]
+    #[error("the source {endpoint} refused to replicate to us: PSYNC answered {psync}, SYNC answered {sync} (the account needs permission for PSYNC/SYNC, e.g. ACL SETUSER <user> +psync +sync +replconf; or, where replication is not allowed, as on managed services, --source-mode scan reads the source key by key)")]
     Refused {
         endpoint: String,
         psync: String,
