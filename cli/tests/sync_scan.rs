@@ -100,9 +100,32 @@ async fn replica_mode_stops_on_a_refusing_source() -> anyhow::Result<()> {
         &["--source-mode", "replica"],
     );
     let mut lockstep = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
+    // The precheck refuses it before any connection as a replica.
+    assert_eq!(lockstep.exit_code(Duration::from_secs(30)).await?, Some(2));
+    let log = lockstep.log_text();
+    assert!(
+        log.contains("PSYNC and SYNC are renamed or disabled"),
+        "{log}"
+    );
+    assert!(log.contains("--source-mode scan"), "{log}");
+    assert!(!log.contains("switching to --source-mode scan"), "{log}");
+    // Past the precheck, the replica link's refusal names the way out too.
+    let dir = tempfile::tempdir()?;
+    let mut args = sync_args(
+        &source.url(),
+        &[&target.url()],
+        dir.path(),
+        &["--source-mode", "replica", "--skip-precheck"],
+    );
+    args.retain(|a| !a.is_empty());
+    let mut lockstep = Lockstep::start(&args, &[], &dir.path().join("lockstep.log"))?;
     assert_eq!(lockstep.exit_code(Duration::from_secs(30)).await?, Some(1));
     let log = lockstep.log_text();
     assert!(log.contains("refused to replicate to us"), "{log}");
+    assert!(
+        log.contains("--source-mode scan reads the source key by key"),
+        "{log}"
+    );
     assert!(!log.contains("switching to --source-mode scan"), "{log}");
     Ok(())
 }
