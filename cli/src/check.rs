@@ -42,6 +42,7 @@ pub fn precheck_options(
         target_tls: connection.tls(Side::Target),
         filter: None,
         source_mode: lockstep_sync::engine::SourceMode::Auto,
+        follows_changes: true,
     }
 }
 

@@ -502,6 +502,7 @@ async fn run_precheck(args: &SyncArgs, index: usize, options: &SyncOptions) -> a
     let check = PrecheckOptions {
         filter: Some(options.filter.clone()),
         source_mode: options.source_mode,
+        follows_changes: options.mode != Mode::Full,
         ..precheck_options(
             options.source.clone(),
             options.target.clone(),

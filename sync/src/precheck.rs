@@ -34,6 +34,9 @@ pub struct PrecheckOptions {
     /// How the sync will read the source: the items of a replica link (the account's
     /// right, repl-timeout, the backlog) or of a scan (keyspace notifications).
     pub source_mode: SourceMode,
+    /// The task follows the source's changes after the copy (not mode `full`): a
+    /// scan then needs keyspace notifications.
+    pub follows_changes: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -128,10 +131,11 @@ async fn source_reading(source: &mut Conn, options: &PrecheckOptions) -> Vec<Che
             _ => "PSYNC and SYNC are renamed or disabled on the source (as on managed services): --source-mode auto",
         };
         let detail = format!("{why} reads the source key by key (SCAN, DUMP and PTTL, then keyspace notifications): see docs/consistency.md, \"Scan mode\"");
-        return vec![
-            CheckItem::new(NAME, Outcome::Info, detail),
-            keyspace_notifications(source).await,
-        ];
+        let mut items = vec![CheckItem::new(NAME, Outcome::Info, detail)];
+        if options.follows_changes {
+            items.push(keyspace_notifications(source).await);
+        }
+        return items;
     }
     // An account denied PSYNC fails here (its fix is a grant); a scan is the
     // user's choice then, not a fallback that would hide a missing grant.

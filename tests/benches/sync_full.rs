@@ -21,6 +21,10 @@
 //! seconds, lockstep's peak RSS, and the ratio lockstep / native; `$BENCH_RECORD=1`
 //! appends that table to docs/benchmarks.md (see `common::record`).
 //!
+//! `$BENCH_SCAN=1` adds, per round, the same copy by the scan source (issue 18:
+//! `--source-mode scan`, SCAN + DUMP/PTTL instead of PSYNC) and its ratio to the
+//! PSYNC copy of the same round.
+//!
 //! `cargo bench -p lockstep-tests --bench sync_full`; `$BENCH_RUNS` rounds (3).
 
 mod common;
@@ -82,7 +86,13 @@ async fn main() -> anyhow::Result<()> {
             let l = lockstep_full(&bin, &source, keys, dataset).await?;
             (native_replica(&source, keys).await?, l)
         };
+        let scanned = match scan_too() {
+            true => Some(lockstep_scan(&bin, &source, keys, dataset).await?),
+            false => None,
+        };
         let r = Round {
+            scan_s: scanned.as_ref().map(|s| s.wall.as_secs_f64()),
+            scan_rss_mib: scanned.as_ref().map(|s| s.max_rss_kib as f64 / 1024.0),
             native_s: n.as_secs_f64(),
             lockstep_s: l.wall.as_secs_f64(),
             rss_mib: l.max_rss_kib as f64 / 1024.0,
@@ -115,6 +125,18 @@ async fn main() -> anyhow::Result<()> {
         ("lockstep CPU", spread(&col(|r| r.lockstep_cpu_s), " s")),
         ("lockstep peak RSS", spread(&col(|r| r.rss_mib), " MiB")),
     ];
+    let mut rows = rows;
+    if scan_too() {
+        let scans: Vec<f64> = rounds.iter().filter_map(|r| r.scan_s).collect();
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| Some(r.scan_s? / r.lockstep_s))
+            .collect();
+        let rss: Vec<f64> = rounds.iter().filter_map(|r| r.scan_rss_mib).collect();
+        rows.push(("lockstep scan wall", spread(&scans, " s")));
+        rows.push(("ratio scan / PSYNC copy", spread(&ratios, "x")));
+        rows.push(("lockstep scan peak RSS", spread(&rss, " MiB")));
+    }
     for (name, value) in &rows {
         println!("{name:<24} {value}");
     }
@@ -129,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// One round's numbers.
 struct Round {
+    /// The scan source's copy (`$BENCH_SCAN=1`).
+    scan_s: Option<f64>,
+    scan_rss_mib: Option<f64>,
     native_s: f64,
     lockstep_s: f64,
     rss_mib: f64,
@@ -216,6 +241,25 @@ async fn native_replica(source: &RedisServer, keys: i64) -> anyhow::Result<Durat
     );
     conn.run::<()>("REPLICAOF NO ONE").await?;
     Ok(took)
+}
+
+fn scan_too() -> bool {
+    std::env::var("BENCH_SCAN").is_ok_and(|v| v == "1")
+}
+
+/// [`lockstep_full`] with the source read by the scan source.
+async fn lockstep_scan(
+    bin: &std::path::Path,
+    source: &RedisServer,
+    keys: i64,
+    dataset: Dataset,
+) -> anyhow::Result<common::Finished> {
+    std::env::set_var("BENCH_SOURCE_MODE", "scan");
+    let done = lockstep_full(bin, source, keys, dataset).await;
+    std::env::remove_var("BENCH_SOURCE_MODE");
+    let done = done?;
+    println!("  (that lockstep run read the source by SCAN + DUMP/PTTL)");
+    Ok(done)
 }
 
 /// `lockstep sync --mode full` into a fresh 7.0 target, after which the target is

@@ -86,6 +86,10 @@ impl Lockstep {
         args.push("--checkpoint-dir".into());
         args.push(checkpoint_dir.into());
         args.extend(["--mode".into(), mode.into()]);
+        // `$BENCH_SOURCE_MODE` (e.g. `scan`) reads the source so instead of as a replica.
+        if let Ok(source_mode) = std::env::var("BENCH_SOURCE_MODE") {
+            args.extend(["--source-mode".into(), source_mode.into()]);
+        }
         Lockstep::start(bin, &args)
     }
 

@@ -41,53 +41,114 @@ pub fn is_heartbeat(key: &[u8]) -> bool {
     key.starts_with(HEARTBEAT_PREFIX)
 }
 
-/// Reads `keys` (each of its database) in one pipeline. `selected` is the
-/// database the connection has selected, kept up to date.
+/// Reads `keys` (each of its database) in one pipeline: each run of keys of one
+/// database in one `MULTI` (`DUMP` and `PTTL` of each), so a key's value and TTL,
+/// and the keys of a run, are of one instant. `selected` is the database the
+/// connection has selected, kept up to date. Callers bound a batch (a few hundred
+/// keys): a transaction holds the source for its duration.
 pub async fn read_keys(
     conn: &mut Conn,
     endpoint: &str,
     selected: &mut u32,
     keys: &[DbKey],
 ) -> Result<Vec<KeyRead>, ScanError> {
-    let mut commands: Vec<Vec<Bytes>> = Vec::with_capacity(keys.len() * 4 + 1);
-    let mut selects = Vec::with_capacity(keys.len());
-    for (db, key) in keys {
-        let select = *db != *selected;
-        if select {
-            commands.push(vec![
-                Bytes::from_static(b"SELECT"),
-                Bytes::from(db.to_string()),
-            ]);
-            *selected = *db;
-        }
-        selects.push(select);
-        let read = if is_heartbeat(key) { "GET" } else { "DUMP" };
-        commands.push(vec![Bytes::from_static(b"MULTI")]);
-        commands.push(vec![Bytes::from_static(read.as_bytes()), key.clone()]);
-        commands.push(vec![Bytes::from_static(b"PTTL"), key.clone()]);
-        commands.push(vec![Bytes::from_static(b"EXEC")]);
-    }
+    let mut commands = Vec::with_capacity(keys.len() * 2 + 8);
+    let plan = ReadPlan::push_commands(keys, selected, &mut commands);
     // Expiries are counted from before the reads ran: a TTL is never lengthened.
     let sent_at = unix_ms();
     let replies = conn.query_pipelined(&commands).await?;
-    let mut replies = replies.into_iter();
-    let mut read = Vec::with_capacity(keys.len());
-    for ((db, key), select) in keys.iter().zip(selects) {
-        if select {
-            expect_ok(replies.next(), endpoint, "SELECT")?;
+    plan.answers(&mut replies.into_iter(), endpoint, sent_at)
+}
+
+/// The reads of a batch as sent, to take their answers off a pipeline's replies
+/// (which may go on with other commands: the snapshot sends its next `SCAN` in the
+/// same round trip).
+pub struct ReadPlan<'k> {
+    runs: Vec<(&'k [DbKey], bool)>,
+}
+
+impl<'k> ReadPlan<'k> {
+    /// Appends the commands reading `keys` to `commands`.
+    pub fn push_commands(
+        keys: &'k [DbKey],
+        selected: &mut u32,
+        commands: &mut Vec<Vec<Bytes>>,
+    ) -> ReadPlan<'k> {
+        let mut runs = Vec::new();
+        for run in runs_by_db(keys) {
+            let db = run[0].0;
+            let select = db != *selected;
+            if select {
+                commands.push(vec![
+                    Bytes::from_static(b"SELECT"),
+                    Bytes::from(db.to_string()),
+                ]);
+                *selected = db;
+            }
+            commands.push(vec![Bytes::from_static(b"MULTI")]);
+            for (_, key) in run {
+                let read = if is_heartbeat(key) { "GET" } else { "DUMP" };
+                commands.push(vec![Bytes::from_static(read.as_bytes()), key.clone()]);
+                commands.push(vec![Bytes::from_static(b"PTTL"), key.clone()]);
+            }
+            commands.push(vec![Bytes::from_static(b"EXEC")]);
+            runs.push((run, select));
         }
-        expect_ok(replies.next(), endpoint, "MULTI")?;
-        for _ in 0..2 {
-            expect_queued(replies.next(), endpoint, key)?;
-        }
-        let state = key_state(replies.next(), endpoint, key, sent_at)?;
-        read.push(KeyRead {
-            db: *db,
-            key: key.clone(),
-            state,
-        });
+        ReadPlan { runs }
     }
-    Ok(read)
+
+    /// Takes the reads' answers off `replies`, in order.
+    pub fn answers(
+        &self,
+        replies: &mut impl Iterator<Item = Frame>,
+        endpoint: &str,
+        sent_at: i64,
+    ) -> Result<Vec<KeyRead>, ScanError> {
+        let mut read = Vec::new();
+        for (run, select) in &self.runs {
+            if *select {
+                expect_ok(replies.next(), endpoint, "SELECT")?;
+            }
+            expect_ok(replies.next(), endpoint, "MULTI")?;
+            for (_, key) in *run {
+                for _ in 0..2 {
+                    expect_queued(replies.next(), endpoint, key)?;
+                }
+            }
+            let answers = exec_answers(replies.next(), endpoint, run.len())?;
+            let mut answers = answers.into_iter();
+            for (db, key) in *run {
+                let state = pair_state(answers.next(), answers.next(), endpoint, key, sent_at)?;
+                read.push(KeyRead {
+                    db: *db,
+                    key: key.clone(),
+                    state,
+                });
+            }
+        }
+        Ok(read)
+    }
+}
+
+/// `keys` cut into runs of consecutive keys of one database.
+fn runs_by_db(keys: &[DbKey]) -> Vec<&[DbKey]> {
+    keys.chunk_by(|a, b| a.0 == b.0).collect()
+}
+
+/// The EXEC's answers of a run of `keys` keys: two per key.
+fn exec_answers(
+    reply: Option<Frame>,
+    endpoint: &str,
+    keys: usize,
+) -> Result<Vec<Frame>, ScanError> {
+    match reply {
+        Some(Frame::Array(items)) if items.len() == keys * 2 => Ok(items),
+        Some(Frame::Error(e)) => Err(refused(endpoint, "EXEC of DUMP/PTTL", b"", &e)),
+        other => Err(unexpected(
+            endpoint,
+            format!("{other:?} as the answer to EXEC of {keys} DUMP/PTTL pairs"),
+        )),
+    }
 }
 
 fn refused(endpoint: &str, command: &str, key: &[u8], reply: &[u8]) -> ScanError {
@@ -127,25 +188,15 @@ fn expect_queued(reply: Option<Frame>, endpoint: &str, key: &[u8]) -> Result<(),
     }
 }
 
-/// The key's state from its EXEC's answer: `[payload or nil, pttl]`.
-fn key_state(
-    reply: Option<Frame>,
+/// The key's state from its two answers in the EXEC: the payload (or nil) and
+/// the PTTL.
+fn pair_state(
+    value: Option<Frame>,
+    pttl: Option<Frame>,
     endpoint: &str,
     key: &[u8],
     sent_at: i64,
 ) -> Result<KeyState, ScanError> {
-    let items = match reply {
-        Some(Frame::Array(items)) if items.len() == 2 => items,
-        Some(Frame::Error(e)) => return Err(refused(endpoint, "EXEC of DUMP/PTTL", key, &e)),
-        other => {
-            return Err(unexpected(
-                endpoint,
-                format!("{other:?} as the answer to EXEC of DUMP/PTTL"),
-            ))
-        }
-    };
-    let mut items = items.into_iter();
-    let (value, pttl) = (items.next(), items.next());
     let payload = match value {
         Some(Frame::Bulk(payload)) => payload,
         Some(Frame::NullBulk | Frame::Null) => return Ok(KeyState::Gone),
@@ -171,33 +222,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_exec_answer_reads_as_the_key_state() {
-        let exec = |value: Frame, pttl: i64| Some(Frame::Array(vec![value, Frame::Integer(pttl)]));
+    fn two_answers_read_as_the_key_state() {
         let payload = Bytes::from_static(b"\x00\x01x\x0b\x00........");
+        let state = |value: Frame, pttl: i64| {
+            pair_state(Some(value), Some(Frame::Integer(pttl)), "s", b"k", 1_000).ok()
+        };
         assert_eq!(
-            key_state(exec(Frame::Bulk(payload.clone()), -1), "s", b"k", 1_000).ok(),
+            state(Frame::Bulk(payload.clone()), -1),
             Some(KeyState::Present {
                 payload: payload.clone(),
                 expire_at_ms: None
             })
         );
         assert_eq!(
-            key_state(exec(Frame::Bulk(payload.clone()), 500), "s", b"k", 1_000).ok(),
+            state(Frame::Bulk(payload.clone()), 500),
             Some(KeyState::Present {
                 payload,
                 expire_at_ms: Some(1_500)
             })
         );
-        assert_eq!(
-            key_state(exec(Frame::NullBulk, -2), "s", b"k", 1_000).ok(),
-            Some(KeyState::Gone)
+        assert_eq!(state(Frame::NullBulk, -2), Some(KeyState::Gone));
+        let refused = pair_state(
+            Some(Frame::Error(Bytes::from("NOPERM no"))),
+            None,
+            "s",
+            b"k",
+            0,
         );
-        let refused = key_state(Some(Frame::Error(Bytes::from("NOPERM no"))), "s", b"k", 0);
         assert!(
             matches!(refused, Err(ScanError::Refused { .. })),
             "{refused:?}"
         );
-        let odd = key_state(Some(Frame::Integer(3)), "s", b"k", 0);
+        let odd = pair_state(Some(Frame::Integer(3)), None, "s", b"k", 0);
         assert!(matches!(odd, Err(ScanError::Protocol { .. })), "{odd:?}");
+        let short = exec_answers(Some(Frame::Array(vec![Frame::Integer(1)])), "s", 1);
+        assert!(
+            matches!(short, Err(ScanError::Protocol { .. })),
+            "{short:?}"
+        );
+    }
+
+    #[test]
+    fn keys_are_read_in_runs_of_one_database() {
+        let keys: Vec<DbKey> = [(0, "a"), (0, "b"), (3, "c"), (0, "d")]
+            .into_iter()
+            .map(|(db, k)| (db, Bytes::from(k)))
+            .collect();
+        let runs: Vec<usize> = runs_by_db(&keys).iter().map(|r| r.len()).collect();
+        assert_eq!(runs, [2, 1, 1]);
     }
 }

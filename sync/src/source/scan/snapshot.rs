@@ -29,7 +29,7 @@ use crate::resp::Frame;
 use crate::source::Snapshot;
 
 use super::changes::Shared;
-use super::read::{read_keys, KeyRead, KeyState};
+use super::read::{KeyRead, KeyState, ReadPlan};
 use super::ScanError;
 
 /// Bytes of RDB gathered before a piece is handed to the engine.
@@ -41,13 +41,21 @@ pub const SCAN_COUNT: usize = 512;
 pub struct ScanSnapshot {
     /// Databases not begun yet.
     dbs: VecDeque<u32>,
-    /// The database being scanned and its cursor.
-    current: Option<(u32, Bytes)>,
+    /// The database being scanned.
+    current: Option<Scanning>,
     /// The header is written first, `EOF` last.
     header: Option<u16>,
     finished: bool,
     /// Keys written so far.
     pub keys: u64,
+}
+
+/// Where the scan of one database stands: the cursor of its next `SCAN` (none
+/// once `SCAN` answered cursor 0) and the keys found and not yet read.
+struct Scanning {
+    db: u32,
+    cursor: Option<Bytes>,
+    found: Vec<(u32, Bytes)>,
 }
 
 impl Snapshot for ScanSnapshot {
@@ -85,12 +93,16 @@ impl ScanSnapshot {
             out.extend_from_slice(&functions(conn).await?);
         }
         while out.len() < PIECE_BYTES {
-            let Some((db, cursor)) = self.current.take() else {
+            let Some(scanning) = self.current.take() else {
                 match self.dbs.pop_front() {
                     Some(db) => {
                         out.push(0xfe); // SELECTDB
                         write_len(&mut out, u64::from(db));
-                        self.current = Some((db, Bytes::from_static(b"0")));
+                        self.current = Some(Scanning {
+                            db,
+                            cursor: Some(Bytes::from_static(b"0")),
+                            found: Vec::new(),
+                        });
                         continue;
                     }
                     None => {
@@ -101,20 +113,81 @@ impl ScanSnapshot {
                     }
                 }
             };
-            let (next, keys) = scan_once(conn, endpoint, selected, db, &cursor).await?;
-            if next.as_ref() != b"0" {
-                self.current = Some((db, next));
+            if scanning.cursor.is_none() && scanning.found.is_empty() {
+                continue; // this database is done
             }
-            let batch: Vec<_> = keys.into_iter().map(|k| (db, k)).collect();
-            for read in read_keys(conn, endpoint, selected, &batch).await? {
+            let (reads, next) = read_and_scan(conn, endpoint, selected, &scanning).await?;
+            for read in reads {
                 shared.saw(&read);
                 if write_record(&mut out, &read, endpoint)? {
                     self.keys += 1;
                 }
             }
+            self.current = Some(next);
         }
         Ok(Some(Bytes::from(out)))
     }
+}
+
+/// One round trip: the keys `scanning` found are read, and its next `SCAN` is
+/// sent behind them (the source answers both in one go, and the next batch is
+/// found while this one is written). Returns the reads and where the scan stands.
+async fn read_and_scan(
+    conn: &mut Conn,
+    endpoint: &str,
+    selected: &mut u32,
+    scanning: &Scanning,
+) -> Result<(Vec<KeyRead>, Scanning), ScanError> {
+    let mut commands = Vec::with_capacity(scanning.found.len() * 2 + 8);
+    let plan = ReadPlan::push_commands(&scanning.found, selected, &mut commands);
+    let select = *selected != scanning.db && scanning.cursor.is_some();
+    if select {
+        commands.push(vec![
+            Bytes::from_static(b"SELECT"),
+            Bytes::from(scanning.db.to_string()),
+        ]);
+        *selected = scanning.db;
+    }
+    if let Some(cursor) = &scanning.cursor {
+        commands.push(vec![
+            Bytes::from_static(b"SCAN"),
+            cursor.clone(),
+            Bytes::from_static(b"COUNT"),
+            Bytes::from(SCAN_COUNT.to_string()),
+        ]);
+    }
+    let sent_at = crate::clock::unix_ms();
+    let replies = conn.query_pipelined(&commands).await?;
+    let mut replies = replies.into_iter();
+    let reads = plan.answers(&mut replies, endpoint, sent_at)?;
+    let refused = |command: String, reply: &[u8]| ScanError::Refused {
+        endpoint: endpoint.to_owned(),
+        command,
+        reply: String::from_utf8_lossy(reply).into_owned(),
+    };
+    if select {
+        if let Some(Frame::Error(e)) = replies.next() {
+            return Err(refused(format!("SELECT {}", scanning.db), &e));
+        }
+    }
+    let mut next = Scanning {
+        db: scanning.db,
+        cursor: None,
+        found: Vec::new(),
+    };
+    if scanning.cursor.is_some() {
+        let answer = replies.next().unwrap_or(Frame::Null);
+        let (cursor, keys) = parse_scan(answer).map_err(|what| match what {
+            Err(reply) => refused("SCAN".into(), reply.as_bytes()),
+            Ok(what) => ScanError::Protocol {
+                endpoint: endpoint.to_owned(),
+                what,
+            },
+        })?;
+        next.cursor = (cursor.as_ref() != b"0").then_some(cursor);
+        next.found = keys.into_iter().map(|k| (scanning.db, k)).collect();
+    }
+    Ok((reads, next))
 }
 
 /// The source's functions (7.0+) as RDB records: `FUNCTION DUMP`'s payload is
@@ -125,44 +198,6 @@ async fn functions(conn: &mut Conn) -> Result<Vec<u8>, ScanError> {
         Frame::Bulk(payload) if payload.len() > 10 => Ok(payload[..payload.len() - 10].to_vec()),
         _ => Ok(Vec::new()),
     }
-}
-
-/// One `SCAN` of `db` from `cursor`: the next cursor and the keys.
-async fn scan_once(
-    conn: &mut Conn,
-    endpoint: &str,
-    selected: &mut u32,
-    db: u32,
-    cursor: &[u8],
-) -> Result<(Bytes, Vec<Bytes>), ScanError> {
-    if *selected != db {
-        let answer = conn
-            .query(&[b"SELECT".as_slice(), db.to_string().as_bytes()])
-            .await?;
-        if let Frame::Error(e) = answer {
-            return Err(ScanError::Refused {
-                endpoint: endpoint.to_owned(),
-                command: format!("SELECT {db}"),
-                reply: String::from_utf8_lossy(&e).into_owned(),
-            });
-        }
-        *selected = db;
-    }
-    let count = SCAN_COUNT.to_string();
-    let answer = conn
-        .query(&[b"SCAN".as_slice(), cursor, b"COUNT", count.as_bytes()])
-        .await?;
-    parse_scan(answer).map_err(|what| match what {
-        Err(reply) => ScanError::Refused {
-            endpoint: endpoint.to_owned(),
-            command: "SCAN".into(),
-            reply,
-        },
-        Ok(what) => ScanError::Protocol {
-            endpoint: endpoint.to_owned(),
-            what,
-        },
-    })
 }
 
 /// `[cursor, [key...]]`; an error reply as `Err(Err(reply))`, anything else as
