@@ -258,3 +258,32 @@ async fn a_scanned_source_into_a_cluster_target() -> anyhow::Result<()> {
     task.handle.await??;
     Ok(())
 }
+
+/// A Redis Cluster source read key by key: one task per shard scans and follows
+/// its own primary (its notifications are its keys'), a churn writes on every
+/// shard during the scans and after, and verify finds the target equal.
+#[tokio::test]
+async fn a_cluster_source_is_scanned_shard_by_shard() -> anyhow::Result<()> {
+    let node = ServerConfig::new(RedisVersion::V7_0).set("notify-keyspace-events", "KA");
+    let source = Cluster::start(ClusterSpec::new(node, 3, 1)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+    DataSet::write_cluster(&source, &DataSpec::new(41, 10).dbs(&[0])).await?;
+    let dir = tempfile::tempdir()?;
+    let seed = common::cluster::seed_url(&source);
+    let mut base = lockstep_testkit::harness::options(
+        &seed,
+        &target.url(),
+        dir.path(),
+        Duration::from_secs(30),
+    )?;
+    base.source_mode = SourceMode::Scan;
+    let mut tasks = lockstep_testkit::harness::spawn_shard_tasks(base, false).await?;
+    assert_eq!(tasks.len(), 3, "one task per primary");
+    common::cluster::churn_every_shard(&source, None, 51, 200.0, Duration::from_secs(3)).await?;
+    common::cluster::wait_consistent(&seed, &target.url(), &mut tasks, CONVERGE).await?;
+    for task in tasks {
+        task.stop.send(true)?;
+        task.handle.await??;
+    }
+    Ok(())
+}

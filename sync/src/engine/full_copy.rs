@@ -124,12 +124,12 @@ where
         .join()
         .await
         .map_err(|e| SyncError::Internal(format!("RDB reader task: {e}")))?;
-    // A source that failed (silent, cut) ends the parser's input early: its error is
-    // the cause, the parser's "unexpected end" only the consequence.
+    // A source that failed (silent, cut, refused a read) ends the parser's input
+    // early: its error is the cause, the parser's ("unexpected end", or no header
+    // at all when it failed before its first byte) only the consequence. (When the
+    // parser fails first, the reader stops without an error: it is the parser's.)
     let source = match (applied, source) {
-        (Err(SyncError::Rdb(RdbError::UnexpectedEof { .. })), Err(cause)) => {
-            return Err(cause.into())
-        }
+        (Err(SyncError::Rdb(_)), Err(cause)) => return Err(cause.into()),
         (Err(err), _) => return Err(err),
         (Ok(()), source) => source?,
     };

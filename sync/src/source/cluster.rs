@@ -205,6 +205,8 @@ fn shard_options(
     slots.sort_unstable();
     let name = shard_name(&slots);
     let mut options = base.clone();
+    // Each shard's scan counts its own (a scanned cluster source: one scan per shard).
+    options.scan_stats = Default::default();
     options.source = at(&base.source, &shard.host, shard.port);
     options.task_name = format!("{}-{name}", base.task_name);
     options.checkpoint_dir = PathBuf::from(&base.checkpoint_dir).join(&name);

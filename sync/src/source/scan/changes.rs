@@ -430,6 +430,8 @@ pub struct ChangeReader {
     /// Calls of the consumer group commands when last read.
     pub groups_before: Option<u64>,
     pub stream_db: Option<u32>,
+    /// The source is a cluster node (a transaction holds one slot's keys).
+    pub cluster: bool,
 }
 
 impl ChangeReader {
@@ -478,9 +480,15 @@ impl ChangeReader {
                         .await;
                 continue;
             }
-            let reads = read_keys(&mut self.conn, &self.endpoint, &mut self.selected, &keys)
-                .await
-                .map_err(|e| format!("reading changed keys failed: {e}"))?;
+            let reads = read_keys(
+                &mut self.conn,
+                &self.endpoint,
+                &mut self.selected,
+                &keys,
+                self.cluster,
+            )
+            .await
+            .map_err(|e| format!("reading changed keys failed: {e}"))?;
             let bytes = self.commands_of(&reads);
             if out.send(Ok(bytes)).await.is_err() {
                 return Ok(());

@@ -24,8 +24,12 @@
 //! [`ScanSource::connect`] checks the setting and proves it with the heartbeat
 //! key's own notification before it scans, and fails with the fix otherwise.
 //!
+//! A Redis Cluster source is one scan source per shard (the shard tasks of
+//! [`super::cluster`]), each on its primary; there a transaction holds one slot's
+//! keys (`read::runs_of`).
+//!
 //! Not built: big keys read in pieces (a key is one `DUMP`, bounded by the reply
-//! limits), a persisted dirty set (a restart scans again), a source cluster.
+//! limits), a persisted dirty set (a restart scans again).
 
 mod changes;
 mod dirty;
@@ -110,6 +114,8 @@ pub struct ScanSource {
     subscription: Option<AbortOnDrop>,
     silent_before: Option<u64>,
     groups_before: Option<u64>,
+    /// A node of a Redis Cluster (`cluster_enabled:1`).
+    cluster: bool,
 }
 
 impl ScanSource {
@@ -124,6 +130,10 @@ impl ScanSource {
         let server = info(&mut conn, &name, "server").await?;
         let version = field(&server, "redis_version").unwrap_or_default();
         let rdb_version = crate::engine::rdb_version_of(&version);
+        let cluster = info(&mut conn, &name, "cluster")
+            .await
+            .map(|text| field(&text, "cluster_enabled").as_deref() == Some("1"))
+            .unwrap_or(false);
         let shared = Shared::new(options.dirty_keys_max, options.stats.clone());
         let mut source = ScanSource {
             replid: fresh_replid(&name),
@@ -135,6 +145,7 @@ impl ScanSource {
             subscription: None,
             silent_before: None,
             groups_before: None,
+            cluster,
             options,
         };
         if source.options.follow {
@@ -359,7 +370,7 @@ impl Source for ScanSource {
         let dbs = self.databases().await?;
         self.options.stats.scans.fetch_add(1, Ordering::Relaxed);
         tracing::info!(source = %self.endpoint, ?dbs, "scanning the source (SCAN, then DUMP and PTTL of each key)");
-        Ok(ScanSnapshot::new(dbs, self.rdb_version))
+        Ok(ScanSnapshot::new(dbs, self.rdb_version, self.cluster))
     }
 
     async fn next_snapshot_chunk(
@@ -408,6 +419,7 @@ impl Source for ScanSource {
                 silent_before: self.silent_before,
                 groups_before: self.groups_before,
                 stream_db: None,
+                cluster: self.cluster,
             };
             tasks.push(AbortOnDrop(tokio::spawn(reader.run(tx))));
         }

@@ -11,6 +11,7 @@ use crate::clock::unix_ms;
 use crate::conn::Conn;
 use crate::engine::HEARTBEAT_PREFIX;
 use crate::resp::Frame;
+use crate::slots::key_slot;
 
 use super::dirty::DbKey;
 use super::ScanError;
@@ -51,9 +52,10 @@ pub async fn read_keys(
     endpoint: &str,
     selected: &mut u32,
     keys: &[DbKey],
+    cluster: bool,
 ) -> Result<Vec<KeyRead>, ScanError> {
     let mut commands = Vec::with_capacity(keys.len() * 2 + 8);
-    let plan = ReadPlan::push_commands(keys, selected, &mut commands);
+    let plan = ReadPlan::push_commands(keys, selected, cluster, &mut commands);
     // Expiries are counted from before the reads ran: a TTL is never lengthened.
     let sent_at = unix_ms();
     let replies = conn.query_pipelined(&commands).await?;
@@ -69,13 +71,15 @@ pub struct ReadPlan<'k> {
 
 impl<'k> ReadPlan<'k> {
     /// Appends the commands reading `keys` to `commands`.
+    /// On a cluster node (`cluster`) a transaction holds keys of one slot only.
     pub fn push_commands(
         keys: &'k [DbKey],
         selected: &mut u32,
+        cluster: bool,
         commands: &mut Vec<Vec<Bytes>>,
     ) -> ReadPlan<'k> {
         let mut runs = Vec::new();
-        for run in runs_by_db(keys) {
+        for run in runs_of(keys, cluster) {
             let db = run[0].0;
             let select = db != *selected;
             if select {
@@ -130,9 +134,11 @@ impl<'k> ReadPlan<'k> {
     }
 }
 
-/// `keys` cut into runs of consecutive keys of one database.
-fn runs_by_db(keys: &[DbKey]) -> Vec<&[DbKey]> {
-    keys.chunk_by(|a, b| a.0 == b.0).collect()
+/// `keys` cut into runs of consecutive keys of one database (and, on a cluster
+/// node, of one hash slot: a transaction over several slots is refused there).
+fn runs_of(keys: &[DbKey], cluster: bool) -> Vec<&[DbKey]> {
+    keys.chunk_by(|a, b| a.0 == b.0 && (!cluster || key_slot(&a.1) == key_slot(&b.1)))
+        .collect()
 }
 
 /// The EXEC's answers of a run of `keys` keys: two per key.
@@ -268,7 +274,14 @@ mod tests {
             .into_iter()
             .map(|(db, k)| (db, Bytes::from(k)))
             .collect();
-        let runs: Vec<usize> = runs_by_db(&keys).iter().map(|r| r.len()).collect();
+        let runs: Vec<usize> = runs_of(&keys, false).iter().map(|r| r.len()).collect();
+        assert_eq!(runs, [2, 1, 1]);
+        // On a cluster node, keys of one slot only: {t}x and {t}y share one.
+        let tagged: Vec<DbKey> = ["{t}x", "{t}y", "a", "b"]
+            .into_iter()
+            .map(|k| (0, Bytes::from(k)))
+            .collect();
+        let runs: Vec<usize> = runs_of(&tagged, true).iter().map(|r| r.len()).collect();
         assert_eq!(runs, [2, 1, 1]);
     }
 }

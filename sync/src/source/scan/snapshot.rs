@@ -46,6 +46,8 @@ pub struct ScanSnapshot {
     /// The header is written first, `EOF` last.
     header: Option<u16>,
     finished: bool,
+    /// The source is a cluster node (a transaction holds one slot's keys).
+    cluster: bool,
     /// Keys written so far.
     pub keys: u64,
 }
@@ -66,12 +68,13 @@ impl Snapshot for ScanSnapshot {
 
 impl ScanSnapshot {
     /// A pass over `dbs`, written as an RDB of `rdb_version`.
-    pub fn new(dbs: Vec<u32>, rdb_version: u16) -> ScanSnapshot {
+    pub fn new(dbs: Vec<u32>, rdb_version: u16, cluster: bool) -> ScanSnapshot {
         ScanSnapshot {
             dbs: dbs.into(),
             current: None,
             header: Some(rdb_version),
             finished: false,
+            cluster,
             keys: 0,
         }
     }
@@ -116,7 +119,8 @@ impl ScanSnapshot {
             if scanning.cursor.is_none() && scanning.found.is_empty() {
                 continue; // this database is done
             }
-            let (reads, next) = read_and_scan(conn, endpoint, selected, &scanning).await?;
+            let (reads, next) =
+                read_and_scan(conn, endpoint, selected, &scanning, self.cluster).await?;
             for read in reads {
                 shared.saw(&read);
                 if write_record(&mut out, &read, endpoint)? {
@@ -137,9 +141,10 @@ async fn read_and_scan(
     endpoint: &str,
     selected: &mut u32,
     scanning: &Scanning,
+    cluster: bool,
 ) -> Result<(Vec<KeyRead>, Scanning), ScanError> {
     let mut commands = Vec::with_capacity(scanning.found.len() * 2 + 8);
-    let plan = ReadPlan::push_commands(&scanning.found, selected, &mut commands);
+    let plan = ReadPlan::push_commands(&scanning.found, selected, cluster, &mut commands);
     let select = *selected != scanning.db && scanning.cursor.is_some();
     if select {
         commands.push(vec![
