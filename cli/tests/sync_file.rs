@@ -80,5 +80,37 @@ async fn a_gzip_backup_restores_with_rules_and_verifies() -> anyhow::Result<()> 
     let (code, _, err) = lockstep(&relative);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("file:///ABSOLUTE/PATH"), "{err}");
+    // The file source's flags: refused with a server source, and together.
+    let source_url = source.url();
+    let server = [
+        "sync",
+        "--source",
+        source_url.as_str(),
+        "--target",
+        target_url.as_str(),
+        "--checkpoint-dir",
+        "x",
+        "--keep-expired",
+    ];
+    let (code, _, err) = lockstep(&server);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--keep-expired applies to a file source only"),
+        "{err}"
+    );
+    let both = [
+        &common[..],
+        &["--keep-expired", "--then-follow", source_url.as_str()],
+    ]
+    .concat();
+    let (code, _, err) = lockstep(&both);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--keep-expired with --then-follow"), "{err}");
+    // The gzip file has no replication position (its server had no replica): refused
+    // before anything is loaded.
+    let follow = [&common[..], &["--then-follow", source_url.as_str()]].concat();
+    let (code, _, err) = lockstep(&follow);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("no repl-id and repl-offset"), "{err}");
     Ok(())
 }

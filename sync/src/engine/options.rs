@@ -79,6 +79,21 @@ pub struct SyncOptions {
     /// extend an expiry), keys already expired dropped as a server drops them on
     /// load. `source` is then only a name.
     pub source_file: Option<PathBuf>,
+    /// With `source_file`: once the file is loaded, follow `source` by PSYNC from the
+    /// file's position (`--then-follow`; see [`ThenFollow`]).
+    pub then_follow: Option<ThenFollow>,
+}
+
+/// `--then-follow`: the file source's load is recorded at the file's replication
+/// position (a checkpoint like a full resync's), and the task then runs as an
+/// incremental task of `source` from that checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThenFollow {
+    /// When `source` cannot continue from the file's position (`+FULLRESYNC`): copy
+    /// it in full and follow it (true), or stop with an error (false).
+    pub full_copy_if_lost: bool,
+    /// The file's position; read from the file by the engine when the task starts.
+    pub from: Option<crate::source::rdb_file::FilePosition>,
 }
 
 /// The name of a task that was given none.
@@ -146,6 +161,7 @@ impl SyncOptions {
             source_cluster: None,
             heartbeat_at: None,
             source_file: None,
+            then_follow: None,
         }
     }
 }
