@@ -367,6 +367,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_gzip_files_bytes_read_are_its_compressed_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gz = dir.path().join("dump.rdb.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&[42u8; 900_000]).expect("compress");
+        std::fs::write(&gz, encoder.finish().expect("finish")).expect("write");
+        let compressed = std::fs::metadata(&gz).expect("size").len();
+        let mut file = RdbFile::open(&gz).expect("opens");
+        let mut snapshot = file.snapshot().await.expect("opens");
+        let mut unpacked = 0;
+        while let Some(piece) = file
+            .next_snapshot_chunk(&mut snapshot)
+            .await
+            .expect("reads")
+        {
+            unpacked += piece.len();
+            assert!(snapshot.bytes_read() <= Some(compressed));
+        }
+        assert_eq!(unpacked, 900_000);
+        assert_eq!(snapshot.bytes_read(), Some(compressed));
+    }
+
+    #[tokio::test]
     async fn a_missing_file_and_a_directory_are_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = RdbFile::open(&dir.path().join("nope.rdb")).expect_err("missing");
