@@ -508,3 +508,33 @@ async fn then_follow_past_the_backlog_stops_clearly_or_copies_in_full() -> anyho
     assert_eq!(size, 0, "nothing loaded");
     Ok(())
 }
+
+/// The progress of a file's copy is in bytes of the file, plain or gzip: at the end,
+/// bytes copied = bytes total = the file's size on disk (compressed for gzip).
+#[tokio::test]
+async fn progress_counts_bytes_of_the_file_plain_or_gzip() -> anyhow::Result<()> {
+    let source = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let mut c = source.client().await?;
+    let _: () = c.run("DEBUG POPULATE 30000 k 100").await?;
+    let _: () = c.run("SAVE").await?;
+    let dir = tempfile::tempdir()?;
+    let plain = dir.path().join("dump.rdb");
+    std::fs::copy(source.rdb_path(), &plain)?;
+    let gz = dir.path().join("dump.rdb.gz");
+    gzip(&plain, &gz)?;
+    for file in [&plain, &gz] {
+        let size = std::fs::metadata(file)?.len();
+        let cp = tempfile::tempdir()?;
+        let task = SyncTask::spawn(from_file(file, &target, cp.path())?);
+        let summary = tokio::time::timeout(Duration::from_secs(60), task.handle).await???;
+        let p = summary.progress;
+        assert_eq!(
+            (p.bytes_copied, p.bytes_total),
+            (size, Some(size)),
+            "{}",
+            file.display()
+        );
+    }
+    Ok(())
+}
