@@ -835,6 +835,65 @@ fn format_score(score: f64) -> String {
 mod tests {
     use super::*;
 
+    fn expiring_at(at: Option<i64>) -> KeyMeta {
+        KeyMeta {
+            db: 0,
+            key: b"k".to_vec(),
+            rdb_type: rdb::RdbType::String,
+            expire_ms: at,
+            lru_idle_secs: None,
+            lfu_freq: None,
+            offset: 0,
+        }
+    }
+
+    fn loader(drop_expired: bool, expiries_from_save: bool) -> KeyLoader {
+        let options = LoadOptions {
+            drop_expired,
+            expiries_from_save,
+            ..LoadOptions::default()
+        };
+        KeyLoader::new(10, options, Filter::default())
+    }
+
+    #[test]
+    fn keep_expired_counts_each_lifetime_from_the_save_and_drops_what_was_dead_then() {
+        let now = unix_ms();
+        let saved_at = now - 86_400_000; // yesterday
+        let mut keep = loader(false, true);
+        keep.saved_at_ms = Some(saved_at);
+        // Ten minutes left at the save, expired since: ten minutes from now.
+        let mut meta = expiring_at(Some(saved_at + 600_000));
+        assert!(!keep.expired(&mut meta).expect("has a save time"));
+        let left = meta.expire_ms.expect("an expiry") - unix_ms();
+        assert!((599_000..=600_000).contains(&left), "{left}");
+        // Two days left at the save: two days from now, not one.
+        let mut meta = expiring_at(Some(saved_at + 2 * 86_400_000));
+        assert!(!keep.expired(&mut meta).expect("has a save time"));
+        assert!(meta.expire_ms.expect("an expiry") - unix_ms() > 86_400_000 * 2 - 1000);
+        // Already expired when the file was saved: dropped.
+        let mut meta = expiring_at(Some(saved_at - 1));
+        assert!(keep.expired(&mut meta).expect("has a save time"));
+        // No expiry: kept as it is.
+        let mut meta = expiring_at(None);
+        assert!(!keep.expired(&mut meta).expect("no expiry"));
+        assert_eq!(meta.expire_ms, None);
+    }
+
+    #[test]
+    fn keep_expired_without_a_save_time_is_an_error_and_the_default_drops_by_now() {
+        let mut meta = expiring_at(Some(unix_ms() - 1));
+        let err = loader(false, true)
+            .expired(&mut meta)
+            .expect_err("no ctime");
+        assert!(err.to_string().contains("ctime"), "{err}");
+        let mut dropping = loader(true, false);
+        assert!(dropping.expired(&mut meta).expect("by now"));
+        let mut later = expiring_at(Some(unix_ms() + 60_000));
+        assert!(!dropping.expired(&mut later).expect("by now"));
+        assert!(!loader(false, false).expired(&mut meta).expect("kept"));
+    }
+
     #[test]
     fn scores_print_back_to_the_same_double() {
         for s in [

@@ -77,7 +77,9 @@ pub struct SyncOptions {
     /// Read the snapshot from this RDB file (plain or gzip) instead of `source`
     /// ([`crate::source::rdb_file`]): mode `Full`, no TTL guard (no stream can
     /// extend an expiry), keys already expired dropped as a server drops them on
-    /// load. `source` is then only a name.
+    /// load. `source` is then only a name, unless `then_follow` is set: then it is
+    /// the server followed after the file, and the load is a replica's (guard on,
+    /// expired keys kept for the stream to delete).
     pub source_file: Option<PathBuf>,
     /// With `source_file`: once the file is loaded, follow `source` by PSYNC from the
     /// file's position (`--then-follow`; see [`ThenFollow`]).
