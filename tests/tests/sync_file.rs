@@ -538,3 +538,34 @@ async fn progress_counts_bytes_of_the_file_plain_or_gzip() -> anyhow::Result<()>
     }
     Ok(())
 }
+
+/// A target flushed while the file's source is followed (it lost the file's keys and
+/// the task's checkpoint key): the next session (the link cut by CLIENT KILL) stops
+/// saying the target lost data, rather than follow the source over a target missing
+/// the file. Fails if the follow is an incremental-only task, which would resume from
+/// the checkpoint file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn then_follow_stops_when_the_target_loses_the_file() -> anyhow::Result<()> {
+    let set = ReplicaSet::start(ServerConfig::new(RedisVersion::V7_0), 1).await?;
+    let source = set.primary();
+    let target = RedisServer::start(ServerConfig::new(RedisVersion::V7_0)).await?;
+    let dir = tempfile::tempdir()?;
+    let file = saved_with_position(&set, dir.path()).await?;
+    writes_after_the_save(source, 10).await?;
+    let mut options = then_follow(&file, source, &target, &dir.path().join("cp"), false)?;
+    // No heartbeat: nothing is applied (and no checkpoint key written again) between
+    // the flush and the cut.
+    options.heartbeat = false;
+    let mut task = SyncTask::spawn(options);
+    task.caught_up(source).await?;
+    flushall(&target).await?;
+    let mut c = source.client().await?;
+    let _: () = c.run("CLIENT KILL TYPE replica").await?;
+    let ended = tokio::time::timeout(Duration::from_secs(60), task.handle).await??;
+    let text = ended.expect_err("the target lost the file").to_string();
+    assert!(
+        text.contains("lost data since the RDB file was loaded"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -159,22 +159,16 @@ fn read_file_position(options: &mut SyncOptions) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// After the file session of a `--then-follow` task: the task becomes an
-/// incremental task of its source, from the checkpoint the file's load recorded
-/// (`full+incremental` when a lost position may be copied in full). False for any
-/// other task, which is done.
+/// After the file session of a `--then-follow` task: the task becomes a
+/// `full+incremental` task of its source, from the checkpoint the file's load
+/// recorded: so a target that lost that checkpoint is noticed (not followed as if it
+/// held the file), and without the fallback `session::follow_lost` stops every start
+/// other than a continuation. False for any other task, which is done.
 fn follow_after_file(options: &mut SyncOptions) -> bool {
-    let Some(follow) = &options.then_follow else {
-        return false;
-    };
-    if options.source_file.take().is_none() {
+    if options.then_follow.is_none() || options.source_file.take().is_none() {
         return false;
     }
-    options.mode = if follow.full_copy_if_lost {
-        Mode::FullAndIncremental
-    } else {
-        Mode::Incremental
-    };
+    options.mode = Mode::FullAndIncremental;
     tracing::info!(source = %options.source, "the RDB file is loaded: following the source by PSYNC from the file's position");
     true
 }

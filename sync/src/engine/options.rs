@@ -87,8 +87,9 @@ pub struct SyncOptions {
 }
 
 /// `--then-follow`: the file source's load is recorded at the file's replication
-/// position (a checkpoint like a full resync's), and the task then runs as an
-/// incremental task of `source` from that checkpoint.
+/// position (a checkpoint like a full resync's), and the task then runs as a
+/// `full+incremental` task of `source` from that checkpoint (which, without
+/// `full_copy_if_lost`, stops rather than copy).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ThenFollow {
     /// When `source` cannot continue from the file's position (`+FULLRESYNC`): copy

@@ -100,10 +100,13 @@ fn follow_lost(options: &SyncOptions, plan: &ResumePlan, start: &Start) -> Optio
         }
         Start::FullCopy { .. } | Start::SkipSnapshot { .. } => "it answered +FULLRESYNC",
     };
-    let at = plan.psync_from().map_or_else(
-        || "(none: the target and the checkpoint directory lost the task's position)".to_owned(),
-        |(replid, offset)| format!("{replid}:{offset}"),
-    );
+    let Some((replid, offset)) = plan.psync_from() else {
+        return Some(format!(
+            "--then-follow: the target no longer holds the task's checkpoint key, which the checkpoint directory says was written: it lost data since the RDB file was loaded (restarted without persistence, or flushed), so the source cannot be followed from the file's position (fix: load the file again with a new --checkpoint-dir, or pass --then-follow-fallback full-copy to copy the source {} in full)",
+            options.source
+        ));
+    };
+    let at = format!("{replid}:{offset}");
     Some(format!(
         "--then-follow: the source {} cannot continue from the RDB file's position {at}: {answer}. The position is no longer in its backlog (more than repl-backlog-size was written since the file was saved) or is of another history; nothing after the file was written to the target (fix: load a newer RDB file, raise repl-backlog-size on the source, or pass --then-follow-fallback full-copy to copy the source in full)",
         options.source
