@@ -93,6 +93,15 @@ pub enum TruncatedTailArg {
     Ok,
 }
 
+/// `--then-follow-fallback`: when the followed server cannot continue from the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FollowFallbackArg {
+    /// Stop with an error naming the file's position (nothing written after the file).
+    Stop,
+    /// Clear the task's keys and copy the server in full, then follow it.
+    FullCopy,
+}
+
 /// The options of `lockstep sync`. Every field is also a key of the `--config` TOML file
 /// (the field name, which is the flag in snake_case): see `config.rs`. Adding an option
 /// is adding one field here (and its line in docs/configuration.md; a test checks).
@@ -119,6 +128,20 @@ pub struct SyncArgs {
     /// command, as Redis's aof-load-truncated.
     #[arg(long, value_enum, default_value = "error")]
     pub truncated_tail: TruncatedTailArg,
+    /// A file source: keep the keys whose expiry has passed since the file was saved.
+    /// The file is restored as of its save: each key alive then is written with the
+    /// lifetime it had left then, counted from now (docs/consistency.md).
+    #[arg(long)]
+    pub keep_expired: bool,
+    /// A file source: once the file is loaded, follow this server by PSYNC from the
+    /// file's position (its repl-id and repl-offset), if its backlog still holds it.
+    /// redis[s]://[[user]:password@]host[:port], with the --source-* credentials.
+    #[arg(long, value_name = "URL")]
+    pub then_follow: Option<String>,
+    /// --then-follow: what to do when the server's backlog no longer holds the
+    /// file's position: stop with an error, or copy the server in full.
+    #[arg(long, value_enum, default_value = "stop")]
+    pub then_follow_fallback: FollowFallbackArg,
     /// Target URL: redis[s]://[[user]:password@]host[:port]; any node of a Redis
     /// Cluster for a cluster (written by hash slot). Repeatable: one task per target,
     /// all running at once.

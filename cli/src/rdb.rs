@@ -101,6 +101,21 @@ fn inspect(args: RdbInspectArgs) -> anyhow::Result<ExitCode> {
             (RdbFormat::Jsonl, Event::ModuleAux { name, .. }) => {
                 writeln!(out, "{}", json!({"module_aux": name}))?
             }
+            (format, Event::Skipped(skipped)) => {
+                for s in skipped {
+                    tracing::warn!(
+                        "skipped {} record(s) of opcode 0x{:02x}, {} (first at byte {})",
+                        s.count,
+                        s.opcode,
+                        s.what,
+                        s.first_offset
+                    );
+                    if format == RdbFormat::Jsonl {
+                        let line = json!({"skipped": s.opcode, "what": s.what, "count": s.count, "first_offset": s.first_offset});
+                        writeln!(out, "{line}")?;
+                    }
+                }
+            }
             (RdbFormat::Summary, Event::Header { version }) => summary.version = version,
             _ => {}
         }

@@ -38,7 +38,7 @@ use lockstep_sync::engine::{self, Mode, Progress, SourceMode, Summary, SyncError
 use lockstep_sync::precheck::{precheck, Outcome, PrecheckOptions};
 use tokio::sync::watch;
 
-use crate::args::{ModeArg, SourceModeArg, SyncArgs};
+use crate::args::{FollowFallbackArg, ModeArg, SourceModeArg, SyncArgs};
 use crate::check::precheck_options;
 use crate::connection::Side;
 use crate::converge::ConvergenceCell;
@@ -55,6 +55,9 @@ const REPL_PING_PERIOD_SECS: u64 = 10;
 pub async fn run(args: SyncArgs, display: Display) -> anyhow::Result<ExitCode> {
     check_args(&args)?;
     let file = source_file(&args)?;
+    if file.is_none() {
+        check_file_flags(&args)?;
+    }
     let aof = aof::source_aof(&args)?;
     let (bases, all_options) = match (&file, &aof) {
         (Some(path), _) => file_targets(&args, path)?,
@@ -165,29 +168,57 @@ fn source_file(args: &SyncArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
     );
     anyhow::ensure!(
         args.mode != ModeArg::Incremental,
-        "--source file://...: an RDB file has no command stream to follow (fix: --mode full)"
+        "--source file://...: an RDB file has no command stream to follow (fix: --mode full, or --then-follow URL to follow a server from the file's position)"
+    );
+    anyhow::ensure!(
+        !(args.keep_expired && args.then_follow.is_some()),
+        "--keep-expired with --then-follow: the followed server's stream deletes the keys that expired after the file was saved, so keeping them would make the target differ (fix: one of the two)"
     );
     Ok(Some(std::path::PathBuf::from(path)))
 }
 
+/// Refuses the file source's flags without a file source.
+fn check_file_flags(args: &SyncArgs) -> anyhow::Result<()> {
+    let flag = match () {
+        () if args.keep_expired => "--keep-expired",
+        () if args.then_follow.is_some() => "--then-follow",
+        () => return Ok(()),
+    };
+    anyhow::bail!("{flag} applies to a file source only (--source file:///PATH)")
+}
+
 /// Per target, the options of a copy from RDB file `path`: mode `full`, no TTL
 /// guard (no stream follows whose commands could race an expiry), keys already
-/// expired dropped as a server loading the file drops them.
+/// expired dropped as a server loading the file drops them (or, `--keep-expired`,
+/// every key alive at the save kept with the lifetime it had left then). With
+/// `--then-follow URL`, the load is that of a replica link's snapshot (expired keys
+/// kept for the stream to delete, the TTL guard on), and the task then follows URL.
 fn file_targets(args: &SyncArgs, path: &std::path::Path) -> anyhow::Result<Expanded> {
-    if args.mode == ModeArg::FullAndIncremental {
+    if args.mode == ModeArg::FullAndIncremental && args.then_follow.is_none() {
         tracing::info!("the source is an RDB file, which has no command stream: mode full");
     }
-    let name = lockstep_sync::endpoint::Endpoint::parse("redis://rdb-file.invalid:6379")
-        .map_err(|e| anyhow::anyhow!("internal: the file source's placeholder: {e}"))?;
+    let source = match &args.then_follow {
+        Some(url) => args.connection.endpoint(Side::Source, url)?,
+        None => lockstep_sync::endpoint::Endpoint::parse("redis://rdb-file.invalid:6379")
+            .map_err(|e| anyhow::anyhow!("internal: the file source's placeholder: {e}"))?,
+    };
     let mut all = Vec::new();
     for (index, url) in args.target.iter().enumerate() {
         let target = args.connection.endpoint(Side::Target, url)?;
-        let mut options = engine_options(args, name.clone(), target, index)?;
+        let mut options = engine_options(args, source.clone(), target, index)?;
         options.mode = Mode::Full;
         options.source_file = Some(path.to_path_buf());
-        options.load.ttl_guard = Duration::ZERO;
-        options.load.drop_expired = true;
-        options.heartbeat = false;
+        if args.then_follow.is_some() {
+            options.then_follow = Some(engine::ThenFollow {
+                full_copy_if_lost: args.then_follow_fallback == FollowFallbackArg::FullCopy,
+                from: None,
+            });
+        } else {
+            options.load.ttl_guard = Duration::ZERO;
+            options.load.drop_expired = !args.keep_expired;
+            options.load.expiries_from_save = args.keep_expired;
+            options.heartbeat = false;
+        }
         all.push((index, options));
     }
     let bases = all.iter().map(|(_, o)| o.clone()).collect();

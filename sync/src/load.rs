@@ -98,6 +98,11 @@ pub struct LoadOptions {
     /// it as a primary drops them; a replica link's snapshot keeps them, the source
     /// sends their DEL).
     pub drop_expired: bool,
+    /// Restore the file as of the moment it was saved (`--keep-expired`): each key
+    /// alive then is written with the lifetime it had left then, counted from now
+    /// (`now + expiry - ctime`, the file's `ctime` aux field), whether its expiry has
+    /// passed since or not; a key already expired when the file was saved is dropped.
+    pub expiries_from_save: bool,
 }
 
 impl Default for LoadOptions {
@@ -106,6 +111,7 @@ impl Default for LoadOptions {
             big_key_bytes: 4 << 20,
             ttl_guard: Duration::from_secs(3600),
             drop_expired: false,
+            expiries_from_save: false,
         }
     }
 }
@@ -122,6 +128,8 @@ pub enum LoadError {
         target_version: u16,
         reason: String,
     },
+    #[error("--keep-expired counts each key's lifetime from the time the file was saved, and this file gives none (no ctime aux field before its first key with an expiry; Redis writes it since 3.2) (fix: load it without --keep-expired)")]
+    NoSaveTime,
     #[error("the RDB parser gave {0} out of order")]
     OutOfOrder(&'static str),
     #[error(transparent)]
@@ -202,6 +210,10 @@ pub struct KeyLoader {
     /// Keys written with a guard expiry.
     guarded: u64,
     expired_dropped: u64,
+    /// When the file was saved (its `ctime` aux field), ms.
+    saved_at_ms: Option<i64>,
+    /// Vendors' records the parser skipped.
+    skipped: Vec<rdb::SkippedRecords>,
     /// Strings without expiry waiting for their MSET, and their key and value bytes.
     strings: Vec<(Vec<u8>, Vec<u8>)>,
     strings_bytes: usize,
@@ -227,6 +239,8 @@ impl KeyLoader {
             current: None,
             guarded: 0,
             expired_dropped: 0,
+            saved_at_ms: None,
+            skipped: Vec::new(),
             strings: Vec::with_capacity(STRINGS_PER_MSET),
             strings_bytes: 0,
             keys: 0,
@@ -256,13 +270,54 @@ impl KeyLoader {
         self.expired_dropped
     }
 
+    /// Records of vendors' opcodes the parser skipped (see [`rdb::SKIPPABLE_OPCODES`]).
+    pub fn skipped(&self) -> &[rdb::SkippedRecords] {
+        &self.skipped
+    }
+
+    /// Whether the key of `meta` is not written because it has expired: by now (a
+    /// server loading the file drops it), or by the time the file was saved
+    /// (`--keep-expired`, which first moves its expiry to now plus what it had left).
+    fn expired(&mut self, meta: &mut KeyMeta) -> Result<bool, LoadError> {
+        let Some(at) = meta.expire_ms else {
+            return Ok(false);
+        };
+        if self.options.expiries_from_save {
+            let saved_at = self.saved_at_ms.ok_or(LoadError::NoSaveTime)?;
+            meta.expire_ms = Some(unix_ms().saturating_add(at.saturating_sub(saved_at)));
+            return Ok(at <= saved_at);
+        }
+        Ok(self.options.drop_expired && at <= unix_ms())
+    }
+
+    /// Logs and keeps the records the parser skipped.
+    fn on_skipped(&mut self, skipped: Vec<rdb::SkippedRecords>) {
+        for s in &skipped {
+            tracing::warn!(
+                opcode = format!("0x{:02x}", s.opcode),
+                records = s.count,
+                first_at_byte = s.first_offset,
+                "skipped {} record(s) of {}: nothing a copy needs (as librdb does)",
+                s.count,
+                s.what
+            );
+        }
+        self.skipped.extend(skipped);
+    }
+
     /// Handles one parser event.
     pub async fn on_event(&mut self, event: Event, writer: &mut Target) -> Result<(), LoadError> {
         match event {
             Event::Header { version } => self.source_rdb_version = version as u16,
+            Event::Aux { key, value } if key == b"ctime" => {
+                self.saved_at_ms = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .map(|secs| secs.saturating_mul(1000));
+            }
+            Event::Skipped(skipped) => self.on_skipped(skipped),
             Event::KeyStart(mut meta) => {
-                let expired =
-                    self.options.drop_expired && meta.expire_ms.is_some_and(|at| at <= unix_ms());
+                let expired = self.expired(&mut meta)?;
                 if expired {
                     self.expired_dropped += 1;
                 }
@@ -779,6 +834,65 @@ fn format_score(score: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn expiring_at(at: Option<i64>) -> KeyMeta {
+        KeyMeta {
+            db: 0,
+            key: b"k".to_vec(),
+            rdb_type: rdb::RdbType::String,
+            expire_ms: at,
+            lru_idle_secs: None,
+            lfu_freq: None,
+            offset: 0,
+        }
+    }
+
+    fn loader(drop_expired: bool, expiries_from_save: bool) -> KeyLoader {
+        let options = LoadOptions {
+            drop_expired,
+            expiries_from_save,
+            ..LoadOptions::default()
+        };
+        KeyLoader::new(10, options, Filter::default())
+    }
+
+    #[test]
+    fn keep_expired_counts_each_lifetime_from_the_save_and_drops_what_was_dead_then() {
+        let now = unix_ms();
+        let saved_at = now - 86_400_000; // yesterday
+        let mut keep = loader(false, true);
+        keep.saved_at_ms = Some(saved_at);
+        // Ten minutes left at the save, expired since: ten minutes from now.
+        let mut meta = expiring_at(Some(saved_at + 600_000));
+        assert!(!keep.expired(&mut meta).expect("has a save time"));
+        let left = meta.expire_ms.expect("an expiry") - unix_ms();
+        assert!((599_000..=600_000).contains(&left), "{left}");
+        // Two days left at the save: two days from now, not one.
+        let mut meta = expiring_at(Some(saved_at + 2 * 86_400_000));
+        assert!(!keep.expired(&mut meta).expect("has a save time"));
+        assert!(meta.expire_ms.expect("an expiry") - unix_ms() > 86_400_000 * 2 - 1000);
+        // Already expired when the file was saved: dropped.
+        let mut meta = expiring_at(Some(saved_at - 1));
+        assert!(keep.expired(&mut meta).expect("has a save time"));
+        // No expiry: kept as it is.
+        let mut meta = expiring_at(None);
+        assert!(!keep.expired(&mut meta).expect("no expiry"));
+        assert_eq!(meta.expire_ms, None);
+    }
+
+    #[test]
+    fn keep_expired_without_a_save_time_is_an_error_and_the_default_drops_by_now() {
+        let mut meta = expiring_at(Some(unix_ms() - 1));
+        let err = loader(false, true)
+            .expired(&mut meta)
+            .expect_err("no ctime");
+        assert!(err.to_string().contains("ctime"), "{err}");
+        let mut dropping = loader(true, false);
+        assert!(dropping.expired(&mut meta).expect("by now"));
+        let mut later = expiring_at(Some(unix_ms() + 60_000));
+        assert!(!dropping.expired(&mut later).expect("by now"));
+        assert!(!loader(false, false).expired(&mut meta).expect("kept"));
+    }
 
     #[test]
     fn scores_print_back_to_the_same_double() {

@@ -166,7 +166,12 @@ fn spawn_reader<S: Source>(
     AbortOnDrop::spawn(async move {
         let mut last_keepalive = Instant::now();
         while let Some(chunk) = source.next_snapshot_chunk(&mut snapshot).await? {
-            bytes_received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            // Bytes of the snapshot as the source counts them (a gzip file's
+            // compressed bytes), else the pieces' bytes.
+            match snapshot.bytes_read() {
+                Some(read) => bytes_received.store(read, Ordering::Relaxed),
+                None => _ = bytes_received.fetch_add(chunk.len() as u64, Ordering::Relaxed),
+            }
             if chunks.send(chunk).await.is_err() {
                 break; // the parser stopped; its error tells why
             }

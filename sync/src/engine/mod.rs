@@ -66,7 +66,7 @@ use tokio::sync::watch;
 use crate::apply::ClientIdentity;
 use crate::checkpoint::CheckpointStore;
 use crate::source::aof::AofSource;
-use crate::source::rdb_file::RdbFile;
+use crate::source::rdb_file::{replication_position, RdbFile};
 use crate::source::replica::ReplicaLink;
 use crate::source::scan::{ScanOptions, ScanSource};
 
@@ -75,8 +75,8 @@ pub use error::SyncError;
 pub use heartbeat::HEARTBEAT_PREFIX;
 pub use info::rdb_version_of;
 pub use options::{
-    validate_task_name, Mode, SourceMode, SyncOptions, DEFAULT_TASK_NAME, SCAN_DIRTY_KEYS_MAX,
-    SKIP_KEY, TARGET_CHECKPOINT_KEY,
+    validate_task_name, Mode, SourceMode, SyncOptions, ThenFollow, DEFAULT_TASK_NAME,
+    SCAN_DIRTY_KEYS_MAX, SKIP_KEY, TARGET_CHECKPOINT_KEY,
 };
 pub use progress::{Phase, Progress, Summary};
 
@@ -98,15 +98,20 @@ pub async fn run(
     if options.script.is_some() {
         crate::script::check_filter(&options.filter).map_err(SyncError::Options)?;
     }
+    let mut options = options;
+    read_file_position(&mut options)?;
     let mut store = CheckpointStore::open(&options.checkpoint_dir)?;
     let mut retries = Retries::default();
-    let mut options = options;
     // The target connections of the last session, closed by the next one.
     let mut fence: Vec<ClientIdentity> = Vec::new();
     loop {
         let before = progress.borrow().clone();
         let outcome = one_session(&mut options, &mut store, &mut fence, &stop, &progress).await;
         let err = match outcome {
+            Ok(()) if follow_after_file(&mut options) => {
+                retries = Retries::default();
+                continue;
+            }
             Ok(()) => {
                 progress.send_modify(|p| p.phase = Phase::Done);
                 return Ok(Summary {
@@ -142,6 +147,37 @@ pub async fn run(
     }
 }
 
+/// `--then-follow`: the file's replication position, read before anything is
+/// loaded; a file without one is refused (nothing to follow from).
+fn read_file_position(options: &mut SyncOptions) -> Result<(), SyncError> {
+    let (Some(path), Some(follow)) = (&options.source_file, options.then_follow.as_mut()) else {
+        return Ok(());
+    };
+    let Some(at) = replication_position(path)? else {
+        return Err(SyncError::Options(format!(
+            "--then-follow: the RDB file {} has no repl-id and repl-offset aux fields, so there is no position to follow the source from (a primary writes them only once it has a replication backlog, i.e. after a replica connected; fix: save the file after a replica connected, take it from a replica, or load it without --then-follow)",
+            path.display()
+        )));
+    };
+    tracing::info!(replid = %at.replid, offset = at.offset, db = at.db, "--then-follow: the RDB file was saved at this replication position");
+    follow.from = Some(at);
+    Ok(())
+}
+
+/// After the file session of a `--then-follow` task: the task becomes a
+/// `full+incremental` task of its source, from the checkpoint the file's load
+/// recorded: so a target that lost that checkpoint is noticed (not followed as if it
+/// held the file), and without the fallback `session::follow_lost` stops every start
+/// other than a continuation. False for any other task, which is done.
+fn follow_after_file(options: &mut SyncOptions) -> bool {
+    if options.then_follow.is_none() || options.source_file.take().is_none() {
+        return false;
+    }
+    options.mode = Mode::FullAndIncremental;
+    tracing::info!(source = %options.source, "the RDB file is loaded: following the source by PSYNC from the file's position");
+    true
+}
+
 /// One session over a replica link. A shard of a cluster source first asks the
 /// cluster which node to read: its primary may have changed (failover).
 async fn one_session(
@@ -161,7 +197,14 @@ async fn one_session(
     }
     let options = &*options;
     if let Some(path) = &options.source_file {
-        let file = async { RdbFile::open(path) };
+        let follow = options.then_follow.as_ref().and_then(|f| f.from.clone());
+        let file = async {
+            let file = RdbFile::open(path)?;
+            Ok::<_, crate::source::rdb_file::FileSourceError>(match follow {
+                Some(at) => file.following(at),
+                None => file,
+            })
+        };
         return session(options, store, fence, stop.clone(), progress, file)
             .await
             .map_err(|err| match err {

@@ -79,7 +79,9 @@ pub struct SyncOptions {
     /// Read the snapshot from this RDB file (plain or gzip) instead of `source`
     /// ([`crate::source::rdb_file`]): mode `Full`, no TTL guard (no stream can
     /// extend an expiry), keys already expired dropped as a server drops them on
-    /// load. `source` is then only a name.
+    /// load. `source` is then only a name, unless `then_follow` is set: then it is
+    /// the server followed after the file, and the load is a replica's (guard on,
+    /// expired keys kept for the stream to delete).
     pub source_file: Option<PathBuf>,
     /// How the source is read: as a replica (PSYNC), key by key
     /// ([`crate::source::scan`]), or as a replica unless it refuses to replicate.
@@ -92,6 +94,22 @@ pub struct SyncOptions {
     /// `Full`, its stream applied to its end; like a file, no TTL guard and no
     /// heartbeat. `source` is then only a name.
     pub source_aof: Option<AofSpec>,
+    /// With `source_file`: once the file is loaded, follow `source` by PSYNC from the
+    /// file's position (`--then-follow`; see [`ThenFollow`]).
+    pub then_follow: Option<ThenFollow>,
+}
+
+/// `--then-follow`: the file source's load is recorded at the file's replication
+/// position (a checkpoint like a full resync's), and the task then runs as a
+/// `full+incremental` task of `source` from that checkpoint (which, without
+/// `full_copy_if_lost`, stops rather than copy).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThenFollow {
+    /// When `source` cannot continue from the file's position (`+FULLRESYNC`): copy
+    /// it in full and follow it (true), or stop with an error (false).
+    pub full_copy_if_lost: bool,
+    /// The file's position; read from the file by the engine when the task starts.
+    pub from: Option<crate::source::rdb_file::FilePosition>,
 }
 
 /// How the source is read (`--source-mode`).
@@ -178,6 +196,7 @@ impl SyncOptions {
             scan_stats: Arc::default(),
             scan_dirty_keys_max: SCAN_DIRTY_KEYS_MAX,
             source_aof: None,
+            then_follow: None,
         }
     }
 }

@@ -71,12 +71,47 @@ where
     let plan = session.plan_resume().await?;
     let reply = link.resume(plan.psync_from()).await?;
     let start = plan.start(reply)?;
+    if let Some(why) = follow_lost(options, &plan, &start) {
+        return Err(SyncError::Options(why));
+    }
     let (link, from) = session.start(start, link, &mut stop).await?;
     // A stream that ends (an AOF's commands) is part of the copy, even in mode Full.
     if options.mode == Mode::Full && !S::STREAM_ENDS {
+        if options.then_follow.is_some() && options.source_file.is_some() {
+            // A file to follow: its guards are settled once the stream passes them.
+            return Ok(());
+        }
         return session.settle_now().await;
     }
     super::stream::stream(session, link, from, stop).await
+}
+
+/// `--then-follow` without a fallback, once the file is loaded: why the task stops
+/// when the source does not continue from the task's position (the file's, or
+/// where following it got to). `None` when it continues, or may copy in full.
+fn follow_lost(options: &SyncOptions, plan: &ResumePlan, start: &Start) -> Option<String> {
+    let follow = options.then_follow.as_ref()?;
+    if follow.full_copy_if_lost || options.source_file.is_some() {
+        return None;
+    }
+    let answer = match start {
+        Start::Continue { .. } => return None,
+        Start::CopyWithoutPositions { .. } => {
+            "it refused PSYNC and offered SYNC, which continues from no position"
+        }
+        Start::FullCopy { .. } | Start::SkipSnapshot { .. } => "it answered +FULLRESYNC",
+    };
+    let Some((replid, offset)) = plan.psync_from() else {
+        return Some(format!(
+            "--then-follow: the target no longer holds the task's checkpoint key, which the checkpoint directory says was written: it lost data since the RDB file was loaded (restarted without persistence, or flushed), so the source cannot be followed from the file's position (fix: load the file again with a new --checkpoint-dir, or pass --then-follow-fallback full-copy to copy the source {} in full)",
+            options.source
+        ));
+    };
+    let at = format!("{replid}:{offset}");
+    Some(format!(
+        "--then-follow: the source {} cannot continue from the RDB file's position {at}: {answer}. The position is no longer in its backlog (more than repl-backlog-size was written since the file was saved) or is of another history; nothing after the file was written to the target (fix: load a newer RDB file, raise repl-backlog-size on the source, or pass --then-follow-fallback full-copy to copy the source in full)",
+        options.source
+    ))
 }
 
 /// Connects to the target, closes what the last session's connections sent (it
@@ -263,7 +298,7 @@ impl Session<'_> {
             // An older copy's marker: its offset may be of another history.
             older.after_offset = offset;
         }
-        record_start(&mut self.writer, self.store, replid, offset).await?;
+        self.record_copy_position(replid, offset).await?;
         // The copy is done and its position stored on both sides: the marker no
         // longer says anything true.
         self.store.set_full_copy_in_progress(false)?;
@@ -274,6 +309,29 @@ impl Session<'_> {
             p.replid = Some(replid.to_owned());
         });
         Ok(link)
+    }
+
+    /// Records where the stream after a copy starts: at `offset` of `replid` in
+    /// database 0 (a new replica's stream starts with a SELECT), or, for a file to
+    /// follow, in the database the file says its source's stream had selected there.
+    async fn record_copy_position(&mut self, replid: &str, offset: i64) -> Result<(), SyncError> {
+        let follow = self.options.then_follow.as_ref();
+        let file_db = follow
+            .and_then(|f| f.from.as_ref())
+            .filter(|_| self.options.source_file.is_some())
+            .map(|at| at.db);
+        let Some(db) = file_db else {
+            record_start(&mut self.writer, self.store, replid, offset).await?;
+            return Ok(());
+        };
+        let start = crate::checkpoint::Checkpoint {
+            replid: replid.to_owned(),
+            offset,
+            db,
+        };
+        self.writer.record_checkpoint(&start).await?;
+        self.store.store(start)?;
+        Ok(())
     }
 
     /// A copy after SYNC: no replication id or offset, so it never ends with a

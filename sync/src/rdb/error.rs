@@ -47,7 +47,7 @@ pub enum RdbError {
         max: u32,
     },
     /// A byte where an opcode or an object type was expected is neither.
-    #[error("unknown opcode or object type 0x{byte:02x} at byte offset {offset}")]
+    #[error("unknown opcode or object type 0x{byte:02x} at byte offset {offset}: neither a Redis record nor a vendor's record known to be safe to skip (its length is unknown, so nothing after it can be read; inspect it with `xxd -s {offset} -l 64`)")]
     UnknownType {
         /// Offset of the byte.
         offset: u64,

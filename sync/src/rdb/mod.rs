@@ -39,7 +39,10 @@ pub mod zipmap;
 
 pub use dump::{decode_dump, encode_dump, DumpOptions};
 pub use error::RdbError;
-pub use parser::{parse_all, Event, Item, Limits, ModulePolicy, ParseOptions, RdbParser};
+pub use parser::{
+    parse_all, Event, Item, Limits, ModulePolicy, ParseOptions, RdbParser, SkippedRecords,
+    SKIPPABLE_OPCODES,
+};
 pub use value::{
     Consumer, Elements, HashField, Key, KeyMeta, Kind, ModuleValue, PendingEntry, RdbType, Stream,
     StreamEntry, StreamGroup, StreamId, StreamMeta, Value,

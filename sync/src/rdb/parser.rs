@@ -181,11 +181,54 @@ pub enum Event {
         /// Raw object bytes (type byte + body), when capture was on and fit.
         raw: Option<Vec<u8>>,
     },
+    /// Records of vendors' opcodes that carry nothing a copy needs, skipped as
+    /// librdb skips them ([`SKIPPABLE_OPCODES`]): one entry per opcode seen, given
+    /// once, just before [`Event::End`], so a skip is never silent.
+    Skipped(Vec<SkippedRecords>),
     /// The end of the RDB.
     End {
         /// The stored checksum (0: disabled by the writer, or version < 5).
         checksum: u64,
     },
+}
+
+/// How many records of one skippable opcode the parser passed over, and where the
+/// first one was (its opcode byte's offset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRecords {
+    /// The opcode byte.
+    pub opcode: u8,
+    /// Whose opcode it is and what it records.
+    pub what: &'static str,
+    /// Records skipped.
+    pub count: u64,
+    /// Byte offset of the first one.
+    pub first_offset: u64,
+}
+
+/// Opcodes of other writers than Redis that the parser skips, each followed by one
+/// RDB length and nothing else (so skipping one cannot lose the thread of the file),
+/// with what they record. Redis Enterprise writes them before a key, as Redis writes
+/// `IDLE`; librdb reads and ignores them (its `RDB_OPCODE_RAM_LRU` and
+/// `RDB_OPCODE_SLOT_NUM`). Any other unknown byte stops the parser with
+/// [`RdbError::UnknownType`]: its length is unknown, so nothing after it can be trusted.
+pub const SKIPPABLE_OPCODES: [(u8, &str); 2] = [
+    (
+        0x6b,
+        "Redis Enterprise RAM_LRU (a key's idle time in its RAM tier)",
+    ),
+    (
+        0x79,
+        "Redis Enterprise SLOT_NUM (the cluster slot of the keys that follow)",
+    ),
+];
+
+/// What `opcode` records, when it is one of [`SKIPPABLE_OPCODES`].
+fn skippable(opcode: u8) -> Option<&'static str> {
+    SKIPPABLE_OPCODES
+        .iter()
+        .find(|(op, _)| *op == opcode)
+        .map(|(_, what)| *what)
 }
 
 /// A whole item: a key with its complete value, or any other event.
@@ -232,6 +275,8 @@ enum State {
     Top,
     Value(Step),
     KeyEnd,
+    /// The EOF opcode was read and the skipped records given: the checksum is next.
+    Eof,
     Done,
 }
 
@@ -251,6 +296,8 @@ pub struct RdbParser<R> {
     cur_offset: u64,
     /// The string being read piece by piece, in `Step::StringPieces`.
     pieces: Option<StringPieces>,
+    /// Records of [`SKIPPABLE_OPCODES`] passed over so far, per opcode.
+    skipped: Vec<SkippedRecords>,
 }
 
 impl<R: Read> RdbParser<R> {
@@ -270,6 +317,7 @@ impl<R: Read> RdbParser<R> {
             cur_key: Vec::new(),
             cur_offset: 0,
             pieces: None,
+            skipped: Vec::new(),
         }
     }
 
@@ -333,6 +381,7 @@ impl<R: Read> RdbParser<R> {
                     self.state = State::Top;
                     return Ok(Some(Event::KeyEnd { raw }));
                 }
+                State::Eof => return self.read_eof().map(Some),
                 State::Done => return Ok(None),
             }
         }
@@ -407,7 +456,11 @@ impl<R: Read> RdbParser<R> {
             let offset = self.input.offset();
             let op = self.input.read_u8("an opcode or object type")?;
             match op {
-                0xff => return self.read_eof(),
+                0xff if self.skipped.is_empty() => return self.read_eof(),
+                0xff => {
+                    self.state = State::Eof;
+                    return Ok(Event::Skipped(std::mem::take(&mut self.skipped)));
+                }
                 0xfe => {
                     let db = self.input.read_len("SELECTDB db number")?;
                     self.db = db;
@@ -448,9 +501,27 @@ impl<R: Read> RdbParser<R> {
                     return Ok(Event::Function { code });
                 }
                 0xf4 => return self.read_slot_info(),
+                t if skippable(t).is_some() => self.skip_record(offset, t)?,
                 t => return self.start_key(offset, t),
             }
         }
+    }
+
+    /// Passes over one record of a [`SKIPPABLE_OPCODES`] opcode (its one length),
+    /// counting it.
+    fn skip_record(&mut self, offset: u64, opcode: u8) -> Result<(), RdbError> {
+        let what = skippable(opcode).unwrap_or("a skippable opcode");
+        self.input.read_len(what)?;
+        match self.skipped.iter_mut().find(|s| s.opcode == opcode) {
+            Some(seen) => seen.count += 1,
+            None => self.skipped.push(SkippedRecords {
+                opcode,
+                what,
+                count: 1,
+                first_offset: offset,
+            }),
+        }
+        Ok(())
     }
 
     fn read_slot_info(&mut self) -> Result<Event, RdbError> {
@@ -1081,4 +1152,80 @@ pub fn parse_all<R: Read>(reader: R, opts: ParseOptions) -> Result<Vec<Item>, Rd
         out.push(item);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RDB 11 file, checksum disabled (0), as Redis Enterprise writes one: every
+    /// key preceded by a RAM_LRU record (opcode 0x6b and one RDB length), one SLOT_NUM
+    /// record (0x79 and one length). `gap` is the byte at offset 19 (0x79 here).
+    fn enterprise_file(gap: u8) -> Vec<u8> {
+        let mut rdb = b"REDIS0011".to_vec(); // offsets 0..=8
+        rdb.extend_from_slice(&[0xfe, 0x00]); // 9: SELECTDB 0
+        rdb.extend_from_slice(&[0x6b, 0x40, 0x43]); // 11: RAM_LRU, a 14-bit length (67)
+        rdb.extend_from_slice(&[0x00, 1, b'a', 1, b'b']); // 14: string a = b
+        rdb.extend_from_slice(&[gap, 0x05]); // 19: SLOT_NUM 5
+        rdb.extend_from_slice(&[0x6b, 0x02]); // 21: RAM_LRU, a 6-bit length (2)
+        rdb.extend_from_slice(&[0x00, 1, b'c', 1, b'd']); // 23: string c = d
+        rdb.push(0xff); // EOF
+        rdb.extend_from_slice(&[0; 8]); // checksum 0: not computed by the writer
+        rdb
+    }
+
+    #[test]
+    fn enterprise_records_are_skipped_counted_and_given_before_the_end() {
+        let items = parse_all(&enterprise_file(0x79)[..], ParseOptions::default())
+            .expect("an Enterprise file parses");
+        let keys: Vec<&[u8]> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Key(k) => Some(k.meta.key.as_slice()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, [b"a".as_slice(), b"c"]);
+        let skipped = items.iter().rev().nth(1);
+        let Some(Item::Event(Event::Skipped(skipped))) = skipped else {
+            panic!("the skipped records come just before End: {items:?}");
+        };
+        let seen: Vec<(u8, u64, u64)> = skipped
+            .iter()
+            .map(|s| (s.opcode, s.count, s.first_offset))
+            .collect();
+        assert_eq!(seen, [(0x6b, 2, 11), (0x79, 1, 19)]);
+        assert!(skipped[0].what.contains("Redis Enterprise"));
+    }
+
+    #[test]
+    fn a_plain_file_gives_no_skipped_event() {
+        let mut rdb = b"REDIS0011".to_vec();
+        rdb.extend_from_slice(&[0xfe, 0x00, 0x00, 1, b'a', 1, b'b', 0xff]);
+        rdb.extend_from_slice(&[0; 8]);
+        let items = parse_all(&rdb[..], ParseOptions::default()).expect("parses");
+        assert!(!items
+            .iter()
+            .any(|i| matches!(i, Item::Event(Event::Skipped(_)))));
+    }
+
+    #[test]
+    fn an_unknown_opcode_stops_the_parser_naming_its_offset() {
+        // 0x65: an old Garantia/Enterprise opcode (GCAS) whose length is not known.
+        let err = parse_all(&enterprise_file(0x65)[..], ParseOptions::default())
+            .expect_err("an unknown opcode cannot be skipped");
+        assert!(
+            matches!(
+                err,
+                RdbError::UnknownType {
+                    offset: 19,
+                    byte: 0x65
+                }
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("0x65 at byte offset 19"), "{text}");
+        assert!(text.contains("safe to skip"), "{text}");
+    }
 }

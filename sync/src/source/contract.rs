@@ -96,6 +96,13 @@ pub trait Source: Sized + Send + 'static {
 pub trait Snapshot: Send + 'static {
     /// Its size in bytes, when the source announced one.
     fn bytes_total(&self) -> Option<u64>;
+
+    /// Bytes of the snapshot read so far, when the source counts them otherwise
+    /// than the pieces' bytes (a gzip file: compressed bytes, of `bytes_total`);
+    /// `None` to count the pieces.
+    fn bytes_read(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Acknowledgements: tells the source that everything up to an offset is applied.

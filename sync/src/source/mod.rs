@@ -39,9 +39,11 @@
 //!   gives a stream that ends at once (or, later, one fed by keyspace
 //!   notifications) and an acker that does nothing.
 //! - An **RDB file** (built: [`rdb_file`]): `resume` answers `FullResync` with a
-//!   replid of the file's own and offset 0; the snapshot is the file read in pieces
-//!   (`bytes_total` its size; decompressed as read when gzip); the stream is empty;
-//!   no acks.
+//!   replid of the file's own and offset 0 (with `--then-follow`: the file's own
+//!   replication position, or `Continue` when the task already holds one); the
+//!   snapshot is the file read in pieces (`bytes_total` its size, `bytes_read` the
+//!   file's bytes read, compressed ones when gzip, decompressed as read); the stream
+//!   is empty; no acks.
 //! - An **AOF** (built: [`aof`]): `resume` always answers `FullResync` (a replay
 //!   starts over); the snapshot is the base file's RDB preamble (an empty RDB when
 //!   the base is commands); `into_stream` is a `CommandStream` over the commands

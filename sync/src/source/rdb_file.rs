@@ -2,15 +2,21 @@
 //! the way off a server that refuses to replicate, from the snapshot it exported.
 //!
 //! # The contract, as a file implements it
-//! - resume: always `FullResync` with a replication id of the file's own (40 hex
-//!   digits from its path, size and modification time) and offset 0: a file can
-//!   continue nothing, so every run copies it again (over what an interrupted run
-//!   left, which the engine clears first, as after any interrupted copy);
+//! - resume: `FullResync` with a replication id of the file's own (40 hex digits
+//!   from its path, size and modification time) and offset 0: a file can continue
+//!   nothing, so every run copies it again (over what an interrupted run left, which
+//!   the engine clears first, as after any interrupted copy). A file to be followed
+//!   (`--then-follow`, [`RdbFile::following`]) answers instead with the position it
+//!   was saved at ([`FilePosition`]: its `repl-id`, `repl-offset` and
+//!   `repl-stream-db` aux fields, read by [`replication_position`] before anything is
+//!   loaded), and `Continue` when the task already holds a position (an earlier run
+//!   loaded the file and followed from it: the file is not loaded again);
 //! - snapshot: the file read in pieces of [`CHUNK_BYTES`], through the same parser,
 //!   filters, renames, routes and loader as a replica link's RDB; a gzip file
 //!   (`.rdb.gz`, as clouds export them; recognized by its magic bytes, not its name)
 //!   is decompressed as it is read, never unpacked to disk; `bytes_total` is the
-//!   file's size when it is not compressed;
+//!   file's size, and for a gzip file [`Snapshot::bytes_read`] counts the compressed
+//!   bytes read, so progress is in bytes of the file either way;
 //! - command stream: none (it ends at once), and acknowledgements do nothing. The
 //!   task runs in mode `full` only: the CLI refuses another.
 //!
@@ -19,11 +25,15 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use super::{Acknowledge, PsyncReply, Snapshot, Source};
+use crate::rdb::{Event, ParseOptions, RdbParser};
 use crate::resp::{CommandStream, FrameReader, Limits};
 
 /// Bytes asked of the file per snapshot piece.
@@ -43,6 +53,62 @@ pub enum FileSourceError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("the RDB file {path}: its header cannot be read: {reason}")]
+    Header { path: String, reason: String },
+}
+
+/// Where in its source's replication stream a file was saved: its `repl-id`,
+/// `repl-offset` and `repl-stream-db` aux fields (a primary writes them once it has a
+/// replication backlog, i.e. once a replica has connected; a replica writes its
+/// primary's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePosition {
+    pub replid: String,
+    pub offset: i64,
+    /// The database the stream has selected at `offset` (0 when not recorded).
+    pub db: u32,
+}
+
+/// The replication position the file at `path` (plain or gzip) was saved at, read
+/// from the aux fields before its first database; `None` when it has none.
+pub fn replication_position(path: &Path) -> Result<Option<FilePosition>, FileSourceError> {
+    let header = |reason: String| FileSourceError::Header {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut file =
+        std::io::BufReader::new(std::fs::File::open(path).map_err(|e| FileSourceError::Io {
+            path: path.display().to_string(),
+            what: "cannot be opened",
+            source: e,
+        })?);
+    let head = std::io::BufRead::fill_buf(&mut file).map_err(|e| header(e.to_string()))?;
+    let reader: Box<dyn std::io::Read> = if head.starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::bufread::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut parser = RdbParser::new(reader, ParseOptions::default());
+    let (mut replid, mut offset, mut db) = (None, None, 0u32);
+    loop {
+        match parser.next_event().map_err(|e| header(e.to_string()))? {
+            Some(Event::Header { .. } | Event::ModuleAux { .. }) => {}
+            Some(Event::Aux { key, value }) => {
+                let text = String::from_utf8_lossy(&value).into_owned();
+                match key.as_slice() {
+                    b"repl-id" => replid = Some(text),
+                    b"repl-offset" => offset = text.parse::<i64>().ok(),
+                    b"repl-stream-db" => db = text.parse::<u32>().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            _ => break,
+        }
+    }
+    Ok(match (replid, offset) {
+        (Some(replid), Some(offset)) => Some(FilePosition { replid, offset, db }),
+        _ => None,
+    })
 }
 
 /// An RDB file, plain or gzip-compressed.
@@ -50,6 +116,8 @@ pub enum FileSourceError {
 pub struct RdbFile {
     path: PathBuf,
     replid: String,
+    /// The position the file was saved at, when it is to be followed.
+    follow: Option<FilePosition>,
 }
 
 impl RdbFile {
@@ -75,7 +143,18 @@ impl RdbFile {
         Ok(RdbFile {
             path: path.to_path_buf(),
             replid: replid_of(identity.as_bytes()),
+            follow: None,
         })
+    }
+
+    /// The file, to be followed from `at` once loaded: its copy is recorded at that
+    /// position (not at the file's own id), and a task that already holds a position
+    /// continues from it instead of loading the file again.
+    pub fn following(self, at: FilePosition) -> RdbFile {
+        RdbFile {
+            follow: Some(at),
+            ..self
+        }
     }
 
     /// The replication id this file's copies are recorded under.
@@ -108,11 +187,37 @@ pub(super) fn replid_of(identity: &[u8]) -> String {
 pub struct FileSnapshot {
     reader: Pin<Box<dyn AsyncRead + Send + Sync>>,
     total: Option<u64>,
+    /// Bytes of the file read (for a gzip file: compressed bytes).
+    read: Arc<AtomicU64>,
 }
 
 impl Snapshot for FileSnapshot {
     fn bytes_total(&self) -> Option<u64> {
         self.total
+    }
+
+    fn bytes_read(&self) -> Option<u64> {
+        Some(self.read.load(Ordering::Relaxed))
+    }
+}
+
+/// A reader that counts the bytes it gives.
+struct Counted<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let given = buf.filled().len().saturating_sub(before);
+        self.read.fetch_add(given as u64, Ordering::Relaxed);
+        polled
     }
 }
 
@@ -133,10 +238,20 @@ impl Source for RdbFile {
     type Stream = tokio::io::Empty;
     type Acker = NoAcks;
 
-    async fn resume(&mut self, _from: Option<(&str, i64)>) -> Result<PsyncReply, FileSourceError> {
-        Ok(PsyncReply::FullResync {
-            replid: self.replid.clone(),
-            offset: 0,
+    async fn resume(&mut self, from: Option<(&str, i64)>) -> Result<PsyncReply, FileSourceError> {
+        Ok(match (&self.follow, from) {
+            (Some(_), Some((replid, offset))) => {
+                tracing::info!(%replid, offset, "--then-follow: the target already holds a position of this task (an earlier run loaded the file): following the source from it, the file is not loaded again");
+                PsyncReply::Continue { replid: None }
+            }
+            (Some(at), None) => PsyncReply::FullResync {
+                replid: at.replid.clone(),
+                offset: at.offset,
+            },
+            (None, _) => PsyncReply::FullResync {
+                replid: self.replid.clone(),
+                offset: 0,
+            },
         })
     }
 
@@ -145,7 +260,12 @@ impl Source for RdbFile {
             .await
             .map_err(|e| self.error("cannot be opened", e))?;
         let size = file.metadata().await.ok().map(|m| m.len());
-        let mut buffered = BufReader::with_capacity(CHUNK_BYTES, file);
+        let read = Arc::new(AtomicU64::new(0));
+        let counted = Counted {
+            inner: file,
+            read: read.clone(),
+        };
+        let mut buffered = BufReader::with_capacity(CHUNK_BYTES, counted);
         let head = buffered
             .fill_buf()
             .await
@@ -155,12 +275,14 @@ impl Source for RdbFile {
             let decoder = async_compression::tokio::bufread::GzipDecoder::new(buffered);
             return Ok(FileSnapshot {
                 reader: Box::pin(decoder),
-                total: None,
+                total: size,
+                read,
             });
         }
         Ok(FileSnapshot {
             reader: Box::pin(buffered),
             total: size,
+            read,
         })
     }
 
@@ -235,8 +357,36 @@ mod tests {
         );
         assert_eq!(read_all(&mut file).await, data);
         let mut file = RdbFile::open(&gz).expect("opens");
-        assert_eq!(file.snapshot().await.expect("opens").bytes_total(), None);
+        let compressed = std::fs::metadata(&gz).expect("size").len();
+        assert_eq!(
+            file.snapshot().await.expect("opens").bytes_total(),
+            Some(compressed),
+            "a gzip file's progress is in compressed bytes"
+        );
         assert_eq!(read_all(&mut file).await, data);
+    }
+
+    #[tokio::test]
+    async fn a_gzip_files_bytes_read_are_its_compressed_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gz = dir.path().join("dump.rdb.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&[42u8; 900_000]).expect("compress");
+        std::fs::write(&gz, encoder.finish().expect("finish")).expect("write");
+        let compressed = std::fs::metadata(&gz).expect("size").len();
+        let mut file = RdbFile::open(&gz).expect("opens");
+        let mut snapshot = file.snapshot().await.expect("opens");
+        let mut unpacked = 0;
+        while let Some(piece) = file
+            .next_snapshot_chunk(&mut snapshot)
+            .await
+            .expect("reads")
+        {
+            unpacked += piece.len();
+            assert!(snapshot.bytes_read() <= Some(compressed));
+        }
+        assert_eq!(unpacked, 900_000);
+        assert_eq!(snapshot.bytes_read(), Some(compressed));
     }
 
     #[tokio::test]
