@@ -248,3 +248,47 @@ pub fn binary_version(binary: &Path) -> anyhow::Result<String> {
         .map(str::to_owned)
         .with_context(|| format!("{} --version printed no v=: {text}", binary.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valkey_sits_between_7_0_and_8_2_by_rdb_version_and_has_its_own_name_and_variable() {
+        let v = RedisVersion::Valkey8_1;
+        assert!(RedisVersion::V7_0 < v && v < RedisVersion::V8_2);
+        let rdb: Vec<u16> = RedisVersion::WITH_VALKEY
+            .iter()
+            .map(|v| v.rdb_version())
+            .collect();
+        assert_eq!(rdb, [9, 10, 11, 12]);
+        assert_eq!(v.to_string(), "valkey-8.1");
+        assert_eq!(v.env_var(), "LOCKSTEP_VALKEY_8_1");
+        assert_eq!(RedisVersion::V6_2.env_var(), "LOCKSTEP_REDIS_6_2");
+        assert_eq!(v.binary_name(), "valkey-server");
+        for text in ["valkey-8.1", "Valkey-8.1", "valkey"] {
+            assert_eq!(RedisVersion::parse(text).ok(), Some(v), "{text}");
+        }
+        assert!(RedisVersion::parse("valkey-9.0").is_err());
+        assert!(!RedisVersion::ALL.contains(&v));
+    }
+
+    #[test]
+    fn a_running_server_is_named_by_valkey_version_before_redis_version() {
+        let valkey = |name: &str| match name {
+            "valkey_version" => Some("8.1.8".to_owned()),
+            "redis_version" => Some("7.2.4".to_owned()),
+            _ => None,
+        };
+        assert_eq!(
+            RedisVersion::from_info(valkey).ok(),
+            Some(RedisVersion::Valkey8_1)
+        );
+        let redis = |name: &str| (name == "redis_version").then(|| "8.2.3".to_owned());
+        assert_eq!(
+            RedisVersion::from_info(redis).ok(),
+            Some(RedisVersion::V8_2)
+        );
+        assert!(RedisVersion::from_info(|_| None).is_err());
+    }
+}
