@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs lockstep's whole test suite on this machine: installs the Redis versions the
-# tests need (6.2, 7.0, 8.2) when missing, then every test of every crate against
-# real servers. Uses cargo-nextest (one process per test, so a crashing test cannot
+# Runs lockstep's whole test suite on this machine: installs the server versions the
+# tests need (Redis 6.2, 7.0, 8.2 and Valkey 8.1) when missing, then every test of
+# every crate against real servers. Uses cargo-nextest (one process per test, so a crashing test cannot
 # take others with it) when it is installed, plain `cargo test` otherwise.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

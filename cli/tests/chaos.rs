@@ -102,6 +102,22 @@ fn a_cheap_subset_holds_across_versions() {
     assert_catalog_holds(&scenarios, "6.2:8.2,8.2:6.2", &seed());
 }
 
+/// The same subset between Valkey 8.1 and Redis 7.0 and 8.2, both ways.
+#[test]
+fn a_cheap_subset_holds_between_valkey_and_redis() {
+    let scenarios: Vec<String> = [
+        "flushdb-during-incremental",
+        "ttls-expire-during-incremental",
+        "kill-sync-during-incremental",
+        "network-cut-within-backlog",
+        "list-into-non-empty-target",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let pairs = "valkey-8.1:8.2,8.2:valkey-8.1,7.0:valkey-8.1,valkey-8.1:7.0";
+    assert_catalog_holds(&scenarios, pairs, &seed());
+}
+
 #[test]
 #[ignore = "soak: every scenario on every version pair and several seeds (minutes)"]
 fn soak_every_scenario_on_every_pair() {
@@ -109,7 +125,8 @@ fn soak_every_scenario_on_every_pair() {
         .into_iter()
         .filter(|name| !KNOWN_BUGS.contains(&name.as_str()))
         .collect();
-    let pairs = "6.2:6.2,6.2:7.0,6.2:8.2,7.0:6.2,7.0:7.0,7.0:8.2,8.2:6.2,8.2:7.0,8.2:8.2";
+    let pairs = "6.2:6.2,6.2:7.0,6.2:8.2,7.0:6.2,7.0:7.0,7.0:8.2,8.2:6.2,8.2:7.0,8.2:8.2,\
+                 valkey-8.1:valkey-8.1,valkey-8.1:7.0,valkey-8.1:8.2,7.0:valkey-8.1,8.2:valkey-8.1";
     let seeds = std::env::var("LOCKSTEP_CHAOS_SEEDS").unwrap_or_else(|_| "1,2,3".to_owned());
     for seed in seeds.split(',') {
         assert_catalog_holds(&scenarios, pairs, seed.trim());

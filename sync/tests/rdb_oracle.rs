@@ -28,11 +28,7 @@ use redis::Value as RV;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/rdb");
 
 fn rdb_version(v: RedisVersion) -> u16 {
-    match v {
-        RedisVersion::V6_2 => 9,
-        RedisVersion::V7_0 => 10,
-        RedisVersion::V8_2 => 12,
-    }
+    v.rdb_version()
 }
 
 fn now_ms() -> i64 {
@@ -481,6 +477,12 @@ async fn oracle_7_0() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oracle_8_2() -> Result<()> {
     oracle(RedisVersion::V8_2).await
+}
+
+/// Valkey 8.1's RDB 11 (its own `valkey-ver` aux field, Redis 7.2's types).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oracle_valkey_8_1() -> Result<()> {
+    oracle(RedisVersion::Valkey8_1).await
 }
 
 /// Each loadable fixture, loaded by a real 7.0, equals our parse of it.

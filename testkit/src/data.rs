@@ -480,16 +480,13 @@ async fn connect(client: &redis::Client) -> crate::Result<MultiplexedConnection>
         .context("connecting the data set writer")
 }
 
-/// The version of the server behind `conn`, from `INFO server`.
+/// The version of the server behind `conn`, from `INFO server` (`valkey_version`
+/// first: a Valkey says `redis_version:7.2.4` whatever its own version).
 pub(crate) async fn server_version(
     conn: &mut MultiplexedConnection,
 ) -> crate::Result<RedisVersion> {
     let info = crate::info::info(conn, "server").await?;
-    let full = info
-        .get("redis_version")
-        .context("INFO server has no redis_version")?;
-    let major_minor: Vec<&str> = full.split('.').take(2).collect();
-    RedisVersion::parse(&major_minor.join("."))
+    RedisVersion::from_info(|name| info.get(name).map(str::to_owned))
 }
 
 /// Hash field TTLs (HEXPIRE and friends) exist from 7.4.
@@ -497,9 +494,9 @@ pub(crate) fn has_hash_field_ttl(version: RedisVersion) -> bool {
     version >= RedisVersion::V8_2
 }
 
-/// Small sets of text and small lists are listpacks from 7.2.
+/// Small sets of text and small lists are listpacks from 7.2 (Valkey 8.1 too).
 fn has_listpack_sets_and_lists(version: RedisVersion) -> bool {
-    version >= RedisVersion::V8_2
+    version >= RedisVersion::Valkey8_1
 }
 
 /// The compact encoding of small hashes and zsets.
@@ -558,11 +555,12 @@ fn list_encoding(version: RedisVersion, total_bytes: usize) -> &'static str {
     }
 }
 
-/// Up to 7.x a string of at most 44 bytes is `embstr`. From 8.0 the key is embedded
-/// in the same allocation as the value (and the expire time when there is one), so
-/// the limit is on key + value: 41 bytes, 8 fewer with a TTL.
+/// Up to 7.x a string of at most 44 bytes is `embstr`. From Redis 8.0 (and in Valkey
+/// 8.1, measured) the key is embedded in the same allocation as the value (and the
+/// expire time when there is one), so the limit is on key + value: 41 bytes, 8 fewer
+/// with a TTL.
 fn string_encoding(version: RedisVersion, target: &Target, value: &[u8]) -> &'static str {
-    let embeds = if version >= RedisVersion::V8_2 {
+    let embeds = if version >= RedisVersion::Valkey8_1 {
         let ttl_bytes = if target.with_ttl { 8 } else { 0 };
         target.key.len() + value.len() + ttl_bytes <= 41
     } else {

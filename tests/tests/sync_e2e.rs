@@ -75,6 +75,26 @@ async fn every_version_pair_ends_equal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Valkey 8.1 (RDB 11, between Redis 7.0 and 8.2) both ways with Redis 7.0 and 8.2,
+/// and into itself: full copy then the stream, with the churn workload writing during
+/// the copy in every pair but 8.2 -> Valkey (8.2's stream carries hash field TTL
+/// commands, which Valkey 8.1 does not have). Valkey -> 7.0 re-encodes its RDB 11
+/// payloads for the RDB 10 target.
+#[tokio::test]
+async fn valkey_pairs_with_redis_end_equal() -> anyhow::Result<()> {
+    let valkey = RedisVersion::Valkey8_1;
+    for (from, to) in [
+        (valkey, RedisVersion::V7_0),
+        (RedisVersion::V7_0, valkey),
+        (valkey, RedisVersion::V8_2),
+        (RedisVersion::V8_2, valkey),
+        (valkey, valkey),
+    ] {
+        full_and_incremental(from, to, from != RedisVersion::V8_2).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_value_the_older_target_cannot_hold_stops_the_task_naming_the_key() -> anyhow::Result<()>
 {

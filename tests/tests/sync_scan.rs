@@ -64,6 +64,21 @@ async fn a_source_that_refuses_to_replicate_is_scanned_and_followed() -> anyhow:
     Ok(())
 }
 
+/// The same between Valkey 8.1 and Redis 7.0 and 8.2, both ways.
+#[tokio::test]
+async fn a_valkey_source_or_target_is_scanned_and_followed() -> anyhow::Result<()> {
+    let valkey = RedisVersion::Valkey8_1;
+    for (from, to) in [
+        (valkey, RedisVersion::V7_0),
+        (RedisVersion::V7_0, valkey),
+        (valkey, RedisVersion::V8_2),
+        (RedisVersion::V8_2, valkey),
+    ] {
+        scanned_and_followed(from, to).await?;
+    }
+    Ok(())
+}
+
 async fn scanned_and_followed(from: RedisVersion, to: RedisVersion) -> anyhow::Result<()> {
     let source = RedisServer::start(no_replication(from)).await?;
     let target = RedisServer::start(ServerConfig::new(to).set("databases", "32")).await?;

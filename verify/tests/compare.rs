@@ -183,10 +183,10 @@ async fn injected_differences_6_2_to_8_2() -> anyhow::Result<()> {
     injected(RedisVersion::V6_2, RedisVersion::V8_2).await
 }
 
-#[tokio::test]
-async fn identical_data_on_6_2_and_8_2_is_consistent() -> anyhow::Result<()> {
-    let old = RedisServer::start(ServerConfig::new(RedisVersion::V6_2)).await?;
-    let new = RedisServer::start(ServerConfig::new(RedisVersion::V8_2)).await?;
+/// The same data set written into two versions compares equal both ways.
+async fn identical_data_is_consistent(a: RedisVersion, b: RedisVersion) -> anyhow::Result<()> {
+    let old = RedisServer::start(ServerConfig::new(a)).await?;
+    let new = RedisServer::start(ServerConfig::new(b)).await?;
     let spec = DataSpec::new(7, 60).big_keys(200_000);
     let (a, b) = (old.redis_client()?, new.redis_client()?);
     let (wa, wb) = tokio::join!(DataSet::write(&a, &spec), DataSet::write(&b, &spec));
@@ -203,6 +203,25 @@ async fn identical_data_on_6_2_and_8_2_is_consistent() -> anyhow::Result<()> {
         assert!(report.keys_compared > 500, "{report}");
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn identical_data_on_6_2_and_8_2_is_consistent() -> anyhow::Result<()> {
+    identical_data_is_consistent(RedisVersion::V6_2, RedisVersion::V8_2).await
+}
+
+#[tokio::test]
+async fn identical_data_on_valkey_8_1_and_redis_7_0_and_8_2_is_consistent() -> anyhow::Result<()> {
+    for redis in [RedisVersion::V7_0, RedisVersion::V8_2] {
+        identical_data_is_consistent(RedisVersion::Valkey8_1, redis).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn injected_differences_valkey_8_1_and_redis_both_ways() -> anyhow::Result<()> {
+    injected(RedisVersion::Valkey8_1, RedisVersion::V8_2).await?;
+    injected(RedisVersion::V7_0, RedisVersion::Valkey8_1).await
 }
 
 #[tokio::test]

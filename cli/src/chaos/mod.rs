@@ -46,11 +46,12 @@ pub struct ChaosArgs {
     /// Run only this scenario (repeatable); default: every scenario (see --list).
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
-    /// Redis versions: each scenario runs from each version into the same version
-    /// (6.2, 7.0, 8.2). Binaries: LOCKSTEP_REDIS_6_2 / _7_0 / _8_2, else the project's.
+    /// Server versions: each scenario runs from each version into the same version
+    /// (6.2, 7.0, 8.2, valkey-8.1). Binaries: LOCKSTEP_REDIS_6_2 / _7_0 / _8_2 and
+    /// LOCKSTEP_VALKEY_8_1, else the project's.
     #[arg(long, value_delimiter = ',', conflicts_with = "pairs")]
     pub versions: Vec<String>,
-    /// Source:target version pairs, e.g. 6.2:8.2,8.2:7.0 (default 7.0:7.0).
+    /// Source:target version pairs, e.g. 6.2:8.2,8.2:valkey-8.1 (default 7.0:7.0).
     #[arg(long, value_delimiter = ',', value_name = "SRC:DST")]
     pub pairs: Vec<String>,
     /// Seed of the random parts (key names, TTLs, kill instants); default: from the

@@ -35,17 +35,34 @@ pub(super) async fn source_position(
     }
 }
 
-/// The RDB version the target reads, from its `redis_version`.
+/// The RDB version the target reads, from its `INFO server`.
 pub(super) async fn target_rdb_version(writer: &mut Target) -> Result<u16, SyncError> {
     let info = info_text(writer.query(&[b"INFO".as_slice(), b"server"]).await?);
-    let version = info
-        .lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("0")
-        .trim()
-        .to_owned();
-    Ok(rdb_version_of(&version))
+    Ok(rdb_version_of_server(&info))
 }
+
+/// The newest RDB version of Redis's line that a server reads, from its `INFO
+/// server` text. A Valkey (`valkey_version:` present) reads RDB 11, Redis 7.2's:
+/// Valkey 7.2 and 8.x write it, and Valkey 9.0 and later write versions of their own
+/// (80 and up, `VALKEY` magic) but keep reading 11, while Redis's 12 and up fall in
+/// their "foreign" range (12..=79), refused. So a Valkey target gets payloads
+/// re-encoded down to 11 from a newer Redis. A Valkey's `redis_version` is pinned at
+/// 7.2.4 and would say the same, but by accident of that pin, not by rule.
+pub fn rdb_version_of_server(info_server: &str) -> u16 {
+    let field = |name: &str| {
+        info_server
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    if field("valkey_version:").is_some() {
+        return VALKEY_READS_RDB;
+    }
+    rdb_version_of(field("redis_version:").unwrap_or("0"))
+}
+
+/// The RDB version every Valkey reads and every Valkey before 9.0 writes.
+const VALKEY_READS_RDB: u16 = 11;
 
 /// RDB version written by a Redis version (`major.minor.patch`).
 pub fn rdb_version_of(redis_version: &str) -> u16 {
@@ -93,5 +110,17 @@ mod tests {
         for (version, rdb) in cases {
             assert_eq!(rdb_version_of(version), rdb, "{version}");
         }
+    }
+
+    #[test]
+    fn a_valkey_reads_rdb_11_whatever_its_redis_version_field_says() {
+        let valkey_8_1 =
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.1.8\r\n";
+        assert_eq!(rdb_version_of_server(valkey_8_1), 11);
+        let later = "redis_version:8.0.0\r\nvalkey_version:9.0.0\r\n";
+        assert_eq!(rdb_version_of_server(later), 11);
+        assert_eq!(rdb_version_of_server("redis_version:8.2.3\r\n"), 12);
+        assert_eq!(rdb_version_of_server("redis_version:7.0.15\r\n"), 10);
+        assert_eq!(rdb_version_of_server(""), 5);
     }
 }

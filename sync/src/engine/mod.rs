@@ -73,7 +73,7 @@ use crate::source::scan::{ScanOptions, ScanSource};
 pub use crate::clock::unix_ms;
 pub use error::SyncError;
 pub use heartbeat::HEARTBEAT_PREFIX;
-pub use info::rdb_version_of;
+pub use info::{rdb_version_of, rdb_version_of_server};
 pub use options::{
     validate_task_name, Mode, SourceMode, SyncOptions, ThenFollow, DEFAULT_TASK_NAME,
     SCAN_DIRTY_KEYS_MAX, SKIP_KEY, TARGET_CHECKPOINT_KEY,

@@ -6,7 +6,8 @@
 //! The order is Redis's own (replication.c, `syncWithMaster`):
 //! 1. [`ReplicaLink::connect`]: TCP (and TLS), `PING`, then pipelined `AUTH`,
 //!    `REPLCONF listening-port`, `REPLCONF capa eof capa psync2`, replies read one by
-//!    one. An AUTH failure is fatal; REPLCONF refusals are only logged.
+//!    one. An AUTH failure is fatal; REPLCONF refusals are only logged. No
+//!    `REPLCONF version` (see `connect`): a Valkey primary then sends RDB 11.
 //! 2. [`ReplicaLink::psync`]: `PSYNC <replid> <offset+1>` to resume or `PSYNC ? -1`,
 //!    sent only after every handshake reply is read (a primary refuses SYNC/PSYNC
 //!    from a client with pending output). `+FULLRESYNC`, `+CONTINUE [replid]`,
@@ -185,6 +186,15 @@ impl ReplicaLink {
             &mut pipeline,
             &[b"REPLCONF".as_slice(), b"capa", b"eof", b"capa", b"psync2"],
         );
+        // No `REPLCONF version`, on purpose. A Valkey primary keeps what a replica
+        // says there (`replica_version`); 8.x writes RDB 11 whatever it is told (it
+        // only counts replicas above 7.2.255 as ones a cluster's SETSLOT waits for),
+        // and 9.0 and later choose the RDB they send by it (`replicaRdbVersion`): a
+        // replica that says nothing gets 11, one that says 9.0 or later their own 80+
+        // with a `VALKEY` magic, which the RDB parser does not read. Redis 6.2, 7.0
+        // and 8.2 answer it `-ERR Unrecognized REPLCONF option`. Saying nothing thus
+        // gets the newest format lockstep reads from every Valkey, with no SETSLOT
+        // waiting on it and no refusal from Redis.
         link.write_all(&pipeline).await?;
         if expect_auth {
             let reply = link.reply("AUTH").await?;
