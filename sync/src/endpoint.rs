@@ -366,8 +366,14 @@ pub fn redact(url: &str) -> String {
     let Some(at) = url.rfind('@') else {
         return url.to_owned();
     };
+    // Only a scheme's `://` is kept: one inside the password (a typo'd scheme such as
+    // `redis//:pa://ss@h`) is part of what is hidden.
+    let is_scheme = |s: &str| {
+        s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+    };
     let keep = match url.find("://") {
-        Some(i) if i + 3 <= at => i + 3,
+        Some(i) if i + 3 <= at && is_scheme(&url[..i]) => i + 3,
         _ => 0,
     };
     format!("{}***{}", &url[..keep], &url[at..])
@@ -488,6 +494,8 @@ mod tests {
             ("rediss://u:a/b@c@h", "rediss://***@h"),
             ("redis://u:hunter2?x@h:1", "redis://***@h:1"),
             ("redis://u:123/hunter@h:1", "redis://***@h:1"),
+            // Found by the property test: a `://` inside the password of a typo'd URL.
+            ("redis//:hunter://@", "***@"),
         ] {
             assert_eq!(redact(url), shown);
             if let Err(err) = Endpoint::parse(url) {
