@@ -35,14 +35,7 @@ async fn full_and_incremental(
     if to < RedisVersion::V8_2 {
         // Hash field TTLs (7.4+) have no form on an older target; that case has its
         // own test (the task stops naming the key).
-        let mut conn = source.client().await?;
-        for db in 0..16 {
-            conn.run_args::<()>(("SELECT", db)).await?;
-            let keys: Vec<String> = conn.run("KEYS hash-field-ttl*").await?;
-            for key in keys {
-                conn.run_args::<()>(("DEL", key)).await?;
-            }
-        }
+        common::drop_hash_field_ttls(&source, 16).await?;
     }
     let dir = tempfile::tempdir()?;
     let mut task = start_sync(&source, &target, dir.path(), Mode::FullAndIncremental)?;

@@ -30,20 +30,6 @@ fn no_replication(version: RedisVersion) -> ServerConfig {
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
-/// Hash field TTLs (7.4+) have no form on an older target (that refusal has its
-/// own test in sync_e2e).
-async fn drop_hash_field_ttls(source: &RedisServer) -> anyhow::Result<()> {
-    let mut conn = source.client().await?;
-    for db in 0..32 {
-        conn.run_args::<()>(("SELECT", db)).await?;
-        let keys: Vec<String> = conn.run("KEYS hash-field-ttl*").await?;
-        for key in keys {
-            conn.run_args::<()>(("DEL", key)).await?;
-        }
-    }
-    Ok(())
-}
-
 fn churn(seed: u64, secs: u64) -> ChurnSpec {
     ChurnSpec::new(seed)
         .rate(300.0)
@@ -88,7 +74,7 @@ async fn scanned_and_followed(from: RedisVersion, to: RedisVersion) -> anyhow::R
     )
     .await?;
     if to < from {
-        drop_hash_field_ttls(&source).await?;
+        common::drop_hash_field_ttls(&source, 32).await?;
     }
     let dir = tempfile::tempdir()?;
     let options = common::options(&source, &target, dir.path())?;

@@ -329,17 +329,8 @@ fn fresh_replid(endpoint: &str) -> String {
         std::process::id(),
         crate::clock::unix_ms()
     );
-    let fnv = |basis: u64| {
-        seed.bytes().fold(basis, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    };
-    format!(
-        "{:016x}{:016x}{:08x}",
-        fnv(0xcbf2_9ce4_8422_2325),
-        fnv(0x8422_2325_cbf2_9ce4),
-        n as u32
-    )
+    // The file source's derivation of 40 hex digits, from this seed.
+    super::rdb_file::replid_of(seed.as_bytes())
 }
 
 /// A scan has no one to acknowledge to.
